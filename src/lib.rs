@@ -1,0 +1,1 @@
+//! verdict: a terminal workstation for preference data and DPO fine-tuning.
