@@ -1,1 +1,11 @@
 //! verdict: a terminal workstation for preference data and DPO fine-tuning.
+//!
+//! The library holds everything; the `verdict` binary is a thin shell over [`cli`].
+
+pub mod cli;
+pub mod data;
+pub mod domain;
+pub mod guidelines;
+pub mod qa;
+pub mod samples;
+pub mod store;

@@ -1,0 +1,135 @@
+//! `verdict import` and `verdict export`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::Cli;
+use crate::data::Format;
+use crate::data::export::{self, ExportFormat, SplitFilter};
+use crate::data::import::parse_file;
+use crate::domain::ImportRecord;
+use crate::store::{OpenMode, Store};
+
+/// How many bad lines to list before summarising the rest.
+const SHOW_ERRORS: usize = 20;
+
+pub fn import(
+    cli: &Cli,
+    files: &[PathBuf],
+    format: Option<Format>,
+    skip_invalid: bool,
+) -> anyhow::Result<ExitCode> {
+    // Read and check every file before the database is even opened: a bad file must
+    // not leave a half-loaded (or newly created) database behind.
+    let mut records: Vec<ImportRecord> = Vec::new();
+    let mut bad_lines = Vec::new();
+    let mut per_file = Vec::new();
+    for path in files {
+        let parsed = parse_file(path, format)?;
+        per_file.push((
+            path.clone(),
+            parsed.format,
+            parsed.records.len(),
+            parsed.errors.len(),
+        ));
+        records.extend(parsed.records);
+        bad_lines.extend(parsed.errors);
+    }
+    if !bad_lines.is_empty() {
+        for error in bad_lines.iter().take(if skip_invalid {
+            usize::MAX
+        } else {
+            SHOW_ERRORS
+        }) {
+            eprintln!("{}{error}", if skip_invalid { "skipped " } else { "" });
+        }
+        if !skip_invalid {
+            if bad_lines.len() > SHOW_ERRORS {
+                eprintln!("... and {} more bad lines", bad_lines.len() - SHOW_ERRORS);
+            }
+            anyhow::bail!(
+                "{} invalid line(s); nothing was imported. Fix them, or pass --skip-invalid to load the valid lines",
+                bad_lines.len()
+            );
+        }
+    }
+    let (mut store, _) = super::init::open_for_writing(cli)?;
+    let summary = store.import_records(&records)?;
+    for (path, format, count, errors) in per_file {
+        let format = format
+            .map(|f| format!("{f:?}").to_lowercase())
+            .unwrap_or_else(|| "empty".into());
+        let skipped = if errors > 0 {
+            format!(", {errors} skipped")
+        } else {
+            String::new()
+        };
+        println!("{}: {count} records ({format}{skipped})", path.display());
+    }
+    println!(
+        "added {} prompts, {} responses, {} judgments; {} records were already present",
+        summary.prompts, summary.responses, summary.judgments, summary.duplicates
+    );
+    Ok(if bad_lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+pub fn export(
+    cli: &Cli,
+    file: &Path,
+    format: ExportFormat,
+    split: SplitFilter,
+) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let summary = if file == Path::new("-") {
+        export::export(&store, format, split, &mut std::io::stdout().lock())?
+    } else {
+        write_atomically(file, |out| export::export(&store, format, split, out))?
+    };
+    eprintln!("wrote {} pairs to {}", summary.pairs, file.display());
+    if summary.skipped_multi_turn > 0 {
+        eprintln!(
+            "left out {} pairs whose prompt has a system message or several turns: the standard format holds \
+             only a single user turn; use --format conversational to keep them",
+            summary.skipped_multi_turn
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes through a temporary file renamed into place, so a failed export never leaves
+/// a truncated file where a good one was.
+fn write_atomically<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .context("export needs a file name")?
+            .to_string_lossy()
+    ));
+    let result = (|| {
+        let file = std::fs::File::create(&temp)
+            .with_context(|| format!("cannot write {}", temp.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let value = write(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(value)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}

@@ -1,0 +1,59 @@
+//! `verdict init` and what a first run does: create the database, load guidelines,
+//! seed the sample data.
+
+use std::process::ExitCode;
+
+use super::Cli;
+use crate::guidelines;
+use crate::samples;
+use crate::store::{OpenMode, Store};
+
+/// Opens the database, creating it and loading the guidelines when needed.
+pub fn open_for_writing(cli: &Cli) -> anyhow::Result<(Store, bool)> {
+    let existed = cli.db.exists();
+    let mut store = Store::open(&cli.db, OpenMode::CreateIfMissing)?;
+    let found = guidelines::discover(cli.guidelines.as_deref(), &cli.db)?;
+    store.load_guidelines(&found)?;
+    Ok((store, !existed))
+}
+
+pub fn init(cli: &Cli, with_samples: bool) -> anyhow::Result<ExitCode> {
+    let (mut store, created) = open_for_writing(cli)?;
+    println!(
+        "{} {}",
+        if created { "created" } else { "opened" },
+        cli.db.display()
+    );
+    println!(
+        "guidelines: {} version(s) stored",
+        store.guideline_versions()?
+    );
+    if with_samples {
+        let summary = store.import_records(&samples::records())?;
+        println!(
+            "samples: {} prompts, {} responses, {} judgments added ({} already present)",
+            summary.prompts, summary.responses, summary.judgments, summary.duplicates
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verdict` with no command: create and seed the database on first use, then show
+/// what is in it and what to do next.
+pub fn first_run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (mut store, created) = open_for_writing(cli)?;
+    if created && !cli.no_samples {
+        let summary = store.import_records(&samples::records())?;
+        println!(
+            "created {} and seeded it with the sample data ({} prompts, {} labeled pairs)",
+            cli.db.display(),
+            summary.prompts,
+            summary.judgments
+        );
+    }
+    super::stats::print_table(&store.stats()?);
+    println!(
+        "\nNext: `verdict export pairs.jsonl` for TRL, or `verdict --help` for every command."
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,62 @@
+//! `verdict stats`.
+
+use std::process::ExitCode;
+
+use super::Cli;
+use super::table;
+use crate::store::{OpenMode, Stats, StatsRow, Store};
+
+pub fn stats(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let stats = store.stats()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print_table(&stats);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_table(stats: &Stats) {
+    let t = &stats.total;
+    println!(
+        "{} prompts, {} responses, {} active judgments, {} resolved pairs ({} guideline versions)",
+        t.prompts, t.responses, t.judgments, t.pairs, stats.guideline_versions
+    );
+    section("language", &stats.by_language);
+    section("domain", &stats.by_domain);
+    section("split", &stats.by_split);
+    if !stats.by_annotator.is_empty() {
+        let rows: Vec<Vec<String>> = stats
+            .by_annotator
+            .iter()
+            .map(|r| vec![r.key.clone(), r.judgments.to_string(), r.pairs.to_string()])
+            .collect();
+        print!(
+            "\n{}",
+            table::render(&["annotator", "judgments", "agree with resolved"], &rows)
+        );
+    }
+}
+
+fn section(name: &str, rows: &[StatsRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.key.clone(),
+                r.prompts.to_string(),
+                r.responses.to_string(),
+                r.judgments.to_string(),
+                r.pairs.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "\n{}",
+        table::render(&[name, "prompts", "responses", "judgments", "pairs"], &rows)
+    );
+}

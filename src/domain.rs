@@ -1,0 +1,167 @@
+//! The plain data types every module shares: messages, prompts, outcomes, splits,
+//! and the content hashes that make imports and merges idempotent.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One chat turn, as in TRL's conversational format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Message {
+        Message {
+            role: role.to_string(),
+            content: content.to_string(),
+        }
+    }
+}
+
+/// Train or test. A prompt's split is fixed by its data, else by its content hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Split> {
+        match s {
+            "train" => Some(Split::Train),
+            "test" => Some(Split::Test),
+            _ => None,
+        }
+    }
+
+    /// The split of a prompt whose data did not set one: about 10% test, decided by
+    /// the prompt's content hash so it never changes between runs or machines.
+    pub fn from_uid(uid: &str) -> Split {
+        let bucket = u64::from_str_radix(&uid[..8.min(uid.len())], 16).unwrap_or(0) % 100;
+        if bucket < 10 {
+            Split::Test
+        } else {
+            Split::Train
+        }
+    }
+}
+
+/// An annotator's verdict on a pair (a, b), where a is the response with the lower id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    A,
+    B,
+    Tie,
+    BothBad,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::A => "a",
+            Outcome::B => "b",
+            Outcome::Tie => "tie",
+            Outcome::BothBad => "both_bad",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "a" => Some(Outcome::A),
+            "b" => Some(Outcome::B),
+            "tie" => Some(Outcome::Tie),
+            "both_bad" => Some(Outcome::BothBad),
+            _ => None,
+        }
+    }
+}
+
+/// A prompt as it arrives from a file, the TUI or the sample data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPrompt {
+    pub external_id: Option<String>,
+    pub messages: Vec<Message>,
+    /// BCP-47 code.
+    pub language: String,
+    pub domain: Option<String>,
+    pub tags: Vec<String>,
+    pub split: Option<Split>,
+    pub source: Option<String>,
+}
+
+impl NewPrompt {
+    /// The content identity of the prompt: the same turns are the same prompt.
+    pub fn uid(&self) -> String {
+        prompt_uid(&self.messages)
+    }
+}
+
+/// One record of an import file: a bare prompt, or a prompt with a labeled pair.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportRecord {
+    Prompt(NewPrompt),
+    Pair {
+        prompt: NewPrompt,
+        chosen: String,
+        rejected: String,
+        reasons: Vec<String>,
+        note: Option<String>,
+    },
+}
+
+pub fn sha256_hex(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        hasher.update([0u8]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+pub fn prompt_uid(messages: &[Message]) -> String {
+    let canonical = serde_json::to_string(messages).expect("messages serialize");
+    sha256_hex(&["prompt", &canonical])
+}
+
+pub fn response_uid(prompt_uid: &str, content: &str) -> String {
+    sha256_hex(&["response", prompt_uid, content])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_depends_on_every_turn() {
+        let one = vec![Message::new("user", "Hallo")];
+        let two = vec![
+            Message::new("system", "Sie sind höflich."),
+            Message::new("user", "Hallo"),
+        ];
+        assert_ne!(prompt_uid(&one), prompt_uid(&two));
+        assert_eq!(prompt_uid(&one), prompt_uid(&one.clone()));
+    }
+
+    #[test]
+    fn split_from_uid_is_stable_and_mostly_train() {
+        let splits: Vec<Split> = (0..1000)
+            .map(|i| Split::from_uid(&prompt_uid(&[Message::new("user", &format!("q{i}"))])))
+            .collect();
+        let tests = splits.iter().filter(|s| **s == Split::Test).count();
+        assert!((50..150).contains(&tests), "{tests} of 1000 in test");
+        let again = Split::from_uid(&prompt_uid(&[Message::new("user", "q7")]));
+        assert_eq!(again, splits[7]);
+    }
+}

@@ -1,0 +1,16 @@
+//! Quality assurance: turning many annotators' verdicts into trustworthy pairs.
+
+pub mod resolve;
+
+pub use resolve::{Resolution, ResolvedPair, resolve};
+
+use crate::store::{Result, Store};
+
+/// Every resolved pair in the store (adjudications, votes and rewrites applied).
+pub fn resolved_pairs(store: &Store) -> Result<Vec<ResolvedPair>> {
+    Ok(resolve(
+        &store.active_judgments()?,
+        &store.adjudications()?,
+        &store.rewrites()?,
+    ))
+}

@@ -1,0 +1,225 @@
+//! Label resolution: from many annotators' verdicts to training pairs.
+//!
+//! The rule, in order: an adjudicated verdict wins; else the strict majority of the
+//! active judgments; a single judgment is its own majority. A tie or both-bad verdict
+//! gives no pair, nor does a split vote without a majority (it waits for adjudication).
+//! A human rewrite that nobody judged is preferred over the response it replaced.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::domain::Outcome;
+use crate::store::{ActiveJudgment, PairRow};
+
+/// How a pair's verdict was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    Adjudicated,
+    Majority,
+    Single,
+    Rewrite,
+}
+
+/// A preference pair ready for training or export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedPair {
+    pub prompt_id: i64,
+    pub chosen: i64,
+    pub rejected: i64,
+    /// Judgments that agree with the verdict, and all active judgments of the pair.
+    pub agreeing: usize,
+    pub votes: usize,
+    pub via: Resolution,
+    /// Reason tags of the agreeing judgments, sorted and deduplicated.
+    pub reasons: Vec<String>,
+}
+
+/// The state of a pair's votes, for queues and QA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairVerdict {
+    Decided(Outcome),
+    /// Votes split without a strict majority.
+    Disputed,
+}
+
+/// Resolves every judged pair. Output is ordered by prompt, then pair.
+pub fn resolve(
+    judgments: &[ActiveJudgment],
+    adjudications: &HashMap<(i64, i64), Outcome>,
+    rewrites: &[PairRow],
+) -> Vec<ResolvedPair> {
+    let mut by_pair: BTreeMap<(i64, i64, i64), Vec<&ActiveJudgment>> = BTreeMap::new();
+    for j in judgments {
+        by_pair
+            .entry((j.prompt_id, j.response_a, j.response_b))
+            .or_default()
+            .push(j);
+    }
+    for rewrite in rewrites {
+        let key = ordered(rewrite.rewrite_id, rewrite.parent_id);
+        by_pair
+            .entry((rewrite.prompt_id, key.0, key.1))
+            .or_default();
+    }
+    let rewrite_of: HashMap<(i64, i64), &PairRow> = rewrites
+        .iter()
+        .map(|r| (ordered(r.rewrite_id, r.parent_id), r))
+        .collect();
+
+    let mut out = Vec::new();
+    for ((prompt_id, a, b), votes) in by_pair {
+        let (outcome, via) = if let Some(&outcome) = adjudications.get(&(a, b)) {
+            (outcome, Resolution::Adjudicated)
+        } else if votes.is_empty() {
+            let rewrite = rewrite_of[&(a, b)];
+            (
+                if rewrite.rewrite_id == a {
+                    Outcome::A
+                } else {
+                    Outcome::B
+                },
+                Resolution::Rewrite,
+            )
+        } else {
+            match majority(votes.iter().map(|j| j.outcome)) {
+                PairVerdict::Decided(outcome) if votes.len() == 1 => (outcome, Resolution::Single),
+                PairVerdict::Decided(outcome) => (outcome, Resolution::Majority),
+                PairVerdict::Disputed => continue,
+            }
+        };
+        let (chosen, rejected) = match outcome {
+            Outcome::A => (a, b),
+            Outcome::B => (b, a),
+            Outcome::Tie | Outcome::BothBad => continue,
+        };
+        let agreeing: Vec<&&ActiveJudgment> =
+            votes.iter().filter(|j| j.outcome == outcome).collect();
+        let mut reasons: Vec<String> = agreeing
+            .iter()
+            .flat_map(|j| j.reasons.iter().cloned())
+            .collect();
+        reasons.sort();
+        reasons.dedup();
+        out.push(ResolvedPair {
+            prompt_id,
+            chosen,
+            rejected,
+            agreeing: agreeing.len(),
+            votes: votes.len(),
+            via,
+            reasons,
+        });
+    }
+    out
+}
+
+/// The strict majority of `outcomes`, or `Disputed` when the top count is shared.
+pub fn majority(outcomes: impl IntoIterator<Item = Outcome>) -> PairVerdict {
+    let mut counts: Vec<(Outcome, usize)> = Vec::with_capacity(4);
+    for outcome in outcomes {
+        match counts.iter_mut().find(|(o, _)| *o == outcome) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((outcome, 1)),
+        }
+    }
+    counts.sort_by(|x, y| y.1.cmp(&x.1));
+    match counts.as_slice() {
+        [] => PairVerdict::Disputed,
+        [(only, _)] => PairVerdict::Decided(*only),
+        [(top, n), (_, m), ..] if n > m => PairVerdict::Decided(*top),
+        _ => PairVerdict::Disputed,
+    }
+}
+
+fn ordered(x: i64, y: i64) -> (i64, i64) {
+    if x < y { (x, y) } else { (y, x) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(annotator: i64, a: i64, b: i64, outcome: Outcome) -> ActiveJudgment {
+        ActiveJudgment {
+            prompt_id: 1,
+            response_a: a,
+            response_b: b,
+            annotator_id: annotator,
+            outcome,
+            reasons: vec![],
+        }
+    }
+
+    #[test]
+    fn single_judgment_decides() {
+        let pairs = resolve(&[vote(1, 10, 11, Outcome::B)], &HashMap::new(), &[]);
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(
+            (pairs[0].chosen, pairs[0].rejected, pairs[0].via),
+            (11, 10, Resolution::Single)
+        );
+    }
+
+    #[test]
+    fn majority_wins_and_split_votes_wait() {
+        let votes = [
+            vote(1, 10, 11, Outcome::A),
+            vote(2, 10, 11, Outcome::A),
+            vote(3, 10, 11, Outcome::B),
+        ];
+        let pairs = resolve(&votes, &HashMap::new(), &[]);
+        assert_eq!(
+            (pairs[0].chosen, pairs[0].agreeing, pairs[0].votes),
+            (10, 2, 3)
+        );
+        assert_eq!(pairs[0].via, Resolution::Majority);
+        let split = [vote(1, 10, 11, Outcome::A), vote(2, 10, 11, Outcome::B)];
+        assert!(resolve(&split, &HashMap::new(), &[]).is_empty());
+    }
+
+    #[test]
+    fn adjudication_overrides_the_majority() {
+        let votes = [vote(1, 10, 11, Outcome::A), vote(2, 10, 11, Outcome::A)];
+        let adjudicated = HashMap::from([((10, 11), Outcome::B)]);
+        let pairs = resolve(&votes, &adjudicated, &[]);
+        assert_eq!(
+            (pairs[0].chosen, pairs[0].via, pairs[0].agreeing),
+            (11, Resolution::Adjudicated, 0)
+        );
+    }
+
+    #[test]
+    fn ties_and_both_bad_give_no_pair() {
+        assert!(resolve(&[vote(1, 10, 11, Outcome::Tie)], &HashMap::new(), &[]).is_empty());
+        assert!(resolve(&[vote(1, 10, 11, Outcome::BothBad)], &HashMap::new(), &[]).is_empty());
+    }
+
+    #[test]
+    fn unjudged_rewrite_is_preferred_over_its_parent() {
+        let rewrite = PairRow {
+            prompt_id: 1,
+            rewrite_id: 12,
+            parent_id: 10,
+        };
+        let pairs = resolve(&[], &HashMap::new(), &[rewrite]);
+        assert_eq!(
+            (pairs[0].chosen, pairs[0].rejected, pairs[0].via),
+            (12, 10, Resolution::Rewrite)
+        );
+        // A judgment on that very pair takes precedence over the default.
+        let pairs = resolve(&[vote(1, 10, 12, Outcome::A)], &HashMap::new(), &[rewrite]);
+        assert_eq!((pairs[0].chosen, pairs[0].via), (10, Resolution::Single));
+    }
+
+    #[test]
+    fn reasons_come_from_agreeing_votes() {
+        let mut first = vote(1, 10, 11, Outcome::A);
+        first.reasons = vec!["tone".into(), "factual_error".into()];
+        let mut second = vote(2, 10, 11, Outcome::A);
+        second.reasons = vec!["tone".into()];
+        let mut dissent = vote(3, 10, 11, Outcome::B);
+        dissent.reasons = vec!["verbosity".into()];
+        let pairs = resolve(&[first, second, dissent], &HashMap::new(), &[]);
+        assert_eq!(pairs[0].reasons, vec!["factual_error", "tone"]);
+    }
+}

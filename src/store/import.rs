@@ -1,0 +1,184 @@
+//! Writing imported prompts, responses and the import pseudo-annotator's judgments.
+//! One call is one transaction: a file is loaded whole or not at all.
+
+use rusqlite::{Transaction, params};
+
+use super::{Result, Store};
+use crate::domain::{ImportRecord, NewPrompt, Outcome, Split, response_uid, sha256_hex};
+
+/// The pseudo-annotator that imported pairs are attributed to.
+pub const IMPORT_ANNOTATOR: &str = "import";
+
+/// What an import added; records already present are counted as duplicates.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ImportSummary {
+    pub prompts: usize,
+    pub responses: usize,
+    pub judgments: usize,
+    pub duplicates: usize,
+}
+
+impl ImportSummary {
+    pub fn add(&mut self, other: ImportSummary) {
+        self.prompts += other.prompts;
+        self.responses += other.responses;
+        self.judgments += other.judgments;
+        self.duplicates += other.duplicates;
+    }
+}
+
+impl Store {
+    /// Adds `records` in one transaction. Content hashes make a second import a no-op.
+    pub fn import_records(&mut self, records: &[ImportRecord]) -> Result<ImportSummary> {
+        let importer = self.annotator_id(IMPORT_ANNOTATOR, "system")?;
+        let tx = self.conn.transaction()?;
+        let mut summary = ImportSummary::default();
+        {
+            let mut writer = Writer::new(&tx)?;
+            for record in records {
+                let added = match record {
+                    ImportRecord::Prompt(prompt) => {
+                        let (_, _, new) = writer.prompt(prompt)?;
+                        ImportSummary {
+                            prompts: new as usize,
+                            duplicates: (!new) as usize,
+                            ..Default::default()
+                        }
+                    }
+                    ImportRecord::Pair {
+                        prompt,
+                        chosen,
+                        rejected,
+                        reasons,
+                        note,
+                    } => {
+                        writer.pair(importer, prompt, chosen, rejected, reasons, note.as_deref())?
+                    }
+                };
+                summary.add(added);
+            }
+        }
+        tx.commit()?;
+        Ok(summary)
+    }
+
+    /// Adds one prompt (the TUI's "add prompt"); returns its id and whether it was new.
+    pub fn add_prompt(&mut self, prompt: &NewPrompt) -> Result<(i64, bool)> {
+        let tx = self.conn.transaction()?;
+        let (id, _, new) = Writer::new(&tx)?.prompt(prompt)?;
+        tx.commit()?;
+        Ok((id, new))
+    }
+}
+
+/// Prepared statements reused for every record of an import.
+struct Writer<'t> {
+    tx: &'t Transaction<'t>,
+    insert_prompt: rusqlite::Statement<'t>,
+    find_prompt: rusqlite::Statement<'t>,
+    insert_response: rusqlite::Statement<'t>,
+    find_response: rusqlite::Statement<'t>,
+    insert_judgment: rusqlite::Statement<'t>,
+}
+
+impl<'t> Writer<'t> {
+    fn new(tx: &'t Transaction<'t>) -> Result<Writer<'t>> {
+        Ok(Writer {
+            tx,
+            insert_prompt: tx.prepare(
+                "INSERT INTO prompts (uid, external_id, messages, language, domain, tags, split, split_explicit, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(uid) DO NOTHING",
+            )?,
+            find_prompt: tx.prepare("SELECT id FROM prompts WHERE uid = ?1")?,
+            insert_response: tx.prepare(
+                "INSERT INTO responses (uid, prompt_id, content, origin) VALUES (?1, ?2, ?3, 'import')
+                 ON CONFLICT(uid) DO NOTHING",
+            )?,
+            find_response: tx.prepare("SELECT id FROM responses WHERE uid = ?1")?,
+            insert_judgment: tx.prepare(
+                "INSERT INTO judgments (uid, prompt_id, response_a, response_b, annotator_id, outcome, reasons, note)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(uid) DO NOTHING",
+            )?,
+        })
+    }
+
+    /// Returns (id, uid, newly inserted).
+    fn prompt(&mut self, prompt: &NewPrompt) -> Result<(i64, String, bool)> {
+        let uid = prompt.uid();
+        let split = prompt.split.unwrap_or_else(|| Split::from_uid(&uid));
+        let inserted = self.insert_prompt.execute(params![
+            uid,
+            prompt.external_id,
+            serde_json::to_string(&prompt.messages).expect("messages serialize"),
+            prompt.language,
+            prompt.domain,
+            serde_json::to_string(&prompt.tags).expect("tags serialize"),
+            split.as_str(),
+            prompt.split.is_some(),
+            prompt.source,
+        ])? == 1;
+        let id = if inserted {
+            self.tx.last_insert_rowid()
+        } else {
+            self.find_prompt.query_row([&uid], |r| r.get(0))?
+        };
+        Ok((id, uid, inserted))
+    }
+
+    fn response(
+        &mut self,
+        prompt_id: i64,
+        prompt_uid: &str,
+        content: &str,
+    ) -> Result<(i64, String, bool)> {
+        let uid = response_uid(prompt_uid, content);
+        let inserted = self
+            .insert_response
+            .execute(params![uid, prompt_id, content])?
+            == 1;
+        let id = if inserted {
+            self.tx.last_insert_rowid()
+        } else {
+            self.find_response.query_row([&uid], |r| r.get(0))?
+        };
+        Ok((id, uid, inserted))
+    }
+
+    fn pair(
+        &mut self,
+        importer: i64,
+        prompt: &NewPrompt,
+        chosen: &str,
+        rejected: &str,
+        reasons: &[String],
+        note: Option<&str>,
+    ) -> Result<ImportSummary> {
+        let (prompt_id, prompt_uid, new_prompt) = self.prompt(prompt)?;
+        let (chosen_id, chosen_uid, new_chosen) = self.response(prompt_id, &prompt_uid, chosen)?;
+        let (rejected_id, rejected_uid, new_rejected) =
+            self.response(prompt_id, &prompt_uid, rejected)?;
+        let (a, b, outcome) = if chosen_id < rejected_id {
+            (chosen_id, rejected_id, Outcome::A)
+        } else {
+            (rejected_id, chosen_id, Outcome::B)
+        };
+        let uid = sha256_hex(&["judgment", IMPORT_ANNOTATOR, &chosen_uid, &rejected_uid]);
+        let new_judgment = self.insert_judgment.execute(params![
+            uid,
+            prompt_id,
+            a,
+            b,
+            importer,
+            outcome.as_str(),
+            serde_json::to_string(reasons).expect("reasons serialize"),
+            note,
+        ])? == 1;
+        let new = [new_prompt, new_chosen, new_rejected, new_judgment];
+        Ok(ImportSummary {
+            prompts: new_prompt as usize,
+            responses: new_chosen as usize + new_rejected as usize,
+            judgments: new_judgment as usize,
+            duplicates: new.iter().all(|n| !n) as usize,
+        })
+    }
+}

@@ -1,0 +1,182 @@
+//! Ordered schema migrations. A migration is never edited once shipped: add a new one.
+//!
+//! The schema version lives in `PRAGMA user_version`, so a database written by a newer
+//! verdict is recognised before anything touches it.
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The version this build writes and understands.
+pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const MIGRATION_1: &str = r#"
+CREATE TABLE prompts (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL UNIQUE,
+    external_id  TEXT,
+    messages     TEXT NOT NULL,
+    language     TEXT NOT NULL,
+    domain       TEXT,
+    tags         TEXT NOT NULL DEFAULT '[]',
+    split        TEXT NOT NULL CHECK (split IN ('train', 'test')),
+    split_explicit INTEGER NOT NULL DEFAULT 0,
+    source       TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX prompts_language ON prompts(language);
+
+CREATE TABLE models (
+    id           INTEGER PRIMARY KEY,
+    sha256       TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL,
+    path         TEXT NOT NULL,
+    format       TEXT NOT NULL CHECK (format IN ('gguf', 'hf')),
+    architecture TEXT,
+    quantization TEXT,
+    parent_id    INTEGER REFERENCES models(id),
+    run_id       INTEGER,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+CREATE TABLE responses (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL UNIQUE,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    content      TEXT NOT NULL,
+    origin       TEXT NOT NULL CHECK (origin IN ('model', 'human', 'import')),
+    model_id     INTEGER REFERENCES models(id),
+    params       TEXT,
+    parent_id    INTEGER REFERENCES responses(id),
+    author       TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX responses_prompt ON responses(prompt_id);
+CREATE INDEX responses_parent ON responses(parent_id);
+
+CREATE TABLE annotators (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    role         TEXT NOT NULL DEFAULT 'annotator' CHECK (role IN ('annotator', 'adjudicator', 'system')),
+    languages    TEXT NOT NULL DEFAULT '[]',
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+CREATE TABLE guidelines (
+    id           INTEGER PRIMARY KEY,
+    hash         TEXT NOT NULL UNIQUE,
+    name         TEXT NOT NULL,
+    domain       TEXT NOT NULL,
+    title        TEXT NOT NULL,
+    content      TEXT NOT NULL,
+    reasons      TEXT NOT NULL DEFAULT '[]',
+    loaded_at    TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+-- Append-only: a relabel or an undo is a new row; the newest row of an
+-- (annotator, pair) is the active one, and an 'undone' row means none is.
+CREATE TABLE judgments (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL UNIQUE,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    response_a   INTEGER NOT NULL REFERENCES responses(id),
+    response_b   INTEGER NOT NULL REFERENCES responses(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    outcome      TEXT NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'both_bad', 'undone')),
+    reasons      TEXT NOT NULL DEFAULT '[]',
+    note         TEXT,
+    shown_left   TEXT CHECK (shown_left IN ('a', 'b')),
+    seconds      REAL,
+    guideline_id INTEGER REFERENCES guidelines(id),
+    supersedes   INTEGER REFERENCES judgments(id),
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    CHECK (response_a < response_b)
+);
+CREATE INDEX judgments_active ON judgments(annotator_id, response_a, response_b, id);
+CREATE INDEX judgments_prompt ON judgments(prompt_id);
+
+CREATE TABLE gold (
+    id           INTEGER PRIMARY KEY,
+    response_a   INTEGER NOT NULL REFERENCES responses(id),
+    response_b   INTEGER NOT NULL REFERENCES responses(id),
+    outcome      TEXT NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'both_bad')),
+    note         TEXT,
+    source       TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (response_a, response_b)
+);
+
+CREATE TABLE adjudications (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL UNIQUE,
+    response_a   INTEGER NOT NULL REFERENCES responses(id),
+    response_b   INTEGER NOT NULL REFERENCES responses(id),
+    outcome      TEXT NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'both_bad')),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    note         TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX adjudications_pair ON adjudications(response_a, response_b, id);
+
+CREATE TABLE assignments (
+    id           INTEGER PRIMARY KEY,
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    position     INTEGER NOT NULL,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    UNIQUE (annotator_id, prompt_id)
+);
+
+CREATE TABLE runs (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    config       TEXT NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('running', 'finished', 'stopped', 'failed')),
+    error        TEXT,
+    base_model_id   INTEGER REFERENCES models(id),
+    output_model_id INTEGER REFERENCES models(id),
+    started_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    finished_at  TEXT
+);
+
+CREATE TABLE run_metrics (
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    step         INTEGER NOT NULL,
+    name         TEXT NOT NULL,
+    value        REAL NOT NULL,
+    PRIMARY KEY (run_id, name, step)
+) WITHOUT ROWID;
+
+CREATE TABLE checkpoints (
+    id           INTEGER PRIMARY KEY,
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    step         INTEGER NOT NULL,
+    path         TEXT NOT NULL,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+CREATE TABLE ref_logps (
+    model_sha    TEXT NOT NULL,
+    pair_key     TEXT NOT NULL,
+    template_hash TEXT NOT NULL,
+    chosen_logp  REAL NOT NULL,
+    rejected_logp REAL NOT NULL,
+    PRIMARY KEY (model_sha, pair_key, template_hash)
+) WITHOUT ROWID;
+
+CREATE TABLE evals (
+    id           INTEGER PRIMARY KEY,
+    run_id       INTEGER REFERENCES runs(id),
+    model_a      INTEGER NOT NULL REFERENCES models(id),
+    model_b      INTEGER NOT NULL REFERENCES models(id),
+    wins         INTEGER NOT NULL,
+    losses       INTEGER NOT NULL,
+    ties         INTEGER NOT NULL,
+    win_rate     REAL NOT NULL,
+    ci_low       REAL NOT NULL,
+    ci_high      REAL NOT NULL,
+    by_language  TEXT NOT NULL DEFAULT '{}',
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+"#;

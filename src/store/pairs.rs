@@ -1,0 +1,165 @@
+//! Reading what label resolution and export need: active judgments, adjudications,
+//! human rewrites, and the prompts and responses they point at.
+
+use std::collections::HashMap;
+
+use rusqlite::params;
+
+use super::{Result, Store};
+use crate::domain::{Message, Outcome, Split};
+
+/// The current verdict of one annotator on one pair (a < b by response id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveJudgment {
+    pub prompt_id: i64,
+    pub response_a: i64,
+    pub response_b: i64,
+    pub annotator_id: i64,
+    pub outcome: Outcome,
+    pub reasons: Vec<String>,
+}
+
+/// A prompt as export needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptRow {
+    pub id: i64,
+    pub external_id: Option<String>,
+    pub messages: Vec<Message>,
+    pub language: String,
+    pub domain: Option<String>,
+    pub tags: Vec<String>,
+    pub split: Split,
+    pub source: Option<String>,
+}
+
+/// A human rewrite (`id`) of the response `parent_id`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairRow {
+    pub prompt_id: i64,
+    pub rewrite_id: i64,
+    pub parent_id: i64,
+}
+
+impl Store {
+    /// The newest judgment of each (annotator, pair), leaving out undone ones.
+    pub fn active_judgments(&self) -> Result<Vec<ActiveJudgment>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT j.prompt_id, j.response_a, j.response_b, j.annotator_id, j.outcome, j.reasons
+             FROM judgments j
+             JOIN (SELECT MAX(id) AS id FROM judgments GROUP BY annotator_id, response_a, response_b) newest
+               ON newest.id = j.id
+             WHERE j.outcome != 'undone'
+             ORDER BY j.prompt_id, j.response_a, j.response_b, j.annotator_id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            let outcome: String = r.get(4)?;
+            let reasons: String = r.get(5)?;
+            Ok(ActiveJudgment {
+                prompt_id: r.get(0)?,
+                response_a: r.get(1)?,
+                response_b: r.get(2)?,
+                annotator_id: r.get(3)?,
+                outcome: Outcome::parse(&outcome).expect("schema CHECK keeps outcomes valid"),
+                reasons: if reasons == "[]" {
+                    Vec::new()
+                } else {
+                    serde_json::from_str(&reasons).unwrap_or_default()
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The newest adjudicated verdict of each pair, keyed by (a, b).
+    pub fn adjudications(&self) -> Result<HashMap<(i64, i64), Outcome>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT response_a, response_b, outcome FROM adjudications
+             WHERE id IN (SELECT MAX(id) FROM adjudications GROUP BY response_a, response_b)",
+        )?;
+        let rows = statement.query_map([], |r| {
+            let outcome: String = r.get(2)?;
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                Outcome::parse(&outcome).expect("schema CHECK"),
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every human rewrite with the response it replaced.
+    pub fn rewrites(&self) -> Result<Vec<PairRow>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT prompt_id, id, parent_id FROM responses WHERE origin = 'human' AND parent_id IS NOT NULL ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(PairRow {
+                prompt_id: r.get(0)?,
+                rewrite_id: r.get(1)?,
+                parent_id: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// All prompts, in insertion order.
+    pub fn prompts(&self) -> Result<Vec<PromptRow>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, external_id, messages, language, domain, tags, split, source FROM prompts ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            let messages: String = r.get(2)?;
+            let tags: String = r.get(5)?;
+            let split: String = r.get(6)?;
+            Ok(PromptRow {
+                id: r.get(0)?,
+                external_id: r.get(1)?,
+                messages: serde_json::from_str(&messages).unwrap_or_default(),
+                language: r.get(3)?,
+                domain: r.get(4)?,
+                tags: if tags == "[]" {
+                    Vec::new()
+                } else {
+                    serde_json::from_str(&tags).unwrap_or_default()
+                },
+                split: Split::parse(&split).expect("schema CHECK"),
+                source: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The text of every response whose id is in `ids`.
+    pub fn response_texts(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
+        let mut wanted: Vec<i64> = ids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut out = HashMap::with_capacity(wanted.len());
+        // One scan beats thousands of point queries once most rows are wanted.
+        if wanted.len() * 4 > self.count("responses")? as usize {
+            let mut statement = self
+                .conn
+                .prepare_cached("SELECT id, content FROM responses")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                if wanted.binary_search(&id).is_ok() {
+                    out.insert(id, row.get(1)?);
+                }
+            }
+        } else {
+            let mut statement = self
+                .conn
+                .prepare_cached("SELECT content FROM responses WHERE id = ?1")?;
+            for id in wanted {
+                out.insert(id, statement.query_row(params![id], |r| r.get(0))?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn count(&self, table: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+    }
+}
