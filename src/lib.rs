@@ -9,3 +9,4 @@ pub mod guidelines;
 pub mod qa;
 pub mod samples;
 pub mod store;
+pub mod tui;

@@ -51,9 +51,21 @@ pub fn first_run(cli: &Cli) -> anyhow::Result<ExitCode> {
             summary.judgments
         );
     }
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+        let keys = crate::tui::config_dir().map(|d| d.join("keys.toml"));
+        let keymap = match keys {
+            Some(path) => crate::tui::keymap::KeyMap::load(&path)?,
+            None => crate::tui::keymap::KeyMap::default(),
+        };
+        let app = crate::tui::App::new(store, &cli.annotator_name(), keymap)?;
+        crate::tui::run(app)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Not a terminal (a pipe, a script): say what is there instead of drawing.
     super::stats::print_table(&store.stats()?);
     println!(
-        "\nNext: `verdict export pairs.jsonl` for TRL, or `verdict --help` for every command."
+        "\nNext: run `verdict` in a terminal to label, or `verdict --help` for every command."
     );
     Ok(ExitCode::SUCCESS)
 }

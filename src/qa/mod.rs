@@ -1,5 +1,6 @@
 //! Quality assurance: turning many annotators' verdicts into trustworthy pairs.
 
+pub mod pairing;
 pub mod resolve;
 
 pub use resolve::{Resolution, ResolvedPair, resolve};

@@ -4,7 +4,7 @@
 //! verdict is recognised before anything touches it.
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The version this build writes and understands.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -179,4 +179,14 @@ CREATE TABLE evals (
     by_language  TEXT NOT NULL DEFAULT '{}',
     created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
+"#;
+
+/// Where each annotator was, so a restart (or a crash) puts them back on the same prompt.
+const MIGRATION_2: &str = r#"
+CREATE TABLE annotator_state (
+    annotator_id INTEGER PRIMARY KEY REFERENCES annotators(id),
+    prompt_id    INTEGER REFERENCES prompts(id),
+    updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX judgments_annotator_time ON judgments(annotator_id, created_at);
 "#;

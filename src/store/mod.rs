@@ -6,6 +6,7 @@
 
 mod guidelines;
 mod import;
+mod labeling;
 pub mod migrations;
 mod pairs;
 mod stats;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use import::ImportSummary;
+pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Verdict};
 pub use pairs::{ActiveJudgment, PairRow, PromptRow};
 pub use stats::{Stats, StatsRow};
 

@@ -43,15 +43,20 @@ pub struct PairRow {
 impl Store {
     /// The newest judgment of each (annotator, pair), leaving out undone ones.
     pub fn active_judgments(&self) -> Result<Vec<ActiveJudgment>> {
+        self.active_judgments_where(None)
+    }
+
+    fn active_judgments_where(&self, prompt_id: Option<i64>) -> Result<Vec<ActiveJudgment>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT j.prompt_id, j.response_a, j.response_b, j.annotator_id, j.outcome, j.reasons
              FROM judgments j
-             JOIN (SELECT MAX(id) AS id FROM judgments GROUP BY annotator_id, response_a, response_b) newest
+             JOIN (SELECT MAX(id) AS id FROM judgments WHERE ?1 IS NULL OR prompt_id = ?1
+                   GROUP BY annotator_id, response_a, response_b) newest
                ON newest.id = j.id
              WHERE j.outcome != 'undone'
              ORDER BY j.prompt_id, j.response_a, j.response_b, j.annotator_id",
         )?;
-        let rows = statement.query_map([], |r| {
+        let rows = statement.query_map([prompt_id], |r| {
             let outcome: String = r.get(4)?;
             let reasons: String = r.get(5)?;
             Ok(ActiveJudgment {
@@ -68,6 +73,11 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The active judgments of one prompt, by every annotator.
+    pub fn active_judgments_of(&self, prompt_id: i64) -> Result<Vec<ActiveJudgment>> {
+        Ok(self.active_judgments_where(Some(prompt_id))?)
     }
 
     /// The newest adjudicated verdict of each pair, keyed by (a, b).

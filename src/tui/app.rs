@@ -1,0 +1,602 @@
+//! The application state and its one place of change, `App::handle`. Drawing reads
+//! this state; nothing here touches the terminal, so tests drive it directly.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::keymap::{Action, KeyMap, Mode};
+use super::queue::{self, Filter, Item};
+use crate::domain::{Message, NewPrompt};
+use crate::guidelines::Reason;
+use crate::store::{NewJudgment, ResponseRow, Store, Verdict};
+
+/// Which pane of the compare screen keys scroll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Prompt,
+    Left,
+    Right,
+}
+
+/// Text being typed, and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    None,
+    Search(String),
+    Note(String),
+    AddPrompt(String),
+    /// The built-in editor, used for rewrites when neither $VISUAL nor $EDITOR is set.
+    Rewrite {
+        response_id: i64,
+        text: String,
+    },
+}
+
+/// Work that needs the terminal, handed back to the runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Suspend the UI and edit `text` in the user's editor, then call `App::finish_rewrite`.
+    EditExternally { response_id: i64, text: String },
+}
+
+/// The pair on screen.
+#[derive(Debug, Clone)]
+pub struct Compare {
+    pub prompt_id: i64,
+    pub messages: Vec<Message>,
+    pub responses: Vec<ResponseRow>,
+    /// (left, right) response ids, or None when this prompt has nothing left to judge.
+    pub pair: Option<(i64, i64)>,
+    pub reasons: BTreeSet<String>,
+    pub note: String,
+    pub focus: Pane,
+    /// Scroll offsets of the prompt, left and right panes, in lines.
+    pub scroll: [u16; 3],
+    pub shown_at: Instant,
+}
+
+impl Compare {
+    pub fn response(&self, id: i64) -> Option<&ResponseRow> {
+        self.responses.iter().find(|r| r.id == id)
+    }
+}
+
+pub struct App {
+    pub store: Store,
+    pub annotator: String,
+    pub annotator_id: i64,
+    pub keymap: KeyMap,
+    pub reasons: Vec<Reason>,
+    pub items: Vec<Item>,
+    /// Indices into `items` that pass the filter.
+    pub visible: Vec<usize>,
+    /// Index into `visible`.
+    pub selected: usize,
+    pub filter: Filter,
+    pub compare: Option<Compare>,
+    pub input: Input,
+    pub show_help: bool,
+    pub help_scroll: u16,
+    pub show_guidelines: bool,
+    pub guidelines_scroll: u16,
+    pub message: String,
+    pub seconds_today: Vec<f64>,
+    pub use_external_editor: bool,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(store: Store, annotator: &str, keymap: KeyMap) -> anyhow::Result<App> {
+        let annotator_id = store.annotator_id(annotator, "annotator")?;
+        let items = queue::load(&store, annotator_id)?;
+        let reasons = store.reason_taxonomy()?;
+        let seconds_today = store.seconds_today(annotator_id)?;
+        let cursor = store.cursor(annotator_id)?;
+        let mut app = App {
+            store,
+            annotator: annotator.to_string(),
+            annotator_id,
+            keymap,
+            reasons,
+            items,
+            visible: Vec::new(),
+            selected: 0,
+            filter: Filter::default(),
+            compare: None,
+            input: Input::None,
+            show_help: false,
+            help_scroll: 0,
+            show_guidelines: false,
+            guidelines_scroll: 0,
+            message: String::new(),
+            seconds_today,
+            use_external_editor: std::env::var_os("VISUAL")
+                .or_else(|| std::env::var_os("EDITOR"))
+                .is_some(),
+            quit: false,
+        };
+        app.apply_filter();
+        // Back where the annotator was: a restart or a crash costs nothing.
+        if let Some(prompt_id) = cursor {
+            if let Some(pos) = app
+                .visible
+                .iter()
+                .position(|&i| app.items[i].row.prompt_id == prompt_id)
+            {
+                app.selected = pos;
+                app.open_selected()?;
+            }
+        }
+        Ok(app)
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.compare.is_some() {
+            Mode::Compare
+        } else {
+            Mode::Queue
+        }
+    }
+
+    /// Handles one key press; errors become a message on the status line.
+    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Effect> {
+        match self.handle_key_inner(key) {
+            Ok(effect) => effect,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                self.message = format!("error: {error:#}");
+                None
+            }
+        }
+    }
+
+    fn handle_key_inner(&mut self, key: KeyEvent) -> anyhow::Result<Option<Effect>> {
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            self.quit = true;
+            return Ok(None);
+        }
+        if self.input != Input::None {
+            self.type_key(key)?;
+            return Ok(None);
+        }
+        if self.show_help {
+            // The help can be longer than a small terminal: j/k scroll, any other key closes.
+            match key.code {
+                KeyCode::Char('j') | KeyCode::Down => {
+                    self.help_scroll = self.help_scroll.saturating_add(1)
+                }
+                KeyCode::Char('k') | KeyCode::Up => {
+                    self.help_scroll = self.help_scroll.saturating_sub(1)
+                }
+                _ => self.show_help = false,
+            }
+            return Ok(None);
+        }
+        let mode = self.mode();
+        if let Some(action) = self.keymap.action(mode, &key) {
+            return self.handle(action);
+        }
+        // Unbound letters in the compare screen toggle the guideline's reason tags.
+        if let (Mode::Compare, KeyCode::Char(c)) = (mode, key.code) {
+            if let Some(reason) = self.reasons.iter().find(|r| r.shortcut.starts_with(c)) {
+                let key = reason.key.clone();
+                if let Some(compare) = &mut self.compare {
+                    if !compare.reasons.remove(&key) {
+                        compare.reasons.insert(key);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Applies one action.
+    pub fn handle(&mut self, action: Action) -> anyhow::Result<Option<Effect>> {
+        self.message.clear();
+        match action {
+            Action::Quit => self.quit = true,
+            Action::Help => {
+                self.show_help = !self.show_help;
+                self.help_scroll = 0;
+            }
+            Action::Guidelines => {
+                self.show_guidelines = !self.show_guidelines;
+                self.guidelines_scroll = 0;
+            }
+            Action::Up => self.move_by(-1),
+            Action::Down => self.move_by(1),
+            Action::PageUp => self.move_by(-10),
+            Action::PageDown => self.move_by(10),
+            Action::Open => self.open_selected()?,
+            Action::Back => self.compare = None,
+            Action::Search => self.input = Input::Search(self.filter.search.clone()),
+            Action::FilterLanguage => {
+                let all: BTreeSet<String> =
+                    self.items.iter().map(|i| i.row.language.clone()).collect();
+                self.filter.language = cycle(&all, self.filter.language.take());
+                self.apply_filter();
+            }
+            Action::FilterDomain => {
+                let all: BTreeSet<String> = self
+                    .items
+                    .iter()
+                    .filter_map(|i| i.row.domain.clone())
+                    .collect();
+                self.filter.domain = cycle(&all, self.filter.domain.take());
+                self.apply_filter();
+            }
+            Action::FilterStatus => {
+                self.filter.status = self.filter.status.next();
+                self.apply_filter();
+            }
+            Action::AddPrompt => self.input = Input::AddPrompt(String::new()),
+            Action::LeftBetter => self.judge(Verdict::Left)?,
+            Action::RightBetter => self.judge(Verdict::Right)?,
+            Action::Tie => self.judge(Verdict::Tie)?,
+            Action::BothBad => self.judge(Verdict::BothBad)?,
+            Action::Note => {
+                if let Some(c) = &self.compare {
+                    self.input = Input::Note(c.note.clone());
+                }
+            }
+            Action::Rewrite => return self.start_rewrite(),
+            Action::Undo => self.undo()?,
+            Action::Skip | Action::NextPair => self.advance(1, action == Action::Skip)?,
+            Action::PreviousPair => self.advance(-1, false)?,
+            Action::Focus => {
+                if let Some(c) = &mut self.compare {
+                    c.focus = match c.focus {
+                        Pane::Prompt => Pane::Left,
+                        Pane::Left => Pane::Right,
+                        Pane::Right => Pane::Prompt,
+                    };
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn move_by(&mut self, delta: i32) {
+        if self.show_guidelines {
+            self.guidelines_scroll = shift(self.guidelines_scroll, delta);
+            return;
+        }
+        match &mut self.compare {
+            Some(c) => {
+                let pane = c.focus as usize;
+                c.scroll[pane] = shift(c.scroll[pane], delta);
+            }
+            None => {
+                let last = self.visible.len().saturating_sub(1) as i64;
+                self.selected = (self.selected as i64 + delta as i64).clamp(0, last) as usize;
+            }
+        }
+    }
+
+    /// Recomputes the visible rows, keeping the selected prompt if it is still shown.
+    pub fn apply_filter(&mut self) {
+        let current = self.visible.get(self.selected).copied();
+        self.visible = (0..self.items.len())
+            .filter(|&i| self.filter.admits(&self.items[i]))
+            .collect();
+        self.selected = current
+            .and_then(|c| self.visible.iter().position(|&i| i == c))
+            .unwrap_or(0);
+    }
+
+    pub fn selected_item(&self) -> Option<&Item> {
+        self.visible.get(self.selected).map(|&i| &self.items[i])
+    }
+
+    fn open_selected(&mut self) -> anyhow::Result<()> {
+        let Some(&index) = self.visible.get(self.selected) else {
+            return Ok(());
+        };
+        let item = &self.items[index];
+        let prompt_id = item.row.prompt_id;
+        let pair = item.next_pair().map(|(a, b)| self.left_right(a, b));
+        self.compare = Some(Compare {
+            prompt_id,
+            messages: self.store.prompt_messages(prompt_id)?,
+            responses: self.store.responses_of(prompt_id)?,
+            pair,
+            reasons: BTreeSet::new(),
+            note: String::new(),
+            focus: Pane::Left,
+            scroll: [0; 3],
+            shown_at: Instant::now(),
+        });
+        self.store.set_cursor(self.annotator_id, prompt_id)?;
+        Ok(())
+    }
+
+    /// Which of a pair is shown left: random per (pair, annotator), stable across visits.
+    pub fn left_right(&self, a: i64, b: i64) -> (i64, i64) {
+        let (low, high) = (a.min(b), a.max(b));
+        let key = crate::domain::sha256_hex(&[
+            "sides",
+            &self.annotator,
+            &low.to_string(),
+            &high.to_string(),
+        ]);
+        if key.as_bytes()[0] % 2 == 0 {
+            (low, high)
+        } else {
+            (high, low)
+        }
+    }
+
+    fn judge(&mut self, verdict: Verdict) -> anyhow::Result<()> {
+        let Some(compare) = &self.compare else {
+            return Ok(());
+        };
+        let Some((left, right)) = compare.pair else {
+            self.message = "nothing left to judge here: ] for the next prompt".into();
+            return Ok(());
+        };
+        let domain = self.selected_item().and_then(|i| i.row.domain.clone());
+        let guideline_id = self
+            .store
+            .guideline_text(domain.as_deref())?
+            .map(|(id, _)| id);
+        let seconds = compare.shown_at.elapsed().as_secs_f64();
+        let judgment = NewJudgment {
+            prompt_id: compare.prompt_id,
+            left,
+            right,
+            annotator_id: self.annotator_id,
+            verdict,
+            reasons: compare.reasons.iter().cloned().collect(),
+            note: Some(compare.note.trim().to_string()).filter(|n| !n.is_empty()),
+            seconds: Some(seconds),
+            guideline_id,
+        };
+        // Committed before the screen moves on: a crash after this line loses nothing.
+        self.store.record_judgment(&judgment)?;
+        self.seconds_today.push(seconds);
+        self.reload_current()?;
+        let done = self.compare.as_ref().is_some_and(|c| c.pair.is_none());
+        if done {
+            self.advance(1, false)?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the selected prompt and shows its next pair.
+    fn reload_current(&mut self) -> anyhow::Result<()> {
+        if let Some(&index) = self.visible.get(self.selected) {
+            queue::reload_item(&self.store, self.annotator_id, &mut self.items[index])?;
+        }
+        let focus = self.compare.as_ref().map(|c| c.focus);
+        self.open_selected()?;
+        if let (Some(c), Some(focus)) = (&mut self.compare, focus) {
+            c.focus = focus;
+        }
+        Ok(())
+    }
+
+    /// Moves to the next (or previous) prompt in the queue; a skip or a finished prompt
+    /// looks for the next one that still has a pair for me.
+    fn advance(&mut self, direction: i64, only_open: bool) -> anyhow::Result<()> {
+        let count = self.visible.len() as i64;
+        let mut position = self.selected as i64;
+        for _ in 0..count {
+            position += direction;
+            if position < 0 || position >= count {
+                self.message = "end of the queue".into();
+                return Ok(());
+            }
+            let item = &self.items[self.visible[position as usize]];
+            if direction < 0 || !only_open || item.status == queue::Status::Open {
+                break;
+            }
+        }
+        let next_open = self.items[self.visible[position as usize]].status == queue::Status::Open;
+        if direction > 0 && !next_open && !only_open {
+            // After a verdict, prefer a prompt that still needs me.
+            if let Some(p) = (position as usize..self.visible.len())
+                .find(|&p| self.items[self.visible[p]].status == queue::Status::Open)
+            {
+                position = p as i64;
+            }
+        }
+        self.selected = position as usize;
+        self.open_selected()
+    }
+
+    fn undo(&mut self) -> anyhow::Result<()> {
+        let Some(undone) = self.store.undo_last_judgment(self.annotator_id)? else {
+            self.message = "nothing to undo".into();
+            return Ok(());
+        };
+        if let Some(pos) = self
+            .visible
+            .iter()
+            .position(|&i| self.items[i].row.prompt_id == undone.prompt_id)
+        {
+            self.selected = pos;
+        }
+        self.seconds_today.pop();
+        self.reload_current()?;
+        if let Some(c) = &mut self.compare {
+            c.reasons = undone.reasons.into_iter().collect();
+            c.note = undone.note.unwrap_or_default();
+        }
+        self.message = "undone: judge this pair again".into();
+        Ok(())
+    }
+
+    fn start_rewrite(&mut self) -> anyhow::Result<Option<Effect>> {
+        let Some(c) = &self.compare else {
+            return Ok(None);
+        };
+        let Some((left, right)) = c.pair else {
+            return Ok(None);
+        };
+        let id = if c.focus == Pane::Right { right } else { left };
+        let text = c
+            .response(id)
+            .map(|r| r.content.clone())
+            .unwrap_or_default();
+        if self.use_external_editor {
+            return Ok(Some(Effect::EditExternally {
+                response_id: id,
+                text,
+            }));
+        }
+        self.input = Input::Rewrite {
+            response_id: id,
+            text,
+        };
+        Ok(None)
+    }
+
+    /// Stores an edited answer as a human rewrite preferred over the one it replaces.
+    pub fn finish_rewrite(&mut self, response_id: i64, text: &str) -> anyhow::Result<()> {
+        let original = self
+            .compare
+            .as_ref()
+            .and_then(|c| c.response(response_id))
+            .map(|r| r.content.clone());
+        let text = text.trim_end();
+        if text.trim().is_empty() || Some(text) == original.as_deref().map(str::trim_end) {
+            self.message = "rewrite unchanged: nothing saved".into();
+            return Ok(());
+        }
+        let rewrite = self.store.add_rewrite(response_id, text, &self.annotator)?;
+        let Some(c) = &self.compare else {
+            return Ok(());
+        };
+        let judgment = NewJudgment {
+            prompt_id: c.prompt_id,
+            left: rewrite,
+            right: response_id,
+            annotator_id: self.annotator_id,
+            verdict: Verdict::Left,
+            reasons: c.reasons.iter().cloned().collect(),
+            note: Some(c.note.trim().to_string()).filter(|n| !n.is_empty()),
+            seconds: Some(c.shown_at.elapsed().as_secs_f64()),
+            guideline_id: None,
+        };
+        self.store.record_judgment(&judgment)?;
+        self.reload_current()?;
+        self.message = "rewrite saved, preferred over the original".into();
+        Ok(())
+    }
+
+    fn type_key(&mut self, key: KeyEvent) -> anyhow::Result<()> {
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let input = std::mem::replace(&mut self.input, Input::None);
+        let (mut text, kind) = match input {
+            Input::None => return Ok(()),
+            Input::Search(t) => (t, 0),
+            Input::Note(t) => (t, 1),
+            Input::AddPrompt(t) => (t, 2),
+            Input::Rewrite { response_id, text } => (text, 3 + response_id),
+        };
+        let multiline = kind >= 3;
+        let mut finished = false;
+        match key.code {
+            KeyCode::Esc => {
+                if kind == 0 {
+                    self.filter.search.clear();
+                    self.apply_filter();
+                }
+                return Ok(());
+            }
+            KeyCode::Char('s') if ctrl && multiline => finished = true,
+            KeyCode::Enter if multiline => text.push('\n'),
+            KeyCode::Enter => finished = true,
+            KeyCode::Backspace => {
+                text.pop();
+            }
+            KeyCode::Char(c) if !ctrl => text.push(c),
+            _ => {}
+        }
+        if kind == 0 {
+            self.filter.search = text.clone();
+            self.apply_filter();
+        }
+        if !finished {
+            self.input = match kind {
+                0 => Input::Search(text),
+                1 => Input::Note(text),
+                2 => Input::AddPrompt(text),
+                id => Input::Rewrite {
+                    response_id: id - 3,
+                    text,
+                },
+            };
+            return Ok(());
+        }
+        match kind {
+            0 => {}
+            1 => {
+                if let Some(c) = &mut self.compare {
+                    c.note = text;
+                }
+            }
+            2 => self.add_prompt(&text)?,
+            id => self.finish_rewrite(id - 3, &text)?,
+        }
+        Ok(())
+    }
+
+    fn add_prompt(&mut self, text: &str) -> anyhow::Result<()> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(());
+        }
+        let prompt = NewPrompt {
+            external_id: None,
+            messages: vec![Message::new("user", text)],
+            language: crate::data::language::detect(text),
+            domain: self.filter.domain.clone(),
+            tags: Vec::new(),
+            split: None,
+            source: Some(format!("tui:{}", self.annotator)),
+        };
+        let (prompt_id, new) = self.store.add_prompt(&prompt)?;
+        if new {
+            self.items = queue::load(&self.store, self.annotator_id)?;
+            self.apply_filter();
+        }
+        if let Some(pos) = self
+            .visible
+            .iter()
+            .position(|&i| self.items[i].row.prompt_id == prompt_id)
+        {
+            self.selected = pos;
+        }
+        self.message = format!(
+            "{} prompt ({}): it needs candidates before it can be judged",
+            if new { "added" } else { "already had this" },
+            prompt.language
+        );
+        Ok(())
+    }
+
+    /// Median seconds per judgment today.
+    pub fn median_seconds(&self) -> Option<f64> {
+        let mut s = self.seconds_today.clone();
+        if s.is_empty() {
+            return None;
+        }
+        s.sort_by(|a, b| a.total_cmp(b));
+        Some(s[s.len() / 2])
+    }
+}
+
+fn shift(value: u16, delta: i32) -> u16 {
+    (value as i32 + delta).clamp(0, u16::MAX as i32) as u16
+}
+
+/// None → first → second → ... → last → None.
+fn cycle(all: &BTreeSet<String>, current: Option<String>) -> Option<String> {
+    match current {
+        None => all.iter().next().cloned(),
+        Some(c) => all.range(c.clone()..).nth(1).cloned(),
+    }
+}

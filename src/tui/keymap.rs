@@ -1,0 +1,318 @@
+//! The key map as data: one table of defaults (which also generates the help overlay and
+//! the footer), overridable from `keys.toml` in the user's config directory.
+//!
+//! ```toml
+//! [compare]
+//! "x" = "left_better"
+//! [queue]
+//! "o" = "open"
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use serde::{Deserialize, Serialize};
+
+/// Everything a key can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Leave verdict.
+    Quit,
+    /// Show or hide every key.
+    Help,
+    /// Show or hide the reviewer guidelines for the prompt's domain.
+    Guidelines,
+    /// Move up (queue) or scroll up (compare).
+    Up,
+    /// Move down (queue) or scroll down (compare).
+    Down,
+    /// A page up.
+    PageUp,
+    /// A page down.
+    PageDown,
+    /// Open the selected prompt.
+    Open,
+    /// Back to the queue; cancel what is being typed.
+    Back,
+    /// Search the queue.
+    Search,
+    /// Cycle the language filter.
+    FilterLanguage,
+    /// Cycle the domain filter.
+    FilterDomain,
+    /// Cycle the status filter (all, unlabeled by me, disputed, done).
+    FilterStatus,
+    /// Type a new prompt.
+    AddPrompt,
+    /// The left answer is better.
+    LeftBetter,
+    /// The right answer is better.
+    RightBetter,
+    /// Both are equally good.
+    Tie,
+    /// Neither could be sent.
+    BothBad,
+    /// Write a note for this judgment.
+    Note,
+    /// Rewrite the focused answer in your editor.
+    Rewrite,
+    /// Withdraw your last judgment and go back to it.
+    Undo,
+    /// Skip this pair for now.
+    Skip,
+    /// The next prompt.
+    NextPair,
+    /// The previous prompt.
+    PreviousPair,
+    /// Move the focus between the prompt and the answers.
+    Focus,
+}
+
+/// The screens with their own keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Queue,
+    Compare,
+}
+
+use Action::*;
+
+/// (mode, key, action, shown in the footer).
+pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
+    (Mode::Queue, "enter", Open, true),
+    (Mode::Queue, "down", Down, false),
+    (Mode::Queue, "j", Down, false),
+    (Mode::Queue, "up", Up, false),
+    (Mode::Queue, "k", Up, false),
+    (Mode::Queue, "pagedown", PageDown, false),
+    (Mode::Queue, "pageup", PageUp, false),
+    (Mode::Queue, "/", Search, true),
+    (Mode::Queue, "L", FilterLanguage, true),
+    (Mode::Queue, "D", FilterDomain, true),
+    (Mode::Queue, "S", FilterStatus, true),
+    (Mode::Queue, "a", AddPrompt, true),
+    (Mode::Queue, "?", Help, true),
+    (Mode::Queue, "q", Quit, true),
+    (Mode::Compare, "1", LeftBetter, true),
+    (Mode::Compare, "left", LeftBetter, false),
+    (Mode::Compare, "2", RightBetter, true),
+    (Mode::Compare, "right", RightBetter, false),
+    (Mode::Compare, "t", Tie, true),
+    (Mode::Compare, "b", BothBad, true),
+    (Mode::Compare, "n", Note, true),
+    (Mode::Compare, "e", Rewrite, true),
+    (Mode::Compare, "u", Undo, true),
+    (Mode::Compare, "s", Skip, true),
+    (Mode::Compare, "]", NextPair, false),
+    (Mode::Compare, "[", PreviousPair, false),
+    (Mode::Compare, "j", Down, false),
+    (Mode::Compare, "down", Down, false),
+    (Mode::Compare, "k", Up, false),
+    (Mode::Compare, "up", Up, false),
+    (Mode::Compare, "pagedown", PageDown, false),
+    (Mode::Compare, "pageup", PageUp, false),
+    (Mode::Compare, "tab", Focus, false),
+    (Mode::Compare, "r", Guidelines, true),
+    (Mode::Compare, "esc", Back, true),
+    (Mode::Compare, "?", Help, true),
+    (Mode::Compare, "q", Quit, false),
+];
+
+/// A resolved key map.
+#[derive(Debug, Clone)]
+pub struct KeyMap {
+    bindings: Vec<(Mode, String, Action, bool)>,
+    lookup: HashMap<(Mode, String), Action>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyMapError {
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+impl Default for KeyMap {
+    fn default() -> KeyMap {
+        KeyMap::from_bindings(
+            DEFAULTS
+                .iter()
+                .map(|(m, k, a, f)| (*m, k.to_string(), *a, *f))
+                .collect(),
+        )
+    }
+}
+
+impl KeyMap {
+    fn from_bindings(bindings: Vec<(Mode, String, Action, bool)>) -> KeyMap {
+        let lookup = bindings
+            .iter()
+            .map(|(m, k, a, _)| ((*m, k.clone()), *a))
+            .collect();
+        KeyMap { bindings, lookup }
+    }
+
+    /// The defaults with the user's `keys.toml` (if any) applied on top: a key the user
+    /// binds replaces the default binding of that key.
+    pub fn load(path: &Path) -> Result<KeyMap, KeyMapError> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(KeyMap::default());
+        };
+        let invalid = |message: String| KeyMapError::Invalid {
+            file: path.display().to_string(),
+            message,
+        };
+        let user: HashMap<Mode, HashMap<String, Action>> = toml::from_str(&text)
+            .map_err(|e| invalid(format!("{e} (see `verdict --help` for the format)")))?;
+        let mut bindings: Vec<(Mode, String, Action, bool)> = DEFAULTS
+            .iter()
+            .map(|(m, k, a, f)| (*m, k.to_string(), *a, *f))
+            .collect();
+        for (mode, keys) in user {
+            for (key, action) in keys {
+                if parse_key(&key).is_none() {
+                    return Err(invalid(format!("unknown key \"{key}\"")));
+                }
+                bindings.retain(|(m, k, _, _)| !(*m == mode && *k == key));
+                bindings.push((mode, key, action, true));
+            }
+        }
+        Ok(KeyMap::from_bindings(bindings))
+    }
+
+    /// The action bound to `key` in `mode`.
+    pub fn action(&self, mode: Mode, key: &KeyEvent) -> Option<Action> {
+        self.lookup.get(&(mode, key_name(key)?)).copied()
+    }
+
+    /// (key, action) pairs of a mode, in table order, for help and footers.
+    pub fn bindings(&self, mode: Mode) -> impl Iterator<Item = (&str, Action, bool)> {
+        self.bindings
+            .iter()
+            .filter(move |(m, _, _, _)| *m == mode)
+            .map(|(_, k, a, f)| (k.as_str(), *a, *f))
+    }
+}
+
+/// A key's name in the key map: `a`, `A`, `1`, `enter`, `ctrl-s`...
+pub fn key_name(key: &KeyEvent) -> Option<String> {
+    let base = match key.code {
+        KeyCode::Char(c) => c.to_string(),
+        KeyCode::Enter => "enter".into(),
+        KeyCode::Esc => "esc".into(),
+        KeyCode::Tab => "tab".into(),
+        KeyCode::BackTab => "backtab".into(),
+        KeyCode::Left => "left".into(),
+        KeyCode::Right => "right".into(),
+        KeyCode::Up => "up".into(),
+        KeyCode::Down => "down".into(),
+        KeyCode::PageUp => "pageup".into(),
+        KeyCode::PageDown => "pagedown".into(),
+        KeyCode::Home => "home".into(),
+        KeyCode::End => "end".into(),
+        KeyCode::Backspace => "backspace".into(),
+        KeyCode::F(n) => format!("f{n}"),
+        _ => return None,
+    };
+    Some(if key.modifiers.contains(KeyModifiers::CONTROL) {
+        format!("ctrl-{base}")
+    } else {
+        base
+    })
+}
+
+/// The inverse of `key_name`, to validate user files.
+pub fn parse_key(name: &str) -> Option<KeyEvent> {
+    let (modifiers, base) = match name.strip_prefix("ctrl-") {
+        Some(rest) => (KeyModifiers::CONTROL, rest),
+        None => (KeyModifiers::NONE, name),
+    };
+    let code = match base {
+        "enter" => KeyCode::Enter,
+        "esc" => KeyCode::Esc,
+        "tab" => KeyCode::Tab,
+        "backtab" => KeyCode::BackTab,
+        "left" => KeyCode::Left,
+        "right" => KeyCode::Right,
+        "up" => KeyCode::Up,
+        "down" => KeyCode::Down,
+        "pageup" => KeyCode::PageUp,
+        "pagedown" => KeyCode::PageDown,
+        "home" => KeyCode::Home,
+        "end" => KeyCode::End,
+        "backspace" => KeyCode::Backspace,
+        f if f.len() > 1 && f.starts_with('f') => KeyCode::F(f[1..].parse().ok()?),
+        c if c.chars().count() == 1 => KeyCode::Char(c.chars().next()?),
+        _ => return None,
+    };
+    Some(KeyEvent::new(code, modifiers))
+}
+
+/// The first line of an action's doc comment, for help.
+pub fn describe(action: Action) -> &'static str {
+    match action {
+        Quit => "quit",
+        Help => "help: every key",
+        Guidelines => "reviewer guidelines",
+        Up => "up",
+        Down => "down",
+        PageUp => "page up",
+        PageDown => "page down",
+        Open => "open the prompt",
+        Back => "back / cancel",
+        Search => "search",
+        FilterLanguage => "filter: language",
+        FilterDomain => "filter: domain",
+        FilterStatus => "filter: status",
+        AddPrompt => "add a prompt",
+        LeftBetter => "left is better",
+        RightBetter => "right is better",
+        Tie => "tie",
+        BothBad => "both bad",
+        Note => "note",
+        Rewrite => "rewrite the focused answer",
+        Undo => "undo my last judgment",
+        Skip => "skip",
+        NextPair => "next prompt",
+        PreviousPair => "previous prompt",
+        Focus => "focus: prompt / left / right",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_key_parses_and_round_trips() {
+        for (_, key, _, _) in DEFAULTS {
+            let event = parse_key(key).unwrap_or_else(|| panic!("{key}"));
+            assert_eq!(key_name(&event).as_deref(), Some(*key));
+        }
+    }
+
+    #[test]
+    fn user_file_rebinds_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        std::fs::write(
+            &path,
+            "[compare]\n\"x\" = \"left_better\"\n\"1\" = \"tie\"\n",
+        )
+        .unwrap();
+        let map = KeyMap::load(&path).unwrap();
+        let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
+        assert_eq!(map.action(Mode::Compare, &key('x')), Some(LeftBetter));
+        assert_eq!(map.action(Mode::Compare, &key('1')), Some(Tie));
+        assert_eq!(map.action(Mode::Compare, &key('2')), Some(RightBetter));
+        std::fs::write(&path, "[compare]\n\"x\" = \"fly\"\n").unwrap();
+        assert!(
+            KeyMap::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("keys.toml")
+        );
+    }
+}
