@@ -128,7 +128,7 @@ fn write_pairs(path: &Path) {
             "chosen": format!("{answer} ({i})."),
             "rejected": format!("{answer}? {i} 🙂"),
             "language": lang,
-            "domain": ["banking", "healthcare", "insurance"][i % 3],
+            "domain": (["banking", "healthcare", "insurance"][i % 3]),
             "tags": ["bench"],
         });
         writeln!(out, "{line}").unwrap();

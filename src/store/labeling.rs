@@ -11,7 +11,7 @@ use crate::domain::{Message, Outcome, response_uid, sha256_hex};
 pub struct QueueRow {
     pub prompt_id: i64,
     pub external_id: Option<String>,
-    /// The last user turn, cut to 200 characters.
+    /// The last (user) turn, cut to 200 characters.
     pub preview: String,
     pub language: String,
     pub domain: Option<String>,
@@ -70,9 +70,9 @@ impl Store {
     /// Every prompt, in insertion order, with what the queue shows.
     pub fn queue_rows(&self) -> Result<Vec<QueueRow>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT id, external_id,
-                    substr((SELECT json_extract(value, '$.content') FROM json_each(messages)
-                            WHERE json_extract(value, '$.role') = 'user' ORDER BY key DESC LIMIT 1), 1, 200),
+            // A prompt always ends with a user turn (import refuses others), so the
+            // last message is the one to preview; json_extract keeps this one pass.
+            "SELECT id, external_id, substr(json_extract(messages, '$[#-1].content'), 1, 200),
                     language, domain, split
              FROM prompts ORDER BY id",
         )?;

@@ -47,15 +47,22 @@ impl Store {
     }
 
     fn active_judgments_where(&self, prompt_id: Option<i64>) -> Result<Vec<ActiveJudgment>> {
-        let mut statement = self.conn.prepare_cached(
+        // Two statements rather than `?1 IS NULL OR ...`, which would stop SQLite from
+        // using the prompt index for the one-prompt case.
+        let filter = if prompt_id.is_some() {
+            "WHERE prompt_id = ?1"
+        } else {
+            "WHERE ?1 IS NULL"
+        };
+        let mut statement = self.conn.prepare_cached(&format!(
             "SELECT j.prompt_id, j.response_a, j.response_b, j.annotator_id, j.outcome, j.reasons
              FROM judgments j
-             JOIN (SELECT MAX(id) AS id FROM judgments WHERE ?1 IS NULL OR prompt_id = ?1
+             JOIN (SELECT MAX(id) AS id FROM judgments {filter}
                    GROUP BY annotator_id, response_a, response_b) newest
                ON newest.id = j.id
              WHERE j.outcome != 'undone'
-             ORDER BY j.prompt_id, j.response_a, j.response_b, j.annotator_id",
-        )?;
+             ORDER BY j.prompt_id, j.response_a, j.response_b, j.annotator_id"
+        ))?;
         let rows = statement.query_map([prompt_id], |r| {
             let outcome: String = r.get(4)?;
             let reasons: String = r.get(5)?;

@@ -245,6 +245,11 @@ impl App {
             Action::Undo => self.undo()?,
             Action::Skip | Action::NextPair => self.advance(1, action == Action::Skip)?,
             Action::PreviousPair => self.advance(-1, false)?,
+            Action::Refresh => {
+                self.items = queue::load(&self.store, self.annotator_id)?;
+                self.apply_filter();
+                self.message = format!("refreshed: {} prompts", self.items.len());
+            }
             Action::Focus => {
                 if let Some(c) = &mut self.compare {
                     c.focus = match c.focus {

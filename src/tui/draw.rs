@@ -332,6 +332,7 @@ fn short(action: keymap::Action) -> &'static str {
         FilterDomain => "domain",
         FilterStatus => "status",
         AddPrompt => "add",
+        Refresh => "refresh",
         other => keymap::describe(other),
     }
 }

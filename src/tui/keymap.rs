@@ -68,6 +68,8 @@ pub enum Action {
     PreviousPair,
     /// Move the focus between the prompt and the answers.
     Focus,
+    /// Re-read the database: other annotators' judgments, new candidates.
+    Refresh,
 }
 
 /// The screens with their own keys.
@@ -94,6 +96,8 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Queue, "D", FilterDomain, true),
     (Mode::Queue, "S", FilterStatus, true),
     (Mode::Queue, "a", AddPrompt, true),
+    (Mode::Queue, "R", Refresh, true),
+    (Mode::Queue, "f5", Refresh, false),
     (Mode::Queue, "?", Help, true),
     (Mode::Queue, "q", Quit, true),
     (Mode::Compare, "1", LeftBetter, true),
@@ -278,6 +282,7 @@ pub fn describe(action: Action) -> &'static str {
         NextPair => "next prompt",
         PreviousPair => "previous prompt",
         Focus => "focus: prompt / left / right",
+        Refresh => "refresh from the database",
     }
 }
 

@@ -302,3 +302,35 @@ fn app_with_pair(id: &str) -> App {
     open(&mut app, id);
     app
 }
+
+#[test]
+fn two_annotators_on_one_file_see_each_other_after_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("team.db");
+    {
+        let mut store = Store::open(&path, crate::store::OpenMode::CreateIfMissing).unwrap();
+        store
+            .load_guidelines(&crate::guidelines::embedded())
+            .unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+    }
+    let open_app = |name: &str| {
+        let store = Store::open(&path, crate::store::OpenMode::MustExist).unwrap();
+        App::new(store, name, KeyMap::default()).unwrap()
+    };
+    let mut amira = open_app("amira");
+    let mut jonas = open_app("jonas");
+    open(&mut amira, "pair-bank-en-01");
+    open(&mut jonas, "pair-bank-en-02");
+    press(&mut amira, "1");
+    press(&mut jonas, "2");
+    key(&mut amira, KeyCode::Esc);
+    press(&mut amira, "R");
+    let second = amira
+        .items
+        .iter()
+        .find(|i| i.row.external_id.as_deref() == Some("pair-bank-en-02"))
+        .unwrap();
+    assert_eq!(second.all_judgments, 2, "import + jonas");
+    assert_eq!(amira.store.active_judgments().unwrap().len(), 44);
+}

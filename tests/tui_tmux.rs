@@ -1,0 +1,201 @@
+//! End-to-end tests of the real TUI binary driven through tmux, as a person would:
+//! keys in, screen out, then the database is checked.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Session {
+    name: String,
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl Session {
+    /// Starts `verdict --db <tmp>/v.db` in a detached 160x48 tmux session.
+    fn start(tag: &str, editor: Option<&Path>) -> Session {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("v.db");
+        let name = format!("verdict-{tag}-{}", std::process::id());
+        let session = Session {
+            name,
+            db,
+            _dir: dir,
+        };
+        session.launch(editor);
+        session
+    }
+
+    fn launch(&self, editor: Option<&Path>) {
+        let home = self.db.parent().unwrap();
+        let mut env = format!("HOME={} VERDICT_ANNOTATOR=e2e ", home.display());
+        if let Some(editor) = editor {
+            env.push_str(&format!("EDITOR={} ", editor.display()));
+        }
+        let command = format!(
+            "env -u VISUAL {env} {} --db {}",
+            env!("CARGO_BIN_EXE_verdict"),
+            self.db.display()
+        );
+        let status = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &self.name,
+                "-x",
+                "160",
+                "-y",
+                "48",
+                &command,
+            ])
+            .status()
+            .expect("tmux is needed for the end-to-end TUI tests (apt-get install tmux)");
+        assert!(status.success());
+        self.wait_for(" e2e · v.db");
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for key in keys {
+            let status = Command::new("tmux")
+                .args(["send-keys", "-t", &self.name, key])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            // Give the program a frame to react, as a person's typing would.
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "never saw {text:?}; screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        let out = Command::new("tmux")
+            .args(["display", "-p", "-t", &self.name, "#{pane_pid}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        let conn = rusqlite::Connection::open(&self.db).unwrap();
+        let mut statement = conn.prepare(sql).unwrap();
+        let columns = statement.column_count();
+        let rows = statement
+            .query_map([], |r| {
+                (0..columns)
+                    .map(|i| {
+                        r.get::<_, rusqlite::types::Value>(i)
+                            .map(|v| format!("{v:?}"))
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn label_three_pairs_with_a_reason_and_a_rewrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nprintf '\\nRewritten by the end-to-end test.' >> \"$1\"\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&editor)
+        .status()
+        .unwrap();
+
+    let s = Session::start("label", Some(&editor));
+    s.keys(&["Enter"]);
+    s.wait_for("Prompt pair-bank-en-01");
+    s.keys(&["f", "1"]);
+    s.wait_for("Prompt pair-bank-en-02");
+    s.keys(&["2"]);
+    s.wait_for("Prompt pair-bank-es-01");
+    s.keys(&["e"]);
+    s.wait_for("rewrite saved");
+    s.keys(&["q"]);
+
+    let judgments = s.query(
+        "SELECT j.reasons, j.outcome FROM judgments j JOIN annotators a ON a.id = j.annotator_id
+         WHERE a.name = 'e2e' ORDER BY j.id",
+    );
+    assert_eq!(judgments.len(), 3, "{judgments:?}");
+    assert_eq!(judgments[0][0], "Text(\"[\\\"factual_error\\\"]\")");
+    let rewrites =
+        s.query("SELECT content, author, parent_id FROM responses WHERE origin = 'human'");
+    assert_eq!(rewrites.len(), 1);
+    assert!(
+        rewrites[0][0].ends_with("Rewritten by the end-to-end test.\")"),
+        "{:?}",
+        rewrites[0]
+    );
+    assert_eq!(rewrites[0][1], "Text(\"e2e\")");
+}
+
+#[test]
+fn kill_9_loses_nothing_and_restart_returns_to_the_same_pair() {
+    let s = Session::start("kill", None);
+    s.keys(&["Enter"]);
+    s.wait_for("Prompt pair-bank-en-01");
+    s.keys(&["o", "2"]);
+    s.wait_for("Prompt pair-bank-en-02");
+    let pid = s.pid();
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &s.name])
+        .status();
+
+    let judgments = s.query(
+        "SELECT j.reasons FROM judgments j JOIN annotators a ON a.id = j.annotator_id WHERE a.name = 'e2e'",
+    );
+    assert_eq!(
+        judgments,
+        vec![vec!["Text(\"[\\\"tone\\\"]\")".to_string()]]
+    );
+    let integrity = s.query("PRAGMA integrity_check");
+    assert_eq!(integrity[0][0], "Text(\"ok\")");
+
+    s.launch(None);
+    s.wait_for("Prompt pair-bank-en-02");
+    s.keys(&["q"]);
+}
