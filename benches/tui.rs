@@ -25,14 +25,10 @@ fn main() {
     let start = Instant::now();
     let store = Store::open(&path, OpenMode::MustExist).unwrap();
     let mut app = App::new(store, "bench", KeyMap::default()).unwrap();
-    terminal
-        .draw(|f| verdict::tui::draw::draw(f, &app))
-        .unwrap();
+    terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
     let first_frame = start.elapsed();
 
-    let keys = [
-        'j', 'j', 'k', '\n', '1', '2', 's', 'f', 'f', ']', '[', 'j', 'k', '\x1b', 'j',
-    ];
+    let keys = ['j', 'j', 'k', '\n', '1', '2', 's', 'f', 'f', ']', '[', 'j', 'k', '\x1b', 'j'];
     let mut latencies = Vec::new();
     for i in 0..2_000 {
         let c = keys[i % keys.len()];
@@ -43,32 +39,22 @@ fn main() {
         };
         let start = Instant::now();
         app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
-        terminal
-            .draw(|f| verdict::tui::draw::draw(f, &app))
-            .unwrap();
+        terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
         latencies.push(start.elapsed());
     }
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!("database: {PROMPTS} prompts, {} responses", PROMPTS * 3);
-    println!(
-        "first frame      {:>8.1} ms  (target < 300 ms)",
-        ms(first_frame)
-    );
+    println!("first frame      {:>8.1} ms  (target < 300 ms)", ms(first_frame));
     println!("key-to-frame p50 {:>8.2} ms", ms(pct(0.5)));
-    println!(
-        "key-to-frame p99 {:>8.2} ms  (target < 16 ms)",
-        ms(pct(0.99))
-    );
+    println!("key-to-frame p99 {:>8.2} ms  (target < 16 ms)", ms(pct(0.99)));
     println!("key-to-frame max {:>8.2} ms", ms(pct(1.0)));
 }
 
 /// Each prompt gets three candidates: pairs (r1 > r2) and (r1 > r3).
 fn build_database(path: &std::path::Path) {
     let mut store = Store::open(path, OpenMode::CreateIfMissing).unwrap();
-    store
-        .load_guidelines(&verdict::guidelines::embedded())
-        .unwrap();
+    store.load_guidelines(&verdict::guidelines::embedded()).unwrap();
     let mut records = Vec::with_capacity(PROMPTS * 2);
     for i in 0..PROMPTS {
         let prompt = NewPrompt {
@@ -83,12 +69,8 @@ fn build_database(path: &std::path::Path) {
             split: None,
             source: None,
         };
-        let chosen =
-            format!("Open the app, choose payment {i} and tap Dispute. 请在应用中选择该笔付款。");
-        for rejected in [
-            format!("You cannot dispute payment {i}."),
-            format!("Call us maybe about {i} 🙂"),
-        ] {
+        let chosen = format!("Open the app, choose payment {i} and tap Dispute. 请在应用中选择该笔付款。");
+        for rejected in [format!("You cannot dispute payment {i}."), format!("Call us maybe about {i} 🙂")] {
             records.push(ImportRecord::Pair {
                 prompt: prompt.clone(),
                 chosen: chosen.clone(),

@@ -13,10 +13,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Message {
-        Message {
-            role: role.to_string(),
-            content: content.to_string(),
-        }
+        Message { role: role.to_string(), content: content.to_string() }
     }
 }
 
@@ -48,11 +45,7 @@ impl Split {
     /// the prompt's content hash so it never changes between runs or machines.
     pub fn from_uid(uid: &str) -> Split {
         let bucket = u64::from_str_radix(&uid[..8.min(uid.len())], 16).unwrap_or(0) % 100;
-        if bucket < 10 {
-            Split::Test
-        } else {
-            Split::Train
-        }
+        if bucket < 10 { Split::Test } else { Split::Train }
     }
 }
 
@@ -111,13 +104,7 @@ impl NewPrompt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ImportRecord {
     Prompt(NewPrompt),
-    Pair {
-        prompt: NewPrompt,
-        chosen: String,
-        rejected: String,
-        reasons: Vec<String>,
-        note: Option<String>,
-    },
+    Pair { prompt: NewPrompt, chosen: String, rejected: String, reasons: Vec<String>, note: Option<String> },
 }
 
 pub fn sha256_hex(parts: &[&str]) -> String {
@@ -146,19 +133,15 @@ mod tests {
     #[test]
     fn uid_depends_on_every_turn() {
         let one = vec![Message::new("user", "Hallo")];
-        let two = vec![
-            Message::new("system", "Sie sind höflich."),
-            Message::new("user", "Hallo"),
-        ];
+        let two = vec![Message::new("system", "Sie sind höflich."), Message::new("user", "Hallo")];
         assert_ne!(prompt_uid(&one), prompt_uid(&two));
         assert_eq!(prompt_uid(&one), prompt_uid(&one.clone()));
     }
 
     #[test]
     fn split_from_uid_is_stable_and_mostly_train() {
-        let splits: Vec<Split> = (0..1000)
-            .map(|i| Split::from_uid(&prompt_uid(&[Message::new("user", &format!("q{i}"))])))
-            .collect();
+        let splits: Vec<Split> =
+            (0..1000).map(|i| Split::from_uid(&prompt_uid(&[Message::new("user", &format!("q{i}"))]))).collect();
         let tests = splits.iter().filter(|s| **s == Split::Test).count();
         assert!((50..150).contains(&tests), "{tests} of 1000 in test");
         let again = Split::from_uid(&prompt_uid(&[Message::new("user", "q7")]));

@@ -9,11 +9,8 @@ pub const PAIRS: &str = include_str!("../sample_data/pairs.jsonl");
 
 /// Every sample record: the labeled pairs first, then the prompts still to answer.
 pub fn records() -> Vec<ImportRecord> {
-    let mut records =
-        parse_embedded("sample_data/pairs.jsonl", PAIRS).expect("embedded pairs are valid");
-    records.extend(
-        parse_embedded("sample_data/prompts.jsonl", PROMPTS).expect("embedded prompts are valid"),
-    );
+    let mut records = parse_embedded("sample_data/pairs.jsonl", PAIRS).expect("embedded pairs are valid");
+    records.extend(parse_embedded("sample_data/prompts.jsonl", PROMPTS).expect("embedded prompts are valid"));
     records
 }
 
@@ -30,9 +27,7 @@ mod tests {
         let mut pairs = 0;
         for record in &records {
             let prompt = match record {
-                ImportRecord::Pair {
-                    prompt, reasons, ..
-                } => {
+                ImportRecord::Pair { prompt, reasons, .. } => {
                     pairs += 1;
                     assert!(!reasons.is_empty(), "every sample pair names its reason");
                     prompt
@@ -54,10 +49,7 @@ mod tests {
     #[test]
     fn sample_reasons_are_in_the_guideline_taxonomy() {
         let guidelines = crate::guidelines::embedded();
-        let keys: BTreeSet<String> = guidelines
-            .iter()
-            .flat_map(|g| g.reasons.iter().map(|r| r.key.clone()))
-            .collect();
+        let keys: BTreeSet<String> = guidelines.iter().flat_map(|g| g.reasons.iter().map(|r| r.key.clone())).collect();
         for record in records() {
             if let ImportRecord::Pair { reasons, .. } = record {
                 for reason in reasons {

@@ -9,9 +9,7 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Sandbox {
-        Sandbox {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Sandbox { dir: tempfile::tempdir().unwrap() }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -39,11 +37,7 @@ impl Sandbox {
 
     fn ok(&self, db: &str, args: &[&str]) -> String {
         let out = self.run(db, args);
-        assert!(
-            out.status.success(),
-            "verdict {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "verdict {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -75,10 +69,7 @@ fn init_is_idempotent_and_seeds_samples_once() {
     assert!(first["total"]["prompts"].as_u64().unwrap() >= 100);
     assert!(first["total"]["pairs"].as_u64().unwrap() >= 40);
     let again = sb.ok("v.db", &["init", "--samples"]);
-    assert!(
-        again.contains("0 prompts, 0 responses, 0 judgments added"),
-        "{again}"
-    );
+    assert!(again.contains("0 prompts, 0 responses, 0 judgments added"), "{again}");
     assert_eq!(sb.stats("v.db"), first);
 }
 
@@ -97,45 +88,23 @@ fn reimporting_adds_nothing() {
     let sb = Sandbox::new();
     let file = sb.write("pairs.jsonl", PAIRS);
     let out = sb.ok("v.db", &["import", file.to_str().unwrap()]);
-    assert!(
-        out.contains("added 4 prompts, 8 responses, 4 judgments"),
-        "{out}"
-    );
+    assert!(out.contains("added 4 prompts, 8 responses, 4 judgments"), "{out}");
     let out = sb.ok("v.db", &["import", file.to_str().unwrap()]);
-    assert!(
-        out.contains("added 0 prompts, 0 responses, 0 judgments; 4 records were already present"),
-        "{out}"
-    );
+    assert!(out.contains("added 0 prompts, 0 responses, 0 judgments; 4 records were already present"), "{out}");
     let stats = sb.stats("v.db");
     assert_eq!(stats["total"]["pairs"], 4);
-    let languages: Vec<&str> = stats["by_language"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["key"].as_str().unwrap())
-        .collect();
+    let languages: Vec<&str> =
+        stats["by_language"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(languages, ["ar", "en", "ja", "zh"]);
 }
 
 fn round_trip(format: &str, source_db: &str, sb: &Sandbox) {
     let first = sb.path(&format!("first-{format}.jsonl"));
     let second = sb.path(&format!("second-{format}.jsonl"));
-    sb.ok(
-        source_db,
-        &["export", first.to_str().unwrap(), "--format", format],
-    );
-    sb.ok(
-        &format!("fresh-{format}.db"),
-        &["--no-samples", "import", first.to_str().unwrap()],
-    );
-    sb.ok(
-        &format!("fresh-{format}.db"),
-        &["export", second.to_str().unwrap(), "--format", format],
-    );
-    let (a, b) = (
-        std::fs::read(&first).unwrap(),
-        std::fs::read(&second).unwrap(),
-    );
+    sb.ok(source_db, &["export", first.to_str().unwrap(), "--format", format]);
+    sb.ok(&format!("fresh-{format}.db"), &["--no-samples", "import", first.to_str().unwrap()]);
+    sb.ok(&format!("fresh-{format}.db"), &["export", second.to_str().unwrap(), "--format", format]);
+    let (a, b) = (std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
     assert!(a.len() > 1000, "{format} export is suspiciously small");
     assert!(a == b, "{format} round trip differs");
 }
@@ -144,10 +113,7 @@ fn round_trip(format: &str, source_db: &str, sb: &Sandbox) {
 fn export_import_export_is_byte_identical() {
     let sb = Sandbox::new();
     sb.ok("v.db", &["init", "--samples"]);
-    sb.ok(
-        "v.db",
-        &["import", sb.write("more.jsonl", PAIRS).to_str().unwrap()],
-    );
+    sb.ok("v.db", &["import", sb.write("more.jsonl", PAIRS).to_str().unwrap()]);
     round_trip("conversational", "v.db", &sb);
     round_trip("standard", "v.db", &sb);
 }
@@ -155,20 +121,11 @@ fn export_import_export_is_byte_identical() {
 #[test]
 fn export_filters_by_split_and_keeps_metadata() {
     let sb = Sandbox::new();
-    sb.ok(
-        "v.db",
-        &["import", sb.write("pairs.jsonl", PAIRS).to_str().unwrap()],
-    );
-    let out = sb.run(
-        "v.db",
-        &["export", "-", "--split", "test", "--format", "standard"],
-    );
+    sb.ok("v.db", &["import", sb.write("pairs.jsonl", PAIRS).to_str().unwrap()]);
+    let out = sb.run("v.db", &["export", "-", "--split", "test", "--format", "standard"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.iter().any(|l| l["language"] == "ja"));
     assert!(lines.iter().all(|l| l["split"] == "test"));
     let arabic = sb.ok("v.db", &["export", "-", "--format", "conversational"]);
@@ -187,12 +144,7 @@ fn assert_refused(sb: &Sandbox, file: &Path, needle: &str) {
     assert!(!out.status.success(), "{} was accepted", file.display());
     assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
     assert!(err.lines().count() <= 3, "too chatty:\n{err}");
-    assert_eq!(
-        sb.stats("v.db"),
-        before,
-        "{} changed the database",
-        file.display()
-    );
+    assert_eq!(sb.stats("v.db"), before, "{} changed the database", file.display());
 }
 
 #[test]
@@ -200,11 +152,7 @@ fn bad_lines_name_file_line_and_field_and_write_nothing() {
     let sb = Sandbox::new();
     let good = r#"{"prompt":"q","chosen":"a","rejected":"b","language":"en"}"#;
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "notjson.jsonl",
-            format!("{good}\nthis is not json\n").into_bytes(),
-            "notjson.jsonl:2: not valid JSON",
-        ),
+        ("notjson.jsonl", format!("{good}\nthis is not json\n").into_bytes(), "notjson.jsonl:2: not valid JSON"),
         (
             "missing.jsonl",
             format!("{good}\n{{\"prompt\":\"q\",\"chosen\":\"a\"}}\n").into_bytes(),
@@ -217,24 +165,15 @@ fn bad_lines_name_file_line_and_field_and_write_nothing() {
         ),
         (
             "empty.jsonl",
-            format!("{{\"prompt\":\"  \",\"chosen\":\"a\",\"rejected\":\"b\"}}\n{good}\n")
-                .into_bytes(),
+            format!("{{\"prompt\":\"  \",\"chosen\":\"a\",\"rejected\":\"b\"}}\n{good}\n").into_bytes(),
             "empty.jsonl:1: field `prompt` is empty",
         ),
         (
             "latin1.jsonl",
-            [
-                good.as_bytes(),
-                b"\n{\"prompt\":\"caf\xe9\",\"chosen\":\"a\",\"rejected\":\"b\"}\n",
-            ]
-            .concat(),
+            [good.as_bytes(), b"\n{\"prompt\":\"caf\xe9\",\"chosen\":\"a\",\"rejected\":\"b\"}\n"].concat(),
             "latin1.jsonl:2: not valid UTF-8",
         ),
-        (
-            "truncated.jsonl",
-            format!("{good}\n{}", &good[..30]).into_bytes(),
-            "truncated.jsonl:2: not valid JSON",
-        ),
+        ("truncated.jsonl", format!("{good}\n{}", &good[..30]).into_bytes(), "truncated.jsonl:2: not valid JSON"),
     ];
     for (name, content, needle) in cases {
         let file = sb.write(name, content);
@@ -245,29 +184,18 @@ fn bad_lines_name_file_line_and_field_and_write_nothing() {
 #[test]
 fn missing_file_directory_and_huge_line_are_one_line_errors() {
     let sb = Sandbox::new();
-    assert_refused(
-        &sb,
-        &sb.path("nowhere.jsonl"),
-        "nowhere.jsonl: no such file",
-    );
+    assert_refused(&sb, &sb.path("nowhere.jsonl"), "nowhere.jsonl: no such file");
     std::fs::create_dir(sb.path("folder")).unwrap();
     assert_refused(&sb, &sb.path("folder"), "is a directory");
     let mut huge = vec![b'{'; 100 * 1024 * 1024];
     huge.push(b'\n');
-    assert_refused(
-        &sb,
-        &sb.write("huge.jsonl", huge),
-        "huge.jsonl:1: line is longer than the 16 MiB limit",
-    );
+    assert_refused(&sb, &sb.write("huge.jsonl", huge), "huge.jsonl:1: line is longer than the 16 MiB limit");
 }
 
 #[test]
 fn a_failed_import_does_not_create_the_database() {
     let sb = Sandbox::new();
-    let out = sb.run(
-        "new.db",
-        &["import", sb.write("bad.jsonl", "nope\n").to_str().unwrap()],
-    );
+    let out = sb.run("new.db", &["import", sb.write("bad.jsonl", "nope\n").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(!sb.path("new.db").exists());
 }
@@ -275,25 +203,11 @@ fn a_failed_import_does_not_create_the_database() {
 #[test]
 fn skip_invalid_loads_the_good_lines_and_reports_the_rest() {
     let sb = Sandbox::new();
-    let file = sb.write(
-        "mixed.jsonl",
-        format!("{PAIRS}not json\n{{\"prompt\":\"q\"}}\n"),
-    );
-    let out = sb.run(
-        "v.db",
-        &[
-            "--no-samples",
-            "import",
-            "--skip-invalid",
-            file.to_str().unwrap(),
-        ],
-    );
+    let file = sb.write("mixed.jsonl", format!("{PAIRS}not json\n{{\"prompt\":\"q\"}}\n"));
+    let out = sb.run("v.db", &["--no-samples", "import", "--skip-invalid", file.to_str().unwrap()]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "partial import exits 1");
-    assert!(
-        err.contains("skipped") && err.contains("mixed.jsonl:5: not valid JSON"),
-        "{err}"
-    );
+    assert!(err.contains("skipped") && err.contains("mixed.jsonl:5: not valid JSON"), "{err}");
     assert!(err.contains("mixed.jsonl:6:"), "{err}");
     assert_eq!(sb.stats("v.db")["total"]["pairs"], 4);
 }
@@ -305,20 +219,10 @@ fn a_file_that_is_not_a_database_is_refused_untouched() {
     let out = sb.run("notes.txt", &["stats"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("is not a verdict database") && err.lines().count() == 1,
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(notes).unwrap(),
-        "meeting notes\n".repeat(500)
-    );
+    assert!(err.contains("is not a verdict database") && err.lines().count() == 1, "{err}");
+    assert_eq!(std::fs::read_to_string(notes).unwrap(), "meeting notes\n".repeat(500));
     let out = sb.run("missing.db", &["stats"]);
-    assert!(
-        stderr(&out).contains("run `verdict init` first"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("run `verdict init` first"), "{}", stderr(&out));
     assert!(!sb.path("missing.db").exists());
 }
 
@@ -331,11 +235,7 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
     drop(conn);
     let out = sb.run("v.db", &["stats"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("written by a newer verdict"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("written by a newer verdict"), "{}", stderr(&out));
 }
 
 #[test]
@@ -346,32 +246,13 @@ fn conversational_and_prompt_list_files_are_detected() {
         r#"{"prompt":[{"role":"system","content":"Sie siezen."},{"role":"user","content":"Wie hoch ist die Überziehungsgebühr?"}],"chosen":[{"role":"assistant","content":"Die Gebühr finden Sie im Preisverzeichnis."}],"rejected":[{"role":"assistant","content":"Keine Ahnung, schau halt nach."}]}"#.to_owned() + "\n",
     );
     let prompts = sb.write("prompts.jsonl", "{\"prompt\":\"¿Cómo puedo cambiar el PIN de mi tarjeta de débito?\"}\n{\"prompt\":\"Comment puis-je changer le code secret de ma carte bancaire ?\",\"tags\":[\"pin\"]}\n");
-    let out = sb.ok(
-        "v.db",
-        &[
-            "--no-samples",
-            "import",
-            conv.to_str().unwrap(),
-            prompts.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.contains("(conversational)") && out.contains("(prompts)"),
-        "{out}"
-    );
+    let out = sb.ok("v.db", &["--no-samples", "import", conv.to_str().unwrap(), prompts.to_str().unwrap()]);
+    assert!(out.contains("(conversational)") && out.contains("(prompts)"), "{out}");
     let stats = sb.stats("v.db");
     assert_eq!(stats["total"]["prompts"], 3);
-    let languages: Vec<&str> = stats["by_language"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["key"].as_str().unwrap())
-        .collect();
+    let languages: Vec<&str> =
+        stats["by_language"].as_array().unwrap().iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(languages, ["de", "es", "fr"]);
     let standard = sb.run("v.db", &["export", "-", "--format", "standard"]);
-    assert!(
-        stderr(&standard).contains("left out 1 pairs"),
-        "{}",
-        stderr(&standard)
-    );
+    assert!(stderr(&standard).contains("left out 1 pairs"), "{}", stderr(&standard));
 }

@@ -17,11 +17,7 @@ impl Session {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("v.db");
         let name = format!("verdict-{tag}-{}", std::process::id());
-        let session = Session {
-            name,
-            db,
-            _dir: dir,
-        };
+        let session = Session { name, db, _dir: dir };
         session.launch(editor);
         session
     }
@@ -32,23 +28,9 @@ impl Session {
         if let Some(editor) = editor {
             env.push_str(&format!("EDITOR={} ", editor.display()));
         }
-        let command = format!(
-            "env -u VISUAL {env} {} --db {}",
-            env!("CARGO_BIN_EXE_verdict"),
-            self.db.display()
-        );
+        let command = format!("env -u VISUAL {env} {} --db {}", env!("CARGO_BIN_EXE_verdict"), self.db.display());
         let status = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &self.name,
-                "-x",
-                "160",
-                "-y",
-                "48",
-                &command,
-            ])
+            .args(["new-session", "-d", "-s", &self.name, "-x", "160", "-y", "48", &command])
             .status()
             .expect("tmux is needed for the end-to-end TUI tests (apt-get install tmux)");
         assert!(status.success());
@@ -57,10 +39,7 @@ impl Session {
 
     fn keys(&self, keys: &[&str]) {
         for key in keys {
-            let status = Command::new("tmux")
-                .args(["send-keys", "-t", &self.name, key])
-                .status()
-                .unwrap();
+            let status = Command::new("tmux").args(["send-keys", "-t", &self.name, key]).status().unwrap();
             assert!(status.success());
             // Give the program a frame to react, as a person's typing would.
             std::thread::sleep(Duration::from_millis(150));
@@ -68,10 +47,7 @@ impl Session {
     }
 
     fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.name])
-            .output()
-            .unwrap();
+        let out = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.name]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
@@ -82,19 +58,13 @@ impl Session {
             if screen.contains(text) {
                 return screen;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "never saw {text:?}; screen:\n{screen}"
-            );
+            assert!(start.elapsed() < Duration::from_secs(20), "never saw {text:?}; screen:\n{screen}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn pid(&self) -> u32 {
-        let out = Command::new("tmux")
-            .args(["display", "-p", "-t", &self.name, "#{pane_pid}"])
-            .output()
-            .unwrap();
+        let out = Command::new("tmux").args(["display", "-p", "-t", &self.name, "#{pane_pid}"]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
@@ -105,10 +75,7 @@ impl Session {
         let rows = statement
             .query_map([], |r| {
                 (0..columns)
-                    .map(|i| {
-                        r.get::<_, rusqlite::types::Value>(i)
-                            .map(|v| format!("{v:?}"))
-                    })
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
             .unwrap();
@@ -118,9 +85,7 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.name]).status();
     }
 }
 
@@ -128,16 +93,8 @@ impl Drop for Session {
 fn label_three_pairs_with_a_reason_and_a_rewrite() {
     let dir = tempfile::tempdir().unwrap();
     let editor = dir.path().join("editor.sh");
-    std::fs::write(
-        &editor,
-        "#!/bin/sh\nprintf '\\nRewritten by the end-to-end test.' >> \"$1\"\n",
-    )
-    .unwrap();
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&editor)
-        .status()
-        .unwrap();
+    std::fs::write(&editor, "#!/bin/sh\nprintf '\\nRewritten by the end-to-end test.' >> \"$1\"\n").unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&editor).status().unwrap();
 
     let s = Session::start("label", Some(&editor));
     s.keys(&["Enter"]);
@@ -156,14 +113,9 @@ fn label_three_pairs_with_a_reason_and_a_rewrite() {
     );
     assert_eq!(judgments.len(), 3, "{judgments:?}");
     assert_eq!(judgments[0][0], "Text(\"[\\\"factual_error\\\"]\")");
-    let rewrites =
-        s.query("SELECT content, author, parent_id FROM responses WHERE origin = 'human'");
+    let rewrites = s.query("SELECT content, author, parent_id FROM responses WHERE origin = 'human'");
     assert_eq!(rewrites.len(), 1);
-    assert!(
-        rewrites[0][0].ends_with("Rewritten by the end-to-end test.\")"),
-        "{:?}",
-        rewrites[0]
-    );
+    assert!(rewrites[0][0].ends_with("Rewritten by the end-to-end test.\")"), "{:?}", rewrites[0]);
     assert_eq!(rewrites[0][1], "Text(\"e2e\")");
 }
 
@@ -175,23 +127,14 @@ fn kill_9_loses_nothing_and_restart_returns_to_the_same_pair() {
     s.keys(&["o", "2"]);
     s.wait_for("Prompt pair-bank-en-02");
     let pid = s.pid();
-    let status = Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
     assert!(status.success());
     std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("tmux")
-        .args(["kill-session", "-t", &s.name])
-        .status();
+    let _ = Command::new("tmux").args(["kill-session", "-t", &s.name]).status();
 
-    let judgments = s.query(
-        "SELECT j.reasons FROM judgments j JOIN annotators a ON a.id = j.annotator_id WHERE a.name = 'e2e'",
-    );
-    assert_eq!(
-        judgments,
-        vec![vec!["Text(\"[\\\"tone\\\"]\")".to_string()]]
-    );
+    let judgments =
+        s.query("SELECT j.reasons FROM judgments j JOIN annotators a ON a.id = j.annotator_id WHERE a.name = 'e2e'");
+    assert_eq!(judgments, vec![vec!["Text(\"[\\\"tone\\\"]\")".to_string()]]);
     let integrity = s.query("PRAGMA integrity_check");
     assert_eq!(integrity[0][0], "Text(\"ok\")");
 

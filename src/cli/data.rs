@@ -1,6 +1,6 @@
 //! `verdict import` and `verdict export`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,34 +16,39 @@ use crate::store::{OpenMode, Store};
 /// How many bad lines to list before summarising the rest.
 const SHOW_ERRORS: usize = 20;
 
-pub fn import(
-    cli: &Cli,
-    files: &[PathBuf],
-    format: Option<Format>,
-    skip_invalid: bool,
-) -> anyhow::Result<ExitCode> {
+pub fn import(cli: &Cli, files: &[PathBuf], format: Option<Format>, skip_invalid: bool) -> anyhow::Result<ExitCode> {
     // Read and check every file before the database is even opened: a bad file must
     // not leave a half-loaded (or newly created) database behind.
     let mut records: Vec<ImportRecord> = Vec::new();
     let mut bad_lines = Vec::new();
     let mut per_file = Vec::new();
+    let (bundles, files): (Vec<&PathBuf>, Vec<&PathBuf>) = files.iter().partition(|p| is_bundle(p));
+    if !bundles.is_empty() {
+        let (mut store, _) = super::init::open_for_writing(cli)?;
+        for bundle in bundles {
+            let s = store.import_bundle(bundle)?;
+            println!(
+                "{} (bundle): {} prompts, {} responses, {} judgments, {} adjudications, {} gold added",
+                bundle.display(),
+                s.prompts,
+                s.responses,
+                s.judgments,
+                s.adjudications,
+                s.gold
+            );
+        }
+        if files.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     for path in files {
         let parsed = parse_file(path, format)?;
-        per_file.push((
-            path.clone(),
-            parsed.format,
-            parsed.records.len(),
-            parsed.errors.len(),
-        ));
+        per_file.push((path.clone(), parsed.format, parsed.records.len(), parsed.errors.len()));
         records.extend(parsed.records);
         bad_lines.extend(parsed.errors);
     }
     if !bad_lines.is_empty() {
-        for error in bad_lines.iter().take(if skip_invalid {
-            usize::MAX
-        } else {
-            SHOW_ERRORS
-        }) {
+        for error in bad_lines.iter().take(if skip_invalid { usize::MAX } else { SHOW_ERRORS }) {
             eprintln!("{}{error}", if skip_invalid { "skipped " } else { "" });
         }
         if !skip_invalid {
@@ -59,25 +64,15 @@ pub fn import(
     let (mut store, _) = super::init::open_for_writing(cli)?;
     let summary = store.import_records(&records)?;
     for (path, format, count, errors) in per_file {
-        let format = format
-            .map(|f| format!("{f:?}").to_lowercase())
-            .unwrap_or_else(|| "empty".into());
-        let skipped = if errors > 0 {
-            format!(", {errors} skipped")
-        } else {
-            String::new()
-        };
+        let format = format.map(|f| format!("{f:?}").to_lowercase()).unwrap_or_else(|| "empty".into());
+        let skipped = if errors > 0 { format!(", {errors} skipped") } else { String::new() };
         println!("{}: {count} records ({format}{skipped})", path.display());
     }
     println!(
         "added {} prompts, {} responses, {} judgments; {} records were already present",
         summary.prompts, summary.responses, summary.judgments, summary.duplicates
     );
-    Ok(if bad_lines.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if bad_lines.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub fn export(
@@ -85,8 +80,18 @@ pub fn export(
     file: &Path,
     format: ExportFormat,
     split: SplitFilter,
+    bundle: bool,
 ) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    if bundle {
+        let rows = if file == Path::new("-") {
+            store.write_bundle(&mut std::io::stdout().lock())?
+        } else {
+            write_atomically(file, |out| Ok(store.write_bundle(out)?))?
+        };
+        eprintln!("wrote a bundle of {rows} rows to {}; load it elsewhere with `verdict import`", file.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let summary = if file == Path::new("-") {
         export::export(&store, format, split, &mut std::io::stdout().lock())?
     } else {
@@ -103,25 +108,22 @@ pub fn export(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether the file starts with a bundle header line.
+fn is_bundle(path: &Path) -> bool {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    let mut first = String::new();
+    let mut reader = std::io::BufReader::new(file).take(4096);
+    reader.read_line(&mut first).is_ok() && crate::store::bundle::is_bundle_header(first.trim())
+}
+
 /// Writes through a temporary file renamed into place, so a failed export never leaves
 /// a truncated file where a good one was.
-fn write_atomically<T>(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .context("export needs a file name")?
-            .to_string_lossy()
-    ));
+fn write_atomically<T>(path: &Path, write: impl FnOnce(&mut dyn Write) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let temp = dir.join(format!(".{}.tmp", path.file_name().context("export needs a file name")?.to_string_lossy()));
     let result = (|| {
-        let file = std::fs::File::create(&temp)
-            .with_context(|| format!("cannot write {}", temp.display()))?;
+        let file = std::fs::File::create(&temp).with_context(|| format!("cannot write {}", temp.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let value = write(&mut out)?;
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;

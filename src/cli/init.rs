@@ -19,15 +19,8 @@ pub fn open_for_writing(cli: &Cli) -> anyhow::Result<(Store, bool)> {
 
 pub fn init(cli: &Cli, with_samples: bool) -> anyhow::Result<ExitCode> {
     let (mut store, created) = open_for_writing(cli)?;
-    println!(
-        "{} {}",
-        if created { "created" } else { "opened" },
-        cli.db.display()
-    );
-    println!(
-        "guidelines: {} version(s) stored",
-        store.guideline_versions()?
-    );
+    println!("{} {}", if created { "created" } else { "opened" }, cli.db.display());
+    println!("guidelines: {} version(s) stored", store.guideline_versions()?);
     if with_samples {
         let summary = store.import_records(&samples::records())?;
         println!(
@@ -64,8 +57,6 @@ pub fn first_run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     // Not a terminal (a pipe, a script): say what is there instead of drawing.
     super::stats::print_table(&store.stats()?);
-    println!(
-        "\nNext: run `verdict` in a terminal to label, or `verdict --help` for every command."
-    );
+    println!("\nNext: run `verdict` in a terminal to label, or `verdict --help` for every command.");
     Ok(ExitCode::SUCCESS)
 }

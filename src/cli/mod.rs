@@ -5,6 +5,7 @@ mod data;
 mod init;
 mod stats;
 mod table;
+mod team;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,7 +85,66 @@ pub enum Command {
         format: ExportFormat,
         #[arg(long, value_enum, default_value = "all")]
         split: SplitFilter,
+        /// Write the whole database as a portable bundle (load it with `verdict import`).
+        #[arg(long)]
+        bundle: bool,
     },
+    /// Manage annotators and their roles and languages.
+    #[command(subcommand)]
+    Annotator(AnnotatorCommand),
+    /// Build labeling queues so a share of prompts is labeled by two people.
+    #[command(
+        after_help = "Examples:\n  verdict assign --overlap 0.2 --per-annotator 200\n  verdict assign --overlap 0.5 --per-annotator 50 --language de --language fr"
+    )]
+    Assign {
+        /// Share of prompts that go to two annotators (0 to 1).
+        #[arg(long, default_value_t = 0.2)]
+        overlap: f64,
+        /// The most prompts one annotator gets.
+        #[arg(long, default_value_t = 200)]
+        per_annotator: usize,
+        /// Only prompts in these languages (repeatable).
+        #[arg(long)]
+        language: Vec<String>,
+    },
+    /// Gold items: pairs with a known verdict, mixed unmarked into the queues.
+    #[command(subcommand)]
+    Gold(GoldCommand),
+    /// Pairs whose annotators disagree, with every vote, reason and note.
+    Disputes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the final verdict on a pair (adjudicators only).
+    #[command(
+        after_help = "Examples:\n  verdict disputes\n  verdict --annotator lead adjudicate 17 18 --winner 18 --note \"B cites the fee schedule\"\n  verdict adjudicate 17 18 --winner tie"
+    )]
+    Adjudicate {
+        /// One response of the pair (an id from `verdict disputes`).
+        first: i64,
+        /// The other response.
+        second: i64,
+        /// The better response's id, or `tie`, or `both_bad`.
+        #[arg(long)]
+        winner: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Inter-annotator agreement: Krippendorff's alpha, Fleiss' and Cohen's kappa, Gwet's AC1,
+    /// overall and by language, domain and reason tag.
+    Agreement {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-annotator report: speed, position bias, tie and both-bad rates, gold accuracy,
+    /// agreement with the resolved labels.
+    Report {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring another verdict database (a teammate's) into this one; merging twice adds nothing.
+    #[command(after_help = "Examples:\n  verdict --db team.db merge amira.db\n  verdict --db team.db merge jonas.db")]
+    Merge { other: PathBuf },
     /// Counts of prompts, responses, judgments and resolved pairs, by language, domain,
     /// split and annotator.
     #[command(after_help = "Examples:\n  verdict stats\n  verdict stats --json | jq .total")]
@@ -93,6 +153,45 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnnotatorCommand {
+    /// Add an annotator (or change their role and languages).
+    #[command(
+        after_help = "Examples:\n  verdict annotator add amira --languages ar,en\n  verdict annotator add lead --role adjudicator"
+    )]
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value = "annotator")]
+        role: Role,
+        /// BCP-47 codes, comma separated (default: any language).
+        #[arg(long)]
+        languages: Vec<String>,
+    },
+    /// List annotators with their judgment counts.
+    List,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Role {
+    Annotator,
+    Adjudicator,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Annotator => "annotator",
+            Role::Adjudicator => "adjudicator",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GoldCommand {
+    /// Load gold pairs from TRL preference JSONL (the chosen answer is the right verdict).
+    Import { file: PathBuf },
 }
 
 impl Cli {
@@ -125,25 +224,27 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         None => init::first_run(cli),
         Some(Command::Init { samples }) => init::init(cli, *samples),
-        Some(Command::Import {
-            files,
-            format,
-            skip_invalid,
-        }) => data::import(cli, files, *format, *skip_invalid),
-        Some(Command::Export {
-            file,
-            format,
-            split,
-        }) => data::export(cli, file, *format, *split),
+        Some(Command::Import { files, format, skip_invalid }) => data::import(cli, files, *format, *skip_invalid),
+        Some(Command::Export { file, format, split, bundle }) => data::export(cli, file, *format, *split, *bundle),
+        Some(Command::Annotator(command)) => team::annotator(cli, command),
+        Some(Command::Assign { overlap, per_annotator, language }) => {
+            team::assign_queues(cli, *overlap, *per_annotator, language)
+        }
+        Some(Command::Gold(command)) => team::gold(cli, command),
+        Some(Command::Disputes { json }) => team::disputes(cli, *json),
+        Some(Command::Adjudicate { first, second, winner, note }) => {
+            team::adjudicate(cli, *first, *second, winner, note.as_deref())
+        }
+        Some(Command::Agreement { json }) => team::agreement(cli, *json),
+        Some(Command::Report { json }) => team::report(cli, *json),
+        Some(Command::Merge { other }) => team::merge(cli, other),
         Some(Command::Stats { json }) => stats::stats(cli, *json),
     }
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
             || cause
                 .downcast_ref::<serde_json::Error>()
                 .is_some_and(|e| e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))

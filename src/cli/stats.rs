@@ -32,10 +32,7 @@ pub fn print_table(stats: &Stats) {
             .iter()
             .map(|r| vec![r.key.clone(), r.judgments.to_string(), r.pairs.to_string()])
             .collect();
-        print!(
-            "\n{}",
-            table::render(&["annotator", "judgments", "agree with resolved"], &rows)
-        );
+        print!("\n{}", table::render(&["annotator", "judgments", "agree with resolved"], &rows));
     }
 }
 
@@ -55,8 +52,5 @@ fn section(name: &str, rows: &[StatsRow]) {
             ]
         })
         .collect();
-    print!(
-        "\n{}",
-        table::render(&[name, "prompts", "responses", "judgments", "pairs"], &rows)
-    );
+    print!("\n{}", table::render(&[name, "prompts", "responses", "judgments", "pairs"], &rows));
 }

@@ -43,13 +43,7 @@ mod tests {
 
     #[test]
     fn aligns_wide_characters_by_display_width() {
-        let text = render(
-            &["name", "n"],
-            &[
-                vec!["李雷".into(), "3".into()],
-                vec!["amira".into(), "12".into()],
-            ],
-        );
+        let text = render(&["name", "n"], &[vec!["李雷".into(), "3".into()], vec!["amira".into(), "12".into()]]);
         assert_eq!(text, "name    n\n李雷    3\namira  12\n");
     }
 }

@@ -84,8 +84,7 @@ pub fn export(
     out: &mut dyn Write,
 ) -> anyhow::Result<ExportSummary> {
     let pairs = qa::resolved_pairs(store)?;
-    let prompts: HashMap<i64, PromptRow> =
-        store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
+    let prompts: HashMap<i64, PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
     let ids: Vec<i64> = pairs.iter().flat_map(|p| [p.chosen, p.rejected]).collect();
     let texts = store.response_texts(&ids)?;
     let mut summary = ExportSummary::default();
@@ -98,11 +97,9 @@ pub fn export(
         let (chosen, rejected) = (&texts[&pair.chosen], &texts[&pair.rejected]);
         let (prompt_value, chosen_value, rejected_value) = match format {
             ExportFormat::Standard => match prompt.messages.as_slice() {
-                [only] if only.role == "user" => (
-                    Field::Text(&only.content),
-                    Field::Text(chosen),
-                    Field::Text(rejected),
-                ),
+                [only] if only.role == "user" => {
+                    (Field::Text(&only.content), Field::Text(chosen), Field::Text(rejected))
+                }
                 _ => {
                     summary.skipped_multi_turn += 1;
                     continue;

@@ -17,10 +17,7 @@ pub struct ParsedFile {
 /// Parses `path`. The format is `forced`, else detected from the first readable record
 /// and then required of every line (a file mixing formats is almost always a mistake).
 pub fn parse_file(path: &Path, forced: Option<Format>) -> Result<ParsedFile, FileError> {
-    let mut parsed = ParsedFile {
-        format: forced,
-        ..ParsedFile::default()
-    };
+    let mut parsed = ParsedFile { format: forced, ..ParsedFile::default() };
     lines::for_each_line(path, |line, text| {
         let result = text.and_then(|text| parse::parse_line(&text, parsed.format));
         match result {
@@ -28,11 +25,7 @@ pub fn parse_file(path: &Path, forced: Option<Format>) -> Result<ParsedFile, Fil
                 parsed.format = Some(format);
                 parsed.records.push(record);
             }
-            Err(message) => parsed.errors.push(LineError {
-                path: path.to_path_buf(),
-                line,
-                message,
-            }),
+            Err(message) => parsed.errors.push(LineError { path: path.to_path_buf(), line, message }),
         }
     })?;
     Ok(parsed)
@@ -79,26 +72,22 @@ mod tests {
         assert_eq!(parsed.records.len(), 2);
         let lines: Vec<usize> = parsed.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 3]);
-        assert!(
-            parsed.errors[1]
-                .to_string()
-                .ends_with("pairs.jsonl:3: missing field `rejected`")
-        );
+        assert!(parsed.errors[1].to_string().ends_with("pairs.jsonl:3: missing field `rejected`"));
     }
 
     #[test]
     fn a_file_mixing_formats_is_flagged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mixed.jsonl");
-        std::fs::write(&path, "{\"prompt\":\"only a prompt\"}\n{\"prompt\":\"q\",\"chosen\":\"a\",\"rejected\":\"b\"}\n").unwrap();
+        std::fs::write(
+            &path,
+            "{\"prompt\":\"only a prompt\"}\n{\"prompt\":\"q\",\"chosen\":\"a\",\"rejected\":\"b\"}\n",
+        )
+        .unwrap();
         let parsed = parse_file(&path, None).unwrap();
         assert_eq!(parsed.format, Some(Format::Prompts));
         assert_eq!(parsed.records.len(), 1);
         assert_eq!(parsed.errors.len(), 1);
-        assert!(
-            parsed.errors[0].message.contains("separate files"),
-            "{}",
-            parsed.errors[0]
-        );
+        assert!(parsed.errors[0].message.contains("separate files"), "{}", parsed.errors[0]);
     }
 }

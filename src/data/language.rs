@@ -12,9 +12,7 @@ pub fn detect(text: &str) -> String {
     // don't know, except for scripts that decide the language alone.
     let detector = whatlang::Detector::with_allowlist(COMMON.to_vec());
     match detector.detect(text) {
-        Some(info) if info.confidence() >= 0.5 || script_decides(info.lang()) => {
-            bcp47(info.lang()).to_string()
-        }
+        Some(info) if info.confidence() >= 0.5 || script_decides(info.lang()) => bcp47(info.lang()).to_string(),
         _ => UNDETERMINED.to_string(),
     }
 }
@@ -53,17 +51,7 @@ const COMMON: [Lang; 30] = [
 ];
 
 fn script_decides(lang: Lang) -> bool {
-    matches!(
-        lang,
-        Lang::Cmn
-            | Lang::Jpn
-            | Lang::Kor
-            | Lang::Ara
-            | Lang::Heb
-            | Lang::Tha
-            | Lang::Ell
-            | Lang::Hin
-    )
+    matches!(lang, Lang::Cmn | Lang::Jpn | Lang::Kor | Lang::Ara | Lang::Heb | Lang::Tha | Lang::Ell | Lang::Hin)
 }
 
 /// Maps whatlang's ISO 639-3 codes to the shortest BCP-47 tag.
@@ -107,10 +95,8 @@ fn bcp47(lang: Lang) -> &'static str {
 pub fn is_valid_tag(tag: &str) -> bool {
     let mut parts = tag.split('-');
     let primary = parts.next().unwrap_or("");
-    let primary_ok =
-        (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic());
-    primary_ok
-        && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+    let primary_ok = (2..=3).contains(&primary.len()) && primary.chars().all(|c| c.is_ascii_alphabetic());
+    primary_ok && parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Canonical case: language lower, script title, region upper (`zh-hant-tw` → `zh-Hant-TW`).
@@ -138,36 +124,18 @@ mod tests {
     #[test]
     fn detects_the_seven_sample_languages() {
         let cases = [
-            (
-                "en",
-                "My card was swallowed by the ATM this morning, what should I do now?",
-            ),
-            (
-                "es",
-                "¿Cuánto tiempo tarda una transferencia SEPA en llegar a otra cuenta?",
-            ),
-            (
-                "de",
-                "Ich habe eine verdächtige SMS bekommen, die angeblich von meiner Bank stammt.",
-            ),
-            (
-                "fr",
-                "Bonjour, je voudrais savoir comment contester un prélèvement sur mon compte.",
-            ),
+            ("en", "My card was swallowed by the ATM this morning, what should I do now?"),
+            ("es", "¿Cuánto tiempo tarda una transferencia SEPA en llegar a otra cuenta?"),
+            ("de", "Ich habe eine verdächtige SMS bekommen, die angeblich von meiner Bank stammt."),
+            ("fr", "Bonjour, je voudrais savoir comment contester un prélèvement sur mon compte."),
             ("zh", "我的银行卡被盗了，请问我应该怎么办？"),
-            (
-                "ja",
-                "クレジットカードを紛失してしまいました。どうすればいいですか？",
-            ),
+            ("ja", "クレジットカードを紛失してしまいました。どうすればいいですか？"),
             ("ar", "لقد فقدت بطاقتي المصرفية، ماذا يجب أن أفعل الآن؟"),
         ];
         for (code, text) in cases {
             assert_eq!(detect(text), code, "{text}");
         }
-        assert_eq!(
-            detect("¿Cómo puedo cambiar el PIN de mi tarjeta de débito?"),
-            "es"
-        );
+        assert_eq!(detect("¿Cómo puedo cambiar el PIN de mi tarjeta de débito?"), "es");
         assert_eq!(detect("ok"), UNDETERMINED);
     }
 

@@ -27,10 +27,7 @@ pub enum FileError {
     #[error("{0} is a directory: pass the JSONL files inside it")]
     Directory(PathBuf),
     #[error("{path}: cannot read it: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// A line's text, or the reason it could not be read.
@@ -43,10 +40,7 @@ pub fn for_each_line(path: &Path, mut each: impl FnMut(usize, Line)) -> Result<(
     }
     let file = File::open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => FileError::Missing(path.to_path_buf()),
-        _ => FileError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+        _ => FileError::Io { path: path.to_path_buf(), source },
     })?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut buf = Vec::with_capacity(4096);
@@ -54,54 +48,32 @@ pub fn for_each_line(path: &Path, mut each: impl FnMut(usize, Line)) -> Result<(
     loop {
         buf.clear();
         number += 1;
-        let (read, too_long) =
-            read_capped_line(&mut reader, &mut buf).map_err(|source| FileError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let (read, too_long) = read_capped_line(&mut reader, &mut buf)
+            .map_err(|source| FileError::Io { path: path.to_path_buf(), source })?;
         if read == 0 {
             return Ok(());
         }
         if too_long {
-            each(
-                number,
-                Err(format!(
-                    "line is longer than the {} MiB limit for one record",
-                    MAX_LINE_BYTES >> 20
-                )),
-            );
+            each(number, Err(format!("line is longer than the {} MiB limit for one record", MAX_LINE_BYTES >> 20)));
             continue;
         }
         while matches!(buf.last(), Some(b'\n' | b'\r')) {
             buf.pop();
         }
-        let bytes = if number == 1 {
-            buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf)
-        } else {
-            &buf[..]
-        };
+        let bytes = if number == 1 { buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf) } else { &buf[..] };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         match std::str::from_utf8(bytes) {
             Ok(text) => each(number, Ok(text.to_string())),
-            Err(e) => each(
-                number,
-                Err(format!(
-                    "not valid UTF-8 (byte {}): save the file as UTF-8",
-                    e.valid_up_to()
-                )),
-            ),
+            Err(e) => each(number, Err(format!("not valid UTF-8 (byte {}): save the file as UTF-8", e.valid_up_to()))),
         }
     }
 }
 
 /// Reads one line into `buf`, keeping at most MAX_LINE_BYTES; returns bytes consumed and
 /// whether the line was cut.
-fn read_capped_line(
-    reader: &mut impl BufRead,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<(usize, bool)> {
+fn read_capped_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<(usize, bool)> {
     let mut consumed = 0;
     let mut too_long = false;
     loop {
@@ -139,10 +111,7 @@ pub fn read_to_string(path: &Path) -> Result<String, FileError> {
     let mut text = String::new();
     File::open(path)
         .and_then(|mut f| f.read_to_string(&mut text))
-        .map_err(|source| FileError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| FileError::Io { path: path.to_path_buf(), source })?;
     Ok(text)
 }
 
@@ -162,10 +131,7 @@ mod tests {
     #[test]
     fn numbers_lines_and_skips_blank_ones() {
         let out = lines_of("\u{feff}{\"a\":1}\r\n\n  \n{\"b\":2}".as_bytes());
-        assert_eq!(
-            out,
-            vec![(1, Ok("{\"a\":1}".into())), (4, Ok("{\"b\":2}".into()))]
-        );
+        assert_eq!(out, vec![(1, Ok("{\"a\":1}".into())), (4, Ok("{\"b\":2}".into()))]);
     }
 
     #[test]
@@ -189,13 +155,7 @@ mod tests {
     #[test]
     fn missing_file_and_directory_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            for_each_line(&dir.path().join("x"), |_, _| {}),
-            Err(FileError::Missing(_))
-        ));
-        assert!(matches!(
-            for_each_line(dir.path(), |_, _| {}),
-            Err(FileError::Directory(_))
-        ));
+        assert!(matches!(for_each_line(&dir.path().join("x"), |_, _| {}), Err(FileError::Missing(_))));
+        assert!(matches!(for_each_line(dir.path(), |_, _| {}), Err(FileError::Directory(_))));
     }
 }

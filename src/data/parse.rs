@@ -27,7 +27,8 @@ impl Format {
             (Some(_), None, _) => Err("has `chosen` but no `rejected`".into()),
             (None, Some(_), _) => Err("has `rejected` but no `chosen`".into()),
             (None, None, None) => {
-                Err("cannot tell the format: expected `prompt`, or `chosen` and `rejected` (TRL preference format)".into())
+                Err("cannot tell the format: expected `prompt`, or `chosen` and `rejected` (TRL preference format)"
+                    .into())
             }
         }
     }
@@ -56,12 +57,7 @@ pub fn parse_line(text: &str, format: Option<Format>) -> Result<(Format, ImportR
             let prompt = text_field(&object, "prompt")?;
             let chosen = text_field(&object, "chosen")?;
             let rejected = text_field(&object, "rejected")?;
-            pair(
-                &object,
-                vec![Message::new("user", &prompt)],
-                chosen,
-                rejected,
-            )?
+            pair(&object, vec![Message::new("user", &prompt)], chosen, rejected)?
         }
         Format::Conversational => conversational(&object)?,
     };
@@ -72,15 +68,12 @@ fn conversational(object: &Map<String, Value>) -> Result<ImportRecord, String> {
     let chosen = message_list(object, "chosen")?;
     let rejected = message_list(object, "rejected")?;
     let (prompt, chosen, rejected) = match object.get("prompt") {
-        Some(_) => (
-            messages_field(object, "prompt")?,
-            completion(&chosen, "chosen")?,
-            completion(&rejected, "rejected")?,
-        ),
+        Some(_) => {
+            (messages_field(object, "prompt")?, completion(&chosen, "chosen")?, completion(&rejected, "rejected")?)
+        }
         None => {
             // Implicit prompt: both lists share every turn but the last answer.
-            let (Some((c_last, c_prefix)), Some((r_last, r_prefix))) =
-                (chosen.split_last(), rejected.split_last())
+            let (Some((c_last, c_prefix)), Some((r_last, r_prefix))) = (chosen.split_last(), rejected.split_last())
             else {
                 return Err("field `chosen` or `rejected` is an empty list".into());
             };
@@ -102,14 +95,8 @@ fn conversational(object: &Map<String, Value>) -> Result<ImportRecord, String> {
 fn completion(messages: &[Message], field: &str) -> Result<String, String> {
     match messages {
         [only] if only.role == "assistant" => Ok(only.content.clone()),
-        [only] => Err(format!(
-            "field `{field}`: the answer must have role \"assistant\", found \"{}\"",
-            only.role
-        )),
-        _ => Err(format!(
-            "field `{field}`: expected exactly one assistant message, found {}",
-            messages.len()
-        )),
+        [only] => Err(format!("field `{field}`: the answer must have role \"assistant\", found \"{}\"", only.role)),
+        _ => Err(format!("field `{field}`: expected exactly one assistant message, found {}", messages.len())),
     }
 }
 
@@ -131,43 +118,31 @@ fn pair(
     let note = optional_text(object, "note")?;
     let mut prompt = prompt_meta(object, messages)?;
     if prompt.language == language::UNDETERMINED {
-        prompt.language =
-            language::detect(&format!("{} {chosen}", last_user_text(&prompt.messages)));
+        prompt.language = language::detect(&format!("{} {chosen}", last_user_text(&prompt.messages)));
     }
-    Ok(ImportRecord::Pair {
-        prompt,
-        chosen,
-        rejected,
-        reasons,
-        note,
-    })
+    Ok(ImportRecord::Pair { prompt, chosen, rejected, reasons, note })
 }
 
 fn prompt_meta(object: &Map<String, Value>, messages: Vec<Message>) -> Result<NewPrompt, String> {
     let language = match optional_text(object, "language")? {
         Some(tag) if language::is_valid_tag(&tag) => language::normalize_tag(&tag),
         Some(tag) => {
-            return Err(format!(
-                "field `language`: \"{tag}\" is not a BCP-47 code (like \"en\", \"pt-BR\", \"zh\")"
-            ));
+            return Err(format!("field `language`: \"{tag}\" is not a BCP-47 code (like \"en\", \"pt-BR\", \"zh\")"));
         }
         None => language::detect(last_user_text(&messages)),
     };
     let split = match optional_text(object, "split")? {
         None => None,
-        Some(s) => Some(Split::parse(&s).ok_or_else(|| {
-            format!("field `split`: expected \"train\" or \"test\", found \"{s}\"")
-        })?),
+        Some(s) => Some(
+            Split::parse(&s).ok_or_else(|| format!("field `split`: expected \"train\" or \"test\", found \"{s}\""))?,
+        ),
     };
     let external_id = match object.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(other) => {
-            return Err(format!(
-                "field `id`: expected a string or number, found {}",
-                kind(other)
-            ));
+            return Err(format!("field `id`: expected a string or number, found {}", kind(other)));
         }
     };
     Ok(NewPrompt {
@@ -182,12 +157,7 @@ fn prompt_meta(object: &Map<String, Value>, messages: Vec<Message>) -> Result<Ne
 }
 
 fn last_user_text(messages: &[Message]) -> &str {
-    messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| m.content.as_str())
-        .unwrap_or("")
+    messages.iter().rev().find(|m| m.role == "user").map(|m| m.content.as_str()).unwrap_or("")
 }
 
 /// A prompt given as a string (one user turn) or as a message list.
@@ -197,16 +167,13 @@ fn messages_field(object: &Map<String, Value>, field: &str) -> Result<Vec<Messag
         Some(Value::Array(_)) => {
             let messages = message_list(object, field)?;
             match messages.last() {
-                Some(last) if last.role == "assistant" => Err(format!(
-                    "field `{field}`: the last turn is the assistant's; a prompt ends with a user turn"
-                )),
+                Some(last) if last.role == "assistant" => {
+                    Err(format!("field `{field}`: the last turn is the assistant's; a prompt ends with a user turn"))
+                }
                 _ => Ok(messages),
             }
         }
-        Some(other) => Err(format!(
-            "field `{field}`: expected a string or a list of messages, found {}",
-            kind(other)
-        )),
+        Some(other) => Err(format!("field `{field}`: expected a string or a list of messages, found {}", kind(other))),
         None => Err(format!("missing field `{field}`")),
     }
 }
@@ -215,10 +182,7 @@ fn message_list(object: &Map<String, Value>, field: &str) -> Result<Vec<Message>
     let items = match object.get(field) {
         Some(Value::Array(items)) => items,
         Some(other) => {
-            return Err(format!(
-                "field `{field}`: expected a list of messages, found {}",
-                kind(other)
-            ));
+            return Err(format!("field `{field}`: expected a list of messages, found {}", kind(other)));
         }
         None => return Err(format!("missing field `{field}`")),
     };
@@ -234,7 +198,9 @@ fn message_list(object: &Map<String, Value>, field: &str) -> Result<Vec<Message>
             };
             let role = text_field(m, "role").map_err(|e| format!("field `{field}[{i}]`: {e}"))?;
             if !["system", "user", "assistant", "tool"].contains(&role.as_str()) {
-                return Err(format!("field `{field}[{i}].role`: unknown role \"{role}\" (system, user, assistant or tool)"));
+                return Err(format!(
+                    "field `{field}[{i}].role`: unknown role \"{role}\" (system, user, assistant or tool)"
+                ));
             }
             let content = text_field(m, "content").map_err(|e| format!("field `{field}[{i}]`: {e}"))?;
             Ok(Message { role, content })
@@ -246,10 +212,7 @@ fn text_field(object: &Map<String, Value>, field: &str) -> Result<String, String
     match object.get(field) {
         Some(Value::String(s)) if s.trim().is_empty() => Err(format!("field `{field}` is empty")),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(format!(
-            "field `{field}`: expected a string, found {}",
-            kind(other)
-        )),
+        Some(other) => Err(format!("field `{field}`: expected a string, found {}", kind(other))),
         None => Err(format!("missing field `{field}`")),
     }
 }
@@ -259,10 +222,7 @@ fn optional_text(object: &Map<String, Value>, field: &str) -> Result<Option<Stri
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!(
-            "field `{field}`: expected a string, found {}",
-            kind(other)
-        )),
+        Some(other) => Err(format!("field `{field}`: expected a string, found {}", kind(other))),
     }
 }
 
@@ -273,16 +233,10 @@ fn optional_strings(object: &Map<String, Value>, field: &str) -> Result<Vec<Stri
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(format!(
-                    "field `{field}`: expected a list of strings, found {} in it",
-                    kind(other)
-                )),
+                other => Err(format!("field `{field}`: expected a list of strings, found {} in it", kind(other))),
             })
             .collect(),
-        Some(other) => Err(format!(
-            "field `{field}`: expected a list of strings, found {}",
-            kind(other)
-        )),
+        Some(other) => Err(format!("field `{field}`: expected a list of strings, found {}", kind(other))),
     }
 }
 
@@ -303,12 +257,7 @@ mod tests {
 
     fn pair_of(line: &str) -> (NewPrompt, String, String) {
         match parse_line(line, None).unwrap().1 {
-            ImportRecord::Pair {
-                prompt,
-                chosen,
-                rejected,
-                ..
-            } => (prompt, chosen, rejected),
+            ImportRecord::Pair { prompt, chosen, rejected, .. } => (prompt, chosen, rejected),
             other => panic!("not a pair: {other:?}"),
         }
     }
@@ -318,14 +267,8 @@ mod tests {
         let (p, c, r) = pair_of(
             r#"{"id":"x1","prompt":"Wie sperre ich meine Karte?","chosen":"Rufen Sie uns an.","rejected":"Keine Ahnung.","language":"de","domain":"banking","tags":["cards"],"split":"test","source":"s"}"#,
         );
-        assert_eq!(
-            p.messages,
-            vec![Message::new("user", "Wie sperre ich meine Karte?")]
-        );
-        assert_eq!(
-            (c.as_str(), r.as_str()),
-            ("Rufen Sie uns an.", "Keine Ahnung.")
-        );
+        assert_eq!(p.messages, vec![Message::new("user", "Wie sperre ich meine Karte?")]);
+        assert_eq!((c.as_str(), r.as_str()), ("Rufen Sie uns an.", "Keine Ahnung."));
         assert_eq!(p.language, "de");
         assert_eq!(p.split, Some(Split::Test));
         assert_eq!(p.external_id.as_deref(), Some("x1"));
@@ -353,15 +296,10 @@ mod tests {
 
     #[test]
     fn prompt_list_record() {
-        let (format, record) = parse_line(
-            r#"{"prompt":"مرحبا، كيف أغير كلمة المرور؟","tags":["login"]}"#,
-            None,
-        )
-        .unwrap();
+        let (format, record) =
+            parse_line(r#"{"prompt":"مرحبا، كيف أغير كلمة المرور؟","tags":["login"]}"#, None).unwrap();
         assert_eq!(format, Format::Prompts);
-        let ImportRecord::Prompt(p) = record else {
-            panic!()
-        };
+        let ImportRecord::Prompt(p) = record else { panic!() };
         assert_eq!(p.language, "ar");
     }
 
@@ -369,32 +307,14 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (r#"{"prompt":"q","chosen":"a"}"#, "rejected"),
-            (
-                r#"{"prompt":"q","chosen":"a","rejected":5}"#,
-                "field `rejected`: expected a string, found a number",
-            ),
-            (
-                r#"{"prompt":"q","chosen":"","rejected":"b"}"#,
-                "field `chosen` is empty",
-            ),
-            (
-                r#"{"prompt":"q","chosen":"a","rejected":"b","language":"english"}"#,
-                "field `language`",
-            ),
-            (
-                r#"{"prompt":"q","chosen":"a","rejected":"b","split":"dev"}"#,
-                "field `split`",
-            ),
-            (
-                r#"{"prompt":"q","chosen":"a","rejected":"a"}"#,
-                "the same text",
-            ),
+            (r#"{"prompt":"q","chosen":"a","rejected":5}"#, "field `rejected`: expected a string, found a number"),
+            (r#"{"prompt":"q","chosen":"","rejected":"b"}"#, "field `chosen` is empty"),
+            (r#"{"prompt":"q","chosen":"a","rejected":"b","language":"english"}"#, "field `language`"),
+            (r#"{"prompt":"q","chosen":"a","rejected":"b","split":"dev"}"#, "field `split`"),
+            (r#"{"prompt":"q","chosen":"a","rejected":"a"}"#, "the same text"),
             (r#"[1,2]"#, "expected a JSON object"),
             (r#"{"prompt":"q","chosen":"a""#, "not valid JSON"),
-            (
-                r#"{"prompt":[{"role":"robot","content":"x"}]}"#,
-                "unknown role",
-            ),
+            (r#"{"prompt":[{"role":"robot","content":"x"}]}"#, "unknown role"),
             (r#"{"text":"x"}"#, "cannot tell the format"),
         ];
         for (line, expected) in cases {
@@ -405,14 +325,8 @@ mod tests {
 
     #[test]
     fn forced_format_rejects_other_shapes() {
-        let err = parse_line(
-            r#"{"prompt":"q","chosen":"a","rejected":"b"}"#,
-            Some(Format::Conversational),
-        )
-        .unwrap_err();
-        assert!(
-            err.contains("field `chosen`: expected a list of messages"),
-            "{err}"
-        );
+        let err =
+            parse_line(r#"{"prompt":"q","chosen":"a","rejected":"b"}"#, Some(Format::Conversational)).unwrap_err();
+        assert!(err.contains("field `chosen`: expected a list of messages"), "{err}");
     }
 }

@@ -14,14 +14,8 @@ use crate::domain::sha256_hex;
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("default.md", include_str!("../../guidelines/default.md")),
     ("banking.md", include_str!("../../guidelines/banking.md")),
-    (
-        "healthcare.md",
-        include_str!("../../guidelines/healthcare.md"),
-    ),
-    (
-        "insurance.md",
-        include_str!("../../guidelines/insurance.md"),
-    ),
+    ("healthcare.md", include_str!("../../guidelines/healthcare.md")),
+    ("insurance.md", include_str!("../../guidelines/insurance.md")),
 ];
 
 /// One reason a response can lose for, with its one-key shortcut.
@@ -58,9 +52,7 @@ pub struct Guideline {
 impl Guideline {
     /// The Markdown after the front matter.
     pub fn body(&self) -> &str {
-        split_front_matter(&self.content)
-            .map(|(_, body)| body)
-            .unwrap_or(&self.content)
+        split_front_matter(&self.content).map(|(_, body)| body).unwrap_or(&self.content)
     }
 }
 
@@ -76,15 +68,10 @@ pub enum GuidelineError {
 
 /// Parses one guideline file.
 pub fn parse(file_name: &str, content: &str) -> Result<Guideline, GuidelineError> {
-    let invalid = |message: String| GuidelineError::Invalid {
-        file: file_name.to_string(),
-        message,
-    };
-    let (front, _) = split_front_matter(content).ok_or_else(|| {
-        invalid("must start with a TOML front matter block between two `+++` lines".into())
-    })?;
-    let meta: FrontMatter =
-        toml::from_str(front).map_err(|e| invalid(format!("front matter: {e}")))?;
+    let invalid = |message: String| GuidelineError::Invalid { file: file_name.to_string(), message };
+    let (front, _) = split_front_matter(content)
+        .ok_or_else(|| invalid("must start with a TOML front matter block between two `+++` lines".into()))?;
+    let meta: FrontMatter = toml::from_str(front).map_err(|e| invalid(format!("front matter: {e}")))?;
     let mut seen = std::collections::HashSet::new();
     for reason in &meta.reasons {
         if reason.shortcut.chars().count() != 1 {
@@ -94,10 +81,7 @@ pub fn parse(file_name: &str, content: &str) -> Result<Guideline, GuidelineError
             )));
         }
         if !seen.insert(reason.shortcut.clone()) {
-            return Err(invalid(format!(
-                "reason `{}`: shortcut \"{}\" is used twice",
-                reason.key, reason.shortcut
-            )));
+            return Err(invalid(format!("reason `{}`: shortcut \"{}\" is used twice", reason.key, reason.shortcut)));
         }
     }
     Ok(Guideline {
@@ -111,27 +95,15 @@ pub fn parse(file_name: &str, content: &str) -> Result<Guideline, GuidelineError
 }
 
 fn split_front_matter(content: &str) -> Option<(&str, &str)> {
-    let rest = content
-        .strip_prefix("+++\n")
-        .or_else(|| content.strip_prefix("+++\r\n"))?;
+    let rest = content.strip_prefix("+++\n").or_else(|| content.strip_prefix("+++\r\n"))?;
     let end = rest.find("\n+++")?;
     let after = &rest[end + 4..];
-    Some((
-        &rest[..end],
-        after
-            .strip_prefix("\r")
-            .unwrap_or(after)
-            .strip_prefix('\n')
-            .unwrap_or(after),
-    ))
+    Some((&rest[..end], after.strip_prefix("\r").unwrap_or(after).strip_prefix('\n').unwrap_or(after)))
 }
 
 /// The embedded guidelines.
 pub fn embedded() -> Vec<Guideline> {
-    EMBEDDED
-        .iter()
-        .map(|(name, text)| parse(name, text).expect("embedded guidelines are valid"))
-        .collect()
+    EMBEDDED.iter().map(|(name, text)| parse(name, text).expect("embedded guidelines are valid")).collect()
 }
 
 /// Every `*.md` in `dir`, sorted by name; `default.md` is required.
@@ -156,17 +128,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Guideline>, GuidelineError> {
 
 /// The guidelines in force: `explicit` dir, else `guidelines/` next to the database,
 /// else the embedded set.
-pub fn discover(
-    explicit: Option<&Path>,
-    database: &Path,
-) -> Result<Vec<Guideline>, GuidelineError> {
+pub fn discover(explicit: Option<&Path>, database: &Path) -> Result<Vec<Guideline>, GuidelineError> {
     if let Some(dir) = explicit {
         return load_dir(dir);
     }
-    let beside = database
-        .parent()
-        .map(|p| p.join("guidelines"))
-        .filter(|p| p.join("default.md").is_file());
+    let beside = database.parent().map(|p| p.join("guidelines")).filter(|p| p.join("default.md").is_file());
     match beside {
         Some(dir) => load_dir(&dir),
         None => Ok(embedded()),
@@ -198,10 +164,7 @@ mod tests {
             ]
         );
         assert!(all.iter().any(|g| g.domain == "banking"));
-        assert!(
-            default.body().starts_with("\n# Reviewer guidelines")
-                || default.body().starts_with("# Reviewer")
-        );
+        assert!(default.body().starts_with("\n# Reviewer guidelines") || default.body().starts_with("# Reviewer"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Quality assurance: turning many annotators' verdicts into trustworthy pairs.
 
+pub mod agreement;
+pub mod assign;
 pub mod pairing;
+pub mod report;
 pub mod resolve;
 
 pub use resolve::{Resolution, ResolvedPair, resolve};
@@ -9,9 +12,5 @@ use crate::store::{Result, Store};
 
 /// Every resolved pair in the store (adjudications, votes and rewrites applied).
 pub fn resolved_pairs(store: &Store) -> Result<Vec<ResolvedPair>> {
-    Ok(resolve(
-        &store.active_judgments()?,
-        &store.adjudications()?,
-        &store.rewrites()?,
-    ))
+    Ok(resolve(&store.active_judgments()?, &store.adjudications()?, &store.rewrites()?))
 }

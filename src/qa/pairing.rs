@@ -50,30 +50,11 @@ mod tests {
     fn the_winner_stays_and_meets_the_next_challenger() {
         let c = [1, 2, 3, 4];
         assert_eq!(next_pair(&c, &[]), Some((1, 2)));
-        let past = [PastVerdict {
-            a: 1,
-            b: 2,
-            outcome: Outcome::B,
-        }];
+        let past = [PastVerdict { a: 1, b: 2, outcome: Outcome::B }];
         assert_eq!(next_pair(&c, &past), Some((2, 3)));
-        let past = [
-            past[0],
-            PastVerdict {
-                a: 2,
-                b: 3,
-                outcome: Outcome::Tie,
-            },
-        ];
+        let past = [past[0], PastVerdict { a: 2, b: 3, outcome: Outcome::Tie }];
         assert_eq!(next_pair(&c, &past), Some((2, 4)));
-        let past = [
-            past[0],
-            past[1],
-            PastVerdict {
-                a: 2,
-                b: 4,
-                outcome: Outcome::A,
-            },
-        ];
+        let past = [past[0], past[1], PastVerdict { a: 2, b: 4, outcome: Outcome::A }];
         assert_eq!(next_pair(&c, &past), None);
         assert_eq!(judgments_needed(4), 3);
     }

@@ -50,21 +50,14 @@ pub fn resolve(
 ) -> Vec<ResolvedPair> {
     let mut by_pair: BTreeMap<(i64, i64, i64), Vec<&ActiveJudgment>> = BTreeMap::new();
     for j in judgments {
-        by_pair
-            .entry((j.prompt_id, j.response_a, j.response_b))
-            .or_default()
-            .push(j);
+        by_pair.entry((j.prompt_id, j.response_a, j.response_b)).or_default().push(j);
     }
     for rewrite in rewrites {
         let key = ordered(rewrite.rewrite_id, rewrite.parent_id);
-        by_pair
-            .entry((rewrite.prompt_id, key.0, key.1))
-            .or_default();
+        by_pair.entry((rewrite.prompt_id, key.0, key.1)).or_default();
     }
-    let rewrite_of: HashMap<(i64, i64), &PairRow> = rewrites
-        .iter()
-        .map(|r| (ordered(r.rewrite_id, r.parent_id), r))
-        .collect();
+    let rewrite_of: HashMap<(i64, i64), &PairRow> =
+        rewrites.iter().map(|r| (ordered(r.rewrite_id, r.parent_id), r)).collect();
 
     let mut out = Vec::new();
     for ((prompt_id, a, b), votes) in by_pair {
@@ -72,14 +65,7 @@ pub fn resolve(
             (outcome, Resolution::Adjudicated)
         } else if votes.is_empty() {
             let rewrite = rewrite_of[&(a, b)];
-            (
-                if rewrite.rewrite_id == a {
-                    Outcome::A
-                } else {
-                    Outcome::B
-                },
-                Resolution::Rewrite,
-            )
+            (if rewrite.rewrite_id == a { Outcome::A } else { Outcome::B }, Resolution::Rewrite)
         } else {
             match majority(votes.iter().map(|j| j.outcome)) {
                 PairVerdict::Decided(outcome) if votes.len() == 1 => (outcome, Resolution::Single),
@@ -92,12 +78,8 @@ pub fn resolve(
             Outcome::B => (b, a),
             Outcome::Tie | Outcome::BothBad => continue,
         };
-        let agreeing: Vec<&&ActiveJudgment> =
-            votes.iter().filter(|j| j.outcome == outcome).collect();
-        let mut reasons: Vec<String> = agreeing
-            .iter()
-            .flat_map(|j| j.reasons.iter().cloned())
-            .collect();
+        let agreeing: Vec<&&ActiveJudgment> = votes.iter().filter(|j| j.outcome == outcome).collect();
+        let mut reasons: Vec<String> = agreeing.iter().flat_map(|j| j.reasons.iter().cloned()).collect();
         reasons.sort();
         reasons.dedup();
         out.push(ResolvedPair {
@@ -140,38 +122,21 @@ mod tests {
     use super::*;
 
     fn vote(annotator: i64, a: i64, b: i64, outcome: Outcome) -> ActiveJudgment {
-        ActiveJudgment {
-            prompt_id: 1,
-            response_a: a,
-            response_b: b,
-            annotator_id: annotator,
-            outcome,
-            reasons: vec![],
-        }
+        ActiveJudgment { prompt_id: 1, response_a: a, response_b: b, annotator_id: annotator, outcome, reasons: vec![] }
     }
 
     #[test]
     fn single_judgment_decides() {
         let pairs = resolve(&[vote(1, 10, 11, Outcome::B)], &HashMap::new(), &[]);
         assert_eq!(pairs.len(), 1);
-        assert_eq!(
-            (pairs[0].chosen, pairs[0].rejected, pairs[0].via),
-            (11, 10, Resolution::Single)
-        );
+        assert_eq!((pairs[0].chosen, pairs[0].rejected, pairs[0].via), (11, 10, Resolution::Single));
     }
 
     #[test]
     fn majority_wins_and_split_votes_wait() {
-        let votes = [
-            vote(1, 10, 11, Outcome::A),
-            vote(2, 10, 11, Outcome::A),
-            vote(3, 10, 11, Outcome::B),
-        ];
+        let votes = [vote(1, 10, 11, Outcome::A), vote(2, 10, 11, Outcome::A), vote(3, 10, 11, Outcome::B)];
         let pairs = resolve(&votes, &HashMap::new(), &[]);
-        assert_eq!(
-            (pairs[0].chosen, pairs[0].agreeing, pairs[0].votes),
-            (10, 2, 3)
-        );
+        assert_eq!((pairs[0].chosen, pairs[0].agreeing, pairs[0].votes), (10, 2, 3));
         assert_eq!(pairs[0].via, Resolution::Majority);
         let split = [vote(1, 10, 11, Outcome::A), vote(2, 10, 11, Outcome::B)];
         assert!(resolve(&split, &HashMap::new(), &[]).is_empty());
@@ -182,10 +147,7 @@ mod tests {
         let votes = [vote(1, 10, 11, Outcome::A), vote(2, 10, 11, Outcome::A)];
         let adjudicated = HashMap::from([((10, 11), Outcome::B)]);
         let pairs = resolve(&votes, &adjudicated, &[]);
-        assert_eq!(
-            (pairs[0].chosen, pairs[0].via, pairs[0].agreeing),
-            (11, Resolution::Adjudicated, 0)
-        );
+        assert_eq!((pairs[0].chosen, pairs[0].via, pairs[0].agreeing), (11, Resolution::Adjudicated, 0));
     }
 
     #[test]
@@ -196,16 +158,9 @@ mod tests {
 
     #[test]
     fn unjudged_rewrite_is_preferred_over_its_parent() {
-        let rewrite = PairRow {
-            prompt_id: 1,
-            rewrite_id: 12,
-            parent_id: 10,
-        };
+        let rewrite = PairRow { prompt_id: 1, rewrite_id: 12, parent_id: 10 };
         let pairs = resolve(&[], &HashMap::new(), &[rewrite]);
-        assert_eq!(
-            (pairs[0].chosen, pairs[0].rejected, pairs[0].via),
-            (12, 10, Resolution::Rewrite)
-        );
+        assert_eq!((pairs[0].chosen, pairs[0].rejected, pairs[0].via), (12, 10, Resolution::Rewrite));
         // A judgment on that very pair takes precedence over the default.
         let pairs = resolve(&[vote(1, 10, 12, Outcome::A)], &HashMap::new(), &[rewrite]);
         assert_eq!((pairs[0].chosen, pairs[0].via), (10, Resolution::Single));

@@ -15,8 +15,7 @@ impl Store {
             )?;
             for g in guidelines {
                 let reasons = serde_json::to_string(&g.reasons).expect("reasons serialize");
-                added +=
-                    insert.execute((&g.hash, &g.name, &g.domain, &g.title, &g.content, reasons))?;
+                added += insert.execute((&g.hash, &g.name, &g.domain, &g.title, &g.content, reasons))?;
             }
         }
         tx.commit()?;
@@ -28,11 +27,7 @@ impl Store {
         use rusqlite::OptionalExtension;
         Ok(self
             .conn
-            .query_row(
-                "SELECT id FROM guidelines WHERE domain = ?1 ORDER BY id DESC LIMIT 1",
-                [domain],
-                |r| r.get(0),
-            )
+            .query_row("SELECT id FROM guidelines WHERE domain = ?1 ORDER BY id DESC LIMIT 1", [domain], |r| r.get(0))
             .optional()?)
     }
 

@@ -4,7 +4,7 @@
 use rusqlite::{Transaction, params};
 
 use super::{Result, Store};
-use crate::domain::{ImportRecord, NewPrompt, Outcome, Split, response_uid, sha256_hex};
+use crate::domain::{ImportRecord, NewPrompt, Split, response_uid};
 
 /// The pseudo-annotator that imported pairs are attributed to.
 pub const IMPORT_ANNOTATOR: &str = "import";
@@ -32,34 +32,24 @@ impl Store {
     pub fn import_records(&mut self, records: &[ImportRecord]) -> Result<ImportSummary> {
         let importer = self.annotator_id(IMPORT_ANNOTATOR, "system")?;
         let tx = self.conn.transaction()?;
-        let mut summary = ImportSummary::default();
-        {
-            let mut writer = Writer::new(&tx)?;
-            for record in records {
-                let added = match record {
-                    ImportRecord::Prompt(prompt) => {
-                        let (_, _, new) = writer.prompt(prompt)?;
-                        ImportSummary {
-                            prompts: new as usize,
-                            duplicates: (!new) as usize,
-                            ..Default::default()
-                        }
-                    }
-                    ImportRecord::Pair {
-                        prompt,
-                        chosen,
-                        rejected,
-                        reasons,
-                        note,
-                    } => {
-                        writer.pair(importer, prompt, chosen, rejected, reasons, note.as_deref())?
-                    }
-                };
-                summary.add(added);
-            }
-        }
+        let summary = super::bulk::import(&tx, importer, records)?;
         tx.commit()?;
         Ok(summary)
+    }
+
+    /// Adds a prompt and two candidates without any verdict (gold items); returns the
+    /// ids of (chosen, rejected).
+    pub fn add_import_candidates(&mut self, prompt: &NewPrompt, chosen: &str, rejected: &str) -> Result<(i64, i64)> {
+        let tx = self.conn.transaction()?;
+        let ids = {
+            let mut writer = Writer::new(&tx)?;
+            let (prompt_id, uid, _) = writer.prompt(prompt)?;
+            let (chosen, _, _) = writer.response(prompt_id, &uid, chosen)?;
+            let (rejected, _, _) = writer.response(prompt_id, &uid, rejected)?;
+            (chosen, rejected)
+        };
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// Adds one prompt (the TUI's "add prompt"); returns its id and whether it was new.
@@ -78,7 +68,6 @@ struct Writer<'t> {
     find_prompt: rusqlite::Statement<'t>,
     insert_response: rusqlite::Statement<'t>,
     find_response: rusqlite::Statement<'t>,
-    insert_judgment: rusqlite::Statement<'t>,
 }
 
 impl<'t> Writer<'t> {
@@ -95,10 +84,6 @@ impl<'t> Writer<'t> {
                  ON CONFLICT(uid) DO NOTHING",
             )?,
             find_response: tx.prepare("SELECT id FROM responses WHERE uid = ?1")?,
-            insert_judgment: tx.prepare(
-                "INSERT INTO judgments (uid, prompt_id, response_a, response_b, annotator_id, outcome, reasons, note)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(uid) DO NOTHING",
-            )?,
         })
     }
 
@@ -117,68 +102,16 @@ impl<'t> Writer<'t> {
             prompt.split.is_some(),
             prompt.source,
         ])? == 1;
-        let id = if inserted {
-            self.tx.last_insert_rowid()
-        } else {
-            self.find_prompt.query_row([&uid], |r| r.get(0))?
-        };
+        let id =
+            if inserted { self.tx.last_insert_rowid() } else { self.find_prompt.query_row([&uid], |r| r.get(0))? };
         Ok((id, uid, inserted))
     }
 
-    fn response(
-        &mut self,
-        prompt_id: i64,
-        prompt_uid: &str,
-        content: &str,
-    ) -> Result<(i64, String, bool)> {
+    fn response(&mut self, prompt_id: i64, prompt_uid: &str, content: &str) -> Result<(i64, String, bool)> {
         let uid = response_uid(prompt_uid, content);
-        let inserted = self
-            .insert_response
-            .execute(params![uid, prompt_id, content])?
-            == 1;
-        let id = if inserted {
-            self.tx.last_insert_rowid()
-        } else {
-            self.find_response.query_row([&uid], |r| r.get(0))?
-        };
+        let inserted = self.insert_response.execute(params![uid, prompt_id, content])? == 1;
+        let id =
+            if inserted { self.tx.last_insert_rowid() } else { self.find_response.query_row([&uid], |r| r.get(0))? };
         Ok((id, uid, inserted))
-    }
-
-    fn pair(
-        &mut self,
-        importer: i64,
-        prompt: &NewPrompt,
-        chosen: &str,
-        rejected: &str,
-        reasons: &[String],
-        note: Option<&str>,
-    ) -> Result<ImportSummary> {
-        let (prompt_id, prompt_uid, new_prompt) = self.prompt(prompt)?;
-        let (chosen_id, chosen_uid, new_chosen) = self.response(prompt_id, &prompt_uid, chosen)?;
-        let (rejected_id, rejected_uid, new_rejected) =
-            self.response(prompt_id, &prompt_uid, rejected)?;
-        let (a, b, outcome) = if chosen_id < rejected_id {
-            (chosen_id, rejected_id, Outcome::A)
-        } else {
-            (rejected_id, chosen_id, Outcome::B)
-        };
-        let uid = sha256_hex(&["judgment", IMPORT_ANNOTATOR, &chosen_uid, &rejected_uid]);
-        let new_judgment = self.insert_judgment.execute(params![
-            uid,
-            prompt_id,
-            a,
-            b,
-            importer,
-            outcome.as_str(),
-            serde_json::to_string(reasons).expect("reasons serialize"),
-            note,
-        ])? == 1;
-        let new = [new_prompt, new_chosen, new_rejected, new_judgment];
-        Ok(ImportSummary {
-            prompts: new_prompt as usize,
-            responses: new_chosen as usize + new_rejected as usize,
-            judgments: new_judgment as usize,
-            duplicates: new.iter().all(|n| !n) as usize,
-        })
     }
 }

@@ -91,20 +91,15 @@ impl Store {
 
     /// (prompt id, response id) of every response, ordered by prompt then response.
     pub fn response_ids(&self) -> Result<Vec<(i64, i64)>> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT prompt_id, id FROM responses ORDER BY prompt_id, id")?;
+        let mut statement = self.conn.prepare_cached("SELECT prompt_id, id FROM responses ORDER BY prompt_id, id")?;
         let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// A prompt's turns.
     pub fn prompt_messages(&self, prompt_id: i64) -> Result<Vec<Message>> {
-        let text: String = self.conn.query_row(
-            "SELECT messages FROM prompts WHERE id = ?1",
-            [prompt_id],
-            |r| r.get(0),
-        )?;
+        let text: String =
+            self.conn.query_row("SELECT messages FROM prompts WHERE id = ?1", [prompt_id], |r| r.get(0))?;
         Ok(serde_json::from_str(&text).unwrap_or_default())
     }
 
@@ -234,9 +229,7 @@ impl Store {
              ON CONFLICT(uid) DO NOTHING",
             params![uid, prompt_id, content, parent_id, author],
         )?;
-        let id = tx.query_row("SELECT id FROM responses WHERE uid = ?1", [&uid], |r| {
-            r.get(0)
-        })?;
+        let id = tx.query_row("SELECT id FROM responses WHERE uid = ?1", [&uid], |r| r.get(0))?;
         tx.commit()?;
         Ok(id)
     }
@@ -256,11 +249,7 @@ impl Store {
     pub fn cursor(&self, annotator_id: i64) -> Result<Option<i64>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT prompt_id FROM annotator_state WHERE annotator_id = ?1",
-                [annotator_id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT prompt_id FROM annotator_state WHERE annotator_id = ?1", [annotator_id], |r| r.get(0))
             .optional()?
             .flatten())
     }
@@ -279,15 +268,11 @@ impl Store {
     pub fn reason_taxonomy(&self) -> Result<Vec<crate::guidelines::Reason>> {
         let text: Option<String> = self
             .conn
-            .query_row(
-                "SELECT reasons FROM guidelines WHERE domain = 'default' ORDER BY id DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT reasons FROM guidelines WHERE domain = 'default' ORDER BY id DESC LIMIT 1", [], |r| {
+                r.get(0)
+            })
             .optional()?;
-        Ok(text
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default())
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
     }
 
     /// The newest text of the guideline for `domain`, falling back to the default.

@@ -49,11 +49,7 @@ impl Store {
     fn active_judgments_where(&self, prompt_id: Option<i64>) -> Result<Vec<ActiveJudgment>> {
         // Two statements rather than `?1 IS NULL OR ...`, which would stop SQLite from
         // using the prompt index for the one-prompt case.
-        let filter = if prompt_id.is_some() {
-            "WHERE prompt_id = ?1"
-        } else {
-            "WHERE ?1 IS NULL"
-        };
+        let filter = if prompt_id.is_some() { "WHERE prompt_id = ?1" } else { "WHERE ?1 IS NULL" };
         let mut statement = self.conn.prepare_cached(&format!(
             "SELECT j.prompt_id, j.response_a, j.response_b, j.annotator_id, j.outcome, j.reasons
              FROM judgments j
@@ -72,11 +68,7 @@ impl Store {
                 response_b: r.get(2)?,
                 annotator_id: r.get(3)?,
                 outcome: Outcome::parse(&outcome).expect("schema CHECK keeps outcomes valid"),
-                reasons: if reasons == "[]" {
-                    Vec::new()
-                } else {
-                    serde_json::from_str(&reasons).unwrap_or_default()
-                },
+                reasons: if reasons == "[]" { Vec::new() } else { serde_json::from_str(&reasons).unwrap_or_default() },
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -95,10 +87,7 @@ impl Store {
         )?;
         let rows = statement.query_map([], |r| {
             let outcome: String = r.get(2)?;
-            Ok((
-                (r.get(0)?, r.get(1)?),
-                Outcome::parse(&outcome).expect("schema CHECK"),
-            ))
+            Ok(((r.get(0)?, r.get(1)?), Outcome::parse(&outcome).expect("schema CHECK")))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -108,13 +97,8 @@ impl Store {
         let mut statement = self.conn.prepare_cached(
             "SELECT prompt_id, id, parent_id FROM responses WHERE origin = 'human' AND parent_id IS NOT NULL ORDER BY id",
         )?;
-        let rows = statement.query_map([], |r| {
-            Ok(PairRow {
-                prompt_id: r.get(0)?,
-                rewrite_id: r.get(1)?,
-                parent_id: r.get(2)?,
-            })
-        })?;
+        let rows = statement
+            .query_map([], |r| Ok(PairRow { prompt_id: r.get(0)?, rewrite_id: r.get(1)?, parent_id: r.get(2)? }))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -133,11 +117,7 @@ impl Store {
                 messages: serde_json::from_str(&messages).unwrap_or_default(),
                 language: r.get(3)?,
                 domain: r.get(4)?,
-                tags: if tags == "[]" {
-                    Vec::new()
-                } else {
-                    serde_json::from_str(&tags).unwrap_or_default()
-                },
+                tags: if tags == "[]" { Vec::new() } else { serde_json::from_str(&tags).unwrap_or_default() },
                 split: Split::parse(&split).expect("schema CHECK"),
                 source: r.get(7)?,
             })
@@ -153,9 +133,7 @@ impl Store {
         let mut out = HashMap::with_capacity(wanted.len());
         // One scan beats thousands of point queries once most rows are wanted.
         if wanted.len() * 4 > self.count("responses")? as usize {
-            let mut statement = self
-                .conn
-                .prepare_cached("SELECT id, content FROM responses")?;
+            let mut statement = self.conn.prepare_cached("SELECT id, content FROM responses")?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
                 let id: i64 = row.get(0)?;
@@ -164,9 +142,7 @@ impl Store {
                 }
             }
         } else {
-            let mut statement = self
-                .conn
-                .prepare_cached("SELECT content FROM responses WHERE id = ?1")?;
+            let mut statement = self.conn.prepare_cached("SELECT content FROM responses WHERE id = ?1")?;
             for id in wanted {
                 out.insert(id, statement.query_row(params![id], |r| r.get(0))?);
             }
@@ -175,8 +151,6 @@ impl Store {
     }
 
     pub(crate) fn count(&self, table: &str) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+        Ok(self.conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
     }
 }

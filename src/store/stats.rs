@@ -41,19 +41,10 @@ impl Store {
     pub fn stats(&self) -> Result<Stats> {
         let mut prompts: HashMap<i64, PromptKeys> = HashMap::new();
         {
-            let mut statement = self
-                .conn
-                .prepare("SELECT id, language, coalesce(domain, '-'), split FROM prompts")?;
+            let mut statement = self.conn.prepare("SELECT id, language, coalesce(domain, '-'), split FROM prompts")?;
             let mut rows = statement.query([])?;
             while let Some(r) = rows.next()? {
-                prompts.insert(
-                    r.get(0)?,
-                    PromptKeys {
-                        language: r.get(1)?,
-                        domain: r.get(2)?,
-                        split: r.get(3)?,
-                    },
-                );
+                prompts.insert(r.get(0)?, PromptKeys { language: r.get(1)?, domain: r.get(2)?, split: r.get(3)? });
             }
         }
         let mut tables = Breakdowns::default();
@@ -77,10 +68,7 @@ impl Store {
         let mut vote_of: HashMap<(i64, i64, i64), crate::domain::Outcome> = HashMap::new();
         for j in &judgments {
             tables.add(&prompts[&j.prompt_id], |row| row.judgments += 1);
-            by_annotator
-                .entry(names[&j.annotator_id].clone())
-                .or_default()
-                .judgments += 1;
+            by_annotator.entry(names[&j.annotator_id].clone()).or_default().judgments += 1;
             vote_of.insert((j.annotator_id, j.response_a, j.response_b), j.outcome);
         }
         let pairs = qa::resolve(&judgments, &self.adjudications()?, &self.rewrites()?);
@@ -88,15 +76,8 @@ impl Store {
             tables.add(&prompts[&pair.prompt_id], |row| row.pairs += 1);
         }
         // Credit each annotator with the resolved pairs their active vote agrees with.
-        let resolved: HashMap<(i64, i64), i64> = pairs
-            .iter()
-            .map(|p| {
-                (
-                    (p.chosen.min(p.rejected), p.chosen.max(p.rejected)),
-                    p.chosen,
-                )
-            })
-            .collect();
+        let resolved: HashMap<(i64, i64), i64> =
+            pairs.iter().map(|p| ((p.chosen.min(p.rejected), p.chosen.max(p.rejected)), p.chosen)).collect();
         for ((annotator, a, b), outcome) in &vote_of {
             if let Some(&chosen) = resolved.get(&(*a, *b)) {
                 let voted = match outcome {
@@ -105,10 +86,7 @@ impl Store {
                     _ => None,
                 };
                 if voted == Some(chosen) {
-                    by_annotator
-                        .entry(names[annotator].clone())
-                        .or_default()
-                        .pairs += 1;
+                    by_annotator.entry(names[annotator].clone()).or_default().pairs += 1;
                 }
             }
         }
@@ -141,7 +119,5 @@ impl Breakdowns {
 }
 
 fn sorted(map: BTreeMap<String, StatsRow>) -> Vec<StatsRow> {
-    map.into_iter()
-        .map(|(key, row)| StatsRow { key, ..row })
-        .collect()
+    map.into_iter().map(|(key, row)| StatsRow { key, ..row }).collect()
 }

@@ -112,19 +112,13 @@ impl App {
             guidelines_scroll: 0,
             message: String::new(),
             seconds_today,
-            use_external_editor: std::env::var_os("VISUAL")
-                .or_else(|| std::env::var_os("EDITOR"))
-                .is_some(),
+            use_external_editor: std::env::var_os("VISUAL").or_else(|| std::env::var_os("EDITOR")).is_some(),
             quit: false,
         };
         app.apply_filter();
         // Back where the annotator was: a restart or a crash costs nothing.
         if let Some(prompt_id) = cursor {
-            if let Some(pos) = app
-                .visible
-                .iter()
-                .position(|&i| app.items[i].row.prompt_id == prompt_id)
-            {
+            if let Some(pos) = app.visible.iter().position(|&i| app.items[i].row.prompt_id == prompt_id) {
                 app.selected = pos;
                 app.open_selected()?;
             }
@@ -133,11 +127,7 @@ impl App {
     }
 
     pub fn mode(&self) -> Mode {
-        if self.compare.is_some() {
-            Mode::Compare
-        } else {
-            Mode::Queue
-        }
+        if self.compare.is_some() { Mode::Compare } else { Mode::Queue }
     }
 
     /// Handles one key press; errors become a message on the status line.
@@ -164,12 +154,8 @@ impl App {
         if self.show_help {
             // The help can be longer than a small terminal: j/k scroll, any other key closes.
             match key.code {
-                KeyCode::Char('j') | KeyCode::Down => {
-                    self.help_scroll = self.help_scroll.saturating_add(1)
-                }
-                KeyCode::Char('k') | KeyCode::Up => {
-                    self.help_scroll = self.help_scroll.saturating_sub(1)
-                }
+                KeyCode::Char('j') | KeyCode::Down => self.help_scroll = self.help_scroll.saturating_add(1),
+                KeyCode::Char('k') | KeyCode::Up => self.help_scroll = self.help_scroll.saturating_sub(1),
                 _ => self.show_help = false,
             }
             return Ok(None);
@@ -213,17 +199,12 @@ impl App {
             Action::Back => self.compare = None,
             Action::Search => self.input = Input::Search(self.filter.search.clone()),
             Action::FilterLanguage => {
-                let all: BTreeSet<String> =
-                    self.items.iter().map(|i| i.row.language.clone()).collect();
+                let all: BTreeSet<String> = self.items.iter().map(|i| i.row.language.clone()).collect();
                 self.filter.language = cycle(&all, self.filter.language.take());
                 self.apply_filter();
             }
             Action::FilterDomain => {
-                let all: BTreeSet<String> = self
-                    .items
-                    .iter()
-                    .filter_map(|i| i.row.domain.clone())
-                    .collect();
+                let all: BTreeSet<String> = self.items.iter().filter_map(|i| i.row.domain.clone()).collect();
                 self.filter.domain = cycle(&all, self.filter.domain.take());
                 self.apply_filter();
             }
@@ -283,12 +264,8 @@ impl App {
     /// Recomputes the visible rows, keeping the selected prompt if it is still shown.
     pub fn apply_filter(&mut self) {
         let current = self.visible.get(self.selected).copied();
-        self.visible = (0..self.items.len())
-            .filter(|&i| self.filter.admits(&self.items[i]))
-            .collect();
-        self.selected = current
-            .and_then(|c| self.visible.iter().position(|&i| i == c))
-            .unwrap_or(0);
+        self.visible = (0..self.items.len()).filter(|&i| self.filter.admits(&self.items[i])).collect();
+        self.selected = current.and_then(|c| self.visible.iter().position(|&i| i == c)).unwrap_or(0);
     }
 
     pub fn selected_item(&self) -> Option<&Item> {
@@ -320,17 +297,8 @@ impl App {
     /// Which of a pair is shown left: random per (pair, annotator), stable across visits.
     pub fn left_right(&self, a: i64, b: i64) -> (i64, i64) {
         let (low, high) = (a.min(b), a.max(b));
-        let key = crate::domain::sha256_hex(&[
-            "sides",
-            &self.annotator,
-            &low.to_string(),
-            &high.to_string(),
-        ]);
-        if key.as_bytes()[0] % 2 == 0 {
-            (low, high)
-        } else {
-            (high, low)
-        }
+        let key = crate::domain::sha256_hex(&["sides", &self.annotator, &low.to_string(), &high.to_string()]);
+        if key.as_bytes()[0] % 2 == 0 { (low, high) } else { (high, low) }
     }
 
     fn judge(&mut self, verdict: Verdict) -> anyhow::Result<()> {
@@ -342,10 +310,7 @@ impl App {
             return Ok(());
         };
         let domain = self.selected_item().and_then(|i| i.row.domain.clone());
-        let guideline_id = self
-            .store
-            .guideline_text(domain.as_deref())?
-            .map(|(id, _)| id);
+        let guideline_id = self.store.guideline_text(domain.as_deref())?.map(|(id, _)| id);
         let seconds = compare.shown_at.elapsed().as_secs_f64();
         let judgment = NewJudgment {
             prompt_id: compare.prompt_id,
@@ -416,11 +381,7 @@ impl App {
             self.message = "nothing to undo".into();
             return Ok(());
         };
-        if let Some(pos) = self
-            .visible
-            .iter()
-            .position(|&i| self.items[i].row.prompt_id == undone.prompt_id)
-        {
+        if let Some(pos) = self.visible.iter().position(|&i| self.items[i].row.prompt_id == undone.prompt_id) {
             self.selected = pos;
         }
         self.seconds_today.pop();
@@ -441,30 +402,17 @@ impl App {
             return Ok(None);
         };
         let id = if c.focus == Pane::Right { right } else { left };
-        let text = c
-            .response(id)
-            .map(|r| r.content.clone())
-            .unwrap_or_default();
+        let text = c.response(id).map(|r| r.content.clone()).unwrap_or_default();
         if self.use_external_editor {
-            return Ok(Some(Effect::EditExternally {
-                response_id: id,
-                text,
-            }));
+            return Ok(Some(Effect::EditExternally { response_id: id, text }));
         }
-        self.input = Input::Rewrite {
-            response_id: id,
-            text,
-        };
+        self.input = Input::Rewrite { response_id: id, text };
         Ok(None)
     }
 
     /// Stores an edited answer as a human rewrite preferred over the one it replaces.
     pub fn finish_rewrite(&mut self, response_id: i64, text: &str) -> anyhow::Result<()> {
-        let original = self
-            .compare
-            .as_ref()
-            .and_then(|c| c.response(response_id))
-            .map(|r| r.content.clone());
+        let original = self.compare.as_ref().and_then(|c| c.response(response_id)).map(|r| r.content.clone());
         let text = text.trim_end();
         if text.trim().is_empty() || Some(text) == original.as_deref().map(str::trim_end) {
             self.message = "rewrite unchanged: nothing saved".into();
@@ -529,10 +477,7 @@ impl App {
                 0 => Input::Search(text),
                 1 => Input::Note(text),
                 2 => Input::AddPrompt(text),
-                id => Input::Rewrite {
-                    response_id: id - 3,
-                    text,
-                },
+                id => Input::Rewrite { response_id: id - 3, text },
             };
             return Ok(());
         }
@@ -568,11 +513,7 @@ impl App {
             self.items = queue::load(&self.store, self.annotator_id)?;
             self.apply_filter();
         }
-        if let Some(pos) = self
-            .visible
-            .iter()
-            .position(|&i| self.items[i].row.prompt_id == prompt_id)
-        {
+        if let Some(pos) = self.visible.iter().position(|&i| self.items[i].row.prompt_id == prompt_id) {
             self.selected = pos;
         }
         self.message = format!(

@@ -18,16 +18,10 @@ const ACCENT: Color = Color::Cyan;
 pub const SIDE_BY_SIDE_MIN_WIDTH: u16 = 120;
 
 pub fn draw(frame: &mut Frame, app: &App) {
-    let [main, footer, status] = Layout::vertical([
-        Constraint::Min(3),
-        Constraint::Length(1),
-        Constraint::Length(1),
-    ])
-    .areas(frame.area());
+    let [main, footer, status] =
+        Layout::vertical([Constraint::Min(3), Constraint::Length(1), Constraint::Length(1)]).areas(frame.area());
     let main = if app.show_guidelines {
-        let [left, right] =
-            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
-                .areas(main);
+        let [left, right] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(main);
         draw_guidelines(frame, app, right);
         left
     } else {
@@ -56,15 +50,9 @@ fn draw_queue(frame: &mut Frame, app: &App, area: Rect) {
         f.language.as_deref().unwrap_or("all"),
         f.domain.as_deref().unwrap_or("all"),
         f.status.label(),
-        if f.search.is_empty() {
-            String::new()
-        } else {
-            format!(" · search: {}", f.search)
-        },
+        if f.search.is_empty() { String::new() } else { format!(" · search: {}", f.search) },
     );
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(truncate(&title, area.width.saturating_sub(2) as usize));
+    let block = Block::default().borders(Borders::ALL).title(truncate(&title, area.width.saturating_sub(2) as usize));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let rows = inner.height as usize;
@@ -72,10 +60,7 @@ fn draw_queue(frame: &mut Frame, app: &App, area: Rect) {
         return;
     }
     let header = Line::styled(
-        pad(
-            " st lang  domain      split  cand  me/all  prompt",
-            inner.width as usize,
-        ),
+        pad(" st lang  domain      split  cand  me/all  prompt", inner.width as usize),
         Style::default().add_modifier(Modifier::BOLD),
     );
     let body_rows = rows.saturating_sub(1);
@@ -100,17 +85,12 @@ fn draw_queue(frame: &mut Frame, app: &App, area: Rect) {
         let room = (inner.width as usize).saturating_sub(width(&fixed));
         let preview = item.row.preview.replace('\n', " ");
         let text = format!("{fixed}{}", pad(&preview, room));
-        let style = if offset == app.selected {
-            Style::default().bg(ACCENT).fg(Color::Black)
-        } else {
-            Style::default()
-        };
+        let style =
+            if offset == app.selected { Style::default().bg(ACCENT).fg(Color::Black) } else { Style::default() };
         lines.push(Line::styled(text, style));
     }
     if app.visible.is_empty() {
-        lines.push(Line::raw(
-            " nothing matches: L, D, S change the filters, / searches, Esc clears the search",
-        ));
+        lines.push(Line::raw(" nothing matches: L, D, S change the filters, / searches, Esc clears the search"));
     }
     frame.render_widget(Paragraph::new(lines), inner);
 }
@@ -118,36 +98,16 @@ fn draw_queue(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_compare(frame: &mut Frame, app: &App, c: &Compare, area: Rect) {
     let item = app.selected_item();
     let badge = item
-        .map(|i| {
-            format!(
-                " {} · {} · {} ",
-                i.row.language,
-                i.row.domain.as_deref().unwrap_or("-"),
-                i.row.split
-            )
-        })
+        .map(|i| format!(" {} · {} · {} ", i.row.language, i.row.domain.as_deref().unwrap_or("-"), i.row.split))
         .unwrap_or_default();
-    let id = item
-        .and_then(|i| i.row.external_id.clone())
-        .unwrap_or_else(|| format!("#{}", c.prompt_id));
+    let id = item.and_then(|i| i.row.external_id.clone()).unwrap_or_else(|| format!("#{}", c.prompt_id));
     // The chips wrap, so the tag area grows with them: border + chip lines + note.
-    let chips_width: usize = app
-        .reasons
-        .iter()
-        .map(|r| width(&r.shortcut) + width(&r.label) + 4)
-        .sum();
+    let chips_width: usize = app.reasons.iter().map(|r| width(&r.shortcut) + width(&r.label) + 4).sum();
     let chip_lines = chips_width.div_ceil(area.width.max(1) as usize).max(1) as u16;
-    let [prompt_area, answers, tags] = Layout::vertical([
-        Constraint::Percentage(25),
-        Constraint::Min(4),
-        Constraint::Length(2 + chip_lines),
-    ])
-    .areas(area);
-    let prompt_text: Vec<String> = c
-        .messages
-        .iter()
-        .map(|m| format!("{}: {}", m.role, m.content))
-        .collect();
+    let [prompt_area, answers, tags] =
+        Layout::vertical([Constraint::Percentage(25), Constraint::Min(4), Constraint::Length(2 + chip_lines)])
+            .areas(area);
+    let prompt_text: Vec<String> = c.messages.iter().map(|m| format!("{}: {}", m.role, m.content)).collect();
     draw_text_pane(
         frame,
         prompt_area,
@@ -158,49 +118,26 @@ fn draw_compare(frame: &mut Frame, app: &App, c: &Compare, area: Rect) {
     );
     match c.pair {
         Some((left, right)) => {
-            let direction = if area.width >= SIDE_BY_SIDE_MIN_WIDTH {
-                Direction::Horizontal
-            } else {
-                Direction::Vertical
-            };
+            let direction =
+                if area.width >= SIDE_BY_SIDE_MIN_WIDTH { Direction::Horizontal } else { Direction::Vertical };
             let [l, r] = Layout::default()
                 .direction(direction)
                 .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
                 .areas(answers);
-            for (pane, id, rect, label, scroll) in [
-                (Pane::Left, left, l, "Left · 1", c.scroll[1]),
-                (Pane::Right, right, r, "Right · 2", c.scroll[2]),
-            ] {
+            for (pane, id, rect, label, scroll) in
+                [(Pane::Left, left, l, "Left · 1", c.scroll[1]), (Pane::Right, right, r, "Right · 2", c.scroll[2])]
+            {
                 let response = c.response(id);
-                let origin = response
-                    .map(|r| {
-                        if r.origin == "human" {
-                            " · rewrite"
-                        } else {
-                            ""
-                        }
-                    })
-                    .unwrap_or("");
+                let origin = response.map(|r| if r.origin == "human" { " · rewrite" } else { "" }).unwrap_or("");
                 let text = response.map(|r| r.content.as_str()).unwrap_or("(missing)");
-                draw_text_pane(
-                    frame,
-                    rect,
-                    &format!(" {label}{origin} "),
-                    text,
-                    scroll,
-                    c.focus == pane,
-                );
+                draw_text_pane(frame, rect, &format!(" {label}{origin} "), text, scroll, c.focus == pane);
             }
         }
         None => {
             let message = if c.responses.len() < 2 {
-                format!(
-                    "This prompt has {} candidate(s): it needs two to compare.",
-                    c.responses.len()
-                )
+                format!("This prompt has {} candidate(s): it needs two to compare.", c.responses.len())
             } else {
-                "You have judged every pair of this prompt. ] next prompt · u undo · Esc queue"
-                    .to_string()
+                "You have judged every pair of this prompt. ] next prompt · u undo · Esc queue".to_string()
             };
             draw_text_pane(frame, answers, " Done ", &message, 0, false);
         }
@@ -208,19 +145,8 @@ fn draw_compare(frame: &mut Frame, app: &App, c: &Compare, area: Rect) {
     draw_tags(frame, app, c, tags);
 }
 
-fn draw_text_pane(
-    frame: &mut Frame,
-    area: Rect,
-    title: &str,
-    text: &str,
-    scroll: u16,
-    focused: bool,
-) {
-    let style = if focused {
-        Style::default().fg(ACCENT)
-    } else {
-        Style::default()
-    };
+fn draw_text_pane(frame: &mut Frame, area: Rect, title: &str, text: &str, scroll: u16, focused: bool) {
+    let style = if focused { Style::default().fg(ACCENT) } else { Style::default() };
     let block = Block::default()
         .borders(Borders::ALL)
         .border_style(style)
@@ -229,12 +155,7 @@ fn draw_text_pane(
     frame.render_widget(block, area);
     let lines = wrap(text, inner.width as usize);
     let start = (scroll as usize).min(lines.len().saturating_sub(1));
-    let visible: Vec<Line> = lines
-        .into_iter()
-        .skip(start)
-        .take(inner.height as usize)
-        .map(Line::raw)
-        .collect();
+    let visible: Vec<Line> = lines.into_iter().skip(start).take(inner.height as usize).map(Line::raw).collect();
     frame.render_widget(Paragraph::new(visible), inner);
 }
 
@@ -242,15 +163,9 @@ fn draw_tags(frame: &mut Frame, app: &App, c: &Compare, area: Rect) {
     let mut chips: Vec<Span> = vec![Span::raw(" ")];
     for reason in &app.reasons {
         let on = c.reasons.contains(&reason.key);
-        let style = if on {
-            Style::default().bg(Color::Yellow).fg(Color::Black)
-        } else {
-            Style::default().fg(Color::DarkGray)
-        };
-        chips.push(Span::styled(
-            format!("[{}] {}", reason.shortcut, reason.label),
-            style,
-        ));
+        let style =
+            if on { Style::default().bg(Color::Yellow).fg(Color::Black) } else { Style::default().fg(Color::DarkGray) };
+        chips.push(Span::styled(format!("[{}] {}", reason.shortcut, reason.label), style));
         chips.push(Span::raw(" "));
     }
     let note = match &app.input {
@@ -258,18 +173,13 @@ fn draw_tags(frame: &mut Frame, app: &App, c: &Compare, area: Rect) {
         _ if c.note.is_empty() => " note: (n to write one)".to_string(),
         _ => format!(" note: {}", c.note),
     };
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .title(" reasons (for the losing answer) ");
+    let block = Block::default().borders(Borders::TOP).title(" reasons (for the losing answer) ");
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let chips_line = Line::from(chips);
     frame.render_widget(
-        Paragraph::new(vec![
-            chips_line,
-            Line::raw(truncate(&note, inner.width as usize)),
-        ])
-        .wrap(ratatui::widgets::Wrap { trim: true }),
+        Paragraph::new(vec![chips_line, Line::raw(truncate(&note, inner.width as usize))])
+            .wrap(ratatui::widgets::Wrap { trim: true }),
         inner,
     );
 }
@@ -281,16 +191,9 @@ fn draw_guidelines(frame: &mut Frame, app: &App, area: Rect) {
         .guideline_text(domain.as_deref())
         .ok()
         .flatten()
-        .map(|(_, content)| {
-            crate::guidelines::parse("g.md", &content)
-                .map(|g| g.body().to_string())
-                .unwrap_or(content)
-        })
+        .map(|(_, content)| crate::guidelines::parse("g.md", &content).map(|g| g.body().to_string()).unwrap_or(content))
         .unwrap_or_else(|| "No guidelines loaded: run `verdict init`.".into());
-    let title = format!(
-        " Guidelines · {} · j/k scroll · r close ",
-        domain.as_deref().unwrap_or("default")
-    );
+    let title = format!(" Guidelines · {} · j/k scroll · r close ", domain.as_deref().unwrap_or("default"));
     draw_text_pane(frame, area, &title, &text, app.guidelines_scroll, true);
 }
 
@@ -338,21 +241,10 @@ fn short(action: keymap::Action) -> &'static str {
 }
 
 fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
-    let position = if app.visible.is_empty() {
-        "0/0".into()
-    } else {
-        format!("{}/{}", app.selected + 1, app.visible.len())
-    };
-    let median = app
-        .median_seconds()
-        .map(|s| format!("{s:.0}s"))
-        .unwrap_or_else(|| "–".into());
-    let db = app
-        .store
-        .path()
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let position =
+        if app.visible.is_empty() { "0/0".into() } else { format!("{}/{}", app.selected + 1, app.visible.len()) };
+    let median = app.median_seconds().map(|s| format!("{s:.0}s")).unwrap_or_else(|| "–".into());
+    let db = app.store.path().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let left = format!(
         " {} · {} · {position} · today {} · median {median}/judgment ",
         app.annotator,
@@ -360,23 +252,10 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         app.seconds_today.len()
     );
     let line = Line::from(vec![
+        Span::styled(left.clone(), Style::default().bg(Color::DarkGray).fg(Color::White)),
         Span::styled(
-            left.clone(),
-            Style::default().bg(Color::DarkGray).fg(Color::White),
-        ),
-        Span::styled(
-            format!(
-                " {}",
-                truncate(
-                    &app.message,
-                    (area.width as usize).saturating_sub(width(&left) + 1)
-                )
-            ),
-            Style::default().fg(if app.message.starts_with("error") {
-                Color::Red
-            } else {
-                Color::Yellow
-            }),
+            format!(" {}", truncate(&app.message, (area.width as usize).saturating_sub(width(&left) + 1))),
+            Style::default().fg(if app.message.starts_with("error") { Color::Red } else { Color::Yellow }),
         ),
     ]);
     frame.render_widget(Paragraph::new(line), area);
@@ -385,14 +264,7 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_editor(frame: &mut Frame, text: &str) {
     let area = centered(frame.area(), 90, 80);
     frame.render_widget(Clear, area);
-    draw_text_pane(
-        frame,
-        area,
-        " Rewrite · Ctrl-S save · Esc cancel ",
-        &format!("{text}▏"),
-        0,
-        true,
-    );
+    draw_text_pane(frame, area, " Rewrite · Ctrl-S save · Esc cancel ", &format!("{text}▏"), 0, true);
 }
 
 fn draw_help(frame: &mut Frame, app: &App) {
@@ -409,11 +281,7 @@ fn draw_help(frame: &mut Frame, app: &App) {
             }
         }
         for (action, keys) in by_action {
-            lines.push(format!(
-                "  {}  {}",
-                pad(&keys.join(" "), 16),
-                keymap::describe(action)
-            ));
+            lines.push(format!("  {}  {}", pad(&keys.join(" "), 16), keymap::describe(action)));
         }
         lines.push(String::new());
     }
@@ -425,23 +293,11 @@ fn draw_help(frame: &mut Frame, app: &App) {
     lines.push("Pairs: best-of-N. With more than two candidates the preferred answer stays".into());
     lines.push("and meets the next one, so N answers take N-1 judgments to rank the best.".into());
     lines.push("Sides are shuffled per pair and annotator (and recorded).".into());
-    draw_text_pane(
-        frame,
-        area,
-        " Help · j/k scroll · any other key closes ",
-        &lines.join("\n"),
-        app.help_scroll,
-        true,
-    );
+    draw_text_pane(frame, area, " Help · j/k scroll · any other key closes ", &lines.join("\n"), app.help_scroll, true);
 }
 
 fn centered(area: Rect, percent_x: u16, percent_y: u16) -> Rect {
     let w = area.width * percent_x / 100;
     let h = area.height * percent_y / 100;
-    Rect {
-        x: area.x + (area.width - w) / 2,
-        y: area.y + (area.height - h) / 2,
-        width: w,
-        height: h,
-    }
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
 }

@@ -140,21 +140,13 @@ pub enum KeyMapError {
 
 impl Default for KeyMap {
     fn default() -> KeyMap {
-        KeyMap::from_bindings(
-            DEFAULTS
-                .iter()
-                .map(|(m, k, a, f)| (*m, k.to_string(), *a, *f))
-                .collect(),
-        )
+        KeyMap::from_bindings(DEFAULTS.iter().map(|(m, k, a, f)| (*m, k.to_string(), *a, *f)).collect())
     }
 }
 
 impl KeyMap {
     fn from_bindings(bindings: Vec<(Mode, String, Action, bool)>) -> KeyMap {
-        let lookup = bindings
-            .iter()
-            .map(|(m, k, a, _)| ((*m, k.clone()), *a))
-            .collect();
+        let lookup = bindings.iter().map(|(m, k, a, _)| ((*m, k.clone()), *a)).collect();
         KeyMap { bindings, lookup }
     }
 
@@ -164,16 +156,11 @@ impl KeyMap {
         let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(KeyMap::default());
         };
-        let invalid = |message: String| KeyMapError::Invalid {
-            file: path.display().to_string(),
-            message,
-        };
-        let user: HashMap<Mode, HashMap<String, Action>> = toml::from_str(&text)
-            .map_err(|e| invalid(format!("{e} (see `verdict --help` for the format)")))?;
-        let mut bindings: Vec<(Mode, String, Action, bool)> = DEFAULTS
-            .iter()
-            .map(|(m, k, a, f)| (*m, k.to_string(), *a, *f))
-            .collect();
+        let invalid = |message: String| KeyMapError::Invalid { file: path.display().to_string(), message };
+        let user: HashMap<Mode, HashMap<String, Action>> =
+            toml::from_str(&text).map_err(|e| invalid(format!("{e} (see `verdict --help` for the format)")))?;
+        let mut bindings: Vec<(Mode, String, Action, bool)> =
+            DEFAULTS.iter().map(|(m, k, a, f)| (*m, k.to_string(), *a, *f)).collect();
         for (mode, keys) in user {
             for (key, action) in keys {
                 if parse_key(&key).is_none() {
@@ -193,10 +180,7 @@ impl KeyMap {
 
     /// (key, action) pairs of a mode, in table order, for help and footers.
     pub fn bindings(&self, mode: Mode) -> impl Iterator<Item = (&str, Action, bool)> {
-        self.bindings
-            .iter()
-            .filter(move |(m, _, _, _)| *m == mode)
-            .map(|(_, k, a, f)| (k.as_str(), *a, *f))
+        self.bindings.iter().filter(move |(m, _, _, _)| *m == mode).map(|(_, k, a, f)| (k.as_str(), *a, *f))
     }
 }
 
@@ -220,11 +204,7 @@ pub fn key_name(key: &KeyEvent) -> Option<String> {
         KeyCode::F(n) => format!("f{n}"),
         _ => return None,
     };
-    Some(if key.modifiers.contains(KeyModifiers::CONTROL) {
-        format!("ctrl-{base}")
-    } else {
-        base
-    })
+    Some(if key.modifiers.contains(KeyModifiers::CONTROL) { format!("ctrl-{base}") } else { base })
 }
 
 /// The inverse of `key_name`, to validate user files.
@@ -302,22 +282,13 @@ mod tests {
     fn user_file_rebinds_a_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.toml");
-        std::fs::write(
-            &path,
-            "[compare]\n\"x\" = \"left_better\"\n\"1\" = \"tie\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "[compare]\n\"x\" = \"left_better\"\n\"1\" = \"tie\"\n").unwrap();
         let map = KeyMap::load(&path).unwrap();
         let key = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
         assert_eq!(map.action(Mode::Compare, &key('x')), Some(LeftBetter));
         assert_eq!(map.action(Mode::Compare, &key('1')), Some(Tie));
         assert_eq!(map.action(Mode::Compare, &key('2')), Some(RightBetter));
         std::fs::write(&path, "[compare]\n\"x\" = \"fly\"\n").unwrap();
-        assert!(
-            KeyMap::load(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("keys.toml")
-        );
+        assert!(KeyMap::load(&path).unwrap_err().to_string().contains("keys.toml"));
     }
 }

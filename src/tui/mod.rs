@@ -17,9 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use crossterm::event::{self, Event, KeyEventKind};
 use crossterm::execute;
-use crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
-};
+use crossterm::terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode};
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 
@@ -44,17 +42,12 @@ fn init_logging() {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    if let Ok(file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
+    if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::sync::Mutex::new(file))
             .with_ansi(false)
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("VERDICT_LOG")
-                    .unwrap_or_else(|_| "info".into()),
+                tracing_subscriber::EnvFilter::try_from_env("VERDICT_LOG").unwrap_or_else(|_| "info".into()),
             )
             .try_init();
     }
@@ -115,9 +108,7 @@ fn carry_out(terminal: &mut Term, app: &mut App, effect: app::Effect) -> anyhow:
 
 /// Opens `$VISUAL` (or `$EDITOR`) on a temporary file holding `text`.
 fn edit_in_editor(text: &str) -> anyhow::Result<String> {
-    let editor = std::env::var("VISUAL")
-        .or_else(|_| std::env::var("EDITOR"))
-        .context("no $VISUAL or $EDITOR set")?;
+    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).context("no $VISUAL or $EDITOR set")?;
     let path = std::env::temp_dir().join(format!("verdict-rewrite-{}.md", std::process::id()));
     std::fs::write(&path, text)?;
     // The editor string may carry arguments (`code --wait`), so let the shell split it.
@@ -130,10 +121,7 @@ fn edit_in_editor(text: &str) -> anyhow::Result<String> {
         .with_context(|| format!("could not start the editor `{editor}`"))?;
     let edited = std::fs::read_to_string(&path)?;
     let _ = std::fs::remove_file(&path);
-    anyhow::ensure!(
-        status.success(),
-        "the editor `{editor}` exited with {status}; nothing saved"
-    );
+    anyhow::ensure!(status.success(), "the editor `{editor}` exited with {status}; nothing saved");
     Ok(edited)
 }
 
@@ -155,11 +143,7 @@ fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let _ = disable_raw_mode();
-        let _ = execute!(
-            std::io::stdout(),
-            LeaveAlternateScreen,
-            crossterm::cursor::Show
-        );
+        let _ = execute!(std::io::stdout(), LeaveAlternateScreen, crossterm::cursor::Show);
         tracing::error!("panic: {info}");
         default(info);
     }));

@@ -88,24 +88,14 @@ pub struct Filter {
 
 impl Default for Filter {
     fn default() -> Filter {
-        Filter {
-            language: None,
-            domain: None,
-            status: StatusFilter::All,
-            search: String::new(),
-        }
+        Filter { language: None, domain: None, status: StatusFilter::All, search: String::new() }
     }
 }
 
 impl Filter {
     pub fn admits(&self, item: &Item) -> bool {
-        self.language
-            .as_ref()
-            .is_none_or(|l| *l == item.row.language)
-            && self
-                .domain
-                .as_ref()
-                .is_none_or(|d| item.row.domain.as_ref() == Some(d))
+        self.language.as_ref().is_none_or(|l| *l == item.row.language)
+            && self.domain.as_ref().is_none_or(|d| item.row.domain.as_ref() == Some(d))
             && match self.status {
                 StatusFilter::All => true,
                 StatusFilter::Unlabeled => item.status == Status::Open,
@@ -119,11 +109,7 @@ impl Filter {
 fn matches_search(item: &Item, search: &str) -> bool {
     let needle = search.to_lowercase();
     item.row.preview.to_lowercase().contains(&needle)
-        || item
-            .row
-            .external_id
-            .as_ref()
-            .is_some_and(|id| id.to_lowercase().contains(&needle))
+        || item.row.external_id.as_ref().is_some_and(|id| id.to_lowercase().contains(&needle))
 }
 
 /// Loads every prompt with its counts for `annotator_id`.
@@ -145,16 +131,11 @@ pub fn load(store: &Store, annotator_id: i64) -> Result<Vec<Item>> {
                 outcome: j.outcome,
             });
         }
-        votes
-            .entry((j.prompt_id, j.response_a, j.response_b))
-            .or_default()
-            .push(j.outcome);
+        votes.entry((j.prompt_id, j.response_a, j.response_b)).or_default().push(j.outcome);
     }
     let disputed: BTreeSet<i64> = votes
         .into_iter()
-        .filter(|(_, outcomes)| {
-            outcomes.len() > 1 && majority(outcomes.iter().copied()) == PairVerdict::Disputed
-        })
+        .filter(|(_, outcomes)| outcomes.len() > 1 && majority(outcomes.iter().copied()) == PairVerdict::Disputed)
         .map(|((prompt, _, _), _)| prompt)
         .collect();
     Ok(rows
@@ -182,24 +163,15 @@ pub fn reload_item(store: &Store, annotator_id: i64, item: &mut Item) -> Result<
     item.mine = store
         .my_judgments(annotator_id, id)?
         .into_iter()
-        .map(|j| PastVerdict {
-            a: j.response_a,
-            b: j.response_b,
-            outcome: j.outcome,
-        })
+        .map(|j| PastVerdict { a: j.response_a, b: j.response_b, outcome: j.outcome })
         .collect();
     let judgments: Vec<_> = store.active_judgments_of(id)?;
     item.all_judgments = judgments.len();
     let mut votes: HashMap<(i64, i64), Vec<Outcome>> = HashMap::new();
     for j in judgments {
-        votes
-            .entry((j.response_a, j.response_b))
-            .or_default()
-            .push(j.outcome);
+        votes.entry((j.response_a, j.response_b)).or_default().push(j.outcome);
     }
-    item.disputed = votes
-        .values()
-        .any(|o| o.len() > 1 && majority(o.iter().copied()) == PairVerdict::Disputed);
+    item.disputed = votes.values().any(|o| o.len() > 1 && majority(o.iter().copied()) == PairVerdict::Disputed);
     item.refresh_status();
     Ok(())
 }

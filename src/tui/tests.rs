@@ -13,9 +13,7 @@ use crate::store::Store;
 
 fn seeded_store() -> Store {
     let mut store = Store::open_in_memory().unwrap();
-    store
-        .load_guidelines(&crate::guidelines::embedded())
-        .unwrap();
+    store.load_guidelines(&crate::guidelines::embedded()).unwrap();
     store.import_records(&crate::samples::records()).unwrap();
     store
 }
@@ -63,11 +61,7 @@ fn screen(app: &App, width: u16, height: u16) -> String {
 
 /// Opens the first prompt whose external id is `id`.
 fn open(app: &mut App, id: &str) {
-    let pos = app
-        .visible
-        .iter()
-        .position(|&i| app.items[i].row.external_id.as_deref() == Some(id))
-        .unwrap();
+    let pos = app.visible.iter().position(|&i| app.items[i].row.external_id.as_deref() == Some(id)).unwrap();
     app.selected = pos;
     key(app, KeyCode::Enter);
     assert!(app.compare.is_some());
@@ -81,17 +75,10 @@ fn a_verdict_is_committed_with_its_reasons_and_the_screen_advances() {
     press(&mut app, "xc");
     press(&mut app, "x"); // toggled off again
     press(&mut app, "1");
-    let mine = app
-        .store
-        .my_judgments(app.annotator_id, app.items[app.visible[0]].row.prompt_id)
-        .unwrap();
+    let mine = app.store.my_judgments(app.annotator_id, app.items[app.visible[0]].row.prompt_id).unwrap();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].reasons, vec!["noncompliance"]);
-    let chosen = if mine[0].outcome == Outcome::A {
-        mine[0].response_a
-    } else {
-        mine[0].response_b
-    };
+    let chosen = if mine[0].outcome == Outcome::A { mine[0].response_a } else { mine[0].response_b };
     assert_eq!(chosen, left);
     assert_ne!(chosen, right);
     assert_eq!(app.selected, 1, "moved on to the next prompt");
@@ -108,17 +95,9 @@ fn undo_withdraws_the_last_verdict_and_returns_to_it() {
     assert_eq!(app.selected, 0);
     let c = app.compare.as_ref().unwrap();
     assert!(c.pair.is_some(), "the pair is open again");
-    assert!(
-        c.reasons.contains("tone"),
-        "the withdrawn reasons come back for editing"
-    );
+    assert!(c.reasons.contains("tone"), "the withdrawn reasons come back for editing");
     let prompt_id = c.prompt_id;
-    assert!(
-        app.store
-            .my_judgments(app.annotator_id, prompt_id)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(app.store.my_judgments(app.annotator_id, prompt_id).unwrap().is_empty());
     press(&mut app, "u");
     assert_eq!(app.message, "nothing to undo");
 }
@@ -129,11 +108,7 @@ fn skip_moves_on_without_writing() {
     open(&mut app, "pair-bank-en-01");
     press(&mut app, "s");
     assert_eq!(app.selected, 1);
-    assert_eq!(
-        app.store.active_judgments().unwrap().len(),
-        42,
-        "only the imported ones"
-    );
+    assert_eq!(app.store.active_judgments().unwrap().len(), 42, "only the imported ones");
 }
 
 #[test]
@@ -147,15 +122,8 @@ fn a_note_is_typed_and_saved_with_the_verdict() {
     press(&mut app, "t");
     let judgments = app.store.active_judgments().unwrap();
     assert_eq!(judgments.len(), 43);
-    let prompt = app
-        .items
-        .iter()
-        .find(|i| i.row.external_id.as_deref() == Some("pair-health-ja-01"))
-        .unwrap();
-    let mine = app
-        .store
-        .my_judgments(app.annotator_id, prompt.row.prompt_id)
-        .unwrap();
+    let prompt = app.items.iter().find(|i| i.row.external_id.as_deref() == Some("pair-health-ja-01")).unwrap();
+    let mine = app.store.my_judgments(app.annotator_id, prompt.row.prompt_id).unwrap();
     assert_eq!(mine[0].note.as_deref(), Some("緊急性を伝えていない 🚑"));
     assert_eq!(mine[0].outcome, Outcome::Tie);
 }
@@ -166,27 +134,17 @@ fn inline_rewrite_becomes_a_preferred_human_response() {
     open(&mut app, "pair-ins-de-01");
     let effect = press(&mut app, "e");
     assert!(effect.is_none(), "no $EDITOR: the built-in editor opens");
-    let Input::Rewrite { response_id, .. } = app.input.clone() else {
-        panic!("editor not open")
-    };
+    let Input::Rewrite { response_id, .. } = app.input.clone() else { panic!("editor not open") };
     app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)); // ignored
     press(&mut app, " Mit freundlichen Grüßen");
     app.handle_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
     assert_eq!(app.input, Input::None);
     let c = app.compare.as_ref().unwrap();
-    let rewrite = c
-        .responses
-        .iter()
-        .find(|r| r.origin == "human")
-        .expect("rewrite stored");
+    let rewrite = c.responses.iter().find(|r| r.origin == "human").expect("rewrite stored");
     assert_eq!(rewrite.parent_id, Some(response_id));
     assert!(rewrite.content.ends_with("Mit freundlichen Grüßen"));
     let pairs = crate::qa::resolved_pairs(&app.store).unwrap();
-    assert!(
-        pairs
-            .iter()
-            .any(|p| p.chosen == rewrite.id && p.rejected == response_id)
-    );
+    assert!(pairs.iter().any(|p| p.chosen == rewrite.id && p.rejected == response_id));
 }
 
 #[test]
@@ -194,9 +152,7 @@ fn external_editor_is_requested_as_an_effect() {
     let mut app = app();
     app.use_external_editor = true;
     open(&mut app, "pair-ins-de-01");
-    let Some(Effect::EditExternally { text, .. }) = press(&mut app, "e") else {
-        panic!("no effect")
-    };
+    let Some(Effect::EditExternally { text, .. }) = press(&mut app, "e") else { panic!("no effect") };
     assert!(!text.is_empty());
 }
 
@@ -208,21 +164,13 @@ fn filters_and_search_narrow_the_queue() {
     assert_eq!(app.filter.language.as_deref(), Some("ar"));
     assert_eq!(app.visible.len(), 15);
     press(&mut app, "S");
-    assert_eq!(
-        app.visible.len(),
-        6,
-        "arabic prompts with a pair open for me"
-    );
+    assert_eq!(app.visible.len(), 6, "arabic prompts with a pair open for me");
     press(&mut app, "SSSL");
     press(&mut app, "LLLLLL");
     assert_eq!(app.filter.language, None);
     press(&mut app, "/");
     press(&mut app, "SePa-ÜBERWEISUNG");
-    assert!(
-        app.visible.len() < 105 && !app.visible.is_empty(),
-        "{}",
-        app.visible.len()
-    );
+    assert!(app.visible.len() < 105 && !app.visible.is_empty(), "{}", app.visible.len());
     key(&mut app, KeyCode::Esc);
     assert_eq!(app.visible.len(), 105);
 }
@@ -231,10 +179,7 @@ fn filters_and_search_narrow_the_queue() {
 fn a_typed_prompt_is_added_with_its_language() {
     let mut app = app();
     press(&mut app, "a");
-    press(
-        &mut app,
-        "Wie kann ich mein Konto für ein Kind eröffnen und welche Unterlagen brauche ich?",
-    );
+    press(&mut app, "Wie kann ich mein Konto für ein Kind eröffnen und welche Unterlagen brauche ich?");
     key(&mut app, KeyCode::Enter);
     assert_eq!(app.items.len(), 106);
     let item = app.selected_item().unwrap();
@@ -256,9 +201,7 @@ fn restart_returns_to_the_prompt_the_annotator_was_on() {
 #[test]
 fn sides_are_shuffled_per_annotator_but_stable() {
     let app = app();
-    let flips = (1..200)
-        .filter(|&i| app.left_right(i, i + 1000) != (i, i + 1000))
-        .count();
+    let flips = (1..200).filter(|&i| app.left_right(i, i + 1000) != (i, i + 1000)).count();
     assert!((60..140).contains(&flips), "{flips} of 199 flipped");
     assert_eq!(app.left_right(5, 9), app.left_right(9, 5));
 }
@@ -272,11 +215,7 @@ fn snapshot_queue() {
 
 #[test]
 fn snapshot_compare_in_three_scripts() {
-    for (id, name) in [
-        ("pair-bank-zh-01", "chinese"),
-        ("pair-health-ar-01", "arabic"),
-        ("pair-bank-en-01", "emoji"),
-    ] {
+    for (id, name) in [("pair-bank-zh-01", "chinese"), ("pair-health-ar-01", "arabic"), ("pair-bank-en-01", "emoji")] {
         let mut app = app();
         open(&mut app, id);
         press(&mut app, "f");
@@ -309,9 +248,7 @@ fn two_annotators_on_one_file_see_each_other_after_refresh() {
     let path = dir.path().join("team.db");
     {
         let mut store = Store::open(&path, crate::store::OpenMode::CreateIfMissing).unwrap();
-        store
-            .load_guidelines(&crate::guidelines::embedded())
-            .unwrap();
+        store.load_guidelines(&crate::guidelines::embedded()).unwrap();
         store.import_records(&crate::samples::records()).unwrap();
     }
     let open_app = |name: &str| {
@@ -326,11 +263,7 @@ fn two_annotators_on_one_file_see_each_other_after_refresh() {
     press(&mut jonas, "2");
     key(&mut amira, KeyCode::Esc);
     press(&mut amira, "R");
-    let second = amira
-        .items
-        .iter()
-        .find(|i| i.row.external_id.as_deref() == Some("pair-bank-en-02"))
-        .unwrap();
+    let second = amira.items.iter().find(|i| i.row.external_id.as_deref() == Some("pair-bank-en-02")).unwrap();
     assert_eq!(second.all_judgments, 2, "import + jonas");
     assert_eq!(amira.store.active_judgments().unwrap().len(), 44);
 }

@@ -102,10 +102,7 @@ mod tests {
     #[test]
     fn wraps_english_at_word_boundaries() {
         let lines = wrap("Please call us using the number on your card.", 16);
-        assert_eq!(
-            lines,
-            ["Please call us", "using the number", "on your card."]
-        );
+        assert_eq!(lines, ["Please call us", "using the number", "on your card."]);
     }
 
     #[test]
@@ -132,11 +129,7 @@ mod tests {
         let family = "👨‍👩‍👧‍👦";
         assert_eq!(width(family), 2);
         let lines = wrap(&format!("ab{family}{family}{family}"), 4);
-        assert!(
-            lines
-                .iter()
-                .all(|l| l.graphemes(true).all(|g| g == family || g.is_ascii()))
-        );
+        assert!(lines.iter().all(|l| l.graphemes(true).all(|g| g == family || g.is_ascii())));
         let accented = "e\u{301}e\u{301}e\u{301}e\u{301}"; // é written with a combining mark
         assert_eq!(width(accented), 4);
         assert_eq!(wrap(accented, 2), ["e\u{301}e\u{301}", "e\u{301}e\u{301}"]);

@@ -1,0 +1,294 @@
+//! Team commands: annotators, assignments, gold, disputes and adjudication, agreement,
+//! reports, merging databases.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::table;
+use super::{AnnotatorCommand, Cli, GoldCommand};
+use crate::data::import::parse_file;
+use crate::domain::{ImportRecord, Outcome};
+use crate::qa::{self, assign};
+use crate::store::{OpenMode, Store};
+
+pub fn annotator(cli: &Cli, command: &AnnotatorCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AnnotatorCommand::Add { name, role, languages } => {
+            let (store, _) = super::init::open_for_writing(cli)?;
+            let languages: Vec<String> = languages
+                .iter()
+                .flat_map(|l| l.split(','))
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            store.upsert_annotator(name, role.as_str(), &languages)?;
+            println!(
+                "{name}: {} ({})",
+                role.as_str(),
+                if languages.is_empty() { "any language".into() } else { languages.join(", ") }
+            );
+        }
+        AnnotatorCommand::List => {
+            let store = Store::open(&cli.db, OpenMode::MustExist)?;
+            let rows: Vec<Vec<String>> = store
+                .annotators()?
+                .into_iter()
+                .map(|a| vec![a.name, a.role, a.languages.join(","), a.judgments.to_string()])
+                .collect();
+            print!("{}", table::render(&["annotator", "role", "languages", "judgments"], &rows));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn assign_queues(cli: &Cli, overlap: f64, per_annotator: usize, language: &[String]) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&overlap) {
+        bail!("--overlap must be between 0 and 1 (0.2 = a fifth of the prompts labeled twice)");
+    }
+    let mut store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let labelers: Vec<assign::Labeler> = store
+        .annotators()?
+        .into_iter()
+        .filter(|a| a.role == "annotator")
+        .map(|a| assign::Labeler { id: a.id, languages: a.languages })
+        .collect();
+    if labelers.is_empty() {
+        bail!("no annotators yet: add them with `verdict annotator add NAME --languages en,de`");
+    }
+    let tasks: Vec<assign::Task> = store
+        .prompt_languages()?
+        .into_iter()
+        .filter(|(_, lang, candidates)| *candidates >= 2 && (language.is_empty() || language.contains(lang)))
+        .map(|(prompt_id, language, _)| assign::Task { prompt_id, language })
+        .collect();
+    let plan = assign::plan(&labelers, &tasks, overlap, per_annotator);
+    let written = store.set_assignments(&plan)?;
+    let names: std::collections::HashMap<i64, String> =
+        store.annotators()?.into_iter().map(|a| (a.id, a.name)).collect();
+    for (id, prompts) in &plan {
+        println!("{}: {} prompts", names[id], prompts.len());
+    }
+    println!("{written} assignments written; the TUI shows each annotator their assigned prompts first");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn gold(cli: &Cli, command: &GoldCommand) -> anyhow::Result<ExitCode> {
+    let GoldCommand::Import { file } = command;
+    let parsed = parse_file(file, None)?;
+    if let Some(first) = parsed.errors.first() {
+        bail!("{first} ({} bad lines; nothing imported)", parsed.errors.len());
+    }
+    let (mut store, _) = super::init::open_for_writing(cli)?;
+    if parsed.records.iter().any(|r| matches!(r, ImportRecord::Prompt(_))) {
+        bail!("{}: gold items need `chosen` and `rejected`", file.display());
+    }
+    // Gold pairs enter as ordinary candidates (no import verdict), so annotators meet
+    // them in their queues without knowing they are gold.
+    let mut added = 0;
+    for record in &parsed.records {
+        if let ImportRecord::Pair { prompt, chosen, rejected, note, .. } = record {
+            let (chosen, rejected) = store.add_import_candidates(prompt, chosen, rejected)?;
+            added += store.add_gold(chosen, rejected, note.as_deref(), &file.display().to_string())? as usize;
+        }
+    }
+    println!("{added} gold items added ({} already gold)", parsed.records.len() - added);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn disputes(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let disputes = store.disputes()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&disputes)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if disputes.is_empty() {
+        println!("no disputed pairs");
+    }
+    for d in &disputes {
+        let status = d.adjudicated.map(|o| format!("adjudicated: {}", o.as_str())).unwrap_or_else(|| "open".into());
+        println!("pair {} {} (prompt {}) — {status}", d.response_a, d.response_b, d.prompt_id);
+        for v in &d.votes {
+            let reasons = if v.reasons.is_empty() { String::new() } else { format!(" [{}]", v.reasons.join(", ")) };
+            let note = v.note.as_ref().map(|n| format!(" — {n}")).unwrap_or_default();
+            println!("  {:<12} {}{reasons}{note}", v.annotator, describe(v.outcome, d.response_a, d.response_b));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(outcome: Outcome, a: i64, b: i64) -> String {
+    match outcome {
+        Outcome::A => format!("{a} better"),
+        Outcome::B => format!("{b} better"),
+        Outcome::Tie => "tie".into(),
+        Outcome::BothBad => "both bad".into(),
+    }
+}
+
+pub fn adjudicate(cli: &Cli, first: i64, second: i64, winner: &str, note: Option<&str>) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let me = cli.annotator_name();
+    if store.annotator_role(&me)?.as_deref() != Some("adjudicator") {
+        bail!("{me} is not an adjudicator: `verdict annotator add {me} --role adjudicator` first, or pass --annotator");
+    }
+    let (a, b) = (first.min(second), first.max(second));
+    let outcome = match winner {
+        "tie" => Outcome::Tie,
+        "both_bad" | "both-bad" => Outcome::BothBad,
+        id => match id.parse::<i64>().context("--winner is a response id, `tie` or `both_bad`")? {
+            w if w == a => Outcome::A,
+            w if w == b => Outcome::B,
+            w => bail!("--winner {w} is neither {first} nor {second}"),
+        },
+    };
+    let adjudicator = store.annotator_id(&me, "adjudicator")?;
+    store.adjudicate(a, b, outcome, adjudicator, note)?;
+    println!("pair {a} {b}: {} (by {me}); export and training use this verdict", describe(outcome, a, b));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt(x: Option<f64>) -> String {
+    x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
+}
+
+pub fn agreement(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let overview = qa::report::overview(&store)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&overview)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let o = &overview.overall;
+    println!(
+        "{} pairs judged by 2+ people ({} ratings from {} annotators; {} pairs judged once are left out)",
+        o.overlap_units,
+        o.overlap_ratings,
+        o.raters,
+        o.units - o.overlap_units
+    );
+    println!(
+        "Krippendorff's alpha {} nominal, {} ordinal (left > tie > right) — {}",
+        fmt(o.alpha_nominal),
+        fmt(o.alpha_ordinal),
+        o.interpretation
+    );
+    println!(
+        "Fleiss' kappa {} · Gwet's AC1 {} · percent agreement {}",
+        fmt(o.fleiss_kappa),
+        fmt(o.gwet_ac1),
+        fmt(o.percent)
+    );
+    println!("thresholds: alpha >= 0.8 reliable · 0.667-0.8 tentative · below: revise the guidelines");
+    println!(
+        "outcome counts: {}",
+        overview
+            .categories
+            .iter()
+            .zip(&o.category_counts)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    );
+    let slices = |title: &str, slices: &[qa::report::Slice]| {
+        let rows: Vec<Vec<String>> = slices
+            .iter()
+            .filter(|s| s.report.overlap_units > 0)
+            .map(|s| {
+                let r = &s.report;
+                vec![
+                    s.key.clone(),
+                    r.overlap_units.to_string(),
+                    fmt(r.alpha_nominal),
+                    fmt(r.fleiss_kappa),
+                    fmt(r.gwet_ac1),
+                    fmt(r.percent),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            print!("\n{}", table::render(&[title, "pairs", "alpha", "kappa", "AC1", "agree"], &rows));
+        }
+    };
+    slices("language", &overview.by_language);
+    slices("domain", &overview.by_domain);
+    slices("reason tag", &overview.by_reason);
+    if !o.pairwise.is_empty() {
+        let name = |id: u64| overview.annotators.get(&id).cloned().unwrap_or_else(|| id.to_string());
+        let rows: Vec<Vec<String>> = o
+            .pairwise
+            .iter()
+            .map(|p| {
+                vec![
+                    format!("{} × {}", name(p.rater_a), name(p.rater_b)),
+                    p.shared_units.to_string(),
+                    fmt(p.kappa),
+                    fmt(p.percent),
+                ]
+            })
+            .collect();
+        print!("\n{}", table::render(&["annotators", "shared", "Cohen's kappa", "agree"], &rows));
+        for p in &o.pairwise {
+            println!(
+                "\nconfusion {} (rows) × {} (columns): a better, tie, b better, both bad",
+                name(p.rater_a),
+                name(p.rater_b)
+            );
+            for row in &p.confusion {
+                println!("  {}", row.iter().map(|n| format!("{n:>4}")).collect::<String>());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn report(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let reports = qa::report::annotator_reports(&store)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let pct = |x: Option<f64>| x.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "–".into());
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.judgments.to_string(),
+                r.median_seconds.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "–".into()),
+                pct(r.left_rate),
+                pct(r.tie_rate),
+                pct(r.both_bad_rate),
+                format!("{} ({})", pct(r.gold_accuracy), r.gold_items),
+                format!("{} ({})", pct(r.agreement_with_resolved), r.resolved_items),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &["annotator", "judgments", "median", "chose left", "tie", "both bad", "gold acc.", "agrees w/ resolved"],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn merge(cli: &Cli, other: &Path) -> anyhow::Result<ExitCode> {
+    let (mut store, _) = super::init::open_for_writing(cli)?;
+    let s = store.merge_from(other)?;
+    println!(
+        "merged {}: {} prompts, {} responses, {} judgments, {} adjudications, {} gold, {} annotators added",
+        other.display(),
+        s.prompts,
+        s.responses,
+        s.judgments,
+        s.adjudications,
+        s.gold,
+        s.annotators
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,75 @@
+//! The model module's error type: every variant says what went wrong and what to do about it.
+
+use std::path::PathBuf;
+
+/// Errors from loading models, tokenizing, rendering chat templates and generating.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(
+        "model path {0} does not exist: pass --model with an existing GGUF file or Hugging Face directory, or set VERDICT_MODEL"
+    )]
+    NotFound(PathBuf),
+
+    #[error(
+        "{path} is not a usable GGUF file ({reason}): the file may be truncated or of another format; download it again or pass a different --model"
+    )]
+    BadGguf { path: PathBuf, reason: String },
+
+    #[error(
+        "{path}: {reason}; a Hugging Face model directory needs config.json, *.safetensors, tokenizer.json and tokenizer_config.json"
+    )]
+    BadHfDir { path: PathBuf, reason: String },
+
+    #[error(
+        "{path}: unsupported architecture `{arch}`; verdict runs llama-family models (SmolLM2, Llama 3.x, Mistral) and Qwen2.x"
+    )]
+    UnsupportedArchitecture { path: PathBuf, arch: String },
+
+    #[error(
+        "{path}: no tokenizer found ({reason}); use a GGUF with tokenizer.ggml.* metadata or a directory with tokenizer.json"
+    )]
+    MissingTokenizer { path: PathBuf, reason: String },
+
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+
+    #[error(
+        "chat template error: {0}; check the model's chat template (tokenizer_config.json or GGUF tokenizer.chat_template)"
+    )]
+    ChatTemplate(String),
+
+    #[error(
+        "the prompt has {prompt_tokens} tokens but the model's context window is {context} (with {max_new_tokens} new tokens requested); shorten the prompt or lower --max-new-tokens"
+    )]
+    PromptTooLong { prompt_tokens: usize, max_new_tokens: usize, context: usize },
+
+    #[error("invalid generation parameters: {0}")]
+    InvalidParams(String),
+
+    #[error(
+        "device {0} is not available in this build: rebuild with --features cuda or --features metal, or use --device cpu"
+    )]
+    DeviceUnavailable(String),
+
+    #[error("could not fetch the default model: {0}")]
+    Fetch(String),
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Result alias for the model module.
+pub type Result<T> = std::result::Result<T, ModelError>;
+
+impl ModelError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,193 @@
+//! Reading the JSON side files of a Hugging Face model directory.
+
+use super::error::{ModelError, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The subset of config.json the llama/qwen2 forward needs.
+#[derive(Debug, Deserialize)]
+pub struct HfConfig {
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default)]
+    pub model_type: Option<String>,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub rms_norm_eps: Option<f64>,
+    pub rope_theta: Option<f64>,
+    pub max_position_embeddings: Option<usize>,
+    pub tie_word_embeddings: Option<bool>,
+    pub attention_bias: Option<bool>,
+    pub rope_scaling: Option<Value>,
+    #[serde(rename = "_name_or_path")]
+    pub name_or_path: Option<String>,
+}
+
+impl HfConfig {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::BadHfDir {
+            path: dir.to_path_buf(),
+            reason: format!("cannot read config.json ({e})"),
+        })?;
+        serde_json::from_str(&text).map_err(|e| ModelError::BadHfDir {
+            path: path.clone(),
+            reason: format!("config.json is not a llama-style config ({e})"),
+        })
+    }
+
+    /// `llama` (also Mistral, which is llama-shaped) or `qwen2`; anything else as found.
+    pub fn architecture(&self) -> String {
+        let hint = self.architectures.first().cloned().or_else(|| self.model_type.clone()).unwrap_or_default();
+        match hint.as_str() {
+            "LlamaForCausalLM" | "MistralForCausalLM" | "llama" | "mistral" => "llama".into(),
+            "Qwen2ForCausalLM" | "qwen2" => "qwen2".into(),
+            _ => hint,
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Applies Llama 3's `rope_scaling` (rope_type "llama3"): long wavelengths are slowed by
+    /// `factor`, short ones kept, the band between interpolated.
+    pub fn scale_inv_freq(&self, inv_freq: Vec<f32>) -> Vec<f32> {
+        let Some(rs) = &self.rope_scaling else {
+            return inv_freq;
+        };
+        let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("");
+        if kind != "llama3" {
+            return inv_freq;
+        }
+        let num = |k: &str, d: f64| rs.get(k).and_then(Value::as_f64).unwrap_or(d);
+        let (factor, low, high) = (num("factor", 8.0), num("low_freq_factor", 1.0), num("high_freq_factor", 4.0));
+        let old_ctx = num("original_max_position_embeddings", 8192.0);
+        let (low_wl, high_wl) = (old_ctx / low, old_ctx / high);
+        inv_freq
+            .into_iter()
+            .map(|f| {
+                let f = f as f64;
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                let scaled = if wavelen < high_wl {
+                    f
+                } else if wavelen > low_wl {
+                    f / factor
+                } else {
+                    let smooth = (old_ctx / wavelen - low) / (high - low);
+                    (1.0 - smooth) * f / factor + smooth * f
+                };
+                scaled as f32
+            })
+            .collect()
+    }
+}
+
+/// tokenizer_config.json (+ chat_template.jinja, generation_config.json), as far as used here.
+#[derive(Debug, Default)]
+pub struct TokenizerConfig {
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+    pub unk_token: Option<String>,
+    pub chat_template: Option<String>,
+    pub chat_template_source: String,
+    pub generation_eos_ids: Vec<u32>,
+}
+
+impl TokenizerConfig {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let json = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+        // A token is written either as a string or as an AddedToken object.
+        let token = |k: &str| match json.get(k) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        };
+        let mut cfg = TokenizerConfig {
+            bos_token: token("bos_token"),
+            eos_token: token("eos_token"),
+            pad_token: token("pad_token"),
+            unk_token: token("unk_token"),
+            chat_template_source: "none (no chat template in tokenizer_config.json)".into(),
+            ..Default::default()
+        };
+        // Newer transformers save the template as its own file, which then takes precedence.
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            cfg.chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| ModelError::io(&jinja, e))?);
+            cfg.chat_template_source = "chat_template.jinja".into();
+        } else {
+            match json.get("chat_template") {
+                Some(Value::String(s)) => cfg.chat_template = Some(s.clone()),
+                // A list of named templates: the one named "default", else the first.
+                Some(Value::Array(list)) => {
+                    let pick = list
+                        .iter()
+                        .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                        .or_else(|| list.first());
+                    cfg.chat_template =
+                        pick.and_then(|t| t.get("template")).and_then(Value::as_str).map(str::to_string);
+                }
+                _ => {}
+            }
+            if cfg.chat_template.is_some() {
+                cfg.chat_template_source = "tokenizer_config.json".into();
+            }
+        }
+        if let Some(gen_cfg) = read_json(&dir.join("generation_config.json"))? {
+            cfg.generation_eos_ids = match gen_cfg.get("eos_token_id") {
+                Some(Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+                Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
+                _ => Vec::new(),
+            };
+        }
+        Ok(cfg)
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ModelError::BadHfDir { path: path.to_path_buf(), reason: format!("invalid JSON ({e})") })
+}
+
+/// model.safetensors, or every `*.safetensors` shard, sorted by name.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ModelError::BadHfDir { path: dir.to_path_buf(), reason: "no *.safetensors weights".into() });
+    }
+    Ok(files)
+}
+
+/// The model id: sha256 of model.safetensors, or for shards the sha256 of their hex hashes
+/// concatenated in name order.
+pub fn weights_sha256(files: &[PathBuf]) -> Result<String> {
+    if let [one] = files {
+        return super::fetch::sha256_file(one);
+    }
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(super::fetch::sha256_file(f)?.as_bytes());
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -1,0 +1,205 @@
+//! Loading a llama-family GGUF file: hyper-parameters, tokenizer and chat template from the
+//! metadata, weights as quantized matrices (Q4_1/Q5_x re-quantized to Q8_0 on CPU, because
+//! candle's CPU kernels for those types are scalar: ~15 vs ~51 tok/s measured on SmolLM2).
+
+use super::LoadOptions;
+use super::error::{ModelError, Result};
+use super::gguf_meta::Meta;
+use super::gguf_tokenizer::tokenizer_from_gguf;
+use super::info::{ModelFormat, ModelInfo, SpecialTokens, dominant_type};
+use super::llama::{Config, Layer, Linear, Transformer, rope_inv_freq};
+use super::loaded::{Loaded, stop_ids_for};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::{DType, Device, Tensor};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Loads a GGUF file. `path` exists and is a file.
+pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> {
+    let bad = |reason: String| ModelError::BadGguf { path: path.to_path_buf(), reason };
+    let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let mut reader = BufReader::new(file);
+    let content = gguf_file::Content::read(&mut reader).map_err(|e| bad(e.to_string()))?;
+    let meta = Meta(content.metadata.clone());
+    let arch = meta.string("general.architecture").unwrap_or("").to_string();
+    if arch != "llama" && arch != "qwen2" {
+        return Err(ModelError::UnsupportedArchitecture { path: path.to_path_buf(), arch });
+    }
+    let need = |suffix: &str| {
+        meta.arch_int(&arch, suffix)
+            .map(|v| v as usize)
+            .ok_or_else(|| bad(format!("metadata {arch}.{suffix} is missing")))
+    };
+    let (n_heads, n_kv_heads, n_layers, hidden) = (
+        need("attention.head_count")?,
+        need("attention.head_count_kv").or_else(|_| need("attention.head_count"))?,
+        need("block_count")?,
+        need("embedding_length")?,
+    );
+    let head_dim = need("attention.key_length").or_else(|_| need("rope.dimension_count")).unwrap_or(hidden / n_heads);
+
+    let tokenizer = match tokenizer_from_gguf(&meta, path) {
+        Ok(t) => t,
+        // A GGUF whose vocabulary we cannot build (SentencePiece, an unknown pre-tokenizer) can
+        // still run with the model's tokenizer.json placed beside it.
+        Err(e) => match path.with_file_name("tokenizer.json") {
+            p if p.is_file() => tokenizers::Tokenizer::from_file(&p)
+                .map_err(|err| ModelError::MissingTokenizer { path: p.clone(), reason: err.to_string() })?,
+            _ => return Err(e),
+        },
+    };
+
+    // Weights. A truncated file fails here, on the first tensor whose data is cut off.
+    let parameters: u64 = content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
+    let mut w = Weights {
+        content: &content,
+        reader: &mut reader,
+        device,
+        path,
+        stored: Vec::new(),
+        run: Vec::new(),
+        requant: opts.requantize && device.is_cpu(),
+        dequant: opts.dequantize,
+    };
+    let mut layers = Vec::with_capacity(n_layers);
+    for i in 0..n_layers {
+        let p = format!("blk.{i}");
+        layers.push(Layer {
+            attn_norm: w.dense(&format!("{p}.attn_norm.weight"))?,
+            q: w.linear(&format!("{p}.attn_q"))?,
+            k: w.linear(&format!("{p}.attn_k"))?,
+            v: w.linear(&format!("{p}.attn_v"))?,
+            o: w.linear(&format!("{p}.attn_output"))?,
+            ffn_norm: w.dense(&format!("{p}.ffn_norm.weight"))?,
+            gate: w.linear(&format!("{p}.ffn_gate"))?,
+            up: w.linear(&format!("{p}.ffn_up"))?,
+            down: w.linear(&format!("{p}.ffn_down"))?,
+        });
+    }
+    let embed = w.dense("token_embd.weight")?;
+    let vocab = embed.dim(0)?;
+    let norm = w.dense("output_norm.weight")?;
+    // Models with tied embeddings (SmolLM2) have no output.weight: the embedding matrix,
+    // still quantized, is the output projection.
+    let lm_head = if w.has("output.weight") { w.linear("output")? } else { w.linear("token_embd")? };
+    let rope_factors =
+        if w.has("rope_freqs.weight") { Some(w.dense("rope_freqs.weight")?.to_vec1::<f32>()?) } else { None };
+    let (stored, run_types) = (std::mem::take(&mut w.stored), std::mem::take(&mut w.run));
+    let mut inv_freq = rope_inv_freq(head_dim, meta.arch_float(&arch, "rope.freq_base").unwrap_or(10_000.0));
+    if let Some(factors) = rope_factors {
+        // Llama 3.1+: per-frequency scaling factors, applied by dividing the frequency.
+        inv_freq.iter_mut().zip(factors).for_each(|(f, k)| *f /= k);
+    }
+    let context = meta.arch_int(&arch, "context_length").map(|v| v as usize).unwrap_or(4096);
+    let cfg = Config {
+        hidden,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        vocab,
+        rms_eps: meta.arch_float(&arch, "attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+        rope_theta: meta.arch_float(&arch, "rope.freq_base").unwrap_or(10_000.0),
+        context,
+        // llama.cpp's converter permutes llama q/k rows for interleaved rotary; qwen2 is not permuted.
+        rope_interleaved: arch == "llama",
+    };
+    let net = Transformer::new(cfg, embed, layers, norm, lm_head, inv_freq, device)?;
+
+    let tokens = meta.strings("tokenizer.ggml.tokens").unwrap_or_default();
+    let tok = |key: &str| meta.int(key).and_then(|id| tokens.get(id as usize).cloned());
+    let mut special = SpecialTokens {
+        bos: tok("tokenizer.ggml.bos_token_id"),
+        eos: tok("tokenizer.ggml.eos_token_id"),
+        eot: tok("tokenizer.ggml.eot_token_id"),
+        pad: tok("tokenizer.ggml.padding_token_id"),
+        unk: tok("tokenizer.ggml.unknown_token_id"),
+        stop_ids: Vec::new(),
+    };
+    let extra: Vec<u32> =
+        ["tokenizer.ggml.eom_token_id"].iter().filter_map(|k| meta.int(k)).map(|v| v as u32).collect();
+    special.stop_ids = stop_ids_for(&tokenizer, &mut special, &extra);
+    let (chat_template, source) = match meta.string("tokenizer.chat_template") {
+        Some(t) => (t.to_string(), "GGUF tokenizer.chat_template".to_string()),
+        None => (String::new(), "none (the GGUF has no tokenizer.chat_template)".to_string()),
+    };
+    let info = ModelInfo {
+        path: path.to_path_buf(),
+        format: ModelFormat::Gguf,
+        architecture: arch,
+        name: meta.string("general.name").map(str::to_string),
+        parameters,
+        quantization: dominant_type(&stored),
+        run_quantization: dominant_type(&run_types),
+        context_length: context,
+        vocab_size: vocab,
+        hidden_size: hidden,
+        layers: n_layers,
+        special_tokens: special,
+        chat_template,
+        chat_template_source: source,
+        sha256: super::fetch::sha256_file(path)?,
+    };
+    Ok(Loaded { net, tokenizer, info })
+}
+
+/// Reads tensors out of the GGUF and records their types as stored and as run.
+struct Weights<'a> {
+    content: &'a gguf_file::Content,
+    reader: &'a mut BufReader<File>,
+    device: &'a Device,
+    path: &'a Path,
+    requant: bool,
+    dequant: bool,
+    stored: Vec<(String, u64)>,
+    run: Vec<(String, u64)>,
+}
+
+impl Weights<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn get(&mut self, name: &str) -> Result<QTensor> {
+        if !self.has(name) {
+            return Err(ModelError::BadGguf {
+                path: self.path.to_path_buf(),
+                reason: format!("tensor {name} is missing"),
+            });
+        }
+        self.content.tensor(self.reader, name, self.device).map_err(|e| ModelError::BadGguf {
+            path: self.path.to_path_buf(),
+            reason: format!("cannot read tensor {name}: {e}"),
+        })
+    }
+
+    fn dense(&mut self, name: &str) -> Result<Tensor> {
+        Ok(self.get(name)?.dequantize(self.device)?.to_dtype(DType::F32)?)
+    }
+
+    /// `{prefix}.weight` as a matrix, plus `{prefix}.bias` when the file has one (Qwen2).
+    fn linear(&mut self, prefix: &str) -> Result<Linear> {
+        let t = self.get(&format!("{prefix}.weight"))?;
+        let n = t.shape().elem_count() as u64;
+        self.stored.push((format!("{:?}", t.dtype()), n));
+        if self.dequant {
+            self.run.push(("F32".into(), n));
+            let weight = QMatMul::Tensor(t.dequantize(self.device)?);
+            return Ok(Linear { weight, bias: self.bias(prefix)? });
+        }
+        let t = if self.requant && matches!(t.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1) {
+            QTensor::quantize(&t.dequantize(self.device)?, GgmlDType::Q8_0)?
+        } else {
+            t
+        };
+        self.run.push((format!("{:?}", t.dtype()), n));
+        Ok(Linear { weight: QMatMul::from_arc(Arc::new(t))?, bias: self.bias(prefix)? })
+    }
+
+    fn bias(&mut self, prefix: &str) -> Result<Option<Tensor>> {
+        let name = format!("{prefix}.bias");
+        if self.has(&name) { self.dense(&name).map(Some) } else { Ok(None) }
+    }
+}

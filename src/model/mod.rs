@@ -1,0 +1,131 @@
+//! Local model runtime: loading llama-family models (GGUF, Hugging Face safetensors), their
+//! tokenizer (tokenizer.json or GGUF metadata) and chat template (minijinja), and reproducible
+//! candidate generation with one shared prefill. Knows nothing of the store or the UI.
+
+mod chat_template;
+mod error;
+pub mod fetch;
+pub mod generate;
+mod gguf_meta;
+mod gguf_tokenizer;
+mod hf_files;
+mod info;
+mod jinja_compat;
+pub mod llama;
+mod load_gguf;
+mod load_hf;
+mod loaded;
+mod options;
+mod pyjson;
+pub mod sampling;
+pub mod testing;
+mod testing_gguf;
+
+#[cfg(test)]
+mod tests_errors;
+#[cfg(test)]
+mod tests_reference;
+#[cfg(test)]
+mod tests_tiny;
+
+pub use chat_template::{ChatMessage, ChatTemplate};
+pub use error::{ModelError, Result};
+pub use generate::{Candidate, FinishReason, GenerateParams, GenerationProgress};
+pub use info::{ModelFormat, ModelInfo, SpecialTokens};
+pub use options::{DeviceChoice, LoadOptions, configure_threads, default_threads};
+
+use candle_core::{Device, Tensor};
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+/// The model to use: `explicit` (`--model`), else `VERDICT_MODEL`, else the default model,
+/// fetched on first use.
+pub fn resolve_model_path(explicit: Option<&Path>) -> Result<PathBuf> {
+    resolve_with(explicit, std::env::var_os("VERDICT_MODEL").map(PathBuf::from), &|msg| eprintln!("{msg}"))
+}
+
+/// `resolve_model_path` with the environment and progress output passed in (for tests).
+pub fn resolve_with(explicit: Option<&Path>, env: Option<PathBuf>, progress: &dyn Fn(&str)) -> Result<PathBuf> {
+    if let Some(p) = explicit.map(Path::to_path_buf).or(env.filter(|p| !p.as_os_str().is_empty())) {
+        return if p.exists() { Ok(p) } else { Err(ModelError::NotFound(p)) };
+    }
+    fetch::fetch_default(progress)
+}
+
+/// A loaded model, ready to tokenize, render chats and generate.
+pub struct Model {
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    net: llama::Transformer,
+    device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads a GGUF file or a Hugging Face directory.
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        if !path.exists() {
+            return Err(ModelError::NotFound(path.to_path_buf()));
+        }
+        let device = opts.device.device()?;
+        if device.is_cpu() {
+            configure_threads(opts.threads);
+        }
+        let loaded = if path.is_dir() { load_hf::load(path, &device)? } else { load_gguf::load(path, opts, &device)? };
+        let template = ChatTemplate::new(&loaded.info.chat_template, &loaded.info.special_tokens)?;
+        Ok(Model { info: loaded.info, tokenizer: loaded.tokenizer, template, net: loaded.net, device })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The chat rendered with the model's own template, as HF `apply_chat_template(…, tokenize=False)`.
+    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.template.render(messages, add_generation_prompt)
+    }
+
+    /// Token ids of `text`, special tokens in it (`<|im_start|>`) matched as single tokens and
+    /// nothing added (HF `add_special_tokens=False`, right for rendered chat text).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, special tokens included.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, false).map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// Logits of every position of `tokens` from an empty context, [len, vocab] f32 — for
+    /// checks against reference implementations and the training code's forward.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Tensor> {
+        self.check_fits(tokens.len(), 0)?;
+        let mut cache = self.net.new_cache();
+        Ok(self.net.forward_all(tokens, &mut cache)?)
+    }
+
+    pub(crate) fn check_fits(&self, prompt_tokens: usize, max_new_tokens: usize) -> Result<()> {
+        if prompt_tokens == 0 {
+            return Err(ModelError::InvalidParams("no input tokens: the text encodes to nothing".into()));
+        }
+        if prompt_tokens >= self.info.context_length {
+            return Err(ModelError::PromptTooLong { prompt_tokens, max_new_tokens, context: self.info.context_length });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! Load options: which device runs the model, how many CPU threads, and whether slow-kernel
+//! quantizations are re-quantized at load.
+
+use super::error::{ModelError, Result};
+use candle_core::Device;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+/// `--device auto|cpu|cuda[:N]|metal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA if built in and present, else Metal likewise, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+    Metal,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        Ok(match s.as_str() {
+            "auto" => DeviceChoice::Auto,
+            "cpu" => DeviceChoice::Cpu,
+            "cuda" => DeviceChoice::Cuda(0),
+            "metal" => DeviceChoice::Metal,
+            _ => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+                Some(n) => DeviceChoice::Cuda(n),
+                None => {
+                    return Err(ModelError::InvalidParams(format!(
+                        "unknown device `{s}`: use auto, cpu, cuda, cuda:N or metal"
+                    )));
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Auto => f.write_str("auto"),
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceChoice::Metal => f.write_str("metal"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    pub fn device(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Auto => {
+                if candle_core::utils::cuda_is_available() {
+                    Device::new_cuda(0).or(Ok(Device::Cpu))
+                } else if candle_core::utils::metal_is_available() {
+                    Device::new_metal(0).or(Ok(Device::Cpu))
+                } else {
+                    Ok(Device::Cpu)
+                }
+            }
+            DeviceChoice::Cuda(n) => {
+                Device::new_cuda(n).map_err(|e| ModelError::DeviceUnavailable(format!("cuda:{n} ({e})")))
+            }
+            DeviceChoice::Metal => {
+                Device::new_metal(0).map_err(|e| ModelError::DeviceUnavailable(format!("metal ({e})")))
+            }
+        }
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: DeviceChoice,
+    /// CPU threads for candle; `None` = `default_threads()`. Only the first load in a process
+    /// can set it: candle sizes its thread pools once.
+    pub threads: Option<usize>,
+    /// Re-quantize Q4_1/Q5_0/Q5_1 weights to Q8_0 on CPU (candle has SIMD kernels only for
+    /// Q8_0, Q4_0 and the K-quants; Q8_0 keeps SmolLM2's greedy text, Q4_0 changed it).
+    pub requantize: bool,
+    /// Dequantize every GGUF matrix to dense f32 (slow; for exact comparisons with reference
+    /// implementations that dequantize, and for training). Takes precedence over `requantize`.
+    pub dequantize: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { device: DeviceChoice::Auto, threads: None, requantize: true, dequantize: false }
+    }
+}
+
+/// Default CPU threads: one fewer than the cores, at least one. candle's matmul pool spins
+/// while waiting, so when every core is taken and another process (the TUI, a training run, a
+/// build) competes, throughput collapses (measured: 2 threads 1.5 tok/s vs 1 thread 7.5 tok/s
+/// on 2 busy cores); leaving a core free costs little on a quiet machine.
+pub fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    cores.saturating_sub(1).max(1)
+}
+
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Sets candle's CPU thread count once per process, before its pools start, and returns the
+/// count in force (a later, different request cannot change it and is ignored).
+pub fn configure_threads(requested: Option<usize>) -> usize {
+    *THREADS.get_or_init(|| {
+        let n = requested.filter(|n| *n > 0).unwrap_or_else(default_threads);
+        let explicit = std::env::var("CANDLE_NUM_THREADS").is_ok() && requested.is_none();
+        if explicit {
+            return std::env::var("CANDLE_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(n);
+        }
+        // SAFETY: candle and rayon read these variables when they build their pools, which
+        // has not happened yet (this runs once, before the first model is loaded). Setting the
+        // environment is only unsound if another thread reads it concurrently; verdict loads
+        // models before starting its worker threads, and the TUI loads on one worker thread.
+        unsafe {
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+        n
+    })
+}

@@ -1,0 +1,224 @@
+//! Tests on the tiny random-weight model in both formats.
+
+use super::testing::{TINY_CONTEXT, write_tiny_models};
+use super::*;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicBool;
+
+/// The tiny models, written once per test process.
+pub(crate) fn tiny_paths() -> &'static (PathBuf, PathBuf) {
+    static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PATHS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        write_tiny_models(&dir).expect("tiny models written")
+    })
+}
+
+fn cpu() -> LoadOptions {
+    LoadOptions { device: DeviceChoice::Cpu, ..LoadOptions::default() }
+}
+
+pub(crate) fn tiny_gguf() -> Model {
+    Model::load(&tiny_paths().0, &cpu()).expect("tiny GGUF loads")
+}
+
+fn tiny_hf() -> Model {
+    Model::load(&tiny_paths().1, &cpu()).expect("tiny HF dir loads")
+}
+
+fn user(text: &str) -> Vec<ChatMessage> {
+    vec![ChatMessage::new("user", text)]
+}
+
+fn sampled(candidates: usize, seed: u64) -> GenerateParams {
+    GenerateParams {
+        candidates,
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: Some(50),
+        max_new_tokens: 12,
+        seed,
+        ..GenerateParams::default()
+    }
+}
+
+fn run(model: &mut Model, params: &GenerateParams) -> Vec<Candidate> {
+    model.generate(&user("Say hello"), params, &AtomicBool::new(false), &mut |_| {}).expect("generation runs")
+}
+
+#[test]
+fn both_formats_load_with_the_same_facts() {
+    let (g, h) = (tiny_gguf(), tiny_hf());
+    for m in [&g, &h] {
+        assert_eq!(m.info().architecture, "llama");
+        assert_eq!(m.info().context_length, TINY_CONTEXT);
+        assert_eq!(m.info().vocab_size, 275);
+        assert_eq!(m.info().layers, 2);
+        assert_eq!(m.info().special_tokens.eos.as_deref(), Some("<|im_end|>"));
+        assert_eq!(m.info().special_tokens.stop_ids, vec![0, 2]);
+        assert_eq!(m.info().sha256.len(), 64);
+    }
+    assert_eq!(g.info().format, ModelFormat::Gguf);
+    assert_eq!(h.info().format, ModelFormat::Hf);
+    assert_eq!(g.info().parameters, h.info().parameters);
+    assert_eq!(g.info().quantization, "F32");
+    assert_eq!(g.info().chat_template, h.info().chat_template);
+    assert_eq!(g.info().name.as_deref(), Some("verdict-tiny"));
+}
+
+#[test]
+fn gguf_and_hf_give_the_same_logits() {
+    let (g, h) = (tiny_gguf(), tiny_hf());
+    let ids = g.encode(&g.render_chat(&user("the weather in winter"), true).unwrap()).unwrap();
+    assert!(ids.len() > 20);
+    let (a, b) = (g.logits(&ids).unwrap(), h.logits(&ids).unwrap());
+    assert_eq!(a.dims(), &[ids.len(), 275]);
+    let diff = llama::max_abs_diff(&a, &b).unwrap();
+    assert!(diff < 1e-4, "GGUF and HF logits differ by {diff}");
+    // And the logits are not degenerate (the test would pass trivially on zeros).
+    let spread = llama::max_abs_diff(&a.narrow(0, 0, 1).unwrap(), &a.narrow(0, 1, 1).unwrap()).unwrap();
+    assert!(spread > 0.1);
+}
+
+#[test]
+fn qwen2_gguf_and_hf_give_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, hf) = testing::write_tiny_models_arch(dir.path(), testing::TinyArch::Qwen2).unwrap();
+    let (g, h) = (Model::load(&gguf, &cpu()).unwrap(), Model::load(&hf, &cpu()).unwrap());
+    assert_eq!((g.info().architecture.as_str(), h.info().architecture.as_str()), ("qwen2", "qwen2"));
+    let ids = g.encode("the rain in winter is at the sea").unwrap();
+    let diff = llama::max_abs_diff(&g.logits(&ids).unwrap(), &h.logits(&ids).unwrap()).unwrap();
+    // Equal logits mean both loaders apply the q/k/v biases and the same (NEOX) rotary layout.
+    assert!(diff < 1e-4, "qwen2 GGUF and HF logits differ by {diff}");
+}
+
+#[test]
+fn cached_decoding_matches_a_full_forward() {
+    let g = tiny_gguf();
+    let ids = g.encode("in the winter the rain is at the sea").unwrap();
+    let full = g.logits(&ids).unwrap();
+    let mut cache = g.net.new_cache();
+    let n = ids.len();
+    g.net.forward_last(&ids[..n - 2], &mut cache).unwrap();
+    g.net.forward_last(&ids[n - 2..n - 1], &mut cache).unwrap();
+    let last = g.net.forward_last(&ids[n - 1..], &mut cache).unwrap();
+    let diff = llama::max_abs_diff(&last, &full.get(n - 1).unwrap()).unwrap();
+    assert!(diff < 1e-4, "incremental decode differs by {diff}");
+}
+
+#[test]
+fn tokenizer_round_trips_and_matches_across_formats() {
+    let (g, h) = (tiny_gguf(), tiny_hf());
+    let text = "<|im_start|>user\nthe 2026 winter: ünïcödé 日本 🙂<|im_end|>\n";
+    let ids = g.encode(text).unwrap();
+    assert_eq!(ids, h.encode(text).unwrap());
+    assert_eq!(ids[0], 1, "<|im_start|> is one token");
+    assert_eq!(ids.iter().filter(|&&i| i == 2).count(), 1, "<|im_end|> is one token");
+    assert_eq!(g.decode(&ids).unwrap(), text);
+    // Digits are split one by one and " the" merges (SmolLM's pre-tokenizer).
+    let digits = g.encode("2026").unwrap();
+    assert_eq!(digits.len(), 4);
+    assert_eq!(g.encode(" the").unwrap().len(), 1);
+}
+
+#[test]
+fn chat_template_renders_like_smollm2() {
+    let g = tiny_gguf();
+    let sys = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n";
+    assert_eq!(
+        g.render_chat(&user("Hi"), true).unwrap(),
+        format!("{sys}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    );
+    let chat = vec![
+        ChatMessage::new("system", "Be brief."),
+        ChatMessage::new("user", "Hi"),
+        ChatMessage::new("assistant", "Hello!"),
+        ChatMessage::new("user", "Bye"),
+    ];
+    assert_eq!(
+        g.render_chat(&chat, false).unwrap(),
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
+    );
+}
+
+#[test]
+fn greedy_generation_is_deterministic() {
+    let mut g = tiny_gguf();
+    let params = GenerateParams { candidates: 2, temperature: 0.0, max_new_tokens: 10, ..GenerateParams::default() };
+    let a = run(&mut g, &params);
+    let b = run(&mut g, &params);
+    assert_eq!(a, b);
+    assert_eq!(a[0].text, a[1].text, "greedy candidates agree");
+    assert!(a[0].completion_tokens > 0);
+    // The HF format decodes greedily to the same text.
+    assert_eq!(run(&mut tiny_hf(), &params)[0].text, a[0].text);
+}
+
+#[test]
+fn a_candidate_regenerated_alone_from_its_seed_is_identical() {
+    let mut g = tiny_gguf();
+    let batch = run(&mut g, &sampled(3, 1234));
+    assert_eq!(batch.len(), 3);
+    assert_eq!(batch[0].seed, 1234);
+    let texts: std::collections::HashSet<_> = batch.iter().map(|c| c.text.clone()).collect();
+    assert!(texts.len() > 1, "sampled candidates differ: {batch:?}");
+    for cand in &batch {
+        let alone = run(&mut g, &sampled(1, cand.seed));
+        assert_eq!(alone.len(), 1);
+        assert_eq!(&alone[0], cand);
+    }
+}
+
+#[test]
+fn cancel_stops_and_keeps_finished_candidates() {
+    let mut g = tiny_gguf();
+    let cancel = AtomicBool::new(false);
+    let mut reports = Vec::new();
+    let params = GenerateParams { max_new_tokens: 8, ..sampled(3, 9) };
+    let out = g
+        .generate(&user("Hi"), &params, &cancel, &mut |p| {
+            if p.candidate == 1 && p.candidate_tokens == 2 {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            reports.push(p);
+        })
+        .unwrap();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_ne!(out[0].finish_reason, FinishReason::Cancelled);
+    assert_eq!(out[1].finish_reason, FinishReason::Cancelled);
+    assert_eq!(out[1].completion_tokens, 2);
+    assert!(reports[0].prefill_tokens_per_sec > 0.0);
+    assert!(reports.last().unwrap().decode_tokens_per_sec > 0.0);
+}
+
+#[test]
+fn length_limit_and_context_errors() {
+    let mut g = tiny_gguf();
+    let out = run(
+        &mut g,
+        &GenerateParams { candidates: 1, temperature: 0.0, max_new_tokens: 3, ..GenerateParams::default() },
+    );
+    assert!(out[0].completion_tokens <= 3);
+    if out[0].completion_tokens == 3 {
+        assert_eq!(out[0].finish_reason, FinishReason::Length);
+    }
+    let long = "the weather ".repeat(200);
+    let err = g.generate(&user(&long), &sampled(1, 1), &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    assert!(matches!(err, ModelError::PromptTooLong { .. }), "{err}");
+    assert!(err.to_string().contains("context window is 256"));
+    let bad = GenerateParams { top_p: 0.0, ..sampled(1, 1) };
+    assert!(matches!(run_err(&mut g, &bad), ModelError::InvalidParams(_)));
+}
+
+fn run_err(model: &mut Model, params: &GenerateParams) -> ModelError {
+    model.generate(&user("x"), params, &AtomicBool::new(false), &mut |_| {}).unwrap_err()
+}
+
+#[test]
+fn model_can_move_to_a_worker_thread() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Model>();
+    let mut model = tiny_gguf();
+    let handle = std::thread::spawn(move || run(&mut model, &sampled(1, 3)).len());
+    assert_eq!(handle.join().unwrap(), 1);
+}

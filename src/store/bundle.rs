@@ -1,0 +1,156 @@
+//! A portable bundle: the whole database as JSONL, for sending by mail. Each line is
+//! `{"table": ..., "row": {...}}` after a header line naming the schema version.
+//! Reading a bundle fills a temporary database that is then merged, so a bundle and a
+//! database file follow exactly the same identity rules.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use rusqlite::types::Value as SqlValue;
+use serde_json::{Map, Value};
+
+use super::{MergeSummary, OpenMode, Store, StoreError, migrations};
+
+/// The tables a bundle carries, parents before children.
+const TABLES: &[&str] =
+    &["annotators", "guidelines", "models", "prompts", "responses", "judgments", "adjudications", "gold"];
+
+/// The first line of a bundle.
+pub const BUNDLE_KIND: &str = "verdict-bundle";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}:{line}: {message}")]
+    Line { path: String, line: usize, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<rusqlite::Error> for BundleError {
+    fn from(e: rusqlite::Error) -> BundleError {
+        BundleError::Store(StoreError::Sql(e))
+    }
+}
+
+/// Whether `first_line` is a bundle header.
+pub fn is_bundle_header(first_line: &str) -> bool {
+    serde_json::from_str::<Value>(first_line)
+        .ok()
+        .is_some_and(|v| v.get("kind").and_then(Value::as_str) == Some(BUNDLE_KIND))
+}
+
+impl Store {
+    /// Writes every table as JSONL; returns the number of rows written.
+    pub fn write_bundle(&self, out: &mut dyn Write) -> std::result::Result<usize, BundleError> {
+        let header = serde_json::json!({"kind": BUNDLE_KIND, "schema_version": migrations::LATEST_VERSION});
+        writeln!(out, "{header}")?;
+        let mut rows = 0;
+        for table in TABLES {
+            let mut statement = self.conn.prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))?;
+            let names: Vec<String> = statement.column_names().iter().map(|s| s.to_string()).collect();
+            let mut cursor = statement.query([])?;
+            while let Some(row) = cursor.next()? {
+                let mut object = Map::new();
+                for (i, name) in names.iter().enumerate() {
+                    let value = match row.get::<_, SqlValue>(i)? {
+                        SqlValue::Null => Value::Null,
+                        SqlValue::Integer(n) => Value::from(n),
+                        SqlValue::Real(x) => Value::from(x),
+                        SqlValue::Text(t) => Value::from(t),
+                        SqlValue::Blob(_) => continue,
+                    };
+                    object.insert(name.clone(), value);
+                }
+                serde_json::to_writer(&mut *out, &serde_json::json!({"table": table, "row": object}))
+                    .map_err(std::io::Error::from)?;
+                out.write_all(b"\n")?;
+                rows += 1;
+            }
+        }
+        out.flush()?;
+        Ok(rows)
+    }
+
+    /// Reads a bundle into a temporary database, then merges that into this one.
+    pub fn import_bundle(&mut self, path: &Path) -> std::result::Result<MergeSummary, BundleError> {
+        let temp = tempfile_path(path);
+        let result = (|| {
+            let mut staging = Store::open(&temp, OpenMode::CreateIfMissing)?;
+            fill_from_bundle(&mut staging, path)?;
+            drop(staging);
+            Ok(self.merge_from(&temp)?)
+        })();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
+        }
+        result
+    }
+}
+
+fn tempfile_path(bundle: &Path) -> std::path::PathBuf {
+    let name = bundle.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    std::env::temp_dir().join(format!("verdict-bundle-{}-{name}.db", std::process::id()))
+}
+
+fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(), BundleError> {
+    let shown = path.display().to_string();
+    let bad = |line: usize, message: String| BundleError::Line { path: shown.clone(), line, message };
+    let reader = std::io::BufReader::new(std::fs::File::open(path)?);
+    let tx = staging.conn.transaction()?;
+    for (index, line) in reader.lines().enumerate() {
+        let number = index + 1;
+        let line = line.map_err(|e| bad(number, format!("cannot read: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line).map_err(|e| bad(number, format!("not valid JSON: {e}")))?;
+        if number == 1 {
+            let version = value.get("schema_version").and_then(Value::as_i64);
+            if !is_bundle_header(&line) {
+                return Err(bad(1, "not a verdict bundle (no header line)".into()));
+            }
+            if version != Some(migrations::LATEST_VERSION) {
+                return Err(bad(
+                    1,
+                    format!(
+                        "bundle has schema version {}, this verdict {}: use the verdict that wrote it",
+                        version.unwrap_or(0),
+                        migrations::LATEST_VERSION
+                    ),
+                ));
+            }
+            continue;
+        }
+        let table = value.get("table").and_then(Value::as_str).unwrap_or("");
+        if !TABLES.contains(&table) {
+            return Err(bad(number, format!("unknown table \"{table}\"")));
+        }
+        let Some(Value::Object(row)) = value.get("row") else {
+            return Err(bad(number, "missing field `row`".into()));
+        };
+        let columns: Vec<&String> = row.keys().collect();
+        if columns.iter().any(|c| !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')) {
+            return Err(bad(number, "bad column name".into()));
+        }
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            columns.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", "),
+            (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ")
+        );
+        let values: Vec<SqlValue> = row
+            .values()
+            .map(|v| match v {
+                Value::Null => SqlValue::Null,
+                Value::Number(n) if n.is_i64() => SqlValue::Integer(n.as_i64().unwrap_or(0)),
+                Value::Number(n) => SqlValue::Real(n.as_f64().unwrap_or(0.0)),
+                Value::String(s) => SqlValue::Text(s.clone()),
+                other => SqlValue::Text(other.to_string()),
+            })
+            .collect();
+        tx.execute(&sql, rusqlite::params_from_iter(values)).map_err(|e| bad(number, format!("{table}: {e}")))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
