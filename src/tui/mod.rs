@@ -60,6 +60,10 @@ pub fn run(mut app: App) -> anyhow::Result<()> {
     install_panic_hook();
     let mut terminal = enter()?;
     let result = event_loop(&mut terminal, &mut app);
+    if let Some(job) = &app.job {
+        // Closing asks the job to stop at its next safe point; finished work is stored.
+        job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     leave(&mut terminal);
     if let Err(error) = &result {
         tracing::error!("{error:#}");
@@ -70,9 +74,13 @@ pub fn run(mut app: App) -> anyhow::Result<()> {
 fn event_loop(terminal: &mut Term, app: &mut App) -> anyhow::Result<()> {
     while !app.quit {
         terminal.draw(|frame| draw::draw(frame, app))?;
-        if !event::poll(Duration::from_millis(250))? {
+        // While a job runs, tick faster so its progress shows; keys are still read first.
+        let tick = if app.job.is_some() { 100 } else { 250 };
+        if !event::poll(Duration::from_millis(tick))? {
+            app.poll_job();
             continue;
         }
+        app.poll_job();
         match event::read()? {
             // Only presses: terminals that report releases would otherwise act twice.
             Event::Key(key) if key.kind == KeyEventKind::Press => {

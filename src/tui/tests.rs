@@ -267,3 +267,39 @@ fn two_annotators_on_one_file_see_each_other_after_refresh() {
     assert_eq!(second.all_judgments, 2, "import + jonas");
     assert_eq!(amira.store.active_judgments().unwrap().len(), 44);
 }
+
+#[test]
+fn g_generates_on_a_background_thread_and_the_queue_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _) = crate::model::testing::write_tiny_models(dir.path()).unwrap();
+    let path = dir.path().join("gen.db");
+    {
+        let mut store = Store::open(&path, crate::store::OpenMode::CreateIfMissing).unwrap();
+        store.load_guidelines(&crate::guidelines::embedded()).unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+    }
+    let store = Store::open(&path, crate::store::OpenMode::MustExist).unwrap();
+    let mut app = App::new(store, "amira", KeyMap::default()).unwrap();
+    app.model = Some(gguf);
+    // A short prompt of our own: the tiny model's context is only 256 tokens.
+    press(&mut app, "a");
+    press(&mut app, "Wie eröffne ich ein Konto?");
+    key(&mut app, KeyCode::Enter);
+    let index = app.selected;
+    assert!(app.items[app.visible[index]].candidates.is_empty());
+    press(&mut app, "g");
+    assert!(app.job.is_some());
+    press(&mut app, "?"); // keys still work while it runs
+    press(&mut app, "?");
+    let start = std::time::Instant::now();
+    while app.job.is_some() {
+        app.poll_job();
+        assert!(start.elapsed().as_secs() < 120, "generation did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(app.message.starts_with("generated"), "{}", app.message);
+    let item = &app.items[app.visible[index]];
+    assert!(!item.candidates.is_empty(), "candidates stored and the queue row refreshed: {}", app.message);
+    let models = app.store.models().unwrap();
+    assert_eq!(models.len(), 1);
+}

@@ -1,0 +1,165 @@
+//! `verdict model fetch|list|info` and `verdict generate`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::table;
+use super::{Cli, GenerateArgs, ModelCommand};
+use crate::jobs::generate::{self, GenerateEvent, GenerateJob};
+use crate::model::{self, DeviceChoice, GenerateParams, LoadOptions, Model};
+use crate::store::{OpenMode, Store, TargetFilter};
+
+pub fn model_command(cli: &Cli, command: &ModelCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ModelCommand::Fetch => {
+            let path = model::fetch::fetch_default(&|m| eprintln!("{m}"))?;
+            println!("{}", path.display());
+        }
+        ModelCommand::List => {
+            let default = model::fetch::default_model_path()?;
+            println!(
+                "default: {} ({})",
+                default.display(),
+                if default.is_file() { "fetched" } else { "not fetched yet: `verdict model fetch`" }
+            );
+            if let Ok(store) = Store::open(&cli.db, OpenMode::MustExist) {
+                let rows: Vec<Vec<String>> = store
+                    .models()?
+                    .into_iter()
+                    .map(|m| {
+                        vec![
+                            m.id.to_string(),
+                            m.name,
+                            m.format,
+                            m.quantization.unwrap_or_default(),
+                            m.responses.to_string(),
+                            m.sha256[..12].to_string(),
+                            m.path,
+                        ]
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    print!(
+                        "\n{}",
+                        table::render(&["id", "name", "format", "ran as", "responses", "sha256", "path"], &rows)
+                    );
+                }
+            }
+        }
+        ModelCommand::Info { path, device } => {
+            let path = model::resolve_model_path(path.as_deref())?;
+            let opts = LoadOptions { device: *device, ..LoadOptions::default() };
+            let model = Model::load(&path, &opts)?;
+            print_info(model.info());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_info(info: &model::ModelInfo) {
+    let s = &info.special_tokens;
+    let show = |t: &Option<String>| t.clone().unwrap_or_else(|| "–".into());
+    println!("path:            {}", info.path.display());
+    println!("name:            {}", info.name.as_deref().unwrap_or("–"));
+    println!("format:          {:?}", info.format);
+    println!("architecture:    {}", info.architecture);
+    println!("parameters:      {} ({:.1} M)", info.parameters, info.parameters as f64 / 1e6);
+    println!("layers, hidden:  {}, {}", info.layers, info.hidden_size);
+    println!("quantization:    {} stored, runs as {}", info.quantization, info.run_quantization);
+    println!("context length:  {}", info.context_length);
+    println!("vocabulary:      {}", info.vocab_size);
+    println!(
+        "special tokens:  bos {} · eos {} · end of turn {} · pad {}",
+        show(&s.bos),
+        show(&s.eos),
+        show(&s.eot),
+        show(&s.pad)
+    );
+    println!("stop token ids:  {:?}", s.stop_ids);
+    println!("sha256:          {}", info.sha256);
+    println!("chat template ({}):\n{}", info.chat_template_source, info.chat_template);
+}
+
+pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    drop(store);
+    let model_path = model::resolve_model_path(args.model.as_deref())?;
+    let job = job_from_args(&cli.db, model_path, args);
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        // First Ctrl-C: finish the token in flight and keep what is done. Second: quit now.
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after the current token; finished candidates are kept (Ctrl-C again to quit now)");
+        });
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} prompts [{bar:30}] {msg} · ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let summary = generate::run(&job, &cancel, &mut |event| match event {
+        GenerateEvent::Started { model, run_quantization, prompts } => {
+            bar.println(format!("{model} (runs as {run_quantization}): {prompts} prompts need candidates"));
+            bar.set_length(prompts as u64);
+        }
+        GenerateEvent::Progress { decode_tokens_per_sec, tokens, .. } => {
+            bar.set_message(format!("{tokens} tokens · {decode_tokens_per_sec:.1} tok/s"));
+        }
+        GenerateEvent::PromptDone { .. } => bar.inc(1),
+        GenerateEvent::PromptFailed { prompt_id, error } => bar.println(format!("prompt {prompt_id}: {error}")),
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "{} new candidates for {} prompts ({} duplicates and {} empty not stored, {} prompts failed) · {} tokens in {:.1} s ({:.1} tok/s){}",
+        summary.stored,
+        summary.prompts,
+        summary.duplicates,
+        summary.empty,
+        summary.failed,
+        summary.tokens,
+        summary.seconds,
+        summary.tokens as f64 / summary.seconds.max(1e-9),
+        if summary.cancelled { " · stopped early" } else { "" }
+    );
+    Ok(if summary.cancelled { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+pub fn job_from_args(db: &Path, model: PathBuf, args: &GenerateArgs) -> GenerateJob {
+    GenerateJob {
+        db: db.to_path_buf(),
+        model,
+        load: LoadOptions { device: args.device, threads: args.threads, ..LoadOptions::default() },
+        params: GenerateParams {
+            candidates: args.candidates,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            top_k: args.top_k,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: 64,
+            max_new_tokens: args.max_new_tokens,
+            seed: args.seed,
+        },
+        filter: TargetFilter {
+            prompt_ids: args.prompt.clone(),
+            language: args.language.clone(),
+            domain: args.domain.clone(),
+            split: args.split.clone(),
+            below: args.candidates,
+            limit: args.limit,
+        },
+    }
+}
+
+/// The device option's parser for clap.
+pub fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse::<DeviceChoice>().map_err(|e| e.to_string())
+}

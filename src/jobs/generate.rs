@@ -1,0 +1,169 @@
+//! Generating candidates for the prompts that have too few, storing each with the model
+//! id, its sampling parameters and its own seed, so any candidate can be regenerated.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+use crate::domain::sha256_hex;
+use crate::model::{ChatMessage, FinishReason, GenerateParams, LoadOptions, Model};
+use crate::store::{OpenMode, Store, TargetFilter};
+
+/// What to generate, and with what.
+#[derive(Debug, Clone)]
+pub struct GenerateJob {
+    pub db: PathBuf,
+    pub model: PathBuf,
+    pub load: LoadOptions,
+    /// `candidates` is the number each prompt should end up with; `seed` the base seed.
+    pub params: GenerateParams,
+    pub filter: TargetFilter,
+}
+
+/// Progress, in the order it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerateEvent {
+    /// The model is loaded; `prompts` need candidates.
+    Started { model: String, run_quantization: String, prompts: usize },
+    /// Tokens are coming for prompt `index` (0-based).
+    Progress { index: usize, prompt_id: i64, tokens: usize, decode_tokens_per_sec: f64 },
+    /// A prompt is done: how many new candidates were stored and how many were duplicates.
+    PromptDone { index: usize, prompt_id: i64, stored: usize, duplicates: usize },
+    /// A prompt could not be answered (e.g. longer than the context window).
+    PromptFailed { prompt_id: i64, error: String },
+}
+
+/// What a job did.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct GenerateSummary {
+    pub prompts: usize,
+    pub stored: usize,
+    pub duplicates: usize,
+    pub failed: usize,
+    /// Candidates that were empty (the model ended its turn at once): not stored.
+    pub empty: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub cancelled: bool,
+}
+
+/// The sampling parameters stored with each candidate (its own seed included).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct StoredParams {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: Option<usize>,
+    pub repeat_penalty: f32,
+    pub repeat_last_n: usize,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    /// The weights' quantization as it ran (e.g. Q8_0 after re-quantizing Q4_1).
+    pub run_quantization: String,
+}
+
+/// The base seed for one prompt: different prompts (and later rounds on the same prompt)
+/// must not reuse one seed, or they would sample the same way.
+pub fn prompt_seed(base: u64, prompt_uid: &str, existing: usize) -> u64 {
+    let hash = sha256_hex(&["seed", &base.to_string(), prompt_uid, &existing.to_string()]);
+    u64::from_str_radix(&hash[..16], 16).expect("hex")
+}
+
+/// Runs the job to the end or until `cancel` is set; finished candidates are kept.
+pub fn run(
+    job: &GenerateJob,
+    cancel: &AtomicBool,
+    events: &mut dyn FnMut(GenerateEvent),
+) -> anyhow::Result<GenerateSummary> {
+    job.params.validate()?;
+    let store = Store::open(&job.db, OpenMode::MustExist)?;
+    let mut model = Model::load(&job.model, &job.load)?;
+    let info = model.info().clone();
+    let name = info.name.clone().unwrap_or_else(|| {
+        job.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into())
+    });
+    let format = match info.format {
+        crate::model::ModelFormat::Gguf => "gguf",
+        crate::model::ModelFormat::Hf => "hf",
+    };
+    let model_id = store.register_model(
+        &info.sha256,
+        &name,
+        &job.model.display().to_string(),
+        format,
+        &info.architecture,
+        &info.run_quantization,
+    )?;
+    let mut filter = job.filter.clone();
+    filter.below = job.params.candidates;
+    let targets = store.generation_targets(&filter)?;
+    events(GenerateEvent::Started {
+        model: name,
+        run_quantization: info.run_quantization.clone(),
+        prompts: targets.len(),
+    });
+    let started = std::time::Instant::now();
+    let mut summary = GenerateSummary { prompts: targets.len(), ..Default::default() };
+    for (index, target) in targets.iter().enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            summary.cancelled = true;
+            break;
+        }
+        let messages: Vec<ChatMessage> =
+            target.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
+        let mut params = job.params.clone();
+        params.candidates = job.params.candidates - target.candidates;
+        params.seed = prompt_seed(job.params.seed, &target.uid, target.candidates);
+        let prompt_id = target.prompt_id;
+        let mut on_progress = |p: crate::model::GenerationProgress| {
+            events(GenerateEvent::Progress {
+                index,
+                prompt_id,
+                tokens: p.tokens_generated,
+                decode_tokens_per_sec: p.decode_tokens_per_sec,
+            })
+        };
+        let candidates = match model.generate(&messages, &params, cancel, &mut on_progress) {
+            Ok(c) => c,
+            Err(error) => {
+                summary.failed += 1;
+                events(GenerateEvent::PromptFailed { prompt_id, error: error.to_string() });
+                continue;
+            }
+        };
+        let (mut stored, mut duplicates) = (0, 0);
+        for candidate in &candidates {
+            summary.tokens += candidate.completion_tokens;
+            if candidate.finish_reason == FinishReason::Cancelled {
+                summary.cancelled = true;
+                continue;
+            }
+            let stored_params = StoredParams {
+                temperature: params.temperature,
+                top_p: params.top_p,
+                top_k: params.top_k,
+                repeat_penalty: params.repeat_penalty,
+                repeat_last_n: params.repeat_last_n,
+                max_new_tokens: params.max_new_tokens,
+                seed: candidate.seed,
+                run_quantization: info.run_quantization.clone(),
+            };
+            let text = candidate.text.trim();
+            if text.is_empty() {
+                // An answer that is only an end-of-turn token is nothing to judge.
+                summary.empty += 1;
+                continue;
+            }
+            let json = serde_json::to_string(&stored_params)?;
+            match store.add_generated(prompt_id, &target.uid, text, model_id, &json)? {
+                Some(_) => stored += 1,
+                None => duplicates += 1,
+            }
+        }
+        summary.stored += stored;
+        summary.duplicates += duplicates;
+        events(GenerateEvent::PromptDone { index, prompt_id, stored, duplicates });
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
