@@ -11,4 +11,6 @@ pub mod model;
 pub mod qa;
 pub mod samples;
 pub mod store;
+pub mod table;
+pub mod train;
 pub mod tui;

@@ -5,7 +5,7 @@ mod data;
 mod init;
 mod model;
 mod stats;
-mod table;
+
 mod team;
 
 use std::path::PathBuf;

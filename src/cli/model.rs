@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::table;
 use super::{Cli, GenerateArgs, ModelCommand};
 use crate::jobs::generate::{self, GenerateEvent, GenerateJob};
 use crate::model::{self, DeviceChoice, GenerateParams, LoadOptions, Model};
 use crate::store::{OpenMode, Store, TargetFilter};
+use crate::table;
 
 pub fn model_command(cli: &Cli, command: &ModelCommand) -> anyhow::Result<ExitCode> {
     match command {

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use super::Cli;
-use super::table;
 use crate::store::{OpenMode, Stats, StatsRow, Store};
+use crate::table;
 
 pub fn stats(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;

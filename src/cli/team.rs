@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use super::table;
 use super::{AnnotatorCommand, Cli, GoldCommand};
 use crate::data::import::parse_file;
 use crate::domain::{ImportRecord, Outcome};
 use crate::qa::{self, assign};
 use crate::store::{OpenMode, Store};
+use crate::table;
 
 pub fn annotator(cli: &Cli, command: &AnnotatorCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -150,130 +150,23 @@ pub fn adjudicate(cli: &Cli, first: i64, second: i64, winner: &str, note: Option
     Ok(ExitCode::SUCCESS)
 }
 
-fn fmt(x: Option<f64>) -> String {
-    x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into())
-}
-
 pub fn agreement(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
-    let overview = qa::report::overview(&store)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&overview)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let o = &overview.overall;
-    println!(
-        "{} pairs judged by 2+ people ({} ratings from {} annotators; {} pairs judged once are left out)",
-        o.overlap_units,
-        o.overlap_ratings,
-        o.raters,
-        o.units - o.overlap_units
-    );
-    println!(
-        "Krippendorff's alpha {} nominal, {} ordinal (left > tie > right) — {}",
-        fmt(o.alpha_nominal),
-        fmt(o.alpha_ordinal),
-        o.interpretation
-    );
-    println!(
-        "Fleiss' kappa {} · Gwet's AC1 {} · percent agreement {}",
-        fmt(o.fleiss_kappa),
-        fmt(o.gwet_ac1),
-        fmt(o.percent)
-    );
-    println!("thresholds: alpha >= 0.8 reliable · 0.667-0.8 tentative · below: revise the guidelines");
-    println!(
-        "outcome counts: {}",
-        overview
-            .categories
-            .iter()
-            .zip(&o.category_counts)
-            .map(|(c, n)| format!("{c} {n}"))
-            .collect::<Vec<_>>()
-            .join(" · ")
-    );
-    let slices = |title: &str, slices: &[qa::report::Slice]| {
-        let rows: Vec<Vec<String>> = slices
-            .iter()
-            .filter(|s| s.report.overlap_units > 0)
-            .map(|s| {
-                let r = &s.report;
-                vec![
-                    s.key.clone(),
-                    r.overlap_units.to_string(),
-                    fmt(r.alpha_nominal),
-                    fmt(r.fleiss_kappa),
-                    fmt(r.gwet_ac1),
-                    fmt(r.percent),
-                ]
-            })
-            .collect();
-        if !rows.is_empty() {
-            print!("\n{}", table::render(&[title, "pairs", "alpha", "kappa", "AC1", "agree"], &rows));
-        }
-    };
-    slices("language", &overview.by_language);
-    slices("domain", &overview.by_domain);
-    slices("reason tag", &overview.by_reason);
-    if !o.pairwise.is_empty() {
-        let name = |id: u64| overview.annotators.get(&id).cloned().unwrap_or_else(|| id.to_string());
-        let rows: Vec<Vec<String>> = o
-            .pairwise
-            .iter()
-            .map(|p| {
-                vec![
-                    format!("{} × {}", name(p.rater_a), name(p.rater_b)),
-                    p.shared_units.to_string(),
-                    fmt(p.kappa),
-                    fmt(p.percent),
-                ]
-            })
-            .collect();
-        print!("\n{}", table::render(&["annotators", "shared", "Cohen's kappa", "agree"], &rows));
-        for p in &o.pairwise {
-            println!(
-                "\nconfusion {} (rows) × {} (columns): a better, tie, b better, both bad",
-                name(p.rater_a),
-                name(p.rater_b)
-            );
-            for row in &p.confusion {
-                println!("  {}", row.iter().map(|n| format!("{n:>4}")).collect::<String>());
-            }
-        }
+        println!("{}", serde_json::to_string_pretty(&qa::report::overview(&store)?)?);
+    } else {
+        print!("{}", qa::text::agreement(&store)?);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn report(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
-    let reports = qa::report::annotator_reports(&store)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", serde_json::to_string_pretty(&qa::report::annotator_reports(&store)?)?);
+    } else {
+        print!("{}", qa::text::annotators(&store)?);
     }
-    let pct = |x: Option<f64>| x.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "–".into());
-    let rows: Vec<Vec<String>> = reports
-        .iter()
-        .map(|r| {
-            vec![
-                r.name.clone(),
-                r.judgments.to_string(),
-                r.median_seconds.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "–".into()),
-                pct(r.left_rate),
-                pct(r.tie_rate),
-                pct(r.both_bad_rate),
-                format!("{} ({})", pct(r.gold_accuracy), r.gold_items),
-                format!("{} ({})", pct(r.agreement_with_resolved), r.resolved_items),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table::render(
-            &["annotator", "judgments", "median", "chose left", "tie", "both bad", "gold acc.", "agrees w/ resolved"],
-            &rows
-        )
-    );
     Ok(ExitCode::SUCCESS)
 }
 

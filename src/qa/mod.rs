@@ -5,6 +5,7 @@ pub mod assign;
 pub mod pairing;
 pub mod report;
 pub mod resolve;
+pub mod text;
 
 pub use resolve::{Resolution, ResolvedPair, resolve};
 

@@ -1,0 +1,145 @@
+//! Exporting a trained model: an HF directory (config.json + model.safetensors with HF names,
+//! LoRA merged) and, for LoRA, the adapter in PEFT's format.
+//!
+//! Files are written under a temporary name and renamed, so an interrupted export never leaves
+//! a truncated model.safetensors behind. Tokenizer files and the chat template are the caller's
+//! to copy (they come from the source model, not from training).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Result, Tensor};
+
+use super::lora::LoraConfig;
+use super::model::{Model, Proj};
+
+fn io(e: std::io::Error, what: &Path) -> candle_core::Error {
+    candle_core::Error::Msg(format!("{}: {e}", what.display()))
+}
+
+/// All weights under HF names, adapters merged in when `merge` (for export), otherwise the
+/// base weights as they are.
+pub fn hf_tensors(model: &Model, merge: bool) -> Result<Vec<(String, Tensor)>> {
+    let mut out = vec![("model.embed_tokens.weight".to_string(), model.embed.detach())];
+    let push_proj = |out: &mut Vec<(String, Tensor)>, name: String, p: &Proj| -> Result<()> {
+        let w = match (&p.adapter, merge) {
+            (Some(a), true) => a.merged(&p.weight)?,
+            _ => p.weight.detach(),
+        };
+        out.push((format!("{name}.weight"), w));
+        if let Some(b) = &p.bias {
+            out.push((format!("{name}.bias"), b.detach()));
+        }
+        Ok(())
+    };
+    for (i, l) in model.layers.iter().enumerate() {
+        let p = format!("model.layers.{i}");
+        out.push((format!("{p}.input_layernorm.weight"), l.input_norm.detach()));
+        out.push((format!("{p}.post_attention_layernorm.weight"), l.post_norm.detach()));
+        for (n, pr) in [("q_proj", &l.q), ("k_proj", &l.k), ("v_proj", &l.v), ("o_proj", &l.o)] {
+            push_proj(&mut out, format!("{p}.self_attn.{n}"), pr)?;
+        }
+        for (n, pr) in [("gate_proj", &l.gate), ("up_proj", &l.up), ("down_proj", &l.down)] {
+            push_proj(&mut out, format!("{p}.mlp.{n}"), pr)?;
+        }
+    }
+    out.push(("model.norm.weight".to_string(), model.norm.detach()));
+    if let Some(h) = &model.lm_head {
+        out.push(("lm_head.weight".to_string(), h.detach()));
+    }
+    Ok(out)
+}
+
+fn save_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(tensors, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| io(e, path))
+}
+
+/// `config.json` + `model.safetensors` loadable by `transformers` (adapters merged in).
+pub fn export_hf(model: &Model, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
+    let tensors: HashMap<String, Tensor> = hf_tensors(model, true)?.into_iter().collect();
+    save_atomic(&tensors, &dir.join("model.safetensors"))?;
+    let cfg = serde_json::to_string_pretty(&model.cfg.to_hf_json()).map_err(candle_core::Error::wrap)?;
+    std::fs::write(dir.join("config.json"), cfg).map_err(|e| io(e, dir))
+}
+
+/// PEFT adapter: `adapter_config.json` + `adapter_model.safetensors` (keys prefixed
+/// `base_model.model.`), loadable with `PeftModel.from_pretrained(base, dir)`.
+pub fn export_peft(model: &Model, lora: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
+    let vars = model.trainable_vars();
+    if vars.is_empty() || !vars.iter().all(|(n, _)| n.contains(".lora_")) {
+        candle_core::bail!("this model has no LoRA adapters to export");
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
+    let tensors: HashMap<String, Tensor> =
+        vars.into_iter().map(|(n, v)| (format!("base_model.model.{n}"), v.as_tensor().detach())).collect();
+    save_atomic(&tensors, &dir.join("adapter_model.safetensors"))?;
+    let targets: Vec<String> = lora.normalized_targets()?.iter().map(|t| format!("{t}_proj")).collect();
+    let cfg = serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": targets,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "modules_to_save": null,
+    });
+    let text = serde_json::to_string_pretty(&cfg).map_err(candle_core::Error::wrap)?;
+    std::fs::write(dir.join("adapter_config.json"), text).map_err(|e| io(e, dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::model::Input;
+    use crate::train::step::tests::tiny_model;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn exported_hf_dir_reloads_with_the_same_logits() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let model = tiny_model(8, true)?;
+        // Non-zero adapters, so merging matters.
+        for (_, v) in model.trainable_vars() {
+            v.set(&(v.as_tensor() + 0.05)?)?;
+        }
+        export_hf(&model, tmp.path())?;
+        let (cfg, w) = crate::train::weights::load_hf_dir(tmp.path(), DType::F32, &Device::Cpu)?;
+        let reloaded = Model::new(cfg, w, false)?;
+        let input = Input::right_padded(&[vec![1, 5, 9, 13, 2]], 0, &Device::Cpu)?;
+        let d = crate::train::model::tests::max_diff(&model.forward(&input)?, &reloaded.forward(&input)?)?;
+        assert!(d < 1e-4, "exported model's logits differ by {d}");
+        Ok(())
+    }
+
+    #[test]
+    fn peft_adapter_has_peft_names_and_config() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let model = tiny_model(8, true)?;
+        let lora = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec!["q".into(), "k".into(), "v".into(), "o".into(), "up".into()],
+        };
+        export_peft(&model, &lora, "HuggingFaceTB/SmolLM2-135M-Instruct", tmp.path())?;
+        let t = candle_core::safetensors::load(tmp.path().join("adapter_model.safetensors"), &Device::Cpu)?;
+        assert_eq!(t.len(), 2 * 5 * 2, "A and B for 5 targets in 2 layers");
+        let a = &t["base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight"];
+        assert_eq!(a.dims(), &[4, 32]);
+        assert_eq!(t["base_model.model.model.layers.0.mlp.up_proj.lora_B.weight"].dims(), &[64, 4]);
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(tmp.path().join("adapter_config.json"))?).unwrap();
+        assert_eq!(cfg["r"], 4);
+        assert_eq!(cfg["target_modules"][4], "up_proj");
+        Ok(())
+    }
+}

@@ -1,0 +1,21 @@
+//! Training: the trainable transformer, LoRA, log-probs, DPO/SFT losses, AdamW, the step.
+//!
+//! Nothing here touches the store or draws: data comes in as token ids, metrics go out as
+//! values the caller records, checkpoints go to a directory.
+
+pub mod adamw_kernel;
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod export;
+pub mod fused;
+pub mod linear;
+pub mod logps;
+pub mod lora;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod step;
+pub mod target_logp;
+pub mod tokenize;
+pub mod weights;

@@ -1,0 +1,313 @@
+//! The trainable llama-family transformer (SmolLM2, Llama 3.x, Mistral, Qwen2.x).
+//!
+//! Written for training rather than reused from candle-transformers: every op here has a
+//! backward pass (candle's fused `softmax_last_dim`, `rms_norm`, `rope` and `QMatMul` silently
+//! detach the graph), there is no KV cache, a whole right-padded batch goes through at once with
+//! a causal + padding mask, and logits can be computed for selected positions only (DPO needs
+//! them at response tokens, not at the prompt). Weights use HF names and layout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{D, DType, Device, Result, Tensor, Var};
+use candle_nn::VarMap;
+
+use super::config::Config;
+use super::linear::linear;
+use super::lora::Adapter;
+
+/// A projection `x W^T (+ b)`, optionally with a LoRA adapter beside it.
+#[derive(Debug)]
+pub struct Proj {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub adapter: Option<Adapter>,
+}
+
+impl Proj {
+    fn forward(&self, x: &Tensor, adapter_on: bool) -> Result<Tensor> {
+        let mut y = linear(x, &self.weight)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        match (&self.adapter, adapter_on) {
+            (Some(a), true) => y + a.forward(x)?,
+            _ => Ok(y),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Layer {
+    pub input_norm: Tensor,
+    pub q: Proj,
+    pub k: Proj,
+    pub v: Proj,
+    pub o: Proj,
+    pub post_norm: Tensor,
+    pub gate: Proj,
+    pub up: Proj,
+    pub down: Proj,
+}
+
+/// A batch for the model: token ids `[B, T]`, each token's rotary position, and the additive
+/// attention bias `[B, 1, 1, T, T]` (0 where query i may see key j, -1e9 elsewhere). Built
+/// either right-padded (one sequence per row) or packed (several sequences sharing a prefix in
+/// one row, see `logps::SeqBatch::pairs`).
+#[derive(Debug)]
+pub struct Input {
+    pub ids: Tensor,
+    pub bias: Tensor,
+    /// Rotary position of every token, `[B * T]`.
+    pub positions: Tensor,
+    pub max_position: usize,
+}
+
+impl Input {
+    /// Rows of tokens with their positions; `visible(row, i, j)` says whether token i may attend
+    /// to token j (only asked for j <= i, and both real tokens). Rows are right-padded.
+    pub fn new(
+        rows: &[Vec<u32>],
+        positions: &[Vec<u32>],
+        visible: impl Fn(usize, usize, usize) -> bool,
+        pad_id: u32,
+        device: &Device,
+    ) -> Result<Self> {
+        let b = rows.len();
+        let t = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(b * t);
+        let mut pos = Vec::with_capacity(b * t);
+        let mut bias = vec![-1e9f32; b * t * t];
+        for (r, row) in rows.iter().enumerate() {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(pad_id, t - row.len()));
+            pos.extend_from_slice(&positions[r]);
+            pos.extend(std::iter::repeat_n(0, t - row.len()));
+            for i in 0..t {
+                // A padding query sees key 0 only, so its softmax stays finite.
+                bias[(r * t + i) * t] = 0.0;
+                if i >= row.len() {
+                    continue;
+                }
+                for j in 0..=i {
+                    if visible(r, i, j) {
+                        bias[(r * t + i) * t + j] = 0.0;
+                    } else if j == 0 {
+                        bias[(r * t + i) * t] = -1e9;
+                    }
+                }
+            }
+        }
+        let max_position = pos.iter().copied().max().unwrap_or(0) as usize;
+        Ok(Self {
+            ids: Tensor::from_vec(ids, (b, t), device)?,
+            bias: Tensor::from_vec(bias, (b, 1, 1, t, t), device)?,
+            positions: Tensor::from_vec(pos, b * t, device)?,
+            max_position,
+        })
+    }
+
+    /// One sequence per row, causal attention, positions 0.. (right padding).
+    pub fn right_padded(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Self> {
+        let positions: Vec<Vec<u32>> = rows.iter().map(|r| (0..r.len() as u32).collect()).collect();
+        Self::new(rows, &positions, |_, _, _| true, pad_id, device)
+    }
+}
+
+/// The network. Weights are plain tensors; for full fine-tuning each one is a `Var` (the same
+/// storage) registered in `trainable`, for LoRA only the adapters are.
+pub struct Model {
+    pub cfg: Config,
+    pub embed: Tensor,
+    pub layers: Vec<Layer>,
+    pub norm: Tensor,
+    /// `None` when the output projection is tied to the embeddings.
+    pub lm_head: Option<Tensor>,
+    pub trainable: VarMap,
+    adapter_on: AtomicBool,
+}
+
+/// Softmax over the last dim; the max is detached because its gradient cancels exactly, which
+/// saves a masked backward over the whole tensor.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Log-softmax over the last dim, same detached max.
+pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let d = x.broadcast_sub(&max)?;
+    d.broadcast_sub(&d.exp()?.sum_keepdim(D::Minus1)?.log()?)
+}
+
+/// RMSNorm: our fused op on CPU (`fused.rs`), else written out (candle's fused
+/// `candle_nn::ops::rms_norm` has no backward pass).
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if let Some(y) = super::fused::rms_norm(x, w, eps) {
+        return y;
+    }
+    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+    x.broadcast_mul(&r)?.broadcast_mul(w)
+}
+
+/// HF (non-interleaved) rotary embedding, fused on CPU (`fused.rs`): pairs (i, i + d/2). x is [B, H, T, d], cos/sin
+/// [B, 1, T, d/2].
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if let Some(y) = super::fused::rope(x, cos, sin) {
+        return y;
+    }
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
+    let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
+    Tensor::cat(&[a, b], D::Minus1)
+}
+
+fn take(w: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
+    w.remove(name).ok_or_else(|| candle_core::Error::Msg(format!("weights lack tensor `{name}`")))
+}
+
+impl Model {
+    /// Builds the network from HF-named tensors. `full`: every weight becomes trainable.
+    pub fn new(cfg: Config, mut w: HashMap<String, Tensor>, full: bool) -> Result<Self> {
+        cfg.check_supported().map_err(candle_core::Error::Msg)?;
+        let trainable = VarMap::new();
+        let mut get = |name: &str| -> Result<Tensor> {
+            let t = take(&mut w, name)?;
+            if !full {
+                return Ok(t.detach());
+            }
+            let var = Var::from_tensor(&t)?;
+            let out = var.as_tensor().clone();
+            trainable.data().lock().expect("varmap lock").insert(name.to_string(), var);
+            Ok(out)
+        };
+        let proj = |get: &mut dyn FnMut(&str) -> Result<Tensor>, p: &str, bias: bool| -> Result<Proj> {
+            Ok(Proj {
+                weight: get(&format!("{p}.weight"))?,
+                bias: if bias { Some(get(&format!("{p}.bias"))?) } else { None },
+                adapter: None,
+            })
+        };
+        let embed = get("model.embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let (qkv_b, o_b) = (cfg.qkv_bias(), cfg.o_bias());
+            layers.push(Layer {
+                input_norm: get(&format!("{p}.input_layernorm.weight"))?,
+                q: proj(&mut get, &format!("{p}.self_attn.q_proj"), qkv_b)?,
+                k: proj(&mut get, &format!("{p}.self_attn.k_proj"), qkv_b)?,
+                v: proj(&mut get, &format!("{p}.self_attn.v_proj"), qkv_b)?,
+                o: proj(&mut get, &format!("{p}.self_attn.o_proj"), o_b)?,
+                post_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate: proj(&mut get, &format!("{p}.mlp.gate_proj"), false)?,
+                up: proj(&mut get, &format!("{p}.mlp.up_proj"), false)?,
+                down: proj(&mut get, &format!("{p}.mlp.down_proj"), false)?,
+            });
+        }
+        let norm = get("model.norm.weight")?;
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(get("lm_head.weight")?) };
+        Ok(Self { cfg, embed, layers, norm, lm_head, trainable, adapter_on: AtomicBool::new(true) })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+
+    /// Switch LoRA adapters off (the reference model) or on (the policy). No-op without LoRA.
+    pub fn set_adapter_enabled(&self, on: bool) {
+        self.adapter_on.store(on, Ordering::SeqCst);
+    }
+
+    pub fn adapter_enabled(&self) -> bool {
+        self.adapter_on.load(Ordering::SeqCst)
+    }
+
+    /// Trainable variables sorted by name: a deterministic order for the optimizer and checkpoints.
+    pub fn trainable_vars(&self) -> Vec<(String, Var)> {
+        let data = self.trainable.data().lock().expect("varmap lock");
+        let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// cos/sin `[B, 1, T, head_dim/2]` for every token's position.
+    fn rope_tables(&self, input: &Input, b: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        let inv = self.cfg.inv_freq();
+        let half = inv.len();
+        let n = input.max_position + 1;
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for p in 0..n {
+            for f in &inv {
+                let a = p as f64 * f;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        let dev = self.device();
+        let pick = |v: Vec<f32>| -> Result<Tensor> {
+            Tensor::from_vec(v, (n, half), dev)?
+                .index_select(&input.positions, 0)?
+                .reshape((b, 1, t, half))?
+                .to_dtype(self.dtype())
+        };
+        Ok((pick(cos)?, pick(sin)?))
+    }
+
+    /// Final-normed hidden states `[B, T, hidden]`.
+    pub fn hidden(&self, input: &Input) -> Result<Tensor> {
+        let (b, t) = input.ids.dims2()?;
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim());
+        let rep = nh / nkv;
+        let on = self.adapter_enabled();
+        let (cos, sin) = self.rope_tables(input, b, t)?;
+        let bias = input.bias.to_dtype(self.dtype())?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = self.embed.index_select(&input.ids.flatten_all()?, 0)?; // [B*T, H]
+        for l in &self.layers {
+            let h = rms_norm(&x, &l.input_norm, cfg.rms_norm_eps)?;
+            let heads = |p: &Proj, n: usize| -> Result<Tensor> {
+                p.forward(&h, on)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = rope(&heads(&l.q, nh)?, &cos, &sin)?;
+            let k = rope(&heads(&l.k, nkv)?, &cos, &sin)?;
+            let v = heads(&l.v, nkv)?;
+            // Grouped-query attention without repeating k/v: the `rep` query heads that share a
+            // kv head are stacked along the query axis.
+            let q = q.reshape((b, nkv, rep * t, hd))?;
+            let att = (q.matmul(&k.t()?)? * scale)?.reshape((b, nkv, rep, t, t))?;
+            let att = softmax_last(&att.broadcast_add(&bias)?)?.reshape((b, nkv, rep * t, t))?;
+            let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?;
+            let y = y.contiguous()?.reshape((b * t, nh * hd))?;
+            x = (x + l.o.forward(&y, on)?)?;
+            let h = rms_norm(&x, &l.post_norm, cfg.rms_norm_eps)?;
+            let ff = (l.gate.forward(&h, on)?.silu()? * l.up.forward(&h, on)?)?;
+            x = (x + l.down.forward(&ff, on)?)?;
+        }
+        rms_norm(&x, &self.norm, cfg.rms_norm_eps)?.reshape((b, t, cfg.hidden_size))
+    }
+
+    /// Logits for hidden rows `[N, hidden] -> [N, vocab]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        linear(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
+    }
+
+    /// Logits at every position `[B, T, vocab]`.
+    pub fn forward(&self, input: &Input) -> Result<Tensor> {
+        self.logits(&self.hidden(input)?)
+    }
+}
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+pub(crate) mod tests;
