@@ -5,6 +5,7 @@ mod data;
 mod init;
 mod model;
 mod stats;
+mod train;
 
 mod team;
 
@@ -102,6 +103,36 @@ pub enum Command {
         after_help = "Examples:\n  verdict generate                       two candidates for every prompt\n  verdict generate --candidates 4 --language de --limit 10\n  verdict generate --prompt 12 --temperature 0.3 --seed 7\n  verdict generate --model ./my-model-dir --device cuda"
     )]
     Generate(GenerateArgs),
+    /// Fine-tune the model on the resolved pairs (DPO or SFT, full or LoRA).
+    ///
+    /// Every option can also come from a TOML run config (`--config run.toml`, same names
+    /// with underscores); the effective config is stored with the run. Ctrl-C stops at the
+    /// end of the step and writes a checkpoint; `--resume RUN_ID` continues from it.
+    #[command(
+        after_help = "Examples:\n  verdict train --max-steps 30 --learning-rate 5e-6 --out runs/first\n  verdict train --lora-rank 16 --lora-targets q,k,v,o --epochs 2 --eval-every 10\n  verdict train --method sft --max-steps 50\n  verdict train --resume 3"
+    )]
+    Train(TrainArgs),
+    /// Training runs with their status, last loss and eval accuracy.
+    Runs {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Summed log-probs of each pair's chosen and rejected answers under a model (and a
+    /// reference, with DPO rewards and loss): check verdict's numbers against another tool.
+    #[command(
+        after_help = "Examples:\n  verdict logps pairs.jsonl\n  verdict logps --model runs/first/model --ref base.gguf --beta 0.1 pairs.jsonl"
+    )]
+    Logps {
+        file: PathBuf,
+        #[arg(long, env = "VERDICT_MODEL")]
+        model: Option<PathBuf>,
+        #[arg(long = "ref")]
+        reference: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.1)]
+        beta: f64,
+        #[arg(long, default_value_t = 1024)]
+        max_length: usize,
+    },
     /// Manage annotators and their roles and languages.
     #[command(subcommand)]
     Annotator(AnnotatorCommand),
@@ -225,6 +256,86 @@ pub struct GenerateArgs {
     pub threads: Option<usize>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// A TOML file with any of the options below (flags given here win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue a stopped or failed run from its last checkpoint.
+    #[arg(long)]
+    pub resume: Option<i64>,
+    /// The base model (default: VERDICT_MODEL, else the default model).
+    #[arg(long, env = "VERDICT_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Where the run writes checkpoints and the tuned model (default: runs/run-<time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// dpo or sft.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// sigmoid, ipo, hinge, robust or simpo.
+    #[arg(long, value_parser = parse_loss)]
+    pub loss: Option<crate::train::loss::LossType>,
+    #[arg(long)]
+    pub beta: Option<f64>,
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
+    /// Weight of an NLL term on the chosen answer (RPO); keeps its likelihood from falling.
+    #[arg(long)]
+    pub sft_weight: Option<f64>,
+    /// Pairs more annotators agreed on count more.
+    #[arg(long)]
+    pub weight_by_agreement: bool,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// constant, linear or cosine.
+    #[arg(long, value_parser = parse_schedule)]
+    pub schedule: Option<crate::train::optim::Schedule>,
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Train a LoRA adapter of this rank instead of every weight.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Comma separated among q,k,v,o,gate,up,down.
+    #[arg(long)]
+    pub lora_targets: Option<String>,
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn parse_loss(s: &str) -> Result<crate::train::loss::LossType, String> {
+    serde_json::from_value(serde_json::Value::from(s))
+        .map_err(|_| format!("unknown loss {s}: sigmoid, ipo, hinge, robust or simpo"))
+}
+
+fn parse_schedule(s: &str) -> Result<crate::train::optim::Schedule, String> {
+    serde_json::from_value(serde_json::Value::from(s))
+        .map_err(|_| format!("unknown schedule {s}: constant, linear or cosine"))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AnnotatorCommand {
     /// Add an annotator (or change their role and languages).
@@ -298,6 +409,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Export { file, format, split, bundle }) => data::export(cli, file, *format, *split, *bundle),
         Some(Command::Model(command)) => model::model_command(cli, command),
         Some(Command::Generate(args)) => model::generate_command(cli, args),
+        Some(Command::Train(args)) => train::train_command(cli, args),
+        Some(Command::Runs { json }) => train::runs_command(cli, *json),
+        Some(Command::Logps { file, model, reference, beta, max_length }) => {
+            train::logps_command(model.as_deref(), reference.as_deref(), file, *beta, *max_length)
+        }
         Some(Command::Annotator(command)) => team::annotator(cli, command),
         Some(Command::Assign { overlap, per_annotator, language }) => {
             team::assign_queues(cli, *overlap, *per_annotator, language)

@@ -4,3 +4,4 @@
 //! on a channel. A cancel flag stops it at the next safe point.
 
 pub mod generate;
+pub mod train;

@@ -13,6 +13,7 @@ mod merge;
 pub mod migrations;
 mod models;
 mod pairs;
+mod runs;
 mod stats;
 mod team;
 
@@ -26,6 +27,7 @@ pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Verdict};
 pub use merge::MergeSummary;
 pub use models::{GenerationTarget, ModelRow, TargetFilter};
 pub use pairs::{ActiveJudgment, PairRow, PromptRow};
+pub use runs::RunRow;
 pub use stats::{Stats, StatsRow};
 pub use team::{AnnotatorRow, Dispute, JudgmentFacts, Vote};
 

@@ -1,0 +1,237 @@
+//! `verdict train`, `verdict runs` and `verdict logps`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{Cli, TrainArgs};
+use crate::jobs::train::{self, TrainConfig, TrainEvent};
+use crate::store::{OpenMode, Store};
+use crate::table;
+
+/// The run config: defaults, then `--config run.toml`, then the flags given.
+pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let mut c: TrainConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("{}: not a valid run config", path.display()))?
+        }
+        None => TrainConfig::default(),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = &args.$field { c.$field = v.clone(); } )* };
+    }
+    set!(
+        method,
+        loss,
+        beta,
+        label_smoothing,
+        sft_weight,
+        learning_rate,
+        weight_decay,
+        warmup_steps,
+        schedule,
+        batch_size,
+        grad_accum,
+        epochs,
+        max_length,
+        seed,
+        lora_alpha,
+        eval_every,
+        save_every
+    );
+    if args.max_steps.is_some() {
+        c.max_steps = args.max_steps;
+    }
+    if args.lora_rank.is_some() {
+        c.lora_rank = args.lora_rank;
+    }
+    if let Some(targets) = &args.lora_targets {
+        c.lora_targets = targets.split(',').map(|t| t.trim().to_string()).collect();
+    }
+    if args.weight_by_agreement {
+        c.weight_by_agreement = true;
+    }
+    if args.model.is_some() {
+        c.model = args.model.clone();
+    }
+    if args.out.is_some() {
+        c.out = args.out.clone();
+    }
+    if args.threads.is_some() {
+        c.threads = args.threads;
+    }
+    c.check()?;
+    Ok(c)
+}
+
+pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
+    let config = config_from_args(args)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let _ = ctrlc::set_handler(move || {
+            if cancel.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping at the end of this step and writing a checkpoint (Ctrl-C again to quit now)");
+        });
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} · ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let summary = train::run(&cli.db, &config, args.resume, args.overwrite, &cancel, &mut |event| match event {
+        TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated } => {
+            bar.println(format!(
+                "run {run_id}: {train_pairs} train pairs, {test_pairs} test pairs, {steps} steps{}",
+                if truncated > 0 {
+                    format!(", {truncated} pairs longer than --max-length are truncated")
+                } else {
+                    String::new()
+                }
+            ));
+            bar.set_length(steps as u64);
+        }
+        TrainEvent::ReferenceDone { computed, cached } => {
+            bar.println(format!("reference log-probs: {computed} computed, {cached} from the cache"))
+        }
+        TrainEvent::Step { step, metrics } => {
+            let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(f64::NAN);
+            bar.set_position(step as u64);
+            bar.set_message(format!(
+                "loss {:.4} · margin {:.3} · acc {:.2} · {:.0} tok/s",
+                get("loss"),
+                get("rewards/margins"),
+                get("rewards/accuracies"),
+                get("tokens_per_second")
+            ));
+        }
+        TrainEvent::Eval { step, metrics } => {
+            let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(f64::NAN);
+            bar.println(format!(
+                "step {step}: eval loss {:.4} · eval accuracy {:.2} · eval margin {:.3}",
+                get("eval_loss"),
+                get("eval_rewards/accuracies"),
+                get("eval_rewards/margins")
+            ));
+        }
+        TrainEvent::Checkpoint { step, path } => bar.println(format!("step {step}: checkpoint {}", path.display())),
+    })?;
+    bar.finish_and_clear();
+    match &summary.output {
+        Some(dir) => {
+            println!("run {} finished after {} steps; model in {}", summary.run_id, summary.steps, dir.display())
+        }
+        None => println!(
+            "run {} {} at step {}; continue with `verdict train --resume {}`",
+            summary.run_id, summary.status, summary.steps, summary.run_id
+        ),
+    }
+    Ok(if summary.status == "finished" { ExitCode::SUCCESS } else { ExitCode::from(130) })
+}
+
+pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let runs = store.runs()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let show = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into());
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.name.clone(),
+                r.method.clone(),
+                r.status.clone(),
+                r.base_model.clone().unwrap_or_default(),
+                r.last_step.map(|s| s.to_string()).unwrap_or_else(|| "–".into()),
+                show(r.last_loss),
+                show(r.eval_accuracy),
+                r.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(&["id", "name", "method", "status", "base", "step", "loss", "eval acc.", "error"], &rows)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verdict logps`: summed log-probs of each pair's answers under a model (and a reference).
+pub fn logps_command(
+    model_path: Option<&Path>,
+    reference: Option<&Path>,
+    file: &Path,
+    beta: f64,
+    max_length: usize,
+) -> anyhow::Result<ExitCode> {
+    use crate::domain::ImportRecord;
+    use crate::model::{ChatMessage, LoadOptions};
+    let parsed = crate::data::import::parse_file(file, None)?;
+    if let Some(first) = parsed.errors.first() {
+        anyhow::bail!("{first}");
+    }
+    let score = |path: &Path| -> anyhow::Result<Vec<(f32, f32)>> {
+        let inference = crate::model::Model::load(
+            path,
+            &LoadOptions { dequantize: true, requantize: false, ..LoadOptions::default() },
+        )?;
+        let device = inference.device().clone();
+        let (cfg, weights) = if path.is_dir() {
+            crate::train::weights::load_hf_dir(path, candle_core::DType::F32, &device)?
+        } else {
+            crate::train::weights::load_gguf(path, candle_core::DType::F32, &device)?
+        };
+        let net = crate::train::model::Model::new(cfg, weights, false)?;
+        let mut ids = Vec::new();
+        for record in &parsed.records {
+            let ImportRecord::Pair { prompt, chosen, rejected, .. } = record else {
+                anyhow::bail!("{}: every line needs `chosen` and `rejected`", file.display());
+            };
+            let messages: Vec<ChatMessage> =
+                prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
+            ids.push(crate::train::tokenize::pair_ids(&inference, &messages, chosen, rejected, 1.0)?);
+        }
+        let pad = inference.info().special_tokens.stop_ids.first().copied().unwrap_or(0);
+        let trunc = crate::train::logps::Truncation { max_length, keep_end: false };
+        Ok(crate::train::step::reference_logps(&net, &ids, &trunc, pad, 1)?
+            .iter()
+            .map(|r| (r.chosen, r.rejected))
+            .collect())
+    };
+    let policy_path = crate::model::resolve_model_path(model_path)?;
+    let policy = score(&policy_path)?;
+    let refs = match reference {
+        Some(r) => Some(score(r)?),
+        None => None,
+    };
+    for (i, (c, r)) in policy.iter().enumerate() {
+        let mut line = serde_json::json!({"index": i, "logps/chosen": c, "logps/rejected": r});
+        if let Some(refs) = &refs {
+            let (rc, rr) = refs[i];
+            let chosen_reward = beta * (*c as f64 - rc as f64);
+            let rejected_reward = beta * (*r as f64 - rr as f64);
+            let margin = chosen_reward - rejected_reward;
+            // The sigmoid DPO loss: -log σ(β((π_c - ref_c) - (π_r - ref_r))).
+            let loss = (1.0 + (-margin).exp()).ln();
+            line["ref_logps/chosen"] = rc.into();
+            line["ref_logps/rejected"] = rr.into();
+            line["rewards/chosen"] = chosen_reward.into();
+            line["rewards/rejected"] = rejected_reward.into();
+            line["loss"] = loss.into();
+        }
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,453 @@
+//! A training run from the store's resolved pairs: tokenize (TRL's rule), cache reference
+//! log-probs, loop with accumulation, evaluation and checkpoints, record every step's
+//! metrics in the store, export the result. `verdict train` and the TUI both call `run`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use candle_core::DType;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Split, sha256_hex};
+use crate::model::{self, ChatMessage, LoadOptions};
+use crate::store::{OpenMode, Store};
+use crate::train::logps::Truncation;
+use crate::train::lora::LoraConfig;
+use crate::train::loss::{DpoConfig, LossType};
+use crate::train::optim::{AdamW, OptimConfig, Schedule};
+use crate::train::step::{Method, PairIds, RefLogps, StepConfig};
+use crate::train::{checkpoint, export, lora, step, tokenize, weights};
+
+/// Everything a run is configured by; also what `--config run.toml` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `dpo` or `sft`.
+    pub method: String,
+    pub loss: LossType,
+    pub beta: f64,
+    pub label_smoothing: f64,
+    pub simpo_gamma: f64,
+    pub sft_weight: f64,
+    pub weight_by_agreement: bool,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    pub schedule: Schedule,
+    pub max_grad_norm: f64,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    pub max_length: usize,
+    pub seed: u64,
+    pub lora_rank: Option<usize>,
+    pub lora_alpha: f64,
+    pub lora_targets: Vec<String>,
+    pub eval_every: usize,
+    pub save_every: usize,
+    pub model: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub threads: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig {
+            method: "dpo".into(),
+            loss: LossType::Sigmoid,
+            beta: 0.1,
+            label_smoothing: 0.0,
+            simpo_gamma: 0.5,
+            sft_weight: 0.0,
+            weight_by_agreement: false,
+            learning_rate: 5e-6,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            schedule: Schedule::Linear,
+            max_grad_norm: 1.0,
+            batch_size: 1,
+            grad_accum: 1,
+            epochs: 1,
+            max_steps: None,
+            max_length: 1024,
+            seed: 42,
+            lora_rank: None,
+            lora_alpha: 16.0,
+            lora_targets: vec!["q".into(), "k".into(), "v".into(), "o".into()],
+            eval_every: 0,
+            save_every: 0,
+            model: None,
+            out: None,
+            threads: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !matches!(self.method.as_str(), "dpo" | "sft") {
+            bail!("--method must be dpo or sft, not {}", self.method);
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            bail!("--batch-size and --grad-accum must be at least 1");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
+            bail!("--learning-rate {} is outside (0, 1); DPO usually wants 1e-7 to 1e-5", self.learning_rate);
+        }
+        if self.beta <= 0.0 {
+            bail!("--beta must be positive");
+        }
+        if self.max_length < 16 {
+            bail!("--max-length {} is too short to hold a prompt and an answer", self.max_length);
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    Started { run_id: i64, train_pairs: usize, test_pairs: usize, steps: usize, truncated: usize },
+    ReferenceDone { computed: usize, cached: usize },
+    Step { step: usize, metrics: Vec<(String, f64)> },
+    Eval { step: usize, metrics: Vec<(String, f64)> },
+    Checkpoint { step: usize, path: PathBuf },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainSummary {
+    pub run_id: i64,
+    pub status: String,
+    pub steps: usize,
+    pub output: Option<PathBuf>,
+}
+
+/// A resolved pair ready to tokenize.
+struct Example {
+    key: String,
+    messages: Vec<ChatMessage>,
+    chosen: String,
+    rejected: String,
+    weight: f32,
+    split: Split,
+}
+
+fn examples(store: &Store, by_agreement: bool) -> anyhow::Result<Vec<Example>> {
+    let pairs = crate::qa::resolved_pairs(store)?;
+    let prompts: HashMap<i64, crate::store::PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
+    let ids: Vec<i64> = pairs.iter().flat_map(|p| [p.chosen, p.rejected]).collect();
+    let texts = store.response_texts(&ids)?;
+    let mut out: Vec<Example> = pairs
+        .iter()
+        .map(|p| {
+            let prompt = &prompts[&p.prompt_id];
+            // A pair three people agreed on counts more than a contested or single one:
+            // agreeing votes minus dissenting ones, at least a half, then normalized below.
+            let weight = if by_agreement { (p.agreeing as f32 - (p.votes - p.agreeing) as f32).max(0.5) } else { 1.0 };
+            Example {
+                key: format!("{}:{}", p.chosen, p.rejected),
+                messages: prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect(),
+                chosen: texts[&p.chosen].clone(),
+                rejected: texts[&p.rejected].clone(),
+                weight,
+                split: prompt.split,
+            }
+        })
+        .collect();
+    let mean = out.iter().map(|e| e.weight).sum::<f32>() / out.len().max(1) as f32;
+    for e in &mut out {
+        e.weight /= mean.max(1e-6);
+    }
+    Ok(out)
+}
+
+fn metrics_vec(m: &crate::train::loss::Metrics, prefix: &str) -> Vec<(String, f64)> {
+    m.iter().map(|(k, v)| (format!("{prefix}{k}"), *v)).collect()
+}
+
+/// Runs (or, with `resume`, continues) a training run.
+pub fn run(
+    db: &Path,
+    config: &TrainConfig,
+    resume: Option<i64>,
+    overwrite: bool,
+    cancel: &AtomicBool,
+    events: &mut dyn FnMut(TrainEvent),
+) -> anyhow::Result<TrainSummary> {
+    let mut store = Store::open(db, OpenMode::MustExist)?;
+    let (config, run_id) = match resume {
+        Some(id) => {
+            let row = store.run(id)?.with_context(|| format!("no run {id}: `verdict runs` lists them"))?;
+            let config: TrainConfig = serde_json::from_str(&row.config)?;
+            store.set_run_status(id, "running", None)?;
+            (config, Some(id))
+        }
+        None => (config.clone(), None),
+    };
+    config.check()?;
+    let model_path = model::resolve_model_path(config.model.as_deref())?;
+    let out = config.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("run-{}", chrono_free_stamp())));
+    if resume.is_none() && out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if !overwrite {
+            bail!("{} exists and is not empty: pass --overwrite, or another --out", out.display());
+        }
+        std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot write to {}", out.display()))?;
+
+    // Tokenizer and template come from the inference loader; the weights are loaded again
+    // as trainable f32 tensors.
+    let inference = model::Model::load(
+        &model_path,
+        &LoadOptions { threads: config.threads, dequantize: true, requantize: false, ..LoadOptions::default() },
+    )?;
+    let info = inference.info().clone();
+    let device = inference.device().clone();
+    let base_id = store.register_model(
+        &info.sha256,
+        &info.name.clone().unwrap_or_else(|| "base".into()),
+        &model_path.display().to_string(),
+        if model_path.is_dir() { "hf" } else { "gguf" },
+        &info.architecture,
+        &info.quantization,
+    )?;
+    let all = examples(&store, config.weight_by_agreement)?;
+    let (train_set, test_set): (Vec<&Example>, Vec<&Example>) = all.iter().partition(|e| e.split == Split::Train);
+    if train_set.is_empty() {
+        bail!("no resolved pairs in the train split: label some pairs (or `verdict import` them) first");
+    }
+    let tokenize_all = |set: &[&Example]| -> anyhow::Result<Vec<PairIds>> {
+        set.iter().map(|e| Ok(tokenize::pair_ids(&inference, &e.messages, &e.chosen, &e.rejected, e.weight)?)).collect()
+    };
+    let train_ids = tokenize_all(&train_set)?;
+    let test_ids = tokenize_all(&test_set)?;
+    let truncation = Truncation { max_length: config.max_length, keep_end: false };
+    let truncated =
+        train_ids.iter().filter(|p| p.prompt.len() + p.chosen.len().max(p.rejected.len()) > config.max_length).count();
+
+    let (cfg, mut weights_map) = if model_path.is_dir() {
+        weights::load_hf_dir(&model_path, DType::F32, &device)?
+    } else {
+        weights::load_gguf(&model_path, DType::F32, &device)?
+    };
+    if let Err(why) = cfg.check_supported() {
+        bail!("{}: cannot train this model: {why}", model_path.display());
+    }
+    let lora_cfg = config.lora_rank.map(|rank| LoraConfig {
+        rank,
+        alpha: config.lora_alpha,
+        targets: config.lora_targets.clone(),
+    });
+    let mut net = crate::train::model::Model::new(cfg.clone(), std::mem::take(&mut weights_map), lora_cfg.is_none())?;
+    if let Some(l) = &lora_cfg {
+        lora::attach(&mut net, l, config.seed)?;
+    }
+    let pad_id = info.special_tokens.stop_ids.first().copied().unwrap_or(0);
+    let method = match config.method.as_str() {
+        "sft" => Method::Sft,
+        _ => Method::Dpo(DpoConfig {
+            loss: config.loss,
+            beta: config.beta,
+            label_smoothing: config.label_smoothing,
+            simpo_gamma: config.simpo_gamma,
+            sft_weight: config.sft_weight,
+        }),
+    };
+    let step_cfg = StepConfig { method: method.clone(), truncation, pad_id };
+
+    // Reference log-probs: computed once per (model, pair, template) and cached.
+    let template_hash = sha256_hex(&["template", &info.chat_template, &config.max_length.to_string()]);
+    let needs_ref = matches!(&method, Method::Dpo(d) if d.loss.needs_reference());
+    let reference = |set: &[&Example], ids: &[PairIds], store: &mut Store| -> anyhow::Result<(Vec<RefLogps>, usize)> {
+        if !needs_ref {
+            return Ok((vec![RefLogps { chosen: 0.0, rejected: 0.0 }; ids.len()], 0));
+        }
+        let cached = store.ref_logps(&info.sha256, &template_hash)?;
+        let missing: Vec<usize> = (0..set.len()).filter(|&i| !cached.contains_key(&set[i].key)).collect();
+        let todo: Vec<PairIds> = missing.iter().map(|&i| ids[i].clone()).collect();
+        let computed = step::reference_logps(&net, &todo, &truncation, pad_id, config.batch_size)?;
+        let fresh: Vec<(String, f64, f64)> = missing
+            .iter()
+            .zip(&computed)
+            .map(|(&i, r)| (set[i].key.clone(), r.chosen as f64, r.rejected as f64))
+            .collect();
+        store.save_ref_logps(&info.sha256, &template_hash, &fresh)?;
+        let mut all = cached;
+        all.extend(fresh.into_iter().map(|(k, c, r)| (k, (c, r))));
+        let refs = set
+            .iter()
+            .map(|e| {
+                let (c, r) = all[&e.key];
+                RefLogps { chosen: c as f32, rejected: r as f32 }
+            })
+            .collect();
+        Ok((refs, missing.len()))
+    };
+    let (train_refs, computed_train) = reference(&train_set, &train_ids, &mut store)?;
+    let (test_refs, computed_test) = reference(&test_set, &test_ids, &mut store)?;
+
+    let per_epoch = train_ids.len().div_ceil(config.batch_size * config.grad_accum);
+    let total_steps = config.max_steps.unwrap_or(per_epoch * config.epochs.max(1));
+    let optim_cfg = OptimConfig {
+        learning_rate: config.learning_rate,
+        weight_decay: config.weight_decay,
+        warmup_steps: config.warmup_steps,
+        total_steps,
+        schedule: config.schedule,
+        max_grad_norm: config.max_grad_norm,
+        ..OptimConfig::default()
+    };
+    let mut optimizer = AdamW::new(net.trainable_vars(), optim_cfg)?;
+    let mut effective = config.clone();
+    effective.model = Some(model_path.clone());
+    effective.out = Some(out.clone());
+    let run_id = match run_id {
+        Some(id) => id,
+        None => store.create_run(
+            out.file_name().map(|n| n.to_string_lossy().to_string()).as_deref().unwrap_or("run"),
+            &config.method,
+            &serde_json::to_string(&effective)?,
+            Some(base_id),
+        )?,
+    };
+    let checkpoints = out.join("checkpoints");
+    let mut start_step = 0;
+    if resume.is_some() {
+        if let Some(latest) = checkpoint::latest(&checkpoints) {
+            checkpoint::load(&latest, &net, &mut optimizer)?;
+            start_step = optimizer.step;
+        }
+    }
+    events(TrainEvent::Started {
+        run_id,
+        train_pairs: train_ids.len(),
+        test_pairs: test_ids.len(),
+        steps: total_steps,
+        truncated,
+    });
+    events(TrainEvent::ReferenceDone {
+        computed: computed_train + computed_test,
+        cached: train_ids.len() + test_ids.len() - computed_train - computed_test,
+    });
+
+    // The data order is a function of (seed, epoch) alone, so a resumed run sees exactly
+    // the batches the uninterrupted one would have.
+    let order_for = |epoch: usize| {
+        let mut order: Vec<usize> = (0..train_ids.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
+        order
+    };
+    let micro = config.batch_size;
+    let per_step = micro * config.grad_accum;
+    let outcome: anyhow::Result<&str> = (|| {
+        for step_index in start_step..total_steps {
+            if cancel.load(Ordering::Relaxed) {
+                let path = checkpoint::save(&checkpoints, &net, &optimizer, &serde_json::json!({}))?;
+                store.add_checkpoint(run_id, step_index as i64, &path.display().to_string())?;
+                events(TrainEvent::Checkpoint { step: step_index, path });
+                return Ok("stopped");
+            }
+            let first = step_index * per_step;
+            let mut batches: Vec<(Vec<PairIds>, Vec<RefLogps>)> = Vec::new();
+            for m in 0..config.grad_accum {
+                let mut pairs = Vec::new();
+                let mut refs = Vec::new();
+                for k in 0..micro {
+                    let global = first + m * micro + k;
+                    let epoch = global / train_ids.len();
+                    let i = order_for(epoch)[global % train_ids.len()];
+                    pairs.push(train_ids[i].clone());
+                    refs.push(train_refs[i]);
+                }
+                batches.push((pairs, refs));
+            }
+            let views: Vec<(&[PairIds], &[RefLogps])> =
+                batches.iter().map(|(p, r)| (p.as_slice(), r.as_slice())).collect();
+            let metrics = step::train_step(&net, &views, &step_cfg, &mut optimizer)?;
+            let step_number = step_index + 1;
+            let mut values = metrics_vec(&metrics, "");
+            values.push(("epoch".into(), (step_number * per_step) as f64 / train_ids.len() as f64));
+            store.add_metrics(run_id, step_number as i64, &values)?;
+            events(TrainEvent::Step { step: step_number, metrics: values });
+            if config.eval_every > 0 && step_number % config.eval_every == 0 && !test_ids.is_empty() {
+                let eval = step::evaluate(&net, &test_ids, &test_refs, &step_cfg)?;
+                let values = metrics_vec(&eval, "eval_");
+                store.add_metrics(run_id, step_number as i64, &values)?;
+                events(TrainEvent::Eval { step: step_number, metrics: values });
+            }
+            if config.save_every > 0 && step_number % config.save_every == 0 {
+                let path = checkpoint::save(&checkpoints, &net, &optimizer, &serde_json::json!({}))?;
+                store.add_checkpoint(run_id, step_number as i64, &path.display().to_string())?;
+                events(TrainEvent::Checkpoint { step: step_number, path });
+            }
+        }
+        Ok("finished")
+    })();
+    let status = match outcome {
+        Ok(status) => status,
+        Err(error) => {
+            // The last good checkpoint stays; the run says what happened.
+            store.set_run_status(run_id, "failed", Some(&format!("{error:#}")))?;
+            return Err(error);
+        }
+    };
+    let mut output = None;
+    if status == "finished" {
+        let final_dir = out.join("model");
+        write_outputs(&net, lora_cfg.as_ref(), &inference, &model_path, &final_dir)?;
+        let sha = model::fetch::sha256_file(&final_dir.join("model.safetensors"))?;
+        let model_id = store.register_model(
+            &sha,
+            &format!("{} (run {run_id})", info.name.clone().unwrap_or_else(|| "tuned".into())),
+            &final_dir.display().to_string(),
+            "hf",
+            &info.architecture,
+            "F32",
+        )?;
+        store.set_run_output(run_id, model_id)?;
+        output = Some(final_dir);
+    }
+    store.set_run_status(run_id, status, None)?;
+    Ok(TrainSummary { run_id, status: status.into(), steps: optimizer.step, output })
+}
+
+/// The HF directory (LoRA merged), tokenizer files, and for LoRA the PEFT adapter.
+fn write_outputs(
+    net: &crate::train::model::Model,
+    lora_cfg: Option<&LoraConfig>,
+    inference: &model::Model,
+    source: &Path,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    export::export_hf(net, dir)?;
+    inference
+        .tokenizer()
+        .save(dir.join("tokenizer.json"), false)
+        .map_err(|e| anyhow::anyhow!("cannot write tokenizer.json: {e}"))?;
+    let info = inference.info();
+    let tokenizer_config = serde_json::json!({
+        "chat_template": info.chat_template,
+        "bos_token": info.special_tokens.bos,
+        "eos_token": info.special_tokens.eot.clone().or(info.special_tokens.eos.clone()),
+        "pad_token": info.special_tokens.pad,
+        "unk_token": info.special_tokens.unk,
+        "add_bos_token": false,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    });
+    std::fs::write(dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)?)?;
+    if let Some(l) = lora_cfg {
+        export::export_peft(net, l, &source.display().to_string(), &dir.join("adapter"))?;
+    }
+    Ok(())
+}
+
+/// A sortable name for a run folder without a date crate: seconds since 1970.
+fn chrono_free_stamp() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,160 @@
+//! Training runs: config, status, metrics per step (TRL's names), checkpoints, and the
+//! cache of reference log-probs.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Result, Store};
+
+/// A row of `runs`, with the figures the runs list shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub name: String,
+    pub method: String,
+    pub config: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub base_model: Option<String>,
+    pub output_model_id: Option<i64>,
+    pub started_at: String,
+    pub updated_at: String,
+    pub last_step: Option<i64>,
+    pub last_loss: Option<f64>,
+    pub eval_accuracy: Option<f64>,
+}
+
+impl Store {
+    pub fn create_run(&self, name: &str, method: &str, config_json: &str, base_model_id: Option<i64>) -> Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (name, method, config, status, base_model_id) VALUES (?1, ?2, ?3, 'running', ?4)",
+            params![name, method, config_json, base_model_id],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Sets a run's status (`running`, `finished`, `stopped`, `failed`) and error text.
+    pub fn set_run_status(&self, run_id: i64, status: &str, error: Option<&str>) -> Result<()> {
+        let finished = matches!(status, "finished" | "stopped" | "failed");
+        self.conn.execute(
+            "UPDATE runs SET status = ?2, error = ?3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                 finished_at = CASE WHEN ?4 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE NULL END
+             WHERE id = ?1",
+            params![run_id, status, error, finished],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_run_output(&self, run_id: i64, model_id: i64) -> Result<()> {
+        self.conn.execute("UPDATE runs SET output_model_id = ?2 WHERE id = ?1", params![run_id, model_id])?;
+        self.conn.execute("UPDATE models SET run_id = ?1 WHERE id = ?2", params![run_id, model_id])?;
+        Ok(())
+    }
+
+    /// Records one step's metrics (a resumed run overwrites the steps it redoes).
+    pub fn add_metrics(&mut self, run_id: i64, step: i64, metrics: &[(String, f64)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO run_metrics (run_id, step, name, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(run_id, name, step) DO UPDATE SET value = excluded.value",
+            )?;
+            for (name, value) in metrics {
+                if value.is_finite() {
+                    insert.execute(params![run_id, step, name, value])?;
+                }
+            }
+            tx.execute("UPDATE runs SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1", [run_id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One metric's curve: (step, value), in step order.
+    pub fn metric_series(&self, run_id: i64, name: &str) -> Result<Vec<(i64, f64)>> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT step, value FROM run_metrics WHERE run_id = ?1 AND name = ?2 ORDER BY step")?;
+        let rows = statement.query_map(params![run_id, name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn add_checkpoint(&self, run_id: i64, step: i64, path: &str) -> Result<()> {
+        self.conn
+            .execute("INSERT INTO checkpoints (run_id, step, path) VALUES (?1, ?2, ?3)", params![run_id, step, path])?;
+        Ok(())
+    }
+
+    pub fn run(&self, run_id: i64) -> Result<Option<RunRow>> {
+        Ok(self.runs()?.into_iter().find(|r| r.id == run_id))
+    }
+
+    pub fn runs(&self) -> Result<Vec<RunRow>> {
+        let mut statement = self.conn.prepare(
+            "SELECT r.id, r.name, r.method, r.config, r.status, r.error, m.name, r.output_model_id, r.started_at, r.updated_at,
+                    (SELECT max(step) FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss'),
+                    (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1),
+                    (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'eval_rewards/accuracies'
+                     ORDER BY step DESC LIMIT 1)
+             FROM runs r LEFT JOIN models m ON m.id = r.base_model_id ORDER BY r.id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(RunRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                method: r.get(2)?,
+                config: r.get(3)?,
+                status: r.get(4)?,
+                error: r.get(5)?,
+                base_model: r.get(6)?,
+                output_model_id: r.get(7)?,
+                started_at: r.get(8)?,
+                updated_at: r.get(9)?,
+                last_step: r.get(10)?,
+                last_loss: r.get(11)?,
+                eval_accuracy: r.get(12)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Cached reference log-probs for (model, template) keyed by pair.
+    pub fn ref_logps(&self, model_sha: &str, template_hash: &str) -> Result<HashMap<String, (f64, f64)>> {
+        let mut statement = self.conn.prepare(
+            "SELECT pair_key, chosen_logp, rejected_logp FROM ref_logps WHERE model_sha = ?1 AND template_hash = ?2",
+        )?;
+        let rows =
+            statement.query_map(params![model_sha, template_hash], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn save_ref_logps(
+        &mut self,
+        model_sha: &str,
+        template_hash: &str,
+        values: &[(String, f64, f64)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO ref_logps (model_sha, pair_key, template_hash, chosen_logp, rejected_logp)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (key, chosen, rejected) in values {
+                insert.execute(params![model_sha, key, template_hash, chosen, rejected])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The sha256 and path of a registered model.
+    pub fn model_by_id(&self, id: i64) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row("SELECT sha256, path FROM models WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+}
