@@ -45,7 +45,7 @@ pub fn agreement(store: &Store) -> Result<String> {
     let _ = writeln!(out, "thresholds: alpha >= 0.8 reliable · 0.667-0.8 tentative · below: revise the guidelines");
     let counts: Vec<String> =
         overview.categories.iter().zip(&o.category_counts).map(|(c, n)| format!("{c} {n}")).collect();
-    let _ = writeln!(out, "outcome counts: {}", counts.join(" · "));
+    let _ = writeln!(out, "outcomes on those pairs: {}", counts.join(" · "));
     let mut slices = |title: &str, slices: &[Slice]| {
         let rows: Vec<Vec<String>> = slices
             .iter()

@@ -103,6 +103,9 @@ pub struct App {
     pub use_external_editor: bool,
     pub quit: bool,
     pub job: Option<GenerationJob>,
+    /// The QA screen's text while it is open.
+    pub qa: Option<String>,
+    pub qa_scroll: u16,
     /// The model for generation: `--model`/VERDICT_MODEL, else the default (fetched on first use).
     pub model: Option<std::path::PathBuf>,
 }
@@ -135,6 +138,8 @@ impl App {
             use_external_editor: std::env::var_os("VISUAL").or_else(|| std::env::var_os("EDITOR")).is_some(),
             quit: false,
             job: None,
+            qa: None,
+            qa_scroll: 0,
             model: std::env::var_os("VERDICT_MODEL").map(Into::into),
         };
         app.apply_filter();
@@ -171,6 +176,17 @@ impl App {
         }
         if self.input != Input::None {
             self.type_key(key)?;
+            return Ok(None);
+        }
+        if self.qa.is_some() {
+            match key.code {
+                KeyCode::Char('j') | KeyCode::Down => self.qa_scroll = self.qa_scroll.saturating_add(1),
+                KeyCode::Char('k') | KeyCode::Up => self.qa_scroll = self.qa_scroll.saturating_sub(1),
+                KeyCode::PageDown => self.qa_scroll = self.qa_scroll.saturating_add(10),
+                KeyCode::PageUp => self.qa_scroll = self.qa_scroll.saturating_sub(10),
+                KeyCode::Char('Q') | KeyCode::Esc | KeyCode::Char('q') => self.qa = None,
+                _ => {}
+            }
             return Ok(None);
         }
         if self.show_help {
@@ -268,6 +284,17 @@ impl App {
                     self.apply_filter();
                 }
             },
+            Action::Quality => {
+                self.qa = match self.qa {
+                    Some(_) => None,
+                    None => Some(format!(
+                        "AGREEMENT\n\n{}\nANNOTATORS\n\n{}",
+                        crate::qa::text::agreement(&self.store)?,
+                        crate::qa::text::annotators(&self.store)?
+                    )),
+                };
+                self.qa_scroll = 0;
+            }
             Action::Refresh => {
                 self.items = queue::load(&self.store, self.annotator_id)?;
                 self.apply_filter();

@@ -27,9 +27,12 @@ pub fn draw(frame: &mut Frame, app: &App) {
     } else {
         main
     };
-    match &app.compare {
-        Some(compare) => draw_compare(frame, app, compare, main),
-        None => draw_queue(frame, app, main),
+    match (&app.qa, &app.compare) {
+        (Some(text), _) => {
+            draw_text_pane(frame, main, " Quality · j/k scroll · Q or Esc closes ", text, app.qa_scroll, true)
+        }
+        (None, Some(compare)) => draw_compare(frame, app, compare, main),
+        (None, None) => draw_queue(frame, app, main),
     }
     draw_footer(frame, app, footer);
     draw_status(frame, app, status);
@@ -239,6 +242,7 @@ fn short(action: keymap::Action) -> &'static str {
         Generate => "generate",
         GenerateAll => "generate all",
         Cancel => "stop",
+        Quality => "QA",
         other => keymap::describe(other),
     }
 }

@@ -76,6 +76,8 @@ pub enum Action {
     GenerateAll,
     /// Stop the running generation, keeping the finished candidates.
     Cancel,
+    /// Show or hide the QA screen: agreement and per-annotator report.
+    Quality,
 }
 
 /// The screens with their own keys.
@@ -105,6 +107,7 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Queue, "g", Generate, true),
     (Mode::Queue, "G", GenerateAll, true),
     (Mode::Queue, "esc", Cancel, false),
+    (Mode::Queue, "Q", Quality, true),
     (Mode::Queue, "R", Refresh, true),
     (Mode::Queue, "f5", Refresh, false),
     (Mode::Queue, "?", Help, true),
@@ -276,6 +279,7 @@ pub fn describe(action: Action) -> &'static str {
         Generate => "generate 2 more candidates for this prompt",
         GenerateAll => "generate candidates for the filtered prompts with fewer than 2",
         Cancel => "stop generating (finished candidates are kept)",
+        Quality => "QA: agreement and annotator report",
     }
 }
 

@@ -138,6 +138,13 @@ pub fn load(store: &Store, annotator_id: i64) -> Result<Vec<Item>> {
         .filter(|(_, outcomes)| outcomes.len() > 1 && majority(outcomes.iter().copied()) == PairVerdict::Disputed)
         .map(|((prompt, _, _), _)| prompt)
         .collect();
+    // An annotator's assigned prompts come first, in assignment order; the rest follow.
+    let assigned: HashMap<i64, usize> =
+        store.assignments_of(annotator_id)?.into_iter().enumerate().map(|(position, id)| (id, position)).collect();
+    let mut rows = rows;
+    if !assigned.is_empty() {
+        rows.sort_by_key(|r| assigned.get(&r.prompt_id).copied().unwrap_or(usize::MAX));
+    }
     Ok(rows
         .into_iter()
         .map(|row| {

@@ -303,3 +303,27 @@ fn g_generates_on_a_background_thread_and_the_queue_updates() {
     let models = app.store.models().unwrap();
     assert_eq!(models.len(), 1);
 }
+
+#[test]
+fn the_qa_screen_shows_agreement_and_annotators() {
+    let mut app = app();
+    open(&mut app, "pair-bank-en-01");
+    press(&mut app, "1");
+    key(&mut app, KeyCode::Esc);
+    press(&mut app, "Q");
+    let text = app.qa.clone().expect("QA screen open");
+    assert!(text.contains("Krippendorff") && text.contains("amira"), "{text}");
+    insta::assert_snapshot!("qa_80x24", screen(&app, 80, 24));
+    press(&mut app, "Q");
+    assert!(app.qa.is_none());
+}
+
+#[test]
+fn assigned_prompts_come_first() {
+    let mut store = seeded_store();
+    let me = store.annotator_id("amira", "annotator").unwrap();
+    store.set_assignments(&[(me, vec![50, 7])]).unwrap();
+    let app = App::new(store, "amira", KeyMap::default()).unwrap();
+    let first: Vec<i64> = app.visible.iter().take(3).map(|&i| app.items[i].row.prompt_id).collect();
+    assert_eq!(first, vec![50, 7, 1]);
+}
