@@ -3,7 +3,7 @@
 //! Per-row statements spent most of their time opening and closing cursors; this keeps
 //! a 100,000-pair import to a few hundred statements.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::Transaction;
 use rusqlite::types::Value;
@@ -17,6 +17,11 @@ const CHUNK: usize = 1000;
 /// Ids of rows that already exist, by uid, looked up in chunks.
 fn existing(tx: &Transaction<'_>, table: &str, uids: &[&str]) -> Result<HashMap<String, i64>> {
     let mut out = HashMap::new();
+    // A first import into an empty table has nothing to look up.
+    let empty: bool = tx.query_row(&format!("SELECT NOT EXISTS (SELECT 1 FROM {table})"), [], |r| r.get(0))?;
+    if empty {
+        return Ok(out);
+    }
     for chunk in uids.chunks(CHUNK) {
         let marks = vec!["?"; chunk.len()].join(",");
         let mut statement = tx.prepare_cached(&format!("SELECT uid, id FROM {table} WHERE uid IN ({marks})"))?;
@@ -60,7 +65,7 @@ pub(super) fn import(tx: &Transaction<'_>, importer: i64, records: &[ImportRecor
     // Content identities first: the same prompt or answer twice in a file is one row.
     let mut prompt_uid_of: Vec<String> = Vec::with_capacity(records.len());
     let mut prompts: Vec<(&str, &NewPrompt)> = Vec::new();
-    let mut seen_prompts: HashMap<String, ()> = HashMap::new();
+    let mut seen_prompts: HashSet<&str> = HashSet::new();
     for record in records {
         let prompt = match record {
             ImportRecord::Prompt(p) | ImportRecord::Pair { prompt: p, .. } => p,
@@ -71,7 +76,7 @@ pub(super) fn import(tx: &Transaction<'_>, importer: i64, records: &[ImportRecor
         let prompt = match record {
             ImportRecord::Prompt(p) | ImportRecord::Pair { prompt: p, .. } => p,
         };
-        if seen_prompts.insert(uid.clone(), ()).is_none() {
+        if seen_prompts.insert(uid.as_str()) {
             prompts.push((uid.as_str(), prompt));
         }
     }
@@ -79,13 +84,13 @@ pub(super) fn import(tx: &Transaction<'_>, importer: i64, records: &[ImportRecor
     let mut prompt_ids = existing(tx, "prompts", &prompt_uids)?;
     let mut new_prompt_rows = Vec::new();
     let mut next = next_id(tx, "prompts")?;
-    let mut new_prompts: HashMap<&str, ()> = HashMap::new();
+    let mut new_prompts: HashSet<&str> = HashSet::new();
     for (uid, p) in &prompts {
         if prompt_ids.contains_key(*uid) {
             continue;
         }
         prompt_ids.insert(uid.to_string(), next);
-        new_prompts.insert(uid, ());
+        new_prompts.insert(uid);
         let split = p.split.unwrap_or_else(|| Split::from_uid(uid));
         new_prompt_rows.push(vec![
             Value::Integer(next),
@@ -113,13 +118,13 @@ pub(super) fn import(tx: &Transaction<'_>, importer: i64, records: &[ImportRecor
     }
     let mut pairs = Vec::new();
     let mut responses: Vec<(String, &str, &str)> = Vec::new();
-    let mut seen_responses: HashMap<String, ()> = HashMap::new();
+    let mut seen_responses: HashSet<String> = HashSet::new();
     for (record, prompt_uid) in records.iter().zip(&prompt_uid_of) {
         let ImportRecord::Pair { chosen, rejected, reasons, note, .. } = record else { continue };
         let chosen_uid = response_uid(prompt_uid, chosen);
         let rejected_uid = response_uid(prompt_uid, rejected);
         for (uid, content) in [(&chosen_uid, chosen), (&rejected_uid, rejected)] {
-            if seen_responses.insert(uid.clone(), ()).is_none() {
+            if seen_responses.insert(uid.clone()) {
                 responses.push((uid.clone(), prompt_uid, content));
             }
         }
@@ -147,9 +152,9 @@ pub(super) fn import(tx: &Transaction<'_>, importer: i64, records: &[ImportRecor
     let judgment_uids: Vec<&str> = pairs.iter().map(|p| p.judgment.as_str()).collect();
     let known_judgments = existing(tx, "judgments", &judgment_uids)?;
     let mut new_judgment_rows = Vec::new();
-    let mut seen_judgments: HashMap<&str, ()> = HashMap::new();
+    let mut seen_judgments: HashSet<&str> = HashSet::new();
     for pair in &pairs {
-        if known_judgments.contains_key(&pair.judgment) || seen_judgments.insert(&pair.judgment, ()).is_some() {
+        if known_judgments.contains_key(&pair.judgment) || !seen_judgments.insert(&pair.judgment) {
             continue;
         }
         let (chosen, rejected) = (response_ids[&pair.chosen], response_ids[&pair.rejected]);
@@ -170,18 +175,18 @@ pub(super) fn import(tx: &Transaction<'_>, importer: i64, records: &[ImportRecor
     // A record added nothing when its prompt (bare prompts) or its verdict (pairs) was
     // already there.
     let mut duplicates = 0;
-    let mut first_seen: HashMap<&str, ()> = HashMap::new();
+    let mut first_seen: HashSet<&str> = HashSet::new();
     let mut pair_index = 0;
     for (record, uid) in records.iter().zip(&prompt_uid_of) {
         match record {
             ImportRecord::Prompt(_) => {
-                let fresh = new_prompts.contains_key(uid.as_str()) && first_seen.insert(uid, ()).is_none();
+                let fresh = new_prompts.contains(uid.as_str()) && first_seen.insert(uid);
                 duplicates += !fresh as usize;
             }
             ImportRecord::Pair { .. } => {
                 let judgment = pairs[pair_index].judgment.as_str();
                 pair_index += 1;
-                let fresh = !known_judgments.contains_key(judgment) && first_seen.insert(judgment, ()).is_none();
+                let fresh = !known_judgments.contains_key(judgment) && first_seen.insert(judgment);
                 duplicates += !fresh as usize;
             }
         }

@@ -1,11 +1,12 @@
 //! Counts for `verdict stats`: prompts, responses, judgments and resolved pairs,
 //! overall and by language, domain, split and annotator.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
 use super::{Result, Store};
+use crate::domain::Outcome;
 use crate::qa;
 
 /// One row of a breakdown.
@@ -31,31 +32,38 @@ pub struct Stats {
     pub guideline_versions: i64,
 }
 
+/// A prompt's row in each breakdown, as indices into the breakdowns' tables.
+#[derive(Clone, Copy)]
 struct PromptKeys {
-    language: String,
-    domain: String,
-    split: String,
+    language: usize,
+    domain: usize,
+    split: usize,
 }
 
 impl Store {
     pub fn stats(&self) -> Result<Stats> {
+        // Counting goes through small integer indices: a 100,000-prompt database means
+        // hundreds of thousands of increments, and string keys would allocate for each.
+        let mut tables = Breakdowns::default();
         let mut prompts: HashMap<i64, PromptKeys> = HashMap::new();
         {
             let mut statement = self.conn.prepare("SELECT id, language, coalesce(domain, '-'), split FROM prompts")?;
             let mut rows = statement.query([])?;
             while let Some(r) = rows.next()? {
-                prompts.insert(r.get(0)?, PromptKeys { language: r.get(1)?, domain: r.get(2)?, split: r.get(3)? });
+                let keys = PromptKeys {
+                    language: tables.language.index(r.get_ref(1)?.as_str().unwrap_or("")),
+                    domain: tables.domain.index(r.get_ref(2)?.as_str().unwrap_or("")),
+                    split: tables.split.index(r.get_ref(3)?.as_str().unwrap_or("")),
+                };
+                prompts.insert(r.get(0)?, keys);
+                tables.add(keys, |row| row.prompts += 1);
             }
-        }
-        let mut tables = Breakdowns::default();
-        for keys in prompts.values() {
-            tables.add(keys, |row| row.prompts += 1);
         }
         {
             let mut statement = self.conn.prepare("SELECT prompt_id FROM responses")?;
             let mut rows = statement.query([])?;
             while let Some(r) = rows.next()? {
-                tables.add(&prompts[&r.get::<_, i64>(0)?], |row| row.responses += 1);
+                tables.add(prompts[&r.get::<_, i64>(0)?], |row| row.responses += 1);
             }
         }
         let names: HashMap<i64, String> = {
@@ -64,60 +72,80 @@ impl Store {
             rows.collect::<rusqlite::Result<_>>()?
         };
         let judgments = self.active_judgments()?;
-        let mut by_annotator: BTreeMap<String, StatsRow> = BTreeMap::new();
-        let mut vote_of: HashMap<(i64, i64, i64), crate::domain::Outcome> = HashMap::new();
+        let mut by_annotator: HashMap<i64, StatsRow> = HashMap::new();
         for j in &judgments {
-            tables.add(&prompts[&j.prompt_id], |row| row.judgments += 1);
-            by_annotator.entry(names[&j.annotator_id].clone()).or_default().judgments += 1;
-            vote_of.insert((j.annotator_id, j.response_a, j.response_b), j.outcome);
+            tables.add(prompts[&j.prompt_id], |row| row.judgments += 1);
+            by_annotator.entry(j.annotator_id).or_default().judgments += 1;
         }
         let pairs = qa::resolve(&judgments, &self.adjudications()?, &self.rewrites()?);
+        let mut chosen_of: HashMap<(i64, i64), i64> = HashMap::with_capacity(pairs.len());
         for pair in &pairs {
-            tables.add(&prompts[&pair.prompt_id], |row| row.pairs += 1);
+            tables.add(prompts[&pair.prompt_id], |row| row.pairs += 1);
+            chosen_of.insert((pair.chosen.min(pair.rejected), pair.chosen.max(pair.rejected)), pair.chosen);
         }
         // Credit each annotator with the resolved pairs their active vote agrees with.
-        let resolved: HashMap<(i64, i64), i64> =
-            pairs.iter().map(|p| ((p.chosen.min(p.rejected), p.chosen.max(p.rejected)), p.chosen)).collect();
-        for ((annotator, a, b), outcome) in &vote_of {
-            if let Some(&chosen) = resolved.get(&(*a, *b)) {
-                let voted = match outcome {
-                    crate::domain::Outcome::A => Some(*a),
-                    crate::domain::Outcome::B => Some(*b),
-                    _ => None,
-                };
-                if voted == Some(chosen) {
-                    by_annotator.entry(names[annotator].clone()).or_default().pairs += 1;
-                }
+        for j in &judgments {
+            let voted = match j.outcome {
+                Outcome::A => j.response_a,
+                Outcome::B => j.response_b,
+                _ => continue,
+            };
+            if chosen_of.get(&(j.response_a, j.response_b)) == Some(&voted) {
+                by_annotator.entry(j.annotator_id).or_default().pairs += 1;
             }
         }
+        let mut by_annotator: Vec<StatsRow> = by_annotator
+            .into_iter()
+            .map(|(id, row)| StatsRow { key: names.get(&id).cloned().unwrap_or_default(), ..row })
+            .collect();
+        by_annotator.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(Stats {
             total: tables.total,
-            by_language: sorted(tables.language),
-            by_domain: sorted(tables.domain),
-            by_split: sorted(tables.split),
-            by_annotator: sorted(by_annotator),
+            by_language: tables.language.rows(),
+            by_domain: tables.domain.rows(),
+            by_split: tables.split.rows(),
+            by_annotator,
             guideline_versions: self.guideline_versions()?,
         })
+    }
+}
+
+/// Rows of one breakdown, found by key once per prompt.
+#[derive(Default)]
+struct Table {
+    index: HashMap<String, usize>,
+    rows: Vec<StatsRow>,
+}
+
+impl Table {
+    fn index(&mut self, key: &str) -> usize {
+        if let Some(&i) = self.index.get(key) {
+            return i;
+        }
+        self.rows.push(StatsRow { key: key.to_string(), ..StatsRow::default() });
+        self.index.insert(key.to_string(), self.rows.len() - 1);
+        self.rows.len() - 1
+    }
+
+    fn rows(mut self) -> Vec<StatsRow> {
+        self.rows.sort_by(|a, b| a.key.cmp(&b.key));
+        self.rows
     }
 }
 
 #[derive(Default)]
 struct Breakdowns {
     total: StatsRow,
-    language: BTreeMap<String, StatsRow>,
-    domain: BTreeMap<String, StatsRow>,
-    split: BTreeMap<String, StatsRow>,
+    language: Table,
+    domain: Table,
+    split: Table,
 }
 
 impl Breakdowns {
-    fn add(&mut self, keys: &PromptKeys, bump: impl Fn(&mut StatsRow)) {
+    fn add(&mut self, keys: PromptKeys, bump: impl Fn(&mut StatsRow)) {
         bump(&mut self.total);
-        bump(self.language.entry(keys.language.clone()).or_default());
-        bump(self.domain.entry(keys.domain.clone()).or_default());
-        bump(self.split.entry(keys.split.clone()).or_default());
+        bump(&mut self.language.rows[keys.language]);
+        bump(&mut self.domain.rows[keys.domain]);
+        bump(&mut self.split.rows[keys.split]);
     }
-}
-
-fn sorted(map: BTreeMap<String, StatsRow>) -> Vec<StatsRow> {
-    map.into_iter().map(|(key, row)| StatsRow { key, ..row }).collect()
 }

@@ -508,57 +508,58 @@ impl App {
         Ok(())
     }
 
+    /// A key while text is being typed: edit it in place, then act on Enter (Ctrl-S in
+    /// the multi-line rewrite editor) or drop it on Esc.
     fn type_key(&mut self, key: KeyEvent) -> anyhow::Result<()> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        let input = std::mem::replace(&mut self.input, Input::None);
-        let (mut text, kind) = match input {
+        let multiline = matches!(self.input, Input::Rewrite { .. });
+        let is_search = matches!(self.input, Input::Search(_));
+        let text = match &mut self.input {
             Input::None => return Ok(()),
-            Input::Search(t) => (t, 0),
-            Input::Note(t) => (t, 1),
-            Input::AddPrompt(t) => (t, 2),
-            Input::Rewrite { response_id, text } => (text, 3 + response_id),
+            Input::Search(t) | Input::Note(t) | Input::AddPrompt(t) | Input::Rewrite { text: t, .. } => t,
         };
-        let multiline = kind >= 3;
-        let mut finished = false;
-        match key.code {
+        let finished = match key.code {
             KeyCode::Esc => {
-                if kind == 0 {
+                self.input = Input::None;
+                if is_search {
                     self.filter.search.clear();
                     self.apply_filter();
                 }
                 return Ok(());
             }
-            KeyCode::Char('s') if ctrl && multiline => finished = true,
-            KeyCode::Enter if multiline => text.push('\n'),
-            KeyCode::Enter => finished = true,
+            KeyCode::Char('s') if ctrl && multiline => true,
+            KeyCode::Enter if multiline => {
+                text.push('\n');
+                false
+            }
+            KeyCode::Enter => true,
             KeyCode::Backspace => {
                 text.pop();
+                false
             }
-            KeyCode::Char(c) if !ctrl => text.push(c),
-            _ => {}
-        }
-        if kind == 0 {
-            self.filter.search = text.clone();
+            KeyCode::Char(c) if !ctrl => {
+                text.push(c);
+                false
+            }
+            _ => false,
+        };
+        if let Input::Search(t) = &self.input {
+            // Incremental: the queue narrows with every key.
+            self.filter.search = t.clone();
             self.apply_filter();
         }
         if !finished {
-            self.input = match kind {
-                0 => Input::Search(text),
-                1 => Input::Note(text),
-                2 => Input::AddPrompt(text),
-                id => Input::Rewrite { response_id: id - 3, text },
-            };
             return Ok(());
         }
-        match kind {
-            0 => {}
-            1 => {
+        match std::mem::replace(&mut self.input, Input::None) {
+            Input::None | Input::Search(_) => {}
+            Input::Note(text) => {
                 if let Some(c) = &mut self.compare {
                     c.note = text;
                 }
             }
-            2 => self.add_prompt(&text)?,
-            id => self.finish_rewrite(id - 3, &text)?,
+            Input::AddPrompt(text) => self.add_prompt(&text)?,
+            Input::Rewrite { response_id, text } => self.finish_rewrite(response_id, &text)?,
         }
         Ok(())
     }
