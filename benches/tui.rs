@@ -28,6 +28,19 @@ fn main() {
     terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
     let first_frame = start.elapsed();
 
+    // Where the first frame's time goes: the store reads behind the queue, timed alone.
+    let probe = Store::open(&path, OpenMode::MustExist).unwrap();
+    let timed = |label: &str, f: &dyn Fn() -> usize| {
+        let t = Instant::now();
+        let n = f();
+        println!("  {label:<18} {:>7.1} ms ({n} rows)", ms(t.elapsed()));
+    };
+    println!("first frame parts:");
+    timed("queue rows", &|| probe.queue_rows().unwrap().len());
+    timed("response ids", &|| probe.response_ids().unwrap().len());
+    timed("active judgments", &|| probe.active_judgments().unwrap().len());
+    timed("assignments", &|| probe.assignments_of(1).unwrap().len());
+
     let keys = ['j', 'j', 'k', '\n', '1', '2', 's', 'f', 'f', ']', '[', 'j', 'k', '\x1b', 'j'];
     let mut latencies = Vec::new();
     for i in 0..2_000 {

@@ -111,6 +111,18 @@ fn three_annotators_merged_adjudicated_exported() {
     assert_eq!(decided.chosen, b);
     assert_eq!(decided.via, verdict::qa::Resolution::Adjudicated);
 
+    // Calibration: each annotator sees the disputes they voted in; the lead voted in none.
+    let mine = ok(&team, "jonas", &["disputes", "--mine"]);
+    assert!(mine.contains("adjudicated") && mine.contains("jonas"), "{mine}");
+    assert!(ok(&team, "lead", &["disputes", "--mine"]).contains("no disputed pairs"));
+    // An adjudicator can make any pair gold; annotators' accuracy on it is reported.
+    let (ga, gb) = (decided.chosen.min(decided.rejected), decided.chosen.max(decided.rejected));
+    let marked =
+        ok(&team, "lead", &["gold", "mark", &ga.to_string(), &gb.to_string(), "--winner", &decided.chosen.to_string()]);
+    assert!(marked.contains("now gold"), "{marked}");
+    let report = ok(&team, "lead", &["report"]);
+    assert!(report.contains("gold accuracy over time"), "{report}");
+
     let export = dir.path().join("team.jsonl");
     ok(&team, "lead", &["export", export.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(&export).unwrap().lines().count(), pairs.len());

@@ -158,6 +158,10 @@ pub enum Command {
     Disputes {
         #[arg(long)]
         json: bool,
+        /// Only the disputes I voted in, with the final verdict where there is one
+        /// (for calibration).
+        #[arg(long)]
+        mine: bool,
     },
     /// Set the final verdict on a pair (adjudicators only).
     #[command(
@@ -373,6 +377,19 @@ impl Role {
 pub enum GoldCommand {
     /// Load gold pairs from TRL preference JSONL (the chosen answer is the right verdict).
     Import { file: PathBuf },
+    /// Mark a pair already in the database as gold (adjudicators only).
+    #[command(
+        after_help = "Examples:\n  verdict --annotator lead gold mark 17 18 --winner 18\n  verdict gold mark 17 18 --winner tie"
+    )]
+    Mark {
+        first: i64,
+        second: i64,
+        /// The better response's id, or `tie`, or `both_bad`.
+        #[arg(long)]
+        winner: String,
+        #[arg(long)]
+        note: Option<String>,
+    },
 }
 
 impl Cli {
@@ -419,7 +436,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             team::assign_queues(cli, *overlap, *per_annotator, language)
         }
         Some(Command::Gold(command)) => team::gold(cli, command),
-        Some(Command::Disputes { json }) => team::disputes(cli, *json),
+        Some(Command::Disputes { json, mine }) => team::disputes(cli, *json, *mine),
         Some(Command::Adjudicate { first, second, winner, note }) => {
             team::adjudicate(cli, *first, *second, winner, note.as_deref())
         }

@@ -75,7 +75,23 @@ pub fn assign_queues(cli: &Cli, overlap: f64, per_annotator: usize, language: &[
 }
 
 pub fn gold(cli: &Cli, command: &GoldCommand) -> anyhow::Result<ExitCode> {
-    let GoldCommand::Import { file } = command;
+    let file = match command {
+        GoldCommand::Import { file } => file,
+        GoldCommand::Mark { first, second, winner, note } => {
+            let store = Store::open(&cli.db, OpenMode::MustExist)?;
+            require_adjudicator(&store, &cli.annotator_name())?;
+            let (a, b, outcome) = parse_winner(*first, *second, winner)?;
+            let added = store.add_gold_outcome(
+                a,
+                b,
+                outcome,
+                note.as_deref(),
+                &format!("marked by {}", cli.annotator_name()),
+            )?;
+            println!("pair {a} {b}: {} gold ({})", if added { "now" } else { "already" }, describe(outcome, a, b));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let parsed = parse_file(file, None)?;
     if let Some(first) = parsed.errors.first() {
         bail!("{first} ({} bad lines; nothing imported)", parsed.errors.len());
@@ -97,9 +113,13 @@ pub fn gold(cli: &Cli, command: &GoldCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn disputes(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+pub fn disputes(cli: &Cli, json: bool, mine: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
-    let disputes = store.disputes()?;
+    let me = cli.annotator_name();
+    let mut disputes = store.disputes()?;
+    if mine {
+        disputes.retain(|d| d.votes.iter().any(|v| v.annotator == me));
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&disputes)?);
         return Ok(ExitCode::SUCCESS);
@@ -128,12 +148,15 @@ fn describe(outcome: Outcome, a: i64, b: i64) -> String {
     }
 }
 
-pub fn adjudicate(cli: &Cli, first: i64, second: i64, winner: &str, note: Option<&str>) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&cli.db, OpenMode::MustExist)?;
-    let me = cli.annotator_name();
-    if store.annotator_role(&me)?.as_deref() != Some("adjudicator") {
+fn require_adjudicator(store: &Store, me: &str) -> anyhow::Result<()> {
+    if store.annotator_role(me)?.as_deref() != Some("adjudicator") {
         bail!("{me} is not an adjudicator: `verdict annotator add {me} --role adjudicator` first, or pass --annotator");
     }
+    Ok(())
+}
+
+/// (a, b, outcome) from two response ids and `--winner ID|tie|both_bad`.
+fn parse_winner(first: i64, second: i64, winner: &str) -> anyhow::Result<(i64, i64, Outcome)> {
     let (a, b) = (first.min(second), first.max(second));
     let outcome = match winner {
         "tie" => Outcome::Tie,
@@ -144,6 +167,14 @@ pub fn adjudicate(cli: &Cli, first: i64, second: i64, winner: &str, note: Option
             w => bail!("--winner {w} is neither {first} nor {second}"),
         },
     };
+    Ok((a, b, outcome))
+}
+
+pub fn adjudicate(cli: &Cli, first: i64, second: i64, winner: &str, note: Option<&str>) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let me = cli.annotator_name();
+    require_adjudicator(&store, &me)?;
+    let (a, b, outcome) = parse_winner(first, second, winner)?;
     let adjudicator = store.annotator_id(&me, "adjudicator")?;
     store.adjudicate(a, b, outcome, adjudicator, note)?;
     println!("pair {a} {b}: {} (by {me}); export and training use this verdict", describe(outcome, a, b));

@@ -115,6 +115,8 @@ pub struct AnnotatorReport {
     pub both_bad_rate: Option<f64>,
     pub gold_items: usize,
     pub gold_accuracy: Option<f64>,
+    /// Gold accuracy week by week: (week, items, accuracy), oldest first.
+    pub gold_by_week: Vec<(String, usize, f64)>,
     /// Pairs with someone else's vote too, and how often this annotator matched the
     /// resolved verdict (adjudication, else majority) there.
     pub resolved_items: usize,
@@ -150,8 +152,17 @@ pub fn annotator_reports(store: &Store) -> Result<Vec<AnnotatorReport>> {
             .iter()
             .filter(|j| j.shown_left.as_deref() == Some(if j.outcome == Outcome::A { "a" } else { "b" }))
             .count();
-        let on_gold: Vec<bool> =
-            mine.iter().filter_map(|j| gold.get(&(j.response_a, j.response_b)).map(|g| *g == j.outcome)).collect();
+        let on_gold: Vec<(String, bool)> = mine
+            .iter()
+            .filter_map(|j| gold.get(&(j.response_a, j.response_b)).map(|g| (j.week.clone(), *g == j.outcome)))
+            .collect();
+        let mut weeks: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for (week, hit) in &on_gold {
+            let entry = weeks.entry(week.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += *hit as usize;
+        }
+        let gold_by_week = weeks.into_iter().map(|(w, (n, hits))| (w, n, hits as f64 / n as f64)).collect();
         let shared: Vec<bool> = mine
             .iter()
             .filter(|j| votes.get(&(j.response_a, j.response_b)).is_some_and(|v| v.len() > 1))
@@ -167,7 +178,8 @@ pub fn annotator_reports(store: &Store) -> Result<Vec<AnnotatorReport>> {
             tie_rate: ratio(count(Outcome::Tie), mine.len()),
             both_bad_rate: ratio(count(Outcome::BothBad), mine.len()),
             gold_items: on_gold.len(),
-            gold_accuracy: ratio(on_gold.iter().filter(|x| **x).count(), on_gold.len()),
+            gold_accuracy: ratio(on_gold.iter().filter(|(_, hit)| *hit).count(), on_gold.len()),
+            gold_by_week,
             resolved_items: shared.len(),
             agreement_with_resolved: ratio(shared.iter().filter(|x| **x).count(), shared.len()),
         });

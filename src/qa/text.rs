@@ -101,7 +101,8 @@ pub fn agreement(store: &Store) -> Result<String> {
 
 /// One row per annotator: speed, position bias, tie and both-bad rates, gold, agreement.
 pub fn annotators(store: &Store) -> Result<String> {
-    let rows: Vec<Vec<String>> = report::annotator_reports(store)?
+    let reports = report::annotator_reports(store)?;
+    let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
             vec![
@@ -116,8 +117,21 @@ pub fn annotators(store: &Store) -> Result<String> {
             ]
         })
         .collect();
-    Ok(table::render(
+    let mut out = table::render(
         &["annotator", "judgments", "median", "chose left", "tie", "both bad", "gold acc.", "agrees w/ resolved"],
         &rows,
-    ))
+    );
+    let trend: Vec<Vec<String>> = reports
+        .iter()
+        .flat_map(|r| {
+            r.gold_by_week
+                .iter()
+                .map(|(week, n, acc)| vec![r.name.clone(), week.clone(), n.to_string(), pct(Some(*acc))])
+        })
+        .collect();
+    if !trend.is_empty() {
+        out.push_str("\ngold accuracy over time\n");
+        out.push_str(&table::render(&["annotator", "week", "gold items", "accuracy"], &trend));
+    }
+    Ok(out)
 }

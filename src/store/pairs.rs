@@ -47,36 +47,38 @@ impl Store {
     }
 
     fn active_judgments_where(&self, prompt_id: Option<i64>) -> Result<Vec<ActiveJudgment>> {
-        // Two statements rather than `?1 IS NULL OR ...`, which would stop SQLite from
-        // using the prompt index for the one-prompt case.
-        let filter = if prompt_id.is_some() { "WHERE prompt_id = ?1" } else { "WHERE ?1 IS NULL" };
-        let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT j.prompt_id, j.response_a, j.response_b, j.annotator_id, j.outcome, j.reasons
-             FROM judgments j
-             JOIN (SELECT MAX(id) AS id FROM judgments {filter}
-                   GROUP BY annotator_id, response_a, response_b) newest
-               ON newest.id = j.id
-             WHERE j.outcome != 'undone'
-             ORDER BY j.prompt_id, j.response_a, j.response_b, j.annotator_id"
-        ))?;
-        let rows = statement.query_map([prompt_id], |r| {
-            let outcome: String = r.get(4)?;
-            let reasons: String = r.get(5)?;
-            Ok(ActiveJudgment {
-                prompt_id: r.get(0)?,
-                response_a: r.get(1)?,
-                response_b: r.get(2)?,
-                annotator_id: r.get(3)?,
+        // One pass in id order, the newest row of each (annotator, pair) overwriting the
+        // older ones, is several times faster than a GROUP BY over the whole table.
+        let sql = "SELECT prompt_id, response_a, response_b, annotator_id, outcome, reasons FROM judgments";
+        let mut statement = match prompt_id {
+            Some(_) => self.conn.prepare_cached(&format!("{sql} WHERE prompt_id = ?1 ORDER BY id"))?,
+            None => self.conn.prepare_cached(&format!("{sql} WHERE ?1 IS NULL ORDER BY id"))?,
+        };
+        let mut newest: HashMap<(i64, i64, i64), (i64, String, String)> = HashMap::new();
+        let mut rows = statement.query([prompt_id])?;
+        while let Some(r) = rows.next()? {
+            let key = (r.get::<_, i64>(3)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?);
+            newest.insert(key, (r.get(0)?, r.get(4)?, r.get(5)?));
+        }
+        let mut out: Vec<ActiveJudgment> = newest
+            .into_iter()
+            .filter(|(_, (_, outcome, _))| outcome != "undone")
+            .map(|((annotator_id, response_a, response_b), (prompt_id, outcome, reasons))| ActiveJudgment {
+                prompt_id,
+                response_a,
+                response_b,
+                annotator_id,
                 outcome: Outcome::parse(&outcome).expect("schema CHECK keeps outcomes valid"),
                 reasons: if reasons == "[]" { Vec::new() } else { serde_json::from_str(&reasons).unwrap_or_default() },
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect();
+        out.sort_unstable_by_key(|j| (j.prompt_id, j.response_a, j.response_b, j.annotator_id));
+        Ok(out)
     }
 
     /// The active judgments of one prompt, by every annotator.
     pub fn active_judgments_of(&self, prompt_id: i64) -> Result<Vec<ActiveJudgment>> {
-        Ok(self.active_judgments_where(Some(prompt_id))?)
+        self.active_judgments_where(Some(prompt_id))
     }
 
     /// The newest adjudicated verdict of each pair, keyed by (a, b).

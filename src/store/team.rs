@@ -49,6 +49,8 @@ pub struct JudgmentFacts {
     pub reasons: Vec<String>,
     pub shown_left: Option<String>,
     pub seconds: Option<f64>,
+    /// The ISO-like week the judgment was made in (`2026-W47`), for trends.
+    pub week: String,
 }
 
 impl Store {
@@ -126,6 +128,11 @@ impl Store {
     pub fn add_gold(&self, chosen: i64, rejected: i64, note: Option<&str>, source: &str) -> Result<bool> {
         let (a, b) = (chosen.min(rejected), chosen.max(rejected));
         let outcome = if chosen == a { Outcome::A } else { Outcome::B };
+        self.add_gold_outcome(a, b, outcome, note, source)
+    }
+
+    /// Marks the pair (a, b), a < b, as gold with any verdict (an adjudicator's call).
+    pub fn add_gold_outcome(&self, a: i64, b: i64, outcome: Outcome, note: Option<&str>, source: &str) -> Result<bool> {
         Ok(self.conn.execute(
             "INSERT INTO gold (response_a, response_b, outcome, note, source) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(response_a, response_b) DO NOTHING",
@@ -214,7 +221,8 @@ impl Store {
     /// Every active judgment by a person (the `import` pseudo-annotator left out).
     pub fn judgment_facts(&self) -> Result<Vec<JudgmentFacts>> {
         let mut statement = self.conn.prepare(
-            "SELECT j.annotator_id, j.prompt_id, j.response_a, j.response_b, j.outcome, j.reasons, j.shown_left, j.seconds
+            "SELECT j.annotator_id, j.prompt_id, j.response_a, j.response_b, j.outcome, j.reasons, j.shown_left, j.seconds,
+                    strftime('%Y-W%W', j.created_at)
              FROM judgments j JOIN annotators a ON a.id = j.annotator_id
              WHERE a.role != 'system' AND j.outcome != 'undone'
                AND j.id IN (SELECT MAX(id) FROM judgments GROUP BY annotator_id, response_a, response_b)
@@ -232,6 +240,7 @@ impl Store {
                 reasons: serde_json::from_str(&reasons).unwrap_or_default(),
                 shown_left: r.get(6)?,
                 seconds: r.get(7)?,
+                week: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
