@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 
 use verdict::jobs::generate::StoredParams;
-use verdict::model::{ChatMessage, GenerateParams, LoadOptions, Model};
+use verdict::model::{ChatMessage, LoadOptions, Model};
 
 fn verdict(db: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_verdict")).arg("--db").arg(db).args(args).output().unwrap()
@@ -71,23 +71,7 @@ fn generates_stores_params_and_every_candidate_regenerates_from_its_seed() {
         let messages: String =
             conn.query_row("SELECT messages FROM prompts WHERE id = ?1", [prompt_id], |r| r.get(0)).unwrap();
         let messages: Vec<ChatMessage> = serde_json::from_str(&messages).unwrap();
-        let again = loaded
-            .generate(
-                &messages,
-                &GenerateParams {
-                    candidates: 1,
-                    temperature: params.temperature,
-                    top_p: params.top_p,
-                    top_k: params.top_k,
-                    repeat_penalty: params.repeat_penalty,
-                    repeat_last_n: params.repeat_last_n,
-                    max_new_tokens: params.max_new_tokens,
-                    seed: params.seed,
-                },
-                &AtomicBool::new(false),
-                &mut |_| {},
-            )
-            .unwrap();
+        let again = loaded.generate(&messages, &params.regenerate(), &AtomicBool::new(false), &mut |_| {}).unwrap();
         assert_eq!(again[0].text.trim(), content, "candidate with seed {} did not reproduce", params.seed);
     }
     // A random model sometimes ends its turn at once (empty answers are not stored), so

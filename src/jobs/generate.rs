@@ -62,6 +62,36 @@ pub struct StoredParams {
     pub run_quantization: String,
 }
 
+impl StoredParams {
+    /// What is stored for one candidate of a generation with `params`.
+    pub fn of(params: &GenerateParams, seed: u64, run_quantization: &str) -> StoredParams {
+        StoredParams {
+            temperature: params.temperature,
+            top_p: params.top_p,
+            top_k: params.top_k,
+            repeat_penalty: params.repeat_penalty,
+            repeat_last_n: params.repeat_last_n,
+            max_new_tokens: params.max_new_tokens,
+            seed,
+            run_quantization: run_quantization.to_string(),
+        }
+    }
+
+    /// The parameters that regenerate exactly this one candidate.
+    pub fn regenerate(&self) -> GenerateParams {
+        GenerateParams {
+            candidates: 1,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            max_new_tokens: self.max_new_tokens,
+            seed: self.seed,
+        }
+    }
+}
+
 /// The base seed for one prompt: different prompts (and later rounds on the same prompt)
 /// must not reuse one seed, or they would sample the same way.
 pub fn prompt_seed(base: u64, prompt_uid: &str, existing: usize) -> u64 {
@@ -138,16 +168,7 @@ pub fn run(
                 summary.cancelled = true;
                 continue;
             }
-            let stored_params = StoredParams {
-                temperature: params.temperature,
-                top_p: params.top_p,
-                top_k: params.top_k,
-                repeat_penalty: params.repeat_penalty,
-                repeat_last_n: params.repeat_last_n,
-                max_new_tokens: params.max_new_tokens,
-                seed: candidate.seed,
-                run_quantization: info.run_quantization.clone(),
-            };
+            let stored_params = StoredParams::of(&params, candidate.seed, &info.run_quantization);
             let text = candidate.text.trim();
             if text.is_empty() {
                 // An answer that is only an end-of-turn token is nothing to judge.
