@@ -92,6 +92,21 @@ fn a_dpo_run_records_trl_metrics_and_exports_a_model() {
         assert!(out_dir.join(file).is_file(), "{file}");
     }
     assert!(out_dir.join("checkpoints/checkpoint-12").is_dir() || out_dir.join("checkpoints/checkpoint-6").is_dir());
+    // Answers to four fixed prompts at step 0 and at every evaluation, same seed each time.
+    // (The tiny random model answers mostly newlines whatever its weights; that the answers
+    // come from the current weights is the train module's `inference_model_with_training_weights`.)
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let samples: Vec<(i64, i64, String)> = conn
+        .prepare("SELECT step, prompt_id, content FROM run_samples WHERE run_id = 1 ORDER BY prompt_id, step")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let steps: std::collections::BTreeSet<i64> = samples.iter().map(|s| s.0).collect();
+    assert_eq!(steps.into_iter().collect::<Vec<_>>(), [0, 4, 8, 12]);
+    assert_eq!(samples.len(), 16, "{samples:?}");
+    assert!(samples.iter().all(|s| !s.2.is_empty()), "{samples:?}");
     let runs = ok(&db, &["runs"]);
     assert!(runs.contains("finished"), "{runs}");
     // The exported HF folder is a model verdict can load and generate with.

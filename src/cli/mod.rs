@@ -322,12 +322,19 @@ pub struct TrainArgs {
     /// Comma separated among q,k,v,o,gate,up,down.
     #[arg(long)]
     pub lora_targets: Option<String>,
+    /// Evaluate on the test split (and generate the sample answers) every N steps.
     #[arg(long)]
     pub eval_every: Option<usize>,
     #[arg(long)]
     pub save_every: Option<usize>,
     #[arg(long)]
     pub threads: Option<usize>,
+    /// auto, cpu, cuda, cuda:N or metal (auto: the GPU when built with `cuda` and one is present).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// How many test prompts get an answer generated at each evaluation (same seed each time).
+    #[arg(long)]
+    pub sample_prompts: Option<usize>,
 }
 
 fn parse_loss(s: &str) -> Result<crate::train::loss::LossType, String> {

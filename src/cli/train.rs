@@ -42,7 +42,9 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         seed,
         lora_alpha,
         eval_every,
-        save_every
+        save_every,
+        device,
+        sample_prompts
     );
     if args.max_steps.is_some() {
         c.max_steps = args.max_steps;
@@ -123,6 +125,9 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             ));
         }
         TrainEvent::Checkpoint { step, path } => bar.println(format!("step {step}: checkpoint {}", path.display())),
+        TrainEvent::Samples { step, count } => {
+            bar.println(format!("step {step}: {count} sample answers stored (the TUI's runs screen shows them)"))
+        }
     })?;
     bar.finish_and_clear();
     match &summary.output {

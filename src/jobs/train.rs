@@ -53,6 +53,12 @@ pub struct TrainConfig {
     pub model: Option<PathBuf>,
     pub out: Option<PathBuf>,
     pub threads: Option<usize>,
+    /// `auto`, `cpu`, `cuda`, `cuda:N` or `metal`.
+    pub device: String,
+    /// How many test-split prompts get an answer generated at every evaluation (and before
+    /// the first step), always with the same seed, so one can see how answers change.
+    pub sample_prompts: usize,
+    pub sample_max_tokens: usize,
 }
 
 impl Default for TrainConfig {
@@ -84,6 +90,9 @@ impl Default for TrainConfig {
             model: None,
             out: None,
             threads: None,
+            device: "auto".into(),
+            sample_prompts: 4,
+            sample_max_tokens: 96,
         }
     }
 }
@@ -102,6 +111,10 @@ impl TrainConfig {
         if self.beta <= 0.0 {
             bail!("--beta must be positive");
         }
+        self.device.parse::<model::DeviceChoice>().map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+        if self.sample_max_tokens == 0 {
+            bail!("sample_max_tokens must be at least 1");
+        }
         if self.max_length < 16 {
             bail!("--max-length {} is too short to hold a prompt and an answer", self.max_length);
         }
@@ -112,11 +125,34 @@ impl TrainConfig {
 /// Progress of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
-    Started { run_id: i64, train_pairs: usize, test_pairs: usize, steps: usize, truncated: usize },
-    ReferenceDone { computed: usize, cached: usize },
-    Step { step: usize, metrics: Vec<(String, f64)> },
-    Eval { step: usize, metrics: Vec<(String, f64)> },
-    Checkpoint { step: usize, path: PathBuf },
+    Started {
+        run_id: i64,
+        train_pairs: usize,
+        test_pairs: usize,
+        steps: usize,
+        truncated: usize,
+    },
+    ReferenceDone {
+        computed: usize,
+        cached: usize,
+    },
+    Step {
+        step: usize,
+        metrics: Vec<(String, f64)>,
+    },
+    Eval {
+        step: usize,
+        metrics: Vec<(String, f64)>,
+    },
+    Checkpoint {
+        step: usize,
+        path: PathBuf,
+    },
+    /// Answers to the fixed test prompts were generated with the weights of `step`.
+    Samples {
+        step: usize,
+        count: usize,
+    },
 }
 
 /// How a run ended.
@@ -131,6 +167,7 @@ pub struct TrainSummary {
 /// A resolved pair ready to tokenize.
 struct Example {
     key: String,
+    prompt_id: i64,
     messages: Vec<ChatMessage>,
     chosen: String,
     rejected: String,
@@ -152,6 +189,7 @@ fn examples(store: &Store, by_agreement: bool) -> anyhow::Result<Vec<Example>> {
             let weight = if by_agreement { (p.agreeing as f32 - (p.votes - p.agreeing) as f32).max(0.5) } else { 1.0 };
             Example {
                 key: format!("{}:{}", p.chosen, p.rejected),
+                prompt_id: p.prompt_id,
                 messages: prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect(),
                 chosen: texts[&p.chosen].clone(),
                 rejected: texts[&p.rejected].clone(),
@@ -205,7 +243,12 @@ pub fn run(
     // as trainable f32 tensors.
     let inference = model::Model::load(
         &model_path,
-        &LoadOptions { threads: config.threads, dequantize: true, requantize: false, ..LoadOptions::default() },
+        &LoadOptions {
+            threads: config.threads,
+            dequantize: true,
+            requantize: false,
+            device: config.device.parse().map_err(|e| anyhow::anyhow!("--device: {e}"))?,
+        },
     )?;
     let info = inference.info().clone();
     let device = inference.device().clone();
@@ -343,6 +386,22 @@ pub fn run(
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64)));
         order
     };
+    // The fixed prompts whose answers are generated at every evaluation: the first test-split
+    // prompts (train prompts when there is no test split), one per prompt.
+    let mut sample_prompts: Vec<(i64, Vec<ChatMessage>)> = Vec::new();
+    for e in test_set.iter().chain(train_set.iter()) {
+        if sample_prompts.len() < config.sample_prompts && !sample_prompts.iter().any(|(id, _)| *id == e.prompt_id) {
+            sample_prompts.push((e.prompt_id, e.messages.clone()));
+        }
+    }
+    let sample_every = if config.eval_every > 0 { config.eval_every } else { usize::MAX };
+    let sample = |net: &crate::train::model::Model, step: usize, store: &Store| -> anyhow::Result<usize> {
+        write_samples(net, &inference, &sample_prompts, config.seed, config.sample_max_tokens, run_id, step, store)
+    };
+    if start_step == 0 && config.eval_every > 0 && !sample_prompts.is_empty() {
+        let count = sample(&net, 0, &store)?;
+        events(TrainEvent::Samples { step: 0, count });
+    }
     let micro = config.batch_size;
     let per_step = micro * config.grad_accum;
     let outcome: anyhow::Result<&str> = (|| {
@@ -381,6 +440,12 @@ pub fn run(
                 store.add_metrics(run_id, step_number as i64, &values)?;
                 events(TrainEvent::Eval { step: step_number, metrics: values });
             }
+            if (step_number % sample_every == 0 || (step_number == total_steps && config.eval_every > 0))
+                && !sample_prompts.is_empty()
+            {
+                let count = sample(&net, step_number, &store)?;
+                events(TrainEvent::Samples { step: step_number, count });
+            }
             if config.save_every > 0 && step_number % config.save_every == 0 {
                 let path = checkpoint::save(&checkpoints, &net, &optimizer, &serde_json::json!({}))?;
                 store.add_checkpoint(run_id, step_number as i64, &path.display().to_string())?;
@@ -415,6 +480,32 @@ pub fn run(
     }
     store.set_run_status(run_id, status, None)?;
     Ok(TrainSummary { run_id, status: status.into(), steps: optimizer.step, output })
+}
+
+/// Generates one answer per sample prompt with the run's current weights (LoRA merged), the
+/// same seed every time, and stores them with the step.
+#[allow(clippy::too_many_arguments)]
+fn write_samples(
+    net: &crate::train::model::Model,
+    inference: &model::Model,
+    prompts: &[(i64, Vec<ChatMessage>)],
+    seed: u64,
+    max_new_tokens: usize,
+    run_id: i64,
+    step: usize,
+    store: &Store,
+) -> anyhow::Result<usize> {
+    let tensors: HashMap<String, candle_core::Tensor> = export::hf_tensors(net, true)?.into_iter().collect();
+    let mut current = inference.with_hf_weights(&tensors)?;
+    let params = model::GenerateParams { candidates: 1, max_new_tokens, seed, ..model::GenerateParams::default() };
+    let stored = serde_json::to_string(&crate::jobs::generate::StoredParams::of(&params, seed, "F32"))?;
+    let never = AtomicBool::new(false);
+    for (prompt_id, messages) in prompts {
+        let answers = current.generate(messages, &params, &never, &mut |_| {})?;
+        let text = answers.first().map(|c| c.text.as_str()).unwrap_or("");
+        store.add_run_sample(run_id, step as i64, *prompt_id, text, &stored)?;
+    }
+    Ok(prompts.len())
 }
 
 /// The HF directory (LoRA merged), tokenizer files, and for LoRA the PEFT adapter.

@@ -26,6 +26,7 @@ impl ChatMessage {
 }
 
 /// A compiled chat template plus the special-token variables HF passes to it.
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     specials: Vec<(&'static str, String)>,

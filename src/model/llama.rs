@@ -109,6 +109,53 @@ impl Transformer {
         Ok(Transformer { cos: freqs.cos()?, sin: freqs.sin()?, cfg, embed, layers, norm, lm_head })
     }
 
+    /// The same architecture with other dense weights under Hugging Face names and layout
+    /// (a training run's current weights), so a run can generate with what it has learned.
+    pub fn with_hf_weights(&self, tensors: &std::collections::HashMap<String, Tensor>) -> candle_core::Result<Self> {
+        let get = |name: &str| -> candle_core::Result<Tensor> {
+            let t = tensors.get(name).ok_or_else(|| candle_core::Error::Msg(format!("weights lack {name}")))?;
+            t.to_dtype(DType::F32)?.to_device(self.embed.device())
+        };
+        let linear = |prefix: &str| -> candle_core::Result<Linear> {
+            let bias = match tensors.contains_key(&format!("{prefix}.bias")) {
+                true => Some(get(&format!("{prefix}.bias"))?),
+                false => None,
+            };
+            Ok(Linear { weight: QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias })
+        };
+        let mut layers = Vec::with_capacity(self.cfg.n_layers);
+        for i in 0..self.cfg.n_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Layer {
+                attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
+                q: linear(&format!("{p}.self_attn.q_proj"))?,
+                k: linear(&format!("{p}.self_attn.k_proj"))?,
+                v: linear(&format!("{p}.self_attn.v_proj"))?,
+                o: linear(&format!("{p}.self_attn.o_proj"))?,
+                ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                gate: linear(&format!("{p}.mlp.gate_proj"))?,
+                up: linear(&format!("{p}.mlp.up_proj"))?,
+                down: linear(&format!("{p}.mlp.down_proj"))?,
+            });
+        }
+        let embed = get("model.embed_tokens.weight")?;
+        let lm_head = match tensors.contains_key("lm_head.weight") {
+            true => Linear { weight: QMatMul::Tensor(get("lm_head.weight")?), bias: None },
+            false => Linear { weight: QMatMul::Tensor(embed.clone()), bias: None },
+        };
+        // HF layout pairs rotary dims (i, i + d/2); the rotation tables do not depend on it.
+        let cfg = Config { rope_interleaved: false, ..self.cfg.clone() };
+        Ok(Transformer {
+            cfg,
+            embed,
+            layers,
+            norm: get("model.norm.weight")?,
+            lm_head,
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+        })
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.cfg.n_layers)
     }

@@ -82,6 +82,18 @@ impl Model {
         Ok(Model { info: loaded.info, tokenizer: loaded.tokenizer, template, net: loaded.net, device })
     }
 
+    /// This model (tokenizer, template, architecture) with other weights under HF names and
+    /// layout: how a training run generates samples from its current weights.
+    pub fn with_hf_weights(&self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<Model> {
+        Ok(Model {
+            info: self.info.clone(),
+            tokenizer: self.tokenizer.clone(),
+            template: self.template.clone(),
+            net: self.net.with_hf_weights(tensors)?,
+            device: self.device.clone(),
+        })
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }

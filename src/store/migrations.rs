@@ -4,7 +4,7 @@
 //! verdict is recognised before anything touches it.
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The version this build writes and understands.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -189,4 +189,43 @@ CREATE TABLE annotator_state (
     updated_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 CREATE INDEX judgments_annotator_time ON judgments(annotator_id, created_at);
+"#;
+
+/// What a run's answers looked like at each evaluation, and blind model-vs-model votes.
+const MIGRATION_3: &str = r#"
+CREATE TABLE run_samples (
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    step         INTEGER NOT NULL,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    content      TEXT NOT NULL,
+    params       TEXT NOT NULL,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (run_id, prompt_id, step)
+) WITHOUT ROWID;
+
+CREATE TABLE eval_votes (
+    id           INTEGER PRIMARY KEY,
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    model_a      INTEGER NOT NULL REFERENCES models(id),
+    model_b      INTEGER NOT NULL REFERENCES models(id),
+    response_a   INTEGER NOT NULL REFERENCES responses(id),
+    response_b   INTEGER NOT NULL REFERENCES responses(id),
+    shown_left   TEXT NOT NULL CHECK (shown_left IN ('a', 'b')),
+    outcome      TEXT NOT NULL CHECK (outcome IN ('a', 'b', 'tie', 'both_bad')),
+    seconds      REAL,
+    superseded_by INTEGER REFERENCES eval_votes(id),
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX eval_votes_models ON eval_votes(model_a, model_b);
+
+-- Which response is a model's answer to a prompt for a sampling seed (two models can give the
+-- same text, which `responses` stores once).
+CREATE TABLE model_answers (
+    model_id     INTEGER NOT NULL REFERENCES models(id),
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    seed         INTEGER NOT NULL,
+    response_id  INTEGER NOT NULL REFERENCES responses(id),
+    PRIMARY KEY (model_id, prompt_id, seed)
+) WITHOUT ROWID;
 "#;

@@ -6,6 +6,7 @@
 
 mod bulk;
 pub mod bundle;
+mod evals;
 mod guidelines;
 mod import;
 mod labeling;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use evals::{EvalRow, EvalVoteRow, NewEvalVote, RunSample};
 pub use import::ImportSummary;
 pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Verdict};
 pub use merge::MergeSummary;

@@ -155,3 +155,25 @@ fn gguf_loads_to_the_same_weights_and_logits_as_quantized_llama() -> Result<()> 
     }
     Ok(())
 }
+
+/// The inference model rebuilt from training weights (how a run generates its samples) gives
+/// the inference model's own logits, for a GGUF llama (q/k un-permuted on load) and qwen2.
+#[test]
+fn inference_model_with_training_weights_gives_the_same_logits() -> anyhow::Result<()> {
+    use crate::model::testing::{TinyArch, write_tiny_models_arch};
+    use crate::model::{LoadOptions, Model as InferenceModel};
+    let dir = tempfile::tempdir()?;
+    for arch in [TinyArch::Llama, TinyArch::Qwen2] {
+        let (gguf, _) = write_tiny_models_arch(dir.path(), arch)?;
+        let opts = LoadOptions { dequantize: true, requantize: false, ..LoadOptions::default() };
+        let inference = InferenceModel::load(&gguf, &opts)?;
+        let (cfg, w) = weights::load_gguf(&gguf, DType::F32, &Device::Cpu)?;
+        let trained = Model::new(cfg, w, true)?;
+        let tensors: HashMap<String, Tensor> = crate::train::export::hf_tensors(&trained, true)?.into_iter().collect();
+        let rebuilt = inference.with_hf_weights(&tensors)?;
+        let tokens = [1u32, 5, 9, 3, 7, 2];
+        let d = max_diff(&inference.logits(&tokens)?, &rebuilt.logits(&tokens)?)?;
+        assert!(d < 1e-4, "{arch:?}: logits differ by {d}");
+    }
+    Ok(())
+}
