@@ -122,6 +122,18 @@ impl TrainConfig {
     }
 }
 
+/// Created in a run's folder to ask the process training it to checkpoint and stop.
+pub const STOP_FILE: &str = "STOP";
+
+/// Asks the run to stop at its next step boundary, whichever process runs it.
+pub fn request_stop(config_json: &str) -> anyhow::Result<PathBuf> {
+    let config: TrainConfig = serde_json::from_str(config_json).context("the run's stored config does not parse")?;
+    let out = config.out.context("the run has no output folder recorded")?;
+    let path = out.join(STOP_FILE);
+    std::fs::write(&path, b"stop\n").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
 /// Progress of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
@@ -238,6 +250,8 @@ pub fn run(
         std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot write to {}", out.display()))?;
+    // A stop asked for earlier is not a stop for this start.
+    let _ = std::fs::remove_file(out.join(STOP_FILE));
 
     // Tokenizer and template come from the inference loader; the weights are loaded again
     // as trainable f32 tensors.
@@ -367,6 +381,7 @@ pub fn run(
             start_step = optimizer.step;
         }
     }
+    store.set_run_plan(run_id, total_steps, train_ids.len(), test_ids.len(), truncated)?;
     events(TrainEvent::Started {
         run_id,
         train_pairs: train_ids.len(),
@@ -406,7 +421,11 @@ pub fn run(
     let per_step = micro * config.grad_accum;
     let outcome: anyhow::Result<&str> = (|| {
         for step_index in start_step..total_steps {
-            if cancel.load(Ordering::Relaxed) {
+            // A STOP file in the run folder stops it too: how another process (a second
+            // terminal's TUI) stops a run it did not start.
+            let stop_file = out.join(STOP_FILE);
+            if cancel.load(Ordering::Relaxed) || stop_file.exists() {
+                let _ = std::fs::remove_file(&stop_file);
                 let path = checkpoint::save(&checkpoints, &net, &optimizer, &serde_json::json!({}))?;
                 store.add_checkpoint(run_id, step_index as i64, &path.display().to_string())?;
                 events(TrainEvent::Checkpoint { step: step_index, path });

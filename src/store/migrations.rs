@@ -193,6 +193,12 @@ CREATE INDEX judgments_annotator_time ON judgments(annotator_id, created_at);
 
 /// What a run's answers looked like at each evaluation, and blind model-vs-model votes.
 const MIGRATION_3: &str = r#"
+-- What a run set out to do, so a live view anywhere can show progress and ETA.
+ALTER TABLE runs ADD COLUMN total_steps INTEGER;
+ALTER TABLE runs ADD COLUMN train_pairs INTEGER;
+ALTER TABLE runs ADD COLUMN test_pairs INTEGER;
+ALTER TABLE runs ADD COLUMN truncated INTEGER;
+
 CREATE TABLE run_samples (
     run_id       INTEGER NOT NULL REFERENCES runs(id),
     step         INTEGER NOT NULL,

@@ -21,6 +21,10 @@ pub struct RunRow {
     pub output_model_id: Option<i64>,
     pub started_at: String,
     pub updated_at: String,
+    pub total_steps: Option<i64>,
+    pub train_pairs: Option<i64>,
+    pub test_pairs: Option<i64>,
+    pub truncated: Option<i64>,
     pub last_step: Option<i64>,
     pub last_loss: Option<f64>,
     pub eval_accuracy: Option<f64>,
@@ -45,6 +49,30 @@ impl Store {
             params![run_id, status, error, finished],
         )?;
         Ok(())
+    }
+
+    /// What the run will do: steps in all, pairs in each split, pairs truncated.
+    pub fn set_run_plan(
+        &self,
+        run_id: i64,
+        total_steps: usize,
+        train: usize,
+        test: usize,
+        truncated: usize,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET total_steps = ?2, train_pairs = ?3, test_pairs = ?4, truncated = ?5 WHERE id = ?1",
+            params![run_id, total_steps as i64, train as i64, test as i64, truncated as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The run's checkpoints, oldest first: (step, path).
+    pub fn checkpoints(&self, run_id: i64) -> Result<Vec<(i64, String)>> {
+        let mut statement =
+            self.conn.prepare_cached("SELECT step, path FROM checkpoints WHERE run_id = ?1 ORDER BY step, id")?;
+        let rows = statement.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn set_run_output(&self, run_id: i64, model_id: i64) -> Result<()> {
@@ -94,6 +122,7 @@ impl Store {
     pub fn runs(&self) -> Result<Vec<RunRow>> {
         let mut statement = self.conn.prepare(
             "SELECT r.id, r.name, r.method, r.config, r.status, r.error, m.name, r.output_model_id, r.started_at, r.updated_at,
+                    r.total_steps, r.train_pairs, r.test_pairs, r.truncated,
                     (SELECT max(step) FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss'),
                     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1),
                     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'eval_rewards/accuracies'
@@ -112,9 +141,13 @@ impl Store {
                 output_model_id: r.get(7)?,
                 started_at: r.get(8)?,
                 updated_at: r.get(9)?,
-                last_step: r.get(10)?,
-                last_loss: r.get(11)?,
-                eval_accuracy: r.get(12)?,
+                total_steps: r.get(10)?,
+                train_pairs: r.get(11)?,
+                test_pairs: r.get(12)?,
+                truncated: r.get(13)?,
+                last_step: r.get(14)?,
+                last_loss: r.get(15)?,
+                eval_accuracy: r.get(16)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
