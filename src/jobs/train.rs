@@ -447,9 +447,12 @@ pub fn run(
             }
             let views: Vec<(&[PairIds], &[RefLogps])> =
                 batches.iter().map(|(p, r)| (p.as_slice(), r.as_slice())).collect();
+            let step_started = std::time::Instant::now();
             let metrics = step::train_step(&net, &views, &step_cfg, &mut optimizer)?;
             let step_number = step_index + 1;
             let mut values = metrics_vec(&metrics, "");
+            // Wall time of the optimizer step: what a live view anywhere needs for an ETA.
+            values.push(("step_seconds".into(), step_started.elapsed().as_secs_f64()));
             values.push(("epoch".into(), (step_number * per_step) as f64 / train_ids.len() as f64));
             store.add_metrics(run_id, step_number as i64, &values)?;
             events(TrainEvent::Step { step: step_number, metrics: values });

@@ -108,6 +108,10 @@ pub struct App {
     pub qa_scroll: u16,
     /// The model for generation: `--model`/VERDICT_MODEL, else the default (fetched on first use).
     pub model: Option<std::path::PathBuf>,
+    /// The training and review screens while they are open.
+    pub review: Option<super::review::Review>,
+    /// The review state kept while its run trains and the user labels in the queue.
+    pub parked: Option<super::review::Review>,
 }
 
 impl App {
@@ -141,6 +145,8 @@ impl App {
             qa: None,
             qa_scroll: 0,
             model: std::env::var_os("VERDICT_MODEL").map(Into::into),
+            review: None,
+            parked: None,
         };
         app.apply_filter();
         // Back where the annotator was: a restart or a crash costs nothing.
@@ -154,6 +160,9 @@ impl App {
     }
 
     pub fn mode(&self) -> Mode {
+        if let Some(review) = &self.review {
+            return review.mode();
+        }
         if self.compare.is_some() { Mode::Compare } else { Mode::Queue }
     }
 
@@ -177,6 +186,12 @@ impl App {
         if self.input != Input::None {
             self.type_key(key)?;
             return Ok(None);
+        }
+        if let Some(review) = &mut self.review {
+            if review.typing() && !self.show_help {
+                review.type_key(key);
+                return Ok(None);
+            }
         }
         if self.qa.is_some() {
             match key.code {
@@ -219,6 +234,24 @@ impl App {
     /// Applies one action.
     pub fn handle(&mut self, action: Action) -> anyhow::Result<Option<Effect>> {
         self.message.clear();
+        if let Some(review) = &mut self.review {
+            if !matches!(action, Action::Help | Action::Quit) {
+                let stay = review.handle(action, &self.store);
+                self.message = std::mem::take(&mut review.message);
+                if !stay? {
+                    // The thread of a run started here keeps going; the runs list shows it.
+                    if review.job.is_none() {
+                        self.review = None;
+                    } else {
+                        self.message = "a run started here is still training: it stops when verdict quits; \
+                                        T shows it"
+                            .into();
+                        self.parked = self.review.take();
+                    }
+                }
+                return Ok(None);
+            }
+        }
         match action {
             Action::Quit => self.quit = true,
             Action::Help => {
@@ -295,6 +328,12 @@ impl App {
                 };
                 self.qa_scroll = 0;
             }
+            Action::Review => {
+                self.review = match self.parked.take() {
+                    Some(review) => Some(review),
+                    None => Some(super::review::Review::open(&self.store, self.model.clone())?),
+                };
+            }
             Action::Refresh => {
                 self.items = queue::load(&self.store, self.annotator_id)?;
                 self.apply_filter();
@@ -309,6 +348,18 @@ impl App {
                     };
                 }
             }
+            // The review screens' own actions are handled by `Review` above.
+            Action::NewRun
+            | Action::StartRun
+            | Action::StopRun
+            | Action::ResumeRun
+            | Action::Samples
+            | Action::Diff
+            | Action::BlindEval
+            | Action::Arena
+            | Action::Edit
+            | Action::Previous
+            | Action::Next => {}
         }
         Ok(None)
     }
@@ -635,6 +686,31 @@ impl App {
     /// Takes in what the generation thread reported; called every tick. Returns whether
     /// anything changed (so the screen is redrawn).
     pub fn poll_job(&mut self) -> bool {
+        let mut changed = false;
+        if let Some(review) = &mut self.review {
+            changed |= review.poll(&self.store);
+            if !review.message.is_empty() {
+                self.message = std::mem::take(&mut review.message);
+            }
+        }
+        if let Some(review) = &mut self.parked {
+            changed |= review.poll(&self.store);
+            if !review.message.is_empty() {
+                self.message = std::mem::take(&mut review.message);
+            }
+        }
+        if self.parked.as_ref().is_some_and(|r| r.job.is_none()) {
+            self.parked = None;
+        }
+        self.poll_generation() || changed
+    }
+
+    /// Some while a run trains on this process's thread.
+    pub fn training(&self) -> Option<&super::review::TrainJob> {
+        self.review.as_ref().or(self.parked.as_ref()).and_then(|r| r.job.as_ref())
+    }
+
+    fn poll_generation(&mut self) -> bool {
         use crate::jobs::generate::GenerateEvent;
         let Some(job) = &mut self.job else { return false };
         let mut changed = Vec::new();

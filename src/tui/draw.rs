@@ -28,6 +28,11 @@ pub fn draw(frame: &mut Frame, app: &App) {
         main
     };
     match (&app.qa, &app.compare) {
+        _ if app.review.is_some() => {
+            if let Some(review) = &app.review {
+                super::review_draw::draw(frame, review, main)
+            }
+        }
         (Some(text), _) => {
             draw_text_pane(frame, main, " Quality · j/k scroll · Q or Esc closes ", text, app.qa_scroll, true)
         }
@@ -270,7 +275,8 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
             j.tokens_per_sec
         )
     });
-    let left = format!("{left}{}", job.unwrap_or_default());
+    let training = app.training().map(|t| format!(" training: {} · T shows it ", t.phase));
+    let left = format!("{left}{}{}", job.unwrap_or_default(), training.unwrap_or_default());
     let line = Line::from(vec![
         Span::styled(left.clone(), Style::default().bg(Color::DarkGray).fg(Color::White)),
         Span::styled(
@@ -291,7 +297,7 @@ fn draw_help(frame: &mut Frame, app: &App) {
     let area = centered(frame.area(), 80, 90);
     frame.render_widget(Clear, area);
     let mut lines: Vec<String> = Vec::new();
-    for (mode, title) in [(Mode::Queue, "Queue"), (Mode::Compare, "Compare")] {
+    for (mode, title) in Mode::ALL {
         lines.push(format!("{title}"));
         let mut by_action: Vec<(keymap::Action, Vec<&str>)> = Vec::new();
         for (key, action, _) in app.keymap.bindings(mode) {

@@ -78,6 +78,30 @@ pub enum Action {
     Cancel,
     /// Show or hide the QA screen: agreement and per-annotator report.
     Quality,
+    /// Training and review: runs, live curves, answers, diffs, blind evaluation.
+    Review,
+    /// A new training run (the form).
+    NewRun,
+    /// Start the run the form describes.
+    StartRun,
+    /// Stop the run at its next step, with a checkpoint.
+    StopRun,
+    /// Resume the run from its last checkpoint.
+    ResumeRun,
+    /// The answers the run generated at each evaluation.
+    Samples,
+    /// Base and tuned answers side by side, word differences marked.
+    Diff,
+    /// Blind evaluation of base against tuned.
+    BlindEval,
+    /// Every model ranked by blind judgments (Bradley-Terry).
+    Arena,
+    /// Edit the field.
+    Edit,
+    /// Previous step, choice or model.
+    Previous,
+    /// Next step, choice or model.
+    Next,
 }
 
 /// The screens with their own keys.
@@ -86,6 +110,28 @@ pub enum Action {
 pub enum Mode {
     Queue,
     Compare,
+    Runs,
+    Run,
+    Form,
+    Samples,
+    Diff,
+    Blind,
+    Arena,
+}
+
+impl Mode {
+    /// Every mode with its title, in the order the help lists them.
+    pub const ALL: [(Mode, &'static str); 9] = [
+        (Mode::Queue, "Queue"),
+        (Mode::Compare, "Compare"),
+        (Mode::Runs, "Runs (T from the queue)"),
+        (Mode::Run, "A run: live curves"),
+        (Mode::Form, "New run"),
+        (Mode::Samples, "Answers during training"),
+        (Mode::Diff, "Diff: base vs tuned"),
+        (Mode::Blind, "Blind evaluation"),
+        (Mode::Arena, "Arena"),
+    ];
 }
 
 use Action::*;
@@ -110,6 +156,7 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Queue, "Q", Quality, true),
     (Mode::Queue, "R", Refresh, true),
     (Mode::Queue, "f5", Refresh, false),
+    (Mode::Queue, "T", Review, true),
     (Mode::Queue, "?", Help, true),
     (Mode::Queue, "q", Quit, true),
     (Mode::Compare, "1", LeftBetter, true),
@@ -136,6 +183,76 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Compare, "esc", Back, true),
     (Mode::Compare, "?", Help, true),
     (Mode::Compare, "q", Quit, false),
+    (Mode::Runs, "enter", Open, true),
+    (Mode::Runs, "j", Down, false),
+    (Mode::Runs, "down", Down, false),
+    (Mode::Runs, "k", Up, false),
+    (Mode::Runs, "up", Up, false),
+    (Mode::Runs, "n", NewRun, true),
+    (Mode::Runs, "s", StopRun, true),
+    (Mode::Runs, "r", ResumeRun, true),
+    (Mode::Runs, "a", Samples, true),
+    (Mode::Runs, "d", Diff, true),
+    (Mode::Runs, "e", BlindEval, true),
+    (Mode::Runs, "A", Arena, true),
+    (Mode::Runs, "f5", Refresh, false),
+    (Mode::Runs, "esc", Back, true),
+    (Mode::Runs, "?", Help, true),
+    (Mode::Runs, "q", Quit, false),
+    (Mode::Run, "s", StopRun, true),
+    (Mode::Run, "r", ResumeRun, true),
+    (Mode::Run, "a", Samples, true),
+    (Mode::Run, "d", Diff, true),
+    (Mode::Run, "e", BlindEval, true),
+    (Mode::Run, "esc", Back, true),
+    (Mode::Run, "?", Help, true),
+    (Mode::Run, "q", Quit, false),
+    (Mode::Form, "j", Down, false),
+    (Mode::Form, "down", Down, false),
+    (Mode::Form, "k", Up, false),
+    (Mode::Form, "up", Up, false),
+    (Mode::Form, "enter", Edit, true),
+    (Mode::Form, "left", Previous, true),
+    (Mode::Form, "h", Previous, false),
+    (Mode::Form, "right", Next, true),
+    (Mode::Form, "l", Next, false),
+    (Mode::Form, "S", StartRun, true),
+    (Mode::Form, "esc", Back, true),
+    (Mode::Form, "?", Help, true),
+    (Mode::Samples, "left", Previous, true),
+    (Mode::Samples, "h", Previous, false),
+    (Mode::Samples, "right", Next, true),
+    (Mode::Samples, "l", Next, false),
+    (Mode::Samples, "j", Down, true),
+    (Mode::Samples, "down", Down, false),
+    (Mode::Samples, "k", Up, true),
+    (Mode::Samples, "up", Up, false),
+    (Mode::Samples, "esc", Back, true),
+    (Mode::Samples, "?", Help, true),
+    (Mode::Diff, "right", Next, true),
+    (Mode::Diff, "l", Next, false),
+    (Mode::Diff, "left", Previous, true),
+    (Mode::Diff, "h", Previous, false),
+    (Mode::Diff, "j", Down, false),
+    (Mode::Diff, "k", Up, false),
+    (Mode::Diff, "esc", Back, true),
+    (Mode::Diff, "?", Help, true),
+    (Mode::Blind, "1", LeftBetter, true),
+    (Mode::Blind, "2", RightBetter, true),
+    (Mode::Blind, "t", Tie, true),
+    (Mode::Blind, "b", BothBad, true),
+    (Mode::Blind, "s", Skip, true),
+    (Mode::Blind, "j", Down, false),
+    (Mode::Blind, "k", Up, false),
+    (Mode::Blind, "esc", Back, true),
+    (Mode::Blind, "?", Help, true),
+    (Mode::Arena, "1", LeftBetter, true),
+    (Mode::Arena, "2", RightBetter, true),
+    (Mode::Arena, "t", Tie, true),
+    (Mode::Arena, "b", BothBad, true),
+    (Mode::Arena, "s", Skip, true),
+    (Mode::Arena, "esc", Back, true),
+    (Mode::Arena, "?", Help, true),
 ];
 
 /// A resolved key map.
@@ -280,6 +397,18 @@ pub fn describe(action: Action) -> &'static str {
         GenerateAll => "generate candidates for the filtered prompts with fewer than 2",
         Cancel => "stop generating (finished candidates are kept)",
         Quality => "QA: agreement and annotator report",
+        Review => "training and review: runs, curves, answers, blind evaluation",
+        NewRun => "new training run",
+        StartRun => "start the run",
+        StopRun => "stop the run (checkpoint first; works for runs in other terminals)",
+        ResumeRun => "resume the run from its last checkpoint",
+        Samples => "answers generated at each evaluation, step by step",
+        Diff => "base vs tuned answers, word differences marked",
+        BlindEval => "blind evaluation: base vs tuned, win rate with 95% CI",
+        Arena => "arena: every model with answers, ranked (Bradley-Terry)",
+        Edit => "edit the field / cycle the choice",
+        Previous => "previous (step, choice, prompt)",
+        Next => "next (step, choice, prompt)",
     }
 }
 

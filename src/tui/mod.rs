@@ -6,8 +6,11 @@
 
 pub mod app;
 pub mod draw;
+pub mod form;
 pub mod keymap;
 pub mod queue;
+pub mod review;
+pub mod review_draw;
 pub mod text;
 
 use std::io::Stdout;
@@ -75,7 +78,7 @@ fn event_loop(terminal: &mut Term, app: &mut App) -> anyhow::Result<()> {
     while !app.quit {
         terminal.draw(|frame| draw::draw(frame, app))?;
         // While a job runs, tick faster so its progress shows; keys are still read first.
-        let tick = if app.job.is_some() { 100 } else { 250 };
+        let tick = if app.job.is_some() || app.training().is_some() { 100 } else { 250 };
         if !event::poll(Duration::from_millis(tick))? {
             app.poll_job();
             continue;

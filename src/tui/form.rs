@@ -1,0 +1,199 @@
+//! The new-run form: every option of `verdict train` with its default filled in, each value
+//! checked as it is typed (the reason shown beside the field), and the resolved pairs that
+//! would go in, by language.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crossterm::event::KeyEvent;
+
+use super::review::edit_text;
+use crate::domain::Split;
+use crate::jobs::train::TrainConfig;
+use crate::store::Store;
+
+/// What a field holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Choice { options: Vec<&'static str>, index: usize },
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub value: Value,
+    pub hint: &'static str,
+}
+
+impl Field {
+    pub fn text(&self) -> String {
+        match &self.value {
+            Value::Choice { options, index } => options[*index].to_string(),
+            Value::Text(t) => t.clone(),
+        }
+    }
+}
+
+pub struct TrainForm {
+    pub fields: Vec<Field>,
+    pub selected: usize,
+    /// The text being typed into the selected field.
+    pub editing: Option<String>,
+    /// Resolved pairs that would go in: language → (train, test).
+    pub pairs: BTreeMap<String, (usize, usize)>,
+}
+
+fn choice(key: &'static str, label: &'static str, options: Vec<&'static str>, hint: &'static str) -> Field {
+    Field { key, label, value: Value::Choice { options, index: 0 }, hint }
+}
+
+fn text(key: &'static str, label: &'static str, value: String, hint: &'static str) -> Field {
+    Field { key, label, value: Value::Text(value), hint }
+}
+
+impl TrainForm {
+    pub fn new(store: &Store, model: Option<PathBuf>) -> anyhow::Result<TrainForm> {
+        let d = TrainConfig::default();
+        let fields = vec![
+            choice("method", "Method", vec!["dpo", "sft"], "DPO on preference pairs, or SFT on the chosen answers"),
+            choice("loss", "Loss", vec!["sigmoid", "ipo", "hinge", "robust", "simpo"], "sigmoid is the DPO paper's"),
+            text("beta", "Beta", d.beta.to_string(), "strength of the pull toward the reference (0.01-0.5)"),
+            text("learning_rate", "Learning rate", "5e-6".into(), "1e-7 to 1e-5 for full, ~1e-4 for LoRA"),
+            text("epochs", "Epochs", d.epochs.to_string(), "passes over the train split"),
+            text("max_steps", "Max steps", String::new(), "empty: by epochs"),
+            text("batch_size", "Batch size", d.batch_size.to_string(), "pairs per micro-batch"),
+            text("grad_accum", "Gradient accumulation", d.grad_accum.to_string(), "micro-batches per step"),
+            text("max_length", "Max length", "512".into(), "tokens of prompt + answer; longer pairs are cut"),
+            choice("lora", "LoRA", vec!["off", "on"], "on: train small adapters, the base stays frozen"),
+            text("lora_rank", "LoRA rank", "16".into(), "used when LoRA is on"),
+            choice("device", "Device", vec!["auto", "cpu", "cuda"], "auto: the GPU when there is one"),
+            text(
+                "model",
+                "Base model",
+                model.map(|p| p.display().to_string()).unwrap_or_default(),
+                "empty: the default model",
+            ),
+            text("eval_every", "Evaluate every", "10".into(), "steps; also stores sample answers"),
+            text("save_every", "Checkpoint every", "20".into(), "steps; 0: only at stop and end"),
+            text("threads", "CPU threads", String::new(), "empty: all cores"),
+        ];
+        let mut pairs: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        let prompts: BTreeMap<i64, (String, Split)> =
+            store.prompts()?.into_iter().map(|p| (p.id, (p.language, p.split))).collect();
+        for pair in crate::qa::resolved_pairs(store)? {
+            if let Some((language, split)) = prompts.get(&pair.prompt_id) {
+                let entry = pairs.entry(language.clone()).or_default();
+                match split {
+                    Split::Train => entry.0 += 1,
+                    Split::Test => entry.1 += 1,
+                }
+            }
+        }
+        Ok(TrainForm { fields, selected: 0, editing: None, pairs })
+    }
+
+    pub fn move_by(&mut self, delta: i64) {
+        self.selected = (self.selected as i64 + delta).clamp(0, self.fields.len() as i64 - 1) as usize;
+    }
+
+    /// Next or previous option of a choice field.
+    pub fn cycle(&mut self, delta: i64) {
+        if let Value::Choice { options, index } = &mut self.fields[self.selected].value {
+            *index = (*index as i64 + delta).rem_euclid(options.len() as i64) as usize;
+        }
+    }
+
+    /// Enter: a choice cycles, a text field starts taking typed text.
+    pub fn edit(&mut self) {
+        match &self.fields[self.selected].value {
+            Value::Choice { .. } => self.cycle(1),
+            Value::Text(t) => self.editing = Some(t.clone()),
+        }
+    }
+
+    pub fn type_key(&mut self, key: KeyEvent) {
+        let Some(buffer) = &mut self.editing else { return };
+        match edit_text(buffer, key) {
+            Some(true) => {
+                let typed = self.editing.take().unwrap_or_default();
+                self.fields[self.selected].value = Value::Text(typed.trim().to_string());
+            }
+            Some(false) => self.editing = None,
+            None => {}
+        }
+    }
+
+    fn get(&self, key: &str) -> String {
+        self.fields.iter().find(|f| f.key == key).map(|f| f.text()).unwrap_or_default()
+    }
+
+    /// Why a field's value cannot be used, if it cannot.
+    pub fn error(&self, key: &str) -> Option<String> {
+        let value = self.get(key);
+        let positive_int = |v: &str, what: &str| match v.parse::<usize>() {
+            Ok(n) if n > 0 => None,
+            _ => Some(format!("{what} must be a whole number above 0")),
+        };
+        match key {
+            "beta" => match value.parse::<f64>() {
+                Ok(b) if b > 0.0 && b.is_finite() => None,
+                _ => Some("a positive number, e.g. 0.1".into()),
+            },
+            "learning_rate" => match value.parse::<f64>() {
+                Ok(lr) if lr > 0.0 && lr < 1.0 => None,
+                _ => Some("a number in (0, 1), e.g. 5e-6".into()),
+            },
+            "epochs" | "batch_size" | "grad_accum" => positive_int(&value, "it"),
+            "max_steps" | "threads" if value.is_empty() => None,
+            "max_steps" | "threads" => positive_int(&value, "it"),
+            "max_length" => match value.parse::<usize>() {
+                Ok(n) if n >= 16 => None,
+                _ => Some("at least 16 tokens".into()),
+            },
+            "lora_rank" if self.get("lora") == "on" => positive_int(&value, "the rank"),
+            "eval_every" | "save_every" => match value.parse::<usize>() {
+                Ok(_) => None,
+                Err(_) => Some("a whole number (0: never)".into()),
+            },
+            "model" if !value.is_empty() && !std::path::Path::new(&value).exists() => {
+                Some("no such file or folder".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// The run config, or the first field that is wrong.
+    pub fn config(&self) -> anyhow::Result<TrainConfig> {
+        if let Some(field) = self.fields.iter().find(|f| self.error(f.key).is_some()) {
+            anyhow::bail!("{}: {}", field.label, self.error(field.key).unwrap_or_default());
+        }
+        let total: usize = self.pairs.values().map(|p| p.0).sum();
+        if total == 0 {
+            anyhow::bail!("no resolved pairs in the train split: label some pairs first");
+        }
+        let number = |k: &str| self.get(k).parse::<usize>().unwrap_or(0);
+        let optional = |k: &str| Some(number(k)).filter(|&n| n > 0);
+        let config = TrainConfig {
+            method: self.get("method"),
+            loss: serde_json::from_value(serde_json::Value::from(self.get("loss")))?,
+            beta: self.get("beta").parse()?,
+            learning_rate: self.get("learning_rate").parse()?,
+            epochs: number("epochs"),
+            max_steps: optional("max_steps"),
+            batch_size: number("batch_size"),
+            grad_accum: number("grad_accum"),
+            max_length: number("max_length"),
+            lora_rank: if self.get("lora") == "on" { Some(number("lora_rank")) } else { None },
+            device: self.get("device"),
+            model: Some(self.get("model")).filter(|m| !m.is_empty()).map(PathBuf::from),
+            eval_every: number("eval_every"),
+            save_every: number("save_every"),
+            threads: optional("threads"),
+            ..TrainConfig::default()
+        };
+        config.check()?;
+        Ok(config)
+    }
+}

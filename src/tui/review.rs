@@ -1,0 +1,420 @@
+//! Training and review inside the TUI: the runs list, a run's live curves (read from the
+//! store, so a run started in another terminal shows too), the form that starts a run on
+//! its own thread, and the answers a run generated at each evaluation.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent};
+
+use super::form::TrainForm;
+use super::keymap::{Action, Mode};
+use crate::jobs::train::{self, TrainConfig, TrainEvent};
+use crate::store::{RunRow, RunSample, Store};
+
+/// The curves of one run, as the live view draws them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Curves {
+    pub loss: Vec<(f64, f64)>,
+    pub eval_loss: Vec<(f64, f64)>,
+    pub margins: Vec<(f64, f64)>,
+    pub eval_margins: Vec<(f64, f64)>,
+    pub accuracy: Vec<(f64, f64)>,
+    pub eval_accuracy: Vec<(f64, f64)>,
+    pub chosen: Vec<(f64, f64)>,
+    pub rejected: Vec<(f64, f64)>,
+    /// Latest values: tokens/s, epoch, median seconds per step over the last ten.
+    pub tokens_per_second: Option<f64>,
+    pub epoch: Option<f64>,
+    pub seconds_per_step: Option<f64>,
+}
+
+impl Curves {
+    pub fn load(store: &Store, run_id: i64) -> anyhow::Result<Curves> {
+        let series = |name: &str| -> anyhow::Result<Vec<(f64, f64)>> {
+            Ok(store.metric_series(run_id, name)?.into_iter().map(|(s, v)| (s as f64, v)).collect())
+        };
+        let last = |name: &str| -> anyhow::Result<Option<f64>> { Ok(series(name)?.last().map(|p| p.1)) };
+        let mut recent: Vec<f64> = series("step_seconds")?.iter().rev().take(10).map(|p| p.1).collect();
+        recent.sort_by(f64::total_cmp);
+        Ok(Curves {
+            loss: series("loss")?,
+            eval_loss: series("eval_loss")?,
+            margins: series("rewards/margins")?,
+            eval_margins: series("eval_rewards/margins")?,
+            accuracy: series("rewards/accuracies")?,
+            eval_accuracy: series("eval_rewards/accuracies")?,
+            chosen: series("rewards/chosen")?,
+            rejected: series("rewards/rejected")?,
+            tokens_per_second: last("tokens_per_second")?,
+            epoch: last("epoch")?,
+            seconds_per_step: recent.get(recent.len() / 2).copied(),
+        })
+    }
+
+    /// The last step with metrics.
+    pub fn step(&self) -> usize {
+        self.loss.last().map(|p| p.0 as usize).unwrap_or(0)
+    }
+}
+
+/// A training run on this process's own thread.
+pub struct TrainJob {
+    pub run_id: Option<i64>,
+    pub cancel: Arc<AtomicBool>,
+    pub events: Receiver<TrainMessage>,
+    pub started: Instant,
+    pub phase: String,
+}
+
+#[derive(Debug)]
+pub enum TrainMessage {
+    Event(TrainEvent),
+    Finished(Result<train::TrainSummary, String>),
+}
+
+/// A run's answers to its fixed prompts, by prompt and evaluation step.
+#[derive(Debug, Clone)]
+pub struct SamplesView {
+    pub run_id: i64,
+    /// (prompt id, prompt text, [(step, answer)]) in prompt order.
+    pub prompts: Vec<(i64, String, Vec<(i64, String)>)>,
+    pub prompt: usize,
+    pub step: usize,
+}
+
+impl SamplesView {
+    pub fn load(store: &Store, run_id: i64) -> anyhow::Result<SamplesView> {
+        let mut by_prompt: BTreeMap<i64, Vec<(i64, String)>> = BTreeMap::new();
+        for RunSample { step, prompt_id, content } in store.run_samples(run_id)? {
+            by_prompt.entry(prompt_id).or_default().push((step, content));
+        }
+        let mut prompts = Vec::new();
+        for (prompt_id, steps) in by_prompt {
+            let text = store
+                .prompt_messages(prompt_id)?
+                .iter()
+                .map(|m| format!("{}: {}", m.role, m.content))
+                .collect::<Vec<_>>()
+                .join("\n");
+            prompts.push((prompt_id, text, steps));
+        }
+        let step = prompts.first().map(|p| p.2.len().saturating_sub(1)).unwrap_or(0);
+        Ok(SamplesView { run_id, prompts, prompt: 0, step })
+    }
+
+    /// The answer shown and the one before it (the previous evaluation) for the diff.
+    pub fn current(&self) -> Option<(&str, &[(i64, String)], usize)> {
+        let (_, text, steps) = self.prompts.get(self.prompt)?;
+        Some((text.as_str(), steps.as_slice(), self.step.min(steps.len().saturating_sub(1))))
+    }
+}
+
+/// Which review screen is open.
+pub enum View {
+    Runs,
+    Run(i64),
+    Form(Box<TrainForm>),
+    Samples(SamplesView),
+}
+
+pub struct Review {
+    pub view: View,
+    pub runs: Vec<RunRow>,
+    pub selected: usize,
+    /// The curves of the run on screen, re-read from the store as steps come in.
+    pub curves: Option<(i64, Curves)>,
+    pub job: Option<TrainJob>,
+    pub message: String,
+    pub db: PathBuf,
+    pub model: Option<PathBuf>,
+    /// The latest stored blind win rate of each run's tuned model over its base: (rate, low, high).
+    pub win_rates: std::collections::HashMap<i64, (f64, f64, f64)>,
+    last_refresh: Instant,
+}
+
+impl Review {
+    pub fn open(store: &Store, model: Option<PathBuf>) -> anyhow::Result<Review> {
+        Ok(Review {
+            view: View::Runs,
+            runs: store.runs()?,
+            selected: 0,
+            curves: None,
+            job: None,
+            message: String::new(),
+            db: store.path().to_path_buf(),
+            model,
+            win_rates: Default::default(),
+            last_refresh: Instant::now(),
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        match &self.view {
+            View::Runs => Mode::Runs,
+            View::Run(_) => Mode::Run,
+            View::Form(_) => Mode::Form,
+            View::Samples(_) => Mode::Samples,
+        }
+    }
+
+    /// True while a form field takes typed text.
+    pub fn typing(&self) -> bool {
+        matches!(&self.view, View::Form(f) if f.editing.is_some())
+    }
+
+    pub fn type_key(&mut self, key: KeyEvent) {
+        if let View::Form(form) = &mut self.view {
+            form.type_key(key);
+        }
+    }
+
+    fn selected_run(&self) -> Option<&RunRow> {
+        match &self.view {
+            View::Run(id) => self.runs.iter().find(|r| r.id == *id),
+            _ => self.runs.get(self.selected),
+        }
+    }
+
+    /// Applies an action; returns false when the review screens should close.
+    pub fn handle(&mut self, action: Action, store: &Store) -> anyhow::Result<bool> {
+        self.message.clear();
+        match (&mut self.view, action) {
+            (View::Runs, Action::Back) => return Ok(false),
+            (_, Action::Back) => {
+                self.view = match &self.view {
+                    View::Samples(s) => View::Run(s.run_id),
+                    _ => View::Runs,
+                };
+                self.refresh(store)?;
+            }
+            (View::Runs, Action::Down) => self.selected = (self.selected + 1).min(self.runs.len().saturating_sub(1)),
+            (View::Runs, Action::Up) => self.selected = self.selected.saturating_sub(1),
+            (View::Runs, Action::Open) => {
+                if let Some(run) = self.runs.get(self.selected) {
+                    self.view = View::Run(run.id);
+                    self.refresh(store)?;
+                }
+            }
+            (View::Runs, Action::Refresh) => self.refresh(store)?,
+            (View::Runs, Action::NewRun) => {
+                let form = TrainForm::new(store, self.model.clone())?;
+                self.view = View::Form(Box::new(form));
+            }
+            (View::Form(form), Action::Down) => form.move_by(1),
+            (View::Form(form), Action::Up) => form.move_by(-1),
+            (View::Form(form), Action::Next) => form.cycle(1),
+            (View::Form(form), Action::Previous) => form.cycle(-1),
+            (View::Form(form), Action::Edit) => form.edit(),
+            (View::Form(form), Action::StartRun) => match form.config() {
+                Ok(config) => {
+                    if self.job.is_some() {
+                        self.message = "a run is already training in this window: stop it first (s)".into();
+                    } else {
+                        self.start(config, None);
+                        self.view = View::Runs;
+                        self.refresh(store)?;
+                    }
+                }
+                Err(why) => self.message = format!("error: {why}"),
+            },
+            (View::Runs | View::Run(_), Action::StopRun) => self.stop()?,
+            (View::Runs | View::Run(_), Action::ResumeRun) => self.resume(store)?,
+            (View::Runs | View::Run(_), Action::Samples) => {
+                if let Some(run) = self.selected_run() {
+                    let view = SamplesView::load(store, run.id)?;
+                    if view.prompts.is_empty() {
+                        self.message = "this run has no sample answers yet: they come with each evaluation \
+                                        (eval every > 0)"
+                            .into();
+                    } else {
+                        self.view = View::Samples(view);
+                    }
+                }
+            }
+            (View::Samples(s), Action::Next) => {
+                let steps = s.prompts.get(s.prompt).map(|p| p.2.len()).unwrap_or(0);
+                s.step = (s.step + 1).min(steps.saturating_sub(1));
+            }
+            (View::Samples(s), Action::Previous) => s.step = s.step.saturating_sub(1),
+            (View::Samples(s), Action::Down) => s.prompt = (s.prompt + 1).min(s.prompts.len().saturating_sub(1)),
+            (View::Samples(s), Action::Up) => s.prompt = s.prompt.saturating_sub(1),
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    fn start(&mut self, config: TrainConfig, resume: Option<i64>) {
+        let (sender, receiver) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let db = self.db.clone();
+        let stop = cancel.clone();
+        std::thread::spawn(move || {
+            let events = sender.clone();
+            let result = train::run(&db, &config, resume, false, &stop, &mut |event| {
+                let _ = events.send(TrainMessage::Event(event));
+            });
+            let _ = sender.send(TrainMessage::Finished(result.map_err(|e| format!("{e:#}"))));
+        });
+        self.job = Some(TrainJob {
+            run_id: resume,
+            cancel,
+            events: receiver,
+            started: Instant::now(),
+            phase: "loading the model".into(),
+        });
+        self.message = "training started on its own thread; Enter on the run shows its curves".into();
+    }
+
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(run) = self.selected_run().cloned() else { return Ok(()) };
+        if run.status != "running" {
+            self.message = format!("run {} is {}, not running", run.id, run.status);
+            return Ok(());
+        }
+        match &self.job {
+            Some(job) if job.run_id == Some(run.id) => job.cancel.store(true, Ordering::SeqCst),
+            // Another process trains it: ask through its run folder.
+            _ => {
+                train::request_stop(&run.config)?;
+            }
+        }
+        self.message = format!("run {} stops after its current step and writes a checkpoint", run.id);
+        Ok(())
+    }
+
+    fn resume(&mut self, store: &Store) -> anyhow::Result<()> {
+        let Some(run) = self.selected_run().cloned() else { return Ok(()) };
+        if !matches!(run.status.as_str(), "stopped" | "failed") {
+            self.message = format!("run {} is {}: only a stopped or failed run resumes", run.id, run.status);
+            return Ok(());
+        }
+        if self.job.is_some() {
+            self.message = "a run is already training in this window".into();
+            return Ok(());
+        }
+        let config: TrainConfig = serde_json::from_str(&run.config)?;
+        self.start(config, Some(run.id));
+        self.view = View::Run(run.id);
+        self.refresh(store)
+    }
+
+    /// Drains the training thread's messages and re-reads the runs and curves at most
+    /// twice a second; true when something changed.
+    pub fn poll(&mut self, store: &Store) -> bool {
+        let mut changed = false;
+        if let Some(job) = &mut self.job {
+            let mut finished = None;
+            while let Ok(message) = job.events.try_recv() {
+                changed = true;
+                match message {
+                    TrainMessage::Event(TrainEvent::Started { run_id, steps, .. }) => {
+                        job.run_id = Some(run_id);
+                        job.phase = format!("reference log-probs for run {run_id} ({steps} steps)");
+                    }
+                    TrainMessage::Event(TrainEvent::ReferenceDone { .. }) => job.phase = "training".into(),
+                    TrainMessage::Event(TrainEvent::Samples { step, .. }) => {
+                        job.phase = format!("sample answers stored at step {step}")
+                    }
+                    TrainMessage::Event(TrainEvent::Step { step, .. }) => job.phase = format!("step {step}"),
+                    TrainMessage::Event(_) => {}
+                    TrainMessage::Finished(result) => finished = Some(result),
+                }
+            }
+            if let Some(result) = finished {
+                self.message = match result {
+                    Ok(summary) => match summary.output {
+                        Some(dir) => format!("run {} finished: model in {}", summary.run_id, dir.display()),
+                        None => format!("run {} {} at step {}", summary.run_id, summary.status, summary.steps),
+                    },
+                    Err(error) => format!("error: the run failed: {error}"),
+                };
+                self.job = None;
+            }
+        }
+        if changed || self.last_refresh.elapsed() > Duration::from_millis(500) {
+            if let Err(e) = self.refresh(store) {
+                tracing::error!("{e:#}");
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    fn refresh(&mut self, store: &Store) -> anyhow::Result<()> {
+        self.last_refresh = Instant::now();
+        self.runs = store.runs()?;
+        self.win_rates.clear();
+        // Newest first: the first row seen for a run is its latest.
+        for eval in store.evals(None)? {
+            if let Some(run_id) = eval.run_id {
+                self.win_rates.entry(run_id).or_insert((eval.win_rate, eval.ci_low, eval.ci_high));
+            }
+        }
+        self.selected = self.selected.min(self.runs.len().saturating_sub(1));
+        if let View::Run(id) = self.view {
+            self.curves = Some((id, Curves::load(store, id)?));
+        }
+        Ok(())
+    }
+
+    /// Seconds until the run finishes, from the median step time (None before two steps).
+    pub fn eta(&self, run: &RunRow, curves: &Curves) -> Option<f64> {
+        let total = run.total_steps? as f64;
+        let per_step = curves.seconds_per_step?;
+        Some((total - curves.step() as f64).max(0.0) * per_step)
+    }
+
+    /// A run that says `running` but has not written anything for ten minutes was probably
+    /// killed: the list says so rather than pretending.
+    pub fn looks_abandoned(run: &RunRow, now_iso: &str) -> bool {
+        run.status == "running" && minutes_between(&run.updated_at, now_iso).is_some_and(|m| m > 10.0)
+    }
+}
+
+/// Minutes from one `YYYY-MM-DDTHH:MM:SS.fffZ` time to a later one (same or next day only,
+/// which is all the staleness check needs).
+fn minutes_between(earlier: &str, later: &str) -> Option<f64> {
+    let parse = |s: &str| -> Option<(String, f64)> {
+        let (date, time) = s.split_once('T')?;
+        let time = time.trim_end_matches('Z');
+        let mut parts = time.split(':');
+        let h: f64 = parts.next()?.parse().ok()?;
+        let m: f64 = parts.next()?.parse().ok()?;
+        let s: f64 = parts.next()?.parse().ok()?;
+        Some((date.to_string(), h * 60.0 + m + s / 60.0))
+    };
+    let (d1, m1) = parse(earlier)?;
+    let (d2, m2) = parse(later)?;
+    Some(if d1 == d2 { m2 - m1 } else { m2 + 24.0 * 60.0 - m1 })
+}
+
+/// The typed-text keys of a form field: characters, backspace, Enter keeps, Esc drops.
+pub fn edit_text(buffer: &mut String, key: KeyEvent) -> Option<bool> {
+    match key.code {
+        KeyCode::Char(c) => buffer.push(c),
+        KeyCode::Backspace => {
+            buffer.pop();
+        }
+        KeyCode::Enter => return Some(true),
+        KeyCode::Esc => return Some(false),
+        _ => {}
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minutes_between_times_on_the_same_and_the_next_day() {
+        assert_eq!(minutes_between("2026-11-27T10:00:00.000Z", "2026-11-27T10:30:30.000Z"), Some(30.5));
+        assert_eq!(minutes_between("2026-11-27T23:55:00.000Z", "2026-11-28T00:05:00.000Z"), Some(10.0));
+        assert_eq!(minutes_between("garbage", "2026-11-28T00:05:00.000Z"), None);
+    }
+}

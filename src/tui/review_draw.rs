@@ -1,0 +1,343 @@
+//! Drawing the training and review screens; like `draw`, plain functions of the state.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph, Wrap};
+
+use super::form::{TrainForm, Value};
+use super::review::{Curves, Review, SamplesView, View};
+use super::text::{pad, truncate};
+use crate::store::RunRow;
+
+const ACCENT: Color = Color::Cyan;
+
+pub fn draw(frame: &mut Frame, review: &Review, area: Rect) {
+    match &review.view {
+        View::Runs => draw_runs(frame, review, area),
+        View::Run(id) => match review.runs.iter().find(|r| r.id == *id) {
+            Some(run) => {
+                let empty = Curves::default();
+                let curves = review.curves.as_ref().filter(|(c, _)| c == id).map(|(_, c)| c).unwrap_or(&empty);
+                draw_run(frame, review, run, curves, area)
+            }
+            None => draw_runs(frame, review, area),
+        },
+        View::Form(form) => draw_form(frame, form, area),
+        View::Samples(samples) => draw_samples(frame, samples, area),
+    }
+}
+
+fn block(title: &str) -> Block<'_> {
+    Block::default().borders(Borders::ALL).title(title).border_style(Style::default().fg(ACCENT))
+}
+
+fn number(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "–".into())
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3600 { format!("{}h{:02}m", s / 3600, s % 3600 / 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
+}
+
+fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
+    let inner = (area.width as usize).saturating_sub(2);
+    let mut lines = vec![Line::styled(
+        truncate(
+            &format!(
+                "{} {} {} {} {} {} {} {} {}",
+                pad("run", 5),
+                pad("status", 9),
+                pad("method", 10),
+                pad("base model", 24),
+                pad("pairs", 9),
+                pad("steps", 11),
+                pad("loss", 7),
+                pad("eval acc", 8),
+                "win rate (95% CI)"
+            ),
+            inner,
+        ),
+        Style::default().add_modifier(Modifier::BOLD),
+    )];
+    for (i, run) in review.runs.iter().enumerate() {
+        let method = match serde_json::from_str::<serde_json::Value>(&run.config) {
+            Ok(c) if c["lora_rank"].is_number() => format!("{}+lora", run.method),
+            _ => run.method.clone(),
+        };
+        let win = review
+            .win_rates
+            .get(&run.id)
+            .map(|(w, lo, hi)| format!("{:.0}% ({:.0}-{:.0})", w * 100.0, lo * 100.0, hi * 100.0))
+            .unwrap_or_else(|| "–".into());
+        let pairs = match (run.train_pairs, run.test_pairs) {
+            (Some(a), Some(b)) => format!("{a}/{b}"),
+            _ => "–".into(),
+        };
+        let steps = format!(
+            "{}/{}",
+            run.last_step.unwrap_or(0),
+            run.total_steps.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
+        );
+        let line = format!(
+            "{} {} {} {} {} {} {} {} {}",
+            pad(&run.id.to_string(), 5),
+            pad(&run.status, 9),
+            pad(&method, 10),
+            pad(&truncate(run.base_model.as_deref().unwrap_or("–"), 24), 24),
+            pad(&pairs, 9),
+            pad(&steps, 11),
+            pad(&number(run.last_loss, 4), 7),
+            pad(&number(run.eval_accuracy, 2), 8),
+            win
+        );
+        let color = match run.status.as_str() {
+            "running" => Color::Green,
+            "failed" => Color::Red,
+            "stopped" => Color::Yellow,
+            _ => Color::Reset,
+        };
+        let mut style = Style::default().fg(color);
+        if i == review.selected {
+            style = style.bg(Color::DarkGray).add_modifier(Modifier::BOLD);
+        }
+        lines.push(Line::styled(truncate(&line, inner), style));
+        if let Some(error) = &run.error {
+            lines.push(Line::styled(truncate(&format!("      {error}"), inner), Style::default().fg(Color::Red)));
+        }
+    }
+    if review.runs.is_empty() {
+        lines.push(Line::raw(""));
+        lines.push(Line::raw("No training runs yet. n opens the form for one; `verdict train` in another"));
+        lines.push(Line::raw("terminal works too, and its run shows up here with live curves."));
+    }
+    let title = format!(" Runs · {} · Enter curves · n new run · esc queue ", review.runs.len());
+    frame.render_widget(Paragraph::new(lines).block(block(&title)), area);
+}
+
+fn draw_run(frame: &mut Frame, review: &Review, run: &RunRow, curves: &Curves, area: Rect) {
+    let [header, top, bottom] =
+        Layout::vertical([Constraint::Length(4), Constraint::Percentage(55), Constraint::Min(5)]).areas(area);
+    let step = curves.step();
+    let total = run.total_steps.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+    let eta = match (run.status.as_str(), review.eta(run, curves)) {
+        ("running", Some(s)) => duration(s),
+        ("running", None) => "–".into(),
+        _ => "done".into(),
+    };
+    let status_color = match run.status.as_str() {
+        "running" => Color::Green,
+        "failed" => Color::Red,
+        "stopped" => Color::Yellow,
+        _ => Color::Reset,
+    };
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(format!(" {} ", run.status), Style::default().fg(Color::Black).bg(status_color)),
+            Span::raw(format!(
+                "  step {step}/{total} · epoch {} · {} tok/s · {} s/step · ETA {eta}",
+                number(curves.epoch, 2),
+                number(curves.tokens_per_second, 0),
+                number(curves.seconds_per_step, 2),
+            )),
+        ]),
+        Line::raw(format!(
+            " pairs {} train / {} test · {} truncated · base {} · loss {} · eval loss {} · eval acc {}",
+            run.train_pairs.unwrap_or(0),
+            run.test_pairs.unwrap_or(0),
+            run.truncated.unwrap_or(0),
+            run.base_model.as_deref().unwrap_or("–"),
+            number(curves.loss.last().map(|p| p.1), 4),
+            number(curves.eval_loss.last().map(|p| p.1), 4),
+            number(curves.eval_accuracy.last().map(|p| p.1), 2),
+        )),
+    ];
+    if let Some(error) = &run.error {
+        lines.push(Line::styled(format!(" {error}"), Style::default().fg(Color::Red)));
+    }
+    let title = format!(" Run {} · {} ", run.id, run.name);
+    frame.render_widget(Paragraph::new(lines).block(block(&title)), header);
+    draw_chart(
+        frame,
+        top,
+        " Loss ",
+        &[("train", &curves.loss, Color::Cyan), ("eval", &curves.eval_loss, Color::Magenta)],
+        None,
+    );
+    let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
+    draw_chart(
+        frame,
+        left,
+        " Reward margin (chosen − rejected) ",
+        &[
+            ("train", &curves.margins, Color::Cyan),
+            ("eval", &curves.eval_margins, Color::Magenta),
+            ("chosen", &curves.chosen, Color::Green),
+            ("rejected", &curves.rejected, Color::Red),
+        ],
+        None,
+    );
+    draw_chart(
+        frame,
+        right,
+        " Accuracy (margin > 0) ",
+        &[("train", &curves.accuracy, Color::Cyan), ("eval", &curves.eval_accuracy, Color::Magenta)],
+        Some((0.0, 1.0)),
+    );
+}
+
+/// Bounds that hold every point, padded so a flat line is not drawn on the frame.
+fn bounds(points: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) =
+        points.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return None;
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    Some((lo - pad, hi + pad))
+}
+
+fn axis_labels(lo: f64, hi: f64, integer: bool) -> Vec<Span<'static>> {
+    let fmt = |v: f64| if integer { format!("{}", v.round() as i64) } else { format!("{v:.3}") };
+    vec![Span::raw(fmt(lo)), Span::raw(fmt((lo + hi) / 2.0)), Span::raw(fmt(hi))]
+}
+
+fn draw_chart(
+    frame: &mut Frame,
+    area: Rect,
+    title: &str,
+    series: &[(&str, &Vec<(f64, f64)>, Color)],
+    fixed_y: Option<(f64, f64)>,
+) {
+    let shown: Vec<_> = series.iter().filter(|(_, points, _)| !points.is_empty()).collect();
+    if shown.is_empty() {
+        frame.render_widget(Paragraph::new(" no steps yet").block(block(title)), area);
+        return;
+    }
+    let all = || shown.iter().flat_map(|(_, points, _)| points.iter());
+    let (x0, x1) = bounds(all().map(|p| p.0)).unwrap_or((0.0, 1.0));
+    let (x0, x1) = (x0.max(0.0).floor(), x1.ceil().max(x0 + 1.0));
+    let (y0, y1) = fixed_y.or_else(|| bounds(all().map(|p| p.1))).unwrap_or((0.0, 1.0));
+    let datasets = shown
+        .iter()
+        .map(|(name, points, color)| {
+            Dataset::default()
+                .name(name.to_string())
+                .marker(Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(Style::default().fg(*color))
+                .data(points)
+        })
+        .collect();
+    let chart = Chart::new(datasets)
+        .block(block(title))
+        .x_axis(Axis::default().title("step").bounds([x0, x1]).labels(axis_labels(x0, x1, true)))
+        .y_axis(Axis::default().bounds([y0, y1]).labels(axis_labels(y0, y1, false)));
+    frame.render_widget(chart, area);
+}
+
+fn draw_form(frame: &mut Frame, form: &TrainForm, area: Rect) {
+    let [left, right] = Layout::horizontal([Constraint::Min(50), Constraint::Length(30)]).areas(area);
+    let mut lines = Vec::new();
+    for (i, field) in form.fields.iter().enumerate() {
+        let selected = i == form.selected;
+        let value = match (&field.value, selected, &form.editing) {
+            (_, true, Some(typed)) => format!("{typed}▏"),
+            (Value::Choice { options, index }, _, _) => format!("‹ {} ›", options[*index]),
+            (Value::Text(t), _, _) if t.is_empty() => "(default)".into(),
+            (Value::Text(t), _, _) => t.clone(),
+        };
+        let label_style =
+            if selected { Style::default().bg(Color::DarkGray).add_modifier(Modifier::BOLD) } else { Style::default() };
+        let (note, note_style) = match form.error(field.key) {
+            Some(error) => (format!("✗ {error}"), Style::default().fg(Color::Red)),
+            None => (field.hint.to_string(), Style::default().fg(Color::DarkGray)),
+        };
+        lines.push(Line::from(vec![
+            Span::styled(format!(" {} ", pad(field.label, 22)), label_style),
+            Span::styled(pad(&truncate(&value, 26), 27), Style::default().fg(ACCENT)),
+            Span::styled(note, note_style),
+        ]));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::raw(" Enter edits a field (Enter keeps, Esc drops) · ←/→ change a choice · S starts"));
+    frame.render_widget(Paragraph::new(lines).block(block(" New training run ")), left);
+
+    let mut pairs = vec![Line::styled(
+        format!(" {} {} {}", pad("language", 10), pad("train", 6), "test"),
+        Style::default().add_modifier(Modifier::BOLD),
+    )];
+    let (mut train, mut test) = (0, 0);
+    for (language, (a, b)) in &form.pairs {
+        pairs.push(Line::raw(format!(" {} {} {b}", pad(language, 10), pad(&a.to_string(), 6))));
+        train += a;
+        test += b;
+    }
+    pairs.push(Line::styled(
+        format!(" {} {} {test}", pad("all", 10), pad(&train.to_string(), 6)),
+        Style::default().add_modifier(Modifier::BOLD),
+    ));
+    if train == 0 {
+        pairs.push(Line::styled(" no pairs to train on yet", Style::default().fg(Color::Red)));
+    }
+    frame.render_widget(Paragraph::new(pairs).block(block(" Resolved pairs going in ")), right);
+}
+
+/// Words of `new` that were not in `old` in green, words of `old` that went in red.
+pub fn word_diff(old: &str, new: &str) -> Vec<Line<'static>> {
+    let diff = similar::TextDiff::from_words(old, new);
+    let mut lines = vec![Line::default()];
+    for change in diff.iter_all_changes() {
+        let style = match change.tag() {
+            similar::ChangeTag::Equal => Style::default(),
+            similar::ChangeTag::Insert => Style::default().fg(Color::Black).bg(Color::Green),
+            similar::ChangeTag::Delete => Style::default().fg(Color::Red).add_modifier(Modifier::CROSSED_OUT),
+        };
+        // Newlines start new lines; everything else is a span of the current one.
+        let mut parts = change.value().split('\n').peekable();
+        while let Some(part) = parts.next() {
+            if !part.is_empty() {
+                lines.last_mut().expect("one line").spans.push(Span::styled(part.to_string(), style));
+            }
+            if parts.peek().is_some() {
+                lines.push(Line::default());
+            }
+        }
+    }
+    lines
+}
+
+fn draw_samples(frame: &mut Frame, samples: &SamplesView, area: Rect) {
+    let Some((prompt, steps, index)) = samples.current() else {
+        frame.render_widget(Paragraph::new(" no samples").block(block(" Answers during training ")), area);
+        return;
+    };
+    let [top, bar, body] =
+        Layout::vertical([Constraint::Percentage(25), Constraint::Length(3), Constraint::Min(3)]).areas(area);
+    let title = format!(" Prompt {}/{} · j/k prompt ", samples.prompt + 1, samples.prompts.len());
+    frame.render_widget(Paragraph::new(prompt.to_string()).wrap(Wrap { trim: false }).block(block(&title)), top);
+    let mut spans = vec![Span::raw(" step ")];
+    for (i, (step, _)) in steps.iter().enumerate() {
+        let style = if i == index {
+            Style::default().fg(Color::Black).bg(ACCENT).add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        };
+        spans.push(Span::styled(format!(" {step} "), style));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)).block(block(" Evaluations · ←/→ ")), bar);
+    let (step, answer) = &steps[index];
+    let (title, lines) = match index.checked_sub(1).map(|i| &steps[i]) {
+        Some((before, old)) => {
+            (format!(" Answer at step {step} · changes since step {before} "), word_diff(old, answer))
+        }
+        None => (
+            format!(" Answer at step {step} (before training) "),
+            answer.lines().map(|l| Line::raw(l.to_string())).collect(),
+        ),
+    };
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block(&title)), body);
+}
