@@ -8,6 +8,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod export;
+pub mod export_gguf;
 pub mod fused;
 pub mod linear;
 pub mod logps;
