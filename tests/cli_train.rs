@@ -87,8 +87,13 @@ fn a_dpo_run_records_trl_metrics_and_exports_a_model() {
     assert!((loss[0].1 - std::f64::consts::LN_2).abs() < 1e-3, "step 1 starts at ln 2: {}", loss[0].1);
     let margins = metric(&db, 1, "rewards/margins");
     assert!(margins.last().unwrap().1 > margins[0].1, "the margin grows: {margins:?}");
-    for file in ["model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json"]
-    {
+    for file in [
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "model/tokenizer_config.json",
+        "model/model.Q8_0.gguf",
+    ] {
         assert!(out_dir.join(file).is_file(), "{file}");
     }
     assert!(out_dir.join("checkpoints/checkpoint-12").is_dir() || out_dir.join("checkpoints/checkpoint-6").is_dir());
@@ -111,6 +116,9 @@ fn a_dpo_run_records_trl_metrics_and_exports_a_model() {
     assert!(runs.contains("finished"), "{runs}");
     // The exported HF folder is a model verdict can load and generate with.
     let info = ok(&db, &["model", "info", out_dir.join("model").to_str().unwrap()]);
+    assert!(info.contains("architecture:    llama"), "{info}");
+    // And so is the GGUF export.
+    let info = ok(&db, &["model", "info", out_dir.join("model/model.Q8_0.gguf").to_str().unwrap()]);
     assert!(info.contains("architecture:    llama"), "{info}");
     // An existing output folder is refused without --overwrite.
     let again = verdict(

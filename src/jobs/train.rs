@@ -539,6 +539,14 @@ fn write_outputs(
     dir: &Path,
 ) -> anyhow::Result<()> {
     export::export_hf(net, dir)?;
+    // GGUF (Q8_0, plus the source's own quantization) for `verdict generate` and llama.cpp.
+    // A GGUF needs the source's tokenizer metadata: from an HF base the run says how to convert.
+    if source.is_file() {
+        let tensors = export::hf_tensors(net, true)?;
+        crate::train::export_gguf::export_gguf_files(&tensors, source, dir)?;
+    } else {
+        tracing::info!("no GGUF export: the base model is an HF folder (convert with llama.cpp's convert_hf_to_gguf.py)");
+    }
     inference
         .tokenizer()
         .save(dir.join("tokenizer.json"), false)
