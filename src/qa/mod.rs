@@ -6,6 +6,7 @@ pub mod pairing;
 pub mod report;
 pub mod resolve;
 pub mod text;
+pub mod winrate;
 
 pub use resolve::{Resolution, ResolvedPair, resolve};
 
