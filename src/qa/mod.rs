@@ -1,6 +1,7 @@
 //! Quality assurance: turning many annotators' verdicts into trustworthy pairs.
 
 pub mod agreement;
+pub mod arena;
 pub mod assign;
 pub mod pairing;
 pub mod report;
