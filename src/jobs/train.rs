@@ -545,7 +545,9 @@ fn write_outputs(
         let tensors = export::hf_tensors(net, true)?;
         crate::train::export_gguf::export_gguf_files(&tensors, source, dir)?;
     } else {
-        tracing::info!("no GGUF export: the base model is an HF folder (convert with llama.cpp's convert_hf_to_gguf.py)");
+        tracing::info!(
+            "no GGUF export: the base model is an HF folder (convert with llama.cpp's convert_hf_to_gguf.py)"
+        );
     }
     inference
         .tokenizer()

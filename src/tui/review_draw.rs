@@ -45,20 +45,28 @@ fn duration(seconds: f64) -> String {
 
 fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
     let inner = (area.width as usize).saturating_sub(2);
+    // Fixed columns first; the base model's name takes what is left, and the pairs column
+    // shows only when there is room for it.
+    let wide = inner >= 110;
+    let fixed = 4 + 9 + 10 + 9 + 7 + 6 + 17 + if wide { 9 } else { 0 } + 8;
+    let model_width = inner.saturating_sub(fixed).clamp(8, 36);
+    let row = |cells: [&str; 9]| -> String {
+        let [id, status, method, model, pairs, steps, loss, acc, win] = cells;
+        let pairs = if wide { format!("{} ", pad(pairs, 8)) } else { String::new() };
+        format!(
+            "{} {} {} {} {pairs}{} {} {} {win}",
+            pad(id, 4),
+            pad(status, 8),
+            pad(method, 9),
+            pad(&truncate(model, model_width), model_width),
+            pad(steps, 8),
+            pad(loss, 6),
+            pad(acc, 5),
+        )
+    };
     let mut lines = vec![Line::styled(
         truncate(
-            &format!(
-                "{} {} {} {} {} {} {} {} {}",
-                pad("run", 5),
-                pad("status", 9),
-                pad("method", 10),
-                pad("base model", 24),
-                pad("pairs", 9),
-                pad("steps", 11),
-                pad("loss", 7),
-                pad("eval acc", 8),
-                "win rate (95% CI)"
-            ),
+            &row(["run", "status", "method", "base model", "pairs", "steps", "loss", "eval acc", "win rate (95% CI)"]),
             inner,
         ),
         Style::default().add_modifier(Modifier::BOLD),
@@ -82,18 +90,17 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
             run.last_step.unwrap_or(0),
             run.total_steps.map(|t| t.to_string()).unwrap_or_else(|| "?".into())
         );
-        let line = format!(
-            "{} {} {} {} {} {} {} {} {}",
-            pad(&run.id.to_string(), 5),
-            pad(&run.status, 9),
-            pad(&method, 10),
-            pad(&truncate(run.base_model.as_deref().unwrap_or("–"), 24), 24),
-            pad(&pairs, 9),
-            pad(&steps, 11),
-            pad(&number(run.last_loss, 4), 7),
-            pad(&number(run.eval_accuracy, 2), 8),
-            win
-        );
+        let line = row([
+            &run.id.to_string(),
+            &run.status,
+            &method,
+            run.base_model.as_deref().unwrap_or("–"),
+            &pairs,
+            &steps,
+            &number(run.last_loss, 4),
+            &number(run.eval_accuracy, 2),
+            &win,
+        ]);
         let color = match run.status.as_str() {
             "running" => Color::Green,
             "failed" => Color::Red,
@@ -106,7 +113,7 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
         }
         lines.push(Line::styled(truncate(&line, inner), style));
         if let Some(error) = &run.error {
-            lines.push(Line::styled(truncate(&format!("      {error}"), inner), Style::default().fg(Color::Red)));
+            lines.push(Line::styled(truncate(&format!("     {error}"), inner), Style::default().fg(Color::Red)));
         }
     }
     if review.runs.is_empty() {
@@ -172,12 +179,7 @@ fn draw_run(frame: &mut Frame, review: &Review, run: &RunRow, curves: &Curves, a
         frame,
         left,
         " Reward margin (chosen − rejected) ",
-        &[
-            ("train", &curves.margins, Color::Cyan),
-            ("eval", &curves.eval_margins, Color::Magenta),
-            ("chosen", &curves.chosen, Color::Green),
-            ("rejected", &curves.rejected, Color::Red),
-        ],
+        &[("train", &curves.margins, Color::Cyan), ("eval", &curves.eval_margins, Color::Magenta)],
         None,
     );
     draw_chart(
@@ -234,6 +236,7 @@ fn draw_chart(
         .collect();
     let chart = Chart::new(datasets)
         .block(block(title))
+        .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(1, 2)))
         .x_axis(Axis::default().title("step").bounds([x0, x1]).labels(axis_labels(x0, x1, true)))
         .y_axis(Axis::default().bounds([y0, y1]).labels(axis_labels(y0, y1, false)));
     frame.render_widget(chart, area);
@@ -252,15 +255,17 @@ fn draw_form(frame: &mut Frame, form: &TrainForm, area: Rect) {
         };
         let label_style =
             if selected { Style::default().bg(Color::DarkGray).add_modifier(Modifier::BOLD) } else { Style::default() };
-        let (note, note_style) = match form.error(field.key) {
-            Some(error) => (format!("✗ {error}"), Style::default().fg(Color::Red)),
-            None => (field.hint.to_string(), Style::default().fg(Color::DarkGray)),
-        };
+        let error = form.error(field.key);
+        let hint = if error.is_none() { field.hint } else { "" };
         lines.push(Line::from(vec![
             Span::styled(format!(" {} ", pad(field.label, 22)), label_style),
             Span::styled(pad(&truncate(&value, 26), 27), Style::default().fg(ACCENT)),
-            Span::styled(note, note_style),
+            Span::styled(hint, Style::default().fg(Color::DarkGray)),
         ]));
+        // The reason a value is wrong gets its own line, so it shows on a narrow terminal.
+        if let Some(error) = error {
+            lines.push(Line::styled(format!("   ✗ {}: {error}", field.label), Style::default().fg(Color::Red)));
+        }
     }
     lines.push(Line::raw(""));
     lines.push(Line::raw(" Enter edits a field (Enter keeps, Esc drops) · ←/→ change a choice · S starts"));
@@ -286,7 +291,8 @@ fn draw_form(frame: &mut Frame, form: &TrainForm, area: Rect) {
     frame.render_widget(Paragraph::new(pairs).block(block(" Resolved pairs going in ")), right);
 }
 
-/// Words of `new` that were not in `old` in green, words of `old` that went in red.
+/// Words of `new` that were not in `old` as `{+new+}` on green, words of `old` that went as
+/// `[-old-]` in red: the markers keep it readable without colour (and in snapshots).
 pub fn word_diff(old: &str, new: &str) -> Vec<Line<'static>> {
     let diff = similar::TextDiff::from_words(old, new);
     let mut lines = vec![Line::default()];
@@ -297,10 +303,16 @@ pub fn word_diff(old: &str, new: &str) -> Vec<Line<'static>> {
             similar::ChangeTag::Delete => Style::default().fg(Color::Red).add_modifier(Modifier::CROSSED_OUT),
         };
         // Newlines start new lines; everything else is a span of the current one.
+        let (open, close) = match change.tag() {
+            similar::ChangeTag::Equal => ("", ""),
+            similar::ChangeTag::Insert => ("{+", "+}"),
+            similar::ChangeTag::Delete => ("[-", "-]"),
+        };
         let mut parts = change.value().split('\n').peekable();
         while let Some(part) = parts.next() {
             if !part.is_empty() {
-                lines.last_mut().expect("one line").spans.push(Span::styled(part.to_string(), style));
+                let text = if part.trim().is_empty() { part.to_string() } else { format!("{open}{part}{close}") };
+                lines.last_mut().expect("one line").spans.push(Span::styled(text, style));
             }
             if parts.peek().is_some() {
                 lines.push(Line::default());

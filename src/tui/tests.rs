@@ -327,3 +327,91 @@ fn assigned_prompts_come_first() {
     let first: Vec<i64> = app.visible.iter().take(3).map(|&i| app.items[i].row.prompt_id).collect();
     assert_eq!(first, vec![50, 7, 1]);
 }
+
+/// A run with recorded metrics: a loss falling from ln 2, margins and accuracy rising,
+/// evaluation every 10 steps, and sample answers at steps 0 and 20.
+fn app_with_recorded_run() -> App {
+    let mut app = app();
+    let config = serde_json::to_string(&crate::jobs::train::TrainConfig {
+        out: Some("/tmp/verdict-test-run".into()),
+        max_steps: Some(40),
+        ..Default::default()
+    })
+    .unwrap();
+    let run = app.store.create_run("run-demo", "dpo", &config, None).unwrap();
+    app.store.set_run_plan(run, 40, 36, 6, 1).unwrap();
+    for step in 1..=24i64 {
+        let t = step as f64;
+        let margin = 0.08 * t;
+        let mut metrics = vec![
+            ("loss".to_string(), std::f64::consts::LN_2 * (-t / 18.0).exp()),
+            ("rewards/margins".to_string(), margin),
+            ("rewards/chosen".to_string(), 0.03 * t),
+            ("rewards/rejected".to_string(), -0.05 * t),
+            ("rewards/accuracies".to_string(), (t / 16.0).min(1.0)),
+            ("tokens_per_second".to_string(), 412.0),
+            ("epoch".to_string(), t / 36.0),
+            ("step_seconds".to_string(), 2.5),
+        ];
+        if step % 10 == 0 {
+            metrics.push(("eval_loss".to_string(), std::f64::consts::LN_2 * (-t / 25.0).exp()));
+            metrics.push(("eval_rewards/margins".to_string(), 0.05 * t));
+            metrics.push(("eval_rewards/accuracies".to_string(), (t / 25.0).min(1.0)));
+        }
+        app.store.add_metrics(run, step, &metrics).unwrap();
+    }
+    let prompt_id = app.items[app.visible[0]].row.prompt_id;
+    app.store.add_run_sample(run, 0, prompt_id, "Please call us. We can maybe help.", "{}").unwrap();
+    app.store.add_run_sample(run, 20, prompt_id, "Please block the card in the app first. 🔒", "{}").unwrap();
+    app
+}
+
+#[test]
+fn snapshot_runs_list_and_live_chart() {
+    let mut app = app_with_recorded_run();
+    press(&mut app, "T");
+    assert_eq!(app.mode(), super::keymap::Mode::Runs);
+    insta::assert_snapshot!("runs_80x24", screen(&app, 80, 24));
+    insta::assert_snapshot!("runs_160x48", screen(&app, 160, 48));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.mode(), super::keymap::Mode::Run);
+    insta::assert_snapshot!("run_chart_80x24", screen(&app, 80, 24));
+    insta::assert_snapshot!("run_chart_160x48", screen(&app, 160, 48));
+    // The answers during training: the step-20 answer with its changes since step 0.
+    press(&mut app, "a");
+    assert_eq!(app.mode(), super::keymap::Mode::Samples);
+    insta::assert_snapshot!("samples_80x24", screen(&app, 80, 24));
+    key(&mut app, KeyCode::Left);
+    insta::assert_snapshot!("samples_step0_160x48", screen(&app, 160, 48));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode(), super::keymap::Mode::Run);
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode(), super::keymap::Mode::Queue);
+}
+
+#[test]
+fn the_run_form_explains_a_bad_value_and_does_not_start() {
+    let mut app = app();
+    press(&mut app, "Tn");
+    assert_eq!(app.mode(), super::keymap::Mode::Form);
+    insta::assert_snapshot!("train_form_160x48", screen(&app, 160, 48));
+    // Beta is the third field: type a word into it.
+    press(&mut app, "jj");
+    key(&mut app, KeyCode::Enter);
+    for _ in 0..5 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    press(&mut app, "big");
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!("train_form_bad_beta_80x24", screen(&app, 80, 24));
+    press(&mut app, "S");
+    assert!(app.message.contains("Beta: a positive number"), "{}", app.message);
+    assert!(app.training().is_none(), "nothing started");
+    // A choice cycles with the arrows; the form builds the config it shows.
+    press(&mut app, "k");
+    key(&mut app, KeyCode::Right);
+    let super::review::View::Form(form) = &app.review.as_ref().unwrap().view else { panic!("form") };
+    assert_eq!(form.fields[1].text(), "ipo");
+    assert!(form.config().is_err());
+}
