@@ -9,6 +9,7 @@ pub mod guidelines;
 pub mod jobs;
 pub mod model;
 pub mod qa;
+pub mod report;
 pub mod samples;
 pub mod store;
 pub mod table;

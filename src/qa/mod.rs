@@ -1,11 +1,13 @@
 //! Quality assurance: turning many annotators' verdicts into trustworthy pairs.
 
 pub mod agreement;
+pub mod arena;
 pub mod assign;
 pub mod pairing;
 pub mod report;
 pub mod resolve;
 pub mod text;
+pub mod winrate;
 
 pub use resolve::{Resolution, ResolvedPair, resolve};
 
