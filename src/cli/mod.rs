@@ -2,6 +2,7 @@
 //! the library; the TUI calls the same functions.
 
 mod data;
+mod eval;
 mod init;
 mod model;
 mod stats;
@@ -133,6 +134,10 @@ pub enum Command {
         #[arg(long, default_value_t = 1024)]
         max_length: usize,
     },
+    /// Review a run: each model's answers to the test prompts, the blind base-vs-tuned win
+    /// rate, and a ranking of every model with votes.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Manage annotators and their roles and languages.
     #[command(subcommand)]
     Annotator(AnnotatorCommand),
@@ -258,6 +263,41 @@ pub struct GenerateArgs {
     /// CPU threads (default: cores - 1; candle's spinning pool collapses when the machine is busy).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Generate each model's answer to the test-split prompts, the same seed for every model,
+    /// so two models differ only by their weights. Answers already stored are kept; Ctrl-C
+    /// stops and keeps the finished ones.
+    #[command(
+        after_help = "Examples:\n  verdict eval answers --run 3                 the run's base and tuned model\n  verdict eval answers --run 3 --limit 20 --seed 7\n  verdict eval answers --models 1,4,5 --device cuda"
+    )]
+    Answers(EvalAnswersArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalAnswersArgs {
+    /// A training run: answer with its base and its tuned model (`verdict runs` lists them).
+    #[arg(long)]
+    pub run: Option<i64>,
+    /// Model ids, comma separated (`verdict model list` shows them).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<i64>,
+    /// The first N prompts of the test split.
+    #[arg(long, default_value_t = crate::jobs::answers::DEFAULT_PROMPTS)]
+    pub limit: usize,
+    /// The sampling seed, the same for every model (answers are stored under it).
+    #[arg(long, default_value_t = crate::jobs::answers::DEFAULT_SEED)]
+    pub seed: u64,
+    #[arg(long, default_value_t = crate::jobs::answers::DEFAULT_MAX_NEW_TOKENS)]
+    pub max_new_tokens: usize,
+    /// CPU threads (default: cores - 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// auto, cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", value_parser = model::parse_device)]
+    pub device: crate::model::DeviceChoice,
 }
 
 #[derive(Debug, clap::Args)]
@@ -438,6 +478,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Logps { file, model, reference, beta, max_length }) => {
             train::logps_command(model.as_deref(), reference.as_deref(), file, *beta, *max_length)
         }
+        Some(Command::Eval(command)) => eval::eval_command(cli, command),
         Some(Command::Annotator(command)) => team::annotator(cli, command),
         Some(Command::Assign { overlap, per_annotator, language }) => {
             team::assign_queues(cli, *overlap, *per_annotator, language)

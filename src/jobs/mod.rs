@@ -1,7 +1,9 @@
-//! Long work that runs off the UI thread: generation (and, later, training). Each job
-//! opens its own store connection, writes results as they finish, and reports progress
-//! through a callback that the CLI turns into a progress bar and the TUI into messages
-//! on a channel. A cancel flag stops it at the next safe point.
+//! Long work that runs off the UI thread: generation, training, the evaluation answers and
+//! their implicit rewards. Each job opens its own store connection, writes results as they
+//! finish, and reports progress through a callback that the CLI turns into a progress bar and
+//! the TUI into messages on a channel. A cancel flag stops it at the next safe point.
 
+pub mod answers;
 pub mod generate;
+pub mod rewards;
 pub mod train;

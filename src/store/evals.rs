@@ -99,6 +99,15 @@ impl Store {
             .optional()?)
     }
 
+    /// Every answer `model_id` has for `seed`: (prompt id, response id), by prompt.
+    pub fn model_answers(&self, model_id: i64, seed: u64) -> Result<Vec<(i64, i64)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT prompt_id, response_id FROM model_answers WHERE model_id = ?1 AND seed = ?2 ORDER BY prompt_id",
+        )?;
+        let rows = statement.query_map(params![model_id, seed as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Stores a model's answer (as a response, once per text) and remembers it as that model's
     /// answer for the seed. Returns the response id.
     pub fn add_model_answer(
@@ -193,6 +202,8 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Stores a win-rate summary, replacing the one stored earlier for the same run and pair of
+    /// models (a report recomputed after more votes is the same evaluation, not a new one).
     #[allow(clippy::too_many_arguments)]
     pub fn save_eval(
         &self,
@@ -204,12 +215,19 @@ impl Store {
         (ci_low, ci_high): (f64, f64),
         by_language_json: &str,
     ) -> Result<i64> {
-        self.conn.execute(
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "DELETE FROM evals WHERE run_id IS ?1 AND model_a = ?2 AND model_b = ?3",
+            params![run_id, model_a, model_b],
+        )?;
+        tx.execute(
             "INSERT INTO evals (run_id, model_a, model_b, wins, losses, ties, win_rate, ci_low, ci_high, by_language)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![run_id, model_a, model_b, wins, losses, ties, win_rate, ci_low, ci_high, by_language_json],
         )?;
-        Ok(self.conn.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Stored win rates, newest first; with `run_id`, only that run's.
@@ -269,6 +287,8 @@ mod tests {
         assert_eq!(store.model_answer(base, prompt_id, 7).unwrap(), Some(a));
         assert_eq!(store.model_answer(tuned, prompt_id, 7).unwrap(), Some(a));
         assert_eq!(store.model_answer(tuned, prompt_id, 8).unwrap(), None);
+        assert_eq!(store.model_answers(tuned, 7).unwrap(), vec![(prompt_id, a)]);
+        assert!(store.model_answers(tuned, 8).unwrap().is_empty());
     }
 
     #[test]
@@ -304,6 +324,21 @@ mod tests {
         assert_eq!(store.voted_prompts(annotator_id, base, tuned).unwrap(), vec![prompt_id]);
         let all: i64 = store.conn.query_row("SELECT count(*) FROM eval_votes", [], |r| r.get(0)).unwrap();
         assert_eq!(all, 2, "the first vote is kept, superseded");
+    }
+
+    #[test]
+    fn saving_an_eval_again_replaces_the_earlier_one_for_the_same_run_and_models() {
+        let (store, _, base, tuned) = store_with_prompt();
+        let run = store.create_run("r", "dpo", "{}", Some(base)).unwrap();
+        store.save_eval(Some(run), base, tuned, (1, 2, 0), 0.33, (0.06, 0.79), "{}").unwrap();
+        let second = store.save_eval(Some(run), base, tuned, (3, 2, 1), 0.58, (0.28, 0.84), "{}").unwrap();
+        store.save_eval(None, base, tuned, (1, 0, 0), 1.0, (0.21, 1.0), "{}").unwrap();
+        store.save_eval(None, base, tuned, (2, 0, 0), 1.0, (0.34, 1.0), "{}").unwrap();
+        let of_run = store.evals(Some(run)).unwrap();
+        assert_eq!(of_run.len(), 1);
+        assert_eq!((of_run[0].id, of_run[0].wins, of_run[0].ties), (second, 3, 1));
+        assert_eq!(store.evals(None).unwrap().len(), 2, "one for the run, one without a run");
+        assert_eq!(store.runs().unwrap()[0].base_model_id, Some(base));
     }
 
     #[test]

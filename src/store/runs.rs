@@ -18,6 +18,7 @@ pub struct RunRow {
     pub status: String,
     pub error: Option<String>,
     pub base_model: Option<String>,
+    pub base_model_id: Option<i64>,
     pub output_model_id: Option<i64>,
     pub started_at: String,
     pub updated_at: String,
@@ -126,7 +127,8 @@ impl Store {
                     (SELECT max(step) FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss'),
                     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1),
                     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'eval_rewards/accuracies'
-                     ORDER BY step DESC LIMIT 1)
+                     ORDER BY step DESC LIMIT 1),
+                    r.base_model_id
              FROM runs r LEFT JOIN models m ON m.id = r.base_model_id ORDER BY r.id",
         )?;
         let rows = statement.query_map([], |r| {
@@ -148,6 +150,7 @@ impl Store {
                 last_step: r.get(14)?,
                 last_loss: r.get(15)?,
                 eval_accuracy: r.get(16)?,
+                base_model_id: r.get(17)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

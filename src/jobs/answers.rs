@@ -1,0 +1,234 @@
+//! Each model's answer to the evaluation prompts, for one sampling seed: what the diff screen
+//! and the blind evaluation compare. Every model answers with the same seed and parameters, so
+//! two models differ only by their weights; answers already stored for (model, prompt, seed)
+//! are kept, so the job can be stopped and started again. One model is in memory at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::domain::Split;
+use crate::jobs::generate::StoredParams;
+use crate::model::{ChatMessage, FinishReason, GenerateParams, LoadOptions, Model};
+use crate::store::{OpenMode, Store};
+
+/// The seed the CLI and the TUI use unless told otherwise.
+pub const DEFAULT_SEED: u64 = 42;
+/// Long enough for a short answer; each token costs one forward pass per model.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 160;
+/// How many test prompts are answered unless told otherwise.
+pub const DEFAULT_PROMPTS: usize = 50;
+
+/// The sampling parameters every model answers with: one answer, the default sampling.
+pub fn answer_params(seed: u64, max_new_tokens: usize) -> GenerateParams {
+    GenerateParams { candidates: 1, seed, max_new_tokens, ..GenerateParams::default() }
+}
+
+/// How the models are loaded: a quantized GGUF base runs dequantized to f32, as the trainer
+/// loads it, so that a base-vs-tuned difference comes from the training and not from the
+/// base model running at a coarser precision than the tuned one.
+pub fn answer_load_options(device: crate::model::DeviceChoice, threads: Option<usize>) -> LoadOptions {
+    LoadOptions { device, threads, dequantize: true, requantize: false }
+}
+
+/// What to answer, and with what.
+#[derive(Debug, Clone)]
+pub struct AnswersJob {
+    pub db: PathBuf,
+    /// Ids from the `models` table; their files must still be where the table says.
+    pub models: Vec<i64>,
+    /// The prompts, in order (`evaluation_prompts` gives the default choice).
+    pub prompts: Vec<i64>,
+    /// `candidates` must be 1; `seed` is both the sampling seed and the key answers are stored under.
+    pub params: GenerateParams,
+    pub load: LoadOptions,
+}
+
+/// Progress, in the order it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnswersEvent {
+    /// Before any model is loaded: how many answers are missing in all.
+    Planned { missing: usize, already: usize },
+    /// A model is loaded and starts on its `missing` answers.
+    ModelStarted { model_id: i64, name: String, missing: usize },
+    /// Tokens are coming for one answer.
+    Progress { model_id: i64, prompt_id: i64, tokens: usize, decode_tokens_per_sec: f64 },
+    /// An answer is stored.
+    Answered { model_id: i64, prompt_id: i64, response_id: i64 },
+    /// A prompt could not be answered by this model (e.g. longer than its context window).
+    Failed { model_id: i64, prompt_id: i64, error: String },
+}
+
+/// What a job did.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct AnswersSummary {
+    pub models: usize,
+    pub prompts: usize,
+    /// Answers generated and stored by this job.
+    pub generated: usize,
+    /// Answers that were already stored for this seed.
+    pub already: usize,
+    pub failed: usize,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub cancelled: bool,
+}
+
+/// The default evaluation prompts: the test split in id order, at most `limit`. An error
+/// that says what to do when there is no test split.
+pub fn evaluation_prompts(store: &Store, limit: Option<usize>) -> anyhow::Result<Vec<i64>> {
+    let ids: Vec<i64> = store
+        .prompts()?
+        .into_iter()
+        .filter(|p| p.split == Split::Test)
+        .map(|p| p.id)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    if ids.is_empty() {
+        bail!(
+            "no prompts in the test split: import prompts with \"split\": \"test\" (the evaluation answers \
+             held-out prompts, not the ones trained on)"
+        );
+    }
+    Ok(ids)
+}
+
+/// A registered model's file or folder; an error that says what to do when it is gone.
+pub fn model_path(store: &Store, model_id: i64) -> anyhow::Result<PathBuf> {
+    let (_, path) = store
+        .model_by_id(model_id)?
+        .with_context(|| format!("no model {model_id}: `verdict model list` shows the known ones"))?;
+    let path = PathBuf::from(path);
+    if !path.exists() {
+        bail!(
+            "model {model_id}'s files are no longer at {}: put them back or train/generate with it again",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A run's base and output model ids; errors say why a run has none yet.
+pub fn run_models(store: &Store, run_id: i64) -> anyhow::Result<(i64, i64)> {
+    let run = store.run(run_id)?.with_context(|| format!("no run {run_id}: `verdict runs` lists them"))?;
+    let base = run.base_model_id.with_context(|| format!("run {run_id} has no base model recorded"))?;
+    let Some(tuned) = run.output_model_id else {
+        bail!(
+            "run {run_id} has no tuned model ({}): a run registers its model when it finishes{}",
+            run.status,
+            if run.status == "stopped" {
+                format!("; continue it with `verdict train --resume {run_id}`")
+            } else {
+                String::new()
+            }
+        );
+    };
+    Ok((base, tuned))
+}
+
+fn model_name(store: &Store, model_id: i64, path: &Path) -> anyhow::Result<String> {
+    Ok(store
+        .models()?
+        .into_iter()
+        .find(|m| m.id == model_id)
+        .map(|m| m.name)
+        .unwrap_or_else(|| path.display().to_string()))
+}
+
+/// Generates every missing answer, model by model, until done or `cancel` is set; what is
+/// finished is kept.
+pub fn run(
+    job: &AnswersJob,
+    cancel: &AtomicBool,
+    events: &mut dyn FnMut(AnswersEvent),
+) -> anyhow::Result<AnswersSummary> {
+    job.params.validate()?;
+    if job.params.candidates != 1 {
+        bail!("a model gives one answer per prompt and seed: candidates must be 1");
+    }
+    let mut store = Store::open(&job.db, OpenMode::MustExist)?;
+    let seed = job.params.seed;
+    let prompts: Vec<_> = {
+        let all: std::collections::HashMap<i64, _> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
+        job.prompts
+            .iter()
+            .map(|id| all.get(id).cloned().with_context(|| format!("no prompt {id}")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut plan = Vec::with_capacity(job.models.len());
+    let mut summary = AnswersSummary { models: job.models.len(), prompts: prompts.len(), ..Default::default() };
+    for &model_id in &job.models {
+        let path = model_path(&store, model_id)?;
+        let mut missing = Vec::new();
+        for prompt in &prompts {
+            if store.model_answer(model_id, prompt.id, seed)?.is_some() {
+                summary.already += 1;
+            } else {
+                missing.push(prompt);
+            }
+        }
+        plan.push((model_id, path, missing));
+    }
+    events(AnswersEvent::Planned { missing: plan.iter().map(|p| p.2.len()).sum(), already: summary.already });
+    let started = std::time::Instant::now();
+    'models: for (model_id, path, missing) in plan {
+        if missing.is_empty() {
+            continue;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            summary.cancelled = true;
+            break;
+        }
+        let mut model = Model::load(&path, &job.load).with_context(|| format!("model {model_id}"))?;
+        let run_quantization = model.info().run_quantization.clone();
+        events(AnswersEvent::ModelStarted {
+            model_id,
+            name: model_name(&store, model_id, &path)?,
+            missing: missing.len(),
+        });
+        for prompt in missing {
+            if cancel.load(Ordering::Relaxed) {
+                summary.cancelled = true;
+                break 'models;
+            }
+            let messages: Vec<ChatMessage> =
+                prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
+            let prompt_id = prompt.id;
+            let mut on_progress = |p: crate::model::GenerationProgress| {
+                events(AnswersEvent::Progress {
+                    model_id,
+                    prompt_id,
+                    tokens: p.tokens_generated,
+                    decode_tokens_per_sec: p.decode_tokens_per_sec,
+                })
+            };
+            let answer = match model.generate(&messages, &job.params, cancel, &mut on_progress) {
+                Ok(mut candidates) if !candidates.is_empty() => candidates.remove(0),
+                Ok(_) => {
+                    summary.cancelled = true;
+                    break 'models;
+                }
+                Err(error) => {
+                    summary.failed += 1;
+                    events(AnswersEvent::Failed { model_id, prompt_id, error: error.to_string() });
+                    continue;
+                }
+            };
+            summary.tokens += answer.completion_tokens;
+            if answer.finish_reason == FinishReason::Cancelled {
+                summary.cancelled = true;
+                break 'models;
+            }
+            // Stored as generated, even when empty or only whitespace: that is this model's
+            // answer, and a judge should see it lose.
+            let stored = serde_json::to_string(&StoredParams::of(&job.params, answer.seed, &run_quantization))?;
+            let response_id = store.add_model_answer(model_id, prompt_id, seed, &answer.text, &stored)?;
+            summary.generated += 1;
+            events(AnswersEvent::Answered { model_id, prompt_id, response_id });
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
