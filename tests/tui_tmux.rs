@@ -9,22 +9,28 @@ struct Session {
     name: String,
     _dir: tempfile::TempDir,
     db: PathBuf,
+    env: String,
 }
 
 impl Session {
     /// Starts `verdict --db <tmp>/v.db` in a detached 160x48 tmux session.
     fn start(tag: &str, editor: Option<&Path>) -> Session {
+        Session::start_with(tag, editor, "")
+    }
+
+    /// Like `start`, with extra `NAME=value` settings for the program's environment.
+    fn start_with(tag: &str, editor: Option<&Path>, env: &str) -> Session {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("v.db");
         let name = format!("verdict-{tag}-{}", std::process::id());
-        let session = Session { name, db, _dir: dir };
+        let session = Session { name, db, _dir: dir, env: env.to_string() };
         session.launch(editor);
         session
     }
 
     fn launch(&self, editor: Option<&Path>) {
         let home = self.db.parent().unwrap();
-        let mut env = format!("HOME={} VERDICT_ANNOTATOR=e2e ", home.display());
+        let mut env = format!("HOME={} VERDICT_ANNOTATOR=e2e {} ", home.display(), self.env);
         if let Some(editor) = editor {
             env.push_str(&format!("EDITOR={} ", editor.display()));
         }
@@ -141,4 +147,58 @@ fn kill_9_loses_nothing_and_restart_returns_to_the_same_pair() {
     s.launch(None);
     s.wait_for("Prompt pair-bank-en-02");
     s.keys(&["q"]);
+}
+
+/// The last step with a loss of run 1.
+fn last_step(session: &Session) -> i64 {
+    integer(&session.query("SELECT coalesce(max(step), 0) FROM run_metrics WHERE run_id = 1 AND name = 'loss'")[0][0])
+}
+
+/// The number in `query`'s rendering of an integer, `Integer(12)`.
+fn integer(value: &str) -> i64 {
+    value.trim_start_matches("Integer(").trim_end_matches(')').parse().unwrap_or_else(|_| panic!("{value}"))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn start_a_run_from_the_tui_watch_it_stop_it_and_resume_it() {
+    let models = tempfile::tempdir().unwrap();
+    let (gguf, _) = verdict::model::testing::write_tiny_models(models.path()).unwrap();
+    let session = Session::start_with("train", None, &format!("VERDICT_MODEL={}", gguf.display()));
+    session.keys(&["T", "n"]);
+    session.wait_for("New training run");
+    // Max steps (6th field): 3000, far more than the test waits for; evaluate every 25 steps.
+    session.keys(&["j", "j", "j", "j", "j", "Enter", "3000", "Enter"]);
+    session.keys(&["j", "j", "j", "j", "j", "j", "j", "j", "Enter", "BSpace", "BSpace", "25", "Enter"]);
+    session.keys(&["S"]);
+    session.wait_for("running");
+    session.keys(&["Enter"]);
+    session.wait_for("Reward margin");
+    wait_until("ten steps", || last_step(&session) >= 10);
+    let screen = session.wait_for("step ");
+    assert!(screen.contains("Loss") && !screen.contains("no steps yet"), "{screen}");
+    session.keys(&["s"]);
+    session.wait_for("stopped");
+    let stopped_at = last_step(&session);
+    let checkpoints = session.query("SELECT max(step) FROM checkpoints WHERE run_id = 1");
+    assert_eq!(integer(&checkpoints[0][0]), stopped_at, "a checkpoint at the stop");
+    // Resume: the run continues from its checkpoint, in the same run.
+    session.keys(&["r"]);
+    wait_until("steps after the resume", || last_step(&session) >= stopped_at + 10);
+    let status = session.query("SELECT status FROM runs WHERE id = 1");
+    assert_eq!(status[0][0], "Text(\"running\")");
+    // Quitting stops the run with a checkpoint rather than leaving it `running`.
+    session.keys(&["q"]);
+    wait_until("the run to stop", || {
+        session.query("SELECT status FROM runs WHERE id = 1")[0][0] == "Text(\"stopped\")"
+    });
+    let runs = session.query("SELECT count(*) FROM runs");
+    assert_eq!(integer(&runs[0][0]), 1, "a resume is the same run");
 }

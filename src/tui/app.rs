@@ -236,7 +236,7 @@ impl App {
         self.message.clear();
         if let Some(review) = &mut self.review {
             if !matches!(action, Action::Help | Action::Quit) {
-                let stay = review.handle(action, &self.store);
+                let stay = review.handle(action, &mut self.store);
                 self.message = std::mem::take(&mut review.message);
                 if !stay? {
                     // The thread of a run started here keeps going; the runs list shows it.
@@ -331,7 +331,12 @@ impl App {
             Action::Review => {
                 self.review = match self.parked.take() {
                     Some(review) => Some(review),
-                    None => Some(super::review::Review::open(&self.store, self.model.clone())?),
+                    None => Some(super::review::Review::open(
+                        &self.store,
+                        self.model.clone(),
+                        &self.annotator,
+                        self.annotator_id,
+                    )?),
                 };
             }
             Action::Refresh => {
@@ -703,6 +708,19 @@ impl App {
             self.parked = None;
         }
         self.poll_generation() || changed
+    }
+
+    /// Asks the run training on this process's thread to checkpoint and stop, and waits for
+    /// it at most `limit`.
+    pub fn stop_training(&mut self, limit: std::time::Duration) {
+        let started = Instant::now();
+        if let Some(job) = self.training() {
+            job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        while self.training().is_some() && started.elapsed() < limit {
+            self.poll_job();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Some while a run trains on this process's thread.

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod draw;
 pub mod form;
+pub mod judge;
 pub mod keymap;
 pub mod queue;
 pub mod review;
@@ -68,6 +69,11 @@ pub fn run(mut app: App) -> anyhow::Result<()> {
         job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     leave(&mut terminal);
+    // A run training on this process's thread stops with a checkpoint, so it can be resumed.
+    if app.training().is_some() {
+        eprintln!("stopping the training run at the end of its step (it can be resumed)…");
+        app.stop_training(Duration::from_secs(120));
+    }
     if let Err(error) = &result {
         tracing::error!("{error:#}");
     }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent};
 
 use super::form::TrainForm;
+use super::judge::{BlindView, DiffView};
 use super::keymap::{Action, Mode};
+use crate::domain::Outcome;
 use crate::jobs::train::{self, TrainConfig, TrainEvent};
 use crate::store::{RunRow, RunSample, Store};
 
@@ -120,6 +122,9 @@ pub enum View {
     Run(i64),
     Form(Box<TrainForm>),
     Samples(SamplesView),
+    Diff(Box<DiffView>),
+    /// Blind judging of a run's tuned model against its base, or of every model (arena).
+    Blind(Box<BlindView>),
 }
 
 pub struct Review {
@@ -132,13 +137,15 @@ pub struct Review {
     pub message: String,
     pub db: PathBuf,
     pub model: Option<PathBuf>,
+    pub annotator: String,
+    pub annotator_id: i64,
     /// The latest stored blind win rate of each run's tuned model over its base: (rate, low, high).
     pub win_rates: std::collections::HashMap<i64, (f64, f64, f64)>,
     last_refresh: Instant,
 }
 
 impl Review {
-    pub fn open(store: &Store, model: Option<PathBuf>) -> anyhow::Result<Review> {
+    pub fn open(store: &Store, model: Option<PathBuf>, annotator: &str, annotator_id: i64) -> anyhow::Result<Review> {
         Ok(Review {
             view: View::Runs,
             runs: store.runs()?,
@@ -148,6 +155,8 @@ impl Review {
             message: String::new(),
             db: store.path().to_path_buf(),
             model,
+            annotator: annotator.to_string(),
+            annotator_id,
             win_rates: Default::default(),
             last_refresh: Instant::now(),
         })
@@ -159,6 +168,9 @@ impl Review {
             View::Run(_) => Mode::Run,
             View::Form(_) => Mode::Form,
             View::Samples(_) => Mode::Samples,
+            View::Diff(_) => Mode::Diff,
+            View::Blind(b) if b.run_id.is_none() => Mode::Arena,
+            View::Blind(_) => Mode::Blind,
         }
     }
 
@@ -181,11 +193,17 @@ impl Review {
     }
 
     /// Applies an action; returns false when the review screens should close.
-    pub fn handle(&mut self, action: Action, store: &Store) -> anyhow::Result<bool> {
+    pub fn handle(&mut self, action: Action, store: &mut Store) -> anyhow::Result<bool> {
         self.message.clear();
+        let (annotator, annotator_id) = (self.annotator.clone(), self.annotator_id);
         match (&mut self.view, action) {
             (View::Runs, Action::Back) => return Ok(false),
             (_, Action::Back) => {
+                match &self.view {
+                    View::Diff(d) => d.stop_worker(),
+                    View::Blind(b) => b.stop_worker(),
+                    _ => {}
+                }
                 self.view = match &self.view {
                     View::Samples(s) => View::Run(s.run_id),
                     _ => View::Runs,
@@ -243,6 +261,37 @@ impl Review {
             (View::Samples(s), Action::Previous) => s.step = s.step.saturating_sub(1),
             (View::Samples(s), Action::Down) => s.prompt = (s.prompt + 1).min(s.prompts.len().saturating_sub(1)),
             (View::Samples(s), Action::Up) => s.prompt = s.prompt.saturating_sub(1),
+            (View::Runs | View::Run(_), Action::Diff) => {
+                if let Some(run) = self.selected_run() {
+                    self.view = View::Diff(Box::new(DiffView::open(store, run.id)?));
+                    self.message = "answers missing for either model are being generated (same seed for both)".into();
+                }
+            }
+            (View::Runs | View::Run(_), Action::BlindEval) => {
+                if let Some(run) = self.selected_run() {
+                    self.view = View::Blind(Box::new(BlindView::for_run(store, run.id, &annotator, annotator_id)?));
+                }
+            }
+            (View::Runs, Action::Arena) => {
+                self.view = View::Blind(Box::new(BlindView::arena(store, &annotator, annotator_id)?));
+            }
+            (View::Diff(d), Action::Next) => {
+                d.index = (d.index + 1).min(d.pairs.len().saturating_sub(1));
+                d.scroll = 0;
+            }
+            (View::Diff(d), Action::Previous) => {
+                d.index = d.index.saturating_sub(1);
+                d.scroll = 0;
+            }
+            (View::Diff(d), Action::Down) => d.scroll = d.scroll.saturating_add(1),
+            (View::Diff(d), Action::Up) => d.scroll = d.scroll.saturating_sub(1),
+            (View::Blind(b), Action::LeftBetter) => b.vote(store, &annotator, annotator_id, Outcome::A)?,
+            (View::Blind(b), Action::RightBetter) => b.vote(store, &annotator, annotator_id, Outcome::B)?,
+            (View::Blind(b), Action::Tie) => b.vote(store, &annotator, annotator_id, Outcome::Tie)?,
+            (View::Blind(b), Action::BothBad) => b.vote(store, &annotator, annotator_id, Outcome::BothBad)?,
+            (View::Blind(b), Action::Skip) => b.skip(store, &annotator)?,
+            (View::Blind(b), Action::Down) => b.scroll = b.scroll.saturating_add(1),
+            (View::Blind(b), Action::Up) => b.scroll = b.scroll.saturating_sub(1),
             _ => {}
         }
         Ok(true)
@@ -335,6 +384,19 @@ impl Review {
                 };
                 self.job = None;
             }
+        }
+        let polled = match &mut self.view {
+            View::Diff(d) => d.poll(store),
+            View::Blind(b) => b.poll(store, &self.annotator, self.annotator_id),
+            _ => Ok(None),
+        };
+        match polled {
+            Ok(Some(message)) => {
+                self.message = message;
+                changed = true;
+            }
+            Ok(None) => {}
+            Err(e) => self.message = format!("error: {e:#}"),
         }
         if changed || self.last_refresh.elapsed() > Duration::from_millis(500) {
             if let Err(e) = self.refresh(store) {
