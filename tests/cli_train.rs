@@ -175,6 +175,7 @@ fn logps_prints_one_line_per_pair_and_no_pairs_is_a_clear_error() {
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 5);
     assert!(lines[0]["logps/chosen"].as_f64().unwrap() < 0.0);
+    assert!(lines[0]["tokens/chosen"].as_u64().unwrap() > 0, "response tokens scored: {}", lines[0]);
     assert!((lines[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "policy = reference: ln 2");
     let empty = dir.path().join("empty.db");
     ok(&empty, &["--no-samples", "init"]);

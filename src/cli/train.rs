@@ -187,7 +187,7 @@ pub fn logps_command(
     if let Some(first) = parsed.errors.first() {
         anyhow::bail!("{first}");
     }
-    let score = |path: &Path| -> anyhow::Result<Vec<(f32, f32)>> {
+    let score = |path: &Path| -> anyhow::Result<Vec<PairScore>> {
         let inference = crate::model::Model::load(
             path,
             &LoadOptions { dequantize: true, requantize: false, ..LoadOptions::default() },
@@ -210,9 +210,16 @@ pub fn logps_command(
         }
         let pad = inference.info().special_tokens.stop_ids.first().copied().unwrap_or(0);
         let trunc = crate::train::logps::Truncation { max_length, keep_end: false };
-        Ok(crate::train::step::reference_logps(&net, &ids, &trunc, pad, 1)?
+        let logps = crate::train::step::reference_logps(&net, &ids, &trunc, pad, 1)?;
+        Ok(logps
             .iter()
-            .map(|r| (r.chosen, r.rejected))
+            .zip(&ids)
+            .map(|(r, p)| PairScore {
+                chosen: r.chosen,
+                rejected: r.rejected,
+                chosen_tokens: scored_tokens(&p.prompt, &p.chosen, &trunc),
+                rejected_tokens: scored_tokens(&p.prompt, &p.rejected, &trunc),
+            })
             .collect())
     };
     let policy_path = crate::model::resolve_model_path(model_path)?;
@@ -221,10 +228,17 @@ pub fn logps_command(
         Some(r) => Some(score(r)?),
         None => None,
     };
-    for (i, (c, r)) in policy.iter().enumerate() {
-        let mut line = serde_json::json!({"index": i, "logps/chosen": c, "logps/rejected": r});
+    for (i, score) in policy.iter().enumerate() {
+        let (c, r) = (&score.chosen, &score.rejected);
+        let mut line = serde_json::json!({
+            "index": i,
+            "logps/chosen": c,
+            "logps/rejected": r,
+            "tokens/chosen": score.chosen_tokens,
+            "tokens/rejected": score.rejected_tokens,
+        });
         if let Some(refs) = &refs {
-            let (rc, rr) = refs[i];
+            let (rc, rr) = (refs[i].chosen, refs[i].rejected);
             let chosen_reward = beta * (*c as f64 - rc as f64);
             let rejected_reward = beta * (*r as f64 - rr as f64);
             let margin = chosen_reward - rejected_reward;
@@ -239,4 +253,18 @@ pub fn logps_command(
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One pair's numbers under one model.
+struct PairScore {
+    chosen: f32,
+    rejected: f32,
+    chosen_tokens: usize,
+    rejected_tokens: usize,
+}
+
+/// Response tokens whose log-probs are summed: those left after truncation.
+fn scored_tokens(prompt: &[u32], response: &[u32], truncation: &crate::train::logps::Truncation) -> usize {
+    let row = crate::train::logps::build_row(prompt, response, truncation);
+    row.ids.len().saturating_sub(row.response_start)
 }
