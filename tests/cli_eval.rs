@@ -149,3 +149,145 @@ fn answers_for_a_run_are_stored_once_per_model_and_prompt_and_their_rewards_are_
     let none = implicit_rewards(&RewardJob { seed: 7, ..job }, &AtomicBool::new(false), &mut |_| {}).unwrap().unwrap();
     assert!(none.is_empty());
 }
+
+/// Wilson's score interval at z = 1.96, written out here from the textbook formula.
+fn wilson(successes: f64, n: f64) -> (f64, f64) {
+    let z = 1.959_963_984_540_054;
+    let p = successes / n;
+    let center = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / (1.0 + z * z / n);
+    (center - half, center + half)
+}
+
+fn close(value: &serde_json::Value, want: f64) -> bool {
+    value.as_f64().is_some_and(|v| (v - want).abs() < 1e-9)
+}
+
+#[test]
+fn report_gives_the_win_rate_of_the_blind_votes_and_arena_ranks_every_model() {
+    let (dir, db) = trained();
+    ok(&db, &["eval", "answers", "--run", "1", "--limit", "3", "--max-new-tokens", "6", "--device", "cpu"]);
+    let none = ok(&db, &["eval", "report", "1"]);
+    assert!(none.contains("no blind votes yet") && none.contains("eval answers --run 1"), "{none}");
+    assert!(none.contains("final metrics") && none.contains("loss"), "{none}");
+    assert_eq!(count(&db, "SELECT count(*) FROM evals"), 0, "nothing to store without votes");
+
+    let mut store = Store::open(&db, OpenMode::MustExist).unwrap();
+    let run = store.run(1).unwrap().unwrap();
+    let (base, tuned) = (run.base_model_id.unwrap(), run.output_model_id.unwrap());
+    let prompts: Vec<(i64, String)> = store
+        .prompts()
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.split.as_str() == "test")
+        .map(|p| (p.id, p.language))
+        .take(3)
+        .collect();
+    assert_eq!(prompts.iter().map(|p| p.1.as_str()).collect::<Vec<_>>(), ["en", "de", "en"]);
+    let ana = store.annotator_id("ana", "annotator").unwrap();
+    let bo = store.annotator_id("bo", "annotator").unwrap();
+    let vote = |store: &mut Store, who: i64, prompt: i64, a: i64, b: i64, outcome: Outcome| {
+        let response = |m: i64| store.model_answer(m, prompt, 42).unwrap().expect("answered");
+        let vote = NewEvalVote {
+            annotator_id: who,
+            prompt_id: prompt,
+            model_a: a,
+            model_b: b,
+            response_a: response(a),
+            response_b: response(b),
+            a_on_left: prompt % 2 == 0,
+            outcome,
+            seconds: Some(4.0),
+        };
+        store.record_eval_vote(&vote).unwrap();
+    };
+    let (p_en, p_de, p_en2) = (prompts[0].0, prompts[1].0, prompts[2].0);
+    // From the tuned model's side: en win, win, tie, win (after a superseded loss); de loss, both bad.
+    vote(&mut store, ana, p_en, tuned, base, Outcome::A);
+    vote(&mut store, bo, p_en, base, tuned, Outcome::B);
+    vote(&mut store, ana, p_en2, tuned, base, Outcome::Tie);
+    vote(&mut store, bo, p_en2, tuned, base, Outcome::B);
+    vote(&mut store, bo, p_en2, base, tuned, Outcome::B);
+    vote(&mut store, ana, p_de, base, tuned, Outcome::A);
+    vote(&mut store, bo, p_de, tuned, base, Outcome::BothBad);
+
+    let report: serde_json::Value = serde_json::from_str(&ok(&db, &["eval", "report", "1", "--json"])).unwrap();
+    let overall = &report["win_rate"]["overall"];
+    assert_eq!(
+        (&overall["n"], &overall["wins"], &overall["losses"], &overall["ties"], &overall["both_bad"]),
+        (&6.into(), &3.into(), &1.into(), &1.into(), &1.into()),
+        "{report}"
+    );
+    let (low, high) = wilson(4.0, 6.0);
+    assert!(close(&overall["rate"], 4.0 / 6.0), "{overall}");
+    assert!(close(&overall["interval"]["low"], low) && close(&overall["interval"]["high"], high), "{overall}");
+    let en = &report["win_rate"]["by_language"]["en"];
+    let (low, high) = wilson(3.5, 4.0);
+    assert!(
+        close(&en["rate"], 3.5 / 4.0) && close(&en["interval"]["low"], low) && close(&en["interval"]["high"], high)
+    );
+    let de = &report["win_rate"]["by_language"]["de"];
+    let (low, high) = wilson(0.5, 2.0);
+    assert!(close(&de["rate"], 0.25) && close(&de["interval"]["low"], low) && close(&de["interval"]["high"], high));
+    assert_eq!((report["tuned"]["id"].as_i64(), report["base"]["id"].as_i64()), (Some(tuned), Some(base)));
+    assert!(report["metrics"].as_array().unwrap().iter().any(|m| m["name"] == "loss" && m["step"] == 2), "{report}");
+    // Stored, once per run however often the report runs (ties hold the both-bad vote too).
+    let text = ok(&db, &["eval", "report", "1"]);
+    assert!(text.contains("win rate 0.667") && text.contains("6 blind votes"), "{text}");
+    let evals = store.evals(Some(1)).unwrap();
+    assert_eq!(evals.len(), 1);
+    assert_eq!((evals[0].model_a, evals[0].model_b), (tuned, base));
+    assert_eq!((evals[0].wins, evals[0].losses, evals[0].ties), (3, 1, 2));
+    assert!((evals[0].win_rate - 4.0 / 6.0).abs() < 1e-12);
+    assert!(evals[0].by_language.contains("\"de\""), "{}", evals[0].by_language);
+
+    // Curves as PNG and SVG.
+    let png = dir.path().join("curves.png");
+    ok(&db, &["eval", "report", "1", "--plot", png.to_str().unwrap()]);
+    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = dir.path().join("curves.svg");
+    ok(&db, &["eval", "report", "1", "--plot", svg.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+
+    // A third model in the arena: it beat the base twice and lost to the tuned model once.
+    let other = store.register_model("sha-other", "other", "/nowhere/other.gguf", "gguf", "llama", "Q8_0").unwrap();
+    store.add_model_answer(other, p_en, 42, "Fees are listed online.", "{}").unwrap();
+    vote(&mut store, ana, p_en, other, base, Outcome::A);
+    vote(&mut store, bo, p_en, base, other, Outcome::B);
+    vote(&mut store, ana, p_en, tuned, other, Outcome::A);
+    let arena: serde_json::Value = serde_json::from_str(&ok(&db, &["eval", "arena", "--json"])).unwrap();
+    assert_eq!(arena["votes"], 9, "{arena}");
+    let models = arena["models"].as_array().unwrap();
+    let record = |id: i64| {
+        let m = models.iter().find(|m| m["model_id"] == id).unwrap();
+        (m["games"].as_i64().unwrap(), m["wins"].as_i64().unwrap(), m["losses"].as_i64().unwrap())
+    };
+    assert_eq!(record(base), (8, 1, 5));
+    assert_eq!(record(tuned), (7, 4, 1));
+    assert_eq!(record(other), (3, 2, 1));
+    let ratings: Vec<f64> = models.iter().map(|m| m["rating"].as_f64().unwrap()).collect();
+    assert!(ratings.windows(2).all(|w| w[0] >= w[1]), "best first: {ratings:?}");
+    assert_eq!(models.last().unwrap()["model_id"], base, "the base lost most: {arena}");
+    for m in models {
+        assert!(m["ci_low"].as_f64() < m["rating"].as_f64() && m["rating"].as_f64() < m["ci_high"].as_f64(), "{m}");
+    }
+    let table = ok(&db, &["eval", "arena"]);
+    assert!(table.contains("other") && table.contains("95% CI"), "{table}");
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors() {
+    let (dir, db) = trained();
+    let store = Store::open(&db, OpenMode::MustExist).unwrap();
+    let base = store.run(1).unwrap().unwrap().base_model_id.unwrap();
+    store.create_run("unfinished", "dpo", "{}", Some(base)).unwrap();
+    assert!(fails(&db, &["eval", "report", "9"]).contains("no run 9"));
+    assert!(fails(&db, &["eval", "report", "2"]).contains("run 2 has no tuned model"));
+    assert!(fails(&db, &["eval", "answers", "--run", "2"]).contains("run 2 has no tuned model"));
+    assert!(fails(&db, &["eval", "answers"]).contains("--run RUN"));
+    assert!(fails(&db, &["eval", "answers", "--models", "1,77"]).contains("no model 77"));
+    let gif = dir.path().join("curves.gif");
+    assert!(fails(&db, &["eval", "report", "1", "--plot", gif.to_str().unwrap()]).contains(".png or .svg"));
+    assert!(!gif.exists());
+    assert!(fails(&db, &["eval", "arena"]).contains("no blind votes yet"));
+}

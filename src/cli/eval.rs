@@ -1,6 +1,7 @@
 //! `verdict eval answers|report|arena`: each model's answers to the test prompts, the blind
 //! base-vs-tuned win rate of a run, and the ranking of every model that has votes.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,11 +11,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Cli, EvalAnswersArgs, EvalCommand};
 use crate::jobs::answers::{self, AnswersEvent, AnswersJob};
+use crate::qa::winrate::WinRate;
+use crate::report::review::{self, RunReport};
 use crate::store::{OpenMode, Store};
+use crate::table;
 
 pub fn eval_command(cli: &Cli, command: &EvalCommand) -> anyhow::Result<ExitCode> {
     match command {
         EvalCommand::Answers(args) => answers_command(cli, args),
+        EvalCommand::Report { run, json, plot } => report_command(cli, *run, *json, plot.as_deref()),
+        EvalCommand::Arena { json } => arena_command(cli, *json),
     }
 }
 
@@ -93,4 +99,126 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
         );
     }
     Ok(if summary.cancelled { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+/// Where blind votes come from, for a report that has none.
+fn how_to_vote(run: i64) -> String {
+    format!(
+        "no blind votes yet: generate both models' answers (`verdict eval answers --run {run}`), then vote in the \
+         TUI's runs screen (T), then e"
+    )
+}
+
+fn report_command(cli: &Cli, run: i64, json: bool, plot: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let report = review::run_report(&store, run)?;
+    if let Some(path) = plot {
+        let panels = crate::report::training_panels(review::run_curves(&store, run)?);
+        let title = format!("run {run}: {}", report.tuned.name);
+        crate::report::write_plot(path, &title, &panels)?;
+    }
+    let saved = review::save_run_report(&store, &report)?;
+    if json {
+        let mut value = serde_json::to_value(&report)?;
+        value["eval_id"] = saved.into();
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_report(&report);
+        if saved.is_none() {
+            println!("\n{}", how_to_vote(run));
+        }
+    }
+    if let Some(path) = plot {
+        eprintln!("curves written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rate_cells(w: &WinRate) -> [String; 2] {
+    match (w.rate, w.interval) {
+        (Some(rate), Some(i)) => [format!("{rate:.3}"), format!("[{:.3}, {:.3}]", i.low, i.high)],
+        _ => ["–".into(), "–".into()],
+    }
+}
+
+fn print_report(report: &RunReport) {
+    let overall = &report.win_rate.overall;
+    println!(
+        "run {}: {} (model {}) against its base {} (model {}), {} blind votes",
+        report.run_id, report.tuned.name, report.tuned.id, report.base.name, report.base.id, overall.n
+    );
+    if overall.n > 0 {
+        let [rate, interval] = rate_cells(overall);
+        println!(
+            "tuned wins {}, loses {}, ties {}, both bad {}: win rate {rate}, 95% CI {interval} (a tie or both-bad counts ½)",
+            overall.wins, overall.losses, overall.ties, overall.both_bad
+        );
+        let rows: Vec<Vec<String>> = report
+            .win_rate
+            .by_language
+            .iter()
+            .map(|(language, w)| {
+                let [rate, interval] = rate_cells(w);
+                vec![
+                    language.clone(),
+                    w.n.to_string(),
+                    w.wins.to_string(),
+                    w.losses.to_string(),
+                    w.ties.to_string(),
+                    w.both_bad.to_string(),
+                    rate,
+                    interval,
+                ]
+            })
+            .collect();
+        print!(
+            "\n{}",
+            table::render(&["language", "votes", "wins", "losses", "ties", "both bad", "win rate", "95% CI"], &rows)
+        );
+    }
+    if !report.metrics.is_empty() {
+        println!("\nfinal metrics:");
+        for m in &report.metrics {
+            println!("  {:<26} {:>10.4}  (step {})", m.name, m.value, m.step);
+        }
+    }
+}
+
+fn arena_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    let Some(arena) = review::arena(&store)? else {
+        bail!(
+            "no blind votes yet: generate answers (`verdict eval answers --run RUN` or `--models 1,2,3`), then vote \
+             in the TUI's runs screen (T), then e"
+        );
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&arena)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = arena
+        .models
+        .iter()
+        .enumerate()
+        .map(|(rank, m)| {
+            vec![
+                (rank + 1).to_string(),
+                m.model_id.to_string(),
+                m.name.clone(),
+                format!("{:.0}", m.rating),
+                format!("[{:.0}, {:.0}]", m.ci_low, m.ci_high),
+                m.games.to_string(),
+                m.wins.to_string(),
+                m.losses.to_string(),
+                (m.ties + m.both_bad).to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "{} blind votes; Bradley-Terry ratings on the Elo scale (average 1000), 95% intervals; a both-bad vote \
+         counts as a tie",
+        arena.votes
+    );
+    print!("{}", table::render(&["rank", "id", "model", "rating", "95% CI", "games", "wins", "losses", "ties"], &rows));
+    Ok(ExitCode::SUCCESS)
 }

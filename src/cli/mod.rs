@@ -274,6 +274,28 @@ pub enum EvalCommand {
         after_help = "Examples:\n  verdict eval answers --run 3                 the run's base and tuned model\n  verdict eval answers --run 3 --limit 20 --seed 7\n  verdict eval answers --models 1,4,5 --device cuda"
     )]
     Answers(EvalAnswersArgs),
+    /// A run's tuned model against its base from the blind votes: wins, losses, ties and the
+    /// win rate with its Wilson 95% interval, overall and per language (stored in the
+    /// database), and the run's final training and evaluation metrics.
+    #[command(
+        after_help = "Examples:\n  verdict eval report 3\n  verdict eval report 3 --json | jq .win_rate.overall\n  verdict eval report 3 --plot curves.png"
+    )]
+    Report {
+        /// The run (`verdict runs` lists them).
+        run: i64,
+        #[arg(long)]
+        json: bool,
+        /// Also draw the loss, reward and accuracy curves into this PNG or SVG file.
+        #[arg(long, value_name = "FILE.png|svg")]
+        plot: Option<PathBuf>,
+    },
+    /// Every model with blind votes, ranked by a Bradley-Terry fit (Elo scale) with 95%
+    /// intervals, games and wins.
+    #[command(after_help = "Examples:\n  verdict eval arena\n  verdict eval arena --json")]
+    Arena {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
