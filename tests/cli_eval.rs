@@ -51,25 +51,16 @@ fn trained() -> (tempfile::TempDir, PathBuf) {
     let prompts = dir.path().join("prompts.jsonl");
     std::fs::write(&prompts, TEST_PROMPTS).unwrap();
     ok(&db, &["--no-samples", "import", data.to_str().unwrap(), prompts.to_str().unwrap()]);
-    let out_dir = dir.path().join("run1");
-    let out = ok(
-        &db,
-        &[
-            "train",
-            "--model",
-            gguf.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--max-steps",
-            "2",
-            "--learning-rate",
-            "1e-3",
-            "--max-length",
-            "128",
-            "--device",
-            "cpu",
-        ],
-    );
+    // Started from the database's folder with a relative --out, as people do: the tuned model
+    // is registered as `run1/model`, and the commands below (run from elsewhere) still find it.
+    let train = Command::new(env!("CARGO_BIN_EXE_verdict"))
+        .current_dir(dir.path())
+        .args(["--db", "v.db", "train", "--model", gguf.to_str().unwrap(), "--out", "run1", "--max-steps", "2"])
+        .args(["--learning-rate", "1e-3", "--max-length", "128", "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(train.status.success(), "{}", String::from_utf8_lossy(&train.stderr));
+    let out = String::from_utf8(train.stdout).unwrap();
     assert!(out.contains("finished after 2 steps"), "{out}");
     (dir, db)
 }
@@ -117,8 +108,8 @@ fn answers_for_a_run_are_stored_once_per_model_and_prompt_and_their_rewards_are_
     let rewards = implicit_rewards(&job, &AtomicBool::new(false), &mut |_| {}).unwrap().expect("not cancelled");
     assert_eq!(rewards.len(), 3);
     let store = Store::open(&db, OpenMode::MustExist).unwrap();
-    let models = store.models().unwrap();
-    let path = |id: i64| PathBuf::from(&models.iter().find(|m| m.id == id).unwrap().path);
+    assert_eq!(store.models().unwrap()[1].path, "run1/model", "registered relative to the training's folder");
+    let path = |id: i64| verdict::jobs::answers::model_path(&store, id).unwrap();
     let opts = LoadOptions { device: DeviceChoice::Cpu, dequantize: true, requantize: false, threads: None };
     let base = Model::load(&path(job.base), &opts).unwrap();
     let tuned = Model::load(&path(job.tuned), &opts).unwrap();
@@ -141,6 +132,9 @@ fn answers_for_a_run_are_stored_once_per_model_and_prompt_and_their_rewards_are_
         }
     }
     assert!(moved > 1e-3, "two steps at lr 1e-3 change the log-probs: {rewards:?}");
+    for r in rewards.iter().filter(|r| r.base_response == r.tuned_response) {
+        assert_eq!(r.base_answer, r.tuned_answer, "one text, one reward");
+    }
     // Only the prompts asked for, and nothing for a seed without answers.
     let one = RewardJob { prompts: vec![rewards[1].prompt_id], ..job.clone() };
     let only = implicit_rewards(&one, &AtomicBool::new(false), &mut |_| {}).unwrap().unwrap();

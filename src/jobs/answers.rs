@@ -95,12 +95,19 @@ pub fn evaluation_prompts(store: &Store, limit: Option<usize>) -> anyhow::Result
     Ok(ids)
 }
 
-/// A registered model's file or folder; an error that says what to do when it is gone.
+/// A registered model's file or folder; an error that says what to do when it is gone. A
+/// relative path (a run started with a relative `--out`) is tried from the working directory,
+/// then from the database's folder.
 pub fn model_path(store: &Store, model_id: i64) -> anyhow::Result<PathBuf> {
     let (_, path) = store
         .model_by_id(model_id)?
         .with_context(|| format!("no model {model_id}: `verdict model list` shows the known ones"))?;
-    let path = PathBuf::from(path);
+    let mut path = PathBuf::from(path);
+    if path.is_relative() && !path.exists() {
+        if let Some(beside_db) = store.path().parent().map(|dir| dir.join(&path)).filter(|p| p.exists()) {
+            path = beside_db;
+        }
+    }
     if !path.exists() {
         bail!(
             "model {model_id}'s files are no longer at {}: put them back or train/generate with it again",

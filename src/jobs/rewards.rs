@@ -159,7 +159,13 @@ pub fn implicit_rewards(
     let Some(base) = score(job.base, &base_path)? else { return Ok(None) };
     for ((row, t), b) in rows.iter_mut().zip(&tuned).zip(&base) {
         row.base_answer = job.beta * (t.chosen as f64 - b.chosen as f64);
-        row.tuned_answer = job.beta * (t.rejected as f64 - b.rejected as f64);
+        // The same text twice (the models answered alike) is one answer: one reward, not two
+        // that differ in the last float bits of their packing.
+        row.tuned_answer = if row.tuned_response == row.base_response {
+            row.base_answer
+        } else {
+            job.beta * (t.rejected as f64 - b.rejected as f64)
+        };
     }
     Ok(Some(rows))
 }
