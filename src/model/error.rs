@@ -51,6 +51,11 @@ pub enum ModelError {
     )]
     DeviceUnavailable(String),
 
+    #[error(
+        "cannot open {device}: {reason}. Check that `nvidia-smi` lists the GPU and that the CUDA libraries are found (LD_LIBRARY_PATH, see docs/gpu.md), or use --device cpu"
+    )]
+    DeviceFailed { device: String, reason: String },
+
     #[error("could not fetch the default model: {0}")]
     Fetch(String),
 

@@ -32,7 +32,7 @@ pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::{ModelError, Result};
 pub use generate::{Candidate, FinishReason, GenerateParams, GenerationProgress};
 pub use info::{ModelFormat, ModelInfo, SpecialTokens};
-pub use options::{DeviceChoice, LoadOptions, configure_threads, default_threads};
+pub use options::{DeviceChoice, LoadOptions, configure_threads, default_threads, device_label};
 
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};

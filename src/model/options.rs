@@ -51,26 +51,77 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
+    /// Opens the device. `auto` takes CUDA device 0 when the binary was built with `cuda` and
+    /// a GPU answers, else Metal likewise, else the CPU, and logs what it picked and why; an
+    /// explicit `cuda`/`metal` that cannot be opened is an error that says what to check.
     pub fn device(self) -> Result<Device> {
-        match self {
-            DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Auto => {
-                if candle_core::utils::cuda_is_available() {
-                    Device::new_cuda(0).or(Ok(Device::Cpu))
-                } else if candle_core::utils::metal_is_available() {
-                    Device::new_metal(0).or(Ok(Device::Cpu))
-                } else {
-                    Ok(Device::Cpu)
-                }
-            }
+        let device = match self {
+            DeviceChoice::Cpu => Device::Cpu,
+            DeviceChoice::Auto => auto_device(),
             DeviceChoice::Cuda(n) => {
-                Device::new_cuda(n).map_err(|e| ModelError::DeviceUnavailable(format!("cuda:{n} ({e})")))
+                if !candle_core::utils::cuda_is_available() {
+                    return Err(ModelError::DeviceUnavailable(format!("cuda:{n}")));
+                }
+                Device::new_cuda(n)
+                    .map_err(|e| ModelError::DeviceFailed { device: format!("cuda:{n}"), reason: e.to_string() })?
             }
             DeviceChoice::Metal => {
-                Device::new_metal(0).map_err(|e| ModelError::DeviceUnavailable(format!("metal ({e})")))
+                if !candle_core::utils::metal_is_available() {
+                    return Err(ModelError::DeviceUnavailable("metal".into()));
+                }
+                Device::new_metal(0)
+                    .map_err(|e| ModelError::DeviceFailed { device: "metal".into(), reason: e.to_string() })?
             }
+        };
+        tracing::info!(requested = %self, device = %device_label(&device), "device");
+        Ok(device)
+    }
+}
+
+fn auto_device() -> Device {
+    if candle_core::utils::cuda_is_available() {
+        match Device::new_cuda(0) {
+            Ok(device) => return device,
+            Err(e) => tracing::info!("--device auto: built with CUDA but no GPU could be opened ({e}); using the CPU"),
         }
     }
+    if candle_core::utils::metal_is_available() {
+        match Device::new_metal(0) {
+            Ok(device) => return device,
+            Err(e) => tracing::info!("--device auto: built with Metal but no GPU could be opened ({e}); using the CPU"),
+        }
+    }
+    Device::Cpu
+}
+
+/// A short name for a device, for logs and the status line: `cpu`, `cuda:0 (NVIDIA H100 80GB
+/// HBM3)`, `metal`.
+pub fn device_label(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => {
+            let ordinal = match device.location() {
+                candle_core::DeviceLocation::Cuda { gpu_id } => gpu_id,
+                _ => 0,
+            };
+            match gpu_name(device) {
+                Some(name) => format!("cuda:{ordinal} ({name})"),
+                None => format!("cuda:{ordinal}"),
+            }
+        }
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_name(device: &Device) -> Option<String> {
+    let cuda = device.as_cuda_device().ok()?;
+    cuda.cuda_stream().context().name().ok()
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_name(_device: &Device) -> Option<String> {
+    None
 }
 
 /// How to load a model.

@@ -90,7 +90,10 @@ fn bad_device_and_params_are_explained() {
         let opts = LoadOptions { device: DeviceChoice::Cuda(0), ..cpu() };
         let err = Model::load(&tiny_paths().0, &opts).unwrap_err();
         assert!(matches!(err, ModelError::DeviceUnavailable(_)), "{err}");
+        assert!(err.to_string().contains("--features cuda"), "{err}");
+        assert_eq!(DeviceChoice::Auto.device().map(|d| crate::model::device_label(&d)).unwrap(), "cpu");
     }
+    assert_eq!(crate::model::device_label(&candle_core::Device::Cpu), "cpu");
     assert!(GenerateParams { candidates: 0, ..Default::default() }.validate().is_err());
     assert!(GenerateParams { temperature: -1.0, ..Default::default() }.validate().is_err());
     assert!(GenerateParams::default().validate().is_ok());

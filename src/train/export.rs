@@ -18,8 +18,18 @@ fn io(e: std::io::Error, what: &Path) -> candle_core::Error {
 }
 
 /// All weights under HF names, adapters merged in when `merge` (for export), otherwise the
-/// base weights as they are.
+/// base weights as they are; every tensor in the model's master dtype (frozen weights held in
+/// bf16 for a GPU run come out f32, as `config.json`'s `torch_dtype` says).
 pub fn hf_tensors(model: &Model, merge: bool) -> Result<Vec<(String, Tensor)>> {
+    let dtype = model.master_dtype();
+    let mut out = Vec::new();
+    for (name, t) in hf_tensors_as_stored(model, merge)? {
+        out.push((name, t.to_dtype(dtype)?));
+    }
+    Ok(out)
+}
+
+fn hf_tensors_as_stored(model: &Model, merge: bool) -> Result<Vec<(String, Tensor)>> {
     let mut out = vec![("model.embed_tokens.weight".to_string(), model.embed.detach())];
     let push_proj = |out: &mut Vec<(String, Tensor)>, name: String, p: &Proj| -> Result<()> {
         let w = match (&p.adapter, merge) {

@@ -17,7 +17,7 @@ use super::model::Input;
 use super::model::Model;
 #[cfg(test)]
 use super::model::log_softmax_last;
-use super::target_logp::target_logps;
+use super::target_logp::{composed_target_logps, target_logps};
 
 /// TRL's `max_length` / `truncation_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -80,7 +80,12 @@ pub fn sequence_logps(model: &Model, batch: &SeqBatch) -> Result<Tensor> {
         DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,
         _ => logits,
     };
-    let lp = target_logps(&logits, &batch.targets)?.unsqueeze(1)?; // [N, 1]
+    let lp = if model.fused_kernels() {
+        target_logps(&logits, &batch.targets)?
+    } else {
+        composed_target_logps(&logits, &batch.targets)?
+    };
+    let lp = lp.unsqueeze(1)?; // [N, 1]
     batch.segments.to_dtype(lp.dtype())?.matmul(&lp)?.reshape(b)
 }
 

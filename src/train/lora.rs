@@ -52,14 +52,18 @@ pub struct Adapter {
 }
 
 impl Adapter {
+    /// The adapter's output for `x`, computed in `x`'s dtype (the adapters' own dtype may be
+    /// the f32 master one, see `precision.rs`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        linear(&linear(x, &self.a)?, &self.b)? * self.scale
+        let (a, b) = (self.a.to_dtype(x.dtype())?, self.b.to_dtype(x.dtype())?);
+        linear(&linear(x, &a)?, &b)? * self.scale
     }
 
-    /// `W + scale * B A`, detached: the weight an exported merged model carries.
+    /// `W + scale * B A`, detached, in the adapter's dtype (f32 when a 16-bit base was trained
+    /// with f32 adapters): the weight an exported merged model carries.
     pub fn merged(&self, w: &Tensor) -> Result<Tensor> {
         let delta = (self.b.detach().matmul(&self.a.detach())? * self.scale)?;
-        (w.detach() + delta.to_dtype(w.dtype())?)?.detach().contiguous()
+        (w.detach().to_dtype(delta.dtype())? + delta)?.detach().contiguous()
     }
 }
 
@@ -90,7 +94,7 @@ pub fn attach(model: &mut Model, cfg: &LoraConfig, seed: u64) -> Result<()> {
     }
     let targets = cfg.normalized_targets()?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let dtype = model.dtype();
+    let dtype = model.master_dtype();
     let device = model.device().clone();
     let trainable = model.trainable.clone();
     for (name, kind, proj) in projections(model) {

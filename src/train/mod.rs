@@ -16,6 +16,7 @@ pub mod lora;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod precision;
 pub mod step;
 pub mod target_logp;
 pub mod tokenize;

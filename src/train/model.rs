@@ -5,6 +5,11 @@
 //! detach the graph), there is no KV cache, a whole right-padded batch goes through at once with
 //! a causal + padding mask, and logits can be computed for selected positions only (DPO needs
 //! them at response tokens, not at the prompt). Weights use HF names and layout.
+//!
+//! Precision (`precision.rs`): trainable weights are kept in the master dtype and cast to the
+//! compute dtype where they are used (the cast is a graph node, so gradients reach the master
+//! copy in its own dtype); with a 16-bit compute dtype, attention softmax and RMSNorm statistics
+//! run in f32. On the CPU in f32 the fused kernels (`fused.rs`) replace the composed ops.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +20,7 @@ use candle_nn::VarMap;
 use super::config::Config;
 use super::linear::linear;
 use super::lora::Adapter;
+use super::precision::{Precision, is_half};
 
 /// A projection `x W^T (+ b)`, optionally with a LoRA adapter beside it.
 #[derive(Debug)]
@@ -26,9 +32,9 @@ pub struct Proj {
 
 impl Proj {
     fn forward(&self, x: &Tensor, adapter_on: bool) -> Result<Tensor> {
-        let mut y = linear(x, &self.weight)?;
+        let mut y = linear(x, &self.weight.to_dtype(x.dtype())?)?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
+            y = y.broadcast_add(&b.to_dtype(x.dtype())?)?;
         }
         match (&self.adapter, adapter_on) {
             (Some(a), true) => y + a.forward(x)?,
@@ -125,6 +131,9 @@ pub struct Model {
     pub lm_head: Option<Tensor>,
     pub trainable: VarMap,
     adapter_on: AtomicBool,
+    precision: Precision,
+    /// The fused CPU kernels (`fused.rs`, `target_logp.rs`) instead of composed candle ops.
+    fused: bool,
 }
 
 /// Softmax over the last dim; the max is detached because its gradient cancels exactly, which
@@ -143,19 +152,22 @@ pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
 }
 
 /// RMSNorm: our fused op on CPU (`fused.rs`), else written out (candle's fused
-/// `candle_nn::ops::rms_norm` has no backward pass).
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    if let Some(y) = super::fused::rms_norm(x, w, eps) {
+/// `candle_nn::ops::rms_norm` has no backward pass). A 16-bit `x` is normalized in f32 and
+/// cast back before the weight is applied, as `transformers`' `LlamaRMSNorm` does.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, fused: bool) -> Result<Tensor> {
+    if fused && let Some(y) = super::fused::rms_norm(x, w, eps) {
         return y;
     }
-    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    x.broadcast_mul(&r)?.broadcast_mul(w)
+    let w = w.to_dtype(x.dtype())?;
+    let xs = if is_half(x.dtype()) { x.to_dtype(DType::F32)? } else { x.clone() };
+    let r = (xs.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+    xs.broadcast_mul(&r)?.to_dtype(x.dtype())?.broadcast_mul(&w)
 }
 
 /// HF (non-interleaved) rotary embedding, fused on CPU (`fused.rs`): pairs (i, i + d/2). x is [B, H, T, d], cos/sin
 /// [B, 1, T, d/2].
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if let Some(y) = super::fused::rope(x, cos, sin) {
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
+    if fused && let Some(y) = super::fused::rope(x, cos, sin) {
         return y;
     }
     let d = x.dim(D::Minus1)?;
@@ -171,16 +183,30 @@ fn take(w: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
 }
 
 impl Model {
-    /// Builds the network from HF-named tensors. `full`: every weight becomes trainable.
-    pub fn new(cfg: Config, mut w: HashMap<String, Tensor>, full: bool) -> Result<Self> {
+    /// Builds the network from HF-named tensors, computing in the dtype they come in.
+    /// `full`: every weight becomes trainable.
+    pub fn new(cfg: Config, w: HashMap<String, Tensor>, full: bool) -> Result<Self> {
+        let dtype = w.get("model.embed_tokens.weight").map_or(DType::F32, Tensor::dtype);
+        Self::with_precision(cfg, w, full, Precision::uniform(dtype))
+    }
+
+    /// As `new`, with trainable weights converted to `precision.master` and frozen ones to
+    /// `precision.compute` (see `precision.rs`); the fused CPU kernels are used when the model
+    /// is on the CPU and computes in f32/f64.
+    pub fn with_precision(
+        cfg: Config,
+        mut w: HashMap<String, Tensor>,
+        full: bool,
+        precision: Precision,
+    ) -> Result<Self> {
         cfg.check_supported().map_err(candle_core::Error::Msg)?;
         let trainable = VarMap::new();
         let mut get = |name: &str| -> Result<Tensor> {
             let t = take(&mut w, name)?;
             if !full {
-                return Ok(t.detach());
+                return Ok(t.to_dtype(precision.compute)?.detach());
             }
-            let var = Var::from_tensor(&t)?;
+            let var = Var::from_tensor(&t.to_dtype(precision.master)?)?;
             let out = var.as_tensor().clone();
             trainable.data().lock().expect("varmap lock").insert(name.to_string(), var);
             Ok(out)
@@ -211,15 +237,49 @@ impl Model {
         }
         let norm = get("model.norm.weight")?;
         let lm_head = if cfg.tie_word_embeddings { None } else { Some(get("lm_head.weight")?) };
-        Ok(Self { cfg, embed, layers, norm, lm_head, trainable, adapter_on: AtomicBool::new(true) })
+        let mut model = Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            trainable,
+            adapter_on: AtomicBool::new(true),
+            precision,
+            fused: false,
+        };
+        model.set_fused_kernels(true);
+        Ok(model)
     }
 
     pub fn device(&self) -> &Device {
         self.embed.device()
     }
 
+    /// The compute dtype: activations, and frozen weights as stored.
     pub fn dtype(&self) -> DType {
-        self.embed.dtype()
+        self.precision.compute
+    }
+
+    /// The dtype trainable variables (and new LoRA adapters) are kept in.
+    pub fn master_dtype(&self) -> DType {
+        self.precision.master
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Whether the fused CPU kernels run (else the composed candle ops every device has).
+    pub fn fused_kernels(&self) -> bool {
+        self.fused
+    }
+
+    /// Forces the composed ops (`false`), the path a GPU takes, e.g. to check it against the
+    /// fused kernels on the CPU. `true` uses the fused kernels where they apply: on the CPU,
+    /// computing in f32 or f64.
+    pub fn set_fused_kernels(&mut self, on: bool) {
+        self.fused = on && self.device().is_cpu() && matches!(self.precision.compute, DType::F32 | DType::F64);
     }
 
     /// Switch LoRA adapters off (the reference model) or on (the policy). No-op without LoRA.
@@ -270,36 +330,41 @@ impl Model {
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim());
         let rep = nh / nkv;
         let on = self.adapter_enabled();
+        let fused = self.fused;
+        let dt = self.dtype();
+        // Attention scores are softmaxed in f32 when activations are 16-bit.
+        let att_dt = if is_half(dt) { DType::F32 } else { dt };
         let (cos, sin) = self.rope_tables(input, b, t)?;
-        let bias = input.bias.to_dtype(self.dtype())?;
+        let bias = input.bias.to_dtype(att_dt)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut x = self.embed.index_select(&input.ids.flatten_all()?, 0)?; // [B*T, H]
+        let mut x = self.embed.index_select(&input.ids.flatten_all()?, 0)?.to_dtype(dt)?; // [B*T, H]
         for l in &self.layers {
-            let h = rms_norm(&x, &l.input_norm, cfg.rms_norm_eps)?;
+            let h = rms_norm(&x, &l.input_norm, cfg.rms_norm_eps, fused)?;
             let heads = |p: &Proj, n: usize| -> Result<Tensor> {
                 p.forward(&h, on)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
             };
-            let q = rope(&heads(&l.q, nh)?, &cos, &sin)?;
-            let k = rope(&heads(&l.k, nkv)?, &cos, &sin)?;
+            let q = rope(&heads(&l.q, nh)?, &cos, &sin, fused)?;
+            let k = rope(&heads(&l.k, nkv)?, &cos, &sin, fused)?;
             let v = heads(&l.v, nkv)?;
             // Grouped-query attention without repeating k/v: the `rep` query heads that share a
             // kv head are stacked along the query axis.
             let q = q.reshape((b, nkv, rep * t, hd))?;
             let att = (q.matmul(&k.t()?)? * scale)?.reshape((b, nkv, rep, t, t))?;
-            let att = softmax_last(&att.broadcast_add(&bias)?)?.reshape((b, nkv, rep * t, t))?;
+            let att = softmax_last(&att.to_dtype(att_dt)?.broadcast_add(&bias)?)?;
+            let att = att.to_dtype(dt)?.reshape((b, nkv, rep * t, t))?;
             let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?;
             let y = y.contiguous()?.reshape((b * t, nh * hd))?;
             x = (x + l.o.forward(&y, on)?)?;
-            let h = rms_norm(&x, &l.post_norm, cfg.rms_norm_eps)?;
+            let h = rms_norm(&x, &l.post_norm, cfg.rms_norm_eps, fused)?;
             let ff = (l.gate.forward(&h, on)?.silu()? * l.up.forward(&h, on)?)?;
             x = (x + l.down.forward(&ff, on)?)?;
         }
-        rms_norm(&x, &self.norm, cfg.rms_norm_eps)?.reshape((b, t, cfg.hidden_size))
+        rms_norm(&x, &self.norm, cfg.rms_norm_eps, fused)?.reshape((b, t, cfg.hidden_size))
     }
 
     /// Logits for hidden rows `[N, hidden] -> [N, vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        linear(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
+        linear(hidden, &self.lm_head.as_ref().unwrap_or(&self.embed).to_dtype(hidden.dtype())?)
     }
 
     /// Logits at every position `[B, T, vocab]`.

@@ -111,6 +111,12 @@ pub fn target_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64) {
         return logits.contiguous()?.apply_op2(&targets.contiguous()?, TargetLogp);
     }
+    composed_target_logps(logits, &targets)
+}
+
+/// The same from candle's differentiable ops, on any device and dtype (what a GPU runs).
+pub fn composed_target_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let targets = targets.flatten_all()?.to_dtype(DType::U32)?;
     log_softmax_last(logits)?.gather(&targets.unsqueeze(D::Minus1)?, 1)?.squeeze(1)
 }
 
