@@ -250,6 +250,9 @@ pub fn run(
         std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot write to {}", out.display()))?;
+    // Stored absolute: the model is registered by this path, and later commands (or the TUI)
+    // may run from another folder.
+    let out = out.canonicalize().unwrap_or(out);
     // A stop asked for earlier is not a stop for this start.
     let _ = std::fs::remove_file(out.join(STOP_FILE));
 
@@ -301,7 +304,15 @@ pub fn run(
         alpha: config.lora_alpha,
         targets: config.lora_targets.clone(),
     });
-    let mut net = crate::train::model::Model::new(cfg.clone(), std::mem::take(&mut weights_map), lora_cfg.is_none())?;
+    // f32 on the CPU (with the fused kernels); bf16 compute over f32 master weights on a GPU.
+    let precision = crate::train::precision::Precision::for_device(&device, Default::default());
+    tracing::info!(device = %model::device_label(&device), %precision, "training");
+    let mut net = crate::train::model::Model::with_precision(
+        cfg.clone(),
+        std::mem::take(&mut weights_map),
+        lora_cfg.is_none(),
+        precision,
+    )?;
     if let Some(l) = &lora_cfg {
         lora::attach(&mut net, l, config.seed)?;
     }

@@ -112,6 +112,8 @@ pub struct App {
     pub review: Option<super::review::Review>,
     /// The review state kept while its run trains and the user labels in the queue.
     pub parked: Option<super::review::Review>,
+    /// Where generation and training run (`--device auto`'s pick), for the status line.
+    pub device: String,
 }
 
 impl App {
@@ -147,6 +149,10 @@ impl App {
             model: std::env::var_os("VERDICT_MODEL").map(Into::into),
             review: None,
             parked: None,
+            device: crate::model::DeviceChoice::Auto
+                .device()
+                .map(|d| crate::model::device_label(&d))
+                .unwrap_or_else(|_| "cpu".into()),
         };
         app.apply_filter();
         // Back where the annotator was: a restart or a crash costs nothing.

@@ -274,9 +274,10 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
     let median = app.median_seconds().map(|s| format!("{s:.0}s")).unwrap_or_else(|| "–".into());
     let db = app.store.path().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let left = format!(
-        " {} · {} · {position} · today {} · median {median}/judgment ",
+        " {} · {} · {} · {position} · today {} · median {median}/judgment ",
         app.annotator,
         db,
+        app.device,
         app.seconds_today.len()
     );
     let job = app.job.as_ref().map(|j| {
