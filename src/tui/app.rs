@@ -366,6 +366,7 @@ impl App {
             | Action::ResumeRun
             | Action::Samples
             | Action::Diff
+            | Action::Mark
             | Action::BlindEval
             | Action::Arena
             | Action::Edit

@@ -256,6 +256,7 @@ fn short(action: keymap::Action) -> &'static str {
         ResumeRun => "resume",
         Samples => "answers",
         Diff => "diff",
+        Mark => "mark",
         BlindEval => "blind eval",
         Arena => "arena",
         Edit => "edit",

@@ -81,7 +81,9 @@ pub struct AnswerPair {
 
 /// Base vs tuned answers, prompt by prompt.
 pub struct DiffView {
-    pub run_id: i64,
+    /// The run whose base and tuned model are compared (with implicit rewards); None for any
+    /// two models.
+    pub run_id: Option<i64>,
     pub base: i64,
     pub tuned: i64,
     pub pairs: Vec<AnswerPair>,
@@ -188,7 +190,24 @@ impl DiffView {
         let prompts = answers::evaluation_prompts(store, Some(REVIEW_PROMPTS))?;
         let pairs = answer_pairs(store, base, tuned, &prompts)?;
         let worker = Some(Worker::start(store.path().to_path_buf(), vec![base, tuned], prompts, Some(run_id)));
-        Ok(DiffView { run_id, base, tuned, pairs, index: 0, scroll: 0, rewards: HashMap::new(), worker })
+        Ok(DiffView { run_id: Some(run_id), base, tuned, pairs, index: 0, scroll: 0, rewards: HashMap::new(), worker })
+    }
+
+    /// Any two models from the `models` table: `old` on the left, `new` on the right.
+    pub fn between(store: &Store, old: i64, new: i64) -> anyhow::Result<DiffView> {
+        let prompts = answers::evaluation_prompts(store, Some(REVIEW_PROMPTS))?;
+        let pairs = answer_pairs(store, old, new, &prompts)?;
+        let worker = Some(Worker::start(store.path().to_path_buf(), vec![old, new], prompts, None));
+        Ok(DiffView {
+            run_id: None,
+            base: old,
+            tuned: new,
+            pairs,
+            index: 0,
+            scroll: 0,
+            rewards: HashMap::new(),
+            worker,
+        })
     }
 
     /// Picks up answers and rewards as the worker stores them; a message when it ends.

@@ -92,6 +92,8 @@ pub enum Action {
     Samples,
     /// Base and tuned answers side by side, word differences marked.
     Diff,
+    /// Mark this run's model to diff another run's against it.
+    Mark,
     /// Blind evaluation of base against tuned.
     BlindEval,
     /// Every model ranked by blind judgments (Bradley-Terry).
@@ -193,6 +195,7 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Runs, "r", ResumeRun, true),
     (Mode::Runs, "a", Samples, true),
     (Mode::Runs, "d", Diff, true),
+    (Mode::Runs, "m", Mark, true),
     (Mode::Runs, "e", BlindEval, true),
     (Mode::Runs, "A", Arena, true),
     (Mode::Runs, "f5", Refresh, false),
@@ -403,7 +406,8 @@ pub fn describe(action: Action) -> &'static str {
         StopRun => "stop the run (checkpoint first; works for runs in other terminals)",
         ResumeRun => "resume the run from its last checkpoint",
         Samples => "answers generated at each evaluation, step by step",
-        Diff => "base vs tuned answers, word differences marked",
+        Diff => "base vs tuned answers, word differences marked (or vs the marked run's model)",
+        Mark => "mark this run's model; d on another run then diffs the two",
         BlindEval => "blind evaluation: base vs tuned, win rate with 95% CI",
         Arena => "arena: every model with answers, ranked (Bradley-Terry)",
         Edit => "edit the field / cycle the choice",

@@ -141,6 +141,8 @@ pub struct Review {
     pub annotator_id: i64,
     /// The latest stored blind win rate of each run's tuned model over its base: (rate, low, high).
     pub win_rates: std::collections::HashMap<i64, (f64, f64, f64)>,
+    /// A model marked (`m`) to diff against another run's model.
+    pub marked: Option<(i64, i64)>,
     last_refresh: Instant,
 }
 
@@ -158,6 +160,7 @@ impl Review {
             annotator: annotator.to_string(),
             annotator_id,
             win_rates: Default::default(),
+            marked: None,
             last_refresh: Instant::now(),
         })
     }
@@ -261,9 +264,27 @@ impl Review {
             (View::Samples(s), Action::Previous) => s.step = s.step.saturating_sub(1),
             (View::Samples(s), Action::Down) => s.prompt = (s.prompt + 1).min(s.prompts.len().saturating_sub(1)),
             (View::Samples(s), Action::Up) => s.prompt = s.prompt.saturating_sub(1),
+            (View::Runs | View::Run(_), Action::Mark) => {
+                if let Some(run) = self.selected_run().cloned() {
+                    // The run's tuned model, or its base while it has none.
+                    let model = run.output_model_id.or(run.base_model_id);
+                    self.marked = model.map(|m| (run.id, m));
+                    self.message = match model {
+                        Some(m) => format!("model {m} (run {}) marked: d on another run diffs against it", run.id),
+                        None => format!("run {} has no model to mark", run.id),
+                    };
+                }
+            }
             (View::Runs | View::Run(_), Action::Diff) => {
-                if let Some(run) = self.selected_run() {
-                    self.view = View::Diff(Box::new(DiffView::open(store, run.id)?));
+                if let Some(run) = self.selected_run().cloned() {
+                    let against = run.output_model_id.or(run.base_model_id);
+                    let view = match (self.marked.take(), against) {
+                        (Some((marked_run, old)), Some(new)) if marked_run != run.id && old != new => {
+                            DiffView::between(store, old, new)?
+                        }
+                        _ => DiffView::open(store, run.id)?,
+                    };
+                    self.view = View::Diff(Box::new(view));
                     self.message = "answers missing for either model are being generated (same seed for both)".into();
                 }
             }

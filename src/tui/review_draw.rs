@@ -456,9 +456,12 @@ fn draw_diff(frame: &mut Frame, diff: &DiffView, area: Rect) {
         frame.render_widget(Paragraph::new(" no test prompts").block(block(" Diff ")), area);
         return;
     };
+    let what = match diff.run_id {
+        Some(run) => format!("run {run}"),
+        None => format!("model {} vs model {}", diff.base, diff.tuned),
+    };
     let title = format!(
-        " Diff · run {} · prompt {}/{} [{}] · ←/→ prompt{}",
-        diff.run_id,
+        " Diff · {what} · prompt {}/{} [{}] · ←/→ prompt{}",
         diff.index + 1,
         diff.pairs.len(),
         pair.language,
@@ -472,9 +475,10 @@ fn draw_diff(frame: &mut Frame, diff: &DiffView, area: Rect) {
         (Some(base), Some(tuned)) => {
             let (old, new) = diff_sides(&base.2, &tuned.2);
             let same = base.1 == tuned.1;
-            let lt = format!(" Base (model {}){} ", diff.base, reward(rewards.map(|r| r.base_answer)));
+            let (left_name, right_name) = if diff.run_id.is_some() { ("Base", "Tuned") } else { ("Old", "New") };
+            let lt = format!(" {left_name} (model {}){} ", diff.base, reward(rewards.map(|r| r.base_answer)));
             let rt = format!(
-                " Tuned (model {}){}{} ",
+                " {right_name} (model {}){}{} ",
                 diff.tuned,
                 reward(rewards.map(|r| r.tuned_answer)),
                 if same { " · same answer" } else { "" }

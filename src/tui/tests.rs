@@ -495,3 +495,21 @@ fn snapshot_diff_and_blind_evaluation() {
     let wins = expected.iter().filter(|&&o| o == "a").count() as f64;
     assert!((stored[0].win_rate - (wins + 0.5) / 3.0).abs() < 1e-12);
 }
+
+#[test]
+fn any_two_models_can_be_diffed_by_marking_a_run() {
+    let mut app = app_with_answers();
+    let store = &mut app.store;
+    let base = store.models().unwrap()[0].id;
+    let other = store.register_model("sha-other", "other", "/nowhere/other", "hf", "llama", "F32").unwrap();
+    let run2 = store.create_run("run-2", "dpo", "{}", Some(base)).unwrap();
+    store.set_run_output(run2, other).unwrap();
+    store.set_run_status(run2, "finished", None).unwrap();
+    press(&mut app, "T");
+    press(&mut app, "m"); // run 1's tuned model
+    press(&mut app, "j");
+    press(&mut app, "d"); // against run 2's
+    without_worker(&mut app);
+    let super::review::View::Diff(diff) = &app.review.as_ref().unwrap().view else { panic!("diff") };
+    assert_eq!((diff.run_id, diff.base, diff.tuned), (None, 2, other));
+}
