@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# verdict train vs TRL's DPOTrainer (PyTorch, CPU) on the same model, pairs, batch size, max
+# length, beta, learning rate and thread count, one run after the other on this machine, full
+# fine-tune and LoRA (r 16 on q,k,v,o). Prints seconds per optimizer step and peak RSS for
+# each, and the ratios verdict / TRL.
+#
+#   benches/compare_train.sh [STEPS=6] [BATCH=1] [MAX_LENGTH=256] [THREADS=2]
+#
+# Environment: VERDICT_BIN (default target/release/verdict, built when missing), VERDICT_BENCH_PAIRS
+# (use only the first K train pairs of the sample data; default all 34), VERDICT_MODEL
+# (another GGUF; default: the default model, fetched when missing), VERDICT_TRL_VENV (default
+# benches/peers/.venv-trl, set up by benches/peers/setup_trl.sh when missing: a large download),
+# VERDICT_BENCH_TRL_ALSO_NO_PRECOMPUTE=0 to skip the two TRL runs with its default per-step
+# reference forward.
+#
+# What is timed: verdict's per-step time is num_tokens / tokens_per_second of each step in
+# run_metrics, i.e. train::step::train_step: batch packing, forward, backward, clipping, AdamW.
+# TRL's is on_step_begin -> on_step_end: forward, backward, clipping, AdamW (its collation runs
+# before). The first step of each is a warm-up and left out; the median of the rest is shown.
+# Peak RSS is the whole process (ru_maxrss from wait4): loading, reference pass, training,
+# and for verdict writing the tuned model.
+set -euo pipefail
+STEPS="${1:-6}"
+BATCH="${2:-1}"
+MAX_LENGTH="${3:-256}"
+THREADS="${4:-2}"
+BETA=0.1
+LR=5e-6
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VERDICT="${VERDICT_BIN:-$ROOT/target/release/verdict}"
+VENV="${VERDICT_TRL_VENV:-$ROOT/benches/peers/.venv-trl}"
+PY="$VENV/bin/python"
+
+if ! [ -x "$VERDICT" ]; then
+    echo "building $VERDICT (cargo build --release, minutes)..."
+    cargo build --release --quiet
+fi
+if ! [ -x "$PY" ] || ! "$PY" -c 'import trl, peft, gguf' 2>/dev/null; then
+    VERDICT_TRL_VENV="$VENV" benches/peers/setup_trl.sh
+fi
+OUT="$(mktemp -d "${TMPDIR:-/tmp}/verdict-compare-train.XXXXXX")"
+DB="$OUT/v.db"
+MODEL="${VERDICT_MODEL:-$("$VERDICT" --db "$OUT/samples.db" model fetch)}"
+# The sample data, exported as TRL conversational JSONL; with VERDICT_BENCH_PAIRS=K only the
+# first K train pairs (both tools compute reference log-probs for every pair before step 1).
+"$VERDICT" --db "$OUT/samples.db" init --samples >/dev/null
+"$VERDICT" --db "$OUT/samples.db" export "$OUT/all-pairs.jsonl" --format conversational >/dev/null
+python3 - "$OUT/all-pairs.jsonl" "$OUT/subset.jsonl" "${VERDICT_BENCH_PAIRS:-0}" <<'PYEOF'
+import json, sys
+rows = [l for l in open(sys.argv[1], encoding="utf-8") if json.loads(l)["split"] == "train"]
+keep = int(sys.argv[3]) or len(rows)
+open(sys.argv[2], "w", encoding="utf-8").writelines(rows[:keep])
+PYEOF
+"$VERDICT" --db "$DB" --no-samples import "$OUT/subset.jsonl" >/dev/null
+"$VERDICT" --db "$DB" export "$OUT/pairs.jsonl" --format conversational >/dev/null
+# transformers will not train a model loaded with gguf_file: convert the GGUF once to a float32
+# folder (kept in the venv, not timed).
+HF_DIR="${VERDICT_TRL_HF_DIR:-$VENV/models/$(basename "$MODEL" .gguf)-f32}"
+[ -f "$HF_DIR/config.json" ] || "$PY" benches/peers/trl_dpo.py --model "$MODEL" --hf-dir "$HF_DIR" --convert-only \
+    2>"$OUT/convert.err"
+
+# Runs a command, keeps its output, appends {"label", "wall_seconds", "peak_rss_mb", "exit"} to
+# $OUT/measure.jsonl. Peak RSS from wait4, the same way for both tools.
+measure() {
+    local label="$1"; shift
+    python3 - "$label" "$OUT" "$@" <<'PYEOF'
+import json, os, subprocess, sys, time
+label, out, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+start = time.perf_counter()
+with open(f"{out}/{label}.out", "wb") as o, open(f"{out}/{label}.err", "wb") as e:
+    proc = subprocess.Popen(cmd, stdout=o, stderr=e)
+    _, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - start
+code = os.waitstatus_to_exitcode(status)
+with open(f"{out}/measure.jsonl", "a") as f:
+    f.write(json.dumps({"label": label, "wall_seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024,
+                        "exit": code, "load_after": open("/proc/loadavg").read().split()[:3]}) + "\n")
+if code != 0:
+    sys.stderr.write(open(f"{out}/{label}.err", errors="replace").read()[-3000:])
+    sys.exit(f"{label} failed ({code}); output in {out}")
+PYEOF
+}
+
+echo "== before: $(uptime)"
+echo "   busiest processes:"
+ps -eo pid,pcpu,etime,comm --sort=-pcpu | sed -n '2,6p' | sed 's/^/     /'
+echo "   $("$VERDICT" --version 2>/dev/null || echo verdict) | $("$PY" -c 'import trl, transformers, torch; print(f"trl {trl.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")')"
+echo "   $STEPS steps, batch $BATCH pair(s), max length $MAX_LENGTH, $THREADS thread(s), model $MODEL"
+echo "   $(grep -c . "$OUT/pairs.jsonl") train pairs; verdict binary $VERDICT"
+
+common=(--max-steps "$STEPS" --batch-size "$BATCH" --max-length "$MAX_LENGTH" --threads "$THREADS"
+    --beta "$BETA" --learning-rate "$LR")
+echo "== verdict full"
+measure verdict-full "$VERDICT" --db "$DB" train --model "$MODEL" --out "$OUT/run-full" "${common[@]}"
+echo "== verdict lora"
+measure verdict-lora "$VERDICT" --db "$DB" train --model "$MODEL" --out "$OUT/run-lora" "${common[@]}" \
+    --lora-rank 16 --lora-targets q,k,v,o
+
+trl_common=(benches/peers/trl_dpo.py --model "$MODEL" --hf-dir "$HF_DIR" --pairs "$OUT/pairs.jsonl" --steps "$STEPS"
+    --batch-size "$BATCH" --max-length "$MAX_LENGTH" --threads "$THREADS" --beta "$BETA" --learning-rate "$LR")
+echo "== TRL full (precomputed reference)"
+measure trl-full "$PY" "${trl_common[@]}" --mode full
+echo "== TRL lora (precomputed reference)"
+measure trl-lora "$PY" "${trl_common[@]}" --mode lora --lora-rank 16 --lora-alpha 16
+if [ "${VERDICT_BENCH_TRL_ALSO_NO_PRECOMPUTE:-1}" != 0 ]; then
+    echo "== TRL full (reference model, TRL's default)"
+    measure trl-full-refmodel "$PY" "${trl_common[@]}" --mode full --no-precompute-ref
+    echo "== TRL lora (reference forward each step, TRL's default)"
+    measure trl-lora-refmodel "$PY" "${trl_common[@]}" --mode lora --lora-rank 16 --lora-alpha 16 --no-precompute-ref
+fi
+echo "== after: $(uptime)"
+echo "   busiest processes:"
+ps -eo pid,pcpu,etime,comm --sort=-pcpu | sed -n '2,6p' | sed 's/^/     /'
+
+python3 - "$OUT" "$DB" "$THREADS" "$(nproc)" <<'PYEOF'
+import json, sqlite3, statistics, sys
+out, db, threads, cores = sys.argv[1:5]
+measured = {m["label"]: m for m in map(json.loads, open(f"{out}/measure.jsonl"))}
+conn = sqlite3.connect(db)
+
+def verdict_run(run_id):
+    rows = conn.execute("SELECT step, name, value FROM run_metrics WHERE run_id = ? "
+                        "AND name IN ('num_tokens', 'tokens_per_second') ORDER BY step", (run_id,)).fetchall()
+    steps = {}
+    for step, name, value in rows:
+        steps.setdefault(step, {})[name] = value
+    secs = [s["num_tokens"] / s["tokens_per_second"] for _, s in sorted(steps.items())]
+    tokens = [s["num_tokens"] for _, s in sorted(steps.items())]
+    return {"seconds_per_step": statistics.median(secs[1:] or secs), "seconds_per_step_all": [round(x, 3) for x in secs],
+            "tokens_per_step": statistics.median(tokens[1:] or tokens)}
+
+def trl_run(label):
+    lines = open(f"{out}/{label}.out").read().strip().splitlines()
+    return json.loads(lines[-1])
+
+results = {}
+for run_id, mode in [(1, "full"), (2, "lora")]:
+    v = verdict_run(run_id)
+    v.update(measured[f"verdict-{mode}"])
+    results[f"verdict-{mode}"] = v
+for label in ["trl-full", "trl-lora", "trl-full-refmodel", "trl-lora-refmodel"]:
+    if label in measured:
+        t = trl_run(label)
+        t.update(measured[label])
+        results[label] = t
+
+print()
+print(f"verdict vs TRL DPOTrainer, {threads} thread(s) on {cores} cores; seconds per optimizer step = median of "
+      f"steps 2..N (first step is warm-up); peak RSS = whole process")
+print(f"{'':34} {'s/step':>8} {'tok/step':>8} {'peak RSS MB':>11} {'wall s':>7}")
+for label, r in results.items():
+    print(f"{label:34} {r['seconds_per_step']:8.2f} {r['tokens_per_step']:8.0f} {r['peak_rss_mb']:11.0f} "
+          f"{r['wall_seconds']:7.1f}")
+print()
+print(f"{'ratio verdict / TRL':34} {'s/step':>8} {'peak RSS':>8}")
+for mode in ["full", "lora"]:
+    for suffix, what in [("", "TRL precomputed reference"), ("-refmodel", "TRL default reference")]:
+        t = results.get(f"trl-{mode}{suffix}")
+        if t is None:
+            continue
+        v = results[f"verdict-{mode}"]
+        print(f"{mode + ' vs ' + what:34} {v['seconds_per_step'] / t['seconds_per_step']:8.2f} "
+              f"{v['peak_rss_mb'] / t['peak_rss_mb']:8.2f}")
+print(json.dumps(results))
+PYEOF
+echo "(outputs kept in $OUT)"
