@@ -97,6 +97,12 @@ stub_c="$root/lib/stubs/libcuda_stub.c"
 } >"$stub_c"
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib/stubs/libcuda.so" "$stub_c"
 echo "==> driver stub with $(grep -c '^int ' "$stub_c") functions: $root/lib/stubs/libcuda.so" >&2
+# The same stub under the driver's run-time name, in a folder of its own: with it (and the wheels'
+# lib folder) on LD_LIBRARY_PATH, the cuda binary starts on a machine without a driver and runs
+# on the CPU, every CUDA call failing with CUDA_ERROR_STUB_LIBRARY. For tests only: never put it
+# on the library path of a machine that has a GPU.
+mkdir -p "$root/no-driver"
+ln -s ../lib/stubs/libcuda.so "$root/no-driver/libcuda.so.1"
 
 echo "==> $("$cuda_dir/bin/nvcc" --version | tail -n 2 | head -n 1)" >&2
 echo "==> to build, run in your shell:" >&2

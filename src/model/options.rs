@@ -63,19 +63,24 @@ impl DeviceChoice {
                     return Err(ModelError::DeviceUnavailable(format!("cuda:{n}")));
                 }
                 Device::new_cuda(n)
-                    .map_err(|e| ModelError::DeviceFailed { device: format!("cuda:{n}"), reason: e.to_string() })?
+                    .map_err(|e| ModelError::DeviceFailed { device: format!("cuda:{n}"), reason: first_line(&e) })?
             }
             DeviceChoice::Metal => {
                 if !candle_core::utils::metal_is_available() {
                     return Err(ModelError::DeviceUnavailable("metal".into()));
                 }
                 Device::new_metal(0)
-                    .map_err(|e| ModelError::DeviceFailed { device: "metal".into(), reason: e.to_string() })?
+                    .map_err(|e| ModelError::DeviceFailed { device: "metal".into(), reason: first_line(&e) })?
             }
         };
         tracing::info!(requested = %self, device = %device_label(&device), "device");
         Ok(device)
     }
+}
+
+/// candle appends a backtrace to some errors; the message is its first line.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim().to_string()
 }
 
 fn auto_device() -> Device {
