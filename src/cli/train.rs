@@ -73,6 +73,9 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 
 pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let config = config_from_args(args)?;
+    // Say where it runs: `auto` takes the GPU when the binary has CUDA and one answers.
+    let device: crate::model::DeviceChoice = config.device.parse().map_err(anyhow::Error::msg)?;
+    eprintln!("device: {}", crate::model::device_label(&device.device()?));
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = cancel.clone();
