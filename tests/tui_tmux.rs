@@ -40,7 +40,7 @@ impl Session {
             .status()
             .expect("tmux is needed for the end-to-end TUI tests (apt-get install tmux)");
         assert!(status.success());
-        self.wait_for(" e2e · v.db");
+        self.wait_for(" · v.db · ");
     }
 
     fn keys(&self, keys: &[&str]) {
@@ -147,6 +147,53 @@ fn kill_9_loses_nothing_and_restart_returns_to_the_same_pair() {
     s.launch(None);
     s.wait_for("Prompt pair-bank-en-02");
     s.keys(&["q"]);
+}
+
+impl Session {
+    /// A second verdict process on this session's database, as another annotator.
+    fn second(&self, tag: &str, annotator: &str) -> Session {
+        let name = format!("verdict-{tag}-{}", std::process::id());
+        let session = Session {
+            name,
+            db: self.db.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+            env: format!("VERDICT_ANNOTATOR={annotator}"),
+        };
+        session.launch(None);
+        session
+    }
+}
+
+#[test]
+fn two_annotators_in_two_processes_see_each_others_work() {
+    let amira = Session::start("two-a", None);
+    let bob = amira.second("two-b", "bob");
+    bob.wait_for(" bob · v.db");
+    // The first prompt has the imported judgment: 0 of mine, 1 in all, for both.
+    assert!(bob.screen().contains("0/1"), "{}", bob.screen());
+    amira.keys(&["Enter"]);
+    amira.wait_for("Prompt pair-bank-en-01");
+    amira.keys(&["1"]);
+    amira.wait_for("Prompt pair-bank-en-02");
+    bob.keys(&["Enter"]);
+    bob.wait_for("Prompt pair-bank-en-01");
+    bob.keys(&["2"]);
+    bob.wait_for("Prompt pair-bank-en-02");
+    // Back in the queue, a refresh shows the other's judgment on the first prompt.
+    for (session, _) in [(&amira, "e2e"), (&bob, "bob")] {
+        session.keys(&["Escape"]);
+        session.keys(&["R"]);
+        let screen = session.wait_for("refreshed");
+        let first_row = screen.lines().find(|l| l.contains("Northwind Bank's fraud team")).unwrap_or_default();
+        assert!(first_row.contains("1/3"), "mine 1 of 3 in all: {first_row}");
+    }
+    let votes = amira.query(
+        "SELECT a.name, j.outcome FROM judgments j JOIN annotators a ON a.id = j.annotator_id
+         WHERE a.name IN ('e2e', 'bob') ORDER BY j.id",
+    );
+    assert_eq!(votes.len(), 2, "{votes:?}");
+    let integrity = bob.query("PRAGMA integrity_check");
+    assert_eq!(integrity[0][0], "Text(\"ok\")");
 }
 
 /// The last step with a loss of run 1.
