@@ -249,3 +249,37 @@ fn start_a_run_from_the_tui_watch_it_stop_it_and_resume_it() {
     let runs = session.query("SELECT count(*) FROM runs");
     assert_eq!(integer(&runs[0][0]), 1, "a resume is the same run");
 }
+
+#[test]
+fn a_panic_restores_the_terminal_and_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let state = dir.path().join("stty.txt");
+    let name = format!("verdict-panic-{}", std::process::id());
+    // verdict runs in a shell so the terminal can be inspected after it dies.
+    let script = format!(
+        "HOME={home} XDG_DATA_HOME={home}/.local/share VERDICT_ANNOTATOR=e2e VERDICT_PANIC_ON_KEY=f12 {bin} --db {db}; \
+         stty -a > {state}; echo AFTER-PANIC; sleep 60",
+        home = dir.path().display(),
+        bin = env!("CARGO_BIN_EXE_verdict"),
+        db = db.display(),
+        state = state.display()
+    );
+    let status = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &name, "-x", "120", "-y", "30", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let session = Session { name, _dir: tempfile::tempdir().unwrap(), db, env: String::new() };
+    session.wait_for(" · v.db · ");
+    session.keys(&["F12"]);
+    session.wait_for("AFTER-PANIC");
+    let stty = std::fs::read_to_string(&state).unwrap();
+    // Raw mode off: canonical input and echo are back.
+    assert!(stty.split_whitespace().any(|w| w == "icanon"), "{stty}");
+    assert!(stty.split_whitespace().any(|w| w == "echo"), "{stty}");
+    let screen = session.screen();
+    assert!(screen.contains("diagnostic panic"), "the panic message is printed on the normal screen: {screen}");
+    let log = std::fs::read_to_string(dir.path().join(".local/share/verdict/verdict.log")).unwrap();
+    assert!(log.contains("panic: ") && log.contains("diagnostic panic"), "{log}");
+}

@@ -93,6 +93,11 @@ fn event_loop(terminal: &mut Term, app: &mut App) -> anyhow::Result<()> {
         match event::read()? {
             // Only presses: terminals that report releases would otherwise act twice.
             Event::Key(key) if key.kind == KeyEventKind::Press => {
+                // A diagnostic: VERDICT_PANIC_ON_KEY=f12 makes that key panic, to check (as the
+                // end-to-end test does) that a panic restores the terminal and is logged.
+                if std::env::var("VERDICT_PANIC_ON_KEY").ok() == keymap::key_name(&key) {
+                    panic!("diagnostic panic: VERDICT_PANIC_ON_KEY={:?}", keymap::key_name(&key));
+                }
                 if let Some(effect) = app.handle_key(key) {
                     carry_out(terminal, app, effect)?;
                 }
