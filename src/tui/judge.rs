@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::domain::{Outcome, sha256_hex};
 use crate::jobs::answers::{self, AnswersEvent, AnswersJob, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SEED};
 use crate::jobs::rewards::{AnswerRewards, RewardJob};
-use crate::qa::winrate::{WinRateReport, Z_95, win_rate};
+use crate::qa::winrate::WinRateReport;
 use crate::store::{NewEvalVote, Store};
 
 /// How many test prompts the review screens answer and judge.
@@ -379,73 +379,37 @@ impl BlindView {
         self.next(store, annotator)
     }
 
-    /// The win rate of A over B (two models, stored in `evals` for a run) or the ranking.
+    /// The win rate of the tuned model over the base (stored in `evals` after each vote), or
+    /// the arena's ranking: both from `report::review`, as `verdict eval report|arena` print.
     fn results(&mut self, store: &Store) -> anyhow::Result<()> {
-        if let (Some(run_id), [(a, _), (b, _)]) = (self.run_id, self.models.as_slice()) {
-            let verdicts: Vec<(String, Outcome)> = store
-                .eval_votes(Some((*a, *b)))?
-                .into_iter()
-                .filter_map(|v| {
-                    let outcome = Outcome::parse(&v.outcome)?;
-                    // Votes may have been stored with the models the other way round.
-                    let outcome = match (v.model_a == *a, outcome) {
-                        (true, o) => o,
-                        (false, Outcome::A) => Outcome::B,
-                        (false, Outcome::B) => Outcome::A,
-                        (false, o) => o,
-                    };
-                    Some((v.language, outcome))
-                })
-                .collect();
-            let report = win_rate(&verdicts, Z_95);
-            if let (Some(rate), Some(ci)) = (report.overall.rate, report.overall.interval) {
-                let o = &report.overall;
-                store.save_eval(
-                    Some(run_id),
-                    *a,
-                    *b,
-                    (o.wins as i64, o.losses as i64, (o.ties + o.both_bad) as i64),
-                    rate,
-                    (ci.low, ci.high),
-                    &serde_json::to_string(&report)?,
-                )?;
-            }
-            self.report = Some(report);
+        use crate::report::review;
+        if let Some(run_id) = self.run_id {
+            let report = review::run_report(store, run_id)?;
+            review::save_run_report(store, &report)?;
+            self.report = Some(report.win_rate);
         } else {
-            let names: HashMap<i64, String> = self.models.iter().cloned().collect();
-            let judgments: Vec<(String, String, Outcome)> = store
-                .eval_votes(None)?
-                .into_iter()
-                .filter(|v| names.contains_key(&v.model_a) && names.contains_key(&v.model_b))
-                .filter_map(|v| {
-                    let label = |id: i64| format!("{id}: {}", names[&id]);
-                    Some((label(v.model_a), label(v.model_b), Outcome::parse(&v.outcome)?))
-                })
-                .collect();
-            self.ranking = Some(if judgments.is_empty() {
-                "no judgments yet".into()
-            } else {
-                match crate::qa::arena::bradley_terry(&judgments, &Default::default()) {
-                    Ok(arena) => arena
-                        .ratings
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| {
-                            format!(
-                                "{}. {}  {:.0} [{:.0}, {:.0}]  {} games, {} won",
-                                i + 1,
-                                r.model,
-                                r.rating,
-                                r.ci_low,
-                                r.ci_high,
-                                r.games,
-                                r.wins
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    Err(e) => format!("{e}"),
-                }
+            self.ranking = Some(match review::arena(store) {
+                Ok(None) => "no judgments yet".into(),
+                Ok(Some(arena)) => arena
+                    .models
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        format!(
+                            "{}. {}: {}  {:.0} [{:.0}, {:.0}]  {} games, {} won",
+                            i + 1,
+                            m.model_id,
+                            m.name,
+                            m.rating,
+                            m.ci_low,
+                            m.ci_high,
+                            m.games,
+                            m.wins
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                Err(e) => format!("{e:#}"),
             });
         }
         Ok(())
