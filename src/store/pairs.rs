@@ -54,22 +54,23 @@ impl Store {
             Some(_) => self.conn.prepare_cached(&format!("{sql} WHERE prompt_id = ?1 ORDER BY id"))?,
             None => self.conn.prepare_cached(&format!("{sql} WHERE ?1 IS NULL ORDER BY id"))?,
         };
-        let mut newest: HashMap<(i64, i64, i64), (i64, String, String)> = HashMap::new();
+        // Text is read in place (no String per row): `None` stands for an undone judgment, and
+        // reason tags are parsed only when there are some.
+        let mut newest: HashMap<(i64, i64, i64), (i64, Option<Outcome>, Vec<String>)> = HashMap::new();
         let mut rows = statement.query([prompt_id])?;
         while let Some(r) = rows.next()? {
             let key = (r.get::<_, i64>(3)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?);
-            newest.insert(key, (r.get(0)?, r.get(4)?, r.get(5)?));
+            let outcome = Outcome::parse(r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)?);
+            let reasons = match r.get_ref(5)?.as_str().map_err(rusqlite::Error::from)? {
+                "[]" => Vec::new(),
+                text => serde_json::from_str(text).unwrap_or_default(),
+            };
+            newest.insert(key, (r.get(0)?, outcome, reasons));
         }
         let mut out: Vec<ActiveJudgment> = newest
             .into_iter()
-            .filter(|(_, (_, outcome, _))| outcome != "undone")
-            .map(|((annotator_id, response_a, response_b), (prompt_id, outcome, reasons))| ActiveJudgment {
-                prompt_id,
-                response_a,
-                response_b,
-                annotator_id,
-                outcome: Outcome::parse(&outcome).expect("schema CHECK keeps outcomes valid"),
-                reasons: if reasons == "[]" { Vec::new() } else { serde_json::from_str(&reasons).unwrap_or_default() },
+            .filter_map(|((annotator_id, response_a, response_b), (prompt_id, outcome, reasons))| {
+                Some(ActiveJudgment { prompt_id, response_a, response_b, annotator_id, outcome: outcome?, reasons })
             })
             .collect();
         out.sort_unstable_by_key(|j| (j.prompt_id, j.response_a, j.response_b, j.annotator_id));
