@@ -205,12 +205,12 @@ fn arena_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 (rank + 1).to_string(),
                 m.model_id.to_string(),
                 m.name.clone(),
-                format!("{:.0}", m.rating),
-                format!("[{:.0}, {:.0}]", m.ci_low, m.ci_high),
-                m.games.to_string(),
-                m.wins.to_string(),
-                m.losses.to_string(),
-                (m.ties + m.both_bad).to_string(),
+                format!("{:.0}", m.fit.rating),
+                format!("[{:.0}, {:.0}]", m.fit.ci_low, m.fit.ci_high),
+                m.fit.games.to_string(),
+                m.fit.wins.to_string(),
+                m.fit.losses.to_string(),
+                (m.fit.ties + m.fit.both_bad).to_string(),
             ]
         })
         .collect();

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::domain::Outcome;
 use crate::jobs::answers::run_models;
-use crate::qa::arena::{ArenaOptions, bradley_terry};
+use crate::qa::arena::{ArenaOptions, ModelRating, bradley_terry};
 use crate::qa::winrate::{WinRateReport, Z_95, win_rate};
 use crate::store::{EvalVoteRow, Store};
 
@@ -144,15 +144,9 @@ pub fn run_curves(store: &Store, run_id: i64) -> anyhow::Result<Vec<(String, Vec
 pub struct RatedModel {
     pub model_id: i64,
     pub name: String,
-    /// Elo scale, the average model at 1000.
-    pub rating: f64,
-    pub ci_low: f64,
-    pub ci_high: f64,
-    pub games: u32,
-    pub wins: u32,
-    pub losses: u32,
-    pub ties: u32,
-    pub both_bad: u32,
+    /// The fit's rating, interval and counts (its `model` is the id as text).
+    #[serde(flatten)]
+    pub fit: ModelRating,
 }
 
 /// Every model with active blind votes, best first.
@@ -184,18 +178,7 @@ pub fn arena(store: &Store) -> anyhow::Result<Option<ArenaReport>> {
         .into_iter()
         .map(|r| {
             let model_id: i64 = r.model.parse().context("model ids are numbers")?;
-            Ok(RatedModel {
-                model_id,
-                name: names.get(&model_id).cloned().unwrap_or_default(),
-                rating: r.rating,
-                ci_low: r.ci_low,
-                ci_high: r.ci_high,
-                games: r.games,
-                wins: r.wins,
-                losses: r.losses,
-                ties: r.ties,
-                both_bad: r.both_bad,
-            })
+            Ok(RatedModel { model_id, name: names.get(&model_id).cloned().unwrap_or_default(), fit: r })
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(Some(ArenaReport { votes: fit.judgments, z: options.z, models }))

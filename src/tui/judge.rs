@@ -400,11 +400,11 @@ impl BlindView {
                             i + 1,
                             m.model_id,
                             m.name,
-                            m.rating,
-                            m.ci_low,
-                            m.ci_high,
-                            m.games,
-                            m.wins
+                            m.fit.rating,
+                            m.fit.ci_low,
+                            m.fit.ci_high,
+                            m.fit.games,
+                            m.fit.wins
                         )
                     })
                     .collect::<Vec<_>>()
