@@ -41,6 +41,28 @@ fn metric(db: &Path, run: i64, name: &str) -> Vec<(i64, f64)> {
     statement.query_map((run, name), |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(|r| r.unwrap()).collect()
 }
 
+/// A run's status, error and stored config.
+fn run_row(db: &Path, run: i64) -> (String, Option<String>, serde_json::Value) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let (status, error, config): (String, Option<String>, String) = conn
+        .query_row("SELECT status, error, config FROM runs WHERE id = ?1", [run], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    (status, error, serde_json::from_str(&config).unwrap())
+}
+
+/// Runs `verdict` expecting a failure; returns its message, which must be one line.
+fn fails(db: &Path, args: &[&str]) -> String {
+    let out = verdict(db, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "verdict {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    let message: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("device:")).collect();
+    assert_eq!(message.len(), 1, "one line of error, not: {stderr}");
+    eprintln!("{}", message[0]);
+    message[0].to_string()
+}
+
 #[test]
 fn a_dpo_run_records_trl_metrics_and_exports_a_model() {
     let (dir, db, gguf) = setup();
@@ -121,12 +143,18 @@ fn a_dpo_run_records_trl_metrics_and_exports_a_model() {
     let info = ok(&db, &["model", "info", out_dir.join("model/model.Q8_0.gguf").to_str().unwrap()]);
     assert!(info.contains("architecture:    llama"), "{info}");
     // An existing output folder is refused without --overwrite.
-    let again = verdict(
+    // The refusal is a failed run that names the fix, recorded without the folder (it belongs
+    // to run 1: resuming this record must never train into it).
+    let again = fails(
         &db,
         &["train", "--model", gguf.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--max-steps", "1"],
     );
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+    assert!(again.contains("exists and is not empty: pass --overwrite"), "{again}");
+    let (status, error, config) = run_row(&db, 2);
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("--overwrite"));
+    assert!(config["out"].is_null(), "{config}");
+    assert_eq!(run_row(&db, 1).0, "finished");
 }
 
 #[test]
@@ -179,7 +207,7 @@ fn logps_prints_one_line_per_pair_and_no_pairs_is_a_clear_error() {
     assert!((lines[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "policy = reference: ln 2");
     let empty = dir.path().join("empty.db");
     ok(&empty, &["--no-samples", "init"]);
-    let out = verdict(
+    let message = fails(
         &empty,
         &[
             "train",
@@ -191,10 +219,375 @@ fn logps_prints_one_line_per_pair_and_no_pairs_is_a_clear_error() {
             dir.path().join("x").to_str().unwrap(),
         ],
     );
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no resolved pairs"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    assert!(message.contains("no resolved pairs in the train split: label some pairs"), "{message}");
+    let (status, error, _) = run_row(&empty, 1);
+    assert_eq!((status.as_str(), error.as_deref()), ("failed", Some(message.trim_start_matches("error: "))));
+}
+
+/// The correctness check of the training engine: DPO over every train pair of the sample data
+/// (`verdict init --samples`, resolved as training resolves them, none truncated), one pair a
+/// step for two epochs, takes the train `rewards/accuracies` above 0.9 and grows the margin.
+/// TRL logs a metric as its mean over the steps since the last log; over the second epoch's
+/// steps that is the share of all train pairs whose chosen answer has the higher reward.
+///
+/// The model is random (hidden 32, one layer) with SmolLM2's BPE cut to 4,096 tokens, so
+/// every pair fits in 1,200 tokens (the tiny byte-level model would need twice as many).
+#[test]
+fn dpo_on_the_sample_pairs_gets_train_accuracy_above_0_9_and_a_growing_margin() {
+    use verdict::domain::{ImportRecord, Split};
+    let dir = tempfile::tempdir().unwrap();
+    let model = verdict::model::testing::write_smollm2_bpe_model(dir.path()).unwrap();
+    let db = dir.path().join("samples.db");
+    ok(&db, &["init", "--samples"]);
+    let train_pairs = verdict::samples::records()
+        .iter()
+        .filter(|r| matches!(r, ImportRecord::Pair { prompt, .. } if prompt.split == Some(Split::Train)))
+        .count();
+    let steps = 2 * train_pairs;
+    let started = std::time::Instant::now();
+    let out = ok(
+        &db,
+        &[
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
+            "--batch-size",
+            "1",
+            "--max-steps",
+            &steps.to_string(),
+            "--learning-rate",
+            "3e-3",
+            "--max-length",
+            "1200",
+        ],
     );
+    eprintln!("{steps} DPO steps on the sample pairs: {:.1} s", started.elapsed().as_secs_f64());
+    assert!(out.contains(&format!("finished after {steps} steps")), "{out}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (pairs, truncated): (i64, i64) = conn
+        .query_row("SELECT train_pairs, truncated FROM runs WHERE id = 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((pairs as usize, truncated), (train_pairs, 0), "every sample train pair, whole");
+    let epoch_mean = |name: &str, epoch: usize| {
+        let series = metric(&db, 1, name);
+        assert_eq!(series.len(), steps, "{name}");
+        series[epoch * train_pairs..(epoch + 1) * train_pairs].iter().map(|(_, v)| v).sum::<f64>() / train_pairs as f64
+    };
+    let accuracy = epoch_mean("rewards/accuracies", 1);
+    assert!(accuracy > 0.9, "train rewards/accuracies over the second epoch: {accuracy}");
+    let margins = metric(&db, 1, "rewards/margins");
+    assert!(margins[0].1.abs() < 1e-4, "step 1 is the reference itself: margin {}", margins[0].1);
+    let (first, second) = (epoch_mean("rewards/margins", 0), epoch_mean("rewards/margins", 1));
+    eprintln!(
+        "second epoch: accuracy {accuracy:.3}; mean margin {first:.2} in the first epoch, {second:.2} in the second"
+    );
+    assert!(second > first && first > 0.0, "the margin grows: {first} in the first epoch, {second} in the second");
+}
+
+/// Where writes run out of room. A tmpfs mounted small where this process may mount one
+/// (root with CAP_SYS_ADMIN, as in a VM or a privileged container): a real ENOSPC. Elsewhere
+/// (CI runners) a file-size limit on the process, which makes the same writes fail with EFBIG.
+enum SmallDisk {
+    Tmpfs(PathBuf),
+    /// `ulimit -f`: every file the process writes is limited, the database included.
+    FileSizeLimit(u64),
+}
+
+impl SmallDisk {
+    /// `at` becomes a tmpfs of `tmpfs_bytes`, or stays a folder and runs get `file_limit`.
+    fn new(at: &Path, tmpfs_bytes: u64, file_limit: u64) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={tmpfs_bytes}"), "tmpfs", at.to_str().unwrap()])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if mounted { SmallDisk::Tmpfs(at.to_path_buf()) } else { SmallDisk::FileSizeLimit(file_limit) }
+    }
+
+    fn os_error(&self) -> &'static str {
+        match self {
+            SmallDisk::Tmpfs(_) => "No space left on device",
+            SmallDisk::FileSizeLimit(_) => "File too large",
+        }
+    }
+
+    /// Runs `verdict` where the disk is full, expecting it to fail; returns its one-line message.
+    fn fails(&self, db: &Path, args: &[&str]) -> String {
+        let message = match self {
+            SmallDisk::Tmpfs(_) => fails(db, args),
+            SmallDisk::FileSizeLimit(bytes) => {
+                let db_bytes = std::fs::metadata(db).unwrap().len();
+                assert!(db_bytes + 64 * 1024 < *bytes, "the database ({db_bytes} B) must fit under the limit");
+                // bash counts `ulimit -f` in KiB; with SIGXFSZ ignored a write past the limit
+                // fails with EFBIG instead of killing the process.
+                let out = Command::new("bash")
+                    .args(["-c", &format!(r#"trap "" XFSZ; ulimit -f {}; exec "$0" "$@""#, bytes / 1024)])
+                    .arg(env!("CARGO_BIN_EXE_verdict"))
+                    .arg("--db")
+                    .arg(db)
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert!(!out.status.success());
+                let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+                let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("device:")).collect();
+                assert_eq!(lines.len(), 1, "one line of error, not: {stderr}");
+                eprintln!("{}", lines[0]);
+                lines[0].to_string()
+            }
+        };
+        eprintln!("(the disk was full: {})", if matches!(self, SmallDisk::Tmpfs(_)) { "a tmpfs" } else { "ulimit -f" });
+        message
+    }
+
+    /// Room again: the tmpfs grows (a file-size limit only ever applies inside `fails`).
+    fn grow(&self) {
+        if let SmallDisk::Tmpfs(at) = self {
+            let grown = Command::new("mount").args(["-o", "remount,size=64m", at.to_str().unwrap()]).output().unwrap();
+            assert!(grown.status.success());
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    /// Unmounts, also when an assertion failed.
+    fn drop(&mut self) {
+        if let SmallDisk::Tmpfs(at) = self {
+            let _ = Command::new("umount").arg(at).output();
+        }
+    }
+}
+
+/// A disk that fills up while a checkpoint is written: the run fails with the OS error, the
+/// path and what to do; the half-written checkpoint is removed and never replaces the last
+/// good one; `--resume` continues from that one once there is room.
+#[test]
+fn a_full_disk_fails_the_run_and_keeps_the_last_good_checkpoint() {
+    let (dir, db, gguf) = setup();
+    // A checkpoint of the tiny model: trainable.safetensors (~370 kB) and optimizer.safetensors
+    // (twice that).
+    let checkpoint_bytes = {
+        let probe = dir.path().join("probe");
+        let config = TrainConfig {
+            model: Some(gguf.clone()),
+            out: Some(probe.clone()),
+            max_steps: Some(1),
+            save_every: 1,
+            max_length: 128,
+            ..TrainConfig::default()
+        };
+        train::run(&db, &config, None, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
+        let files: Vec<u64> = std::fs::read_dir(probe.join("checkpoints/checkpoint-1"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect();
+        files.iter().sum::<u64>()
+    };
+    // Room for one checkpoint and not two; or a limit the weights fit under and the optimizer
+    // state does not.
+    let disk = SmallDisk::new(&dir.path().join("disk"), checkpoint_bytes * 3 / 2, checkpoint_bytes / 2);
+    let out = dir.path().join("disk/run");
+    // Steps 1-2, then a stop: checkpoint-2 (written with room to spare).
+    let config = TrainConfig {
+        model: Some(gguf.clone()),
+        out: Some(out.clone()),
+        max_steps: Some(4),
+        save_every: 3,
+        learning_rate: 1e-3,
+        max_length: 128,
+        ..TrainConfig::default()
+    };
+    let cancel = AtomicBool::new(false);
+    let stopped = train::run(&db, &config, None, false, &cancel, &mut |e| {
+        if let train::TrainEvent::Step { step: 2, .. } = e {
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    assert_eq!((stopped.status.as_str(), stopped.steps), ("stopped", 2));
+    let checkpoints = out.join("checkpoints");
+    let good = std::fs::read(checkpoints.join("checkpoint-2/optimizer.safetensors")).unwrap();
+    // Resume: step 3's checkpoint does not fit.
+    let run = stopped.run_id.to_string();
+    let message = disk.fails(&db, &["train", "--resume", &run]);
+    for part in [
+        "cannot write the checkpoint of step 3",
+        "optimizer.safetensors",
+        disk.os_error(),
+        &format!("`verdict train --resume {run}` continues from its checkpoint at step 2"),
+    ] {
+        assert!(message.contains(part), "`{part}` missing from: {message}");
+    }
+    let (status, error, _) = run_row(&db, stopped.run_id);
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains(disk.os_error()));
+    let mut left: Vec<String> =
+        std::fs::read_dir(&checkpoints).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    left.sort();
+    assert_eq!(left, ["checkpoint-2"], "the half-written checkpoint is gone, the good one intact");
+    assert_eq!(std::fs::read(checkpoints.join("checkpoint-2/optimizer.safetensors")).unwrap(), good);
+    // With room again, the run goes on from step 2 to the end.
+    disk.grow();
+    let resumed = ok(&db, &["train", "--resume", &run]);
+    assert!(resumed.contains("finished after 4 steps"), "{resumed}");
+    assert_eq!(run_row(&db, stopped.run_id).0, "finished");
+}
+
+/// A disk that fills up while the trained model is written: the run is failed (not left
+/// `running`), the partial model folder removed, and `--resume` writes the model from the
+/// last checkpoint once there is room.
+#[test]
+fn a_full_disk_during_the_export_fails_the_run_and_resume_writes_the_model() {
+    let (dir, db, gguf) = setup();
+    // LoRA: checkpoints of ~30 kB; the merged model.safetensors takes ~370 kB.
+    let disk = SmallDisk::new(&dir.path().join("disk"), 200_000, 320 * 1024);
+    let out = dir.path().join("disk/run");
+    let args = [
+        "train",
+        "--model",
+        gguf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--lora-rank",
+        "2",
+        "--max-steps",
+        "2",
+        "--save-every",
+        "2",
+        "--learning-rate",
+        "1e-3",
+        "--max-length",
+        "128",
+    ];
+    let message = disk.fails(&db, &args);
+    for part in [
+        format!("cannot write the trained model to {}", out.join("model").display()),
+        "model.safetensors".into(),
+        disk.os_error().into(),
+        "`verdict train --resume 1` continues from its checkpoint at step 2".into(),
+    ] {
+        assert!(message.contains(&part), "`{part}` missing from: {message}");
+    }
+    let (status, error, _) = run_row(&db, 1);
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains(disk.os_error()));
+    assert!(!out.join("model").exists(), "no half-written model folder");
+    assert!(out.join("checkpoints/checkpoint-2/state.json").is_file());
+    disk.grow();
+    let resumed = ok(&db, &["train", "--resume", "1"]);
+    assert!(resumed.contains("finished after 2 steps"), "{resumed}");
+    assert!(out.join("model/model.safetensors").is_file());
+    assert_eq!(run_row(&db, 1).0, "finished");
+}
+
+/// An output folder that cannot be created is an OS error naming the folder, and a failed run.
+/// (Root ignores permissions, so the folder is put under a regular file: ENOTDIR for anyone.)
+#[test]
+fn an_unwritable_output_folder_fails_the_run_with_the_os_error() {
+    let (dir, db, gguf) = setup();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let out = file.join("run");
+    let message = fails(&db, &["train", "--model", gguf.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(message.contains(&format!("cannot create the run folder {}", out.display())), "{message}");
+    assert!(message.contains("Not a directory"), "{message}");
+    let (status, error, _) = run_row(&db, 1);
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("Not a directory"));
+}
+
+/// Models training cannot handle are refused before any work, each with a failed run: an
+/// architecture verdict does not run at all, and a llama whose rotary scaling (YaRN) the
+/// trainer does not implement (inference loads it).
+#[test]
+fn models_it_cannot_train_are_refused_with_a_failed_run() {
+    let (dir, db, _) = setup();
+    let (_, hf) = verdict::model::testing::write_tiny_models(&dir.path().join("tiny")).unwrap();
+    let config_path = hf.join("config.json");
+    let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let cases = [
+        (serde_json::json!({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}), "unsupported architecture"),
+        (
+            serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+            "cannot train this model: rope_scaling type `yarn` is not supported for training",
+        ),
+    ];
+    for (run, (change, expected)) in cases.iter().enumerate() {
+        let mut config = original.clone();
+        for (key, value) in change.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let out = dir.path().join(format!("run{run}"));
+        let message = fails(&db, &["train", "--model", hf.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert!(message.contains(expected), "{message}");
+        let (status, error, _) = run_row(&db, run as i64 + 1);
+        assert_eq!(status, "failed");
+        assert!(error.unwrap().contains(expected));
+    }
+}
+
+/// A NaN loss stops the run before the update, marks it failed, and keeps the checkpoints
+/// written before it. The NaN comes from the data: an untied copy of the tiny model whose
+/// embedding rows for the bytes of non-ASCII text are NaN, so only the Chinese pair gives NaN
+/// log-probs, at the step where the shuffled order reaches it.
+#[test]
+fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    use candle_core::{Device, Tensor};
+    let (dir, db, _) = setup();
+    let (_, hf) = verdict::model::testing::write_tiny_models(&dir.path().join("tiny")).unwrap();
+    let weights_path = hf.join("model.safetensors");
+    let mut weights = candle_core::safetensors::load(&weights_path, &Device::Cpu).unwrap();
+    let embed = weights["model.embed_tokens.weight"].clone();
+    let (vocab, hidden) = embed.dims2().unwrap();
+    let mut rows: Vec<f32> = embed.flatten_all().unwrap().to_vec1().unwrap();
+    // Token 3 + b is byte b (three specials first); UTF-8 puts every non-ASCII character in
+    // bytes 0x80 and up.
+    for byte in 0x80..=0xff_usize {
+        rows[(3 + byte) * hidden..(4 + byte) * hidden].fill(f32::NAN);
+    }
+    weights.insert("lm_head.weight".into(), embed);
+    weights.insert("model.embed_tokens.weight".into(), Tensor::from_vec(rows, (vocab, hidden), &Device::Cpu).unwrap());
+    candle_core::safetensors::save(&weights, &weights_path).unwrap();
+    let config_path = hf.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["tie_word_embeddings"] = false.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+
+    let out = dir.path().join("run");
+    let message = fails(
+        &db,
+        &[
+            "train",
+            "--model",
+            hf.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--max-steps",
+            "8",
+            "--save-every",
+            "1",
+            "--learning-rate",
+            "1e-3",
+            "--max-length",
+            "128",
+            "--seed",
+            "42",
+        ],
+    );
+    let good_steps = metric(&db, 1, "loss").len();
+    assert!(good_steps >= 1, "the seed puts the Chinese pair after the first step: {message}");
+    let nan_step = good_steps + 1;
+    for part in [format!("loss is NaN at step {nan_step}"), format!("the checkpoint of step {good_steps} is kept")] {
+        assert!(message.contains(&part), "`{part}` missing from: {message}");
+    }
+    let (status, error, _) = run_row(&db, 1);
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("NaN"));
+    let checkpoints = out.join("checkpoints");
+    assert!(checkpoints.join(format!("checkpoint-{good_steps}/state.json")).is_file());
+    assert!(!checkpoints.join(format!("checkpoint-{nan_step}")).exists());
+    assert!(metric(&db, 1, "loss").iter().all(|(_, v)| v.is_finite()));
 }

@@ -221,7 +221,10 @@ fn metrics_vec(m: &crate::train::loss::Metrics, prefix: &str) -> Vec<(String, f6
     m.iter().map(|(k, v)| (format!("{prefix}{k}"), *v)).collect()
 }
 
-/// Runs (or, with `resume`, continues) a training run.
+/// Runs (or, with `resume`, continues) a training run. Every start that gets past opening the
+/// store leaves a row in `runs`: a run that cannot start (no pairs, a model it cannot train, an
+/// output folder in the way) or that fails on the way (a NaN loss, a full disk) is `failed`
+/// with the error that stopped it.
 pub fn run(
     db: &Path,
     config: &TrainConfig,
@@ -231,35 +234,105 @@ pub fn run(
     events: &mut dyn FnMut(TrainEvent),
 ) -> anyhow::Result<TrainSummary> {
     let mut store = Store::open(db, OpenMode::MustExist)?;
-    let (config, run_id) = match resume {
+    let (config, resumed) = match resume {
         Some(id) => {
             let row = store.run(id)?.with_context(|| format!("no run {id}: `verdict runs` lists them"))?;
             let config: TrainConfig = serde_json::from_str(&row.config)?;
-            store.set_run_status(id, "running", None)?;
             (config, Some(id))
         }
         None => (config.clone(), None),
     };
+    // A config that does not check is the caller's mistake, caught before any run (the CLI
+    // and the TUI's form check it first), not a run that failed.
     config.check()?;
-    let model_path = model::resolve_model_path(config.model.as_deref())?;
     let out = config.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("run-{}", chrono_free_stamp())));
-    if resume.is_none() && out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
-        if !overwrite {
-            bail!("{} exists and is not empty: pass --overwrite, or another --out", out.display());
-        }
-        std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
-    }
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot write to {}", out.display()))?;
     // Stored absolute: the model is registered by this path, and later commands (or the TUI)
     // may run from another folder.
-    let out = out.canonicalize().unwrap_or(out);
+    let out = std::path::absolute(&out).unwrap_or(out);
+    let model_path = model::resolve_model_path(config.model.as_deref());
+    let mut recorded = config.clone();
+    recorded.out = Some(out.clone());
+    if let Ok(path) = &model_path {
+        recorded.model = Some(path.clone());
+    }
+    let run_id = match resumed {
+        Some(id) => {
+            store.set_run_status(id, "running", None)?;
+            id
+        }
+        None => {
+            let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
+            if !overwrite && is_non_empty_dir(&out) {
+                // Recorded without the folder: it belongs to someone else, and resuming this
+                // record must never train into it.
+                recorded.out = None;
+                let id = store.create_run(&name, &config.method, &serde_json::to_string(&recorded)?, None)?;
+                let error = format!("{} exists and is not empty: pass --overwrite, or another --out", out.display());
+                store.set_run_status(id, "failed", Some(&error))?;
+                bail!(error);
+            }
+            store.create_run(&name, &config.method, &serde_json::to_string(&recorded)?, None)?
+        }
+    };
+    let plan = Plan { run_id, config: &config, out: &out, resumed: resumed.is_some(), overwrite };
+    let result =
+        model_path.map_err(anyhow::Error::from).and_then(|path| train(&mut store, &plan, &path, cancel, events));
+    if let Err(error) = &result {
+        // The error is what the user needs; a store that cannot record it (the disk that
+        // filled up) must not hide it.
+        if let Err(also) = store.set_run_status(run_id, "failed", Some(&format!("{error:#}"))) {
+            tracing::warn!("run {run_id} failed and its status could not be recorded: {also:#}");
+        }
+    }
+    result
+}
+
+/// What `train` needs to know about the run it continues or starts.
+struct Plan<'a> {
+    run_id: i64,
+    config: &'a TrainConfig,
+    /// Absolute.
+    out: &'a Path,
+    resumed: bool,
+    overwrite: bool,
+}
+
+fn is_non_empty_dir(path: &Path) -> bool {
+    std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+/// How to recover from a failed write: the OS error says what went wrong, this says what next.
+fn write_hint(run_id: i64, last_checkpoint: Option<usize>) -> String {
+    let from = match last_checkpoint {
+        Some(step) => format!("from its checkpoint at step {step}"),
+        None => "from the start (no checkpoint was written)".into(),
+    };
+    format!(
+        "free some space (or fix the folder's permissions), then `verdict train --resume {run_id}` continues {from}"
+    )
+}
+
+/// The run itself, once it has a row in `runs`.
+fn train(
+    store: &mut Store,
+    plan: &Plan,
+    model_path: &Path,
+    cancel: &AtomicBool,
+    events: &mut dyn FnMut(TrainEvent),
+) -> anyhow::Result<TrainSummary> {
+    let Plan { run_id, config, out, .. } = *plan;
+    if !plan.resumed && plan.overwrite && out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| anyhow::anyhow!("cannot create the run folder {}: {e}; pass another --out", out.display()))?;
     // A stop asked for earlier is not a stop for this start.
     let _ = std::fs::remove_file(out.join(STOP_FILE));
 
     // Tokenizer and template come from the inference loader; the weights are loaded again
     // as trainable f32 tensors.
     let inference = model::Model::load(
-        &model_path,
+        model_path,
         &LoadOptions {
             threads: config.threads,
             dequantize: true,
@@ -277,7 +350,8 @@ pub fn run(
         &info.architecture,
         &info.quantization,
     )?;
-    let all = examples(&store, config.weight_by_agreement)?;
+    store.set_run_base_model(run_id, base_id)?;
+    let all = examples(store, config.weight_by_agreement)?;
     let (train_set, test_set): (Vec<&Example>, Vec<&Example>) = all.iter().partition(|e| e.split == Split::Train);
     if train_set.is_empty() {
         bail!("no resolved pairs in the train split: label some pairs (or `verdict import` them) first");
@@ -292,9 +366,9 @@ pub fn run(
         train_ids.iter().filter(|p| p.prompt.len() + p.chosen.len().max(p.rejected.len()) > config.max_length).count();
 
     let (cfg, mut weights_map) = if model_path.is_dir() {
-        weights::load_hf_dir(&model_path, DType::F32, &device)?
+        weights::load_hf_dir(model_path, DType::F32, &device)?
     } else {
-        weights::load_gguf(&model_path, DType::F32, &device)?
+        weights::load_gguf(model_path, DType::F32, &device)?
     };
     if let Err(why) = cfg.check_supported() {
         bail!("{}: cannot train this model: {why}", model_path.display());
@@ -345,7 +419,11 @@ pub fn run(
             .zip(&computed)
             .map(|(&i, r)| (set[i].key.clone(), r.chosen as f64, r.rejected as f64))
             .collect();
-        store.save_ref_logps(&info.sha256, &template_hash, &fresh)?;
+        // A non-finite value (a model with broken weights) is used by this run, where its
+        // loss stops training, but never cached for the next one.
+        let finite: Vec<(String, f64, f64)> =
+            fresh.iter().filter(|(_, c, r)| c.is_finite() && r.is_finite()).cloned().collect();
+        store.save_ref_logps(&info.sha256, &template_hash, &finite)?;
         let mut all = cached;
         all.extend(fresh.into_iter().map(|(k, c, r)| (k, (c, r))));
         let refs = set
@@ -357,8 +435,8 @@ pub fn run(
             .collect();
         Ok((refs, missing.len()))
     };
-    let (train_refs, computed_train) = reference(&train_set, &train_ids, &mut store)?;
-    let (test_refs, computed_test) = reference(&test_set, &test_ids, &mut store)?;
+    let (train_refs, computed_train) = reference(&train_set, &train_ids, store)?;
+    let (test_refs, computed_test) = reference(&test_set, &test_ids, store)?;
 
     let per_epoch = train_ids.len().div_ceil(config.batch_size * config.grad_accum);
     let total_steps = config.max_steps.unwrap_or(per_epoch * config.epochs.max(1));
@@ -372,26 +450,16 @@ pub fn run(
         ..OptimConfig::default()
     };
     let mut optimizer = AdamW::new(net.trainable_vars(), optim_cfg)?;
-    let mut effective = config.clone();
-    effective.model = Some(model_path.clone());
-    effective.out = Some(out.clone());
-    let run_id = match run_id {
-        Some(id) => id,
-        None => store.create_run(
-            out.file_name().map(|n| n.to_string_lossy().to_string()).as_deref().unwrap_or("run"),
-            &config.method,
-            &serde_json::to_string(&effective)?,
-            Some(base_id),
-        )?,
-    };
     let checkpoints = out.join("checkpoints");
     let mut start_step = 0;
-    if resume.is_some() {
-        if let Some(latest) = checkpoint::latest(&checkpoints) {
-            checkpoint::load(&latest, &net, &mut optimizer)?;
-            start_step = optimizer.step;
-        }
+    if plan.resumed
+        && let Some(latest) = checkpoint::latest(&checkpoints)
+    {
+        checkpoint::load(&latest, &net, &mut optimizer)?;
+        start_step = optimizer.step;
     }
+    // The step of the newest checkpoint on disk: where a resume after a failure starts.
+    let mut last_checkpoint = (start_step > 0).then_some(start_step);
     store.set_run_plan(run_id, total_steps, train_ids.len(), test_ids.len(), truncated)?;
     events(TrainEvent::Started {
         run_id,
@@ -425,80 +493,103 @@ pub fn run(
         write_samples(net, &inference, &sample_prompts, config.seed, config.sample_max_tokens, run_id, step, store)
     };
     if start_step == 0 && config.eval_every > 0 && !sample_prompts.is_empty() {
-        let count = sample(&net, 0, &store)?;
+        let count = sample(&net, 0, store)?;
         events(TrainEvent::Samples { step: 0, count });
     }
+    // A checkpoint is written whole or not at all (`checkpoint::save`); a failed write says
+    // which file and why, and how to go on from the previous one.
+    let save = |net: &crate::train::model::Model,
+                optimizer: &AdamW,
+                store: &Store,
+                last: &mut Option<usize>|
+     -> anyhow::Result<PathBuf> {
+        let path = checkpoint::save(&checkpoints, net, optimizer, &serde_json::json!({})).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write the checkpoint of step {}: {}; {}",
+                optimizer.step,
+                crate::train::error_text(&e),
+                write_hint(run_id, *last)
+            )
+        })?;
+        store.add_checkpoint(run_id, optimizer.step as i64, &path.display().to_string())?;
+        *last = Some(optimizer.step);
+        Ok(path)
+    };
     let micro = config.batch_size;
     let per_step = micro * config.grad_accum;
-    let outcome: anyhow::Result<&str> = (|| {
-        for step_index in start_step..total_steps {
-            // A STOP file in the run folder stops it too: how another process (a second
-            // terminal's TUI) stops a run it did not start.
-            let stop_file = out.join(STOP_FILE);
-            if cancel.load(Ordering::Relaxed) || stop_file.exists() {
-                let _ = std::fs::remove_file(&stop_file);
-                let path = checkpoint::save(&checkpoints, &net, &optimizer, &serde_json::json!({}))?;
-                store.add_checkpoint(run_id, step_index as i64, &path.display().to_string())?;
-                events(TrainEvent::Checkpoint { step: step_index, path });
-                return Ok("stopped");
+    let mut status = "finished";
+    for step_index in start_step..total_steps {
+        // A STOP file in the run folder stops it too: how another process (a second
+        // terminal's TUI) stops a run it did not start.
+        let stop_file = out.join(STOP_FILE);
+        if cancel.load(Ordering::Relaxed) || stop_file.exists() {
+            let _ = std::fs::remove_file(&stop_file);
+            let path = save(&net, &optimizer, store, &mut last_checkpoint)?;
+            events(TrainEvent::Checkpoint { step: step_index, path });
+            status = "stopped";
+            break;
+        }
+        let first = step_index * per_step;
+        let mut batches: Vec<(Vec<PairIds>, Vec<RefLogps>)> = Vec::new();
+        for m in 0..config.grad_accum {
+            let mut pairs = Vec::new();
+            let mut refs = Vec::new();
+            for k in 0..micro {
+                let global = first + m * micro + k;
+                let epoch = global / train_ids.len();
+                let i = order_for(epoch)[global % train_ids.len()];
+                pairs.push(train_ids[i].clone());
+                refs.push(train_refs[i]);
             }
-            let first = step_index * per_step;
-            let mut batches: Vec<(Vec<PairIds>, Vec<RefLogps>)> = Vec::new();
-            for m in 0..config.grad_accum {
-                let mut pairs = Vec::new();
-                let mut refs = Vec::new();
-                for k in 0..micro {
-                    let global = first + m * micro + k;
-                    let epoch = global / train_ids.len();
-                    let i = order_for(epoch)[global % train_ids.len()];
-                    pairs.push(train_ids[i].clone());
-                    refs.push(train_refs[i]);
-                }
-                batches.push((pairs, refs));
-            }
-            let views: Vec<(&[PairIds], &[RefLogps])> =
-                batches.iter().map(|(p, r)| (p.as_slice(), r.as_slice())).collect();
-            let step_started = std::time::Instant::now();
-            let metrics = step::train_step(&net, &views, &step_cfg, &mut optimizer)?;
-            let step_number = step_index + 1;
-            let mut values = metrics_vec(&metrics, "");
-            // Wall time of the optimizer step: what a live view anywhere needs for an ETA.
-            values.push(("step_seconds".into(), step_started.elapsed().as_secs_f64()));
-            values.push(("epoch".into(), (step_number * per_step) as f64 / train_ids.len() as f64));
+            batches.push((pairs, refs));
+        }
+        let views: Vec<(&[PairIds], &[RefLogps])> = batches.iter().map(|(p, r)| (p.as_slice(), r.as_slice())).collect();
+        let step_started = std::time::Instant::now();
+        // A NaN loss stops the run before the update: the weights stay as they were, and
+        // the newest checkpoint on disk is the last good one.
+        let metrics = step::train_step(&net, &views, &step_cfg, &mut optimizer).map_err(|e| {
+            let kept = match last_checkpoint {
+                Some(step) => format!("the checkpoint of step {step} is kept"),
+                None => "no checkpoint was written before it".into(),
+            };
+            anyhow::anyhow!("{}; {kept}", crate::train::error_text(&e))
+        })?;
+        let step_number = step_index + 1;
+        let mut values = metrics_vec(&metrics, "");
+        // Wall time of the optimizer step: what a live view anywhere needs for an ETA.
+        values.push(("step_seconds".into(), step_started.elapsed().as_secs_f64()));
+        values.push(("epoch".into(), (step_number * per_step) as f64 / train_ids.len() as f64));
+        store.add_metrics(run_id, step_number as i64, &values)?;
+        events(TrainEvent::Step { step: step_number, metrics: values });
+        if config.eval_every > 0 && step_number % config.eval_every == 0 && !test_ids.is_empty() {
+            let eval = step::evaluate(&net, &test_ids, &test_refs, &step_cfg)?;
+            let values = metrics_vec(&eval, "eval_");
             store.add_metrics(run_id, step_number as i64, &values)?;
-            events(TrainEvent::Step { step: step_number, metrics: values });
-            if config.eval_every > 0 && step_number % config.eval_every == 0 && !test_ids.is_empty() {
-                let eval = step::evaluate(&net, &test_ids, &test_refs, &step_cfg)?;
-                let values = metrics_vec(&eval, "eval_");
-                store.add_metrics(run_id, step_number as i64, &values)?;
-                events(TrainEvent::Eval { step: step_number, metrics: values });
-            }
-            if (step_number % sample_every == 0 || (step_number == total_steps && config.eval_every > 0))
-                && !sample_prompts.is_empty()
-            {
-                let count = sample(&net, step_number, &store)?;
-                events(TrainEvent::Samples { step: step_number, count });
-            }
-            if config.save_every > 0 && step_number % config.save_every == 0 {
-                let path = checkpoint::save(&checkpoints, &net, &optimizer, &serde_json::json!({}))?;
-                store.add_checkpoint(run_id, step_number as i64, &path.display().to_string())?;
-                events(TrainEvent::Checkpoint { step: step_number, path });
-            }
+            events(TrainEvent::Eval { step: step_number, metrics: values });
         }
-        Ok("finished")
-    })();
-    let status = match outcome {
-        Ok(status) => status,
-        Err(error) => {
-            // The last good checkpoint stays; the run says what happened.
-            store.set_run_status(run_id, "failed", Some(&format!("{error:#}")))?;
-            return Err(error);
+        if (step_number % sample_every == 0 || (step_number == total_steps && config.eval_every > 0))
+            && !sample_prompts.is_empty()
+        {
+            let count = sample(&net, step_number, store)?;
+            events(TrainEvent::Samples { step: step_number, count });
         }
-    };
+        if config.save_every > 0 && step_number % config.save_every == 0 {
+            let path = save(&net, &optimizer, store, &mut last_checkpoint)?;
+            events(TrainEvent::Checkpoint { step: step_number, path });
+        }
+    }
     let mut output = None;
     if status == "finished" {
         let final_dir = out.join("model");
-        write_outputs(&net, lora_cfg.as_ref(), &inference, &model_path, &final_dir)?;
+        if let Err(e) = write_outputs(&net, lora_cfg.as_ref(), &inference, model_path, &final_dir) {
+            // Half a model folder is no model: remove it (and free what it took).
+            let _ = std::fs::remove_dir_all(&final_dir);
+            bail!(
+                "cannot write the trained model to {}: {e:#}; {}",
+                final_dir.display(),
+                write_hint(run_id, last_checkpoint)
+            );
+        }
         let sha = model::fetch::sha256_file(&final_dir.join("model.safetensors"))?;
         let model_id = store.register_model(
             &sha,
@@ -574,7 +665,9 @@ fn write_outputs(
         "add_bos_token": false,
         "tokenizer_class": "PreTrainedTokenizerFast",
     });
-    std::fs::write(dir.join("tokenizer_config.json"), serde_json::to_string_pretty(&tokenizer_config)?)?;
+    let path = dir.join("tokenizer_config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&tokenizer_config)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     if let Some(l) = lora_cfg {
         export::export_peft(net, l, &source.display().to_string(), &dir.join("adapter"))?;
     }

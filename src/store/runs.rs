@@ -52,6 +52,13 @@ impl Store {
         Ok(())
     }
 
+    /// The model a run trains from, once it is loaded and registered (a run is recorded
+    /// before, so that a start that fails on the way is in the list too).
+    pub fn set_run_base_model(&self, run_id: i64, model_id: i64) -> Result<()> {
+        self.conn.execute("UPDATE runs SET base_model_id = ?2 WHERE id = ?1", params![run_id, model_id])?;
+        Ok(())
+    }
+
     /// What the run will do: steps in all, pairs in each split, pairs truncated.
     pub fn set_run_plan(
         &self,

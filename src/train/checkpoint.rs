@@ -20,6 +20,8 @@ fn io(e: std::io::Error, what: &Path) -> candle_core::Error {
 }
 
 /// Writes `<dir>/checkpoint-<step>/`; `extra` is the caller's state (data order RNG, epoch, ...).
+/// A write that fails (a full disk, a folder made read-only) names the file and removes what it
+/// wrote; an earlier checkpoint of the same step stays as it was.
 pub fn save(dir: &Path, model: &Model, opt: &AdamW, extra: &serde_json::Value) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
     let final_dir = dir.join(format!("checkpoint-{}", opt.step));
@@ -27,18 +29,32 @@ pub fn save(dir: &Path, model: &Model, opt: &AdamW, extra: &serde_json::Value) -
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(e, &tmp))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| io(e, &tmp))?;
-    let weights: std::collections::HashMap<String, Tensor> =
-        model.trainable_vars().into_iter().map(|(n, v)| (n, v.as_tensor().detach())).collect();
-    candle_core::safetensors::save(&weights, tmp.join(WEIGHTS))?;
-    opt.save(&tmp.join(OPTIM))?;
-    let state = serde_json::json!({ "step": opt.step, "extra": extra });
-    std::fs::write(tmp.join(STATE), state.to_string()).map_err(|e| io(e, &tmp))?;
+    if let Err(e) = write_files(&tmp, model, opt, extra) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| io(e, &final_dir))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(|e| io(e, &final_dir))?;
     Ok(final_dir)
+}
+
+fn write_files(tmp: &Path, model: &Model, opt: &AdamW, extra: &serde_json::Value) -> Result<()> {
+    // candle's safetensors errors do not say which file: add it.
+    let named = |path: &Path, e: candle_core::Error| {
+        candle_core::Error::Msg(format!("{}: {}", path.display(), super::error_text(&e)))
+    };
+    std::fs::create_dir_all(tmp).map_err(|e| io(e, tmp))?;
+    let weights: std::collections::HashMap<String, Tensor> =
+        model.trainable_vars().into_iter().map(|(n, v)| (n, v.as_tensor().detach())).collect();
+    let path = tmp.join(WEIGHTS);
+    candle_core::safetensors::save(&weights, &path).map_err(|e| named(&path, e))?;
+    let path = tmp.join(OPTIM);
+    opt.save(&path).map_err(|e| named(&path, e))?;
+    let state = serde_json::json!({ "step": opt.step, "extra": extra });
+    let path = tmp.join(STATE);
+    std::fs::write(&path, state.to_string()).map_err(|e| io(e, &path))
 }
 
 /// The checkpoint with the highest step in `dir`, if any.

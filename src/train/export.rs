@@ -62,7 +62,11 @@ fn hf_tensors_as_stored(model: &Model, merge: bool) -> Result<Vec<(String, Tenso
 
 fn save_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(tensors, &tmp)?;
+    if let Err(e) = candle_core::safetensors::save(tensors, &tmp) {
+        // candle's message does not name the file; and a partial file only takes space.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(candle_core::Error::Msg(format!("{}: {}", tmp.display(), super::error_text(&e))));
+    }
     std::fs::rename(&tmp, path).map_err(|e| io(e, path))
 }
 

@@ -268,7 +268,8 @@ fn write_atomic(out: &Path, md: &[(String, Value)], tensors: &[(String, QTensor)
         let mut w = BufWriter::new(File::create(&tmp).map_err(|e| io(e, &tmp))?);
         let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        gguf_file::write(&mut w, &md_refs, &t_refs)?;
+        gguf_file::write(&mut w, &md_refs, &t_refs)
+            .map_err(|e| msg(format!("{}: {}", tmp.display(), super::error_text(&e))))?;
         w.flush().map_err(|e| io(e, &tmp))?;
         w.into_inner().map_err(|e| io(e.into_error(), &tmp))?.sync_all().map_err(|e| io(e, &tmp))?;
         std::fs::rename(&tmp, out).map_err(|e| io(e, out))

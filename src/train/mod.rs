@@ -21,3 +21,12 @@ pub mod step;
 pub mod target_logp;
 pub mod tokenize;
 pub mod weights;
+
+/// A candle error as one message: candle appends a backtrace (after a newline) to errors made
+/// while `RUST_BACKTRACE` is set, which does not belong in a run's recorded error.
+pub fn error_text(error: &candle_core::Error) -> String {
+    match error {
+        candle_core::Error::WithBacktrace { inner, .. } => error_text(inner),
+        other => other.to_string(),
+    }
+}
