@@ -149,6 +149,56 @@ fn kill_9_loses_nothing_and_restart_returns_to_the_same_pair() {
     s.keys(&["q"]);
 }
 
+#[test]
+fn a_large_queue_draws_before_it_is_read_and_a_restart_returns_to_the_same_pair() {
+    // More prompts than the first frame reads (200): the rest of the queue loads on a thread.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let pairs = dir.path().join("big.jsonl");
+    let lines: String = (1..=1000)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"Big question {i:04}: which fee applies?\", \"chosen\": \"The monthly fee, {i}.\", \
+                 \"rejected\": \"No idea, {i}.\"}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&pairs, lines).unwrap();
+    let imported = Command::new(env!("CARGO_BIN_EXE_verdict")).arg("--db").arg(&db).arg("import").arg(&pairs).output();
+    let imported = imported.unwrap();
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let s = Session { name: format!("verdict-big-{}", std::process::id()), db, _dir: dir, env: String::new() };
+    s.launch(None);
+    // Straight away: the search narrows the whole queue, whether or not it has arrived yet.
+    s.keys(&["/", "question 0750", "Enter"]);
+    s.wait_for("Queue · 1 of 1000");
+    s.keys(&["Enter"]);
+    s.wait_for("Big question 0750");
+    s.keys(&["1"]);
+    s.wait_for("You have judged every pair");
+    let status = Command::new("kill").args(["-9", &s.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("tmux").args(["kill-session", "-t", &s.name]).status();
+    let judgments =
+        s.query("SELECT count(*) FROM judgments j JOIN annotators a ON a.id = j.annotator_id WHERE a.name = 'e2e'");
+    assert_eq!(judgments[0][0], "Integer(1)");
+
+    s.launch(None);
+    // Back at that prompt, at its place in the whole queue, with today's count.
+    let screen = s.wait_for("Big question 0750");
+    assert!(screen.contains("You have judged every pair"), "{screen}");
+    assert!(screen.contains(" 750/1000 · today 1 "), "{screen}");
+    s.keys(&["Escape"]);
+    let screen = s.wait_for("Queue · 1000 of 1000");
+    let row = screen.lines().find(|l| l.contains("Big question 0750")).unwrap_or_default();
+    assert!(row.contains("✓") && row.contains("1/2"), "done, mine 1 of 2 in all: {row}");
+    // The status filter over the whole queue leaves out the prompt just finished.
+    s.keys(&["S"]);
+    s.wait_for("Queue · 999 of 1000");
+    s.keys(&["q"]);
+}
+
 impl Session {
     /// A second verdict process on this session's database, as another annotator.
     fn second(&self, tag: &str, annotator: &str) -> Session {

@@ -69,23 +69,32 @@ pub struct MyJudgment {
 impl Store {
     /// Every prompt, in insertion order, with what the queue shows.
     pub fn queue_rows(&self) -> Result<Vec<QueueRow>> {
-        let mut statement = self.conn.prepare_cached(
-            // A prompt always ends with a user turn (import refuses others), so the
-            // last message is the one to preview; json_extract keeps this one pass.
-            "SELECT id, external_id, substr(json_extract(messages, '$[#-1].content'), 1, 200),
-                    language, domain, split
-             FROM prompts ORDER BY id",
-        )?;
-        let rows = statement.query_map([], |r| {
-            Ok(QueueRow {
-                prompt_id: r.get(0)?,
-                external_id: r.get(1)?,
-                preview: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                language: r.get(3)?,
-                domain: r.get(4)?,
-                split: r.get(5)?,
-            })
-        })?;
+        let mut statement = self.conn.prepare_cached(&format!("{QUEUE_ROW_SELECT} ORDER BY id"))?;
+        let rows = statement.query_map([], queue_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One prompt as the queue shows it, or None when there is no such prompt.
+    pub fn queue_row(&self, prompt_id: i64) -> Result<Option<QueueRow>> {
+        let mut statement = self.conn.prepare_cached(&format!("{QUEUE_ROW_SELECT} WHERE id = ?1"))?;
+        Ok(statement.query_row([prompt_id], queue_row).optional()?)
+    }
+
+    /// The id of every prompt, in insertion order: what a queue needs before its rows.
+    pub fn prompt_ids(&self) -> Result<Vec<i64>> {
+        // Without ORDER BY, SQLite reads the ids from the smallest covering index instead of
+        // the whole table (messages and all): half the time at 100,000 prompts.
+        let mut statement = self.conn.prepare_cached("SELECT id FROM prompts")?;
+        let rows = statement.query_map([], |r| r.get(0))?;
+        let mut ids: Vec<i64> = rows.collect::<rusqlite::Result<_>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The ids of a prompt's candidates, oldest first (read from the index alone).
+    pub fn response_ids_of(&self, prompt_id: i64) -> Result<Vec<i64>> {
+        let mut statement = self.conn.prepare_cached("SELECT id FROM responses WHERE prompt_id = ?1 ORDER BY id")?;
+        let rows = statement.query_map([prompt_id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -287,6 +296,23 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+// A prompt always ends with a user turn (import refuses others), so the last message is
+// the one to preview; json_extract keeps this one pass.
+const QUEUE_ROW_SELECT: &str = "SELECT id, external_id, substr(json_extract(messages, '$[#-1].content'), 1, 200),
+                                       language, domain, split
+                                FROM prompts";
+
+fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRow> {
+    Ok(QueueRow {
+        prompt_id: r.get(0)?,
+        external_id: r.get(1)?,
+        preview: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        language: r.get(3)?,
+        domain: r.get(4)?,
+        split: r.get(5)?,
+    })
 }
 
 fn my_judgment(r: &rusqlite::Row<'_>) -> rusqlite::Result<MyJudgment> {

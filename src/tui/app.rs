@@ -114,15 +114,25 @@ pub struct App {
     pub parked: Option<super::review::Review>,
     /// Where generation and training run (`--device auto`'s pick), for the status line.
     pub device: String,
+    /// The whole queue, while a thread still reads it (`items` holds placeholders till then).
+    pub loading: Option<super::loading::QueueLoad>,
+    /// Work for the runner asked for by a key that waited for the queue.
+    pub pending_effect: Option<Effect>,
 }
 
 impl App {
     pub fn new(store: Store, annotator: &str, keymap: KeyMap) -> anyhow::Result<App> {
+        App::open(store, annotator, keymap, super::loading::FIRST_PAGE)
+    }
+
+    /// `new`, reading at most about `first_page` rows before the first frame and the rest of
+    /// a longer queue in the background.
+    pub fn open(store: Store, annotator: &str, keymap: KeyMap, first_page: usize) -> anyhow::Result<App> {
         let annotator_id = store.annotator_id(annotator, "annotator")?;
-        let items = queue::load(&store, annotator_id)?;
+        let cursor = store.cursor(annotator_id)?;
+        let (items, loading) = super::loading::open(&store, annotator_id, cursor, first_page)?;
         let reasons = store.reason_taxonomy()?;
         let seconds_today = store.seconds_today(annotator_id)?;
-        let cursor = store.cursor(annotator_id)?;
         let mut app = App {
             store,
             annotator: annotator.to_string(),
@@ -153,6 +163,8 @@ impl App {
                 .device()
                 .map(|d| crate::model::device_label(&d))
                 .unwrap_or_else(|_| "cpu".into()),
+            loading,
+            pending_effect: None,
         };
         app.apply_filter();
         // Back where the annotator was: a restart or a crash costs nothing.
@@ -187,6 +199,9 @@ impl App {
     fn handle_key_inner(&mut self, key: KeyEvent) -> anyhow::Result<Option<Effect>> {
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
             self.quit = true;
+            return Ok(None);
+        }
+        if self.wait_for_queue(key) {
             return Ok(None);
         }
         if self.input != Input::None {
@@ -408,6 +423,7 @@ impl App {
         let Some(&index) = self.visible.get(self.selected) else {
             return Ok(());
         };
+        self.ensure_loaded(index)?;
         let item = &self.items[index];
         let prompt_id = item.row.prompt_id;
         let pair = item.next_pair().map(|(a, b)| self.left_right(a, b));
@@ -470,6 +486,7 @@ impl App {
     fn reload_current(&mut self) -> anyhow::Result<()> {
         if let Some(&index) = self.visible.get(self.selected) {
             queue::reload_item(&self.store, self.annotator_id, &mut self.items[index])?;
+            self.mark_touched(index);
         }
         let focus = self.compare.as_ref().map(|c| c.focus);
         self.open_selected()?;
@@ -698,7 +715,7 @@ impl App {
     /// Takes in what the generation thread reported; called every tick. Returns whether
     /// anything changed (so the screen is redrawn).
     pub fn poll_job(&mut self) -> bool {
-        let mut changed = false;
+        let mut changed = self.poll_queue_load();
         if let Some(review) = &mut self.review {
             changed |= review.poll(&self.store);
             if !review.message.is_empty() {
@@ -765,6 +782,7 @@ impl App {
                 if let Err(e) = queue::reload_item(&self.store, self.annotator_id, &mut self.items[index]) {
                     tracing::error!("{e:#}");
                 }
+                self.mark_touched(index);
             }
             if self.compare.as_ref().is_some_and(|c| c.prompt_id == prompt_id && c.pair.is_none()) {
                 let _ = self.reload_current();

@@ -52,13 +52,14 @@ pub fn draw(frame: &mut Frame, app: &App) {
 fn draw_queue(frame: &mut Frame, app: &App, area: Rect) {
     let f = &app.filter;
     let title = format!(
-        " Queue · {} of {} · language: {} · domain: {} · status: {}{} ",
+        " Queue · {} of {} · language: {} · domain: {} · status: {}{}{} ",
         app.visible.len(),
         app.items.len(),
         f.language.as_deref().unwrap_or("all"),
         f.domain.as_deref().unwrap_or("all"),
         f.status.label(),
         if f.search.is_empty() { String::new() } else { format!(" · search: {}", f.search) },
+        if app.loading.is_some() { " · loading…" } else { "" },
     );
     let block = Block::default().borders(Borders::ALL).title(truncate(&title, area.width.saturating_sub(2) as usize));
     let inner = block.inner(area);
@@ -76,11 +77,17 @@ fn draw_queue(frame: &mut Frame, app: &App, area: Rect) {
     let mut lines = vec![header];
     for (offset, &index) in app.visible.iter().enumerate().skip(first).take(body_rows) {
         let item = &app.items[index];
+        let style =
+            if offset == app.selected { Style::default().bg(ACCENT).fg(Color::Black) } else { Style::default() };
         let mark = match (item.disputed, item.status) {
             (true, _) => "!",
             (_, Status::Done) => "✓",
             (_, Status::Open) => "•",
             (_, Status::NeedsCandidates) => "∅",
+            (_, Status::Loading) => {
+                lines.push(Line::styled(pad(" …  loading", inner.width as usize), style));
+                continue;
+            }
         };
         let fixed = format!(
             " {mark}  {} {} {} {:>4}  {:>6}  ",
@@ -93,8 +100,6 @@ fn draw_queue(frame: &mut Frame, app: &App, area: Rect) {
         let room = (inner.width as usize).saturating_sub(width(&fixed));
         let preview = item.row.preview.replace('\n', " ");
         let text = format!("{fixed}{}", pad(&preview, room));
-        let style =
-            if offset == app.selected { Style::default().bg(ACCENT).fg(Color::Black) } else { Style::default() };
         lines.push(Line::styled(text, style));
     }
     if app.visible.is_empty() {
@@ -294,7 +299,13 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         )
     });
     let training = app.training().map(|t| format!(" training: {} · T shows it ", t.phase));
-    let left = format!("{left}{}{}", job.unwrap_or_default(), training.unwrap_or_default());
+    let loading = app.loading.as_ref().map(|l| match l.waiting.len() {
+        0 => " loading the queue… ".to_string(),
+        1 => " loading the queue… (1 key waits for it) ".to_string(),
+        n => format!(" loading the queue… ({n} keys wait for it) "),
+    });
+    let left =
+        format!("{left}{}{}{}", job.unwrap_or_default(), training.unwrap_or_default(), loading.unwrap_or_default());
     let line = Line::from(vec![
         Span::styled(left.clone(), Style::default().bg(Color::DarkGray).fg(Color::White)),
         Span::styled(

@@ -9,6 +9,7 @@ pub mod draw;
 pub mod form;
 pub mod judge;
 pub mod keymap;
+pub mod loading;
 pub mod queue;
 pub mod review;
 pub mod review_draw;
@@ -84,12 +85,22 @@ fn event_loop(terminal: &mut Term, app: &mut App) -> anyhow::Result<()> {
     while !app.quit {
         terminal.draw(|frame| draw::draw(frame, app))?;
         // While a job runs, tick faster so its progress shows; keys are still read first.
-        let tick = if app.job.is_some() || app.training().is_some() { 100 } else { 250 };
-        if !event::poll(Duration::from_millis(tick))? {
-            app.poll_job();
+        // While the queue loads, faster still: keys may be waiting for it.
+        let tick = if app.loading.is_some() {
+            20
+        } else if app.job.is_some() || app.training().is_some() {
+            100
+        } else {
+            250
+        };
+        let key_ready = event::poll(Duration::from_millis(tick))?;
+        app.poll_job();
+        if let Some(effect) = app.pending_effect.take() {
+            carry_out(terminal, app, effect)?;
+        }
+        if !key_ready {
             continue;
         }
-        app.poll_job();
         match event::read()? {
             // Only presses: terminals that report releases would otherwise act twice.
             Event::Key(key) if key.kind == KeyEventKind::Press => {

@@ -1,13 +1,13 @@
 //! The queue: every prompt with its counts and labeling status for one annotator, and
 //! the filters over it. Built from a handful of whole-table reads so it stays fast on
-//! 100,000 prompts.
+//! 100,000 prompts; `load_item` reads one prompt alone, for the first screen of a queue
+//! that is still loading (see `loading`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use crate::domain::Outcome;
 use crate::qa::pairing::{PastVerdict, next_pair};
 use crate::qa::resolve::{PairVerdict, majority};
-use crate::store::{QueueRow, Result, Store};
+use crate::store::{ActiveJudgment, QueueRow, Result, Store};
 
 /// Where a prompt stands for the annotator at the keyboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub enum Status {
     Open,
     /// I have judged every pair the scheme asks for.
     Done,
+    /// Not read yet: the queue is still loading in the background.
+    Loading,
 }
 
 /// One prompt as the queue shows it.
@@ -33,8 +35,43 @@ pub struct Item {
 }
 
 impl Item {
+    /// A prompt known only by its id until the background load brings the rest.
+    pub fn placeholder(prompt_id: i64) -> Item {
+        Item {
+            row: QueueRow {
+                prompt_id,
+                external_id: None,
+                preview: String::new(),
+                language: String::new(),
+                domain: None,
+                split: String::new(),
+            },
+            candidates: Vec::new(),
+            mine: Vec::new(),
+            all_judgments: 0,
+            disputed: false,
+            status: Status::Loading,
+        }
+    }
+
     pub fn next_pair(&self) -> Option<(i64, i64)> {
         next_pair(&self.candidates, &self.mine)
+    }
+
+    /// Sets the counts from the prompt's candidates and its active judgments, ordered by
+    /// pair (as the store returns them).
+    fn count(&mut self, candidates: Vec<i64>, judgments: &[ActiveJudgment], annotator_id: i64) {
+        self.candidates = candidates;
+        self.all_judgments = judgments.len();
+        self.mine = judgments
+            .iter()
+            .filter(|j| j.annotator_id == annotator_id)
+            .map(|j| PastVerdict { a: j.response_a, b: j.response_b, outcome: j.outcome })
+            .collect();
+        self.disputed = judgments
+            .chunk_by(|x, y| (x.response_a, x.response_b) == (y.response_a, y.response_b))
+            .any(|votes| votes.len() > 1 && majority(votes.iter().map(|j| j.outcome)) == PairVerdict::Disputed);
+        self.refresh_status();
     }
 
     fn refresh_status(&mut self) {
@@ -115,70 +152,74 @@ fn matches_search(item: &Item, search: &str) -> bool {
 /// Loads every prompt with its counts for `annotator_id`.
 pub fn load(store: &Store, annotator_id: i64) -> Result<Vec<Item>> {
     let rows = store.queue_rows()?;
-    let mut candidates: HashMap<i64, Vec<i64>> = HashMap::with_capacity(rows.len());
-    for (prompt, response) in store.response_ids()? {
-        candidates.entry(prompt).or_default().push(response);
-    }
-    let mut mine: HashMap<i64, Vec<PastVerdict>> = HashMap::new();
-    let mut all: HashMap<i64, usize> = HashMap::new();
-    let mut votes: HashMap<(i64, i64, i64), Vec<Outcome>> = HashMap::new();
-    for j in store.active_judgments()? {
-        *all.entry(j.prompt_id).or_default() += 1;
-        if j.annotator_id == annotator_id {
-            mine.entry(j.prompt_id).or_default().push(PastVerdict {
-                a: j.response_a,
-                b: j.response_b,
-                outcome: j.outcome,
-            });
-        }
-        votes.entry((j.prompt_id, j.response_a, j.response_b)).or_default().push(j.outcome);
-    }
-    let disputed: BTreeSet<i64> = votes
-        .into_iter()
-        .filter(|(_, outcomes)| outcomes.len() > 1 && majority(outcomes.iter().copied()) == PairVerdict::Disputed)
-        .map(|((prompt, _, _), _)| prompt)
-        .collect();
-    // An annotator's assigned prompts come first, in assignment order; the rest follow.
-    let assigned: HashMap<i64, usize> =
-        store.assignments_of(annotator_id)?.into_iter().enumerate().map(|(position, id)| (id, position)).collect();
-    let mut rows = rows;
-    if !assigned.is_empty() {
-        rows.sort_by_key(|r| assigned.get(&r.prompt_id).copied().unwrap_or(usize::MAX));
-    }
-    Ok(rows
+    // All three reads come ordered by prompt id, so each prompt's candidates and judgments
+    // are the next run of rows: one merge pass, no maps.
+    let responses = store.response_ids()?;
+    let judgments = store.active_judgments()?;
+    let (mut next_response, mut next_judgment) = (0, 0);
+    let mut items: Vec<Item> = rows
         .into_iter()
         .map(|row| {
             let id = row.prompt_id;
-            let mut item = Item {
-                candidates: candidates.remove(&id).unwrap_or_default(),
-                mine: mine.remove(&id).unwrap_or_default(),
-                all_judgments: all.get(&id).copied().unwrap_or(0),
-                disputed: disputed.contains(&id),
-                status: Status::Open,
-                row,
-            };
-            item.refresh_status();
+            let candidates = run_of(&responses, &mut next_response, id, |r| r.0);
+            let judgments = run_of(&judgments, &mut next_judgment, id, |j| j.prompt_id);
+            let mut item = Item::placeholder(id);
+            item.row = row;
+            item.count(candidates.iter().map(|r| r.1).collect(), judgments, annotator_id);
             item
         })
-        .collect())
+        .collect();
+    in_queue_order(store, annotator_id, &mut items, |i| i.row.prompt_id)?;
+    Ok(items)
+}
+
+/// The rows of `sorted` (ordered by prompt id) that belong to `prompt_id`, starting the
+/// search at `*next` and moving it past them.
+fn run_of<'a, T>(sorted: &'a [T], next: &mut usize, prompt_id: i64, prompt_of: impl Fn(&T) -> i64) -> &'a [T] {
+    while *next < sorted.len() && prompt_of(&sorted[*next]) < prompt_id {
+        *next += 1;
+    }
+    let start = *next;
+    while *next < sorted.len() && prompt_of(&sorted[*next]) == prompt_id {
+        *next += 1;
+    }
+    &sorted[start..*next]
+}
+
+/// The id of every prompt in the order the queue lists them: cheap enough for the first
+/// frame, where `load` is not.
+pub fn prompt_order(store: &Store, annotator_id: i64) -> Result<Vec<i64>> {
+    let mut ids = store.prompt_ids()?;
+    in_queue_order(store, annotator_id, &mut ids, |&id| id)?;
+    Ok(ids)
+}
+
+/// Sorts prompts (in id order) into queue order: an annotator's assigned prompts come
+/// first, in assignment order; the rest follow.
+fn in_queue_order<T>(store: &Store, annotator_id: i64, prompts: &mut [T], id: impl Fn(&T) -> i64) -> Result<()> {
+    let assigned: HashMap<i64, usize> =
+        store.assignments_of(annotator_id)?.into_iter().enumerate().map(|(position, id)| (id, position)).collect();
+    if !assigned.is_empty() {
+        // Stable: the unassigned prompts keep their id order.
+        prompts.sort_by_key(|p| assigned.get(&id(p)).copied().unwrap_or(usize::MAX));
+    }
+    Ok(())
+}
+
+/// Reads one prompt and its counts; a placeholder if the prompt is gone.
+pub fn load_item(store: &Store, annotator_id: i64, prompt_id: i64) -> Result<Item> {
+    let mut item = Item::placeholder(prompt_id);
+    if let Some(row) = store.queue_row(prompt_id)? {
+        item.row = row;
+        reload_item(store, annotator_id, &mut item)?;
+    }
+    Ok(item)
 }
 
 /// Re-reads one prompt's counts after a judgment, an undo or a rewrite.
 pub fn reload_item(store: &Store, annotator_id: i64, item: &mut Item) -> Result<()> {
     let id = item.row.prompt_id;
-    item.candidates = store.responses_of(id)?.into_iter().map(|r| r.id).collect();
-    item.mine = store
-        .my_judgments(annotator_id, id)?
-        .into_iter()
-        .map(|j| PastVerdict { a: j.response_a, b: j.response_b, outcome: j.outcome })
-        .collect();
-    let judgments: Vec<_> = store.active_judgments_of(id)?;
-    item.all_judgments = judgments.len();
-    let mut votes: HashMap<(i64, i64), Vec<Outcome>> = HashMap::new();
-    for j in judgments {
-        votes.entry((j.response_a, j.response_b)).or_default().push(j.outcome);
-    }
-    item.disputed = votes.values().any(|o| o.len() > 1 && majority(o.iter().copied()) == PairVerdict::Disputed);
-    item.refresh_status();
+    let candidates = store.response_ids_of(id)?;
+    item.count(candidates, &store.active_judgments_of(id)?, annotator_id);
     Ok(())
 }

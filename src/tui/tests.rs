@@ -513,3 +513,132 @@ fn any_two_models_can_be_diffed_by_marking_a_run() {
     let super::review::View::Diff(diff) = &app.review.as_ref().unwrap().view else { panic!("diff") };
     assert_eq!((diff.run_id, diff.base, diff.tuned), (None, 2, other));
 }
+
+/// The sample data in a file (the background load opens a second connection), opened with
+/// a first page of 3 rows so that the rest of its 106 prompts loads on a thread.
+fn loading_app(dir: &std::path::Path) -> App {
+    let path = dir.join("queue.db");
+    if !path.exists() {
+        let mut store = Store::open(&path, crate::store::OpenMode::CreateIfMissing).unwrap();
+        store.load_guidelines(&crate::guidelines::embedded()).unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+    }
+    let store = Store::open(&path, crate::store::OpenMode::MustExist).unwrap();
+    let mut app = App::open(store, "amira", KeyMap::default(), 3).unwrap();
+    app.use_external_editor = false;
+    app
+}
+
+fn wait_for_queue(app: &mut App) {
+    let started = std::time::Instant::now();
+    while app.loading.is_some() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the queue never arrived");
+        app.poll_job();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// What the queue shows of every prompt, to compare two loads.
+fn queue_facts(app: &App) -> Vec<String> {
+    app.items.iter().map(|i| format!("{:?}", i)).collect()
+}
+
+#[test]
+fn a_large_queue_draws_its_first_rows_and_reads_the_rest_on_a_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = loading_app(dir.path());
+    assert!(app.loading.is_some());
+    assert_eq!(app.items.len(), 105, "every prompt is there at once, as a placeholder");
+    let placeholders = app.items.iter().filter(|i| i.status == super::queue::Status::Loading).count();
+    assert_eq!(placeholders, 102);
+    insta::assert_snapshot!("queue_loading_100x12", screen(&app, 100, 12));
+    wait_for_queue(&mut app);
+    let store = Store::open(&dir.path().join("queue.db"), crate::store::OpenMode::MustExist).unwrap();
+    let whole = App::open(store, "amira", KeyMap::default(), 1000).unwrap();
+    assert!(whole.loading.is_none());
+    assert_eq!(queue_facts(&app), queue_facts(&whole));
+    assert!(!screen(&app, 100, 12).contains("loading"));
+}
+
+#[test]
+fn a_filter_pressed_while_loading_waits_and_then_applies_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = loading_app(dir.path());
+    press(&mut app, "S");
+    press(&mut app, "j");
+    assert_eq!(app.visible.len(), 105, "not applied to placeholders");
+    assert_eq!(app.selected, 0, "the move waits behind the filter");
+    assert!(screen(&app, 140, 12).contains("2 keys wait for it"));
+    wait_for_queue(&mut app);
+    let expected = app.items.iter().filter(|i| i.status == super::queue::Status::Open).count();
+    assert_eq!(app.filter.status, super::queue::StatusFilter::Unlabeled);
+    assert_eq!(app.visible.len(), expected);
+    assert!(expected < 105);
+    assert_eq!(app.selected, 1);
+}
+
+#[test]
+fn a_verdict_pressed_while_loading_is_recorded_once_the_queue_is_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = loading_app(dir.path());
+    let first = app.visible.iter().position(|&i| app.items[i].status == super::queue::Status::Open).unwrap();
+    app.selected = first;
+    key(&mut app, KeyCode::Enter);
+    let prompt_id = app.compare.as_ref().unwrap().prompt_id;
+    assert!(app.compare.as_ref().unwrap().pair.is_some(), "opening does not wait");
+    press(&mut app, "1");
+    assert!(app.store.my_judgments(app.annotator_id, prompt_id).unwrap().is_empty());
+    wait_for_queue(&mut app);
+    assert_eq!(app.store.my_judgments(app.annotator_id, prompt_id).unwrap().len(), 1);
+    let item = app.items.iter().find(|i| i.row.prompt_id == prompt_id).unwrap();
+    assert_eq!(item.mine.len(), 1);
+    assert_eq!(app.seconds_today.len(), 1, "today's count includes it");
+}
+
+#[test]
+fn a_prompt_beyond_the_first_rows_is_read_when_opened_and_kept_when_the_queue_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = loading_app(dir.path());
+    let whole = super::queue::load(&app.store, app.annotator_id).unwrap();
+    let target = (3..whole.len()).find(|&p| whole[p].status == super::queue::Status::Open).unwrap();
+    press(&mut app, &"j".repeat(target));
+    assert_eq!(app.selected, target, "moving does not wait");
+    let index = app.visible[target];
+    assert_eq!(app.items[index].status, super::queue::Status::Loading);
+    key(&mut app, KeyCode::Enter);
+    assert_ne!(app.items[index].status, super::queue::Status::Loading);
+    let prompt_id = app.items[index].row.prompt_id;
+    assert_eq!(app.compare.as_ref().unwrap().prompt_id, prompt_id);
+    // A rewrite does not wait; the thread has long finished, so its copy of this prompt is
+    // older than the rewrite and is read again on arrival.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    press(&mut app, "e");
+    press(&mut app, " (edited)");
+    app.handle_key(KeyEvent::new(KeyCode::Char('s'), KeyModifiers::CONTROL));
+    let candidates = app.items[index].candidates.clone();
+    wait_for_queue(&mut app);
+    let item = &app.items[app.visible[app.selected]];
+    assert_eq!(item.row.prompt_id, prompt_id, "still on the prompt that was open");
+    assert_eq!(item.candidates, candidates, "the rewrite is among the candidates");
+    assert_eq!(item.mine.len(), 1, "and its judgment counts");
+}
+
+#[test]
+fn restart_on_a_loading_queue_returns_to_the_same_prompt_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = loading_app(dir.path());
+    wait_for_queue(&mut app);
+    app.selected = 50;
+    key(&mut app, KeyCode::Enter);
+    let prompt_id = app.compare.as_ref().unwrap().prompt_id;
+    drop(app);
+    let mut again = loading_app(dir.path());
+    assert!(again.loading.is_some());
+    assert_eq!(again.compare.as_ref().map(|c| c.prompt_id), Some(prompt_id));
+    assert_eq!(again.selected, 50);
+    key(&mut again, KeyCode::Esc);
+    assert!(screen(&again, 100, 12).contains("51/105"));
+    wait_for_queue(&mut again);
+    assert_eq!(again.selected, 50);
+    assert_eq!(again.selected_item().unwrap().row.prompt_id, prompt_id);
+}

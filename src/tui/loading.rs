@@ -1,0 +1,210 @@
+//! Opening a large queue without waiting for all of it.
+//!
+//! Reading every prompt's counts takes hundreds of milliseconds at 100,000 prompts, and the
+//! first frame needs only the rows on screen. So those rows are read one by one, every other
+//! prompt starts as a placeholder (its id, in queue order, so positions and totals are right
+//! at once), and a thread with its own connection reads the whole queue (`queue::load`) and
+//! sends it back through a channel, as the generation and training jobs do. Keys that need
+//! the whole queue (filters, search, verdicts and skips that look for the next open prompt)
+//! wait for it, in the order they were pressed, while the screen keeps drawing; moving and
+//! opening prompts do not wait.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use crossterm::event::KeyEvent;
+
+use super::app::{App, Input};
+use super::keymap::Action;
+use super::queue::{self, Item, Status};
+use crate::store::{OpenMode, Result, Store};
+
+/// How many rows are read before the first frame: from the top of the queue, and around
+/// the prompt the annotator was on. A queue no longer than this is read whole at once.
+pub const FIRST_PAGE: usize = 200;
+
+/// The whole queue being read on its own thread.
+pub struct QueueLoad {
+    receiver: Receiver<std::result::Result<Vec<Item>, String>>,
+    /// Prompts this process re-read after the thread started: the thread's copy of them
+    /// may be older, so they are read again when it arrives.
+    pub touched: BTreeSet<i64>,
+    /// Keys that need the whole queue, in the order they were pressed.
+    pub waiting: VecDeque<KeyEvent>,
+}
+
+impl QueueLoad {
+    fn start(path: PathBuf, annotator_id: i64) -> QueueLoad {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = Store::open(&path, OpenMode::MustExist)
+                .and_then(|store| queue::load(&store, annotator_id))
+                .map_err(|e| e.to_string());
+            let _ = sender.send(result);
+        });
+        QueueLoad { receiver, touched: BTreeSet::new(), waiting: VecDeque::new() }
+    }
+
+    /// The whole queue once the thread has sent it.
+    fn arrived(&self) -> Option<std::result::Result<Vec<Item>, String>> {
+        match self.receiver.try_recv() {
+            Ok(result) => Some(result),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err("the thread reading the queue stopped".into())),
+        }
+    }
+}
+
+/// The queue for the first frame: whole when it is small (or in memory, where a second
+/// connection would see another database), else the first screen's rows with a
+/// `QueueLoad` bringing the rest.
+pub fn open(
+    store: &Store,
+    annotator_id: i64,
+    cursor: Option<i64>,
+    first_page: usize,
+) -> Result<(Vec<Item>, Option<QueueLoad>)> {
+    if store.path() == Path::new(":memory:") {
+        return Ok((queue::load(store, annotator_id)?, None));
+    }
+    let order = queue::prompt_order(store, annotator_id)?;
+    if order.len() <= first_page {
+        return Ok((queue::load(store, annotator_id)?, None));
+    }
+    // Started first, so it reads while this thread draws.
+    let load = QueueLoad::start(store.path().to_path_buf(), annotator_id);
+    let around = cursor.and_then(|c| order.iter().position(|&id| id == c));
+    let mut items: Vec<Item> = order.iter().map(|&id| Item::placeholder(id)).collect();
+    for position in first_screen(order.len(), first_page, around) {
+        items[position] = queue::load_item(store, annotator_id, order[position])?;
+    }
+    Ok((items, Some(load)))
+}
+
+/// Positions read before the first frame: the top `page`, and `page` around `around`.
+fn first_screen(len: usize, page: usize, around: Option<usize>) -> BTreeSet<usize> {
+    let mut positions: BTreeSet<usize> = (0..page.min(len)).collect();
+    if let Some(at) = around {
+        let start = at.saturating_sub(page / 2);
+        positions.extend(start..(start + page).min(len));
+    }
+    positions
+}
+
+/// Whether an action reads the whole queue: the filters and the search narrow all of it,
+/// and verdicts, skips, undo and generation move on to (or name) prompts anywhere in it.
+pub fn needs_whole_queue(action: Action) -> bool {
+    matches!(
+        action,
+        Action::FilterLanguage
+            | Action::FilterDomain
+            | Action::FilterStatus
+            | Action::Search
+            | Action::Cancel
+            | Action::Skip
+            | Action::NextPair
+            | Action::PreviousPair
+            | Action::LeftBetter
+            | Action::RightBetter
+            | Action::Tie
+            | Action::BothBad
+            | Action::Undo
+            | Action::Refresh
+            | Action::Generate
+            | Action::GenerateAll
+    )
+}
+
+impl App {
+    /// Whether `key` has to wait for the whole queue; if so it is kept for later. Keys keep
+    /// their order: once one waits, the ones after it wait too.
+    pub(super) fn wait_for_queue(&mut self, key: KeyEvent) -> bool {
+        let Some(load) = &self.loading else { return false };
+        let waits = !load.waiting.is_empty()
+            || match &self.input {
+                Input::Search(_) => true,
+                // Adding a prompt re-reads the queue.
+                Input::AddPrompt(_) => key.code == crossterm::event::KeyCode::Enter,
+                Input::Note(_) | Input::Rewrite { .. } => false,
+                Input::None if self.review.is_some() || self.qa.is_some() || self.show_help => false,
+                Input::None => self.keymap.action(self.mode(), &key).is_some_and(needs_whole_queue),
+            };
+        if waits && let Some(load) = &mut self.loading {
+            load.waiting.push_back(key);
+        }
+        waits
+    }
+
+    /// Takes the whole queue in once its thread has sent it, then plays the keys that waited
+    /// for it. Returns whether anything changed.
+    pub(super) fn poll_queue_load(&mut self) -> bool {
+        let Some(arrived) = self.loading.as_ref().and_then(QueueLoad::arrived) else { return false };
+        let load = self.loading.take().expect("checked above");
+        let selected = self.selected_item().map(|i| i.row.prompt_id);
+        match arrived {
+            Ok(items) => self.items = items,
+            Err(error) => {
+                tracing::warn!("reading the queue in the background failed ({error}); reading it here");
+                match queue::load(&self.store, self.annotator_id) {
+                    Ok(items) => self.items = items,
+                    Err(e) => {
+                        // The placeholders stay; keys that waited are dropped rather than run on them.
+                        self.message = format!("error: could not read the queue ({e}); R tries again");
+                        return true;
+                    }
+                }
+            }
+        }
+        for prompt_id in &load.touched {
+            if let Some(item) = self.items.iter_mut().find(|i| i.row.prompt_id == *prompt_id) {
+                if let Err(e) = queue::reload_item(&self.store, self.annotator_id, item) {
+                    tracing::error!("{e:#}");
+                }
+            }
+        }
+        self.visible.clear();
+        self.apply_filter();
+        if let Some(position) =
+            selected.and_then(|id| self.visible.iter().position(|&i| self.items[i].row.prompt_id == id))
+        {
+            self.selected = position;
+        }
+        for key in load.waiting {
+            // An external editor asked for by a key that waited opens once they have all run.
+            if let Some(effect) = self.handle_key(key) {
+                self.pending_effect = Some(effect);
+            }
+        }
+        true
+    }
+
+    /// Reads a placeholder's row and counts before it is opened.
+    pub(super) fn ensure_loaded(&mut self, index: usize) -> anyhow::Result<()> {
+        if self.items[index].status == Status::Loading {
+            self.items[index] = queue::load_item(&self.store, self.annotator_id, self.items[index].row.prompt_id)?;
+            self.mark_touched(index);
+        }
+        Ok(())
+    }
+
+    /// Notes that `items[index]` was re-read while the whole queue is still on its way.
+    pub(super) fn mark_touched(&mut self, index: usize) {
+        if let Some(load) = &mut self.loading {
+            load.touched.insert(self.items[index].row.prompt_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_screen_covers_the_top_and_the_cursor() {
+        assert_eq!(first_screen(10, 3, None), BTreeSet::from([0, 1, 2]));
+        assert_eq!(first_screen(10, 4, Some(6)), BTreeSet::from([0, 1, 2, 3, 4, 5, 6, 7]));
+        assert_eq!(first_screen(10, 4, Some(9)), BTreeSet::from([0, 1, 2, 3, 7, 8, 9]));
+        assert_eq!(first_screen(2, 4, Some(1)), BTreeSet::from([0, 1]));
+    }
+}
