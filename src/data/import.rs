@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::lines::{self, FileError, LineError};
+use super::lines::{self, FileError, Line, LineError};
 use super::parse::{self, Format};
 use crate::domain::ImportRecord;
 
@@ -14,21 +14,72 @@ pub struct ParsedFile {
     pub errors: Vec<LineError>,
 }
 
+/// Lines parsed together; bounds the text held in memory besides the records.
+const BATCH_LINES: usize = 8192;
+
 /// Parses `path`. The format is `forced`, else detected from the first readable record
 /// and then required of every line (a file mixing formats is almost always a mistake).
+///
+/// Once the format is known the lines are independent, so batches of them are parsed on
+/// all cores (JSON parsing is most of the work; reading lines is cheap).
 pub fn parse_file(path: &Path, forced: Option<Format>) -> Result<ParsedFile, FileError> {
     let mut parsed = ParsedFile { format: forced, ..ParsedFile::default() };
+    let mut batch: Vec<(usize, Line)> = Vec::with_capacity(BATCH_LINES);
     lines::for_each_line(path, |line, text| {
-        let result = text.and_then(|text| parse::parse_line(&text, parsed.format));
+        if parsed.format.is_none() {
+            parse_batch(path, &mut parsed, vec![(line, text)]);
+            return;
+        }
+        batch.push((line, text));
+        if batch.len() == BATCH_LINES {
+            parse_batch(path, &mut parsed, std::mem::take(&mut batch));
+        }
+    })?;
+    parse_batch(path, &mut parsed, batch);
+    Ok(parsed)
+}
+
+/// Parses `batch` (in file order) into `parsed`, with the format `parsed` has by then.
+fn parse_batch(path: &Path, parsed: &mut ParsedFile, batch: Vec<(usize, Line)>) {
+    let format = parsed.format;
+    let parse_one = |(line, text): (usize, Line)| {
+        text.and_then(|text| parse::parse_line(&text, format)).map_err(|message| LineError {
+            path: path.to_path_buf(),
+            line,
+            message,
+        })
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let results: Vec<Result<(Format, ImportRecord), LineError>> = if threads == 1 || batch.len() < 2 * threads {
+        batch.into_iter().map(parse_one).collect()
+    } else {
+        let per_thread = batch.len().div_ceil(threads);
+        let mut chunks = Vec::with_capacity(threads);
+        let mut rest = batch.into_iter();
+        loop {
+            let chunk: Vec<(usize, Line)> = rest.by_ref().take(per_thread).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| scope.spawn(move || chunk.into_iter().map(parse_one).collect::<Vec<_>>()))
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().expect("parsing does not panic")).collect()
+        })
+    };
+    for result in results {
         match result {
             Ok((format, record)) => {
                 parsed.format = Some(format);
                 parsed.records.push(record);
             }
-            Err(message) => parsed.errors.push(LineError { path: path.to_path_buf(), line, message }),
+            Err(error) => parsed.errors.push(error),
         }
-    })?;
-    Ok(parsed)
+    }
 }
 
 /// Parses text held in memory (the embedded sample data); any bad line is an error.
@@ -73,6 +124,35 @@ mod tests {
         let lines: Vec<usize> = parsed.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![2, 3]);
         assert!(parsed.errors[1].to_string().ends_with("pairs.jsonl:3: missing field `rejected`"));
+    }
+
+    #[test]
+    fn a_long_file_keeps_its_order_and_line_numbers_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.jsonl");
+        let mut text = String::from("not json\n");
+        for i in 2..=20_000 {
+            if i % 7_001 == 0 {
+                text.push_str("{\"prompt\":\"q\",\"chosen\":\"a\"}\n");
+            } else {
+                text.push_str(&format!("{{\"prompt\":\"q{i}\",\"chosen\":\"a\",\"rejected\":\"b\"}}\n"));
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        let parsed = parse_file(&path, None).unwrap();
+        assert_eq!(parsed.format, Some(Format::Standard));
+        let lines: Vec<usize> = parsed.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![1, 7_001, 14_002]);
+        let prompts: Vec<String> = parsed
+            .records
+            .iter()
+            .map(|r| match r {
+                ImportRecord::Pair { prompt, .. } => prompt.messages[0].content.clone(),
+                ImportRecord::Prompt(p) => p.messages[0].content.clone(),
+            })
+            .collect();
+        let expected: Vec<String> = (2..=20_000).filter(|i| i % 7_001 != 0).map(|i| format!("q{i}")).collect();
+        assert_eq!(prompts, expected);
     }
 
     #[test]

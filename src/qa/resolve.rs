@@ -5,7 +5,7 @@
 //! gives no pair, nor does a split vote without a majority (it waits for adjudication).
 //! A human rewrite that nobody judged is preferred over the response it replaced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::domain::Outcome;
 use crate::store::{ActiveJudgment, PairRow};
@@ -48,19 +48,34 @@ pub fn resolve(
     adjudications: &HashMap<(i64, i64), Outcome>,
     rewrites: &[PairRow],
 ) -> Vec<ResolvedPair> {
-    let mut by_pair: BTreeMap<(i64, i64, i64), Vec<&ActiveJudgment>> = BTreeMap::new();
-    for j in judgments {
-        by_pair.entry((j.prompt_id, j.response_a, j.response_b)).or_default().push(j);
-    }
-    for rewrite in rewrites {
-        let key = ordered(rewrite.rewrite_id, rewrite.parent_id);
-        by_pair.entry((rewrite.prompt_id, key.0, key.1)).or_default();
+    // Votes grouped by pair, in (prompt, a, b) order. The store returns judgments in that
+    // order already, which the stable sort only checks; grouping runs of a sorted list
+    // spares a map entry and a vector per pair.
+    let key = |j: &ActiveJudgment| (j.prompt_id, j.response_a, j.response_b);
+    let mut sorted: Vec<&ActiveJudgment> = judgments.iter().collect();
+    sorted.sort_by_key(|j| key(j));
+    let mut groups: Vec<((i64, i64, i64), &[&ActiveJudgment])> =
+        sorted.chunk_by(|x, y| key(x) == key(y)).map(|votes| (key(votes[0]), votes)).collect();
+    // A rewrite makes a pair with the response it replaced, even when nobody judged it.
+    let mut unjudged: Vec<(i64, i64, i64)> = rewrites
+        .iter()
+        .map(|r| {
+            let (a, b) = ordered(r.rewrite_id, r.parent_id);
+            (r.prompt_id, a, b)
+        })
+        .filter(|k| groups.binary_search_by_key(k, |(key, _)| *key).is_err())
+        .collect();
+    unjudged.sort_unstable();
+    unjudged.dedup();
+    if !unjudged.is_empty() {
+        groups.extend(unjudged.into_iter().map(|k| (k, &[][..])));
+        groups.sort_by_key(|(key, _)| *key);
     }
     let rewrite_of: HashMap<(i64, i64), &PairRow> =
         rewrites.iter().map(|r| (ordered(r.rewrite_id, r.parent_id), r)).collect();
 
     let mut out = Vec::new();
-    for ((prompt_id, a, b), votes) in by_pair {
+    for ((prompt_id, a, b), votes) in groups {
         let (outcome, via) = if let Some(&outcome) = adjudications.get(&(a, b)) {
             (outcome, Resolution::Adjudicated)
         } else if votes.is_empty() {
@@ -78,15 +93,15 @@ pub fn resolve(
             Outcome::B => (b, a),
             Outcome::Tie | Outcome::BothBad => continue,
         };
-        let agreeing: Vec<&&ActiveJudgment> = votes.iter().filter(|j| j.outcome == outcome).collect();
-        let mut reasons: Vec<String> = agreeing.iter().flat_map(|j| j.reasons.iter().cloned()).collect();
+        let agreeing = || votes.iter().filter(|j| j.outcome == outcome);
+        let mut reasons: Vec<String> = agreeing().flat_map(|j| j.reasons.iter().cloned()).collect();
         reasons.sort();
         reasons.dedup();
         out.push(ResolvedPair {
             prompt_id,
             chosen,
             rejected,
-            agreeing: agreeing.len(),
+            agreeing: agreeing().count(),
             votes: votes.len(),
             via,
             reasons,
@@ -164,6 +179,34 @@ mod tests {
         // A judgment on that very pair takes precedence over the default.
         let pairs = resolve(&[vote(1, 10, 12, Outcome::A)], &HashMap::new(), &[rewrite]);
         assert_eq!((pairs[0].chosen, pairs[0].via), (10, Resolution::Single));
+    }
+
+    #[test]
+    fn pairs_come_out_by_prompt_then_pair_whatever_order_the_votes_come_in() {
+        let on = |prompt_id, mut j: ActiveJudgment| {
+            j.prompt_id = prompt_id;
+            j
+        };
+        let votes = [
+            on(2, vote(1, 20, 21, Outcome::A)),
+            on(1, vote(2, 10, 13, Outcome::B)),
+            on(1, vote(1, 10, 11, Outcome::A)),
+            on(1, vote(2, 10, 13, Outcome::B)),
+            on(1, vote(3, 10, 13, Outcome::A)),
+        ];
+        let rewrite = PairRow { prompt_id: 1, rewrite_id: 12, parent_id: 10 };
+        let pairs = resolve(&votes, &HashMap::new(), &[rewrite]);
+        let got: Vec<(i64, i64, i64, usize, Resolution)> =
+            pairs.iter().map(|p| (p.prompt_id, p.chosen, p.rejected, p.votes, p.via)).collect();
+        assert_eq!(
+            got,
+            [
+                (1, 10, 11, 1, Resolution::Single),
+                (1, 12, 10, 0, Resolution::Rewrite),
+                (1, 13, 10, 3, Resolution::Majority),
+                (2, 20, 21, 1, Resolution::Single),
+            ]
+        );
     }
 
     #[test]

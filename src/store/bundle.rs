@@ -15,6 +15,10 @@ use super::{MergeSummary, OpenMode, Store, StoreError, migrations};
 const TABLES: &[&str] =
     &["annotators", "guidelines", "models", "prompts", "responses", "judgments", "adjudications", "gold"];
 
+/// The oldest schema version whose bundles have the rows of today's (version 4 changed
+/// only indexes and constraints), so its bundles still load.
+const ROWS_UNCHANGED_SINCE: i64 = 3;
+
 /// The first line of a bundle.
 pub const BUNDLE_KIND: &str = "verdict-bundle";
 
@@ -111,7 +115,7 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
             if !is_bundle_header(&line) {
                 return Err(bad(1, "not a verdict bundle (no header line)".into()));
             }
-            if version != Some(migrations::LATEST_VERSION) {
+            if !version.is_some_and(|v| (ROWS_UNCHANGED_SINCE..=migrations::LATEST_VERSION).contains(&v)) {
                 return Err(bad(
                     1,
                     format!(
@@ -151,6 +155,7 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
             .collect();
         tx.execute(&sql, rusqlite::params_from_iter(values)).map_err(|e| bad(number, format!("{table}: {e}")))?;
     }
+    super::uids::fill_from_rows(&tx)?;
     tx.commit()?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::uids::{self, Keyed};
 use super::{Result, Store};
 use crate::domain::{Outcome, response_uid};
 
@@ -121,12 +122,13 @@ impl Store {
         let tx = self.conn.transaction()?;
         let prompt_uid: String = tx.query_row("SELECT uid FROM prompts WHERE id = ?1", [prompt_id], |r| r.get(0))?;
         let uid = response_uid(&prompt_uid, text);
-        tx.execute(
-            "INSERT INTO responses (uid, prompt_id, content, origin, model_id, params) VALUES (?1, ?2, ?3, 'model', ?4, ?5)
-             ON CONFLICT(uid) DO NOTHING",
-            params![uid, prompt_id, text, model_id, params_json],
-        )?;
-        let response_id: i64 = tx.query_row("SELECT id FROM responses WHERE uid = ?1", [&uid], |r| r.get(0))?;
+        let (response_id, _) = uids::insert_once(&tx, Keyed::Responses, &uid, || {
+            tx.execute(
+                "INSERT INTO responses (uid, prompt_id, content, origin, model_id, params) VALUES (?1, ?2, ?3, 'model', ?4, ?5)",
+                params![uid, prompt_id, text, model_id, params_json],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })?;
         tx.execute(
             "INSERT OR REPLACE INTO model_answers (model_id, prompt_id, seed, response_id) VALUES (?1, ?2, ?3, ?4)",
             params![model_id, prompt_id, seed as i64, response_id],

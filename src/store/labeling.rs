@@ -3,6 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::uids::{self, Keyed};
 use super::{Result, Store};
 use crate::domain::{Message, Outcome, response_uid, sha256_hex};
 
@@ -191,6 +192,7 @@ impl Store {
             ],
         )?;
         let id = tx.last_insert_rowid();
+        uids::add(&tx, Keyed::Judgments, &uid, id)?;
         tx.commit()?;
         Ok(id)
     }
@@ -218,6 +220,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, 'undone', ?6)",
                 params![uid, last.prompt_id, last.response_a, last.response_b, annotator_id, last.id],
             )?;
+            uids::add(&tx, Keyed::Judgments, &uid, tx.last_insert_rowid())?;
         }
         tx.commit()?;
         Ok(last)
@@ -233,12 +236,14 @@ impl Store {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let uid = response_uid(&prompt_uid, content);
-        tx.execute(
-            "INSERT INTO responses (uid, prompt_id, content, origin, parent_id, author) VALUES (?1, ?2, ?3, 'human', ?4, ?5)
-             ON CONFLICT(uid) DO NOTHING",
-            params![uid, prompt_id, content, parent_id, author],
-        )?;
-        let id = tx.query_row("SELECT id FROM responses WHERE uid = ?1", [&uid], |r| r.get(0))?;
+        let (id, _) = uids::insert_once(&tx, Keyed::Responses, &uid, || {
+            tx.execute(
+                "INSERT INTO responses (uid, prompt_id, content, origin, parent_id, author)
+                 VALUES (?1, ?2, ?3, 'human', ?4, ?5)",
+                params![uid, prompt_id, content, parent_id, author],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })?;
         tx.commit()?;
         Ok(id)
     }

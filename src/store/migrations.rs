@@ -4,10 +4,14 @@
 //! verdict is recognised before anything touches it.
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The version this build writes and understands.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Migrations that rebuild tables (drop and re-create them, as SQLite has no ALTER for
+/// constraints): the store runs these with foreign keys off and checks them afterwards.
+pub const REBUILDS_TABLES: &[i64] = &[4];
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE prompts (
@@ -234,4 +238,105 @@ CREATE TABLE model_answers (
     response_id  INTEGER NOT NULL REFERENCES responses(id),
     PRIMARY KEY (model_id, prompt_id, seed)
 ) WITHOUT ROWID;
+"#;
+
+/// Content-hash keys move out of `prompts`, `responses` and `judgments` into their own
+/// tables. A UNIQUE index on a hash column is filled in random order, so a bulk import spent
+/// most of its time in B-tree inserts all over the index; kept apart from the rows, the keys
+/// of a whole import can be added in sorted order (about 4x cheaper). The `uid` columns stay
+/// as they were (same values, same meaning); `*_uids` is where the store looks them up, and
+/// its primary key is what keeps a hash unique.
+///
+/// The rebuilt tables also check `origin` and `outcome` with comparisons instead of
+/// `IN (...)` lists (SQLite builds a temporary B-tree for a list of three or more values on
+/// every row it checks), the index on `responses.parent_id` holds only rewrites, and the one
+/// on `prompts.language` also covers domain and split.
+const MIGRATION_4: &str = r#"
+CREATE TABLE prompts_v4 (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL,
+    external_id  TEXT,
+    messages     TEXT NOT NULL,
+    language     TEXT NOT NULL,
+    domain       TEXT,
+    tags         TEXT NOT NULL DEFAULT '[]',
+    split        TEXT NOT NULL CHECK (split IN ('train', 'test')),
+    split_explicit INTEGER NOT NULL DEFAULT 0,
+    source       TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+INSERT INTO prompts_v4 (id, uid, external_id, messages, language, domain, tags, split, split_explicit, source, created_at)
+    SELECT id, uid, external_id, messages, language, domain, tags, split, split_explicit, source, created_at
+    FROM prompts ORDER BY id;
+DROP TABLE prompts;
+ALTER TABLE prompts_v4 RENAME TO prompts;
+-- Covers `verdict stats`, which reads these three of every prompt (a tenth of the table).
+CREATE INDEX prompts_breakdown ON prompts(language, domain, split);
+
+CREATE TABLE responses_v4 (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    content      TEXT NOT NULL,
+    origin       TEXT NOT NULL CHECK (origin = 'model' OR origin = 'human' OR origin = 'import'),
+    model_id     INTEGER REFERENCES models(id),
+    params       TEXT,
+    parent_id    INTEGER REFERENCES responses(id),
+    author       TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+INSERT INTO responses_v4 (id, uid, prompt_id, content, origin, model_id, params, parent_id, author, created_at)
+    SELECT id, uid, prompt_id, content, origin, model_id, params, parent_id, author, created_at
+    FROM responses ORDER BY id;
+DROP TABLE responses;
+ALTER TABLE responses_v4 RENAME TO responses;
+CREATE INDEX responses_prompt ON responses(prompt_id);
+CREATE INDEX responses_parent ON responses(parent_id) WHERE parent_id IS NOT NULL;
+
+-- Append-only: a relabel or an undo is a new row; the newest row of an
+-- (annotator, pair) is the active one, and an 'undone' row means none is.
+CREATE TABLE judgments_v4 (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    response_a   INTEGER NOT NULL REFERENCES responses(id),
+    response_b   INTEGER NOT NULL REFERENCES responses(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    outcome      TEXT NOT NULL
+                 CHECK (outcome = 'a' OR outcome = 'b' OR outcome = 'tie' OR outcome = 'both_bad' OR outcome = 'undone'),
+    reasons      TEXT NOT NULL DEFAULT '[]',
+    note         TEXT,
+    shown_left   TEXT CHECK (shown_left IN ('a', 'b')),
+    seconds      REAL,
+    guideline_id INTEGER REFERENCES guidelines(id),
+    supersedes   INTEGER REFERENCES judgments(id),
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    CHECK (response_a < response_b)
+);
+INSERT INTO judgments_v4 (id, uid, prompt_id, response_a, response_b, annotator_id, outcome, reasons, note,
+                          shown_left, seconds, guideline_id, supersedes, created_at)
+    SELECT id, uid, prompt_id, response_a, response_b, annotator_id, outcome, reasons, note,
+           shown_left, seconds, guideline_id, supersedes, created_at
+    FROM judgments ORDER BY id;
+DROP TABLE judgments;
+ALTER TABLE judgments_v4 RENAME TO judgments;
+CREATE INDEX judgments_active ON judgments(annotator_id, response_a, response_b, id);
+CREATE INDEX judgments_prompt ON judgments(prompt_id);
+CREATE INDEX judgments_annotator_time ON judgments(annotator_id, created_at);
+
+CREATE TABLE prompt_uids (
+    uid          TEXT PRIMARY KEY,
+    id           INTEGER NOT NULL REFERENCES prompts(id)
+) WITHOUT ROWID;
+CREATE TABLE response_uids (
+    uid          TEXT PRIMARY KEY,
+    id           INTEGER NOT NULL REFERENCES responses(id)
+) WITHOUT ROWID;
+CREATE TABLE judgment_uids (
+    uid          TEXT PRIMARY KEY,
+    id           INTEGER NOT NULL REFERENCES judgments(id)
+) WITHOUT ROWID;
+INSERT INTO prompt_uids (uid, id) SELECT uid, id FROM prompts ORDER BY uid;
+INSERT INTO response_uids (uid, id) SELECT uid, id FROM responses ORDER BY uid;
+INSERT INTO judgment_uids (uid, id) SELECT uid, id FROM judgments ORDER BY uid;
 "#;

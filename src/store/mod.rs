@@ -4,6 +4,7 @@
 //! timeout, so two verdict processes (two annotators, or the TUI and a CLI training run)
 //! can share it.
 
+mod borrowed_insert;
 mod bulk;
 pub mod bundle;
 mod evals;
@@ -15,8 +16,10 @@ pub mod migrations;
 mod models;
 mod pairs;
 mod runs;
+mod slots;
 mod stats;
 mod team;
+mod uids;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,11 +55,20 @@ pub enum StoreError {
          (`verdict --db {path} stats` upgrades an older file) or use the verdict that wrote it"
     )]
     SchemaMismatch { path: PathBuf, found: i64, known: i64 },
+    #[error(
+        "upgrading {path} to schema version {version} failed ({detail}); it was not modified: \
+         `sqlite3 {path} 'PRAGMA foreign_key_check'` lists the rows"
+    )]
+    UpgradeFailed { path: PathBuf, version: i64, detail: String },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The page size of databases this build creates (SQLite's default is 4096; an existing
+/// file keeps its own until a VACUUM).
+const NEW_PAGE_SIZE: i64 = 16384;
 
 /// How `Store::open` treats a path with no database yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,11 +121,15 @@ impl Store {
                 detail: "it holds tables that verdict did not create".into(),
             });
         }
+        if version == 0 {
+            // A new file: larger pages halve what a bulk import writes through the WAL and
+            // its checkpoint (fewer, fuller pages). Fixed once the first table exists.
+            conn.pragma_update(None, "page_size", NEW_PAGE_SIZE)?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL").map_err(not_a_db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // Content hashes are random keys: their index inserts touch pages all over the
-        // file, so a bulk import thrashes SQLite's default 2 MiB page cache. 64 MiB keeps
-        // a 100,000-pair import in memory.
+        // A bulk import rewrites its pages while they are in the cache: SQLite's default
+        // 2 MiB would write many of them to the WAL twice.
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -142,9 +158,26 @@ impl Store {
 
     fn migrate(&mut self, from: i64) -> Result<()> {
         for (index, sql) in migrations::MIGRATIONS.iter().enumerate().skip(from as usize) {
-            let tx = self.conn.transaction()?;
+            let version = (index + 1) as i64;
+            // Dropping a table that others reference is only allowed with foreign keys off
+            // (and the switch is ignored inside a transaction); the rebuilt rows are
+            // checked before the migration commits.
+            let rebuilds = migrations::REBUILDS_TABLES.contains(&version);
+            let _keys_off = if rebuilds { Some(ForeignKeysOff::new(&self.conn)?) } else { None };
+            let tx = self.conn.unchecked_transaction()?;
             tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+            if rebuilds {
+                let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+                if broken > 0 {
+                    // Rolled back when `tx` drops: the file stays at the old version.
+                    return Err(StoreError::UpgradeFailed {
+                        path: self.path.clone(),
+                        version,
+                        detail: format!("{broken} rows point at rows that do not exist"),
+                    });
+                }
+            }
+            tx.pragma_update(None, "user_version", version)?;
             tx.commit()?;
         }
         Ok(())
@@ -157,6 +190,27 @@ impl Store {
             (name, role),
         )?;
         Ok(self.conn.query_row("SELECT id FROM annotators WHERE name = ?1", [name], |r| r.get(0))?)
+    }
+}
+
+/// Turns foreign-key enforcement off on a connection until dropped. Only for work that
+/// guarantees the references itself (a table rebuild that is checked afterwards, a bulk
+/// import that assigns every id it writes).
+pub(crate) struct ForeignKeysOff<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> ForeignKeysOff<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> Result<ForeignKeysOff<'c>> {
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        Ok(ForeignKeysOff { conn })
+    }
+}
+
+impl Drop for ForeignKeysOff<'_> {
+    fn drop(&mut self) {
+        // Outside a transaction (the guard outlives the one it wraps) this cannot fail.
+        let _ = self.conn.pragma_update(None, "foreign_keys", "ON");
     }
 }
 
@@ -182,6 +236,78 @@ mod tests {
         drop(store);
         let store = Store::open(&path, OpenMode::MustExist).unwrap();
         assert_eq!(store.schema_version().unwrap(), migrations::LATEST_VERSION);
+    }
+
+    #[test]
+    fn version_3_files_are_upgraded_with_their_rows_ids_and_uids() {
+        use crate::domain::{ImportRecord, Message, NewPrompt, prompt_uid, response_uid};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let messages = vec![Message::new("user", "Wo ist meine Karte?")];
+        let (prompt, good, bad) = (
+            prompt_uid(&messages),
+            response_uid(&prompt_uid(&messages), "Gesperrt."),
+            response_uid(&prompt_uid(&messages), "Weg."),
+        );
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+            for sql in &migrations::MIGRATIONS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(&format!(
+                r#"INSERT INTO annotators (id, name) VALUES (1, 'amira');
+                INSERT INTO prompts (id, uid, messages, language, split) VALUES (7, '{prompt}', '[{{"role":"user","content":"Wo ist meine Karte?"}}]', 'de', 'train');
+                INSERT INTO responses (id, uid, prompt_id, content, origin) VALUES (3, '{good}', 7, 'Gesperrt.', 'import'), (5, '{bad}', 7, 'Weg.', 'import');
+                INSERT INTO responses (id, uid, prompt_id, content, origin, parent_id, author) VALUES (6, 'r6', 7, 'Neu.', 'human', 5, 'amira');
+                INSERT INTO judgments (id, uid, prompt_id, response_a, response_b, annotator_id, outcome) VALUES (2, 'j2', 7, 3, 5, 1, 'a');
+                INSERT INTO judgments (id, uid, prompt_id, response_a, response_b, annotator_id, outcome, supersedes) VALUES (4, 'j4', 7, 3, 5, 1, 'undone', 2);
+                INSERT INTO gold (response_a, response_b, outcome) VALUES (3, 5, 'a');
+                INSERT INTO assignments (annotator_id, prompt_id, position) VALUES (1, 7, 0);
+                PRAGMA user_version = 3;"#
+            ))
+            .unwrap();
+        }
+        let mut store = Store::open(&path, OpenMode::MustExist).unwrap();
+        assert_eq!(store.schema_version().unwrap(), migrations::LATEST_VERSION);
+        let rows = |sql: &str| -> Vec<String> {
+            let mut s = store.conn.prepare(sql).unwrap();
+            s.query_map([], |r| r.get::<_, String>(0)).unwrap().map(|r| r.unwrap()).collect()
+        };
+        assert_eq!(rows("SELECT id || ':' || uid FROM prompt_uids"), [format!("7:{prompt}")]);
+        assert_eq!(
+            rows("SELECT id || ':' || content || ':' || coalesce(parent_id, '-') FROM responses ORDER BY id"),
+            ["3:Gesperrt.:-", "5:Weg.:-", "6:Neu.:5"]
+        );
+        assert_eq!(rows("SELECT id || ':' || uid FROM judgment_uids ORDER BY id"), ["2:j2", "4:j4"]);
+        assert_eq!(rows("SELECT id || ':' || uid FROM response_uids ORDER BY id").len(), 3);
+        let broken: i64 =
+            store.conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(broken, 0);
+        let keys_on: i64 = store.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(keys_on, 1);
+        // The migrated keys are the ones an import finds: the same pair adds nothing new
+        // but its verdict (the import annotator's, not amira's).
+        let pair = ImportRecord::Pair {
+            prompt: NewPrompt {
+                external_id: None,
+                messages,
+                language: "de".into(),
+                domain: None,
+                tags: Vec::new(),
+                split: None,
+                source: None,
+            },
+            chosen: "Gesperrt.".into(),
+            rejected: "Weg.".into(),
+            reasons: Vec::new(),
+            note: None,
+        };
+        let summary = store.import_records(&[pair]).unwrap();
+        assert_eq!((summary.prompts, summary.responses, summary.judgments), (0, 0, 1));
+        // Keys stay unique: a second row with a taken uid is refused.
+        let err = store.conn.execute("INSERT INTO prompt_uids (uid, id) VALUES (?1, 7)", [&prompt]).unwrap_err();
+        assert!(err.to_string().contains("UNIQUE"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::uids::{self, Keyed};
 use super::{Result, Store};
 use crate::domain::{Message, response_uid};
 
@@ -132,12 +133,16 @@ impl Store {
         params_json: &str,
     ) -> Result<Option<i64>> {
         let uid = response_uid(prompt_uid, text);
-        let inserted = self.conn.execute(
-            "INSERT INTO responses (uid, prompt_id, content, origin, model_id, params) VALUES (?1, ?2, ?3, 'model', ?4, ?5)
-             ON CONFLICT(uid) DO NOTHING",
-            params![uid, prompt_id, text, model_id, params_json],
-        )?;
-        Ok((inserted == 1).then(|| self.conn.last_insert_rowid()))
+        let tx = self.conn.unchecked_transaction()?;
+        let (id, new) = uids::insert_once(&tx, Keyed::Responses, &uid, || {
+            tx.execute(
+                "INSERT INTO responses (uid, prompt_id, content, origin, model_id, params) VALUES (?1, ?2, ?3, 'model', ?4, ?5)",
+                params![uid, prompt_id, text, model_id, params_json],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })?;
+        tx.commit()?;
+        Ok(new.then_some(id))
     }
 
     /// The sampling parameters a response was generated with (JSON), if any.

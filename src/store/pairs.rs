@@ -47,32 +47,55 @@ impl Store {
     }
 
     fn active_judgments_where(&self, prompt_id: Option<i64>) -> Result<Vec<ActiveJudgment>> {
-        // One pass in id order, the newest row of each (annotator, pair) overwriting the
-        // older ones, is several times faster than a GROUP BY over the whole table.
-        let sql = "SELECT prompt_id, response_a, response_b, annotator_id, outcome, reasons FROM judgments";
+        // One pass over the table, then a sort that puts the rows of each (annotator, pair)
+        // together, oldest first: several times faster than a GROUP BY, and than a map of
+        // the newest row per key (which costs a hash and a scattered write per row).
+        let sql = "SELECT id, prompt_id, response_a, response_b, annotator_id, outcome, reasons FROM judgments";
         let mut statement = match prompt_id {
-            Some(_) => self.conn.prepare_cached(&format!("{sql} WHERE prompt_id = ?1 ORDER BY id"))?,
-            None => self.conn.prepare_cached(&format!("{sql} WHERE ?1 IS NULL ORDER BY id"))?,
+            Some(_) => self.conn.prepare_cached(&format!("{sql} WHERE prompt_id = ?1"))?,
+            None => self.conn.prepare_cached(&format!("{sql} WHERE ?1 IS NULL"))?,
         };
-        // Text is read in place (no String per row): `None` stands for an undone judgment, and
-        // reason tags are parsed only when there are some.
-        let mut newest: HashMap<(i64, i64, i64), (i64, Option<Outcome>, Vec<String>)> = HashMap::new();
+        struct Row {
+            /// (annotator, a, b, id)
+            key: (i64, i64, i64, i64),
+            prompt_id: i64,
+            /// `None` for an undone judgment.
+            outcome: Option<Outcome>,
+            reasons: Vec<String>,
+        }
+        let mut all = Vec::new();
         let mut rows = statement.query([prompt_id])?;
         while let Some(r) = rows.next()? {
-            let key = (r.get::<_, i64>(3)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?);
-            let outcome = Outcome::parse(r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)?);
-            let reasons = match r.get_ref(5)?.as_str().map_err(rusqlite::Error::from)? {
+            // Text is read in place (no String per row); reason tags are parsed only when
+            // there are some.
+            let reasons = match r.get_ref(6)?.as_str().map_err(rusqlite::Error::from)? {
                 "[]" => Vec::new(),
                 text => serde_json::from_str(text).unwrap_or_default(),
             };
-            newest.insert(key, (r.get(0)?, outcome, reasons));
+            all.push(Row {
+                key: (r.get(4)?, r.get(2)?, r.get(3)?, r.get(0)?),
+                prompt_id: r.get(1)?,
+                outcome: Outcome::parse(r.get_ref(5)?.as_str().map_err(rusqlite::Error::from)?),
+                reasons,
+            });
         }
-        let mut out: Vec<ActiveJudgment> = newest
-            .into_iter()
-            .filter_map(|((annotator_id, response_a, response_b), (prompt_id, outcome, reasons))| {
-                Some(ActiveJudgment { prompt_id, response_a, response_b, annotator_id, outcome: outcome?, reasons })
-            })
-            .collect();
+        all.sort_unstable_by_key(|row| row.key);
+        let mut out: Vec<ActiveJudgment> = Vec::with_capacity(all.len());
+        let same_pair = |x: &Row, y: &Row| (x.key.0, x.key.1, x.key.2) == (y.key.0, y.key.1, y.key.2);
+        for versions in all.chunk_by_mut(same_pair) {
+            let newest = versions.last_mut().expect("chunks are not empty");
+            let (annotator_id, response_a, response_b, _) = newest.key;
+            if let Some(outcome) = newest.outcome {
+                out.push(ActiveJudgment {
+                    prompt_id: newest.prompt_id,
+                    response_a,
+                    response_b,
+                    annotator_id,
+                    outcome,
+                    reasons: std::mem::take(&mut newest.reasons),
+                });
+            }
+        }
         out.sort_unstable_by_key(|j| (j.prompt_id, j.response_a, j.response_b, j.annotator_id));
         Ok(out)
     }
@@ -97,8 +120,11 @@ impl Store {
 
     /// Every human rewrite with the response it replaced.
     pub fn rewrites(&self) -> Result<Vec<PairRow>> {
+        // Without statistics the planner takes the partial index for as large as the table
+        // and scans every response; the index holds only the rewrites.
         let mut statement = self.conn.prepare_cached(
-            "SELECT prompt_id, id, parent_id FROM responses WHERE origin = 'human' AND parent_id IS NOT NULL ORDER BY id",
+            "SELECT prompt_id, id, parent_id FROM responses INDEXED BY responses_parent
+             WHERE origin = 'human' AND parent_id IS NOT NULL ORDER BY id",
         )?;
         let rows = statement
             .query_map([], |r| Ok(PairRow { prompt_id: r.get(0)?, rewrite_id: r.get(1)?, parent_id: r.get(2)? }))?;

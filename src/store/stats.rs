@@ -33,7 +33,7 @@ pub struct Stats {
 }
 
 /// A prompt's row in each breakdown, as indices into the breakdowns' tables.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct PromptKeys {
     language: usize,
     domain: usize,
@@ -45,7 +45,8 @@ impl Store {
         // Counting goes through small integer indices: a 100,000-prompt database means
         // hundreds of thousands of increments, and string keys would allocate for each.
         let mut tables = Breakdowns::default();
-        let mut prompts: HashMap<i64, PromptKeys> = HashMap::new();
+        // By prompt id (ids are dense: rows are never deleted).
+        let mut prompts: Vec<Option<PromptKeys>> = Vec::new();
         {
             let mut statement = self.conn.prepare("SELECT id, language, coalesce(domain, '-'), split FROM prompts")?;
             let mut rows = statement.query([])?;
@@ -55,15 +56,24 @@ impl Store {
                     domain: tables.domain.index(r.get_ref(2)?.as_str().unwrap_or("")),
                     split: tables.split.index(r.get_ref(3)?.as_str().unwrap_or("")),
                 };
-                prompts.insert(r.get(0)?, keys);
+                let id = usize::try_from(r.get::<_, i64>(0)?).unwrap_or(0);
+                if prompts.len() <= id {
+                    prompts.resize(id + 1, None);
+                }
+                prompts[id] = Some(keys);
                 tables.add(keys, |row| row.prompts += 1);
             }
         }
+        let keys_of = |prompt_id: i64| -> PromptKeys {
+            usize::try_from(prompt_id).ok().and_then(|id| prompts.get(id).copied().flatten()).expect("foreign key")
+        };
         {
-            let mut statement = self.conn.prepare("SELECT prompt_id FROM responses")?;
+            // One row per prompt, counted from the index on prompt_id.
+            let mut statement = self.conn.prepare("SELECT prompt_id, count(*) FROM responses GROUP BY prompt_id")?;
             let mut rows = statement.query([])?;
             while let Some(r) = rows.next()? {
-                tables.add(prompts[&r.get::<_, i64>(0)?], |row| row.responses += 1);
+                let count = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+                tables.add(keys_of(r.get(0)?), |row| row.responses += count);
             }
         }
         let names: HashMap<i64, String> = {
@@ -74,15 +84,15 @@ impl Store {
         let judgments = self.active_judgments()?;
         let mut by_annotator: HashMap<i64, StatsRow> = HashMap::new();
         for j in &judgments {
-            tables.add(prompts[&j.prompt_id], |row| row.judgments += 1);
+            tables.add(keys_of(j.prompt_id), |row| row.judgments += 1);
             by_annotator.entry(j.annotator_id).or_default().judgments += 1;
         }
+        // Ordered by prompt, then pair (a, b): found by binary search below.
         let pairs = qa::resolve(&judgments, &self.adjudications()?, &self.rewrites()?);
-        let mut chosen_of: HashMap<(i64, i64), i64> = HashMap::with_capacity(pairs.len());
         for pair in &pairs {
-            tables.add(prompts[&pair.prompt_id], |row| row.pairs += 1);
-            chosen_of.insert((pair.chosen.min(pair.rejected), pair.chosen.max(pair.rejected)), pair.chosen);
+            tables.add(keys_of(pair.prompt_id), |row| row.pairs += 1);
         }
+        let pair_key = |prompt: i64, x: i64, y: i64| (prompt, x.min(y), x.max(y));
         // Credit each annotator with the resolved pairs their active vote agrees with.
         for j in &judgments {
             let voted = match j.outcome {
@@ -90,7 +100,10 @@ impl Store {
                 Outcome::B => j.response_b,
                 _ => continue,
             };
-            if chosen_of.get(&(j.response_a, j.response_b)) == Some(&voted) {
+            let found = pairs.binary_search_by_key(&pair_key(j.prompt_id, j.response_a, j.response_b), |p| {
+                pair_key(p.prompt_id, p.chosen, p.rejected)
+            });
+            if found.is_ok_and(|at| pairs[at].chosen == voted) {
                 by_annotator.entry(j.annotator_id).or_default().pairs += 1;
             }
         }
@@ -119,7 +132,13 @@ struct Table {
 
 impl Table {
     fn index(&mut self, key: &str) -> usize {
-        if let Some(&i) = self.index.get(key) {
+        // Breakdowns have a handful of rows: comparing a few strings beats hashing one.
+        let found = if self.rows.len() <= 8 {
+            self.rows.iter().position(|row| row.key == key)
+        } else {
+            self.index.get(key).copied()
+        };
+        if let Some(i) = found {
             return i;
         }
         self.rows.push(StatsRow { key: key.to_string(), ..StatsRow::default() });
