@@ -1,7 +1,8 @@
-//! RMSNorm and rotary embedding as single graph nodes with hand-written backward passes (CPU,
-//! f32/f64). Written out from candle ops each is 7-9 nodes forward and about twice that
-//! backward; every node is a full pass plus a thread-pool barrier, which dominates on a busy
-//! 2-core machine. Other devices/dtypes use the composed versions in `model.rs`.
+//! RMSNorm as a single graph node with hand-written backward passes (CPU, f32/f64). Written
+//! out from candle ops it is 7 nodes forward and about twice that backward; every node is a
+//! full pass plus a thread-pool barrier, which dominates on a busy 2-core machine. Other
+//! devices/dtypes use the composed version in `model.rs`. (Rotary embedding is fused into the
+//! CPU attention, `attention.rs`.)
 
 // The kernels are written once for f32 and f64 through `with3!`; `f64::from` is a no-op in
 // the f64 instance.
@@ -138,74 +139,6 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Option<Result<Tensor>> {
     Some((|| x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm(eps)))())
 }
 
-// ---------- Rotary embedding (HF layout): pairs (i, i + d/2) ----------
-
-/// x `[B, H, T, d]`, cos/sin `[B, 1, T, d/2]`; `sign` -1 rotates backwards (the gradient).
-struct Rope {
-    sign: f64,
-}
-
-impl CustomOp3 for Rope {
-    fn name(&self) -> &'static str {
-        "verdict-rope"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (b, h, t, d) = l1.shape().dims4()?;
-        let half = d / 2;
-        let sign = self.sign;
-        let out = with3!(s1, l1, s2, l2, s3, l3, |x, cos, sin| {
-            let mut out = Vec::with_capacity(x.len());
-            for bi in 0..b {
-                for hi in 0..h {
-                    for ti in 0..t {
-                        let row = &x[((bi * h + hi) * t + ti) * d..][..d];
-                        let cs = &cos[(bi * t + ti) * half..][..half];
-                        let sn = &sin[(bi * t + ti) * half..][..half];
-                        for i in 0..half {
-                            let (x1, x2) = (f64::from(row[i]), f64::from(row[i + half]));
-                            out.push((x1 * f64::from(cs[i]) - sign * x2 * f64::from(sn[i])) as _);
-                        }
-                        for i in 0..half {
-                            let (x1, x2) = (f64::from(row[i]), f64::from(row[i + half]));
-                            out.push((x2 * f64::from(cs[i]) + sign * x1 * f64::from(sn[i])) as _);
-                        }
-                    }
-                }
-            }
-            out
-        });
-        Ok((out, l1.shape().clone()))
-    }
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        _y: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // The rotation is orthogonal: its transpose rotates by the opposite angle.
-        let dx = g.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { sign: -self.sign })?;
-        Ok((Some(dx), None, None))
-    }
-}
-
-/// Rotary embedding, fused on CPU; cos/sin are constants (no gradient).
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Option<Result<Tensor>> {
-    if !x.device().is_cpu() || !matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
-        return None;
-    }
-    Some((|| x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { sign: 1.0 }))())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn fused_rms_norm_and_rope_match_composed_ops_and_gradients() -> Result<()> {
+    fn fused_rms_norm_matches_composed_ops_and_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let x = Var::randn(0f64, 1., (6, 8), &dev)?;
         let w = Var::randn(1f64, 0.2, 8, &dev)?;
@@ -229,20 +162,6 @@ mod tests {
         for v in [&x, &w] {
             assert!(max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap()) < 1e-10);
         }
-
-        let q = Var::randn(0f64, 1., (2, 3, 5, 8), &dev)?;
-        let cos = Tensor::randn(0f64, 1., (2, 1, 5, 4), &dev)?;
-        let sin = Tensor::randn(0f64, 1., (2, 1, 5, 4), &dev)?;
-        let c = Tensor::randn(0f64, 1., (2, 3, 5, 8), &dev)?;
-        let fused = rope(q.as_tensor(), &cos, &sin).unwrap()?;
-        let x1 = q.as_tensor().narrow(D::Minus1, 0, 4)?;
-        let x2 = q.as_tensor().narrow(D::Minus1, 4, 4)?;
-        let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-        let b = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
-        let plain = Tensor::cat(&[a, b], D::Minus1)?;
-        assert!(max_diff(&fused, &plain) < 1e-12);
-        let (g1, g2) = ((&fused * &c)?.sum_all()?.backward()?, (&plain * &c)?.sum_all()?.backward()?);
-        assert!(max_diff(g1.get(q.as_tensor()).unwrap(), g2.get(q.as_tensor()).unwrap()) < 1e-10);
         Ok(())
     }
 }

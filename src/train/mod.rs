@@ -4,6 +4,7 @@
 //! values the caller records, checkpoints go to a directory.
 
 pub mod adamw_kernel;
+pub mod attention;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
@@ -17,7 +18,9 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod precision;
+pub mod real;
 pub mod step;
+pub mod swiglu;
 pub mod target_logp;
 pub mod tokenize;
 pub mod weights;
