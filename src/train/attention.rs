@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::real::{Mat, Real, Shared, for_each_unit, matmul, vectorized, with_slice};
+use super::real::{Mat, Real, Shared, dot, for_each_unit, matmul, max, sum, vectorized, with_slice};
 
 /// How the rows of q, k and v split into sequences and heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,20 +67,17 @@ fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], head_dim: usize, sign: T) -> Vec
     out
 }
 
-/// In place: `row + bias`, then softmax.
+/// In place: `row + bias`, then softmax. (Separate passes, each of which vectorizes.)
 #[inline(always)]
 fn softmax_row<T: Real>(row: &mut [T], bias: &[T]) {
-    let mut max = T::NEG_INFINITY;
     for (r, &b) in row.iter_mut().zip(bias) {
         *r = *r + b;
-        max = max.max(*r);
     }
-    let mut sum = T::ZERO;
+    let top = max(row);
     for r in row.iter_mut() {
-        *r = (*r - max).exp();
-        sum += *r;
+        *r = (*r - top).exp();
     }
-    let inv = T::ONE / sum;
+    let inv = T::ONE / sum(row);
     for r in row.iter_mut() {
         *r = *r * inv;
     }
@@ -89,12 +86,9 @@ fn softmax_row<T: Real>(row: &mut [T], bias: &[T]) {
 /// In place: `dp <- scale * p * (dp - sum(dp * p))`, the softmax backward with the score scale.
 #[inline(always)]
 fn softmax_grad_row<T: Real>(dp: &mut [T], p: &[T], scale: T) {
-    let mut dot = T::ZERO;
-    for (&d, &q) in dp.iter().zip(p) {
-        dot += d * q;
-    }
-    for (d, &q) in dp.iter_mut().zip(p) {
-        *d = scale * q * (*d - dot);
+    let d = dot(dp, p);
+    for (x, &q) in dp.iter_mut().zip(p) {
+        *x = scale * q * (*x - d);
     }
 }
 

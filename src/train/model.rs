@@ -13,16 +13,19 @@
 //! `target_logp.rs`) replace the composed ops.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 
 use super::attention::Heads;
 use super::config::Config;
-use super::linear::linear;
+use super::linear::{linear, linear_into};
 use super::lora::Adapter;
 use super::precision::{Precision, is_half};
+use super::weight_grads::{WeightGrads, embedding};
 
 /// A projection `x W^T (+ b)`, optionally with a LoRA adapter beside it.
 #[derive(Debug)]
@@ -33,8 +36,13 @@ pub struct Proj {
 }
 
 impl Proj {
-    fn forward(&self, x: &Tensor, adapter_on: bool) -> Result<Tensor> {
-        let mut y = linear(x, &self.weight.to_dtype(x.dtype())?)?;
+    /// `grads`: where a trainable weight's gradient goes instead of candle's `GradStore`
+    /// (`weight_grads.rs`), when the model sinks them.
+    fn forward(&self, x: &Tensor, adapter_on: bool, grads: Option<&Arc<WeightGrads>>) -> Result<Tensor> {
+        let mut y = match grads.filter(|_| self.weight.is_variable()) {
+            Some(g) => linear_into(x, &self.weight, g)?,
+            None => linear(x, &self.weight.to_dtype(x.dtype())?)?,
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(x.dtype())?)?;
         }
@@ -137,6 +145,9 @@ pub struct Model {
     /// The fused CPU kernels (RMSNorm, attention, SwiGLU, target log-probs) instead of composed
     /// candle ops.
     fused: bool,
+    /// Trainable weights' gradients written in place while `sink_weight_grads` is held.
+    weight_grads: Arc<WeightGrads>,
+    sinking: AtomicBool,
 }
 
 /// Softmax over the last dim; the max is detached because its gradient cancels exactly, which
@@ -258,6 +269,8 @@ impl Model {
             adapter_on: AtomicBool::new(true),
             precision,
             fused: false,
+            weight_grads: Arc::default(),
+            sinking: AtomicBool::new(false),
         };
         model.set_fused_kernels(true);
         Ok(model)
@@ -291,6 +304,19 @@ impl Model {
     /// computing in f32 or f64.
     pub fn set_fused_kernels(&mut self, on: bool) {
         self.fused = on && self.device().is_cpu() && matches!(self.precision.compute, DType::F32 | DType::F64);
+    }
+
+    /// Until the guard drops, forward passes built on the fused CPU path write trainable weights'
+    /// gradients in place (`weight_grads.rs`) and the guard's `drain_into` moves them into the
+    /// `GradStore` of each backward; elsewhere, or without the guard, candle computes them.
+    pub fn sink_weight_grads(&self) -> WeightGradSink<'_> {
+        self.weight_grads.clear();
+        self.sinking.store(true, Ordering::SeqCst);
+        WeightGradSink { model: self }
+    }
+
+    fn grad_sink(&self) -> Option<&Arc<WeightGrads>> {
+        (self.fused && self.sinking.load(Ordering::SeqCst)).then_some(&self.weight_grads)
     }
 
     /// Switch LoRA adapters off (the reference model) or on (the policy). No-op without LoRA.
@@ -345,19 +371,24 @@ impl Model {
         let att_dt = if is_half(dt) { DType::F32 } else { dt };
         let (cos, sin) = self.rope_tables(input, b, t)?;
         let ctx = AttentionInputs { b, t, cos, sin, bias: input.bias.to_dtype(att_dt)?, att_dt };
-        let mut x = self.embed.index_select(&input.ids.flatten_all()?, 0)?.to_dtype(dt)?; // [B*T, H]
+        let sink = self.grad_sink();
+        let ids = input.ids.flatten_all()?;
+        let mut x = match sink.filter(|_| self.embed.is_variable()) {
+            Some(g) => embedding(&self.embed, &ids, g)?,
+            None => self.embed.index_select(&ids, 0)?.to_dtype(dt)?,
+        }; // [B*T, H]
         for l in &self.layers {
             let h = rms_norm(&x, &l.input_norm, cfg.rms_norm_eps, fused)?;
-            let (q, k, v) = (l.q.forward(&h, on)?, l.k.forward(&h, on)?, l.v.forward(&h, on)?);
+            let (q, k, v) = (l.q.forward(&h, on, sink)?, l.k.forward(&h, on, sink)?, l.v.forward(&h, on, sink)?);
             let y = if fused { self.fused_attention(&q, &k, &v, &ctx)? } else { self.attention(&q, &k, &v, &ctx)? };
-            x = (x + l.o.forward(&y, on)?)?;
+            x = (x + l.o.forward(&y, on, sink)?)?;
             let h = rms_norm(&x, &l.post_norm, cfg.rms_norm_eps, fused)?;
-            let (gate, up) = (l.gate.forward(&h, on)?, l.up.forward(&h, on)?);
+            let (gate, up) = (l.gate.forward(&h, on, sink)?, l.up.forward(&h, on, sink)?);
             let ff = match super::swiglu::swiglu(&gate, &up).filter(|_| fused) {
                 Some(ff) => ff?,
                 None => (gate.silu()? * up)?,
             };
-            x = (x + l.down.forward(&ff, on)?)?;
+            x = (x + l.down.forward(&ff, on, sink)?)?;
         }
         rms_norm(&x, &self.norm, cfg.rms_norm_eps, fused)?.reshape((b, t, cfg.hidden_size))
     }
@@ -404,12 +435,35 @@ impl Model {
 
     /// Logits for hidden rows `[N, hidden] -> [N, vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        linear(hidden, &self.lm_head.as_ref().unwrap_or(&self.embed).to_dtype(hidden.dtype())?)
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        match self.grad_sink().filter(|_| w.is_variable()) {
+            Some(g) => linear_into(hidden, w, g),
+            None => linear(hidden, &w.to_dtype(hidden.dtype())?),
+        }
     }
 
     /// Logits at every position `[B, T, vocab]`.
     pub fn forward(&self, input: &Input) -> Result<Tensor> {
         self.logits(&self.hidden(input)?)
+    }
+}
+
+/// Held while training steps sink weight gradients (`Model::sink_weight_grads`).
+pub struct WeightGradSink<'a> {
+    model: &'a Model,
+}
+
+impl WeightGradSink<'_> {
+    /// Moves the gradients the last backward wrote in place into `grads`.
+    pub fn drain_into(&self, grads: &mut GradStore) -> Result<()> {
+        self.model.weight_grads.drain_into(grads, self.model.device())
+    }
+}
+
+impl Drop for WeightGradSink<'_> {
+    fn drop(&mut self) {
+        self.model.sinking.store(false, Ordering::SeqCst);
+        self.model.weight_grads.clear();
     }
 }
 

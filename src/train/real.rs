@@ -129,6 +129,56 @@ pub fn exp_f32(x: f32) -> f32 {
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// Lanes of the reductions below: independent partial sums, so the loops vectorize (a float
+/// sum in one accumulator cannot be reordered by the compiler).
+const LANES: usize = 8;
+
+/// `sum(a[i] * b[i])`, summed in `LANES` partial sums.
+#[inline(always)]
+pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut total = T::ZERO;
+    for (x, y) in ra.iter().zip(rb) {
+        total += *x * *y;
+    }
+    acc.iter().fold(total, |t, &a| t + a)
+}
+
+/// `sum(a)`, in `LANES` partial sums.
+#[inline(always)]
+pub fn sum<T: Real>(a: &[T]) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for x in chunks {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().fold(rest.iter().fold(T::ZERO, |t, &x| t + x), |t, &a| t + a)
+}
+
+/// `max(a)` (negative infinity when empty), in `LANES` partial maxima.
+#[inline(always)]
+pub fn max<T: Real>(a: &[T]) -> T {
+    let mut acc = [T::NEG_INFINITY; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for x in chunks {
+        for l in 0..LANES {
+            acc[l] = acc[l].max(x[l]);
+        }
+    }
+    acc.iter().fold(rest.iter().fold(T::NEG_INFINITY, |m, &x| m.max(x)), |m, &a| m.max(a))
+}
+
 /// The contiguous CPU data of `t` as a slice of `T`.
 pub fn with_slice<T: Real, R>(t: &Tensor, what: &str, f: impl FnOnce(&[T]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
@@ -198,6 +248,48 @@ pub unsafe fn matmul<T: Real>(
             false,
             false,
             gemm::Parallelism::None,
+        )
+    }
+}
+
+/// `matmul` on candle's CPU thread count (for the large products: weight gradients).
+///
+/// # Safety
+/// As `matmul`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_threaded<T: Real>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    scale: T,
+) {
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the caller's contract; gemm reads dst only when `accumulate`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            T::ONE,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
         )
     }
 }
