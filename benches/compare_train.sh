@@ -128,7 +128,14 @@ def verdict_run(run_id):
     secs = [s["num_tokens"] / s["tokens_per_second"] for _, s in sorted(steps.items())]
     tokens = [s["num_tokens"] for _, s in sorted(steps.items())]
     return {"seconds_per_step": statistics.median(secs[1:] or secs), "seconds_per_step_all": [round(x, 3) for x in secs],
-            "tokens_per_step": statistics.median(tokens[1:] or tokens)}
+            "tokens_per_step": statistics.median(tokens[1:] or tokens), "tokens_per_step_all": tokens}
+
+def per_1k_tokens(r):
+    # The two tools draw the pairs in different orders, so their medians cover slightly
+    # different steps: total seconds over total tokens of steps 2..N compares the same work.
+    secs, tokens = r["seconds_per_step_all"], r["tokens_per_step_all"]
+    secs, tokens = (secs[1:], tokens[1:]) if len(secs) > 1 else (secs, tokens)
+    return 1000 * sum(secs) / sum(tokens)
 
 def trl_run(label):
     lines = open(f"{out}/{label}.out").read().strip().splitlines()
@@ -148,12 +155,13 @@ for label in ["trl-full", "trl-lora", "trl-full-refmodel", "trl-lora-refmodel"]:
 print()
 print(f"verdict vs TRL DPOTrainer, {threads} thread(s) on {cores} cores; seconds per optimizer step = median of "
       f"steps 2..N (first step is warm-up); peak RSS = whole process")
-print(f"{'':34} {'s/step':>8} {'tok/step':>8} {'peak RSS MB':>11} {'wall s':>7}")
+print(f"{'':34} {'s/step':>8} {'tok/step':>8} {'s/1k tok':>8} {'peak RSS MB':>11} {'wall s':>7}")
 for label, r in results.items():
-    print(f"{label:34} {r['seconds_per_step']:8.2f} {r['tokens_per_step']:8.0f} {r['peak_rss_mb']:11.0f} "
-          f"{r['wall_seconds']:7.1f}")
+    r["seconds_per_1k_tokens"] = per_1k_tokens(r)
+    print(f"{label:34} {r['seconds_per_step']:8.2f} {r['tokens_per_step']:8.0f} {r['seconds_per_1k_tokens']:8.2f} "
+          f"{r['peak_rss_mb']:11.0f} {r['wall_seconds']:7.1f}")
 print()
-print(f"{'ratio verdict / TRL':34} {'s/step':>8} {'peak RSS':>8}")
+print(f"{'ratio verdict / TRL':34} {'s/step':>8} {'s/1k tok':>8} {'peak RSS':>8}")
 for mode in ["full", "lora"]:
     for suffix, what in [("", "TRL precomputed reference"), ("-refmodel", "TRL default reference")]:
         t = results.get(f"trl-{mode}{suffix}")
@@ -161,7 +169,7 @@ for mode in ["full", "lora"]:
             continue
         v = results[f"verdict-{mode}"]
         print(f"{mode + ' vs ' + what:34} {v['seconds_per_step'] / t['seconds_per_step']:8.2f} "
-              f"{v['peak_rss_mb'] / t['peak_rss_mb']:8.2f}")
+              f"{v['seconds_per_1k_tokens'] / t['seconds_per_1k_tokens']:8.2f} {v['peak_rss_mb'] / t['peak_rss_mb']:8.2f}")
 print(json.dumps(results))
 PYEOF
 echo "(outputs kept in $OUT)"

@@ -233,6 +233,21 @@ pub fn run(
     cancel: &AtomicBool,
     events: &mut dyn FnMut(TrainEvent),
 ) -> anyhow::Result<TrainSummary> {
+    // Freed step buffers stay in the process for the next step (see train/heap.rs).
+    crate::train::heap::keep_for_reuse();
+    let result = run_keeping_memory(db, config, resume, overwrite, cancel, events);
+    crate::train::heap::release();
+    result
+}
+
+fn run_keeping_memory(
+    db: &Path,
+    config: &TrainConfig,
+    resume: Option<i64>,
+    overwrite: bool,
+    cancel: &AtomicBool,
+    events: &mut dyn FnMut(TrainEvent),
+) -> anyhow::Result<TrainSummary> {
     let mut store = Store::open(db, OpenMode::MustExist)?;
     let (config, resumed) = match resume {
         Some(id) => {
@@ -330,12 +345,13 @@ fn train(
     let _ = std::fs::remove_file(out.join(STOP_FILE));
 
     // Tokenizer and template come from the inference loader; the weights are loaded again
-    // as trainable f32 tensors.
+    // as trainable f32 tensors. Its own weights stay as stored (quantized: a fifth of f32) and
+    // are only kept while the run generates samples, which replace them by the run's own.
     let inference = model::Model::load(
         model_path,
         &LoadOptions {
             threads: config.threads,
-            dequantize: true,
+            dequantize: false,
             requantize: false,
             device: config.device.parse().map_err(|e| anyhow::anyhow!("--device: {e}"))?,
         },
@@ -361,6 +377,8 @@ fn train(
     };
     let train_ids = tokenize_all(&train_set)?;
     let test_ids = tokenize_all(&test_set)?;
+    let tokenizer = inference.tokenizer().clone();
+    let inference = (config.eval_every > 0 && config.sample_prompts > 0).then_some(inference);
     let truncation = Truncation { max_length: config.max_length, keep_end: false };
     let truncated =
         train_ids.iter().filter(|p| p.prompt.len() + p.chosen.len().max(p.rejected.len()) > config.max_length).count();
@@ -490,7 +508,19 @@ fn train(
     }
     let sample_every = if config.eval_every > 0 { config.eval_every } else { usize::MAX };
     let sample = |net: &crate::train::model::Model, step: usize, store: &Store| -> anyhow::Result<usize> {
-        write_samples(net, &inference, &sample_prompts, config.seed, config.sample_max_tokens, run_id, step, store)
+        match &inference {
+            Some(inference) => write_samples(
+                net,
+                inference,
+                &sample_prompts,
+                config.seed,
+                config.sample_max_tokens,
+                run_id,
+                step,
+                store,
+            ),
+            None => Ok(0),
+        }
     };
     if start_step == 0 && config.eval_every > 0 && !sample_prompts.is_empty() {
         let count = sample(&net, 0, store)?;
@@ -578,10 +608,13 @@ fn train(
             events(TrainEvent::Checkpoint { step: step_number, path });
         }
     }
+    // The optimizer's moments (twice the trainable weights) are not needed to write the model.
+    let steps_done = optimizer.step;
+    drop(optimizer);
     let mut output = None;
     if status == "finished" {
         let final_dir = out.join("model");
-        if let Err(e) = write_outputs(&net, lora_cfg.as_ref(), &inference, model_path, &final_dir) {
+        if let Err(e) = write_outputs(&net, lora_cfg.as_ref(), &tokenizer, &info, model_path, &final_dir) {
             // Half a model folder is no model: remove it (and free what it took).
             let _ = std::fs::remove_dir_all(&final_dir);
             bail!(
@@ -603,7 +636,7 @@ fn train(
         output = Some(final_dir);
     }
     store.set_run_status(run_id, status, None)?;
-    Ok(TrainSummary { run_id, status: status.into(), steps: optimizer.step, output })
+    Ok(TrainSummary { run_id, status: status.into(), steps: steps_done, output })
 }
 
 /// Generates one answer per sample prompt with the run's current weights (LoRA merged), the
@@ -636,7 +669,8 @@ fn write_samples(
 fn write_outputs(
     net: &crate::train::model::Model,
     lora_cfg: Option<&LoraConfig>,
-    inference: &model::Model,
+    tokenizer: &tokenizers::Tokenizer,
+    info: &model::ModelInfo,
     source: &Path,
     dir: &Path,
 ) -> anyhow::Result<()> {
@@ -651,11 +685,9 @@ fn write_outputs(
             "no GGUF export: the base model is an HF folder (convert with llama.cpp's convert_hf_to_gguf.py)"
         );
     }
-    inference
-        .tokenizer()
+    tokenizer
         .save(dir.join("tokenizer.json"), false)
         .map_err(|e| anyhow::anyhow!("cannot write tokenizer.json: {e}"))?;
-    let info = inference.info();
     let tokenizer_config = serde_json::json!({
         "chat_template": info.chat_template,
         "bos_token": info.special_tokens.bos,

@@ -1,209 +1,111 @@
-//! RMSNorm and rotary embedding as single graph nodes with hand-written backward passes (CPU,
-//! f32/f64). Written out from candle ops each is 7-9 nodes forward and about twice that
-//! backward; every node is a full pass plus a thread-pool barrier, which dominates on a busy
-//! 2-core machine. Other devices/dtypes use the composed versions in `model.rs`.
+//! RMSNorm as a single graph node with a hand-written backward pass (CPU, f32/f64). Written
+//! out from candle ops it is 7 nodes forward and about twice that backward; every node is a
+//! full pass plus a thread-pool barrier, which dominates on a busy 2-core machine. Other
+//! devices/dtypes use the composed version in `model.rs`. (Rotary embedding is fused into the
+//! CPU attention, `attention.rs`.)
 
-// The kernels are written once for f32 and f64 through `with3!`; `f64::from` is a no-op in
-// the f64 instance.
-#![allow(clippy::useless_conversion)]
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-
-fn slice<'a, T>(v: &'a [T], l: &Layout, what: &str) -> Result<&'a [T]> {
-    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{what} not contiguous")))?;
-    Ok(&v[a..b])
-}
-
-/// Runs `$body` with `$x`, `$y`, `$z` bound to f32 or f64 slices of three storages.
-macro_rules! with3 {
-    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $s3:expr, $l3:expr, |$x:ident, $y:ident, $z:ident| $body:expr) => {
-        match ($s1, $s2, $s3) {
-            (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
-                let ($x, $y, $z) = (slice(a, $l1, "a")?, slice(b, $l2, "b")?, slice(c, $l3, "c")?);
-                let out: Vec<f32> = $body;
-                CpuStorage::F32(out)
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
-                let ($x, $y, $z) = (slice(a, $l1, "a")?, slice(b, $l2, "b")?, slice(c, $l3, "c")?);
-                let out: Vec<f64> = $body;
-                CpuStorage::F64(out)
-            }
-            _ => candle_core::bail!("fused op: f32 or f64 inputs of one dtype only"),
-        }
-    };
-}
+use super::real::{Real, dot, vectorized, with_slice};
 
 // ---------- RMSNorm: y = x * w / sqrt(mean(x^2) + eps), rows of width h ----------
 
 struct RmsNorm(f64);
-struct RmsNormDx(f64);
-struct RmsNormDw(f64);
 
-fn inv_rms<T: Copy + Into<f64>>(row: &[T], eps: f64) -> f64 {
-    1.0 / (row.iter().map(|&v| v.into() * v.into()).sum::<f64>() / row.len() as f64 + eps).sqrt()
+/// `1 / sqrt(mean(row^2) + eps)`.
+#[inline(always)]
+fn inv_rms<T: Real>(row: &[T], eps: f64) -> T {
+    T::from_f64(1.0 / (dot(row, row).to_f64() / row.len() as f64 + eps).sqrt())
+}
+
+fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    vectorized(|| {
+        for (row, o) in x.chunks(w.len()).zip(out.chunks_mut(w.len())) {
+            let r = inv_rms(row, eps);
+            for ((o, &v), &wi) in o.iter_mut().zip(row).zip(w) {
+                *o = v * r * wi;
+            }
+        }
+    });
+    out
+}
+
+/// dx = r g w - x r^3 / h * sum(g w x) per row; dw = sum over rows of g x r (when `want_dw`).
+fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64, want_dw: bool) -> (Vec<T>, Vec<T>) {
+    let h = w.len();
+    let mut dx = vec![T::ZERO; x.len()];
+    let mut dw = vec![T::ZERO; if want_dw { h } else { 0 }];
+    let mut gw = vec![T::ZERO; h];
+    vectorized(|| {
+        for ((xr, gr), dxr) in x.chunks(h).zip(g.chunks(h)).zip(dx.chunks_mut(h)) {
+            let r = inv_rms(xr, eps);
+            for ((p, &gv), &wv) in gw.iter_mut().zip(gr).zip(w) {
+                *p = gv * wv;
+            }
+            let k = r * r * r * dot(&gw, xr) / T::from_f64(h as f64);
+            for ((d, &p), &xv) in dxr.iter_mut().zip(&gw).zip(xr) {
+                *d = r * p - xv * k;
+            }
+            if want_dw {
+                for ((a, &xv), &gv) in dw.iter_mut().zip(xr).zip(gr) {
+                    *a += gv * xv * r;
+                }
+            }
+        }
+    });
+    (dx, dw)
+}
+
+fn slice_of<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let (a, b) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("rms norm: not contiguous".into()))?;
+    T::slice(s).map(|v| &v[a..b]).ok_or_else(|| candle_core::Error::Msg("rms norm: mixed dtypes".into()))
 }
 
 impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
         "verdict-rms-norm"
     }
+
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let h = l2.shape().elem_count();
-        let out = with3!(s1, l1, s2, l2, s2, l2, |x, w, _w2| {
-            x.chunks(h)
-                .flat_map(|row| {
-                    let r = inv_rms(row, self.0);
-                    row.iter().zip(w).map(move |(&v, &wi)| (f64::from(v) * r * f64::from(wi)) as _)
-                })
-                .collect()
-        });
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(forward::<f32>(slice_of(s1, l1)?, slice_of(s2, l2)?, self.0)),
+            CpuStorage::F64(_) => CpuStorage::F64(forward::<f64>(slice_of(s1, l1)?, slice_of(s2, l2)?, self.0)),
+            _ => candle_core::bail!("rms norm: f32 or f64 only"),
+        };
         Ok((out, l1.shape().clone()))
     }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, _y: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        fn run<T: Real + candle_core::WithDType>(
+            x: &Tensor,
+            w: &Tensor,
+            g: &Tensor,
+            eps: f64,
+        ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+            let want_dw = w.track_op();
+            let (dx, dw) = with_slice::<T, _>(x, "x", |xs| {
+                with_slice::<T, _>(w, "w", |ws| with_slice::<T, _>(g, "grad", |gs| backward(xs, ws, gs, eps, want_dw)))
+            })???;
+            let dx = if x.track_op() { Some(Tensor::from_vec(dx, x.shape(), x.device())?) } else { None };
+            let dw = if want_dw { Some(Tensor::from_vec(dw, w.shape(), w.device())?) } else { None };
+            Ok((dx, dw))
+        }
         let g = g.contiguous()?;
-        let dx = if x.track_op() { Some(x.apply_op3_no_bwd(w, &g, &RmsNormDx(self.0))?) } else { None };
-        let dw = if w.track_op() { Some(x.apply_op3_no_bwd(w, &g, &RmsNormDw(self.0))?) } else { None };
-        Ok((dx, dw))
-    }
-}
-
-impl CustomOp3 for RmsNormDx {
-    fn name(&self) -> &'static str {
-        "verdict-rms-norm-dx"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let h = l2.shape().elem_count();
-        // dx = r * g*w - x * r^3 / h * sum(g*w*x)
-        let out = with3!(s1, l1, s2, l2, s3, l3, |x, w, g| {
-            x.chunks(h)
-                .zip(g.chunks(h))
-                .flat_map(|(xr, gr)| {
-                    let r = inv_rms(xr, self.0);
-                    let dot: f64 =
-                        xr.iter().zip(gr).zip(w).map(|((&a, &b), &c)| f64::from(a) * f64::from(b) * f64::from(c)).sum();
-                    let k = r * r * r * dot / h as f64;
-                    xr.iter()
-                        .zip(gr)
-                        .zip(w)
-                        .map(move |((&a, &b), &c)| (r * f64::from(b) * f64::from(c) - f64::from(a) * k) as _)
-                })
-                .collect()
-        });
-        Ok((out, l1.shape().clone()))
-    }
-}
-
-impl CustomOp3 for RmsNormDw {
-    fn name(&self) -> &'static str {
-        "verdict-rms-norm-dw"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let h = l2.shape().elem_count();
-        // dw_j = sum over rows of g_j * x_j * r
-        let out = with3!(s1, l1, s2, l2, s3, l3, |x, _w, g| {
-            let mut acc = vec![0f64; h];
-            for (xr, gr) in x.chunks(h).zip(g.chunks(h)) {
-                let r = inv_rms(xr, self.0);
-                for ((a, &xv), &gv) in acc.iter_mut().zip(xr).zip(gr) {
-                    *a += f64::from(xv) * f64::from(gv) * r;
-                }
-            }
-            acc.into_iter().map(|v| v as _).collect()
-        });
-        Ok((out, l2.shape().clone()))
+        match x.dtype() {
+            DType::F32 => run::<f32>(x, w, &g, self.0),
+            DType::F64 => run::<f64>(x, w, &g, self.0),
+            dt => candle_core::bail!("rms norm: f32 or f64 only, not {dt:?}"),
+        }
     }
 }
 
 /// `x [.., h] * w [h] / sqrt(mean(x^2) + eps)`, fused on CPU.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Option<Result<Tensor>> {
-    if !x.device().is_cpu() || !matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
+    if !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
         return None;
     }
     Some((|| x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm(eps)))())
-}
-
-// ---------- Rotary embedding (HF layout): pairs (i, i + d/2) ----------
-
-/// x `[B, H, T, d]`, cos/sin `[B, 1, T, d/2]`; `sign` -1 rotates backwards (the gradient).
-struct Rope {
-    sign: f64,
-}
-
-impl CustomOp3 for Rope {
-    fn name(&self) -> &'static str {
-        "verdict-rope"
-    }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (b, h, t, d) = l1.shape().dims4()?;
-        let half = d / 2;
-        let sign = self.sign;
-        let out = with3!(s1, l1, s2, l2, s3, l3, |x, cos, sin| {
-            let mut out = Vec::with_capacity(x.len());
-            for bi in 0..b {
-                for hi in 0..h {
-                    for ti in 0..t {
-                        let row = &x[((bi * h + hi) * t + ti) * d..][..d];
-                        let cs = &cos[(bi * t + ti) * half..][..half];
-                        let sn = &sin[(bi * t + ti) * half..][..half];
-                        for i in 0..half {
-                            let (x1, x2) = (f64::from(row[i]), f64::from(row[i + half]));
-                            out.push((x1 * f64::from(cs[i]) - sign * x2 * f64::from(sn[i])) as _);
-                        }
-                        for i in 0..half {
-                            let (x1, x2) = (f64::from(row[i]), f64::from(row[i + half]));
-                            out.push((x2 * f64::from(cs[i]) + sign * x1 * f64::from(sn[i])) as _);
-                        }
-                    }
-                }
-            }
-            out
-        });
-        Ok((out, l1.shape().clone()))
-    }
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        _y: &Tensor,
-        g: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        // The rotation is orthogonal: its transpose rotates by the opposite angle.
-        let dx = g.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { sign: -self.sign })?;
-        Ok((Some(dx), None, None))
-    }
-}
-
-/// Rotary embedding, fused on CPU; cos/sin are constants (no gradient).
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Option<Result<Tensor>> {
-    if !x.device().is_cpu() || !matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
-        return None;
-    }
-    Some((|| x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { sign: 1.0 }))())
 }
 
 #[cfg(test)]
@@ -216,7 +118,7 @@ mod tests {
     }
 
     #[test]
-    fn fused_rms_norm_and_rope_match_composed_ops_and_gradients() -> Result<()> {
+    fn fused_rms_norm_matches_composed_ops_and_gradients() -> Result<()> {
         let dev = Device::Cpu;
         let x = Var::randn(0f64, 1., (6, 8), &dev)?;
         let w = Var::randn(1f64, 0.2, 8, &dev)?;
@@ -229,20 +131,6 @@ mod tests {
         for v in [&x, &w] {
             assert!(max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap()) < 1e-10);
         }
-
-        let q = Var::randn(0f64, 1., (2, 3, 5, 8), &dev)?;
-        let cos = Tensor::randn(0f64, 1., (2, 1, 5, 4), &dev)?;
-        let sin = Tensor::randn(0f64, 1., (2, 1, 5, 4), &dev)?;
-        let c = Tensor::randn(0f64, 1., (2, 3, 5, 8), &dev)?;
-        let fused = rope(q.as_tensor(), &cos, &sin).unwrap()?;
-        let x1 = q.as_tensor().narrow(D::Minus1, 0, 4)?;
-        let x2 = q.as_tensor().narrow(D::Minus1, 4, 4)?;
-        let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
-        let b = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
-        let plain = Tensor::cat(&[a, b], D::Minus1)?;
-        assert!(max_diff(&fused, &plain) < 1e-12);
-        let (g1, g2) = ((&fused * &c)?.sum_all()?.backward()?, (&plain * &c)?.sum_all()?.backward()?);
-        assert!(max_diff(g1.get(q.as_tensor()).unwrap(), g2.get(q.as_tensor()).unwrap()) < 1e-10);
         Ok(())
     }
 }

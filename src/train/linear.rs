@@ -7,7 +7,12 @@
 //! does not depend on one.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, MetalStorage, Result, Shape, Tensor};
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CudaStorage, CustomOp2, DType, Layout, MetalStorage, Result, Shape, Tensor};
+
+use super::real::{Mat, with_slice};
+use super::weight_grads::WeightGrads;
 
 struct LinearOp;
 
@@ -45,6 +50,65 @@ impl CustomOp2 for LinearOp {
         let gw = if w.track_op() { Some(g.t()?.matmul(x)?) } else { None };
         Ok((gx, gw))
     }
+}
+
+/// `LinearOp` whose weight gradient goes into `WeightGrads` (CPU, f32/f64; see
+/// `weight_grads.rs`) instead of candle's `GradStore`.
+struct LinearInto {
+    grads: Arc<WeightGrads>,
+}
+
+impl CustomOp2 for LinearInto {
+    fn name(&self) -> &'static str {
+        "verdict-linear-into"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, lx: &Layout, w: &CpuStorage, lw: &Layout) -> Result<(CpuStorage, Shape)> {
+        fwd(x, lx, w, lw)
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gx = if x.track_op() { Some(g.matmul(w)?) } else { None };
+        if w.track_op() {
+            let (m, k) = x.dims2()?;
+            let n = w.dim(0)?;
+            let (g, x) = (g.contiguous()?, x.contiguous()?);
+            macro_rules! sink {
+                ($t:ty) => {
+                    with_slice::<$t, _>(&g, "grad", |gs| {
+                        with_slice::<$t, _>(&x, "input", |xs| {
+                            // dW [n, k] = g^T [n, m] x [m, k]
+                            // SAFETY: g is [m, n] and x is [m, k], both contiguous.
+                            unsafe {
+                                self.grads.add_product(
+                                    w,
+                                    (n, m, k),
+                                    Mat::rows(gs.as_ptr(), n).t(),
+                                    Mat::rows(xs.as_ptr(), k),
+                                )
+                            }
+                        })
+                    })???
+                };
+            }
+            match w.dtype() {
+                DType::F32 => sink!(f32),
+                DType::F64 => sink!(f64),
+                dt => candle_core::bail!("linear: weight gradients in place for f32/f64 only, not {dt:?}"),
+            }
+        }
+        Ok((gx, None))
+    }
+}
+
+/// `linear` whose weight gradient is written into `grads` (`weight_grads.rs`); CPU, f32/f64.
+pub fn linear_into(x: &Tensor, w: &Tensor, grads: &Arc<WeightGrads>) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let k = *dims.last().expect("linear input has a feature dimension");
+    let y = x.reshape(((), k))?.contiguous()?.apply_op2(w, LinearInto { grads: grads.clone() })?;
+    let mut out = dims;
+    *out.last_mut().expect("non-empty") = w.dim(0)?;
+    y.reshape(out)
 }
 
 /// `x [.., k] @ w[n, k]^T -> [.., n]`, flattening leading dims.

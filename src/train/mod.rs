@@ -4,12 +4,14 @@
 //! values the caller records, checkpoints go to a directory.
 
 pub mod adamw_kernel;
+pub mod attention;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod export_gguf;
 pub mod fused;
+pub mod heap;
 pub mod linear;
 pub mod logps;
 pub mod lora;
@@ -17,9 +19,12 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod precision;
+pub mod real;
 pub mod step;
+pub mod swiglu;
 pub mod target_logp;
 pub mod tokenize;
+pub mod weight_grads;
 pub mod weights;
 
 /// A candle error as one message: candle appends a backtrace (after a newline) to errors made

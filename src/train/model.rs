@@ -9,18 +9,23 @@
 //! Precision (`precision.rs`): trainable weights are kept in the master dtype and cast to the
 //! compute dtype where they are used (the cast is a graph node, so gradients reach the master
 //! copy in its own dtype); with a 16-bit compute dtype, attention softmax and RMSNorm statistics
-//! run in f32. On the CPU in f32 the fused kernels (`fused.rs`) replace the composed ops.
+//! run in f32. On the CPU in f32 (and f64) the fused kernels (`fused.rs`, `attention.rs`, `swiglu.rs`,
+//! `target_logp.rs`) replace the composed ops.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 
+use super::attention::Heads;
 use super::config::Config;
-use super::linear::linear;
+use super::linear::{linear, linear_into};
 use super::lora::Adapter;
 use super::precision::{Precision, is_half};
+use super::weight_grads::{WeightGrads, embedding};
 
 /// A projection `x W^T (+ b)`, optionally with a LoRA adapter beside it.
 #[derive(Debug)]
@@ -31,8 +36,13 @@ pub struct Proj {
 }
 
 impl Proj {
-    fn forward(&self, x: &Tensor, adapter_on: bool) -> Result<Tensor> {
-        let mut y = linear(x, &self.weight.to_dtype(x.dtype())?)?;
+    /// `grads`: where a trainable weight's gradient goes instead of candle's `GradStore`
+    /// (`weight_grads.rs`), when the model sinks them.
+    fn forward(&self, x: &Tensor, adapter_on: bool, grads: Option<&Arc<WeightGrads>>) -> Result<Tensor> {
+        let mut y = match grads.filter(|_| self.weight.is_variable()) {
+            Some(g) => linear_into(x, &self.weight, g)?,
+            None => linear(x, &self.weight.to_dtype(x.dtype())?)?,
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(x.dtype())?)?;
         }
@@ -132,8 +142,12 @@ pub struct Model {
     pub trainable: VarMap,
     adapter_on: AtomicBool,
     precision: Precision,
-    /// The fused CPU kernels (`fused.rs`, `target_logp.rs`) instead of composed candle ops.
+    /// The fused CPU kernels (RMSNorm, attention, SwiGLU, target log-probs) instead of composed
+    /// candle ops.
     fused: bool,
+    /// Trainable weights' gradients written in place while `sink_weight_grads` is held.
+    weight_grads: Arc<WeightGrads>,
+    sinking: AtomicBool,
 }
 
 /// Softmax over the last dim; the max is detached because its gradient cancels exactly, which
@@ -164,18 +178,26 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, fused: bool) -> Result<Tensor> {
     xs.broadcast_mul(&r)?.to_dtype(x.dtype())?.broadcast_mul(&w)
 }
 
-/// HF (non-interleaved) rotary embedding, fused on CPU (`fused.rs`): pairs (i, i + d/2). x is [B, H, T, d], cos/sin
-/// [B, 1, T, d/2].
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tensor> {
-    if fused && let Some(y) = super::fused::rope(x, cos, sin) {
-        return y;
-    }
+/// HF (non-interleaved) rotary embedding: pairs (i, i + d/2). x is [B, H, T, d], cos/sin
+/// [B, 1, T, d/2]. (The fused CPU attention applies it inside, `attention.rs`.)
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
     let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
     let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
     Tensor::cat(&[a, b], D::Minus1)
+}
+
+/// What every layer's attention shares: batch shape, rotary tables `[B, 1, T, head_dim/2]`,
+/// the mask `[B, 1, 1, T, T]` in the dtype scores are softmaxed in.
+struct AttentionInputs {
+    b: usize,
+    t: usize,
+    cos: Tensor,
+    sin: Tensor,
+    bias: Tensor,
+    att_dt: DType,
 }
 
 fn take(w: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
@@ -247,6 +269,8 @@ impl Model {
             adapter_on: AtomicBool::new(true),
             precision,
             fused: false,
+            weight_grads: Arc::default(),
+            sinking: AtomicBool::new(false),
         };
         model.set_fused_kernels(true);
         Ok(model)
@@ -280,6 +304,19 @@ impl Model {
     /// computing in f32 or f64.
     pub fn set_fused_kernels(&mut self, on: bool) {
         self.fused = on && self.device().is_cpu() && matches!(self.precision.compute, DType::F32 | DType::F64);
+    }
+
+    /// Until the guard drops, forward passes built on the fused CPU path write trainable weights'
+    /// gradients in place (`weight_grads.rs`) and the guard's `drain_into` moves them into the
+    /// `GradStore` of each backward; elsewhere, or without the guard, candle computes them.
+    pub fn sink_weight_grads(&self) -> WeightGradSink<'_> {
+        self.weight_grads.clear();
+        self.sinking.store(true, Ordering::SeqCst);
+        WeightGradSink { model: self }
+    }
+
+    fn grad_sink(&self) -> Option<&Arc<WeightGrads>> {
+        (self.fused && self.sinking.load(Ordering::SeqCst)).then_some(&self.weight_grads)
     }
 
     /// Switch LoRA adapters off (the reference model) or on (the policy). No-op without LoRA.
@@ -327,49 +364,106 @@ impl Model {
     pub fn hidden(&self, input: &Input) -> Result<Tensor> {
         let (b, t) = input.ids.dims2()?;
         let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim());
-        let rep = nh / nkv;
         let on = self.adapter_enabled();
         let fused = self.fused;
         let dt = self.dtype();
         // Attention scores are softmaxed in f32 when activations are 16-bit.
         let att_dt = if is_half(dt) { DType::F32 } else { dt };
         let (cos, sin) = self.rope_tables(input, b, t)?;
-        let bias = input.bias.to_dtype(att_dt)?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let mut x = self.embed.index_select(&input.ids.flatten_all()?, 0)?.to_dtype(dt)?; // [B*T, H]
+        let ctx = AttentionInputs { b, t, cos, sin, bias: input.bias.to_dtype(att_dt)?, att_dt };
+        let sink = self.grad_sink();
+        let ids = input.ids.flatten_all()?;
+        let mut x = match sink.filter(|_| self.embed.is_variable()) {
+            Some(g) => embedding(&self.embed, &ids, g)?,
+            None => self.embed.index_select(&ids, 0)?.to_dtype(dt)?,
+        }; // [B*T, H]
         for l in &self.layers {
             let h = rms_norm(&x, &l.input_norm, cfg.rms_norm_eps, fused)?;
-            let heads = |p: &Proj, n: usize| -> Result<Tensor> {
-                p.forward(&h, on)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
-            };
-            let q = rope(&heads(&l.q, nh)?, &cos, &sin, fused)?;
-            let k = rope(&heads(&l.k, nkv)?, &cos, &sin, fused)?;
-            let v = heads(&l.v, nkv)?;
-            // Grouped-query attention without repeating k/v: the `rep` query heads that share a
-            // kv head are stacked along the query axis.
-            let q = q.reshape((b, nkv, rep * t, hd))?;
-            let att = (q.matmul(&k.t()?)? * scale)?.reshape((b, nkv, rep, t, t))?;
-            let att = softmax_last(&att.to_dtype(att_dt)?.broadcast_add(&bias)?)?;
-            let att = att.to_dtype(dt)?.reshape((b, nkv, rep * t, t))?;
-            let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?;
-            let y = y.contiguous()?.reshape((b * t, nh * hd))?;
-            x = (x + l.o.forward(&y, on)?)?;
+            let (q, k, v) = (l.q.forward(&h, on, sink)?, l.k.forward(&h, on, sink)?, l.v.forward(&h, on, sink)?);
+            let y = if fused { self.fused_attention(&q, &k, &v, &ctx)? } else { self.attention(&q, &k, &v, &ctx)? };
+            x = (x + l.o.forward(&y, on, sink)?)?;
             let h = rms_norm(&x, &l.post_norm, cfg.rms_norm_eps, fused)?;
-            let ff = (l.gate.forward(&h, on)?.silu()? * l.up.forward(&h, on)?)?;
-            x = (x + l.down.forward(&ff, on)?)?;
+            let (gate, up) = (l.gate.forward(&h, on, sink)?, l.up.forward(&h, on, sink)?);
+            let ff = match super::swiglu::swiglu(&gate, &up).filter(|_| fused) {
+                Some(ff) => ff?,
+                None => (gate.silu()? * up)?,
+            };
+            x = (x + l.down.forward(&ff, on, sink)?)?;
         }
         rms_norm(&x, &self.norm, cfg.rms_norm_eps, fused)?.reshape((b, t, cfg.hidden_size))
     }
 
+    /// Attention from composed candle ops (every device): q, k, v `[B*T, heads * head_dim]` in,
+    /// the same layout out.
+    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttentionInputs) -> Result<Tensor> {
+        let AttentionInputs { b, t, .. } = *ctx;
+        let cfg = &self.cfg;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim());
+        let rep = nh / nkv;
+        let dt = self.dtype();
+        let heads =
+            |x: &Tensor, n: usize| -> Result<Tensor> { x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous() };
+        let q = rope(&heads(q, nh)?, &ctx.cos, &ctx.sin)?;
+        let k = rope(&heads(k, nkv)?, &ctx.cos, &ctx.sin)?;
+        let v = heads(v, nkv)?;
+        // Grouped-query attention without repeating k/v: the `rep` query heads that share a
+        // kv head are stacked along the query axis.
+        let q = q.reshape((b, nkv, rep * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let att = (q.matmul(&k.t()?)? * scale)?.reshape((b, nkv, rep, t, t))?;
+        let att = softmax_last(&att.to_dtype(ctx.att_dt)?.broadcast_add(&ctx.bias)?)?;
+        let att = att.to_dtype(dt)?.reshape((b, nkv, rep * t, t))?;
+        let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?;
+        y.contiguous()?.reshape((b * t, nh * hd))
+    }
+
+    /// The same as one fused CPU op (`attention.rs`).
+    fn fused_attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttentionInputs) -> Result<Tensor> {
+        let AttentionInputs { b, t, .. } = *ctx;
+        let cfg = &self.cfg;
+        let hd = cfg.head_dim();
+        let heads =
+            Heads { batch: b, seq: t, q_heads: cfg.num_attention_heads, kv_heads: cfg.n_kv_heads(), head_dim: hd };
+        let (cos, sin) = (ctx.cos.reshape((b * t, hd / 2))?, ctx.sin.reshape((b * t, hd / 2))?);
+        let bias = ctx.bias.reshape((b, t, t))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        match super::attention::attention(q, k, v, (&cos, &sin, &bias), heads, scale) {
+            Some(y) => y,
+            None => self.attention(q, k, v, ctx),
+        }
+    }
+
     /// Logits for hidden rows `[N, hidden] -> [N, vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        linear(hidden, &self.lm_head.as_ref().unwrap_or(&self.embed).to_dtype(hidden.dtype())?)
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        match self.grad_sink().filter(|_| w.is_variable()) {
+            Some(g) => linear_into(hidden, w, g),
+            None => linear(hidden, &w.to_dtype(hidden.dtype())?),
+        }
     }
 
     /// Logits at every position `[B, T, vocab]`.
     pub fn forward(&self, input: &Input) -> Result<Tensor> {
         self.logits(&self.hidden(input)?)
+    }
+}
+
+/// Held while training steps sink weight gradients (`Model::sink_weight_grads`).
+pub struct WeightGradSink<'a> {
+    model: &'a Model,
+}
+
+impl WeightGradSink<'_> {
+    /// Moves the gradients the last backward wrote in place into `grads`.
+    pub fn drain_into(&self, grads: &mut GradStore) -> Result<()> {
+        self.model.weight_grads.drain_into(grads, self.model.device())
+    }
+}
+
+impl Drop for WeightGradSink<'_> {
+    fn drop(&mut self) {
+        self.model.sinking.store(false, Ordering::SeqCst);
+        self.model.weight_grads.clear();
     }
 }
 

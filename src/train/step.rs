@@ -155,16 +155,20 @@ pub fn train_step(
     let start = Instant::now();
     let scale = 1.0 / micro.len() as f64;
     let mut total = Metrics::new();
+    // Weight gradients written in place by the fused CPU ops rather than summed by candle.
+    let sink = model.sink_weight_grads();
     for (pairs, refs) in micro {
         let (loss, m, _) = forward_loss(model, pairs, refs, cfg)?;
         if !m["loss"].is_finite() {
             opt.zero_grad();
             candle_core::bail!("loss is {} at step {}: stopping (lower the learning rate?)", m["loss"], opt.step + 1);
         }
-        let grads = (loss * scale)?.backward()?;
+        let mut grads = (loss * scale)?.backward()?;
+        sink.drain_into(&mut grads)?;
         opt.accumulate(&grads)?;
         add_into(&mut total, &m, scale);
     }
+    drop(sink);
     for k in ["num_tokens", "truncated"] {
         if let Some(v) = total.get_mut(k) {
             *v /= scale;

@@ -9,6 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 
 use super::model::log_softmax_last;
+use super::real::{Real, max, vectorized};
 
 struct TargetLogp;
 struct TargetLogpGrad;
@@ -27,10 +28,41 @@ fn targets<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
     }
 }
 
-/// Row log-sum-exp in f64.
-fn lse<T: Copy + Into<f64>>(row: &[T]) -> f64 {
-    let m = row.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x.into()));
-    m + row.iter().map(|&x| (x.into() - m).exp()).sum::<f64>().ln()
+/// Row log-sum-exp: max and exponentials in the row's type (f32's vectorizing exp), the sum in
+/// f64 lanes.
+#[inline(always)]
+fn lse<T: Real>(row: &[T]) -> f64 {
+    let m = max(row);
+    let mut acc = [0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let mut total: f64 = chunks.remainder().iter().map(|&x| (x - m).exp().to_f64()).sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += (c[l] - m).exp().to_f64();
+        }
+    }
+    total += acc.iter().sum::<f64>();
+    m.to_f64() + total.ln()
+}
+
+fn logps<T: Real>(x: &[T], v: usize, t: &[u32]) -> Vec<T> {
+    vectorized(|| x.chunks(v).zip(t).map(|(row, &ti)| T::from_f64(row[ti as usize].to_f64() - lse(row))).collect())
+}
+
+/// `g * (onehot(t) - softmax(row))` per row.
+fn logp_grad<T: Real>(x: &[T], v: usize, t: &[u32], g: &[T]) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    vectorized(|| {
+        for (((row, o), &ti), &gi) in x.chunks(v).zip(out.chunks_mut(v)).zip(t).zip(g) {
+            let l = T::from_f64(lse(row));
+            // d logp_t / d x_j = [j == t] - softmax_j
+            for (o, &xj) in o.iter_mut().zip(row) {
+                *o = -gi * (xj - l).exp();
+            }
+            o[ti as usize] += gi;
+        }
+    });
+    out
 }
 
 impl CustomOp2 for TargetLogp {
@@ -40,23 +72,18 @@ impl CustomOp2 for TargetLogp {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let t = targets(s2, l2)?;
-        macro_rules! run {
-            ($x:expr, $ty:ty, $variant:ident) => {{
-                let (x, n, v) = rows($x, l1)?;
-                let out: Vec<$ty> = (0..n)
-                    .map(|i| {
-                        let row = &x[i * v..(i + 1) * v];
-                        (f64::from(row[t[i] as usize]) - lse(row)) as $ty
-                    })
-                    .collect();
-                Ok((CpuStorage::$variant(out), Shape::from(n)))
-            }};
-        }
-        match s1 {
-            CpuStorage::F32(x) => run!(x, f32, F32),
-            CpuStorage::F64(x) => run!(x, f64, F64),
+        let out = match s1 {
+            CpuStorage::F32(x) => {
+                let (x, _, v) = rows(x, l1)?;
+                CpuStorage::F32(logps(x, v, t))
+            }
+            CpuStorage::F64(x) => {
+                let (x, _, v) = rows(x, l1)?;
+                CpuStorage::F64(logps(x, v, t))
+            }
             _ => candle_core::bail!("target-logp: f32 or f64 logits only"),
-        }
+        };
+        Ok((out, Shape::from(t.len())))
     }
 
     fn bwd(&self, logits: &Tensor, tg: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -81,27 +108,18 @@ impl CustomOp3 for TargetLogpGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let t = targets(s2, l2)?;
         let (a, _) = l3.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("grad not contiguous".into()))?;
-        macro_rules! run {
-            ($x:expr, $g:expr, $ty:ty, $variant:ident) => {{
-                let (x, n, v) = rows($x, l1)?;
-                let g = &$g[a..a + n];
-                let mut out: Vec<$ty> = Vec::with_capacity(n * v);
-                for i in 0..n {
-                    let row = &x[i * v..(i + 1) * v];
-                    let l = lse(row);
-                    let gi = f64::from(g[i]);
-                    // d logp_t / d x_j = [j == t] - softmax_j
-                    out.extend(row.iter().map(|&xj| (-gi * (f64::from(xj) - l).exp()) as $ty));
-                    out[i * v + t[i] as usize] += g[i];
-                }
-                Ok((CpuStorage::$variant(out), l1.shape().clone()))
-            }};
-        }
-        match (s1, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g)) => run!(x, g, f32, F32),
-            (CpuStorage::F64(x), CpuStorage::F64(g)) => run!(x, g, f64, F64),
+        let out = match (s1, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(g)) => {
+                let (x, n, v) = rows(x, l1)?;
+                CpuStorage::F32(logp_grad(x, v, t, &g[a..a + n]))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(g)) => {
+                let (x, n, v) = rows(x, l1)?;
+                CpuStorage::F64(logp_grad(x, v, t, &g[a..a + n]))
+            }
             _ => candle_core::bail!("target-logp grad: f32 or f64 only"),
-        }
+        };
+        Ok((out, l1.shape().clone()))
     }
 }
 

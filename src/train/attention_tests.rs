@@ -1,0 +1,93 @@
+use super::*;
+use crate::train::model::softmax_last;
+use candle_core::{D, DType, Device, Var};
+
+const HEADS: Heads = Heads { batch: 2, seq: 5, q_heads: 4, kv_heads: 2, head_dim: 6 };
+
+/// The same attention from candle ops, heads-first, each query head reading its kv head.
+fn composed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    bias: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let Heads { batch: b, seq: t, q_heads: nh, kv_heads: nkv, head_dim: hd } = HEADS;
+    let heads = |x: &Tensor, n: usize| x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
+    let (cos, sin) = (cos.reshape((b, 1, t, hd / 2))?, sin.reshape((b, 1, t, hd / 2))?);
+    let rope = |x: &Tensor| -> Result<Tensor> {
+        let (x1, x2) = (x.narrow(D::Minus1, 0, hd / 2)?, x.narrow(D::Minus1, hd / 2, hd / 2)?);
+        let a = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+        let c = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+        Tensor::cat(&[a, c], D::Minus1)
+    };
+    let (q, k, v) = (rope(&heads(q, nh)?)?, rope(&heads(k, nkv)?)?, heads(v, nkv)?);
+    let kv = |x: &Tensor| -> Result<Tensor> {
+        let per_head: Vec<Tensor> = (0..nh).map(|h| x.narrow(1, h / (nh / nkv), 1)).collect::<Result<_>>()?;
+        Tensor::cat(&per_head, 1)
+    };
+    let att = (q.matmul(&kv(&k)?.t()?)? * scale)?.broadcast_add(&bias.reshape((b, 1, t, t))?)?;
+    let y = softmax_last(&att)?.matmul(&kv(&v)?)?;
+    y.transpose(1, 2)?.contiguous()?.reshape((b * t, nh * hd))
+}
+
+/// A causal mask for row 0 and a packed-pair mask for row 1 (tokens 3.. see 0..2 and themselves).
+fn mask(dev: &Device) -> Result<Tensor> {
+    let t = HEADS.seq;
+    let mut m = vec![-1e9f64; 2 * t * t];
+    for i in 0..t {
+        for j in 0..=i {
+            m[i * t + j] = 0.0;
+            if i < 3 || j < 2 || j >= 3 {
+                m[t * t + i * t + j] = 0.0;
+            }
+        }
+    }
+    Tensor::from_vec(m, (2, t, t), dev)
+}
+
+#[test]
+fn fused_attention_matches_composed_ops_with_gradients() -> Result<()> {
+    let dev = Device::Cpu;
+    let Heads { batch: b, seq: t, q_heads: nh, kv_heads: nkv, head_dim: hd } = HEADS;
+    let q = Var::randn(0f64, 1., (b * t, nh * hd), &dev)?;
+    let k = Var::randn(0f64, 1., (b * t, nkv * hd), &dev)?;
+    let v = Var::randn(0f64, 1., (b * t, nkv * hd), &dev)?;
+    let angles = Tensor::randn(0f64, 2., (b * t, hd / 2), &dev)?;
+    let (cos, sin, bias) = (angles.cos()?, angles.sin()?, mask(&dev)?);
+    let scale = 1.0 / (hd as f64).sqrt();
+    let fused = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), (&cos, &sin, &bias), HEADS, scale).unwrap()?;
+    let plain = composed(q.as_tensor(), k.as_tensor(), v.as_tensor(), &cos, &sin, &bias, scale)?;
+    let diff = |a: &Tensor, b: &Tensor| -> Result<f64> { (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>() };
+    assert!(diff(&fused, &plain)? < 1e-12, "forward differs by {}", diff(&fused, &plain)?);
+    let c = Tensor::randn(0f64, 1., (b * t, nh * hd), &dev)?;
+    let g1 = (&fused * &c)?.sum_all()?.backward()?;
+    let g2 = (&plain * &c)?.sum_all()?.backward()?;
+    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+        let d = diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap())?;
+        assert!(d < 1e-10, "gradient of {name} differs by {d}");
+    }
+    // A second backward through the same graph recomputes the softmax it no longer holds.
+    let again = (&fused * &c)?.sum_all()?.backward()?;
+    assert!(diff(again.get(q.as_tensor()).unwrap(), g1.get(q.as_tensor()).unwrap())? < 1e-12);
+    Ok(())
+}
+
+#[test]
+fn f32_attention_stays_close_to_f64() -> Result<()> {
+    let dev = Device::Cpu;
+    let Heads { batch: b, seq: t, q_heads: nh, kv_heads: nkv, head_dim: hd } = HEADS;
+    let q = Tensor::randn(0f64, 2., (b * t, nh * hd), &dev)?;
+    let k = Tensor::randn(0f64, 2., (b * t, nkv * hd), &dev)?;
+    let v = Tensor::randn(0f64, 1., (b * t, nkv * hd), &dev)?;
+    let angles = Tensor::randn(0f64, 2., (b * t, hd / 2), &dev)?;
+    let (cos, sin, bias) = (angles.cos()?, angles.sin()?, mask(&dev)?);
+    let f64_out = attention(&q, &k, &v, (&cos, &sin, &bias), HEADS, 0.4).unwrap()?;
+    let f = |x: &Tensor| x.to_dtype(DType::F32);
+    let f32_out = attention(&f(&q)?, &f(&k)?, &f(&v)?, (&f(&cos)?, &f(&sin)?, &f(&bias)?), HEADS, 0.4).unwrap()?;
+    let d = (f32_out.to_dtype(DType::F64)? - f64_out)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+    assert!(d < 1e-5, "f32 attention differs from f64 by {d}");
+    Ok(())
+}
