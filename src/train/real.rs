@@ -226,30 +226,8 @@ pub unsafe fn matmul<T: Real>(
     rhs: Mat<T>,
     scale: T,
 ) {
-    // SAFETY: the caller's contract; gemm reads dst only when `accumulate`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.ptr,
-            lhs.cs,
-            lhs.rs,
-            rhs.ptr,
-            rhs.cs,
-            rhs.rs,
-            T::ONE,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
+    // SAFETY: the caller's contract.
+    unsafe { matmul_with((m, n, k), dst, dst_rs, accumulate, lhs, rhs, scale, gemm::Parallelism::None) }
 }
 
 /// `matmul` on candle's CPU thread count (for the large products: weight gradients).
@@ -268,6 +246,25 @@ pub unsafe fn matmul_threaded<T: Real>(
 ) {
     let threads = candle_core::utils::get_num_threads();
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the caller's contract.
+    unsafe { matmul_with((m, n, k), dst, dst_rs, accumulate, lhs, rhs, scale, parallelism) }
+}
+
+/// The one call into `gemm` behind `matmul` and `matmul_threaded`.
+///
+/// # Safety
+/// As `matmul`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_with<T: Real>(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat<T>,
+    rhs: Mat<T>,
+    scale: T,
+    parallelism: gemm::Parallelism,
+) {
     // SAFETY: the caller's contract; gemm reads dst only when `accumulate`.
     unsafe {
         gemm::gemm(
