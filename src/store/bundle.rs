@@ -159,3 +159,36 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
     tx.commit()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with_version(dir: &Path, version: i64) -> std::path::PathBuf {
+        let dir_db = dir.join(format!("source-{version}.db"));
+        let mut source = Store::open(&dir_db, OpenMode::CreateIfMissing).unwrap();
+        source.import_records(&crate::samples::records()).unwrap();
+        let mut text = Vec::new();
+        source.write_bundle(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let (header, rows) = text.split_once('\n').unwrap();
+        let header = header.replace(
+            &format!("\"schema_version\":{}", migrations::LATEST_VERSION),
+            &format!("\"schema_version\":{version}"),
+        );
+        let path = dir.join(format!("v{version}.bundle.jsonl"));
+        std::fs::write(&path, format!("{header}\n{rows}")).unwrap();
+        path
+    }
+
+    #[test]
+    fn bundles_from_version_3_on_load_and_older_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut target = Store::open(&dir.path().join("target.db"), OpenMode::CreateIfMissing).unwrap();
+        let summary = target.import_bundle(&bundle_with_version(dir.path(), 3)).unwrap();
+        assert!(summary.prompts > 0 && summary.judgments > 0, "{summary:?}");
+        assert_eq!(target.import_bundle(&bundle_with_version(dir.path(), 3)).unwrap().prompts, 0, "merged once");
+        let err = target.import_bundle(&bundle_with_version(dir.path(), 2)).unwrap_err();
+        assert!(err.to_string().contains("bundle has schema version 2"), "{err}");
+    }
+}

@@ -249,8 +249,8 @@ CREATE TABLE model_answers (
 ///
 /// The rebuilt tables also check `origin` and `outcome` with comparisons instead of
 /// `IN (...)` lists (SQLite builds a temporary B-tree for a list of three or more values on
-/// every row it checks), the index on `responses.parent_id` holds only rewrites, and the one
-/// on `prompts.language` also covers domain and split.
+/// every row it checks), the index on `responses.parent_id` holds only rewrites, and the
+/// indexes that `verdict stats` and export scan cover what they read.
 const MIGRATION_4: &str = r#"
 CREATE TABLE prompts_v4 (
     id           INTEGER PRIMARY KEY,
@@ -320,7 +320,8 @@ INSERT INTO judgments_v4 (id, uid, prompt_id, response_a, response_b, annotator_
     FROM judgments ORDER BY id;
 DROP TABLE judgments;
 ALTER TABLE judgments_v4 RENAME TO judgments;
-CREATE INDEX judgments_active ON judgments(annotator_id, response_a, response_b, id);
+-- Covers the active judgments (the newest row of each annotator and pair, last in its run).
+CREATE INDEX judgments_active ON judgments(annotator_id, response_a, response_b, id, prompt_id, outcome, reasons);
 CREATE INDEX judgments_prompt ON judgments(prompt_id);
 CREATE INDEX judgments_annotator_time ON judgments(annotator_id, created_at);
 

@@ -68,12 +68,11 @@ impl Store {
             usize::try_from(prompt_id).ok().and_then(|id| prompts.get(id).copied().flatten()).expect("foreign key")
         };
         {
-            // One row per prompt, counted from the index on prompt_id.
-            let mut statement = self.conn.prepare("SELECT prompt_id, count(*) FROM responses GROUP BY prompt_id")?;
+            // Read from the index on prompt_id (a GROUP BY in SQL is slower than counting here).
+            let mut statement = self.conn.prepare("SELECT prompt_id FROM responses")?;
             let mut rows = statement.query([])?;
             while let Some(r) = rows.next()? {
-                let count = usize::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
-                tables.add(keys_of(r.get(0)?), |row| row.responses += count);
+                tables.add(keys_of(r.get(0)?), |row| row.responses += 1);
             }
         }
         let names: HashMap<i64, String> = {
