@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::real::{Mat, Real, Shared, dot, for_each_unit, matmul, max, sum, vectorized, with_slice};
+use super::real::{Mat, Real, Shared, dot, for_each_unit, matmul, max, simd_fn, sum, with_slice};
 
 /// How the rows of q, k and v split into sequences and heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +44,18 @@ struct Attention {
     probs: Mutex<Option<CpuStorage>>,
 }
 
-/// `x` with HF (non-interleaved) rotary embedding applied to every head of every row; `sign`
-/// -1 rotates back (the transpose, i.e. the gradient).
-fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], head_dim: usize, sign: T) -> Vec<T> {
-    let half = head_dim / 2;
-    let width = x.len() / (cos.len() / half);
-    let mut out = vec![T::ZERO; x.len()];
-    vectorized(|| {
+/// Query rows per block: a block's scores only go up to its last row's position (the mask is
+/// causal, so later keys are hidden from every row in it), which skips most of the hidden half
+/// of the scores and of both products with them.
+const BLOCK: usize = 64;
+
+simd_fn! {
+    /// `x` with HF (non-interleaved) rotary embedding applied to every head of every row; `sign`
+    /// -1 rotates back (the transpose, i.e. the gradient).
+    fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], head_dim: usize, sign: T) -> Vec<T> {
+        let half = head_dim / 2;
+        let width = x.len() / (cos.len() / half);
+        let mut out = vec![T::ZERO; x.len()];
         for ((row, o), (c, s)) in x.chunks(width).zip(out.chunks_mut(width)).zip(cos.chunks(half).zip(sin.chunks(half)))
         {
             for (xh, oh) in row.chunks(head_dim).zip(o.chunks_mut(head_dim)) {
@@ -63,45 +68,67 @@ fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], head_dim: usize, sign: T) -> Vec
                 }
             }
         }
-    });
-    out
-}
-
-/// In place: `row + bias`, then softmax. (Separate passes, each of which vectorizes.)
-#[inline(always)]
-fn softmax_row<T: Real>(row: &mut [T], bias: &[T]) {
-    for (r, &b) in row.iter_mut().zip(bias) {
-        *r = *r + b;
-    }
-    let top = max(row);
-    for r in row.iter_mut() {
-        *r = (*r - top).exp();
-    }
-    let inv = T::ONE / sum(row);
-    for r in row.iter_mut() {
-        *r = *r * inv;
+        out
     }
 }
 
-/// In place: `dp <- scale * p * (dp - sum(dp * p))`, the softmax backward with the score scale.
-#[inline(always)]
-fn softmax_grad_row<T: Real>(dp: &mut [T], p: &[T], scale: T) {
-    let d = dot(dp, p);
-    for (x, &q) in dp.iter_mut().zip(p) {
-        *x = scale * q * (*x - d);
+simd_fn! {
+    /// In place on the first `width` entries of each row (`stride` apart): `+ mask`, then
+    /// softmax. Separate passes, each of which vectorizes.
+    fn softmax_rows<T: Real>(p: &mut [T], mask: &[T], stride: usize, width: usize) {
+        for (row, m) in p.chunks_mut(stride).zip(mask.chunks(stride)) {
+            let row = &mut row[..width];
+            for (r, &b) in row.iter_mut().zip(m) {
+                *r = *r + b;
+            }
+            let top = max(row);
+            for r in row.iter_mut() {
+                *r = (*r - top).exp();
+            }
+            let inv = T::ONE / sum(row);
+            for r in row.iter_mut() {
+                *r = *r * inv;
+            }
+        }
     }
+}
+
+simd_fn! {
+    /// In place on the first `width` entries of each row: `dp <- scale * p * (dp - sum(dp * p))`,
+    /// the softmax backward with the score scale.
+    fn softmax_grad_rows<T: Real>(dp: &mut [T], p: &[T], stride: usize, width: usize, scale: T) {
+        for (d, q) in dp.chunks_mut(stride).zip(p.chunks(stride)) {
+            let (d, q) = (&mut d[..width], &q[..width]);
+            let s = dot(d, q);
+            for (x, &y) in d.iter_mut().zip(q) {
+                *x = scale * y * (*x - s);
+            }
+        }
+    }
+}
+
+/// The row blocks of one sequence: `(first row, rows, keys it may see)`.
+fn blocks(seq: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..seq).step_by(BLOCK).map(move |i0| {
+        let i1 = (i0 + BLOCK).min(seq);
+        (i0, i1 - i0, i1)
+    })
 }
 
 impl Attention {
-    /// Forward on slices: returns the output `[B * T, q_heads * head_dim]` and the softmax.
+    fn roped<T: Real>(&self, q: &[T], k: &[T], sign: T) -> Result<(Vec<T>, Vec<T>)> {
+        let hd = self.heads.head_dim;
+        with_slice::<T, _>(&self.cos, "rope cos", |cos| {
+            with_slice::<T, _>(&self.sin, "rope sin", |sin| (rope(q, cos, sin, hd, sign), rope(k, cos, sin, hd, sign)))
+        })?
+    }
+
+    /// Forward on slices: returns the output `[B * T, q_heads * head_dim]` and the softmax
+    /// (zero where a block's keys stop).
     fn forward<T: Real>(&self, q: &[T], k: &[T], v: &[T]) -> Result<(Vec<T>, Vec<T>)> {
         let Heads { batch, seq, q_heads, kv_heads, head_dim: hd } = self.heads;
         let (qw, kw, rep) = (q_heads * hd, kv_heads * hd, self.heads.rep());
-        let (qr, kr) = with_slice::<T, _>(&self.cos, "rope cos", |cos| {
-            with_slice::<T, _>(&self.sin, "rope sin", |sin| {
-                (rope(q, cos, sin, hd, T::ONE), rope(k, cos, sin, hd, T::ONE))
-            })
-        })??;
+        let (qr, kr) = self.roped(q, k, T::ONE)?;
         let mut probs = vec![T::ZERO; batch * q_heads * seq * seq];
         let mut out = vec![T::ZERO; batch * seq * qw];
         let (p_all, o_all) = (Shared(probs.as_mut_ptr()), Shared(out.as_mut_ptr()));
@@ -110,20 +137,19 @@ impl Attention {
             for_each_unit(batch * q_heads, |unit| {
                 let (b, h) = (unit / q_heads, unit % q_heads);
                 let g = h / rep;
-                let qh = Mat::rows(qr[b * seq * qw + h * hd..].as_ptr(), qw);
                 let kg = Mat::rows(kr[b * seq * kw + g * hd..].as_ptr(), kw);
                 let vg = Mat::rows(v[b * seq * kw + g * hd..].as_ptr(), kw);
                 // SAFETY: unit (b, h) alone writes its softmax block and its head's output columns.
                 let p = unsafe { std::slice::from_raw_parts_mut(p_all.at(unit * seq * seq), seq * seq) };
-                unsafe { matmul((seq, seq, hd), p.as_mut_ptr(), seq, false, qh, kg.t(), scale) };
                 let mask = &bias[b * seq * seq..(b + 1) * seq * seq];
-                vectorized(|| {
-                    for (row, m) in p.chunks_mut(seq).zip(mask.chunks(seq)) {
-                        softmax_row(row, m);
-                    }
-                });
-                let o = unsafe { o_all.at(b * seq * qw + h * hd) };
-                unsafe { matmul((seq, hd, seq), o, qw, false, Mat::rows(p.as_ptr(), seq), vg, T::ONE) };
+                for (i0, rows, keys) in blocks(seq) {
+                    let qh = Mat::rows(qr[(b * seq + i0) * qw + h * hd..].as_ptr(), qw);
+                    let pb = &mut p[i0 * seq..(i0 + rows) * seq];
+                    unsafe { matmul((rows, keys, hd), pb.as_mut_ptr(), seq, false, qh, kg.t(), scale) };
+                    softmax_rows(pb, &mask[i0 * seq..(i0 + rows) * seq], seq, keys);
+                    let o = unsafe { o_all.at((b * seq + i0) * qw + h * hd) };
+                    unsafe { matmul((rows, hd, keys), o, qw, false, Mat::rows(pb.as_ptr(), seq), vg, T::ONE) };
+                }
             })
         })?;
         Ok((out, probs))
@@ -139,11 +165,7 @@ impl Attention {
             // A second backward through the same graph: recompute.
             None => self.forward(q, k, v)?.1,
         };
-        let (qr, kr) = with_slice::<T, _>(&self.cos, "rope cos", |cos| {
-            with_slice::<T, _>(&self.sin, "rope sin", |sin| {
-                (rope(q, cos, sin, hd, T::ONE), rope(k, cos, sin, hd, T::ONE))
-            })
-        })??;
+        let (qr, kr) = self.roped(q, k, T::ONE)?;
         let mut dqr = vec![T::ZERO; q.len()];
         // Per query head; the heads sharing a kv head are summed below.
         let mut dk_heads = vec![T::ZERO; batch * q_heads * seq * hd];
@@ -154,25 +176,27 @@ impl Attention {
         for_each_unit(batch * q_heads, |unit| {
             let (b, h) = (unit / q_heads, unit % q_heads);
             let g = h / rep;
-            let qh = Mat::rows(qr[b * seq * qw + h * hd..].as_ptr(), qw);
             let kg = Mat::rows(kr[b * seq * kw + g * hd..].as_ptr(), kw);
             let vg = Mat::rows(v[b * seq * kw + g * hd..].as_ptr(), kw);
-            let dyh = Mat::rows(dy[b * seq * qw + h * hd..].as_ptr(), qw);
             let p = &probs[unit * seq * seq..(unit + 1) * seq * seq];
-            let mut ds = vec![T::ZERO; seq * seq];
-            // SAFETY: unit (b, h) alone writes its head's dq columns and its dk/dv blocks.
-            unsafe {
-                matmul((seq, seq, hd), ds.as_mut_ptr(), seq, false, dyh, vg.t(), T::ONE);
-                vectorized(|| {
-                    for (d, pr) in ds.chunks_mut(seq).zip(p.chunks(seq)) {
-                        softmax_grad_row(d, pr, scale);
-                    }
-                });
-                let ds = Mat::rows(ds.as_ptr(), seq);
-                matmul((seq, hd, seq), dq_all.at(b * seq * qw + h * hd), qw, false, ds, kg, T::ONE);
-                matmul((seq, hd, seq), dk_all.at(unit * seq * hd), hd, false, ds.t(), qh, T::ONE);
-                let pm = Mat::rows(p.as_ptr(), seq);
-                matmul((seq, hd, seq), dv_all.at(unit * seq * hd), hd, false, pm.t(), dyh, T::ONE);
+            let mut ds = vec![T::ZERO; BLOCK.min(seq) * seq];
+            for (i0, rows, keys) in blocks(seq) {
+                let qh = Mat::rows(qr[(b * seq + i0) * qw + h * hd..].as_ptr(), qw);
+                let dyh = Mat::rows(dy[(b * seq + i0) * qw + h * hd..].as_ptr(), qw);
+                let pb = &p[i0 * seq..(i0 + rows) * seq];
+                let dsb = &mut ds[..rows * seq];
+                // SAFETY: unit (b, h) alone writes its head's dq columns and its dk/dv blocks, which
+                // start zeroed, so every block accumulates into them.
+                unsafe {
+                    matmul((rows, keys, hd), dsb.as_mut_ptr(), seq, false, dyh, vg.t(), T::ONE);
+                    softmax_grad_rows(dsb, pb, seq, keys, scale);
+                    let dsm = Mat::rows(dsb.as_ptr(), seq);
+                    let dq = dq_all.at((b * seq + i0) * qw + h * hd);
+                    matmul((rows, hd, keys), dq, qw, false, dsm, kg, T::ONE);
+                    matmul((keys, hd, rows), dk_all.at(unit * seq * hd), hd, true, dsm.t(), qh, T::ONE);
+                    let pm = Mat::rows(pb.as_ptr(), seq);
+                    matmul((keys, hd, rows), dv_all.at(unit * seq * hd), hd, true, pm.t(), dyh, T::ONE);
+                }
             }
         });
         drop(probs);
@@ -191,11 +215,7 @@ impl Attention {
                 }
             }
         }
-        let (dq, dk) = with_slice::<T, _>(&self.cos, "rope cos", |cos| {
-            with_slice::<T, _>(&self.sin, "rope sin", |sin| {
-                (rope(&dqr, cos, sin, hd, -T::ONE), rope(&dkr, cos, sin, hd, -T::ONE))
-            })
-        })??;
+        let (dq, dk) = self.roped(&dqr, &dkr, -T::ONE)?;
         Ok((dq, dk, dv))
     }
 }

@@ -3,18 +3,17 @@ use crate::train::model::softmax_last;
 use candle_core::{D, DType, Device, Var};
 
 const HEADS: Heads = Heads { batch: 2, seq: 5, q_heads: 4, kv_heads: 2, head_dim: 6 };
+/// Longer than one block of query rows.
+const LONG: Heads = Heads { batch: 2, seq: 150, q_heads: 2, kv_heads: 1, head_dim: 4 };
 
 /// The same attention from candle ops, heads-first, each query head reading its kv head.
 fn composed(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
-    bias: &Tensor,
+    shape: Heads,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    (cos, sin, bias): (&Tensor, &Tensor, &Tensor),
     scale: f64,
 ) -> Result<Tensor> {
-    let Heads { batch: b, seq: t, q_heads: nh, kv_heads: nkv, head_dim: hd } = HEADS;
+    let Heads { batch: b, seq: t, q_heads: nh, kv_heads: nkv, head_dim: hd } = shape;
     let heads = |x: &Tensor, n: usize| x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
     let (cos, sin) = (cos.reshape((b, 1, t, hd / 2))?, sin.reshape((b, 1, t, hd / 2))?);
     let rope = |x: &Tensor| -> Result<Tensor> {
@@ -33,14 +32,15 @@ fn composed(
     y.transpose(1, 2)?.contiguous()?.reshape((b * t, nh * hd))
 }
 
-/// A causal mask for row 0 and a packed-pair mask for row 1 (tokens 3.. see 0..2 and themselves).
-fn mask(dev: &Device) -> Result<Tensor> {
-    let t = HEADS.seq;
+/// A causal mask for row 0 and a packed-pair mask for row 1: a prompt of 2/5 of the row, then
+/// the chosen part, then the rejected part (from 3/5), which sees the prompt and itself.
+fn mask(t: usize, dev: &Device) -> Result<Tensor> {
+    let (shared, split) = (2 * t / 5, 3 * t / 5);
     let mut m = vec![-1e9f64; 2 * t * t];
     for i in 0..t {
         for j in 0..=i {
             m[i * t + j] = 0.0;
-            if i < 3 || j < 2 || j >= 3 {
+            if i < split || j < shared || j >= split {
                 m[t * t + i * t + j] = 0.0;
             }
         }
@@ -51,27 +51,31 @@ fn mask(dev: &Device) -> Result<Tensor> {
 #[test]
 fn fused_attention_matches_composed_ops_with_gradients() -> Result<()> {
     let dev = Device::Cpu;
-    let Heads { batch: b, seq: t, q_heads: nh, kv_heads: nkv, head_dim: hd } = HEADS;
-    let q = Var::randn(0f64, 1., (b * t, nh * hd), &dev)?;
-    let k = Var::randn(0f64, 1., (b * t, nkv * hd), &dev)?;
-    let v = Var::randn(0f64, 1., (b * t, nkv * hd), &dev)?;
-    let angles = Tensor::randn(0f64, 2., (b * t, hd / 2), &dev)?;
-    let (cos, sin, bias) = (angles.cos()?, angles.sin()?, mask(&dev)?);
-    let scale = 1.0 / (hd as f64).sqrt();
-    let fused = attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), (&cos, &sin, &bias), HEADS, scale).unwrap()?;
-    let plain = composed(q.as_tensor(), k.as_tensor(), v.as_tensor(), &cos, &sin, &bias, scale)?;
-    let diff = |a: &Tensor, b: &Tensor| -> Result<f64> { (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>() };
-    assert!(diff(&fused, &plain)? < 1e-12, "forward differs by {}", diff(&fused, &plain)?);
-    let c = Tensor::randn(0f64, 1., (b * t, nh * hd), &dev)?;
-    let g1 = (&fused * &c)?.sum_all()?.backward()?;
-    let g2 = (&plain * &c)?.sum_all()?.backward()?;
-    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-        let d = diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap())?;
-        assert!(d < 1e-10, "gradient of {name} differs by {d}");
+    for heads in [HEADS, LONG] {
+        let Heads { batch: b, seq: t, q_heads: nh, kv_heads: nkv, head_dim: hd } = heads;
+        let q = Var::randn(0f64, 1., (b * t, nh * hd), &dev)?;
+        let k = Var::randn(0f64, 1., (b * t, nkv * hd), &dev)?;
+        let v = Var::randn(0f64, 1., (b * t, nkv * hd), &dev)?;
+        let angles = Tensor::randn(0f64, 2., (b * t, hd / 2), &dev)?;
+        let (cos, sin, bias) = (angles.cos()?, angles.sin()?, mask(t, &dev)?);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let qkv = (q.as_tensor(), k.as_tensor(), v.as_tensor());
+        let fused = attention(qkv.0, qkv.1, qkv.2, (&cos, &sin, &bias), heads, scale).unwrap()?;
+        let plain = composed(heads, qkv, (&cos, &sin, &bias), scale)?;
+        let diff =
+            |a: &Tensor, b: &Tensor| -> Result<f64> { (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>() };
+        assert!(diff(&fused, &plain)? < 1e-12, "{heads:?}: forward differs by {}", diff(&fused, &plain)?);
+        let c = Tensor::randn(0f64, 1., (b * t, nh * hd), &dev)?;
+        let g1 = (&fused * &c)?.sum_all()?.backward()?;
+        let g2 = (&plain * &c)?.sum_all()?.backward()?;
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            let d = diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap())?;
+            assert!(d < 1e-10, "{heads:?}: gradient of {name} differs by {d}");
+        }
+        // A second backward through the same graph recomputes the softmax it no longer holds.
+        let again = (&fused * &c)?.sum_all()?.backward()?;
+        assert!(diff(again.get(q.as_tensor()).unwrap(), g1.get(q.as_tensor()).unwrap())? < 1e-12);
     }
-    // A second backward through the same graph recomputes the softmax it no longer holds.
-    let again = (&fused * &c)?.sum_all()?.backward()?;
-    assert!(diff(again.get(q.as_tensor()).unwrap(), g1.get(q.as_tensor()).unwrap())? < 1e-12);
     Ok(())
 }
 
@@ -83,7 +87,7 @@ fn f32_attention_stays_close_to_f64() -> Result<()> {
     let k = Tensor::randn(0f64, 2., (b * t, nkv * hd), &dev)?;
     let v = Tensor::randn(0f64, 1., (b * t, nkv * hd), &dev)?;
     let angles = Tensor::randn(0f64, 2., (b * t, hd / 2), &dev)?;
-    let (cos, sin, bias) = (angles.cos()?, angles.sin()?, mask(&dev)?);
+    let (cos, sin, bias) = (angles.cos()?, angles.sin()?, mask(t, &dev)?);
     let f64_out = attention(&q, &k, &v, (&cos, &sin, &bias), HEADS, 0.4).unwrap()?;
     let f = |x: &Tensor| x.to_dtype(DType::F32);
     let f32_out = attention(&f(&q)?, &f(&k)?, &f(&v)?, (&f(&cos)?, &f(&sin)?, &f(&bias)?), HEADS, 0.4).unwrap()?;

@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use super::real::{Real, dot, vectorized, with_slice};
+use super::real::{Real, dot, simd_fn, with_slice};
 
 // ---------- RMSNorm: y = x * w / sqrt(mean(x^2) + eps), rows of width h ----------
 
@@ -18,26 +18,26 @@ fn inv_rms<T: Real>(row: &[T], eps: f64) -> T {
     T::from_f64(1.0 / (dot(row, row).to_f64() / row.len() as f64 + eps).sqrt())
 }
 
-fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    vectorized(|| {
+simd_fn! {
+    fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+        let mut out = vec![T::ZERO; x.len()];
         for (row, o) in x.chunks(w.len()).zip(out.chunks_mut(w.len())) {
             let r = inv_rms(row, eps);
             for ((o, &v), &wi) in o.iter_mut().zip(row).zip(w) {
                 *o = v * r * wi;
             }
         }
-    });
-    out
+        out
+    }
 }
 
-/// dx = r g w - x r^3 / h * sum(g w x) per row; dw = sum over rows of g x r (when `want_dw`).
-fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64, want_dw: bool) -> (Vec<T>, Vec<T>) {
-    let h = w.len();
-    let mut dx = vec![T::ZERO; x.len()];
-    let mut dw = vec![T::ZERO; if want_dw { h } else { 0 }];
-    let mut gw = vec![T::ZERO; h];
-    vectorized(|| {
+simd_fn! {
+    /// dx = r g w - x r^3 / h * sum(g w x) per row; dw = sum over rows of g x r (when `want_dw`).
+    fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64, want_dw: bool) -> (Vec<T>, Vec<T>) {
+        let h = w.len();
+        let mut dx = vec![T::ZERO; x.len()];
+        let mut dw = vec![T::ZERO; if want_dw { h } else { 0 }];
+        let mut gw = vec![T::ZERO; h];
         for ((xr, gr), dxr) in x.chunks(h).zip(g.chunks(h)).zip(dx.chunks_mut(h)) {
             let r = inv_rms(xr, eps);
             for ((p, &gv), &wv) in gw.iter_mut().zip(gr).zip(w) {
@@ -53,8 +53,8 @@ fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64, want_dw: bool) -> (Vec
                 }
             }
         }
-    });
-    (dx, dw)
+        (dx, dw)
+    }
 }
 
 fn slice_of<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {

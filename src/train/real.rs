@@ -1,8 +1,8 @@
 //! What the fused CPU kernels (`attention.rs`, `swiglu.rs`) are written over: the two float
 //! types (`Real`), borrowing a tensor's CPU data as a slice, strided matrix products on raw
-//! data (the `gemm` crate candle's own CPU matmul uses), and running a loop body compiled for
-//! AVX2+FMA when the CPU has it (the crate is built for baseline x86-64, so without this the
-//! element-wise loops would use 4-wide SSE2).
+//! data (the `gemm` crate candle's own CPU matmul uses), and `simd_fn!`, which compiles a loop
+//! for AVX2+FMA as well and picks it when the CPU has them (the crate is built for baseline
+//! x86-64, so without it the element-wise loops would use 4-wide SSE2).
 
 use candle_core::{CpuStorage, Result, Storage, Tensor};
 
@@ -334,23 +334,57 @@ pub fn for_each_unit(units: usize, f: impl Fn(usize) + Sync) {
     });
 }
 
-/// Calls `body` compiled with AVX2 and FMA enabled when the CPU has them, so the loops the
-/// compiler inlines into it vectorize 8-wide; otherwise as built.
+/// Whether the CPU runs AVX2 and FMA (checked once, then cached by std).
 #[inline(always)]
-pub fn vectorized<R>(body: impl FnOnce() -> R) -> R {
+pub fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
-            body()
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the features were just detected.
-            return unsafe { avx2(body) };
-        }
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
     }
-    body()
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
+
+/// Defines a function whose body is compiled twice, once with AVX2 and FMA enabled (taken when
+/// the CPU has them, so its loops vectorize 8-wide) and once for the baseline target. The body
+/// is repeated rather than called: a call into separately compiled code would run without the
+/// features. Helpers it calls should be `#[inline(always)]`; closures inside it inherit the
+/// features. Generic functions take one type parameter `T: Real`.
+macro_rules! simd_fn {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident<T: Real>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name<T: $crate::train::real::Real>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2<T: $crate::train::real::Real>($($arg: $ty),*) $(-> $ret)? $body
+                if $crate::train::real::has_avx2() {
+                    // SAFETY: the CPU has the features `avx2` was compiled for.
+                    return unsafe { avx2::<T>($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? $body
+                if $crate::train::real::has_avx2() {
+                    // SAFETY: the CPU has the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+pub(crate) use simd_fn;
 
 #[cfg(test)]
 mod tests {

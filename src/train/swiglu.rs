@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::real::{Real, vectorized, with_slice};
+use super::real::{Real, simd_fn, with_slice};
 
 struct SwiGlu;
 
@@ -15,27 +15,27 @@ fn sigmoid<T: Real>(x: T) -> T {
     T::ONE / (T::ONE + (-x).exp())
 }
 
-fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
-    let mut out = vec![T::ZERO; gate.len()];
-    vectorized(|| {
+simd_fn! {
+    fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
+        let mut out = vec![T::ZERO; gate.len()];
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
             *o = g * sigmoid(g) * u;
         }
-    });
-    out
+        out
+    }
 }
 
-/// d/dgate = dy * up * s * (1 + gate * (1 - s)), d/dup = dy * gate * s, with s = sigmoid(gate).
-fn backward<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
-    let (mut dg, mut du) = (vec![T::ZERO; gate.len()], vec![T::ZERO; gate.len()]);
-    vectorized(|| {
+simd_fn! {
+    /// d/dgate = dy * up * s * (1 + gate * (1 - s)), d/dup = dy * gate * s, with s = sigmoid(gate).
+    fn backward<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+        let (mut dg, mut du) = (vec![T::ZERO; gate.len()], vec![T::ZERO; gate.len()]);
         for (((dg, du), (&g, &u)), &d) in dg.iter_mut().zip(du.iter_mut()).zip(gate.iter().zip(up)).zip(dy) {
             let s = sigmoid(g);
             *du = d * g * s;
             *dg = d * u * s * (T::ONE + g * (T::ONE - s));
         }
-    });
-    (dg, du)
+        (dg, du)
+    }
 }
 
 fn slice_of<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {

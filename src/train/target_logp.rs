@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 
 use super::model::log_softmax_last;
-use super::real::{Real, max, vectorized};
+use super::real::{Real, max, simd_fn};
 
 struct TargetLogp;
 struct TargetLogpGrad;
@@ -45,14 +45,20 @@ fn lse<T: Real>(row: &[T]) -> f64 {
     m.to_f64() + total.ln()
 }
 
-fn logps<T: Real>(x: &[T], v: usize, t: &[u32]) -> Vec<T> {
-    vectorized(|| x.chunks(v).zip(t).map(|(row, &ti)| T::from_f64(row[ti as usize].to_f64() - lse(row))).collect())
+simd_fn! {
+    fn logps<T: Real>(x: &[T], v: usize, t: &[u32]) -> Vec<T> {
+        let mut out = Vec::with_capacity(t.len());
+        for (row, &ti) in x.chunks(v).zip(t) {
+            out.push(T::from_f64(row[ti as usize].to_f64() - lse(row)));
+        }
+        out
+    }
 }
 
-/// `g * (onehot(t) - softmax(row))` per row.
-fn logp_grad<T: Real>(x: &[T], v: usize, t: &[u32], g: &[T]) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    vectorized(|| {
+simd_fn! {
+    /// `g * (onehot(t) - softmax(row))` per row.
+    fn logp_grad<T: Real>(x: &[T], v: usize, t: &[u32], g: &[T]) -> Vec<T> {
+        let mut out = vec![T::ZERO; x.len()];
         for (((row, o), &ti), &gi) in x.chunks(v).zip(out.chunks_mut(v)).zip(t).zip(g) {
             let l = T::from_f64(lse(row));
             // d logp_t / d x_j = [j == t] - softmax_j
@@ -61,8 +67,8 @@ fn logp_grad<T: Real>(x: &[T], v: usize, t: &[u32], g: &[T]) -> Vec<T> {
             }
             o[ti as usize] += gi;
         }
-    });
-    out
+        out
+    }
 }
 
 impl CustomOp2 for TargetLogp {
