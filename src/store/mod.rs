@@ -128,8 +128,8 @@ impl Store {
         }
         conn.pragma_update(None, "journal_mode", "WAL").map_err(not_a_db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // A bulk import rewrites its pages while they are in the cache: SQLite's default
-        // 2 MiB would write many of them to the WAL twice.
+        // A bulk import adds to several indexes at once; 64 MiB keeps their pages in memory
+        // (a larger cache gained nothing: docs/performance.md).
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -196,12 +196,12 @@ impl Store {
 /// Turns foreign-key enforcement off on a connection until dropped. Only for work that
 /// guarantees the references itself (a table rebuild that is checked afterwards, a bulk
 /// import that assigns every id it writes).
-pub(crate) struct ForeignKeysOff<'c> {
+struct ForeignKeysOff<'c> {
     conn: &'c Connection,
 }
 
 impl<'c> ForeignKeysOff<'c> {
-    pub(crate) fn new(conn: &'c Connection) -> Result<ForeignKeysOff<'c>> {
+    fn new(conn: &'c Connection) -> Result<ForeignKeysOff<'c>> {
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         Ok(ForeignKeysOff { conn })
     }
