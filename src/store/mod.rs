@@ -164,7 +164,13 @@ impl Store {
             // checked before the migration commits.
             let rebuilds = migrations::REBUILDS_TABLES.contains(&version);
             let _keys_off = if rebuilds { Some(ForeignKeysOff::new(&self.conn)?) } else { None };
-            let tx = self.conn.unchecked_transaction()?;
+            // Immediate, and the version read again inside: another process that opened the
+            // same old file may have upgraded it while this one waited for the lock.
+            let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)?;
+            let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if current >= version {
+                continue;
+            }
             tx.execute_batch(sql)?;
             if rebuilds {
                 let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
@@ -308,6 +314,21 @@ mod tests {
         // Keys stay unique: a second row with a taken uid is refused.
         let err = store.conn.execute("INSERT INTO prompt_uids (uid, id) VALUES (?1, 7)", [&prompt]).unwrap_err();
         assert!(err.to_string().contains("UNIQUE"), "{err}");
+    }
+
+    #[test]
+    fn a_file_upgraded_by_another_process_meanwhile_is_not_upgraded_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let mut first = Store::open(&path, OpenMode::CreateIfMissing).unwrap();
+        // As if this one had read the version before the other finished upgrading.
+        first.migrate(2).unwrap();
+        assert_eq!(first.schema_version().unwrap(), migrations::LATEST_VERSION);
+        let tables: i64 = first
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'prompt_uids'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1);
     }
 
     #[test]
