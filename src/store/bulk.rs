@@ -87,13 +87,14 @@ pub(super) fn import(tx: &Transaction<'_>, importer: i64, records: &[ImportRecor
     let identities = identify_all(records);
 
     // Content identities first: the same prompt, answer or verdict twice in a file is one row.
-    let mut prompts = Slots::new();
-    let mut responses = Slots::new();
-    let mut judgments = Slots::new();
+    let n = records.len();
+    let mut prompts = Slots::with_capacity(n);
+    let mut responses = Slots::with_capacity(2 * n);
+    let mut judgments = Slots::with_capacity(n);
     // By slot: the prompt with its canonical messages, and each answer with its prompt's slot.
-    let mut prompt_rows: Vec<(&NewPrompt, &str)> = Vec::new();
-    let mut response_rows: Vec<(usize, &str)> = Vec::new();
-    let mut pairs: Vec<PlannedPair<'_>> = Vec::new();
+    let mut prompt_rows: Vec<(&NewPrompt, &str)> = Vec::with_capacity(n);
+    let mut response_rows: Vec<(usize, &str)> = Vec::with_capacity(2 * n);
+    let mut pairs: Vec<PlannedPair<'_>> = Vec::with_capacity(n);
     // Per record: its prompt's slot (bare prompts) or its verdict's slot (pairs), and whether
     // it is the first such record.
     let mut record_slots: Vec<(usize, bool)> = Vec::with_capacity(records.len());

@@ -128,8 +128,8 @@ impl Store {
         }
         conn.pragma_update(None, "journal_mode", "WAL").map_err(not_a_db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // A bulk import rewrites its pages while they are in the cache: SQLite's default
-        // 2 MiB would write many of them to the WAL twice.
+        // A bulk import adds to several indexes at once; 64 MiB keeps their pages in memory
+        // (a larger cache gained nothing: docs/performance.md).
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -164,7 +164,13 @@ impl Store {
             // checked before the migration commits.
             let rebuilds = migrations::REBUILDS_TABLES.contains(&version);
             let _keys_off = if rebuilds { Some(ForeignKeysOff::new(&self.conn)?) } else { None };
-            let tx = self.conn.unchecked_transaction()?;
+            // Immediate, and the version read again inside: another process that opened the
+            // same old file may have upgraded it while this one waited for the lock.
+            let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)?;
+            let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if current >= version {
+                continue;
+            }
             tx.execute_batch(sql)?;
             if rebuilds {
                 let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
@@ -196,12 +202,12 @@ impl Store {
 /// Turns foreign-key enforcement off on a connection until dropped. Only for work that
 /// guarantees the references itself (a table rebuild that is checked afterwards, a bulk
 /// import that assigns every id it writes).
-pub(crate) struct ForeignKeysOff<'c> {
+struct ForeignKeysOff<'c> {
     conn: &'c Connection,
 }
 
 impl<'c> ForeignKeysOff<'c> {
-    pub(crate) fn new(conn: &'c Connection) -> Result<ForeignKeysOff<'c>> {
+    fn new(conn: &'c Connection) -> Result<ForeignKeysOff<'c>> {
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         Ok(ForeignKeysOff { conn })
     }
@@ -308,6 +314,21 @@ mod tests {
         // Keys stay unique: a second row with a taken uid is refused.
         let err = store.conn.execute("INSERT INTO prompt_uids (uid, id) VALUES (?1, 7)", [&prompt]).unwrap_err();
         assert!(err.to_string().contains("UNIQUE"), "{err}");
+    }
+
+    #[test]
+    fn a_file_upgraded_by_another_process_meanwhile_is_not_upgraded_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let mut first = Store::open(&path, OpenMode::CreateIfMissing).unwrap();
+        // As if this one had read the version before the other finished upgrading.
+        first.migrate(2).unwrap();
+        assert_eq!(first.schema_version().unwrap(), migrations::LATEST_VERSION);
+        let tables: i64 = first
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'prompt_uids'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1);
     }
 
     #[test]

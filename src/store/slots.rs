@@ -58,8 +58,15 @@ pub(super) struct Slots<'a> {
 }
 
 impl<'a> Slots<'a> {
-    pub(super) fn new() -> Slots<'a> {
-        Slots { uids: Vec::new(), ids: Vec::new(), new: Vec::new(), index: UidMap::default() }
+    /// Room for `rows` distinct uids without growing (a rehash of a large map costs as much
+    /// as filling it).
+    pub(super) fn with_capacity(rows: usize) -> Slots<'a> {
+        Slots {
+            uids: Vec::with_capacity(rows),
+            ids: Vec::new(),
+            new: Vec::new(),
+            index: UidMap::with_capacity_and_hasher(rows, Default::default()),
+        }
     }
 
     /// The slot of `uid`, and whether this is its first appearance.
@@ -158,7 +165,7 @@ mod tests {
     #[test]
     fn keys_come_out_in_the_order_sqlite_compares_them() {
         let uids: Vec<String> = (0..200).map(|n| crate::domain::sha256_hex(&[&n.to_string()])).collect();
-        let mut slots = Slots::new();
+        let mut slots = Slots::with_capacity(0);
         for uid in &uids {
             slots.slot(uid);
         }
