@@ -361,9 +361,19 @@ impl App {
                 };
             }
             Action::Refresh => {
-                self.items = queue::load(&self.store, self.annotator_id)?;
-                self.apply_filter();
-                self.message = format!("refreshed: {} prompts", self.items.len());
+                // Other annotators' work and imports from another process: at 100,000 prompts
+                // a re-read takes most of a second, so it runs on a thread like the first load
+                // and the rows on screen stay until it arrives.
+                if self.store.path() == std::path::Path::new(":memory:") {
+                    self.items = queue::load(&self.store, self.annotator_id)?;
+                    self.apply_filter();
+                    self.message = format!("refreshed: {} prompts", self.items.len());
+                } else {
+                    let mut load = super::loading::QueueLoad::start(self.store.path().to_path_buf(), self.annotator_id);
+                    load.refresh = true;
+                    self.loading = Some(load);
+                    self.message = "refreshing…".into();
+                }
             }
             Action::Focus => {
                 if let Some(c) = &mut self.compare {
@@ -660,7 +670,12 @@ impl App {
         };
         let (prompt_id, new) = self.store.add_prompt(&prompt)?;
         if new {
-            self.items = queue::load(&self.store, self.annotator_id)?;
+            // Read just the new prompt, at its place in queue order (the end, unless it was
+            // assigned), rather than the whole queue again.
+            let order = queue::prompt_order(&self.store, self.annotator_id)?;
+            let at = order.iter().position(|&id| id == prompt_id).unwrap_or(order.len()).min(self.items.len());
+            self.items.insert(at, queue::load_item(&self.store, self.annotator_id, prompt_id)?);
+            self.visible.clear();
             self.apply_filter();
         }
         if let Some(pos) = self.visible.iter().position(|&i| self.items[i].row.prompt_id == prompt_id) {

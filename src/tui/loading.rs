@@ -32,10 +32,12 @@ pub struct QueueLoad {
     pub touched: BTreeSet<i64>,
     /// Keys that need the whole queue, in the order they were pressed.
     pub waiting: VecDeque<KeyEvent>,
+    /// Whether this is a refresh (R): the rows on screen are whole, only older.
+    pub refresh: bool,
 }
 
 impl QueueLoad {
-    fn start(path: PathBuf, annotator_id: i64) -> QueueLoad {
+    pub(super) fn start(path: PathBuf, annotator_id: i64) -> QueueLoad {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let result = Store::open(&path, OpenMode::MustExist)
@@ -43,7 +45,7 @@ impl QueueLoad {
                 .map_err(|e| e.to_string());
             let _ = sender.send(result);
         });
-        QueueLoad { receiver, touched: BTreeSet::new(), waiting: VecDeque::new() }
+        QueueLoad { receiver, touched: BTreeSet::new(), waiting: VecDeque::new(), refresh: false }
     }
 
     /// The whole queue once the thread has sent it.
@@ -169,6 +171,9 @@ impl App {
             selected.and_then(|id| self.visible.iter().position(|&i| self.items[i].row.prompt_id == id))
         {
             self.selected = position;
+        }
+        if load.refresh {
+            self.message = format!("refreshed: {} prompts", self.items.len());
         }
         for key in load.waiting {
             // An external editor asked for by a key that waited opens once they have all run.

@@ -185,6 +185,9 @@ fn a_typed_prompt_is_added_with_its_language() {
     let item = app.selected_item().unwrap();
     assert_eq!(item.row.language, "de");
     assert!(app.message.contains("added"), "{}", app.message);
+    let whole = super::queue::load(&app.store, app.annotator_id).unwrap();
+    let facts: Vec<String> = whole.iter().map(|i| format!("{:?}", i)).collect();
+    assert_eq!(queue_facts(&app), facts, "the one prompt read in sits where a whole re-read puts it");
 }
 
 #[test]
@@ -263,6 +266,10 @@ fn two_annotators_on_one_file_see_each_other_after_refresh() {
     press(&mut jonas, "2");
     key(&mut amira, KeyCode::Esc);
     press(&mut amira, "R");
+    assert!(amira.loading.is_some(), "the re-read runs on a thread");
+    assert_eq!(amira.visible.len(), 105, "the rows stay on screen meanwhile");
+    wait_for_queue(&mut amira);
+    assert_eq!(amira.message, "refreshed: 105 prompts");
     let second = amira.items.iter().find(|i| i.row.external_id.as_deref() == Some("pair-bank-en-02")).unwrap();
     assert_eq!(second.all_judgments, 2, "import + jonas");
     assert_eq!(amira.store.active_judgments().unwrap().len(), 44);
