@@ -4,7 +4,7 @@
 //! the first screen's rows, drawing), the time until the whole queue has arrived from its
 //! background thread (what a filter pressed at once waits for), and key-to-frame latency
 //! (`App::handle_key` + a draw on a 160x48 TestBackend) over 2,000 keys; targets: first
-//! frame < 300 ms, p99 < 16 ms.
+//! frame < 300 ms, p99 < 16 ms. Then refresh (R) and adding a prompt, each timed key-to-frame.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,35 @@ fn main() {
         terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
         latencies.push(start.elapsed());
     }
+    // Refresh (R) and adding a prompt: the key-to-frame of each (the refresh's re-read runs
+    // on a thread; the new prompt is read alone), and when the refreshed queue is in.
+    let key = |app: &mut App, code: KeyCode| app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+    key(&mut app, KeyCode::Esc);
+    let (mut refresh_keys, mut refresh_whole, mut add_keys) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..5 {
+        let start = Instant::now();
+        key(&mut app, KeyCode::Char('R'));
+        terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
+        refresh_keys.push(start.elapsed());
+        while app.loading.is_some() {
+            app.poll_job();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        refresh_whole.push(start.elapsed());
+        key(&mut app, KeyCode::Char('a'));
+        for c in format!("Wie eröffne ich ein Konto, Variante {round}?").chars() {
+            key(&mut app, KeyCode::Char(c));
+        }
+        let start = Instant::now();
+        key(&mut app, KeyCode::Enter);
+        terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
+        add_keys.push(start.elapsed());
+    }
+    assert_eq!(app.items.len(), PROMPTS + 5);
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        ms(v[v.len() / 2])
+    };
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!("database: {PROMPTS} prompts, {} responses", PROMPTS * 3);
@@ -78,6 +107,9 @@ fn main() {
     println!("key-to-frame p50 {:>8.2} ms", ms(pct(0.5)));
     println!("key-to-frame p99 {:>8.2} ms  (target < 16 ms)", ms(pct(0.99)));
     println!("key-to-frame max {:>8.2} ms", ms(pct(1.0)));
+    println!("R, key-to-frame  {:>8.2} ms  (median of 5)", median(&mut refresh_keys));
+    println!("R, queue in      {:>8.1} ms  (median of 5)", median(&mut refresh_whole));
+    println!("add prompt, Enter{:>8.2} ms  (median of 5, key-to-frame)", median(&mut add_keys));
 }
 
 /// Each prompt gets three candidates: pairs (r1 > r2) and (r1 > r3).

@@ -670,11 +670,10 @@ impl App {
         };
         let (prompt_id, new) = self.store.add_prompt(&prompt)?;
         if new {
-            // Read just the new prompt, at its place in queue order (the end, unless it was
-            // assigned), rather than the whole queue again.
-            let order = queue::prompt_order(&self.store, self.annotator_id)?;
-            let at = order.iter().position(|&id| id == prompt_id).unwrap_or(order.len()).min(self.items.len());
-            self.items.insert(at, queue::load_item(&self.store, self.annotator_id, prompt_id)?);
+            // Read just the new prompt rather than the whole queue again. Its place in queue
+            // order is the end: nobody can have been assigned it yet, and unassigned prompts
+            // follow in id order, where a new row's id is the largest.
+            self.items.push(queue::load_item(&self.store, self.annotator_id, prompt_id)?);
             self.visible.clear();
             self.apply_filter();
         }
