@@ -44,7 +44,8 @@ pub struct ModelInfo {
     pub parameters: u64,
     /// Weight type of most matrix elements as stored (`Q4_1`, `F32`, `BF16`…).
     pub quantization: String,
-    /// Weight type as run, after any load-time requantization (`Q8_0` for a Q4_1 file on CPU).
+    /// Weight type as run, after any load-time requantization (`Q8_0` for a Q5_0/Q5_1 file on
+    /// CPU, and for Q4_1 where the CPU lacks AVX2).
     pub run_quantization: String,
     pub context_length: usize,
     pub vocab_size: usize,

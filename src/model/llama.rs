@@ -30,11 +30,22 @@ pub struct Config {
 pub struct Linear {
     pub weight: QMatMul,
     pub bias: Option<Tensor>,
+    /// The same Q8_0 weights laid out for verdict's own CPU kernel (`model::q8_cpu`), where
+    /// the CPU has AVX2; candle's path otherwise.
+    pub q8: Option<std::sync::Arc<super::q8_cpu::Q8Matrix>>,
 }
 
 impl Linear {
+    /// Dense or candle-quantized weights, without the CPU kernel.
+    pub fn new(weight: QMatMul, bias: Option<Tensor>) -> Linear {
+        Linear { weight, bias, q8: None }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = match &self.q8 {
+            Some(q8) => q8.matmul(x)?,
+            None => self.weight.forward(x)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -121,7 +132,7 @@ impl Transformer {
                 true => Some(get(&format!("{prefix}.bias"))?),
                 false => None,
             };
-            Ok(Linear { weight: QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias })
+            Ok(Linear::new(QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias))
         };
         let mut layers = Vec::with_capacity(self.cfg.n_layers);
         for i in 0..self.cfg.n_layers {
@@ -140,8 +151,8 @@ impl Transformer {
         }
         let embed = get("model.embed_tokens.weight")?;
         let lm_head = match tensors.contains_key("lm_head.weight") {
-            true => Linear { weight: QMatMul::Tensor(get("lm_head.weight")?), bias: None },
-            false => Linear { weight: QMatMul::Tensor(embed.clone()), bias: None },
+            true => Linear::new(QMatMul::Tensor(get("lm_head.weight")?), None),
+            false => Linear::new(QMatMul::Tensor(embed.clone()), None),
         };
         // HF layout pairs rotary dims (i, i + d/2); the rotation tables do not depend on it.
         let cfg = Config { rope_interleaved: false, ..self.cfg.clone() };

@@ -187,15 +187,19 @@ impl Weights<'_> {
         if self.dequant {
             self.run.push(("F32".into(), n));
             let weight = QMatMul::Tensor(t.dequantize(self.device)?);
-            return Ok(Linear { weight, bias: self.bias(prefix)? });
+            return Ok(Linear::new(weight, self.bias(prefix)?));
         }
-        let t = if self.requant && matches!(t.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1) {
+        // verdict's CPU kernel reads Q4_1 as stored (half the bytes of Q8_0, and the file's
+        // exact weights); candle's own Q4_1 kernel has no AVX2 version, hence the re-quantizing.
+        let native = t.dtype() == GgmlDType::Q4_1 && self.device.is_cpu() && super::q8_cpu::supported();
+        let t = if self.requant && !native && matches!(t.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1) {
             QTensor::quantize(&t.dequantize(self.device)?, GgmlDType::Q8_0)?
         } else {
             t
         };
         self.run.push((format!("{:?}", t.dtype()), n));
-        Ok(Linear { weight: QMatMul::from_arc(Arc::new(t))?, bias: self.bias(prefix)? })
+        let q8 = super::q8_cpu::Q8Matrix::from_qtensor(&t)?.map(Arc::new);
+        Ok(Linear { weight: QMatMul::from_arc(Arc::new(t))?, bias: self.bias(prefix)?, q8 })
     }
 
     fn bias(&mut self, prefix: &str) -> Result<Option<Tensor>> {

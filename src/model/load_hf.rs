@@ -51,7 +51,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     let linear = |prefix: &str, with_bias: bool| -> Result<Linear> {
         let bias_name = format!("{prefix}.bias");
         let bias = if with_bias || has(&bias_name) { Some(get(&bias_name)?) } else { None };
-        Ok(Linear { weight: QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias })
+        Ok(Linear::new(QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias))
     };
     let qkv_bias = arch == "qwen2" || cfg.attention_bias.unwrap_or(false);
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -71,9 +71,9 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     }
     let embed = get("model.embed_tokens.weight")?;
     let lm_head = if has("lm_head.weight") && !cfg.tie_word_embeddings.unwrap_or(false) {
-        Linear { weight: QMatMul::Tensor(get("lm_head.weight")?), bias: None }
+        Linear::new(QMatMul::Tensor(get("lm_head.weight")?), None)
     } else {
-        Linear { weight: QMatMul::Tensor(embed.clone()), bias: None }
+        Linear::new(QMatMul::Tensor(embed.clone()), None)
     };
     let norm = get("model.norm.weight")?;
     let head_dim = cfg.head_dim();

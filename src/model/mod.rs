@@ -17,6 +17,7 @@ mod load_hf;
 mod loaded;
 mod options;
 mod pyjson;
+pub mod q8_cpu;
 pub mod sampling;
 pub mod testing;
 mod testing_gguf;

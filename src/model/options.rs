@@ -136,8 +136,9 @@ pub struct LoadOptions {
     /// CPU threads for candle; `None` = `default_threads()`. Only the first load in a process
     /// can set it: candle sizes its thread pools once.
     pub threads: Option<usize>,
-    /// Re-quantize Q4_1/Q5_0/Q5_1 weights to Q8_0 on CPU (candle has SIMD kernels only for
-    /// Q8_0, Q4_0 and the K-quants; Q8_0 keeps SmolLM2's greedy text, Q4_0 changed it).
+    /// Re-quantize Q5_0/Q5_1 weights to Q8_0 on CPU (candle has SIMD kernels only for Q8_0,
+    /// Q4_0 and the K-quants; Q8_0 keeps SmolLM2's greedy text, Q4_0 changed it). Q4_1 runs as
+    /// stored on CPUs with AVX2 (`model::q8_cpu`), and is re-quantized elsewhere.
     pub requantize: bool,
     /// Dequantize every GGUF matrix to dense f32 (slow; for exact comparisons with reference
     /// implementations that dequantize, and for training). Takes precedence over `requantize`.
