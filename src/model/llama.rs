@@ -28,23 +28,29 @@ pub struct Config {
 /// A linear layer: quantized or dense weights, optional bias (Qwen2 has q/k/v biases).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    pub weight: QMatMul,
+    pub weight: Weight,
     pub bias: Option<Tensor>,
-    /// The same Q8_0 weights laid out for verdict's own CPU kernel (`model::q8_cpu`), where
-    /// the CPU has AVX2; candle's path otherwise.
-    pub q8: Option<std::sync::Arc<super::q8_cpu::Q8Matrix>>,
+}
+
+/// Who multiplies by the weights.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// candle: dense on any device, quantized on GPUs and where verdict's CPU kernel does not apply.
+    Candle(QMatMul),
+    /// verdict's AVX2 kernel for Q4_1 and Q8_0 on CPU (`model::q8_cpu`); holds the only copy.
+    Cpu(std::sync::Arc<super::q8_cpu::Q8Matrix>),
 }
 
 impl Linear {
-    /// Dense or candle-quantized weights, without the CPU kernel.
+    /// Weights multiplied by candle.
     pub fn new(weight: QMatMul, bias: Option<Tensor>) -> Linear {
-        Linear { weight, bias, q8: None }
+        Linear { weight: Weight::Candle(weight), bias }
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = match &self.q8 {
-            Some(q8) => q8.matmul(x)?,
-            None => self.weight.forward(x)?,
+        let y = match &self.weight {
+            Weight::Cpu(q) => q.matmul(x)?,
+            Weight::Candle(w) => w.forward(x)?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),

@@ -7,7 +7,7 @@ use super::error::{ModelError, Result};
 use super::gguf_meta::Meta;
 use super::gguf_tokenizer::tokenizer_from_gguf;
 use super::info::{ModelFormat, ModelInfo, SpecialTokens, dominant_type};
-use super::llama::{Config, Layer, Linear, Transformer, rope_inv_freq};
+use super::llama::{Config, Layer, Linear, Transformer, Weight, rope_inv_freq};
 use super::loaded::{Loaded, stop_ids_for};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
@@ -198,8 +198,11 @@ impl Weights<'_> {
             t
         };
         self.run.push((format!("{:?}", t.dtype()), n));
-        let q8 = super::q8_cpu::Q8Matrix::from_qtensor(&t)?.map(Arc::new);
-        Ok(Linear { weight: QMatMul::from_arc(Arc::new(t))?, bias: self.bias(prefix)?, q8 })
+        let weight = match super::q8_cpu::Q8Matrix::from_qtensor(&t)? {
+            Some(q) => Weight::Cpu(Arc::new(q)),
+            None => Weight::Candle(QMatMul::from_arc(Arc::new(t))?),
+        };
+        Ok(Linear { weight, bias: self.bias(prefix)? })
     }
 
     fn bias(&mut self, prefix: &str) -> Result<Option<Tensor>> {
