@@ -9,6 +9,7 @@ pub mod generate;
 mod gguf_meta;
 mod gguf_tokenizer;
 mod hf_files;
+pub mod hub_id;
 mod info;
 mod jinja_compat;
 pub mod llama;
