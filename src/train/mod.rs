@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod export_gguf;
+pub mod export_ollama;
 pub mod fused;
 pub mod heap;
 pub mod linear;
