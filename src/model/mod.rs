@@ -22,6 +22,7 @@ pub mod q8_cpu;
 pub mod sampling;
 pub mod testing;
 mod testing_gguf;
+pub mod testing_skip;
 
 #[cfg(test)]
 mod tests_errors;
