@@ -109,7 +109,7 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let summary = train::run(&cli.db, &config, args.resume, args.overwrite, &cancel, &mut |event| match event {
-        TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated } => {
+        TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated, weights } => {
             bar.println(format!(
                 "run {run_id}: {train_pairs} train pairs, {test_pairs} test pairs, {steps} steps{}",
                 if truncated > 0 {
@@ -118,6 +118,9 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
                     String::new()
                 }
             ));
+            if config.weight_by_agreement || weights.min != weights.max {
+                bar.println(format!("pair weights (mean 1 over the labeled pairs): {weights}"));
+            }
             bar.set_length(steps as u64);
         }
         TrainEvent::ReferenceDone { computed, cached } => {
