@@ -3,6 +3,7 @@
 //! candidate generation with one shared prefill. Knows nothing of the store or the UI.
 
 mod chat_template;
+pub mod denormals;
 mod error;
 pub mod fetch;
 pub mod generate;
