@@ -111,7 +111,7 @@ pub enum Command {
         format: ExportFormat,
         #[arg(long, value_enum, default_value = "all")]
         split: SplitFilter,
-        /// Write the whole database as a portable bundle (load it with `verdict import`).
+        /// Write the database (labels, team data, blind votes, run history) as a portable bundle (load it with `verdict import`).
         #[arg(long)]
         bundle: bool,
     },

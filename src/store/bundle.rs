@@ -4,16 +4,34 @@
 //! database file follow exactly the same identity rules.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::types::Value as SqlValue;
+use rusqlite::{Transaction, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use super::{MergeSummary, OpenMode, Store, StoreError, migrations};
+use super::{ImportSummary, MergeSummary, OpenMode, Result, Store, StoreError, migrations};
+use crate::domain::ImportRecord;
 
-/// The tables a bundle carries, parents before children.
-const TABLES: &[&str] =
-    &["annotators", "guidelines", "models", "prompts", "responses", "judgments", "adjudications", "gold"];
+/// The tables a bundle carries, parents before children, with the order their rows are
+/// written in (tables without a rowid by their primary key).
+const TABLES: &[(&str, &str)] = &[
+    ("annotators", "rowid"),
+    ("guidelines", "rowid"),
+    ("models", "rowid"),
+    ("prompts", "rowid"),
+    ("responses", "rowid"),
+    ("judgments", "rowid"),
+    ("adjudications", "rowid"),
+    ("gold", "rowid"),
+    ("assignments", "rowid"),
+    ("model_answers", "model_id, prompt_id, seed"),
+    ("eval_votes", "rowid"),
+    ("runs", "rowid"),
+    ("run_metrics", "run_id, name, step"),
+    ("run_samples", "run_id, prompt_id, step"),
+    ("evals", "rowid"),
+];
 
 /// The oldest schema version whose bundles have the rows of today's (version 4 changed
 /// only indexes and constraints), so its bundles still load.
@@ -30,6 +48,8 @@ pub enum BundleError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0} bundles in one import; at most {MAX_BUNDLES} load together: import the rest with a second command")]
+    TooMany(usize),
 }
 
 impl From<rusqlite::Error> for BundleError {
@@ -51,8 +71,8 @@ impl Store {
         let header = serde_json::json!({"kind": BUNDLE_KIND, "schema_version": migrations::LATEST_VERSION});
         writeln!(out, "{header}")?;
         let mut rows = 0;
-        for table in TABLES {
-            let mut statement = self.conn.prepare(&format!("SELECT * FROM {table} ORDER BY rowid"))?;
+        for (table, order) in TABLES {
+            let mut statement = self.conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))?;
             let names: Vec<String> = statement.column_names().iter().map(|s| s.to_string()).collect();
             let mut cursor = statement.query([])?;
             while let Some(row) = cursor.next()? {
@@ -79,30 +99,103 @@ impl Store {
 
     /// Reads a bundle into a temporary database, then merges that into this one.
     pub fn import_bundle(&mut self, path: &Path) -> std::result::Result<MergeSummary, BundleError> {
-        let temp = tempfile_path(path);
-        let result = (|| {
-            let mut staging = Store::open(&temp, OpenMode::CreateIfMissing)?;
-            fill_from_bundle(&mut staging, path)?;
-            drop(staging);
-            Ok(self.merge_from(&temp)?)
-        })();
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
+        let staged = Staged::read(&[path.to_path_buf()])?;
+        let (mut merged, _) = self.import_all(&staged, &[])?;
+        Ok(merged.pop().unwrap_or_default())
+    }
+
+    /// One `verdict import`: the staged bundles (each merged by content identity, as
+    /// `merge` does) and the records of import files, in ONE transaction: a failure
+    /// part-way, or a kill, leaves this database as it was. Returns each bundle's summary
+    /// and the records'.
+    pub fn import_all(
+        &mut self,
+        staged: &Staged,
+        records: &[ImportRecord],
+    ) -> std::result::Result<(Vec<MergeSummary>, ImportSummary), BundleError> {
+        for (i, temp) in staged.temps.iter().enumerate() {
+            self.conn.execute(&format!("ATTACH DATABASE ?1 AS bundle{i}"), [temp.to_string_lossy()])?;
         }
-        result
+        let written = self.write_all(staged.temps.len(), records);
+        for i in 0..staged.temps.len() {
+            self.conn.execute(&format!("DETACH DATABASE bundle{i}"), [])?;
+        }
+        Ok(written?)
+    }
+
+    /// The writing half of `import_all`, with the bundles attached as `bundle0`, `bundle1`...
+    fn write_all(&mut self, bundles: usize, records: &[ImportRecord]) -> Result<(Vec<MergeSummary>, ImportSummary)> {
+        // The bulk path writes multi-row INSERTs that immediate foreign keys would make
+        // abortable (and so journaled); it assigns every id it writes itself, and the merge
+        // steps take every id they write from a join.
+        let _keys_off = super::ForeignKeysOff::new(&self.conn)?;
+        // Immediate: the look-ups and the writes see the same database, even with another
+        // process writing to the file (it waits for the busy timeout instead).
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        let mut merged = Vec::with_capacity(bundles);
+        for i in 0..bundles {
+            merged.push(super::merge::merge_attached(&tx, &format!("bundle{i}"))?);
+        }
+        let summary = if records.is_empty() {
+            ImportSummary::default()
+        } else {
+            let importer = self.annotator_id(super::import::IMPORT_ANNOTATOR, "system")?;
+            super::bulk::import(&tx, importer, records)?
+        };
+        tx.commit()?;
+        Ok((merged, summary))
     }
 }
 
-fn tempfile_path(bundle: &Path) -> std::path::PathBuf {
+/// SQLite attaches at most 10 databases to a connection.
+const MAX_BUNDLES: usize = 10;
+
+/// Bundles read and checked, each into its own temporary database, before the database
+/// they go into is opened: a bad row anywhere stops the import before anything is written.
+/// The temporary files are removed on drop.
+pub struct Staged {
+    temps: Vec<PathBuf>,
+}
+
+impl Staged {
+    pub fn read(bundles: &[PathBuf]) -> std::result::Result<Staged, BundleError> {
+        if bundles.len() > MAX_BUNDLES {
+            return Err(BundleError::TooMany(bundles.len()));
+        }
+        let mut staged = Staged { temps: Vec::with_capacity(bundles.len()) };
+        for (i, bundle) in bundles.iter().enumerate() {
+            let temp = tempfile_path(bundle, i);
+            staged.temps.push(temp.clone());
+            let mut staging = Store::open(&temp, OpenMode::CreateIfMissing)?;
+            fill_from_bundle(&mut staging, bundle)?;
+        }
+        Ok(staged)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for temp in &self.temps {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", temp.display()));
+            }
+        }
+    }
+}
+
+fn tempfile_path(bundle: &Path, index: usize) -> PathBuf {
     let name = bundle.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    std::env::temp_dir().join(format!("verdict-bundle-{}-{name}.db", std::process::id()))
+    std::env::temp_dir().join(format!("verdict-bundle-{}-{index}-{name}.db", std::process::id()))
 }
 
 fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(), BundleError> {
     let shown = path.display().to_string();
     let bad = |line: usize, message: String| BundleError::Line { path: shown.clone(), line, message };
     let reader = std::io::BufReader::new(std::fs::File::open(path)?);
-    let tx = staging.conn.transaction()?;
+    // A vote names the later vote that superseded it, so rows may point forward: the
+    // references are checked once every row is in.
+    let _keys_off = super::ForeignKeysOff::new(&staging.conn)?;
+    let tx = staging.conn.unchecked_transaction()?;
     for (index, line) in reader.lines().enumerate() {
         let number = index + 1;
         let line = line.map_err(|e| bad(number, format!("cannot read: {e}")))?;
@@ -128,7 +221,7 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
             continue;
         }
         let table = value.get("table").and_then(Value::as_str).unwrap_or("");
-        if !TABLES.contains(&table) {
+        if !TABLES.iter().any(|(known, _)| *known == table) {
             return Err(bad(number, format!("unknown table \"{table}\"")));
         }
         let Some(Value::Object(row)) = value.get("row") else {
@@ -155,6 +248,21 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
             })
             .collect();
         tx.execute(&sql, rusqlite::params_from_iter(values)).map_err(|e| bad(number, format!("{table}: {e}")))?;
+    }
+    let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+    if broken > 0 {
+        let (table, rowid): (String, i64) =
+            tx.query_row("SELECT \"table\", rowid FROM pragma_foreign_key_check LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+            })?;
+        return Err(BundleError::Line {
+            path: shown.clone(),
+            line: 0,
+            message: format!(
+                "{broken} rows point at rows that are not in the bundle (the first: table {table}, id {rowid}); \
+                 export the bundle again"
+            ),
+        });
     }
     super::uids::fill_from_rows(&tx)?;
     tx.commit()?;
@@ -214,6 +322,9 @@ fn check_row(tx: &rusqlite::Transaction<'_>, table: &str, row: &Map<String, Valu
             json("params", "a JSON object", &object)?;
         }
         "judgments" => json("reasons", "a list of strings", &strings)?,
+        "runs" => json("config", "a JSON object", &object)?,
+        "run_samples" => json("params", "a JSON object", &object)?,
+        "evals" => json("by_language", "a JSON object", &object)?,
         "annotators" => json("languages", "a list of strings", &strings)?,
         "guidelines" => {
             if let Some(raw) = text("reasons")? {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use evals::{EvalRow, EvalVoteRow, NewEvalVote, RunSample};
-pub use import::ImportSummary;
+pub use import::{GoldItem, ImportSummary};
 pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Undo, Verdict};
 pub use merge::MergeSummary;
 pub use models::{GenerationTarget, ModelRow, TargetFilter};

@@ -125,13 +125,6 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Marks the pair (chosen, rejected) as gold with the chosen answer winning.
-    pub fn add_gold(&self, chosen: i64, rejected: i64, note: Option<&str>, source: &str) -> Result<bool> {
-        let (a, b) = (chosen.min(rejected), chosen.max(rejected));
-        let outcome = if chosen == a { Outcome::A } else { Outcome::B };
-        self.add_gold_outcome(a, b, outcome, note, source)
-    }
-
     /// Marks the pair (a, b), a < b, as gold with any verdict (an adjudicator's call).
     pub fn add_gold_outcome(&self, a: i64, b: i64, outcome: Outcome, note: Option<&str>, source: &str) -> Result<bool> {
         Ok(self.conn.execute(
