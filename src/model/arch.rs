@@ -673,10 +673,10 @@ fn hf_rope(r: &Reader, family: Family, max_pos: usize) -> Result<Rope, ArchError
 /// Keys that change the math of the families verdict runs and that it does not implement.
 fn check_runs(r: &Reader, family: Family, rope: &Rope, head_dim: usize) -> Result<(), ArchError> {
     for key in ["hidden_act", "hidden_activation"] {
-        if let Some(act) = r.get(key) {
-            if act.as_str() != Some("silu") {
-                return Err((r.err)(key, format!("is {act}; verdict runs {} with silu only", family.name())));
-            }
+        if let Some(act) = r.get(key)
+            && act.as_str() != Some("silu")
+        {
+            return Err((r.err)(key, format!("is {act}; verdict runs {} with silu only", family.name())));
         }
     }
     if r.bool_opt("mlp_bias")? == Some(true) {
@@ -692,17 +692,13 @@ fn check_runs(r: &Reader, family: Family, rope: &Rope, head_dim: usize) -> Resul
             ),
         ));
     }
-    if let RopeKind::LongRope { short_factor, .. } = &rope.kind {
-        if short_factor.len() != rope.rotary_dim(head_dim) / 2 {
-            return Err((r.err)(
-                "rope_scaling.short_factor",
-                format!(
-                    "has {} values, not {} (half the rotary size)",
-                    short_factor.len(),
-                    rope.rotary_dim(head_dim) / 2
-                ),
-            ));
-        }
+    if let RopeKind::LongRope { short_factor, .. } = &rope.kind
+        && short_factor.len() != rope.rotary_dim(head_dim) / 2
+    {
+        return Err((r.err)(
+            "rope_scaling.short_factor",
+            format!("has {} values, not {} (half the rotary size)", short_factor.len(), rope.rotary_dim(head_dim) / 2),
+        ));
     }
     for key in ["attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"] {
         if r.get(key).is_some() {

@@ -17,6 +17,7 @@ mod load_gguf;
 mod load_hf;
 mod loaded;
 mod options;
+pub mod overview;
 mod pyjson;
 pub mod q8_cpu;
 pub mod sampling;
@@ -27,6 +28,8 @@ mod testing_gguf;
 mod tests_arch;
 #[cfg(test)]
 mod tests_errors;
+#[cfg(test)]
+mod tests_families;
 #[cfg(test)]
 mod tests_reference;
 #[cfg(test)]
