@@ -11,7 +11,10 @@
 # (another GGUF; default: the default model, fetched when missing), VERDICT_TRL_VENV (default
 # benches/peers/.venv-trl, set up by benches/peers/setup_trl.sh when missing: a large download),
 # VERDICT_BENCH_TRL_ALSO_NO_PRECOMPUTE=0 to skip the two TRL runs with its default per-step
-# reference forward.
+# reference forward, VERDICT_BENCH_NO_FLUSH_DENORMALS=1 to run verdict with --no-flush-denormals
+# (IEEE subnormals, as torch computes by default), VERDICT_SIMD=avx2|baseline to cap verdict's own
+# kernels (not gemm's). The header says what the numbers depend on: CPU model, vector extensions,
+# thread count, and whether each tool flushes denormals.
 #
 # What is timed: verdict's per-step time is num_tokens / tokens_per_second of each step in
 # run_metrics, i.e. train::step::train_step: batch packing, forward, backward, clipping, AdamW.
@@ -88,13 +91,25 @@ ps -eo pid,pcpu,etime,comm --sort=-pcpu | sed -n '2,6p' | sed 's/^/     /'
 echo "   $("$VERDICT" --version 2>/dev/null || echo verdict) | $("$PY" -c 'import trl, transformers, torch; print(f"trl {trl.__version__}, transformers {transformers.__version__}, torch {torch.__version__}")')"
 echo "   $STEPS steps, batch $BATCH pair(s), max length $MAX_LENGTH, $THREADS thread(s), model $MODEL"
 echo "   $(grep -c . "$OUT/pairs.jsonl") train pairs; verdict binary $VERDICT"
+CPU_MODEL="$( (grep -m1 'model name' /proc/cpuinfo 2>/dev/null || sysctl machdep.cpu.brand_string 2>/dev/null) | cut -d: -f2- | sed 's/^ *//')"
+VECTOR_EXT="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' \
+    | grep -E '^(avx|avx2|fma|f16c|avx512[a-z0-9_]*|amx[a-z0-9_]*|avx_vnni)$' | tr '\n' ' ')"
+NO_FLUSH=()
+if [ "${VERDICT_BENCH_NO_FLUSH_DENORMALS:-0}" != 0 ]; then NO_FLUSH=(--no-flush-denormals); fi
+echo "   CPU: ${CPU_MODEL:-unknown}, $(nproc) cores visible, $THREADS thread(s) per tool"
+echo "   vector extensions: ${VECTOR_EXT:-none listed}"
+echo "   denormals: verdict $([ ${#NO_FLUSH[@]} -gt 0 ] && echo 'kept (--no-flush-denormals)' || echo 'flushed (FTZ|DAZ, its default)');" \
+    "torch $("$PY" -c 'import torch; print("flushed" if torch.get_flush_denormal() else "kept (its default)",
+        "| torch CPU kernels:", torch.backends.cpu.get_cpu_capability())')"
+echo "   VERDICT_SIMD=${VERDICT_SIMD:-unset}"
 
 common=(--max-steps "$STEPS" --batch-size "$BATCH" --max-length "$MAX_LENGTH" --threads "$THREADS"
     --beta "$BETA" --learning-rate "$LR")
 echo "== verdict full"
-measure verdict-full "$VERDICT" --db "$DB" train --model "$MODEL" --out "$OUT/run-full" "${common[@]}"
+measure verdict-full "$VERDICT" ${NO_FLUSH[@]+"${NO_FLUSH[@]}"} --db "$DB" train --model "$MODEL" --out "$OUT/run-full" "${common[@]}"
+echo "   verdict says: $(grep -m1 '^device:' "$OUT/verdict-full.err" || echo '(no device line)')"
 echo "== verdict lora"
-measure verdict-lora "$VERDICT" --db "$DB" train --model "$MODEL" --out "$OUT/run-lora" "${common[@]}" \
+measure verdict-lora "$VERDICT" ${NO_FLUSH[@]+"${NO_FLUSH[@]}"} --db "$DB" train --model "$MODEL" --out "$OUT/run-lora" "${common[@]}" \
     --lora-rank 16 --lora-targets q,k,v,o
 
 trl_common=(benches/peers/trl_dpo.py --model "$MODEL" --hf-dir "$HF_DIR" --pairs "$OUT/pairs.jsonl" --steps "$STEPS"

@@ -107,8 +107,7 @@ fn model_info_and_bad_model_paths() {
 
 #[test]
 fn the_real_default_model_generates_two_candidates() {
-    if std::env::var("VERDICT_SKIP_MODEL").is_ok_and(|v| v == "1") {
-        eprintln!("note: skipped (VERDICT_SKIP_MODEL=1)");
+    if verdict::model::testing::skip_real_model_test("the_real_default_model_generates_two_candidates") {
         return;
     }
     let (_dir, db, _) = setup();

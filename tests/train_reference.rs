@@ -1,7 +1,7 @@
 //! `verdict logps` on the real default model against Hugging Face transformers: the summed
 //! log-probs of the fixture pairs (TRL's tokenization, computed independently in Python by
 //! scripts/make_logps_fixture.py) agree within 1e-3 relative, untruncated and cut to 128 tokens.
-//! The model is fetched when missing; VERDICT_SKIP_MODEL=1 skips with a note.
+//! The model is fetched when missing; VERDICT_SKIP_MODEL=1 skips, printing `SKIPPED <test>: <why>`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -27,8 +27,9 @@ fn json_lines(text: &str) -> Vec<Value> {
 
 /// The default model (fetched into the cache when missing), or None when the run skips it.
 fn default_model(db: &Path) -> Option<PathBuf> {
-    if std::env::var("VERDICT_SKIP_MODEL").is_ok_and(|v| v == "1") {
-        eprintln!("note: skipped (VERDICT_SKIP_MODEL=1)");
+    if verdict::model::testing::skip_real_model_test(
+        "logps_of_the_default_model_equal_transformers_on_the_fixture_pairs",
+    ) {
         return None;
     }
     Some(PathBuf::from(ok(db, &["model", "fetch"]).trim()))

@@ -75,7 +75,23 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let config = config_from_args(args)?;
     // Say where it runs: `auto` takes the GPU when the binary has CUDA and one answers.
     let device: crate::model::DeviceChoice = config.device.parse().map_err(anyhow::Error::msg)?;
-    eprintln!("device: {}", crate::model::device_label(&device.device()?));
+    let device = device.device()?;
+    if device.is_cpu() {
+        // What the speed depends on, for bug reports and benchmarks (benches/compare_train.sh).
+        let threads = config.threads.filter(|n| *n > 0).unwrap_or_else(crate::model::default_threads);
+        eprintln!(
+            "device: cpu ({} kernels, denormals {}, {threads} thread{})",
+            crate::train::real::simd_best().label(),
+            match crate::model::denormals::state_label() {
+                "on" => "flushed to zero",
+                "off" => "kept (--no-flush-denormals)",
+                _ => "kept (no flush mode on this CPU)",
+            },
+            if threads == 1 { "" } else { "s" }
+        );
+    } else {
+        eprintln!("device: {}", crate::model::device_label(&device));
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = cancel.clone();
@@ -93,7 +109,7 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let summary = train::run(&cli.db, &config, args.resume, args.overwrite, &cancel, &mut |event| match event {
-        TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated } => {
+        TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated, weights } => {
             bar.println(format!(
                 "run {run_id}: {train_pairs} train pairs, {test_pairs} test pairs, {steps} steps{}",
                 if truncated > 0 {
@@ -102,6 +118,9 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
                     String::new()
                 }
             ));
+            if config.weight_by_agreement || weights.min != weights.max {
+                bar.println(format!("pair weights (mean 1 over the labeled pairs): {weights}"));
+            }
             bar.set_length(steps as u64);
         }
         TrainEvent::ReferenceDone { computed, cached } => {

@@ -143,6 +143,8 @@ pub enum TrainEvent {
         test_pairs: usize,
         steps: usize,
         truncated: usize,
+        /// How the train pairs are weighted (all 1 without `--weight-by-agreement`).
+        weights: WeightStats,
     },
     ReferenceDone {
         computed: usize,
@@ -165,6 +167,40 @@ pub enum TrainEvent {
         step: usize,
         count: usize,
     },
+}
+
+/// The distribution of the train pairs' weights, for the run summary.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct WeightStats {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+    /// Pairs of weight 0: they do not change the model.
+    pub zero: usize,
+}
+
+impl WeightStats {
+    pub fn of(weights: &[f32]) -> WeightStats {
+        let mut w: Vec<f64> = weights.iter().map(|&x| f64::from(x)).collect();
+        w.sort_by(f64::total_cmp);
+        let median = match w.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => w[n / 2],
+            n => (w[n / 2 - 1] + w[n / 2]) / 2.0,
+        };
+        WeightStats {
+            min: w.first().copied().unwrap_or(0.0),
+            median,
+            max: w.last().copied().unwrap_or(0.0),
+            zero: w.iter().filter(|&&x| x == 0.0).count(),
+        }
+    }
+}
+
+impl std::fmt::Display for WeightStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "min {:.2} · median {:.2} · max {:.2} · {} at 0", self.min, self.median, self.max, self.zero)
+    }
 }
 
 /// How a run ended.
@@ -197,7 +233,8 @@ fn examples(store: &Store, by_agreement: bool) -> anyhow::Result<Vec<Example>> {
         .map(|p| {
             let prompt = &prompts[&p.prompt_id];
             // A pair three people agreed on counts more than a contested or single one:
-            // agreeing votes minus dissenting ones, at least a half, then normalized below.
+            // agreeing votes minus dissenting ones, at least a half, then normalized below to
+            // mean 1, so a pair of weight 2 moves the model as much as the pair seen twice.
             let weight = if by_agreement { (p.agreeing as f32 - (p.votes - p.agreeing) as f32).max(0.5) } else { 1.0 };
             Example {
                 key: format!("{}:{}", p.chosen, p.rejected),
@@ -485,6 +522,7 @@ fn train(
         test_pairs: test_ids.len(),
         steps: total_steps,
         truncated,
+        weights: WeightStats::of(&train_ids.iter().map(|p| p.weight).collect::<Vec<_>>()),
     });
     events(TrainEvent::ReferenceDone {
         computed: computed_train + computed_test,
@@ -592,7 +630,7 @@ fn train(
         store.add_metrics(run_id, step_number as i64, &values)?;
         events(TrainEvent::Step { step: step_number, metrics: values });
         if config.eval_every > 0 && step_number % config.eval_every == 0 && !test_ids.is_empty() {
-            let eval = step::evaluate(&net, &test_ids, &test_refs, &step_cfg)?;
+            let eval = step::evaluate(&net, &test_ids, &test_refs, &step_cfg, config.batch_size)?;
             let values = metrics_vec(&eval, "eval_");
             store.add_metrics(run_id, step_number as i64, &values)?;
             events(TrainEvent::Eval { step: step_number, metrics: values });

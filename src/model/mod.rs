@@ -4,18 +4,22 @@
 
 pub mod arch;
 mod chat_template;
+pub mod denormals;
 mod error;
 pub mod fetch;
 pub mod generate;
 pub mod gguf_meta;
 mod gguf_tokenizer;
+mod go_template;
 mod hf_files;
+pub mod hub_id;
 mod info;
 mod jinja_compat;
 pub mod llama;
 mod load_gguf;
 mod load_hf;
 mod loaded;
+pub mod ollama;
 mod options;
 pub mod overview;
 mod pyjson;
@@ -23,6 +27,7 @@ pub mod q8_cpu;
 pub mod sampling;
 pub mod testing;
 mod testing_gguf;
+pub mod testing_skip;
 
 #[cfg(test)]
 mod tests_arch;

@@ -169,6 +169,8 @@ pub fn configure_threads(requested: Option<usize>) -> usize {
         let n = requested.filter(|n| *n > 0).unwrap_or_else(default_threads);
         let explicit = std::env::var("CANDLE_NUM_THREADS").is_ok() && requested.is_none();
         if explicit {
+            // rayon's own default (RAYON_NUM_THREADS, else the CPUs) as before.
+            start_global_pool(0);
             return std::env::var("CANDLE_NUM_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(n);
         }
         // SAFETY: candle and rayon read these variables when they build their pools, which
@@ -182,8 +184,20 @@ pub fn configure_threads(requested: Option<usize>) -> usize {
                 std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", BARRIER_POOL_SPIN_LIMIT.to_string());
             }
         }
+        start_global_pool(n);
         n
     })
+}
+
+/// Starts rayon's global pool (gemm's matrix products run on it) with `n` workers (0: rayon's
+/// default) that flush denormals as the process chose (`model::denormals`), and puts the calling
+/// thread in that mode. The pool is started here rather than on first use so that its workers get
+/// the mode whichever thread first multiplies; candle's own pools are created later by the
+/// computing thread and inherit its mode. If the pool already runs (a program embedding verdict
+/// built it), it is kept.
+fn start_global_pool(n: usize) {
+    super::denormals::apply();
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).start_handler(|_| super::denormals::apply()).build_global();
 }
 
 /// Spins of an idle worker of candle's element-wise pool before it sleeps (candle's default is

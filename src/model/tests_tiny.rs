@@ -222,3 +222,18 @@ fn model_can_move_to_a_worker_thread() {
     let handle = std::thread::spawn(move || run(&mut model, &sampled(1, 3)).len());
     assert_eq!(handle.join().unwrap(), 1);
 }
+
+#[test]
+fn flushing_denormals_keeps_the_logits() {
+    // The same forward pass on this thread with IEEE subnormals and with FTZ|DAZ.
+    let g = tiny_gguf();
+    let ids = g.encode("Hello, how are you today?").unwrap();
+    let before = denormals::this_thread_flushes();
+    denormals::set_this_thread(false);
+    let ieee = g.logits(&ids).unwrap();
+    denormals::set_this_thread(true);
+    let flushed = g.logits(&ids);
+    denormals::set_this_thread(before);
+    let diff = llama::max_abs_diff(&ieee, &flushed.unwrap()).unwrap();
+    assert!(diff < 1e-5, "max |logit difference| {diff}");
+}

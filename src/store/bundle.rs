@@ -34,7 +34,7 @@ pub enum BundleError {
 
 impl From<rusqlite::Error> for BundleError {
     fn from(e: rusqlite::Error) -> BundleError {
-        BundleError::Store(StoreError::Sql(e))
+        BundleError::Store(StoreError::from(e))
     }
 }
 
@@ -134,6 +134,7 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
         let Some(Value::Object(row)) = value.get("row") else {
             return Err(bad(number, "missing field `row`".into()));
         };
+        check_row(&tx, table, row).map_err(|message| bad(number, format!("{table}: {message}")))?;
         let columns: Vec<&String> = row.keys().collect();
         if columns.iter().any(|c| !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')) {
             return Err(bad(number, "bad column name".into()));
@@ -157,6 +158,71 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
     }
     super::uids::fill_from_rows(&tx)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// The checks an import file's lines get, for the rows of a bundle: JSON columns hold what
+/// verdict writes there, a prompt ends with a user turn, and content identities (uids) are
+/// the hashes of the content they name, so a bundle edited by hand cannot bring a row in
+/// under another row's identity.
+fn check_row(tx: &rusqlite::Transaction<'_>, table: &str, row: &Map<String, Value>) -> std::result::Result<(), String> {
+    let text = |column: &str| -> std::result::Result<Option<&str>, String> {
+        match row.get(column) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(format!("column {column}: expected text, found {other}")),
+        }
+    };
+    let json = |column: &str, what: &str, ok: &dyn Fn(&Value) -> bool| -> std::result::Result<(), String> {
+        let Some(raw) = text(column)? else { return Ok(()) };
+        let value: Value =
+            serde_json::from_str(raw).map_err(|e| format!("column {column} is not valid JSON ({e}): {raw:.80}"))?;
+        if ok(&value) { Ok(()) } else { Err(format!("column {column}: expected {what}, found {raw:.80}")) }
+    };
+    let strings = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(Value::is_string));
+    let object = |v: &Value| v.is_object();
+    match table {
+        "prompts" => {
+            let raw = text("messages")?.ok_or("missing column messages")?;
+            let messages: Vec<crate::domain::Message> =
+                serde_json::from_str(raw).map_err(|e| format!("column messages is not a list of messages ({e})"))?;
+            match messages.last() {
+                None => return Err("column messages is an empty list".into()),
+                Some(last) if last.role != "user" => {
+                    return Err(
+                        "column messages: the last turn is not the user's; a prompt ends with a user turn".into()
+                    );
+                }
+                Some(_) => {}
+            }
+            let uid = crate::domain::prompt_uid(&messages);
+            if text("uid")? != Some(uid.as_str()) {
+                return Err(format!("uid is not the hash of the prompt's messages (expected {uid})"));
+            }
+            json("tags", "a list of strings", &strings)?;
+        }
+        "responses" => {
+            let content = text("content")?.ok_or("missing column content")?;
+            let prompt_id = row.get("prompt_id").and_then(Value::as_i64).ok_or("missing column prompt_id")?;
+            let prompt_uid: String =
+                tx.query_row("SELECT uid FROM prompts WHERE id = ?1", [prompt_id], |r| r.get(0))
+                    .map_err(|_| format!("prompt_id {prompt_id}: no such prompt earlier in the bundle"))?;
+            let uid = crate::domain::response_uid(&prompt_uid, content);
+            if text("uid")? != Some(uid.as_str()) {
+                return Err(format!("uid is not the hash of the response's prompt and content (expected {uid})"));
+            }
+            json("params", "a JSON object", &object)?;
+        }
+        "judgments" => json("reasons", "a list of strings", &strings)?,
+        "annotators" => json("languages", "a list of strings", &strings)?,
+        "guidelines" => {
+            if let Some(raw) = text("reasons")? {
+                serde_json::from_str::<Vec<crate::guidelines::Reason>>(raw)
+                    .map_err(|e| format!("column reasons is not a list of reason tags ({e})"))?;
+            }
+        }
+        _ => {}
+    }
     Ok(())
 }
 
@@ -190,5 +256,49 @@ mod tests {
         assert_eq!(target.import_bundle(&bundle_with_version(dir.path(), 3)).unwrap().prompts, 0, "merged once");
         let err = target.import_bundle(&bundle_with_version(dir.path(), 2)).unwrap_err();
         assert!(err.to_string().contains("bundle has schema version 2"), "{err}");
+    }
+
+    #[test]
+    fn bundle_rows_are_checked_like_import_lines_and_a_bad_one_loads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = bundle_with_version(dir.path(), migrations::LATEST_VERSION);
+        let text = std::fs::read_to_string(&good).unwrap();
+        let mut target = Store::open(&dir.path().join("target.db"), OpenMode::CreateIfMissing).unwrap();
+        let edit = |find: &dyn Fn(&Value) -> bool, change: &dyn Fn(&mut Map<String, Value>)| -> (usize, String) {
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            let index = lines.iter().position(|l| find(&serde_json::from_str(l).unwrap())).unwrap();
+            let mut value: Value = serde_json::from_str(&lines[index]).unwrap();
+            change(value["row"].as_object_mut().unwrap());
+            lines[index] = value.to_string();
+            (index + 1, lines.join("\n"))
+        };
+        let of = |table: &'static str| move |v: &Value| v["table"] == table;
+        let judged = |v: &Value| v["table"] == "judgments" && v["row"]["reasons"] != "[]";
+        let cases: Vec<((usize, String), &str)> = vec![
+            (
+                edit(&of("prompts"), &|r| drop(r.insert("messages".into(), "[{\"role\":\"user\"".into()))),
+                "not a list of messages",
+            ),
+            (
+                edit(&of("prompts"), &|r| {
+                    drop(r.insert("messages".into(), "[{\"role\":\"assistant\",\"content\":\"hi\"}]".into()))
+                }),
+                "ends with a user turn",
+            ),
+            (edit(&of("prompts"), &|r| drop(r.insert("tags".into(), "{}".into()))), "expected a list of strings"),
+            (
+                edit(&of("responses"), &|r| drop(r.insert("content".into(), "changed by hand".into()))),
+                "uid is not the hash",
+            ),
+            (edit(&judged, &|r| drop(r.insert("reasons".into(), "tone".into()))), "reasons is not valid JSON"),
+        ];
+        for ((line, bundle), expected) in cases {
+            let path = dir.path().join("bad.bundle.jsonl");
+            std::fs::write(&path, bundle).unwrap();
+            let err = target.import_bundle(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("bad.bundle.jsonl:{line}: ")) && err.contains(expected), "{err}");
+            assert_eq!(target.count("prompts").unwrap(), 0, "nothing loaded: {err}");
+        }
+        assert!(target.import_bundle(&good).unwrap().prompts > 0, "the unedited bundle loads");
     }
 }

@@ -36,10 +36,15 @@ impl Update {
             return self.apply_serial(p, g, m, v);
         }
         let chunk = n.div_ceil(threads);
+        // The workers compute in the caller's denormal mode (`model::denormals`).
+        let flush = crate::model::denormals::this_thread_flushes();
         std::thread::scope(|s| {
             let parts = p.chunks_mut(chunk).zip(g.chunks(chunk)).zip(m.chunks_mut(chunk)).zip(v.chunks_mut(chunk));
             for (((p, g), m), v) in parts {
-                s.spawn(move || self.apply_serial(p, g, m, v));
+                s.spawn(move || {
+                    crate::model::denormals::set_this_thread(flush);
+                    self.apply_serial(p, g, m, v)
+                });
             }
         });
     }

@@ -95,3 +95,19 @@ fn f32_attention_stays_close_to_f64() -> Result<()> {
     assert!(d < 1e-5, "f32 attention differs from f64 by {d}");
     Ok(())
 }
+
+#[test]
+fn masked_probabilities_are_exact_zeros_not_subnormals() {
+    // IEEE mode on this thread (FTZ would hide subnormals); restored after.
+    let before = crate::model::denormals::this_thread_flushes();
+    crate::model::denormals::set_this_thread(false);
+    // A causal row of 8 keys where the last 3 are hidden, scores around 0: the row sum is about
+    // 5, so the old exp's 1.25e-38 at a hidden key became 2.5e-39, a subnormal.
+    let mut p = vec![0.1f32, -0.2, 0.3, 0.0, 0.05, 0.0, 0.0, 0.0];
+    let mask = [0.0f32, 0.0, 0.0, 0.0, 0.0, -1e9, -1e9, -1e9];
+    softmax_rows(&mut p, &mask, 8, 8);
+    crate::model::denormals::set_this_thread(before);
+    assert_eq!(&p[5..], &[0.0; 3], "{p:?}");
+    assert!(p.iter().all(|x| !x.is_subnormal()));
+    assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+}

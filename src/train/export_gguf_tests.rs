@@ -245,12 +245,8 @@ fn greedy(model: &crate::model::Model, prompt: &[u32], n: usize) -> anyhow::Resu
 /// keeps the files, to load them in llama.cpp by hand.
 #[test]
 fn real_model_round_trips_through_q8_0_and_its_own_q4_1() -> TestResult {
-    let src = crate::model::fetch::default_model_path()?;
-    if !src.is_file() && std::env::var("VERDICT_SKIP_MODEL").is_ok_and(|v| v == "1") {
-        eprintln!("note: skipping real-model test (VERDICT_SKIP_MODEL=1), {} is not cached", src.display());
-        return Ok(());
-    }
-    let src = if src.is_file() { src } else { crate::model::fetch::fetch_default(&|m| eprintln!("{m}"))? };
+    let test = "train::export_gguf::tests::real_model_round_trips_through_q8_0_and_its_own_q4_1";
+    let Some(src) = crate::model::testing::default_model_or_skip(test)? else { return Ok(()) };
     let tmp = tempfile::tempdir()?;
     let dir = std::env::var_os("VERDICT_GGUF_EXPORT_KEEP").map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
     let started = std::time::Instant::now();

@@ -5,8 +5,14 @@
 //! sigmoid: `-(1-e) logsig(b h) - e logsig(-b h)`; robust: `(-(1-e) logsig(b h) + e logsig(-b h)) / (1-2e)`;
 //! hinge: `relu(1 - b h)`; ipo: `(h - 1/(2b))^2` on token-averaged log-probs (as TRL averages them
 //! for ipo); simpo: reference-free `h = pi_c/|c| - pi_r/|r|`, `-(1-e) logsig(b h - g) - e logsig(-(b h - g))`.
-//! `sft_weight` adds the mean per-token NLL of the chosen response (RPO / `pref_ftx`). Pair
-//! weights give a weighted mean. Works in any float dtype (tests use f64).
+//! `sft_weight` adds TRL's `sft` loss term (what `rpo_alpha` became): ONE mean NLL over all chosen
+//! tokens of the batch. Metrics follow TRL 1.16: `logps/*` and `rewards/*` on summed log-probs for
+//! the DPOTrainer losses (ipo included), on token-averaged ones for simpo (CPOTrainer).
+//!
+//! Pair weights scale each pair's term, and the sum is divided by the number of pairs (never by
+//! the weights' sum): a pair of weight 0 contributes nothing, one of weight 2 as much as the pair
+//! seen twice. `step::train_step` then weighs micro-batches by their share of the step's pairs.
+//! Works in any float dtype (tests use f64).
 
 use std::collections::BTreeMap;
 
@@ -74,8 +80,9 @@ fn lens(v: &[usize], like: &Tensor) -> Result<Tensor> {
     consts(&f, like)
 }
 
-fn weighted_mean(losses: &Tensor, w: &Tensor) -> Result<Tensor> {
-    (losses * w)?.sum_all()? / w.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?
+/// `sum(w_i * x_i) / n`: the weights scale terms, the count of pairs normalizes.
+fn weighted_sum_over(losses: &Tensor, w: &Tensor, n: usize) -> Result<Tensor> {
+    (losses * w)?.sum_all()? / n.max(1) as f64
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -104,11 +111,12 @@ pub fn dpo_loss(cfg: &DpoConfig, p: &PairLogps) -> Result<(Tensor, Metrics)> {
             ((logsigmoid(&z)? * -(1.0 - e))? - (logsigmoid(&z.neg()?)? * e)?)?
         }
         LossType::Ipo => {
-            // TRL averages log-probs over tokens for ipo, rewards included.
-            let (dc, dr) = (((p.chosen - &ref_c)? / &len_c)?, ((p.rejected - &ref_r)? / &len_r)?);
-            let h = (&dc - &dr)?;
-            chosen_rewards = (dc * b)?;
-            rejected_rewards = (dr * b)?;
+            // TRL averages the log-ratios over tokens inside the ipo loss only; its rewards stay
+            // on summed log-ratios like every DPOTrainer loss.
+            let (sc, sr) = ((p.chosen - &ref_c)?, (p.rejected - &ref_r)?);
+            let h = ((&sc / &len_c)? - (&sr / &len_r)?)?;
+            chosen_rewards = (sc * b)?;
+            rejected_rewards = (sr * b)?;
             (h - 1.0 / (2.0 * b))?.sqr()?
         }
         kind => {
@@ -126,8 +134,12 @@ pub fn dpo_loss(cfg: &DpoConfig, p: &PairLogps) -> Result<(Tensor, Metrics)> {
             }
         }
     };
-    let mut loss = weighted_mean(&losses, &w)?;
-    let nll = weighted_mean(&(p.chosen.neg()? / &len_c)?, &w)?;
+    let n = p.weights.len();
+    let mut loss = weighted_sum_over(&losses, &w, n)?;
+    // TRL's `sft` term: -mean of the chosen per-token log-probs over every chosen token of the
+    // batch (a long answer weighs more than a short one), each pair's tokens scaled by its weight.
+    let chosen_tokens: usize = p.chosen_len.iter().sum();
+    let nll = ((p.chosen.neg()? * &w)?.sum_all()? / chosen_tokens.max(1) as f64)?;
     if cfg.sft_weight != 0.0 {
         loss = (loss + (&nll * cfg.sft_weight)?)?;
     }
@@ -139,8 +151,14 @@ pub fn dpo_loss(cfg: &DpoConfig, p: &PairLogps) -> Result<(Tensor, Metrics)> {
     let acc: Vec<f64> = rc.iter().zip(&rr).map(|(c, r)| if c > r { 1.0 } else { 0.0 }).collect();
     m.insert("rewards/accuracies".into(), mean(&acc));
     m.insert("rewards/margins".into(), mean(&rc.iter().zip(&rr).map(|(c, r)| c - r).collect::<Vec<_>>()));
-    m.insert("logps/chosen".into(), mean(&host(p.chosen)?));
-    m.insert("logps/rejected".into(), mean(&host(p.rejected)?));
+    // CPOTrainer averages log-probs over tokens for simpo; DPOTrainer logs sums (ipo too).
+    let (logps_c, logps_r) = if cfg.loss == LossType::Simpo {
+        (host(&(p.chosen / &len_c)?)?, host(&(p.rejected / &len_r)?)?)
+    } else {
+        (host(p.chosen)?, host(p.rejected)?)
+    };
+    m.insert("logps/chosen".into(), mean(&logps_c));
+    m.insert("logps/rejected".into(), mean(&logps_r));
     if cfg.sft_weight != 0.0 {
         m.insert("nll_loss".into(), nll.detach().to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?);
     }
@@ -148,10 +166,10 @@ pub fn dpo_loss(cfg: &DpoConfig, p: &PairLogps) -> Result<(Tensor, Metrics)> {
 }
 
 /// SFT: mean NLL per response token over the batch (token-weighted, as TRL's SFTTrainer), with
-/// per-sequence weights multiplying each sequence's tokens.
+/// per-sequence weights multiplying each sequence's tokens; the mean is over the tokens, not the
+/// weighted tokens, so a weight of 0 removes a sequence and 2 counts it twice.
 pub fn sft_loss(logps: &Tensor, counts: &[usize], weights: &[f32]) -> Result<(Tensor, Metrics)> {
-    let tw: Vec<f32> = counts.iter().zip(weights).map(|(&n, &w)| n as f32 * w).collect();
-    let denom: f64 = tw.iter().map(|&x| f64::from(x)).sum::<f64>().max(1e-12);
+    let denom = counts.iter().sum::<usize>().max(1) as f64;
     let w = consts(weights, logps)?;
     let loss = ((logps.neg()? * w)?.sum_all()? / denom)?;
     let mut m = Metrics::new();

@@ -53,7 +53,9 @@ fn step_zero_policy_equals_reference() -> Result<()> {
     let pc: Vec<f64> = c.rc.iter().map(|&x| x as f64).collect();
     let pr: Vec<f64> = c.rr.iter().map(|&x| x as f64).collect();
     let (_, m, _, _) = loss_at(&cfg, &c, &pc, &pr)?;
-    assert!((m["loss"] - std::f64::consts::LN_2).abs() < 1e-12, "loss {}", m["loss"]);
+    // ln 2 per pair, each scaled by its weight, over the number of pairs (not the weights' sum).
+    let expected = std::f64::consts::LN_2 * c.w.iter().map(|&w| f64::from(w)).sum::<f64>() / c.w.len() as f64;
+    assert!((m["loss"] - expected).abs() < 1e-12, "loss {}", m["loss"]);
     assert_eq!(m["rewards/chosen"], 0.0);
     assert_eq!(m["rewards/rejected"], 0.0);
     assert_eq!(m["rewards/margins"], 0.0);

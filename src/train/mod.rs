@@ -8,8 +8,11 @@ pub mod attention;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+#[cfg(test)]
+mod denormal_census;
 pub mod export;
 pub mod export_gguf;
+pub mod export_ollama;
 pub mod fused;
 pub mod heap;
 pub mod linear;
@@ -20,6 +23,8 @@ pub mod model;
 pub mod optim;
 pub mod precision;
 pub mod real;
+#[cfg(test)]
+mod simd_tests;
 pub mod step;
 pub mod swiglu;
 pub mod target_logp;

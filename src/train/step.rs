@@ -128,21 +128,54 @@ pub fn forward_loss(
     Ok((loss, m, batch))
 }
 
-/// Metrics of `pairs` without a backward pass (evaluation; the caller prefixes `eval_`).
-pub fn evaluate(model: &Model, pairs: &[PairIds], refs: &[RefLogps], cfg: &StepConfig) -> Result<Metrics> {
-    Ok(forward_loss(model, pairs, refs, cfg)?.1)
+/// Metrics of `pairs` without a backward pass (evaluation; the caller prefixes `eval_`), `batch_size`
+/// pairs per forward like the reference pass, so memory stays that of one training micro-batch.
+/// Chunks are combined as `train_step` combines micro-batches: the result equals one forward
+/// over all pairs (`num_tokens`, `truncated` summed, the rest averaged by pairs or tokens).
+pub fn evaluate(
+    model: &Model,
+    pairs: &[PairIds],
+    refs: &[RefLogps],
+    cfg: &StepConfig,
+    batch_size: usize,
+) -> Result<Metrics> {
+    let size = batch_size.max(1);
+    let all_items = loss_items(pairs, cfg).max(1) as f64;
+    let mut total = Metrics::new();
+    for (i, chunk) in pairs.chunks(size).enumerate() {
+        let chunk_refs = if refs.is_empty() { refs } else { &refs[i * size..(i * size + chunk.len()).min(refs.len())] };
+        let scale = loss_items(chunk, cfg) as f64 / all_items;
+        let m = forward_loss(model, chunk, chunk_refs, cfg)?.1;
+        for (k, v) in &m {
+            let w = if k == "num_tokens" || k == "truncated" { 1.0 } else { scale };
+            *total.entry(k.clone()).or_insert(0.0) += v * w;
+        }
+    }
+    Ok(total)
 }
 
-fn add_into(total: &mut Metrics, m: &Metrics, w: f64) {
-    for (k, v) in m {
-        *total.entry(k.clone()).or_insert(0.0) += v * w;
+/// What one micro-batch's loss is a mean over: its pairs (DPO) or its response tokens (SFT, as
+/// TRL's trainers with gradient accumulation count `num_items_in_batch`).
+fn loss_items(pairs: &[PairIds], cfg: &StepConfig) -> usize {
+    match cfg.method {
+        Method::Dpo(_) => pairs.len(),
+        Method::Sft => pairs
+            .iter()
+            .map(|p| {
+                let row = super::logps::build_row(&p.prompt, &p.chosen, &cfg.truncation);
+                row.ids.len().saturating_sub(row.response_start.max(1))
+            })
+            .sum(),
     }
 }
 
 /// One optimizer step over `micro` batches (gradient accumulation = `micro.len()`): forward,
-/// loss, backward per micro-batch, then clip and update. Metrics are averaged over micro-batches
-/// (`num_tokens`, `truncated` summed) plus `grad_norm`, `learning_rate`, `tokens_per_second`.
-/// A non-finite loss is an error and leaves the weights untouched.
+/// loss, backward per micro-batch, then clip and update. Each micro-batch's loss (a mean over
+/// its pairs, or its tokens for SFT) counts by its share of the step's pairs (tokens), so the
+/// step's loss is `sum(w_i * loss_i) / pairs in the step` whatever the split into micro-batches,
+/// and a pair's weight scales its gradient as if it were seen that many times. Metrics are
+/// averaged the same way (`num_tokens`, `truncated` summed) plus `grad_norm`, `learning_rate`,
+/// `tokens_per_second`. A non-finite loss is an error and leaves the weights untouched.
 pub fn train_step(
     model: &Model,
     micro: &[(&[PairIds], &[RefLogps])],
@@ -153,11 +186,13 @@ pub fn train_step(
         candle_core::bail!("train_step needs at least one micro-batch");
     }
     let start = Instant::now();
-    let scale = 1.0 / micro.len() as f64;
+    let items: Vec<usize> = micro.iter().map(|(pairs, _)| loss_items(pairs, cfg)).collect();
+    let all_items = items.iter().sum::<usize>().max(1) as f64;
     let mut total = Metrics::new();
     // Weight gradients written in place by the fused CPU ops rather than summed by candle.
     let sink = model.sink_weight_grads();
-    for (pairs, refs) in micro {
+    for ((pairs, refs), &n) in micro.iter().zip(&items) {
+        let scale = n as f64 / all_items;
         let (loss, m, _) = forward_loss(model, pairs, refs, cfg)?;
         if !m["loss"].is_finite() {
             opt.zero_grad();
@@ -166,14 +201,12 @@ pub fn train_step(
         let mut grads = (loss * scale)?.backward()?;
         sink.drain_into(&mut grads)?;
         opt.accumulate(&grads)?;
-        add_into(&mut total, &m, scale);
-    }
-    drop(sink);
-    for k in ["num_tokens", "truncated"] {
-        if let Some(v) = total.get_mut(k) {
-            *v /= scale;
+        for (k, v) in &m {
+            let w = if k == "num_tokens" || k == "truncated" { 1.0 } else { scale };
+            *total.entry(k.clone()).or_insert(0.0) += v * w;
         }
     }
+    drop(sink);
     let stats = opt.step()?;
     let secs = start.elapsed().as_secs_f64();
     total.insert("grad_norm".into(), stats.grad_norm);

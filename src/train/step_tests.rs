@@ -164,3 +164,101 @@ fn end_to_end_finite_difference_on_one_weight() -> Result<()> {
     }
     Ok(())
 }
+
+/// Every trainable value of the model, by name.
+fn params(model: &Model) -> Result<Vec<(String, Vec<f32>)>> {
+    model.trainable_vars().into_iter().map(|(n, v)| Ok((n, v.as_tensor().flatten_all()?.to_vec1::<f32>()?))).collect()
+}
+
+fn max_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
+    a.iter().zip(b).flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f32::max)
+}
+
+/// One optimizer step at batch size 1: one micro-batch per pair (gradient accumulation).
+fn one_step_per_pair(data: &[PairIds], cfg: &StepConfig) -> Result<Vec<(String, Vec<f32>)>> {
+    let model = tiny_model(5, false)?;
+    let refs = reference_logps(&model, data, &Truncation::default(), 0, 1)?;
+    let mut opt =
+        AdamW::new(model.trainable_vars(), OptimConfig { learning_rate: 1e-3, total_steps: 1, ..Default::default() })?;
+    let micro: Vec<(&[PairIds], &[RefLogps])> = (0..data.len())
+        .map(|i| (&data[i..=i], if matches!(cfg.method, Method::Sft) { &refs[..0] } else { &refs[i..=i] }))
+        .collect();
+    train_step(&model, &micro, cfg, &mut opt)?;
+    params(&model)
+}
+
+#[test]
+fn a_pair_of_weight_zero_leaves_the_model_unchanged() -> Result<()> {
+    let before = params(&tiny_model(5, false)?)?;
+    for cfg in [step_cfg(), StepConfig { method: Method::Sft, ..step_cfg() }] {
+        let mut data = pairs();
+        data.truncate(1);
+        data[0].weight = 0.0;
+        let after = one_step_per_pair(&data, &cfg)?;
+        assert_eq!(max_difference(&before, &after), 0.0, "{:?}: a weight-0 pair moved the model", cfg.method);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_pair_of_weight_two_counts_as_the_pair_seen_twice() -> Result<()> {
+    let before = params(&tiny_model(5, false)?)?;
+    for cfg in [step_cfg(), StepConfig { method: Method::Sft, ..step_cfg() }] {
+        let data = pairs();
+        // Batch size 1, three micro-batches: [p0 weight 2, p1, p3 weight 0] against [p0, p0, p1].
+        let mut weighted = vec![data[0].clone(), data[1].clone(), data[3].clone()];
+        weighted[0].weight = 2.0;
+        weighted[2].weight = 0.0;
+        let twice = vec![data[0].clone(), data[0].clone(), data[1].clone()];
+        if matches!(cfg.method, Method::Sft) {
+            // SFT divides by the step's tokens: the weight-0 stand-in must be as long as p0.
+            assert_eq!(
+                loss_items(&weighted[2..], &cfg),
+                loss_items(&data[..1], &cfg),
+                "equal token counts in both steps"
+            );
+        }
+        let (a, b) = (one_step_per_pair(&weighted, &cfg)?, one_step_per_pair(&twice, &cfg)?);
+        assert!(max_difference(&before, &a) > 1e-4, "{:?}: the step changed nothing", cfg.method);
+        assert!(
+            max_difference(&a, &b) < 1e-6,
+            "{:?}: weight 2 != seen twice by {}",
+            cfg.method,
+            max_difference(&a, &b)
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn chunked_evaluation_equals_one_batch() -> Result<()> {
+    let model = tiny_model(13, false)?;
+    let mut data = pairs();
+    for (p, w) in data.iter_mut().zip([1.0, 0.5, 2.0, 0.0]) {
+        p.weight = w;
+    }
+    let refs: Vec<RefLogps> = reference_logps(&model, &data, &Truncation::default(), 0, 4)?
+        .into_iter()
+        .map(|r| RefLogps { chosen: r.chosen + 0.4, rejected: r.rejected - 0.1 })
+        .collect();
+    let methods = [LossType::Sigmoid, LossType::Ipo, LossType::Hinge, LossType::Robust, LossType::Simpo]
+        .map(|loss| Method::Dpo(DpoConfig { loss, label_smoothing: 0.1, ..Default::default() }));
+    for method in methods.into_iter().chain([Method::Sft]) {
+        let cfg = StepConfig { method, ..step_cfg() };
+        let refs: &[RefLogps] = if matches!(cfg.method, Method::Sft) { &[] } else { &refs };
+        let whole = evaluate(&model, &data, refs, &cfg, data.len())?;
+        for size in [1, 3] {
+            let chunked = evaluate(&model, &data, refs, &cfg, size)?;
+            assert_eq!(whole.keys().collect::<Vec<_>>(), chunked.keys().collect::<Vec<_>>());
+            for (k, v) in &whole {
+                assert!(
+                    (v - chunked[k]).abs() < 1e-5 * (1.0 + v.abs()),
+                    "{:?} batch {size}: {k} {v} unchunked, {} chunked",
+                    cfg.method,
+                    chunked[k]
+                );
+            }
+        }
+    }
+    Ok(())
+}
