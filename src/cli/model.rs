@@ -97,7 +97,8 @@ fn print_info(info: &model::ModelInfo, arch: &model::arch::ArchConfig) {
     println!("path:            {}", info.path.display());
     println!("name:            {}", info.name.as_deref().unwrap_or("–"));
     println!("format:          {:?}", info.format);
-    println!("family:          {} (generate, logps and training, full and LoRA)", arch.family.name());
+    println!("architecture:    {}", info.architecture);
+    println!("runs:            generate, logps and training (full and LoRA) as family {}", arch.family.name());
     println!("rope:            {}", arch.rope.describe());
     if let Some(window) = arch.sliding_window {
         println!("sliding window:  {window} (verdict's context stops there)");
