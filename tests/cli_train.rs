@@ -507,8 +507,8 @@ fn an_unwritable_output_folder_fails_the_run_with_the_os_error() {
 }
 
 /// Models training cannot handle are refused before any work, each with a failed run: an
-/// architecture verdict does not run at all, and a llama whose rotary scaling (YaRN) the
-/// trainer does not implement (inference loads it).
+/// architecture verdict does not run at all, and a llama whose rotary scaling verdict does not
+/// implement.
 #[test]
 fn models_it_cannot_train_are_refused_with_a_failed_run() {
     let (dir, db, _) = setup();
@@ -518,8 +518,8 @@ fn models_it_cannot_train_are_refused_with_a_failed_run() {
     let cases = [
         (serde_json::json!({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}), "unsupported architecture"),
         (
-            serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
-            "cannot train this model: rope_scaling type `yarn` is not supported for training",
+            serde_json::json!({"rope_scaling": {"rope_type": "proportional", "factor": 4.0}}),
+            "`rope_scaling.rope_type` is `proportional`, a rotary scaling verdict does not implement",
         ),
     ];
     for (run, (change, expected)) in cases.iter().enumerate() {

@@ -26,6 +26,11 @@ pub fn model_command(cli: &Cli, command: &ModelCommand) -> anyhow::Result<ExitCo
                 default.display(),
                 if default.is_file() { "fetched" } else { "not fetched yet: `verdict model fetch`" }
             );
+            let mut paths = vec![default.clone()];
+            if let Ok(store) = Store::open(&cli.db, OpenMode::MustExist) {
+                paths.extend(store.models()?.into_iter().map(|m| PathBuf::from(m.path)));
+            }
+            print_overviews(&paths);
             if let Ok(store) = Store::open(&cli.db, OpenMode::MustExist) {
                 let rows: Vec<Vec<String>> = store
                     .models()?
@@ -54,23 +59,59 @@ pub fn model_command(cli: &Cli, command: &ModelCommand) -> anyhow::Result<ExitCo
             let path = model::resolve_model_path(path.as_deref())?;
             let opts = LoadOptions { device: *device, ..LoadOptions::default() };
             let model = Model::load(&path, &opts)?;
-            print_info(model.info());
+            print_info(model.info(), model.arch());
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_info(info: &model::ModelInfo) {
+/// One row per model on disk (the default, the store's): family, size, rope, context, template.
+fn print_overviews(paths: &[PathBuf]) {
+    let mut seen = std::collections::HashSet::new();
+    let rows: Vec<Vec<String>> = paths
+        .iter()
+        .filter(|p| p.exists() && seen.insert((*p).clone()))
+        .map(|p| match model::overview::overview(p) {
+            Ok(o) => vec![
+                o.arch.family.name().to_string(),
+                model::overview::human_bytes(o.bytes),
+                o.arch.rope.describe(),
+                o.arch.context().to_string(),
+                o.template,
+                if o.arch.family.runs() { "yes" } else { "no" }.to_string(),
+                p.display().to_string(),
+            ],
+            Err(e) => {
+                vec!["?".into(), "".into(), e.to_string(), "".into(), "".into(), "no".into(), p.display().to_string()]
+            }
+        })
+        .collect();
+    if !rows.is_empty() {
+        print!("\n{}", table::render(&["family", "size", "rope", "context", "template", "runs", "path"], &rows));
+    }
+}
+
+fn print_info(info: &model::ModelInfo, arch: &model::arch::ArchConfig) {
     let s = &info.special_tokens;
     let show = |t: &Option<String>| t.clone().unwrap_or_else(|| "–".into());
     println!("path:            {}", info.path.display());
     println!("name:            {}", info.name.as_deref().unwrap_or("–"));
     println!("format:          {:?}", info.format);
     println!("architecture:    {}", info.architecture);
+    println!("runs:            generate, logps and training (full and LoRA) as family {}", arch.family.name());
+    println!("rope:            {}", arch.rope.describe());
+    if let Some(window) = arch.sliding_window {
+        println!("sliding window:  {window} (verdict's context stops there)");
+    }
+    println!("tied embeddings: {}", if arch.tie_word_embeddings { "yes" } else { "no" });
+    println!("chat format:     {}", model::overview::template_kind(&info.chat_template));
     println!("parameters:      {} ({:.1} M)", info.parameters, info.parameters as f64 / 1e6);
     println!("layers, hidden:  {}, {}", info.layers, info.hidden_size);
     println!("quantization:    {} stored, runs as {}", info.quantization, info.run_quantization);
-    println!("context length:  {}", info.context_length);
+    match arch.max_position_embeddings {
+        n if n != info.context_length => println!("context length:  {} ({n} configured)", info.context_length),
+        _ => println!("context length:  {}", info.context_length),
+    }
     println!("vocabulary:      {}", info.vocab_size);
     println!(
         "special tokens:  bos {} · eos {} · end of turn {} · pad {}",

@@ -21,9 +21,14 @@ pub enum ModelError {
     BadHfDir { path: PathBuf, reason: String },
 
     #[error(
-        "{path}: unsupported architecture `{arch}`; verdict runs llama-family models (SmolLM2, Llama 3.x, Mistral) and Qwen2.x"
+        "{path}: unsupported architecture `{arch}`; verdict runs llama-family models (SmolLM2, Llama 3.x, Mistral) and Qwen2.x (docs/models.md lists the families)"
     )]
     UnsupportedArchitecture { path: PathBuf, arch: String },
+
+    #[error(
+        "{0}; verdict cannot run this model as configured: use a model without that setting, or one of the configurations listed in docs/models.md"
+    )]
+    Config(super::arch::ArchError),
 
     #[error(
         "{path}: no tokenizer found ({reason}); use a GGUF with tokenizer.ggml.* metadata or a directory with tokenizer.json"
@@ -72,6 +77,15 @@ pub enum ModelError {
 
 /// Result alias for the model module.
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+impl From<super::arch::ArchError> for ModelError {
+    fn from(e: super::arch::ArchError) -> Self {
+        match e {
+            super::arch::ArchError::Unsupported { path, arch } => ModelError::UnsupportedArchitecture { path, arch },
+            other => ModelError::Config(other),
+        }
+    }
+}
 
 impl ModelError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

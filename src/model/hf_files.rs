@@ -1,92 +1,9 @@
 //! Reading the JSON side files of a Hugging Face model directory.
 
 use super::error::{ModelError, Result};
-use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-
-/// The subset of config.json the llama/qwen2 forward needs.
-#[derive(Debug, Deserialize)]
-pub struct HfConfig {
-    #[serde(default)]
-    pub architectures: Vec<String>,
-    #[serde(default)]
-    pub model_type: Option<String>,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: Option<usize>,
-    pub head_dim: Option<usize>,
-    pub rms_norm_eps: Option<f64>,
-    pub rope_theta: Option<f64>,
-    pub max_position_embeddings: Option<usize>,
-    pub tie_word_embeddings: Option<bool>,
-    pub attention_bias: Option<bool>,
-    pub rope_scaling: Option<Value>,
-    #[serde(rename = "_name_or_path")]
-    pub name_or_path: Option<String>,
-}
-
-impl HfConfig {
-    pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::BadHfDir {
-            path: dir.to_path_buf(),
-            reason: format!("cannot read config.json ({e})"),
-        })?;
-        serde_json::from_str(&text).map_err(|e| ModelError::BadHfDir {
-            path: path.clone(),
-            reason: format!("config.json is not a llama-style config ({e})"),
-        })
-    }
-
-    /// `llama` (also Mistral, which is llama-shaped) or `qwen2`; anything else as found.
-    pub fn architecture(&self) -> String {
-        let hint = self.architectures.first().cloned().or_else(|| self.model_type.clone()).unwrap_or_default();
-        match hint.as_str() {
-            "LlamaForCausalLM" | "MistralForCausalLM" | "llama" | "mistral" => "llama".into(),
-            "Qwen2ForCausalLM" | "qwen2" => "qwen2".into(),
-            _ => hint,
-        }
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
-    }
-
-    /// Applies Llama 3's `rope_scaling` (rope_type "llama3"): long wavelengths are slowed by
-    /// `factor`, short ones kept, the band between interpolated.
-    pub fn scale_inv_freq(&self, inv_freq: Vec<f32>) -> Vec<f32> {
-        let Some(rs) = &self.rope_scaling else {
-            return inv_freq;
-        };
-        let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("");
-        if kind != "llama3" {
-            return inv_freq;
-        }
-        let num = |k: &str, d: f64| rs.get(k).and_then(Value::as_f64).unwrap_or(d);
-        let (factor, low, high) = (num("factor", 8.0), num("low_freq_factor", 1.0), num("high_freq_factor", 4.0));
-        let old_ctx = num("original_max_position_embeddings", 8192.0);
-        let (low_wl, high_wl) = (old_ctx / low, old_ctx / high);
-        inv_freq
-            .into_iter()
-            .map(|f| {
-                let f = f as f64;
-                let wavelen = 2.0 * std::f64::consts::PI / f;
-                let scaled = if wavelen < high_wl {
-                    f
-                } else if wavelen > low_wl {
-                    f / factor
-                } else {
-                    let smooth = (old_ctx / wavelen - low) / (high - low);
-                    (1.0 - smooth) * f / factor + smooth * f
-                };
-                scaled as f32
-            })
-            .collect()
-    }
-}
 
 /// tokenizer_config.json (+ chat_template.jinja, generation_config.json), as far as used here.
 #[derive(Debug, Default)]

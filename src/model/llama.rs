@@ -25,6 +25,24 @@ pub struct Config {
     pub rope_interleaved: bool,
 }
 
+impl Config {
+    /// The network's shape from a family's configuration; `vocab` from the embedding matrix.
+    pub fn new(arch: &super::arch::ArchConfig, vocab: usize, rope_interleaved: bool) -> Config {
+        Config {
+            hidden: arch.hidden_size,
+            n_layers: arch.num_hidden_layers,
+            n_heads: arch.num_attention_heads,
+            n_kv_heads: arch.num_key_value_heads,
+            head_dim: arch.head_dim,
+            vocab,
+            rms_eps: arch.rms_norm_eps,
+            rope_theta: arch.rope.theta,
+            context: arch.context(),
+            rope_interleaved,
+        }
+    }
+}
+
 /// A linear layer: quantized or dense weights, optional bias (Qwen2 has q/k/v biases).
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -109,21 +127,31 @@ impl KvCache {
 }
 
 impl Transformer {
-    /// `inv_freq` lets the loader apply rope scaling (Llama 3's frequency factors).
+    /// The rotation tables come from `rope` (its scaling and attention factor, `model::arch`),
+    /// computed in f64 like the trainer's.
     pub fn new(
         cfg: Config,
         embed: Tensor,
         layers: Vec<Layer>,
         norm: Tensor,
         lm_head: Linear,
-        inv_freq: Vec<f32>,
+        rope: &super::arch::Rope,
         device: &Device,
     ) -> candle_core::Result<Self> {
+        let inv_freq = rope.inv_freq(cfg.head_dim);
+        let scale = rope.attention_factor();
         let half = inv_freq.len();
-        let inv = Tensor::from_vec(inv_freq, (1, half), device)?;
-        let pos = Tensor::arange(0u32, cfg.context as u32, device)?.to_dtype(DType::F32)?.reshape((cfg.context, 1))?;
-        let freqs = pos.matmul(&inv)?;
-        Ok(Transformer { cos: freqs.cos()?, sin: freqs.sin()?, cfg, embed, layers, norm, lm_head })
+        let (mut cos, mut sin) = (Vec::with_capacity(cfg.context * half), Vec::with_capacity(cfg.context * half));
+        for p in 0..cfg.context {
+            for f in &inv_freq {
+                let a = p as f64 * f;
+                cos.push((a.cos() * scale) as f32);
+                sin.push((a.sin() * scale) as f32);
+            }
+        }
+        let cos = Tensor::from_vec(cos, (cfg.context, half), device)?;
+        let sin = Tensor::from_vec(sin, (cfg.context, half), device)?;
+        Ok(Transformer { cos, sin, cfg, embed, layers, norm, lm_head })
     }
 
     /// The same architecture with other dense weights under Hugging Face names and layout
@@ -269,11 +297,6 @@ fn causal_mask(seq: usize, start: usize, device: &Device) -> candle_core::Result
     let data: Vec<f32> =
         (0..seq).flat_map(|i| (0..total).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })).collect();
     Tensor::from_vec(data, (seq, total), device)
-}
-
-/// Rotary inverse frequencies, 1 / theta^(2i/d).
-pub fn rope_inv_freq(head_dim: usize, theta: f64) -> Vec<f32> {
-    (0..head_dim / 2).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect()
 }
 
 /// Largest absolute difference between two tensors (for tests and fixture comparison).

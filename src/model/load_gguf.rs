@@ -3,11 +3,12 @@
 //! candle's CPU kernels for those types are scalar: ~15 vs ~51 tok/s measured on SmolLM2).
 
 use super::LoadOptions;
+use super::arch::ArchConfig;
 use super::error::{ModelError, Result};
 use super::gguf_meta::Meta;
 use super::gguf_tokenizer::tokenizer_from_gguf;
 use super::info::{ModelFormat, ModelInfo, SpecialTokens, dominant_type};
-use super::llama::{Config, Layer, Linear, Transformer, Weight, rope_inv_freq};
+use super::llama::{Config, Layer, Linear, Transformer, Weight};
 use super::loaded::{Loaded, stop_ids_for};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
@@ -23,22 +24,27 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
     let mut reader = BufReader::new(file);
     let content = gguf_file::Content::read(&mut reader).map_err(|e| bad(e.to_string()))?;
     let meta = Meta(content.metadata.clone());
-    let arch = meta.string("general.architecture").unwrap_or("").to_string();
-    if arch != "llama" && arch != "qwen2" {
-        return Err(ModelError::UnsupportedArchitecture { path: path.to_path_buf(), arch });
-    }
-    let need = |suffix: &str| {
-        meta.arch_int(&arch, suffix)
-            .map(|v| v as usize)
-            .ok_or_else(|| bad(format!("metadata {arch}.{suffix} is missing")))
+    let has_freqs = content.tensor_infos.contains_key("rope_freqs.weight");
+    let rope_freqs = match has_freqs {
+        true => Some(
+            content
+                .tensor(&mut reader, "rope_freqs.weight", &Device::Cpu)
+                .and_then(|t| t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1::<f32>())
+                .map_err(|e| bad(format!("cannot read tensor rope_freqs.weight: {e}")))?,
+        ),
+        false => None,
     };
-    let (n_heads, n_kv_heads, n_layers, hidden) = (
-        need("attention.head_count")?,
-        need("attention.head_count_kv").or_else(|_| need("attention.head_count"))?,
-        need("block_count")?,
-        need("embedding_length")?,
-    );
-    let head_dim = need("attention.key_length").or_else(|_| need("rope.dimension_count")).unwrap_or(hidden / n_heads);
+    let vocab = content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).unwrap_or(0);
+    let has_tensor = |name: &str| content.tensor_infos.contains_key(name);
+    let arch_cfg = ArchConfig::from_gguf(path, &meta, &has_tensor, vocab, rope_freqs.as_deref())?;
+    if !arch_cfg.family.runs() {
+        return Err(ModelError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            arch: arch_cfg.family.name().into(),
+        });
+    }
+    let arch = arch_cfg.family.name().to_string();
+    let (n_layers, hidden) = (arch_cfg.num_hidden_layers, arch_cfg.hidden_size);
 
     let tokenizer = match tokenizer_from_gguf(&meta, path) {
         Ok(t) => t,
@@ -84,29 +90,11 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
     // Models with tied embeddings (SmolLM2) have no output.weight: the embedding matrix,
     // still quantized, is the output projection.
     let lm_head = if w.has("output.weight") { w.linear("output")? } else { w.linear("token_embd")? };
-    let rope_factors =
-        if w.has("rope_freqs.weight") { Some(w.dense("rope_freqs.weight")?.to_vec1::<f32>()?) } else { None };
     let (stored, run_types) = (std::mem::take(&mut w.stored), std::mem::take(&mut w.run));
-    let mut inv_freq = rope_inv_freq(head_dim, meta.arch_float(&arch, "rope.freq_base").unwrap_or(10_000.0));
-    if let Some(factors) = rope_factors {
-        // Llama 3.1+: per-frequency scaling factors, applied by dividing the frequency.
-        inv_freq.iter_mut().zip(factors).for_each(|(f, k)| *f /= k);
-    }
-    let context = meta.arch_int(&arch, "context_length").map(|v| v as usize).unwrap_or(4096);
-    let cfg = Config {
-        hidden,
-        n_layers,
-        n_heads,
-        n_kv_heads,
-        head_dim,
-        vocab,
-        rms_eps: meta.arch_float(&arch, "attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-        rope_theta: meta.arch_float(&arch, "rope.freq_base").unwrap_or(10_000.0),
-        context,
-        // llama.cpp's converter permutes llama q/k rows for interleaved rotary; qwen2 is not permuted.
-        rope_interleaved: arch == "llama",
-    };
-    let net = Transformer::new(cfg, embed, layers, norm, lm_head, inv_freq, device)?;
+    let context = arch_cfg.context();
+    // llama.cpp's converter permutes llama q/k rows for interleaved rotary; qwen2 is not permuted.
+    let cfg = Config::new(&arch_cfg, vocab, arch == "llama");
+    let net = Transformer::new(cfg, embed, layers, norm, lm_head, &arch_cfg.rope, device)?;
 
     let tokens = meta.strings("tokenizer.ggml.tokens").unwrap_or_default();
     let tok = |key: &str| meta.int(key).and_then(|id| tokens.get(id as usize).cloned());
@@ -142,7 +130,7 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
         chat_template_source: source,
         sha256: super::fetch::sha256_file(path)?,
     };
-    Ok(Loaded { net, tokenizer, info })
+    Ok(Loaded { net, tokenizer, info, arch: arch_cfg })
 }
 
 /// Reads tensors out of the GGUF and records their types as stored and as run.

@@ -2,10 +2,11 @@
 //! tokenizer.json, tokenizer_config.json (special tokens, chat template), and optionally
 //! chat_template.jinja and generation_config.json. Weights run as dense f32 on CPU.
 
+use super::arch::ArchConfig;
 use super::error::{ModelError, Result};
-use super::hf_files::{HfConfig, TokenizerConfig, safetensors_files, weights_sha256};
+use super::hf_files::{TokenizerConfig, safetensors_files, weights_sha256};
 use super::info::{ModelFormat, ModelInfo, SpecialTokens, dominant_type};
-use super::llama::{Config, Layer, Linear, Transformer, rope_inv_freq};
+use super::llama::{Config, Layer, Linear, Transformer};
 use super::loaded::{Loaded, stop_ids_for};
 use candle_core::quantized::QMatMul;
 use candle_core::safetensors::MmapedSafetensors;
@@ -15,11 +16,13 @@ use std::path::Path;
 /// Loads the HF directory `dir` (it exists and is a directory).
 pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     let bad = |reason: String| ModelError::BadHfDir { path: dir.to_path_buf(), reason };
-    let cfg = HfConfig::read(dir)?;
-    let arch = cfg.architecture();
-    if arch != "llama" && arch != "qwen2" {
-        return Err(ModelError::UnsupportedArchitecture { path: dir.to_path_buf(), arch });
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| bad(format!("cannot read config.json ({e})")))?;
+    let cfg = ArchConfig::from_hf_json(&cfg_path, &text)?;
+    if !cfg.family.runs() {
+        return Err(ModelError::UnsupportedArchitecture { path: dir.to_path_buf(), arch: cfg.family.name().into() });
     }
+    let arch = cfg.family.name().to_string();
     let tok_path = dir.join("tokenizer.json");
     if !tok_path.is_file() {
         return Err(ModelError::MissingTokenizer {
@@ -53,7 +56,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
         let bias = if with_bias || has(&bias_name) { Some(get(&bias_name)?) } else { None };
         Ok(Linear::new(QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias))
     };
-    let qkv_bias = arch == "qwen2" || cfg.attention_bias.unwrap_or(false);
+    let qkv_bias = cfg.qkv_bias();
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
@@ -70,29 +73,20 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
         });
     }
     let embed = get("model.embed_tokens.weight")?;
-    let lm_head = if has("lm_head.weight") && !cfg.tie_word_embeddings.unwrap_or(false) {
+    let lm_head = if has("lm_head.weight") && !cfg.tie_word_embeddings {
         Linear::new(QMatMul::Tensor(get("lm_head.weight")?), None)
     } else {
         Linear::new(QMatMul::Tensor(embed.clone()), None)
     };
     let norm = get("model.norm.weight")?;
-    let head_dim = cfg.head_dim();
-    let inv_freq = cfg.scale_inv_freq(rope_inv_freq(head_dim, cfg.rope_theta.unwrap_or(10_000.0)));
     let vocab = embed.dim(0)?;
-    let net_cfg = Config {
-        hidden: cfg.hidden_size,
-        n_layers: cfg.num_hidden_layers,
-        n_heads: cfg.num_attention_heads,
-        n_kv_heads: cfg.num_key_value_heads.unwrap_or(cfg.num_attention_heads),
-        head_dim,
-        vocab,
-        rms_eps: cfg.rms_norm_eps.unwrap_or(1e-6),
-        rope_theta: cfg.rope_theta.unwrap_or(10_000.0),
-        context: cfg.max_position_embeddings.unwrap_or(4096),
-        rope_interleaved: false,
-    };
-    let context = net_cfg.context;
-    let net = Transformer::new(net_cfg, embed, layers, norm, lm_head, inv_freq, device)?;
+    let context = cfg.context();
+    let net_cfg = Config::new(&cfg, vocab, false);
+    let net = Transformer::new(net_cfg, embed, layers, norm, lm_head, &cfg.rope, device)?;
+    let name = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("_name_or_path").and_then(|n| n.as_str()).map(str::to_string))
+        .filter(|s| !s.is_empty());
 
     let mut special = SpecialTokens {
         bos: tok_cfg.bos_token.clone(),
@@ -107,7 +101,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
         path: dir.to_path_buf(),
         format: ModelFormat::Hf,
         architecture: arch,
-        name: cfg.name_or_path.clone().filter(|s| !s.is_empty()),
+        name,
         parameters,
         quantization: dominant_type(&stored),
         // Safetensors weights (f32, f16 or bf16) run as dense f32.
@@ -121,5 +115,5 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
         chat_template_source: tok_cfg.chat_template_source.clone(),
         sha256: weights_sha256(&files)?,
     };
-    Ok(Loaded { net, tokenizer, info })
+    Ok(Loaded { net, tokenizer, info, arch: cfg })
 }

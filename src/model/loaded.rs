@@ -9,6 +9,7 @@ pub struct Loaded {
     pub net: Transformer,
     pub tokenizer: Tokenizer,
     pub info: ModelInfo,
+    pub arch: super::arch::ArchConfig,
 }
 
 /// End-of-turn tokens of the common chat formats. Instruct models end an answer with these

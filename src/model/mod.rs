@@ -2,12 +2,13 @@
 //! tokenizer (tokenizer.json or GGUF metadata) and chat template (minijinja), and reproducible
 //! candidate generation with one shared prefill. Knows nothing of the store or the UI.
 
+pub mod arch;
 mod chat_template;
 pub mod denormals;
 mod error;
 pub mod fetch;
 pub mod generate;
-mod gguf_meta;
+pub mod gguf_meta;
 mod gguf_tokenizer;
 mod go_template;
 mod hf_files;
@@ -20,6 +21,7 @@ mod load_hf;
 mod loaded;
 pub mod ollama;
 mod options;
+pub mod overview;
 mod pyjson;
 pub mod q8_cpu;
 pub mod sampling;
@@ -28,7 +30,11 @@ mod testing_gguf;
 pub mod testing_skip;
 
 #[cfg(test)]
+mod tests_arch;
+#[cfg(test)]
 mod tests_errors;
+#[cfg(test)]
+mod tests_families;
 #[cfg(test)]
 mod tests_reference;
 #[cfg(test)]
@@ -64,6 +70,7 @@ pub struct Model {
     tokenizer: Tokenizer,
     template: ChatTemplate,
     net: llama::Transformer,
+    arch: arch::ArchConfig,
     device: Device,
 }
 
@@ -85,7 +92,14 @@ impl Model {
         }
         let loaded = if path.is_dir() { load_hf::load(path, &device)? } else { load_gguf::load(path, opts, &device)? };
         let template = ChatTemplate::new(&loaded.info.chat_template, &loaded.info.special_tokens)?;
-        Ok(Model { info: loaded.info, tokenizer: loaded.tokenizer, template, net: loaded.net, device })
+        Ok(Model {
+            info: loaded.info,
+            tokenizer: loaded.tokenizer,
+            template,
+            net: loaded.net,
+            arch: loaded.arch,
+            device,
+        })
     }
 
     /// This model (tokenizer, template, architecture) with other weights under HF names and
@@ -96,8 +110,19 @@ impl Model {
             tokenizer: self.tokenizer.clone(),
             template: self.template.clone(),
             net: self.net.with_hf_weights(tensors)?,
+            arch: self.arch.clone(),
             device: self.device.clone(),
         })
+    }
+
+    /// The rotary settings the model runs with.
+    pub fn rope(&self) -> &arch::Rope {
+        &self.arch.rope
+    }
+
+    /// The family's configuration as read from the file.
+    pub fn arch(&self) -> &arch::ArchConfig {
+        &self.arch
     }
 
     pub fn info(&self) -> &ModelInfo {

@@ -5,8 +5,8 @@
 use super::error::{ModelError, Result};
 use super::gguf_meta::Meta;
 use super::gguf_tokenizer::tokenizer_from_gguf;
-pub use super::testing_gguf::permute_for_gguf;
 use super::testing_gguf::{gguf_metadata, write_gguf};
+pub use super::testing_gguf::{permute_for_gguf, with_llama3_rope_freqs};
 pub use super::testing_skip::{default_model_or_skip, report_skipped, skip_real_model_test};
 use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;

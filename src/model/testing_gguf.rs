@@ -102,3 +102,38 @@ pub(super) fn write_gguf(
     gguf_file::write(&mut file, &meta_refs, &tensor_refs)?;
     Ok(())
 }
+
+/// Copies the GGUF `src` to `dst` with a `rope_freqs.weight` tensor added, as llama.cpp's
+/// converter writes it for a Llama 3.1+ `rope_scaling` (one divisor per rotary frequency).
+pub fn with_llama3_rope_freqs(src: &Path, dst: &Path, factor: f64, low: f64, high: f64, original: usize) -> Result<()> {
+    let mut reader = std::fs::File::open(src).map_err(|e| ModelError::io(src, e))?;
+    let content = gguf_file::Content::read(&mut reader).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    let meta = super::gguf_meta::Meta(content.metadata.clone());
+    let arch = meta.string("general.architecture").unwrap_or("llama").to_string();
+    let theta = meta.arch_float(&arch, "rope.freq_base").unwrap_or(10_000.0);
+    let head_dim = meta.arch_int(&arch, "rope.dimension_count").unwrap_or(0) as usize;
+    let plain = super::arch::Rope::plain(theta);
+    let scaled = super::arch::Rope {
+        kind: super::arch::RopeKind::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max: original,
+        },
+        ..plain.clone()
+    };
+    let factors: Vec<f32> =
+        plain.inv_freq(head_dim).iter().zip(scaled.inv_freq(head_dim)).map(|(b, s)| (b / s) as f32).collect();
+    let n = factors.len();
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for name in content.tensor_infos.keys() {
+        tensors.push((name.clone(), content.tensor(&mut reader, name, &candle_core::Device::Cpu)?));
+    }
+    let freqs = Tensor::from_vec(factors, n, &candle_core::Device::Cpu)?;
+    tensors.push(("rope_freqs.weight".into(), QTensor::quantize(&freqs, GgmlDType::F32)?));
+    let mut file = std::fs::File::create(dst).map_err(|e| ModelError::io(dst, e))?;
+    let meta_refs: Vec<(&str, &Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut file, &meta_refs, &tensor_refs)?;
+    Ok(())
+}

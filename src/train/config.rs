@@ -1,84 +1,68 @@
-//! The trainable model's hyper-parameters, read from (and written back as) an HF `config.json`.
+//! The trainable model's hyper-parameters, read from an HF `config.json` or GGUF metadata
+//! through `model::arch` (the same reading inference uses) and written back as `config.json`.
 //!
-//! One struct serves Llama/SmolLM2 and Qwen2: the differences are q/k/v biases (Qwen2 always,
-//! Llama when `attention_bias` is set), tied embeddings, and Llama 3's rope scaling.
+//! One struct serves Llama/SmolLM2, Mistral and Qwen2: the differences are q/k/v biases (Qwen2
+//! always, Llama when `attention_bias` is set), tied embeddings, and the rotary scaling.
 
-use serde::{Deserialize, Serialize};
+use crate::model::arch::{ArchConfig, Family, Rope};
+use serde::Serialize;
 
-/// Llama 3.x `rope_scaling` (`rope_type: "llama3"`); other kinds are refused at load time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RopeScaling {
-    #[serde(default, alias = "type")]
-    pub rope_type: Option<String>,
-    #[serde(default = "one")]
-    pub factor: f64,
-    #[serde(default = "one")]
-    pub low_freq_factor: f64,
-    #[serde(default = "four")]
-    pub high_freq_factor: f64,
-    #[serde(default = "ctx8k")]
-    pub original_max_position_embeddings: usize,
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn four() -> f64 {
-    4.0
-}
-fn ctx8k() -> usize {
-    8192
-}
-fn theta() -> f64 {
-    10_000.0
-}
-fn eps() -> f64 {
-    1e-6
-}
-fn ctx() -> usize {
-    2048
-}
-fn llama() -> String {
-    "llama".into()
-}
-
-/// The subset of an HF `config.json` the transformer needs. Unknown keys are ignored on read;
-/// `to_hf_json` adds the keys `transformers` requires to load an exported directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The subset of an HF `config.json` the transformer needs. `to_hf_json` adds the keys
+/// `transformers` requires to load an exported directory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
-    #[serde(default = "llama")]
     pub model_type: String,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
-    #[serde(default)]
     pub num_key_value_heads: Option<usize>,
-    #[serde(default)]
     pub head_dim: Option<usize>,
     pub vocab_size: usize,
-    #[serde(default = "eps")]
     pub rms_norm_eps: f64,
-    #[serde(default = "theta")]
-    pub rope_theta: f64,
-    #[serde(default)]
-    pub rope_scaling: Option<RopeScaling>,
-    #[serde(default = "ctx")]
+    /// Theta, scaling and attention factor; written as v4 `rope_theta` + `rope_scaling`.
+    #[serde(skip)]
+    pub rope: Rope,
     pub max_position_embeddings: usize,
-    #[serde(default)]
     pub tie_word_embeddings: bool,
     /// Llama's switch for q/k/v/o biases; Qwen2 has q/k/v biases regardless.
-    #[serde(default)]
     pub attention_bias: bool,
-    #[serde(default)]
+    /// Mistral's/Qwen2's window, written back as found (verdict's context stops at it).
+    pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
-    #[serde(default)]
     pub eos_token_id: Option<serde_json::Value>,
 }
 
 impl Config {
-    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+    /// Reads `config.json` text; `path` names the file in errors.
+    pub fn from_hf_json(path: &std::path::Path, text: &str) -> Result<Self, crate::model::arch::ArchError> {
+        ArchConfig::from_hf_json(path, text).map(|a| Config::from_arch(&a))
+    }
+
+    /// `from_hf_json` for text without a file (tests).
+    pub fn from_json(text: &str) -> Result<Self, crate::model::arch::ArchError> {
+        Config::from_hf_json(std::path::Path::new("config.json"), text)
+    }
+
+    pub fn from_arch(a: &ArchConfig) -> Config {
+        Config {
+            model_type: a.family.name().into(),
+            hidden_size: a.hidden_size,
+            intermediate_size: a.intermediate_size,
+            num_hidden_layers: a.num_hidden_layers,
+            num_attention_heads: a.num_attention_heads,
+            num_key_value_heads: Some(a.num_key_value_heads),
+            head_dim: Some(a.head_dim),
+            vocab_size: a.vocab_size,
+            rms_norm_eps: a.rms_norm_eps,
+            rope: a.rope.clone(),
+            max_position_embeddings: a.max_position_embeddings,
+            tie_word_embeddings: a.tie_word_embeddings,
+            attention_bias: a.attention_bias,
+            sliding_window: a.sliding_window,
+            bos_token_id: a.bos_token_id,
+            eos_token_id: a.eos_token_id.clone(),
+        }
     }
 
     pub fn n_kv_heads(&self) -> usize {
@@ -101,18 +85,14 @@ impl Config {
 
     /// Architectures this trainer implements; anything else is refused with a clear message.
     pub fn check_supported(&self) -> Result<(), String> {
-        match self.model_type.as_str() {
-            "llama" | "qwen2" | "mistral" => {}
-            other => {
+        match Family::from_hf(&self.model_type) {
+            Some(f) if f.runs() => {}
+            _ => {
                 return Err(format!(
-                    "model_type `{other}` cannot be trained: verdict trains llama, mistral and qwen2 models"
+                    "model_type `{}` cannot be trained: verdict trains {}",
+                    self.model_type,
+                    crate::model::arch::RUNS
                 ));
-            }
-        }
-        if let Some(rs) = &self.rope_scaling {
-            let kind = rs.rope_type.as_deref().unwrap_or("default");
-            if kind != "llama3" && kind != "default" {
-                return Err(format!("rope_scaling type `{kind}` is not supported for training"));
             }
         }
         if !self.num_attention_heads.is_multiple_of(self.n_kv_heads()) {
@@ -121,30 +101,14 @@ impl Config {
         Ok(())
     }
 
-    /// Rotary inverse frequencies, with Llama 3's smooth low-frequency scaling when configured
-    /// (same formula as `transformers`' `_compute_llama3_parameters`).
+    /// Rotary inverse frequencies, scaled as the configuration says (`model::arch::Rope`).
     pub fn inv_freq(&self) -> Vec<f64> {
-        let d = self.head_dim();
-        let base: Vec<f64> = (0..d).step_by(2).map(|i| 1.0 / self.rope_theta.powf(i as f64 / d as f64)).collect();
-        let Some(rs) = self.rope_scaling.as_ref().filter(|r| r.rope_type.as_deref() == Some("llama3")) else {
-            return base;
-        };
-        let old = rs.original_max_position_embeddings as f64;
-        let low_wavelen = old / rs.low_freq_factor;
-        let high_wavelen = old / rs.high_freq_factor;
-        base.into_iter()
-            .map(|f| {
-                let wavelen = 2.0 * std::f64::consts::PI / f;
-                if wavelen < high_wavelen {
-                    f
-                } else if wavelen > low_wavelen {
-                    f / rs.factor
-                } else {
-                    let smooth = (old / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
-                    (1.0 - smooth) * f / rs.factor + smooth * f
-                }
-            })
-            .collect()
+        self.rope.inv_freq(self.head_dim())
+    }
+
+    /// The factor cos and sin are multiplied by (1 but for YaRN and LongRoPE).
+    pub fn rope_attention_factor(&self) -> f64 {
+        self.rope.attention_factor()
     }
 
     /// `config.json` for an exported directory: our fields plus what `transformers` expects.
@@ -152,16 +116,23 @@ impl Config {
         let mut v = serde_json::to_value(self).expect("config serializes");
         let obj = v.as_object_mut().expect("object");
         obj.retain(|_, x| !x.is_null());
-        let arch = match self.model_type.as_str() {
-            "qwen2" => "Qwen2ForCausalLM",
-            "mistral" => "MistralForCausalLM",
-            _ => "LlamaForCausalLM",
-        };
-        obj.insert("architectures".into(), serde_json::json!([arch]));
+        let family = Family::from_hf(&self.model_type).unwrap_or(Family::Llama);
+        obj.insert("architectures".into(), serde_json::json!([family.hf_class()]));
         obj.insert("hidden_act".into(), "silu".into());
         obj.insert("torch_dtype".into(), "float32".into());
         obj.insert("num_key_value_heads".into(), self.n_kv_heads().into());
         obj.insert("head_dim".into(), self.head_dim().into());
+        obj.insert("rope_theta".into(), self.rope.theta.into());
+        if let Some(scaling) = self.rope.hf_scaling() {
+            obj.insert("rope_scaling".into(), scaling);
+        }
+        if self.model_type == "mistral" && self.sliding_window.is_none() {
+            // Mistral's default window is 4096: "none" must be written out.
+            obj.insert("sliding_window".into(), serde_json::Value::Null);
+        }
+        if self.model_type == "qwen2" && self.sliding_window.is_some() {
+            obj.insert("use_sliding_window".into(), true.into());
+        }
         v
     }
 }
@@ -184,17 +155,35 @@ mod tests {
         assert!(!c.qkv_bias());
         assert!(c.check_supported().is_ok());
         assert_eq!(c.inv_freq().len(), 32);
+        assert_eq!(c.rope.theta, 100000.0);
         let back = Config::from_json(&c.to_hf_json().to_string()).unwrap();
-        assert_eq!(back.head_dim(), 64);
+        assert_eq!(back, c);
+    }
+
+    /// transformers 5 writes `rope_parameters` instead of a top-level `rope_theta`; reading
+    /// only the v4 key trained SmolLM2 with theta 10000 instead of 100000.
+    #[test]
+    fn reads_transformers5_rope_parameters() {
+        let c = Config::from_json(
+            r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,
+            "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,
+            "rope_parameters":{"rope_theta":100000.0,"rope_type":"llama3","factor":8.0,
+            "low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.rope.theta, 100000.0);
+        assert_eq!(c.rope.type_name(), "llama3");
+        let back = Config::from_json(&c.to_hf_json().to_string()).unwrap();
+        assert_eq!(back, c);
     }
 
     #[test]
     fn refuses_other_architectures() {
-        let c = Config::from_json(
-            r#"{"model_type":"gpt2","hidden_size":8,"intermediate_size":8,
-            "num_hidden_layers":1,"num_attention_heads":2,"vocab_size":10}"#,
-        )
-        .unwrap();
-        assert!(c.check_supported().unwrap_err().contains("gpt2"));
+        let gpt2 = r#"{"model_type":"gpt2","hidden_size":8,"intermediate_size":8,
+            "num_hidden_layers":1,"num_attention_heads":2,"vocab_size":10}"#;
+        assert!(Config::from_json(gpt2).unwrap_err().to_string().contains("gpt2"));
+        let gemma2 = gpt2.replace("gpt2", "gemma2");
+        let c = Config::from_json(&gemma2).unwrap();
+        assert!(c.check_supported().unwrap_err().contains("gemma2"));
     }
 }

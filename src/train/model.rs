@@ -339,6 +339,7 @@ impl Model {
     /// cos/sin `[B, 1, T, head_dim/2]` for every token's position.
     fn rope_tables(&self, input: &Input, b: usize, t: usize) -> Result<(Tensor, Tensor)> {
         let inv = self.cfg.inv_freq();
+        let scale = self.cfg.rope_attention_factor();
         let half = inv.len();
         let n = input.max_position + 1;
         let mut cos = Vec::with_capacity(n * half);
@@ -346,8 +347,8 @@ impl Model {
         for p in 0..n {
             for f in &inv {
                 let a = p as f64 * f;
-                cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
+                cos.push((a.cos() * scale) as f32);
+                sin.push((a.sin() * scale) as f32);
             }
         }
         let dev = self.device();

@@ -118,7 +118,7 @@ pub fn write_f32_gguf(path: &std::path::Path, cfg: &Config, w: &HashMap<String, 
         ("llama.rope.dimension_count", u(cfg.head_dim())),
         ("llama.context_length", u(cfg.max_position_embeddings)),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(cfg.rms_norm_eps as f32)),
-        ("llama.rope.freq_base", Value::F32(cfg.rope_theta as f32)),
+        ("llama.rope.freq_base", Value::F32(cfg.rope.theta as f32)),
     ];
     let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
     let t_refs: Vec<(&str, &QTensor)> = qt.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -175,5 +175,34 @@ fn inference_model_with_training_weights_gives_the_same_logits() -> anyhow::Resu
         let d = max_diff(&inference.logits(&tokens)?, &rebuilt.logits(&tokens)?)?;
         assert!(d < 1e-4, "{arch:?}: logits differ by {d}");
     }
+    Ok(())
+}
+
+/// Training from a Llama 3.1+ GGUF keeps its rope scaling (`rope_freqs`): the trainer's config
+/// is the inference loader's, its logits equal inference's, and the exported config.json says
+/// llama3. (It set `rope_scaling: None`, so reference log-probs and policy ran another model.)
+#[test]
+fn training_from_a_llama3_gguf_keeps_its_rope_scaling() -> anyhow::Result<()> {
+    use crate::model::arch::RopeKind;
+    use crate::model::testing::{with_llama3_rope_freqs, write_tiny_models};
+    use crate::model::{LoadOptions, Model as InferenceModel};
+    let dir = tempfile::tempdir()?;
+    let (plain, _) = write_tiny_models(dir.path())?;
+    let gguf = dir.path().join("llama3.gguf");
+    with_llama3_rope_freqs(&plain, &gguf, 4.0, 1.0, 8.0, 256)?;
+    let opts = LoadOptions { dequantize: true, requantize: false, ..LoadOptions::default() };
+    let inference = InferenceModel::load(&gguf, &opts)?;
+    let (cfg, w) = weights::load_gguf(&gguf, DType::F32, &Device::Cpu)?;
+    let want = RopeKind::Llama3 { factor: 4.0, low_freq_factor: 1.0, high_freq_factor: 8.0, original_max: 256 };
+    assert_eq!(cfg.rope.kind, want);
+    assert_eq!(&cfg.rope, inference.rope());
+    let exported = cfg.to_hf_json();
+    assert_eq!(exported["rope_scaling"]["rope_type"], "llama3");
+    assert_eq!(Config::from_json(&exported.to_string())?, cfg);
+    let trained = Model::new(cfg, w, false)?;
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 7 % 60 + 1) as u32).collect();
+    let got = trained.forward(&Input::right_padded(std::slice::from_ref(&tokens), 0, &Device::Cpu)?)?.i(0)?;
+    let d = max_diff(&got, &inference.logits(&tokens)?)?;
+    assert!(d < 1e-4, "training and inference logits differ by {d}");
     Ok(())
 }

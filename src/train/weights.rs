@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Error, Result, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -25,7 +25,7 @@ pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<(Config,
     let cfg_path = dir.join("config.json");
     let text =
         std::fs::read_to_string(&cfg_path).map_err(|e| msg(format!("cannot read {}: {e}", cfg_path.display())))?;
-    let cfg = Config::from_json(&text).map_err(|e| msg(format!("{}: {e}", cfg_path.display())))?;
+    let cfg = Config::from_hf_json(&cfg_path, &text).map_err(|e| msg(e.to_string()))?;
     let mut files: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
@@ -110,53 +110,37 @@ pub fn permute_qk(w: &Tensor, n_head: usize) -> Result<Tensor> {
     w.reshape((n_head, 2, out / n_head / 2, inp))?.transpose(1, 2)?.reshape((out, inp))
 }
 
-fn meta_u(md: &HashMap<String, Value>, key: &str) -> Result<usize> {
-    let v = md.get(key).ok_or_else(|| msg(format!("GGUF metadata lacks `{key}`")))?;
-    Ok(v.to_u64().or_else(|_| v.to_u32().map(u64::from))? as usize)
-}
-
-fn meta_f(md: &HashMap<String, Value>, key: &str, default: f64) -> f64 {
-    md.get(key).and_then(|v| v.to_f32().ok()).map_or(default, f64::from)
-}
-
-/// The HF config a GGUF's metadata describes.
-pub fn gguf_config(content: &gguf_file::Content) -> Result<Config> {
-    let md = &content.metadata;
-    let arch =
-        md.get("general.architecture").and_then(|v| v.to_string().ok()).cloned().unwrap_or_else(|| "llama".into());
-    if arch != "llama" && arch != "qwen2" {
-        return Err(msg(format!("GGUF architecture `{arch}` cannot be trained: verdict trains llama and qwen2")));
-    }
-    let emb =
-        content.tensor_infos.get("token_embd.weight").ok_or_else(|| msg("GGUF has no token_embd.weight".into()))?;
-    let hidden = meta_u(md, &format!("{arch}.embedding_length"))?;
-    let heads = meta_u(md, &format!("{arch}.attention.head_count"))?;
-    let cfg = Config {
-        model_type: arch.clone(),
-        hidden_size: hidden,
-        intermediate_size: meta_u(md, &format!("{arch}.feed_forward_length"))?,
-        num_hidden_layers: meta_u(md, &format!("{arch}.block_count"))?,
-        num_attention_heads: heads,
-        num_key_value_heads: Some(meta_u(md, &format!("{arch}.attention.head_count_kv")).unwrap_or(heads)),
-        head_dim: meta_u(md, &format!("{arch}.rope.dimension_count")).ok(),
-        vocab_size: emb.shape.dims()[0],
-        rms_norm_eps: meta_f(md, &format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6),
-        rope_theta: meta_f(md, &format!("{arch}.rope.freq_base"), 10_000.0),
-        rope_scaling: None,
-        max_position_embeddings: meta_u(md, &format!("{arch}.context_length")).unwrap_or(2048),
-        tie_word_embeddings: !content.tensor_infos.contains_key("output.weight"),
-        attention_bias: false,
-        bos_token_id: md.get("tokenizer.ggml.bos_token_id").and_then(|v| v.to_u32().ok()),
-        eos_token_id: md.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()).map(Into::into),
+/// The HF config a GGUF's metadata describes, read by `model::arch` as inference reads it
+/// (Llama 3.1+'s `rope_freqs` becomes `rope_scaling` llama3). `reader` reads `rope_freqs`.
+pub fn gguf_config<R: std::io::Read + std::io::Seek>(
+    path: &Path,
+    content: &gguf_file::Content,
+    reader: &mut R,
+) -> Result<Config> {
+    let rope_freqs = match content.tensor_infos.contains_key("rope_freqs.weight") {
+        true => Some(
+            content.tensor(reader, "rope_freqs.weight", &Device::Cpu)?.dequantize(&Device::Cpu)?.to_vec1::<f32>()?,
+        ),
+        false => None,
     };
-    Ok(cfg)
+    let vocab = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| msg(format!("{}: GGUF has no token_embd.weight", path.display())))?
+        .shape
+        .dims()[0];
+    let meta = crate::model::gguf_meta::Meta(content.metadata.clone());
+    let has = |name: &str| content.tensor_infos.contains_key(name);
+    let arch = crate::model::arch::ArchConfig::from_gguf(path, &meta, &has, vocab, rope_freqs.as_deref())
+        .map_err(|e| msg(e.to_string()))?;
+    Ok(Config::from_arch(&arch))
 }
 
 /// Reads a GGUF file: config from metadata, every tensor dequantized to `dtype`, HF names/layout.
 pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<(Config, Weights)> {
     let mut f = std::fs::File::open(path).map_err(|e| msg(format!("cannot open {}: {e}", path.display())))?;
     let content = gguf_file::Content::read(&mut f).map_err(|e| e.with_path(path))?;
-    let cfg = gguf_config(&content)?;
+    let cfg = gguf_config(path, &content, &mut f)?;
     let permuted = cfg.model_type == "llama";
     let mut w = Weights::new();
     let mut names: Vec<_> = content.tensor_infos.keys().cloned().collect();
@@ -233,11 +217,11 @@ pub fn tiny_config(model_type: &str, tie: bool) -> Config {
         head_dim: None,
         vocab_size: 64,
         rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        rope_scaling: None,
+        rope: crate::model::arch::Rope::plain(10_000.0),
         max_position_embeddings: 256,
         tie_word_embeddings: tie,
         attention_bias: false,
+        sliding_window: None,
         bos_token_id: Some(1),
         eos_token_id: Some(2.into()),
     }

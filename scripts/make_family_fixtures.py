@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Writes tests/fixtures/families/: one tiny random-weight model per family, in the family's real
+layout, saved by transformers 5 as a Hugging Face folder, with the logits transformers computes.
+
+Usage: /work/venvs/trl/bin/python scripts/make_family_fixtures.py   (transformers 5.x, torch)
+
+Each folder holds config.json and model.safetensors exactly as `save_pretrained` writes them (so
+config.json has transformers 5's `rope_parameters`, not a top-level `rope_theta`) and
+reference.json: the token ids, transformers' logits for them (eager attention, float32) and the
+log-prob of each next token. The Rust tests (src/model/tests_families.rs) load every folder:
+families verdict runs must match the logits within 1e-4; the others must fail naming their
+architecture. Weights are drawn larger than transformers' init (std 0.2, norms 1 +- 0.2) so the
+logits spread over several nats and a wrong rotary table, norm or bias shows.
+
+Shape: hidden 32, 2 layers, 4 query heads of 16 (q width 64, not the hidden size), 2 KV heads,
+MLP 64, vocabulary 96, 256 positions; about 110 KB a family.
+"""
+
+import json
+import pathlib
+import sys
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM
+
+OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "families"
+VOCAB = 96
+TOKENS = [1, 5, 9, 3, 7, 2, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 4, 6, 8, 10, 12, 14, 16, 18, 95, 60, 61, 62]
+
+COMMON = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+
+# name -> (config class, extra settings). Rope thetas differ from 10000 on purpose.
+FAMILIES = {
+    "llama": (transformers.LlamaConfig, dict(rope_theta=100000.0, tie_word_embeddings=True)),
+    "llama3": (
+        transformers.LlamaConfig,
+        dict(
+            rope_theta=500000.0,
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=8.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=64,
+            ),
+        ),
+    ),
+    "qwen2": (
+        transformers.Qwen2Config,
+        dict(rope_theta=1000000.0, use_sliding_window=False, sliding_window=32768, max_window_layers=2),
+    ),
+    "mistral": (transformers.MistralConfig, dict(rope_theta=1000000.0, sliding_window=None)),
+    "qwen3": (transformers.Qwen3Config, dict(rope_theta=1000000.0, tie_word_embeddings=True)),
+    "gemma2": (
+        transformers.Gemma2Config,
+        dict(query_pre_attn_scalar=16, sliding_window=8, final_logit_softcapping=30.0, attn_logit_softcapping=50.0),
+    ),
+    "gemma3": (
+        transformers.Gemma3TextConfig,
+        dict(query_pre_attn_scalar=16, sliding_window=8, layer_types=["sliding_attention", "full_attention"]),
+    ),
+    "phi3": (transformers.Phi3Config, dict(original_max_position_embeddings=256, pad_token_id=0)),
+}
+
+
+def randomize(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in name:
+                # Gemma's norms multiply by (1 + w): centre those on 0, the others on 1.
+                centre = 0.0 if "gemma" in type(model).__name__.lower() else 1.0
+                p.copy_(centre + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def main():
+    torch.manual_seed(0)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for i, (name, (cls, extra)) in enumerate(FAMILIES.items()):
+        settings = {**COMMON, **extra}
+        cfg = cls(**settings)
+        cfg._attn_implementation = "eager"
+        model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
+        model.eval()
+        randomize(model, 1000 + i)
+        if getattr(cfg, "tie_word_embeddings", False):
+            model.tie_weights()
+        folder = OUT / name
+        model.save_pretrained(folder)
+        # Reload what was saved, as a user's transformers would, and compute the reference.
+        again = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+        again.eval()
+        ids = torch.tensor([TOKENS])
+        with torch.no_grad():
+            logits = again(ids).logits[0].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        next_logps = [logp[t, TOKENS[t + 1]].item() for t in range(len(TOKENS) - 1)]
+        reference = {
+            "family": name,
+            "architecture": again.config.architectures[0],
+            "transformers": transformers.__version__,
+            "tokens": TOKENS,
+            "logits": [[round(x, 6) for x in row] for row in logits.tolist()],
+            "next_token_logps": [round(x, 6) for x in next_logps],
+        }
+        (folder / "reference.json").write_text(json.dumps(reference) + "\n")
+        for extra_file in ["generation_config.json"]:
+            (folder / extra_file).unlink(missing_ok=True)
+        spread = (logits.max() - logits.min()).item()
+        print(f"{name}: {again.config.architectures[0]}, logits spread {spread:.1f}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
