@@ -385,7 +385,7 @@ mod tests {
         };
         let of = |table: &'static str| move |v: &Value| v["table"] == table;
         let judged = |v: &Value| v["table"] == "judgments" && v["row"]["reasons"] != "[]";
-        let cases: Vec<((usize, String), &str)> = vec![
+        let cases = [
             (
                 edit(&of("prompts"), &|r| drop(r.insert("messages".into(), "[{\"role\":\"user\"".into()))),
                 "not a list of messages",
