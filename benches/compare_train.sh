@@ -12,7 +12,8 @@
 # benches/peers/.venv-trl, set up by benches/peers/setup_trl.sh when missing: a large download),
 # VERDICT_BENCH_TRL_ALSO_NO_PRECOMPUTE=0 to skip the two TRL runs with its default per-step
 # reference forward, VERDICT_BENCH_NO_FLUSH_DENORMALS=1 to run verdict with --no-flush-denormals
-# (IEEE subnormals, as torch computes by default), VERDICT_SIMD=avx2|baseline to cap verdict's own
+# (IEEE subnormals, as torch computes by default), VERDICT_BENCH_SKIP_TRL=1 to time verdict alone
+# (another build against the same machine), VERDICT_SIMD=avx2|baseline to cap verdict's own
 # kernels (not gemm's). The header says what the numbers depend on: CPU model, vector extensions,
 # thread count, and whether each tool flushes denormals.
 #
@@ -92,15 +93,16 @@ echo "   $("$VERDICT" --version 2>/dev/null || echo verdict) | $("$PY" -c 'impor
 echo "   $STEPS steps, batch $BATCH pair(s), max length $MAX_LENGTH, $THREADS thread(s), model $MODEL"
 echo "   $(grep -c . "$OUT/pairs.jsonl") train pairs; verdict binary $VERDICT"
 CPU_MODEL="$( (grep -m1 'model name' /proc/cpuinfo 2>/dev/null || sysctl machdep.cpu.brand_string 2>/dev/null) | cut -d: -f2- | sed 's/^ *//')"
+CPU_MODEL="$CPU_MODEL$(awk -F': ' '/^cpu family/ {f=$2} /^model\t/ {m=$2} END {if (f != "") printf " (family %s, model %s)", f, m}' /proc/cpuinfo 2>/dev/null)"
 VECTOR_EXT="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' \
     | grep -E '^(avx|avx2|fma|f16c|avx512[a-z0-9_]*|amx[a-z0-9_]*|avx_vnni)$' | tr '\n' ' ')"
 NO_FLUSH=()
 if [ "${VERDICT_BENCH_NO_FLUSH_DENORMALS:-0}" != 0 ]; then NO_FLUSH=(--no-flush-denormals); fi
 echo "   CPU: ${CPU_MODEL:-unknown}, $(nproc) cores visible, $THREADS thread(s) per tool"
 echo "   vector extensions: ${VECTOR_EXT:-none listed}"
+# torch keeps subnormals unless told otherwise (torch.set_flush_denormal; trl_dpo.py does not).
 echo "   denormals: verdict $([ ${#NO_FLUSH[@]} -gt 0 ] && echo 'kept (--no-flush-denormals)' || echo 'flushed (FTZ|DAZ, its default)');" \
-    "torch $("$PY" -c 'import torch; print("flushed" if torch.get_flush_denormal() else "kept (its default)",
-        "| torch CPU kernels:", torch.backends.cpu.get_cpu_capability())')"
+    "torch kept (its default); torch's CPU kernels: $("$PY" -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')"
 echo "   VERDICT_SIMD=${VERDICT_SIMD:-unset}"
 
 common=(--max-steps "$STEPS" --batch-size "$BATCH" --max-length "$MAX_LENGTH" --threads "$THREADS"
@@ -114,11 +116,13 @@ measure verdict-lora "$VERDICT" ${NO_FLUSH[@]+"${NO_FLUSH[@]}"} --db "$DB" train
 
 trl_common=(benches/peers/trl_dpo.py --model "$MODEL" --hf-dir "$HF_DIR" --pairs "$OUT/pairs.jsonl" --steps "$STEPS"
     --batch-size "$BATCH" --max-length "$MAX_LENGTH" --threads "$THREADS" --beta "$BETA" --learning-rate "$LR")
-echo "== TRL full (precomputed reference)"
-measure trl-full "$PY" "${trl_common[@]}" --mode full
-echo "== TRL lora (precomputed reference)"
-measure trl-lora "$PY" "${trl_common[@]}" --mode lora --lora-rank 16 --lora-alpha 16
-if [ "${VERDICT_BENCH_TRL_ALSO_NO_PRECOMPUTE:-1}" != 0 ]; then
+if [ "${VERDICT_BENCH_SKIP_TRL:-0}" = 0 ]; then
+    echo "== TRL full (precomputed reference)"
+    measure trl-full "$PY" "${trl_common[@]}" --mode full
+    echo "== TRL lora (precomputed reference)"
+    measure trl-lora "$PY" "${trl_common[@]}" --mode lora --lora-rank 16 --lora-alpha 16
+fi
+if [ "${VERDICT_BENCH_SKIP_TRL:-0}" = 0 ] && [ "${VERDICT_BENCH_TRL_ALSO_NO_PRECOMPUTE:-1}" != 0 ]; then
     echo "== TRL full (reference model, TRL's default)"
     measure trl-full-refmodel "$PY" "${trl_common[@]}" --mode full --no-precompute-ref
     echo "== TRL lora (reference forward each step, TRL's default)"

@@ -56,7 +56,7 @@ fn trained() -> (tempfile::TempDir, PathBuf) {
     let train = Command::new(env!("CARGO_BIN_EXE_verdict"))
         .current_dir(dir.path())
         .args(["--db", "v.db", "train", "--model", gguf.to_str().unwrap(), "--out", "run1", "--max-steps", "2"])
-        .args(["--learning-rate", "1e-3", "--max-length", "128", "--device", "cpu"])
+        .args(["--learning-rate", "1e-3", "--max-length", "128", "--beta", "0.25", "--device", "cpu"])
         .output()
         .unwrap();
     assert!(train.status.success(), "{}", String::from_utf8_lossy(&train.stderr));
@@ -102,9 +102,10 @@ fn answers_for_a_run_are_stored_once_per_model_and_prompt_and_their_rewards_are_
     let again = ok(&db, &["eval", "answers", "--run", "1", "--limit", "3", "--max-new-tokens", "8", "--device", "cpu"]);
     assert!(again.contains("0 answers generated") && again.contains("6 already stored"), "{again}");
 
-    // Implicit rewards with the run's β, against the inference runtime's logits.
+    // Implicit rewards with the run's β and max length (not the defaults, 0.1 and 1024),
+    // against the inference runtime's logits.
     let job = RewardJob::for_run(&db, 1, 42).unwrap();
-    assert_eq!(job.beta, 0.1);
+    assert_eq!((job.beta, job.max_length), (0.25, 128));
     let rewards = implicit_rewards(&job, &AtomicBool::new(false), &mut |_| {}).unwrap().expect("not cancelled");
     assert_eq!(rewards.len(), 3);
     let store = Store::open(&db, OpenMode::MustExist).unwrap();
@@ -123,7 +124,7 @@ fn answers_for_a_run_are_stored_once_per_model_and_prompt_and_their_rewards_are_
         let texts = store.response_texts(&[r.base_response, r.tuned_response]).unwrap();
         for (answer, got) in [(&texts[&r.base_response], r.base_answer), (&texts[&r.tuned_response], r.tuned_answer)] {
             let want =
-                0.1 * (logp_by_inference(&tuned, &messages, answer) - logp_by_inference(&base, &messages, answer));
+                0.25 * (logp_by_inference(&tuned, &messages, answer) - logp_by_inference(&base, &messages, answer));
             assert!(
                 (got - want).abs() < 1e-4,
                 "prompt {}: reward {got} vs {want} by the inference runtime",
@@ -143,6 +144,13 @@ fn answers_for_a_run_are_stored_once_per_model_and_prompt_and_their_rewards_are_
     assert!((only[0].tuned_answer - rewards[1].tuned_answer).abs() < 1e-6);
     let none = implicit_rewards(&RewardJob { seed: 7, ..job }, &AtomicBool::new(false), &mut |_| {}).unwrap().unwrap();
     assert!(none.is_empty());
+    // A config changed outside verdict is an error naming its row, not β = 0.1 and length 1024.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE runs SET config = '{\"beta\": ' WHERE id = 1", [])
+        .unwrap();
+    let err = RewardJob::for_run(&db, 1, 42).unwrap_err().to_string();
+    assert!(err.contains("table runs, row 1: column config"), "{err}");
 }
 
 /// Wilson's score interval at z = 1.96, written out here from the textbook formula.

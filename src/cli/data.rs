@@ -11,6 +11,7 @@ use crate::data::Format;
 use crate::data::export::{self, ExportFormat, SplitFilter};
 use crate::data::import::parse_file;
 use crate::domain::ImportRecord;
+use crate::store::bundle::Staged;
 use crate::store::{OpenMode, Store};
 
 /// How many bad lines to list before summarising the rest.
@@ -18,29 +19,13 @@ const SHOW_ERRORS: usize = 20;
 
 pub fn import(cli: &Cli, files: &[PathBuf], format: Option<Format>, skip_invalid: bool) -> anyhow::Result<ExitCode> {
     // Read and check every file before the database is even opened: a bad file must
-    // not leave a half-loaded (or newly created) database behind.
+    // not leave a half-loaded (or newly created) database behind. Bundles are checked
+    // row by row when they are read, before anything is written, and everything is then
+    // written in one transaction.
     let mut records: Vec<ImportRecord> = Vec::new();
     let mut bad_lines = Vec::new();
     let mut per_file = Vec::new();
     let (bundles, files): (Vec<&PathBuf>, Vec<&PathBuf>) = files.iter().partition(|p| is_bundle(p));
-    if !bundles.is_empty() {
-        let (mut store, _) = super::init::open_for_writing(cli)?;
-        for bundle in bundles {
-            let s = store.import_bundle(bundle)?;
-            println!(
-                "{} (bundle): {} prompts, {} responses, {} judgments, {} adjudications, {} gold added",
-                bundle.display(),
-                s.prompts,
-                s.responses,
-                s.judgments,
-                s.adjudications,
-                s.gold
-            );
-        }
-        if files.is_empty() {
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
     for path in files {
         let parsed = parse_file(path, format)?;
         per_file.push((path.clone(), parsed.format, parsed.records.len(), parsed.errors.len()));
@@ -61,8 +46,29 @@ pub fn import(cli: &Cli, files: &[PathBuf], format: Option<Format>, skip_invalid
             );
         }
     }
+    let bundles: Vec<PathBuf> = bundles.into_iter().cloned().collect();
+    let staged = Staged::read(&bundles).map_err(|e| anyhow::anyhow!("{e}; nothing was imported"))?;
     let (mut store, _) = super::init::open_for_writing(cli)?;
-    let summary = store.import_records(&records)?;
+    let (merged, summary) =
+        store.import_all(&staged, &records).map_err(|e| anyhow::anyhow!("{e}; nothing was imported"))?;
+    for (bundle, s) in bundles.iter().zip(&merged) {
+        println!(
+            "{} (bundle): {} prompts, {} responses, {} judgments, {} adjudications, {} gold, {} assignments, \
+             {} blind votes, {} runs added",
+            bundle.display(),
+            s.prompts,
+            s.responses,
+            s.judgments,
+            s.adjudications,
+            s.gold,
+            s.assignments,
+            s.eval_votes,
+            s.runs
+        );
+    }
+    if per_file.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
     for (path, format, count, errors) in per_file {
         let format = format.map(|f| format!("{f:?}").to_lowercase()).unwrap_or_else(|| "empty".into());
         let skipped = if errors > 0 { format!(", {errors} skipped") } else { String::new() };

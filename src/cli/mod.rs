@@ -3,6 +3,7 @@
 
 mod data;
 mod eval;
+mod export_model;
 mod init;
 mod model;
 mod stats;
@@ -84,17 +85,33 @@ pub enum Command {
         #[arg(long)]
         skip_invalid: bool,
     },
-    /// Write the resolved preference pairs as TRL JSONL (`-` for standard output).
+    /// Write the resolved preference pairs as TRL JSONL (`-` for standard output), or with
+    /// --ollama a model for Ollama: a GGUF and a Modelfile with the model's chat template.
     #[command(
-        after_help = "Examples:\n  verdict export pairs.jsonl\n  verdict export - --split test --format standard | head"
+        after_help = "Examples:\n  verdict export pairs.jsonl\n  verdict export - --split test --format standard | head\n  verdict export --ollama tuned/                 the latest finished run, Q8_0\n  verdict export --ollama tuned/ --run 3 --quant q4_k\n  ollama create tuned -f tuned/Modelfile"
     )]
     Export {
-        file: PathBuf,
+        #[arg(required_unless_present = "ollama", conflicts_with = "ollama")]
+        file: Option<PathBuf>,
+        /// Write a GGUF and an Ollama Modelfile (FROM, TEMPLATE in Ollama's syntax, SYSTEM,
+        /// stop tokens) into this folder.
+        #[arg(long, value_name = "DIR")]
+        ollama: Option<PathBuf>,
+        /// With --ollama: the training run to export (default: the latest finished one).
+        #[arg(long, requires = "ollama", conflicts_with = "model")]
+        run: Option<i64>,
+        /// With --ollama: a GGUF file to export instead of a run.
+        #[arg(long, requires = "ollama")]
+        model: Option<PathBuf>,
+        /// With --ollama and a run: the GGUF type (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k,
+        /// q6_k, f16, f32; default q8_0).
+        #[arg(long, requires = "ollama", value_parser = crate::train::export_ollama::parse_quant)]
+        quant: Option<candle_core::quantized::GgmlDType>,
         #[arg(long, value_enum, default_value = "conversational")]
         format: ExportFormat,
         #[arg(long, value_enum, default_value = "all")]
         split: SplitFilter,
-        /// Write the whole database as a portable bundle (load it with `verdict import`).
+        /// Write the database (labels, team data, blind votes, run history) as a portable bundle (load it with `verdict import`).
         #[arg(long)]
         bundle: bool,
     },
@@ -500,7 +517,13 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         None => init::first_run(cli),
         Some(Command::Init { samples }) => init::init(cli, *samples),
         Some(Command::Import { files, format, skip_invalid }) => data::import(cli, files, *format, *skip_invalid),
-        Some(Command::Export { file, format, split, bundle }) => data::export(cli, file, *format, *split, *bundle),
+        Some(Command::Export { ollama: Some(dir), run, model, quant, .. }) => {
+            export_model::ollama(cli, dir, *run, model.as_deref(), *quant)
+        }
+        Some(Command::Export { file, format, split, bundle, .. }) => {
+            let file = file.as_deref().expect("clap requires FILE without --ollama");
+            data::export(cli, file, *format, *split, *bundle)
+        }
         Some(Command::Model(command)) => model::model_command(cli, command),
         Some(Command::Generate(args)) => model::generate_command(cli, args),
         Some(Command::Train(args)) => train::train_command(cli, args),

@@ -10,7 +10,7 @@ use super::{AnnotatorCommand, Cli, GoldCommand};
 use crate::data::import::parse_file;
 use crate::domain::{ImportRecord, Outcome};
 use crate::qa::{self, assign};
-use crate::store::{OpenMode, Store};
+use crate::store::{GoldItem, OpenMode, Store};
 use crate::table;
 
 pub fn annotator(cli: &Cli, command: &AnnotatorCommand) -> anyhow::Result<ExitCode> {
@@ -96,19 +96,21 @@ pub fn gold(cli: &Cli, command: &GoldCommand) -> anyhow::Result<ExitCode> {
     if let Some(first) = parsed.errors.first() {
         bail!("{first} ({} bad lines; nothing imported)", parsed.errors.len());
     }
-    let (mut store, _) = super::init::open_for_writing(cli)?;
-    if parsed.records.iter().any(|r| matches!(r, ImportRecord::Prompt(_))) {
-        bail!("{}: gold items need `chosen` and `rejected`", file.display());
-    }
     // Gold pairs enter as ordinary candidates (no import verdict), so annotators meet
     // them in their queues without knowing they are gold.
-    let mut added = 0;
+    let mut items = Vec::with_capacity(parsed.records.len());
     for record in &parsed.records {
-        if let ImportRecord::Pair { prompt, chosen, rejected, note, .. } = record {
-            let (chosen, rejected) = store.add_import_candidates(prompt, chosen, rejected)?;
-            added += store.add_gold(chosen, rejected, note.as_deref(), &file.display().to_string())? as usize;
+        match record {
+            ImportRecord::Pair { prompt, chosen, rejected, note, .. } => {
+                items.push(GoldItem { prompt, chosen, rejected, note: note.as_deref() })
+            }
+            ImportRecord::Prompt(_) => {
+                bail!("{}: gold items need `chosen` and `rejected`; nothing imported", file.display())
+            }
         }
     }
+    let (mut store, _) = super::init::open_for_writing(cli)?;
+    let added = store.import_gold(&items, &file.display().to_string())?;
     println!("{added} gold items added ({} already gold)", parsed.records.len() - added);
     Ok(ExitCode::SUCCESS)
 }
@@ -205,14 +207,18 @@ pub fn merge(cli: &Cli, other: &Path) -> anyhow::Result<ExitCode> {
     let (mut store, _) = super::init::open_for_writing(cli)?;
     let s = store.merge_from(other)?;
     println!(
-        "merged {}: {} prompts, {} responses, {} judgments, {} adjudications, {} gold, {} annotators added",
+        "merged {}: {} prompts, {} responses, {} judgments, {} adjudications, {} gold, {} annotators, \
+         {} assignments, {} blind votes, {} runs added",
         other.display(),
         s.prompts,
         s.responses,
         s.judgments,
         s.adjudications,
         s.gold,
-        s.annotators
+        s.annotators,
+        s.assignments,
+        s.eval_votes,
+        s.runs
     );
     Ok(ExitCode::SUCCESS)
 }

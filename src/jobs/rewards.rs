@@ -43,7 +43,7 @@ impl RewardJob {
         let store = Store::open(db, OpenMode::MustExist)?;
         let (base, tuned) = run_models(&store, run_id)?;
         let row = store.run(run_id)?.with_context(|| format!("no run {run_id}"))?;
-        let config: TrainConfig = serde_json::from_str(&row.config).unwrap_or_default();
+        let config: TrainConfig = crate::store::json::parse(&row.config, "runs", run_id, "config")?;
         Ok(RewardJob {
             db: db.to_path_buf(),
             base,

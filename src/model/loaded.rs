@@ -13,11 +13,11 @@ pub struct Loaded {
 
 /// End-of-turn tokens of the common chat formats. Instruct models end an answer with these
 /// rather than EOS (SmolLM2's EOS *is* `<|im_end|>`, Llama 3's is not `<|eot_id|>`).
-const KNOWN_EOT: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|eom_id|>"];
+pub(super) const KNOWN_EOT: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|eom_id|>"];
 
 /// End-of-text tokens that also end a generation when they are special tokens of the
 /// vocabulary (llama.cpp treats them as end-of-generation too).
-const END_OF_TEXT: [&str; 3] = ["<|endoftext|>", "<|end_of_text|>", "</s>"];
+pub(super) const END_OF_TEXT: [&str; 3] = ["<|endoftext|>", "<|end_of_text|>", "</s>"];
 
 /// Fills `special.eot` when the file did not name one, and returns every id that stops
 /// generation: EOS, end-of-turn, and `extra` (generation_config's eos ids, GGUF's eom).

@@ -110,10 +110,13 @@ pub fn resolve(
     out
 }
 
-/// The strict majority of `outcomes`, or `Disputed` when the top count is shared.
+/// The strict majority of `outcomes` (an outcome with more than half the votes), or
+/// `Disputed` when none has: a 2-1-1 split waits for adjudication like a 2-2 one.
 pub fn majority(outcomes: impl IntoIterator<Item = Outcome>) -> PairVerdict {
     let mut counts: Vec<(Outcome, usize)> = Vec::with_capacity(4);
+    let mut total = 0;
     for outcome in outcomes {
+        total += 1;
         match counts.iter_mut().find(|(o, _)| *o == outcome) {
             Some((_, n)) => *n += 1,
             None => counts.push((outcome, 1)),
@@ -123,7 +126,7 @@ pub fn majority(outcomes: impl IntoIterator<Item = Outcome>) -> PairVerdict {
     match counts.as_slice() {
         [] => PairVerdict::Disputed,
         [(only, _)] => PairVerdict::Decided(*only),
-        [(top, n), (_, m), ..] if n > m => PairVerdict::Decided(*top),
+        [(top, n), ..] if 2 * n > total => PairVerdict::Decided(*top),
         _ => PairVerdict::Disputed,
     }
 }
@@ -219,5 +222,26 @@ mod tests {
         dissent.reasons = vec!["verbosity".into()];
         let pairs = resolve(&[first, second, dissent], &HashMap::new(), &[]);
         assert_eq!(pairs[0].reasons, vec!["factual_error", "tone"]);
+    }
+
+    #[test]
+    fn a_2_1_1_split_has_no_strict_majority_and_waits_for_adjudication() {
+        let votes = [
+            vote(1, 10, 11, Outcome::A),
+            vote(2, 10, 11, Outcome::A),
+            vote(3, 10, 11, Outcome::B),
+            vote(4, 10, 11, Outcome::Tie),
+        ];
+        assert_eq!(majority(votes.iter().map(|j| j.outcome)), PairVerdict::Disputed);
+        assert!(resolve(&votes, &HashMap::new(), &[]).is_empty(), "2 of 4 is not more than half");
+        let adjudicated = HashMap::from([((10, 11), Outcome::A)]);
+        assert_eq!(resolve(&votes, &adjudicated, &[])[0].via, Resolution::Adjudicated);
+        // 3 of 4 is.
+        let mut more = votes.to_vec();
+        more[3] = vote(4, 10, 11, Outcome::A);
+        assert_eq!(resolve(&more, &HashMap::new(), &[])[0].agreeing, 3);
+        // 2 of 3 is, with the third vote a tie.
+        let two_one = [vote(1, 10, 11, Outcome::B), vote(2, 10, 11, Outcome::B), vote(3, 10, 11, Outcome::Tie)];
+        assert_eq!(resolve(&two_one, &HashMap::new(), &[])[0].chosen, 11);
     }
 }

@@ -28,6 +28,15 @@ impl ImportSummary {
     }
 }
 
+/// A gold item: a prompt and the pair whose chosen answer is the right call.
+#[derive(Debug, Clone, Copy)]
+pub struct GoldItem<'a> {
+    pub prompt: &'a NewPrompt,
+    pub chosen: &'a str,
+    pub rejected: &'a str,
+    pub note: Option<&'a str>,
+}
+
 impl Store {
     /// Adds `records` in one transaction. Content hashes make a second import a no-op.
     pub fn import_records(&mut self, records: &[ImportRecord]) -> Result<ImportSummary> {
@@ -52,6 +61,29 @@ impl Store {
         let rejected = insert_import_response(&tx, prompt_id, &uid, rejected)?;
         tx.commit()?;
         Ok((chosen, rejected))
+    }
+
+    /// Adds gold items in one transaction: each pair's prompt and two candidates, without a
+    /// verdict (annotators meet them in their queues without knowing they are gold), and the
+    /// gold mark with the chosen answer winning. A failure part-way leaves the database as it
+    /// was, so no gold item sits in a queue unmarked. Returns how many pairs became gold.
+    pub fn import_gold(&mut self, items: &[GoldItem<'_>], source: &str) -> Result<usize> {
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        let mut added = 0;
+        for item in items {
+            let (prompt_id, uid, _) = insert_prompt(&tx, item.prompt)?;
+            let chosen = insert_import_response(&tx, prompt_id, &uid, item.chosen)?;
+            let rejected = insert_import_response(&tx, prompt_id, &uid, item.rejected)?;
+            let (a, b) = (chosen.min(rejected), chosen.max(rejected));
+            let outcome = if chosen == a { "a" } else { "b" };
+            added += tx.execute(
+                "INSERT INTO gold (response_a, response_b, outcome, note, source) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(response_a, response_b) DO NOTHING",
+                params![a, b, outcome, item.note, source],
+            )?;
+        }
+        tx.commit()?;
+        Ok(added)
     }
 
     /// Adds one prompt (the TUI's "add prompt"); returns its id and whether it was new.

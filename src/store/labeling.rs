@@ -3,6 +3,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::json;
 use super::uids::{self, Keyed};
 use super::{Result, Store};
 use crate::domain::{Message, Outcome, response_uid, sha256_hex};
@@ -53,6 +54,14 @@ pub enum Verdict {
     Right,
     Tie,
     BothBad,
+}
+
+/// What an undo did: the judgment it took back, and the earlier verdict the pair has again
+/// (None: the annotator has no verdict on the pair now).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undo {
+    pub withdrawn: MyJudgment,
+    pub restored: Option<MyJudgment>,
 }
 
 /// A judgment row as the labeling screens see it.
@@ -110,7 +119,7 @@ impl Store {
     pub fn prompt_messages(&self, prompt_id: i64) -> Result<Vec<Message>> {
         let text: String =
             self.conn.query_row("SELECT messages FROM prompts WHERE id = ?1", [prompt_id], |r| r.get(0))?;
-        Ok(serde_json::from_str(&text).unwrap_or_default())
+        Ok(json::parse(&text, "prompts", prompt_id, "messages")?)
     }
 
     /// A prompt's candidates, oldest first.
@@ -197,9 +206,15 @@ impl Store {
         Ok(id)
     }
 
-    /// Withdraws the annotator's most recent active judgment (by writing an `undone` row
-    /// that supersedes it); returns the judgment that was withdrawn.
-    pub fn undo_last_judgment(&mut self, annotator_id: i64) -> Result<Option<MyJudgment>> {
+    /// Takes back the annotator's most recent active judgment: the pair gets back the verdict
+    /// it had before that judgment (a copy of the earlier row), or none when it had none (an
+    /// `undone` row). Both are new rows; history stays append-only.
+    ///
+    /// A row that restores an earlier verdict records that row in `supersedes`; every other
+    /// row records the row it replaced, which is always the pair's previous row. So the
+    /// verdict before any row is found by following `supersedes`, and undoing a restore goes
+    /// one step further back, as an undo stack would.
+    pub fn undo_last_judgment(&mut self, annotator_id: i64) -> Result<Option<Undo>> {
         let tx = self.conn.transaction()?;
         let last = tx
             .query_row(
@@ -212,18 +227,54 @@ impl Store {
                 my_judgment,
             )
             .optional()?;
-        if let Some(last) = &last {
-            let stamp = format!("{:?}", std::time::SystemTime::now());
-            let uid = sha256_hex(&["undo", &last.id.to_string(), &stamp]);
-            tx.execute(
-                "INSERT INTO judgments (uid, prompt_id, response_a, response_b, annotator_id, outcome, supersedes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'undone', ?6)",
-                params![uid, last.prompt_id, last.response_a, last.response_b, annotator_id, last.id],
+        let Some(last) = last else {
+            return Ok(None);
+        };
+        // The pair's history for this annotator: (id, supersedes, outcome), oldest first.
+        let history: Vec<(i64, Option<i64>, String)> = {
+            let mut statement = tx.prepare_cached(
+                "SELECT id, supersedes, outcome FROM judgments
+                 WHERE annotator_id = ?1 AND response_a = ?2 AND response_b = ?3 ORDER BY id",
             )?;
-            uids::add(&tx, Keyed::Judgments, &uid, tx.last_insert_rowid())?;
-        }
+            statement
+                .query_map(params![annotator_id, last.response_a, last.response_b], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        let earlier = verdict_before(&history, last.id);
+        let stamp = format!("{:?}", std::time::SystemTime::now());
+        let uid = sha256_hex(&["undo", &last.id.to_string(), &stamp]);
+        let restored = match earlier {
+            Some(earlier) => {
+                tx.execute(
+                    "INSERT INTO judgments (uid, prompt_id, response_a, response_b, annotator_id, outcome, reasons,
+                                            note, shown_left, guideline_id, supersedes)
+                     SELECT ?1, prompt_id, response_a, response_b, annotator_id, outcome, reasons,
+                            note, shown_left, guideline_id, id
+                     FROM judgments WHERE id = ?2",
+                    params![uid, earlier],
+                )?;
+                let id = tx.last_insert_rowid();
+                uids::add(&tx, Keyed::Judgments, &uid, id)?;
+                Some(tx.query_row(
+                    "SELECT id, prompt_id, response_a, response_b, outcome, reasons, note FROM judgments WHERE id = ?1",
+                    [id],
+                    my_judgment,
+                )?)
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO judgments (uid, prompt_id, response_a, response_b, annotator_id, outcome, supersedes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'undone', ?6)",
+                    params![uid, last.prompt_id, last.response_a, last.response_b, annotator_id, last.id],
+                )?;
+                uids::add(&tx, Keyed::Judgments, &uid, tx.last_insert_rowid())?;
+                None
+            }
+        };
         tx.commit()?;
-        Ok(last)
+        Ok(Some(Undo { withdrawn: last, restored }))
     }
 
     /// Stores a human rewrite of `parent_id`; returns the new response's id (or the
@@ -280,13 +331,18 @@ impl Store {
 
     /// The reason taxonomy of the newest default guideline.
     pub fn reason_taxonomy(&self) -> Result<Vec<crate::guidelines::Reason>> {
-        let text: Option<String> = self
+        let row: Option<(i64, String)> = self
             .conn
-            .query_row("SELECT reasons FROM guidelines WHERE domain = 'default' ORDER BY id DESC LIMIT 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT id, reasons FROM guidelines WHERE domain = 'default' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
-        Ok(text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+        match row {
+            Some((id, text)) => Ok(json::parse(&text, "guidelines", id, "reasons")?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The newest text of the guideline for `domain`, falling back to the default.
@@ -309,6 +365,29 @@ const QUEUE_ROW_SELECT: &str = "SELECT id, external_id, substr(json_extract(mess
                                        language, domain, split
                                 FROM prompts";
 
+/// The row whose verdict the pair had before row `id` was written (None: no verdict), from
+/// the pair's rows (id, supersedes, outcome) of one annotator, oldest first.
+fn verdict_before(history: &[(i64, Option<i64>, String)], id: i64) -> Option<i64> {
+    let mut current = id;
+    // Each step moves to an older row, so this ends.
+    loop {
+        let position = history.iter().position(|(row, _, _)| *row == current)?;
+        let (_, supersedes, _) = &history[position];
+        let previous = position.checked_sub(1).map(|p| history[p].0);
+        let target = (*supersedes)?;
+        if Some(target) == previous {
+            // An ordinary row: the verdict before it is the row it replaced.
+            let (_, _, outcome) = &history[position - 1];
+            return (outcome != "undone").then_some(target);
+        }
+        if target >= current {
+            return None;
+        }
+        // A restore of `target`: before it, the pair had what it had before `target`.
+        current = target;
+    }
+}
+
 fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRow> {
     Ok(QueueRow {
         prompt_id: r.get(0)?,
@@ -321,15 +400,16 @@ fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRow> {
 }
 
 fn my_judgment(r: &rusqlite::Row<'_>) -> rusqlite::Result<MyJudgment> {
+    let id: i64 = r.get(0)?;
     let outcome: String = r.get(4)?;
     let reasons: String = r.get(5)?;
     Ok(MyJudgment {
-        id: r.get(0)?,
+        id,
         prompt_id: r.get(1)?,
         response_a: r.get(2)?,
         response_b: r.get(3)?,
         outcome: Outcome::parse(&outcome).expect("active judgments are never undone rows"),
-        reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+        reasons: json::column(&reasons, "judgments", id, "reasons")?,
         note: r.get(6)?,
     })
 }

@@ -1,6 +1,8 @@
 //! Bringing another verdict database into this one by content identity: prompts and
-//! responses by their hashes, annotators by name, judgments and adjudications by uid
-//! (found through the `*_uids` key tables, see `uids`).
+//! responses by their hashes, annotators by name, models by sha256, judgments and
+//! adjudications by uid (found through the `*_uids` key tables, see `uids`); assignments,
+//! model answers, blind-evaluation votes, runs with their metrics and samples, and stored
+//! win rates by the identities of what they refer to (see each step).
 //! Merging twice adds nothing; two annotators' conflicting verdicts stay separate votes.
 
 use std::path::Path;
@@ -21,6 +23,13 @@ pub struct MergeSummary {
     pub judgments: usize,
     pub adjudications: usize,
     pub gold: usize,
+    pub assignments: usize,
+    pub model_answers: usize,
+    pub eval_votes: usize,
+    pub runs: usize,
+    pub run_metrics: usize,
+    pub run_samples: usize,
+    pub evals: usize,
 }
 
 /// The statements, in dependency order. `other` is the attached database. Pairs are
@@ -93,6 +102,99 @@ const STEPS: &[(&str, &str)] = &[
         JOIN other.responses orb ON orb.id = d.response_b JOIN main.response_uids rb ON rb.uid = orb.uid
         WHERE true ORDER BY d.id
         ON CONFLICT(response_a, response_b) DO NOTHING"),
+    ("assignments", "INSERT INTO assignments (annotator_id, prompt_id, position, created_at)
+        SELECT an.id, p.id, a.position, a.created_at
+        FROM other.assignments a
+        JOIN other.annotators oan ON oan.id = a.annotator_id JOIN main.annotators an ON an.name = oan.name
+        JOIN other.prompts op ON op.id = a.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
+        WHERE true ORDER BY a.id
+        ON CONFLICT(annotator_id, prompt_id) DO NOTHING"),
+    ("model_answers", "INSERT INTO model_answers (model_id, prompt_id, seed, response_id)
+        SELECT m.id, p.id, a.seed, r.id
+        FROM other.model_answers a
+        JOIN other.models om ON om.id = a.model_id JOIN main.models m ON m.sha256 = om.sha256
+        JOIN other.prompts op ON op.id = a.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
+        JOIN other.responses ore ON ore.id = a.response_id JOIN main.response_uids r ON r.uid = ore.uid
+        WHERE true
+        ON CONFLICT(model_id, prompt_id, seed) DO NOTHING"),
+    // A vote is the same vote when the same person cast it on the same prompt and models at
+    // the same moment (stored to the millisecond).
+    ("", "CREATE TEMP TABLE merge_votes AS
+        SELECT v.id AS other_id, an.id AS annotator_id, p.id AS prompt_id, ma.id AS model_a, mb.id AS model_b,
+               ra.id AS response_a, rb.id AS response_b, v.created_at
+        FROM other.eval_votes v
+        JOIN other.annotators oan ON oan.id = v.annotator_id JOIN main.annotators an ON an.name = oan.name
+        JOIN other.prompts op ON op.id = v.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
+        JOIN other.models oma ON oma.id = v.model_a JOIN main.models ma ON ma.sha256 = oma.sha256
+        JOIN other.models omb ON omb.id = v.model_b JOIN main.models mb ON mb.sha256 = omb.sha256
+        JOIN other.responses ora ON ora.id = v.response_a JOIN main.response_uids ra ON ra.uid = ora.uid
+        JOIN other.responses orb ON orb.id = v.response_b JOIN main.response_uids rb ON rb.uid = orb.uid"),
+    ("eval_votes", "INSERT INTO eval_votes (annotator_id, prompt_id, model_a, model_b, response_a, response_b,
+                                            shown_left, outcome, seconds, created_at)
+        SELECT m.annotator_id, m.prompt_id, m.model_a, m.model_b, m.response_a, m.response_b,
+               v.shown_left, v.outcome, v.seconds, v.created_at
+        FROM temp.merge_votes m JOIN other.eval_votes v ON v.id = m.other_id
+        WHERE NOT EXISTS (SELECT 1 FROM main.eval_votes k WHERE k.annotator_id = m.annotator_id
+            AND k.prompt_id = m.prompt_id AND k.model_a = m.model_a AND k.model_b = m.model_b
+            AND k.created_at = m.created_at)
+        ORDER BY v.id"),
+    ("", "UPDATE main.eval_votes SET superseded_by = (
+            SELECT k2.id FROM temp.merge_votes m1
+            JOIN other.eval_votes v ON v.id = m1.other_id
+            JOIN temp.merge_votes m2 ON m2.other_id = v.superseded_by
+            JOIN main.eval_votes k2 ON k2.annotator_id = m2.annotator_id AND k2.prompt_id = m2.prompt_id
+                AND k2.model_a = m2.model_a AND k2.model_b = m2.model_b AND k2.created_at = m2.created_at
+            WHERE m1.annotator_id = main.eval_votes.annotator_id AND m1.prompt_id = main.eval_votes.prompt_id
+              AND m1.model_a = main.eval_votes.model_a AND m1.model_b = main.eval_votes.model_b
+              AND m1.created_at = main.eval_votes.created_at)
+        WHERE superseded_by IS NULL AND EXISTS (
+            SELECT 1 FROM temp.merge_votes m1 JOIN other.eval_votes v ON v.id = m1.other_id
+            WHERE v.superseded_by IS NOT NULL AND m1.annotator_id = main.eval_votes.annotator_id
+              AND m1.prompt_id = main.eval_votes.prompt_id AND m1.model_a = main.eval_votes.model_a
+              AND m1.model_b = main.eval_votes.model_b AND m1.created_at = main.eval_votes.created_at)"),
+    ("", "DROP TABLE temp.merge_votes"),
+    // Runs travel as read-only history: their config, status, models and metrics. A run is
+    // the same run when its name, start time and config are; one still `running` elsewhere is
+    // not running here, and shows as stopped.
+    ("runs", "INSERT INTO runs (name, method, config, status, error, base_model_id, output_model_id, started_at,
+                                updated_at, finished_at, total_steps, train_pairs, test_pairs, truncated)
+        SELECT r.name, r.method, r.config, CASE WHEN r.status = 'running' THEN 'stopped' ELSE r.status END,
+               r.error, bm.id, tm.id, r.started_at, r.updated_at, r.finished_at, r.total_steps, r.train_pairs,
+               r.test_pairs, r.truncated
+        FROM other.runs r
+        LEFT JOIN other.models obm ON obm.id = r.base_model_id LEFT JOIN main.models bm ON bm.sha256 = obm.sha256
+        LEFT JOIN other.models otm ON otm.id = r.output_model_id LEFT JOIN main.models tm ON tm.sha256 = otm.sha256
+        WHERE NOT EXISTS (SELECT 1 FROM main.runs k
+            WHERE k.name = r.name AND k.started_at = r.started_at AND k.config = r.config)
+        ORDER BY r.id"),
+    ("", "CREATE TEMP TABLE merge_runs AS
+        SELECT r.id AS other_id, k.id AS main_id FROM other.runs r
+        JOIN main.runs k ON k.name = r.name AND k.started_at = r.started_at AND k.config = r.config"),
+    ("run_metrics", "INSERT INTO run_metrics (run_id, step, name, value)
+        SELECT m.main_id, x.step, x.name, x.value
+        FROM other.run_metrics x JOIN temp.merge_runs m ON m.other_id = x.run_id
+        WHERE true
+        ON CONFLICT(run_id, name, step) DO NOTHING"),
+    ("run_samples", "INSERT INTO run_samples (run_id, step, prompt_id, content, params, created_at)
+        SELECT m.main_id, x.step, p.id, x.content, x.params, x.created_at
+        FROM other.run_samples x JOIN temp.merge_runs m ON m.other_id = x.run_id
+        JOIN other.prompts op ON op.id = x.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
+        WHERE true
+        ON CONFLICT(run_id, prompt_id, step) DO NOTHING"),
+    // One stored win rate per run and pair of models (a recomputed report replaces it here,
+    // so the one already here is kept).
+    ("evals", "INSERT INTO evals (run_id, model_a, model_b, wins, losses, ties, win_rate, ci_low, ci_high,
+                                  by_language, created_at)
+        SELECT m.main_id, ma.id, mb.id, e.wins, e.losses, e.ties, e.win_rate, e.ci_low, e.ci_high,
+               e.by_language, e.created_at
+        FROM other.evals e
+        LEFT JOIN temp.merge_runs m ON m.other_id = e.run_id
+        JOIN other.models oma ON oma.id = e.model_a JOIN main.models ma ON ma.sha256 = oma.sha256
+        JOIN other.models omb ON omb.id = e.model_b JOIN main.models mb ON mb.sha256 = omb.sha256
+        WHERE (e.run_id IS NULL OR m.main_id IS NOT NULL) AND NOT EXISTS (SELECT 1 FROM main.evals k
+            WHERE k.run_id IS m.main_id AND k.model_a = ma.id AND k.model_b = mb.id)
+        ORDER BY e.id"),
+    ("", "DROP TABLE temp.merge_runs"),
 ];
 
 impl Store {
@@ -106,59 +208,70 @@ impl Store {
             });
         }
         self.conn.execute("ATTACH DATABASE ?1 AS other", [other.to_string_lossy()])?;
-        let result = self.merge_attached();
+        let result = (|| {
+            let tx = self.conn.transaction()?;
+            let summary = merge_attached(&tx, "other")?;
+            tx.commit()?;
+            Ok(summary)
+        })();
         self.conn.execute("DETACH DATABASE other", [])?;
         result
     }
+}
 
-    fn merge_attached(&mut self) -> Result<MergeSummary> {
-        let tx = self.conn.transaction()?;
-        let mut summary = MergeSummary::default();
-        for (table, sql) in STEPS {
-            let keyed = match *table {
-                "prompts" => Some(Keyed::Prompts),
-                "responses" => Some(Keyed::Responses),
-                "judgments" => Some(Keyed::Judgments),
-                _ => None,
-            };
-            let before: i64 = match keyed {
-                Some(kind) => {
-                    tx.query_row(&format!("SELECT coalesce(max(id), 0) FROM main.{}", kind.table()), [], |r| r.get(0))?
-                }
-                None => 0,
-            };
-            let added = tx.execute(sql, [])?;
-            if let Some(kind) = keyed {
-                // The keys of the rows just added, before the next step looks them up.
-                tx.execute(
-                    &format!(
-                        "INSERT INTO main.{} (uid, id) SELECT uid, id FROM main.{} WHERE id > ?1 ORDER BY uid",
-                        kind.keys(),
-                        kind.table()
-                    ),
-                    [before],
-                )?;
+/// Merges the database attached as `schema` into `main`, inside the caller's transaction.
+pub(super) fn merge_attached(tx: &Connection, schema: &str) -> Result<MergeSummary> {
+    let mut summary = MergeSummary::default();
+    for (table, sql) in STEPS {
+        let keyed = match *table {
+            "prompts" => Some(Keyed::Prompts),
+            "responses" => Some(Keyed::Responses),
+            "judgments" => Some(Keyed::Judgments),
+            _ => None,
+        };
+        let before: i64 = match keyed {
+            Some(kind) => {
+                tx.query_row(&format!("SELECT coalesce(max(id), 0) FROM main.{}", kind.table()), [], |r| r.get(0))?
             }
-            match *table {
-                "annotators" => summary.annotators = added,
-                "guidelines" => summary.guidelines = added,
-                "models" => summary.models = added,
-                "prompts" => summary.prompts = added,
-                "responses" => summary.responses = added,
-                "judgments" => summary.judgments = added,
-                "adjudications" => summary.adjudications = added,
-                "gold" => summary.gold = added,
-                _ => {}
-            }
+            None => 0,
+        };
+        let added = tx.execute(&sql.replace("other.", &format!("{schema}.")), [])?;
+        if let Some(kind) = keyed {
+            // The keys of the rows just added, before the next step looks them up.
+            tx.execute(
+                &format!(
+                    "INSERT INTO main.{} (uid, id) SELECT uid, id FROM main.{} WHERE id > ?1 ORDER BY uid",
+                    kind.keys(),
+                    kind.table()
+                ),
+                [before],
+            )?;
         }
-        tx.commit()?;
-        Ok(summary)
+        match *table {
+            "annotators" => summary.annotators = added,
+            "guidelines" => summary.guidelines = added,
+            "models" => summary.models = added,
+            "prompts" => summary.prompts = added,
+            "responses" => summary.responses = added,
+            "judgments" => summary.judgments = added,
+            "adjudications" => summary.adjudications = added,
+            "gold" => summary.gold = added,
+            "assignments" => summary.assignments = added,
+            "model_answers" => summary.model_answers = added,
+            "eval_votes" => summary.eval_votes = added,
+            "runs" => summary.runs = added,
+            "run_metrics" => summary.run_metrics = added,
+            "run_samples" => summary.run_samples = added,
+            "evals" => summary.evals = added,
+            _ => {}
+        }
     }
+    Ok(summary)
 }
 
 /// Refuses a file that is not a verdict database of exactly this schema version,
 /// without modifying it.
-fn check_mergeable(path: &Path) -> Result<()> {
+pub(super) fn check_mergeable(path: &Path) -> Result<()> {
     if !path.is_file() {
         return Err(StoreError::Missing(path.to_path_buf()));
     }
@@ -174,4 +287,139 @@ fn check_mergeable(path: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::Outcome;
+    use crate::store::{NewEvalVote, OpenMode, Store};
+
+    /// What a teammate's database holds besides labels: assignments, two models' answers,
+    /// blind votes (one changed, so superseded), a finished run with metrics and samples,
+    /// and a stored win rate.
+    fn teammate(path: &std::path::Path) -> Store {
+        let mut store = Store::open(path, OpenMode::CreateIfMissing).unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+        let ana = store.annotator_id("ana", "annotator").unwrap();
+        store.set_assignments(&[(ana, vec![1, 2, 3])]).unwrap();
+        let base = store.register_model("sha-base", "base", "/m/base.gguf", "gguf", "llama", "Q4_1").unwrap();
+        let tuned = store.register_model("sha-tuned", "tuned", "/m/tuned", "hf", "llama", "F32").unwrap();
+        let run = store.create_run("dpo-1", "dpo", r#"{"beta":0.25}"#, Some(base)).unwrap();
+        store.add_metrics(run, 1, &[("loss".into(), 0.69), ("rewards/margins".into(), 0.01)]).unwrap();
+        store.add_metrics(run, 2, &[("loss".into(), 0.61)]).unwrap();
+        store.add_run_sample(run, 2, 1, "Sample answer", r#"{"seed":42}"#).unwrap();
+        store.set_run_output(run, tuned).unwrap();
+        store.set_run_status(run, "finished", None).unwrap();
+        for prompt in [1, 2] {
+            let a = store.add_model_answer(base, prompt, 42, &format!("base says {prompt}"), "{}").unwrap();
+            let b = store.add_model_answer(tuned, prompt, 42, &format!("tuned says {prompt}"), "{}").unwrap();
+            let vote = |outcome| NewEvalVote {
+                annotator_id: ana,
+                prompt_id: prompt,
+                model_a: base,
+                model_b: tuned,
+                response_a: a,
+                response_b: b,
+                a_on_left: prompt == 1,
+                outcome,
+                seconds: Some(3.0),
+            };
+            store.record_eval_vote(&vote(Outcome::A)).unwrap();
+            if prompt == 2 {
+                std::thread::sleep(std::time::Duration::from_millis(5)); // another millisecond
+                store.record_eval_vote(&vote(Outcome::B)).unwrap();
+            }
+        }
+        store.save_eval(Some(run), base, tuned, (1, 1, 0), 0.5, (0.1, 0.9), r#"{"en":0.5}"#).unwrap();
+        store
+    }
+
+    fn counts(store: &Store) -> Vec<(String, i64)> {
+        [
+            "assignments",
+            "model_answers",
+            "eval_votes",
+            "runs",
+            "run_metrics",
+            "run_samples",
+            "evals",
+            "models",
+            "judgments",
+        ]
+        .iter()
+        .map(|t| (t.to_string(), store.count(t).unwrap()))
+        .collect()
+    }
+
+    #[test]
+    fn votes_answers_assignments_and_run_history_travel_by_merge_and_bundle_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = teammate(&dir.path().join("ana.db"));
+        let mut bundle = Vec::new();
+        source.write_bundle(&mut bundle).unwrap();
+        let bundle_path = dir.path().join("ana.bundle.jsonl");
+        std::fs::write(&bundle_path, &bundle).unwrap();
+
+        for via_bundle in [false, true] {
+            let mut lead =
+                Store::open(&dir.path().join(format!("lead-{via_bundle}.db")), OpenMode::CreateIfMissing).unwrap();
+            // The lead has a prompt of their own first, so ids differ between the files.
+            lead.add_prompt(&crate::domain::NewPrompt {
+                external_id: None,
+                messages: vec![crate::domain::Message::new("user", "lead's own question")],
+                language: "en".into(),
+                domain: None,
+                tags: Vec::new(),
+                split: None,
+                source: None,
+            })
+            .unwrap();
+            let merge = |lead: &mut Store| {
+                if via_bundle {
+                    lead.import_bundle(&bundle_path).unwrap()
+                } else {
+                    lead.merge_from(source.path()).unwrap()
+                }
+            };
+            let first = merge(&mut lead);
+            assert_eq!(
+                (first.assignments, first.model_answers, first.eval_votes, first.runs, first.run_metrics, first.evals),
+                (3, 4, 3, 1, 3, 1),
+                "{first:?}"
+            );
+            assert_eq!(counts(&lead), counts(&source), "via bundle: {via_bundle}");
+            let again = merge(&mut lead);
+            assert_eq!(again, super::MergeSummary::default(), "merging twice adds nothing");
+            assert_eq!(counts(&lead), counts(&source));
+
+            // The votes mean the same here: the changed vote is superseded, the active ones
+            // point at the same models' answers to the same prompts.
+            assert_eq!(lead.models().unwrap().len(), 2);
+            let active = lead.eval_votes(None).unwrap();
+            let outcomes: Vec<(String, String)> = active
+                .iter()
+                .map(|v| {
+                    let text = |id: i64| {
+                        lead.conn.query_row(
+                        "SELECT r.content FROM eval_votes v JOIN responses r ON r.id = v.response_a WHERE v.id = ?1",
+                        [id],
+                        |r| r.get::<_, String>(0),
+                    )
+                    };
+                    (text(v.id).unwrap(), v.outcome.clone())
+                })
+                .collect();
+            assert_eq!(
+                outcomes,
+                [("base says 1".to_string(), "a".to_string()), ("base says 2".to_string(), "b".to_string())]
+            );
+            let runs = lead.runs().unwrap();
+            assert_eq!(runs.len(), 1);
+            assert_eq!(lead.metric_series(runs[0].id, "loss").unwrap(), [(1, 0.69), (2, 0.61)]);
+            let eval = &lead.evals(Some(runs[0].id)).unwrap()[0];
+            assert_eq!((eval.win_rate, eval.by_language.as_str()), (0.5, r#"{"en":0.5}"#));
+            let ana = lead.annotator_id("ana", "annotator").unwrap();
+            assert_eq!(lead.assignments_of(ana).unwrap().len(), 3);
+        }
+    }
 }

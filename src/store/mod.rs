@@ -10,6 +10,7 @@ pub mod bundle;
 mod evals;
 mod guidelines;
 mod import;
+pub mod json;
 mod labeling;
 mod merge;
 pub mod migrations;
@@ -28,8 +29,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 pub use evals::{EvalRow, EvalVoteRow, NewEvalVote, RunSample};
-pub use import::ImportSummary;
-pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Verdict};
+pub use import::{GoldItem, ImportSummary};
+pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Undo, Verdict};
 pub use merge::MergeSummary;
 pub use models::{GenerationTarget, ModelRow, TargetFilter};
 pub use pairs::{ActiveJudgment, PairRow, PromptRow};
@@ -62,8 +63,25 @@ pub enum StoreError {
          `sqlite3 {path} 'PRAGMA foreign_key_check'` lists the rows"
     )]
     UpgradeFailed { path: PathBuf, version: i64, detail: String },
+    #[error(transparent)]
+    Corrupt(#[from] json::CorruptJson),
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e {
+            // A stored JSON value that did not parse, raised inside a row closure.
+            rusqlite::Error::FromSqlConversionFailure(index, kind, inner) => {
+                match inner.downcast::<json::CorruptJson>() {
+                    Ok(corrupt) => StoreError::Corrupt(*corrupt),
+                    Err(inner) => StoreError::Sql(rusqlite::Error::FromSqlConversionFailure(index, kind, inner)),
+                }
+            }
+            other => StoreError::Sql(other),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;

@@ -112,7 +112,7 @@ impl Store {
                 out.push(GenerationTarget {
                     prompt_id,
                     uid,
-                    messages: serde_json::from_str(&messages).unwrap_or_default(),
+                    messages: super::json::parse(&messages, "prompts", prompt_id, "messages")?,
                     candidates,
                 });
                 if filter.limit.is_some_and(|l| out.len() >= l) {

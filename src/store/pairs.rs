@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rusqlite::params;
 
-use super::{Result, Store};
+use super::{Result, Store, json};
 use crate::domain::{Message, Outcome, Split};
 
 /// The current verdict of one annotator on one pair (a < b by response id).
@@ -50,7 +50,7 @@ impl Store {
         // In the order of the covering index `judgments_active` the rows of each (annotator,
         // pair) come together, oldest first: the newest is the last of its run. One pass,
         // no map, no sort but the final one (several times faster than a GROUP BY).
-        let sql = "SELECT annotator_id, response_a, response_b, prompt_id, outcome, reasons FROM judgments";
+        let sql = "SELECT annotator_id, response_a, response_b, prompt_id, outcome, reasons, id FROM judgments";
         let order = "ORDER BY annotator_id, response_a, response_b, id";
         let mut statement = match prompt_id {
             Some(_) => self.conn.prepare_cached(&format!("{sql} WHERE prompt_id = ?1 {order}"))?,
@@ -74,7 +74,7 @@ impl Store {
             let outcome = Outcome::parse(r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)?);
             let reasons = match r.get_ref(5)?.as_str().map_err(rusqlite::Error::from)? {
                 "[]" => Vec::new(),
-                text => serde_json::from_str(text).unwrap_or_default(),
+                text => json::column(text, "judgments", r.get(6)?, "reasons")?,
             };
             let judgment = ActiveJudgment {
                 prompt_id: r.get(3)?,
@@ -130,16 +130,17 @@ impl Store {
             "SELECT id, external_id, messages, language, domain, tags, split, source FROM prompts ORDER BY id",
         )?;
         let rows = statement.query_map([], |r| {
+            let id: i64 = r.get(0)?;
             let messages: String = r.get(2)?;
             let tags: String = r.get(5)?;
             let split: String = r.get(6)?;
             Ok(PromptRow {
-                id: r.get(0)?,
+                id,
                 external_id: r.get(1)?,
-                messages: serde_json::from_str(&messages).unwrap_or_default(),
+                messages: json::column(&messages, "prompts", id, "messages")?,
                 language: r.get(3)?,
                 domain: r.get(4)?,
-                tags: if tags == "[]" { Vec::new() } else { serde_json::from_str(&tags).unwrap_or_default() },
+                tags: if tags == "[]" { Vec::new() } else { json::column(&tags, "prompts", id, "tags")? },
                 split: Split::parse(&split).expect("schema CHECK"),
                 source: r.get(7)?,
             })
@@ -250,5 +251,47 @@ mod tests {
         let of_one: Vec<i64> = store.active_judgments_of(1).unwrap().iter().map(|j| j.annotator_id).collect();
         assert_eq!(of_one.len(), 3);
         assert!(of_one.contains(&amira) && of_one.contains(&jonas) && of_one.contains(&import));
+    }
+
+    #[test]
+    fn undo_after_a_change_restores_the_earlier_verdict_and_steps_back_like_a_stack() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.import_records(&[pair("q1")]).unwrap();
+        let amira = store.annotator_id("amira", "annotator").unwrap();
+        let mine = |store: &Store| -> Option<(Outcome, Vec<String>)> {
+            let active = store.my_judgments(amira, 1).unwrap();
+            assert!(active.len() <= 1);
+            active.into_iter().next().map(|j| (j.outcome, j.reasons))
+        };
+        let rows = |store: &Store| -> i64 {
+            store
+                .conn
+                .query_row("SELECT count(*) FROM judgments WHERE annotator_id = ?1", [amira], |r| r.get(0))
+                .unwrap()
+        };
+        judge(&mut store, 1, amira, Verdict::Left, &["tone"]);
+        judge(&mut store, 1, amira, Verdict::Right, &[]);
+        let undo = store.undo_last_judgment(amira).unwrap().unwrap();
+        assert_eq!(undo.withdrawn.outcome, Outcome::B);
+        assert_eq!(undo.restored.map(|j| j.outcome), Some(Outcome::A));
+        assert_eq!(mine(&store), Some((Outcome::A, vec!["tone".to_string()])), "the earlier verdict, reasons and all");
+        assert_eq!(store.undo_last_judgment(amira).unwrap().unwrap().restored, None);
+        assert_eq!(mine(&store), None, "undoing the first verdict leaves none");
+        assert_eq!(rows(&store), 4, "every step is a new row");
+
+        // Changed back and forth by hand: each undo goes one step back.
+        judge(&mut store, 1, amira, Verdict::Left, &[]);
+        judge(&mut store, 1, amira, Verdict::Right, &[]);
+        judge(&mut store, 1, amira, Verdict::Tie, &[]);
+        store.undo_last_judgment(amira).unwrap();
+        assert_eq!(mine(&store).map(|m| m.0), Some(Outcome::B));
+        store.undo_last_judgment(amira).unwrap();
+        assert_eq!(mine(&store).map(|m| m.0), Some(Outcome::A));
+        store.undo_last_judgment(amira).unwrap();
+        assert_eq!(mine(&store), None);
+        assert!(store.undo_last_judgment(amira).unwrap().is_none(), "nothing left to undo");
+        // What training sees is the same as what the screen shows.
+        let import = store.annotator_id("import", "system").unwrap();
+        assert!(store.active_judgments().unwrap().iter().all(|j| j.annotator_id == import));
     }
 }

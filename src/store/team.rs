@@ -71,12 +71,13 @@ impl Store {
         }
         let mut statement = self.conn.prepare("SELECT id, name, role, languages FROM annotators ORDER BY name")?;
         let rows = statement.query_map([], |r| {
+            let id: i64 = r.get(0)?;
             let languages: String = r.get(3)?;
             Ok(AnnotatorRow {
-                id: r.get(0)?,
+                id,
                 name: r.get(1)?,
                 role: r.get(2)?,
-                languages: serde_json::from_str(&languages).unwrap_or_default(),
+                languages: super::json::column(&languages, "annotators", id, "languages")?,
                 judgments: 0,
             })
         })?;
@@ -122,13 +123,6 @@ impl Store {
         )?;
         let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Marks the pair (chosen, rejected) as gold with the chosen answer winning.
-    pub fn add_gold(&self, chosen: i64, rejected: i64, note: Option<&str>, source: &str) -> Result<bool> {
-        let (a, b) = (chosen.min(rejected), chosen.max(rejected));
-        let outcome = if chosen == a { Outcome::A } else { Outcome::B };
-        self.add_gold_outcome(a, b, outcome, note, source)
     }
 
     /// Marks the pair (a, b), a < b, as gold with any verdict (an adjudicator's call).
@@ -222,7 +216,7 @@ impl Store {
     pub fn judgment_facts(&self) -> Result<Vec<JudgmentFacts>> {
         let mut statement = self.conn.prepare(
             "SELECT j.annotator_id, j.prompt_id, j.response_a, j.response_b, j.outcome, j.reasons, j.shown_left, j.seconds,
-                    strftime('%Y-W%W', j.created_at)
+                    strftime('%Y-W%W', j.created_at), j.id
              FROM judgments j JOIN annotators a ON a.id = j.annotator_id
              WHERE a.role != 'system' AND j.outcome != 'undone'
                AND j.id IN (SELECT MAX(id) FROM judgments GROUP BY annotator_id, response_a, response_b)
@@ -237,7 +231,7 @@ impl Store {
                 response_a: r.get(2)?,
                 response_b: r.get(3)?,
                 outcome: Outcome::parse(&outcome).expect("active rows are verdicts"),
-                reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+                reasons: super::json::column(&reasons, "judgments", r.get(9)?, "reasons")?,
                 shown_left: r.get(6)?,
                 seconds: r.get(7)?,
                 week: r.get::<_, Option<String>>(8)?.unwrap_or_default(),

@@ -1,5 +1,6 @@
 //! Exporting a trained model: an HF directory (config.json + model.safetensors with HF names,
-//! LoRA merged) and, for LoRA, the adapter in PEFT's format.
+//! LoRA merged) and, for LoRA, the adapter in PEFT's format, naming its base by Hugging Face
+//! id where `model::hub_id` can tell it.
 //!
 //! Files are written under a temporary name and renamed, so an interrupted export never leaves
 //! a truncated model.safetensors behind. Tokenizer files and the chat template are the caller's
@@ -79,8 +80,48 @@ pub fn export_hf(model: &Model, dir: &Path) -> Result<()> {
     std::fs::write(dir.join("config.json"), cfg).map_err(|e| io(e, dir))
 }
 
+/// What `base_model_name_or_path` says for the base model `base` (a local path, or already an
+/// id): its Hugging Face id when `model::hub_id` can tell it, else `base` as given; and the
+/// adapter README's paragraph on loading the base.
+fn base_model_entry(base: &str) -> (String, String) {
+    let path = Path::new(base);
+    let found = if path.exists() { crate::model::hub_id::identify(path).ok().flatten() } else { None };
+    match found {
+        Some(hub) => (
+            hub.id.clone(),
+            format!(
+                "`base_model_name_or_path` is `{}`, the Hugging Face id of the model this adapter was \
+                 trained on ({}; trained from the local file `{base}`).",
+                hub.id, hub.evidence
+            ),
+        ),
+        None if path.exists() => (
+            base.to_string(),
+            format!(
+                "`base_model_name_or_path` is the local file `{base}`: its Hugging Face id is not known. \
+                 Load the base yourself and pass it: the Hub id of the model it was converted from, or for a \
+                 GGUF `AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)`, then \
+                 `PeftModel.from_pretrained(base, \"<this folder>\")`."
+            ),
+        ),
+        None => (base.to_string(), format!("`base_model_name_or_path` is `{base}`.")),
+    }
+}
+
+fn adapter_readme(base_note: &str, id: &str) -> String {
+    format!(
+        "# LoRA adapter written by verdict\n\n{base_note}\n\n```python\nfrom transformers import \
+         AutoModelForCausalLM\nfrom peft import PeftModel\n\nbase = \
+         AutoModelForCausalLM.from_pretrained(\"{id}\")\nmodel = PeftModel.from_pretrained(base, \
+         \"path/to/this/adapter\")\n```\n\nThe weights are float32, the base's as verdict trained on them \
+         (a GGUF base dequantized).\n"
+    )
+}
+
 /// PEFT adapter: `adapter_config.json` + `adapter_model.safetensors` (keys prefixed
-/// `base_model.model.`), loadable with `PeftModel.from_pretrained(base, dir)`.
+/// `base_model.model.`) + a README, loadable with `PeftModel.from_pretrained(base, dir)`.
+/// `base_model` is the base's path (written as its Hugging Face id when `model::hub_id` knows
+/// it) or an id.
 pub fn export_peft(model: &Model, lora: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
     let vars = model.trainable_vars();
     if vars.is_empty() || !vars.iter().all(|(n, _)| n.contains(".lora_")) {
@@ -90,11 +131,16 @@ pub fn export_peft(model: &Model, lora: &LoraConfig, base_model: &str, dir: &Pat
     let tensors: HashMap<String, Tensor> =
         vars.into_iter().map(|(n, v)| (format!("base_model.model.{n}"), v.as_tensor().detach())).collect();
     save_atomic(&tensors, &dir.join("adapter_model.safetensors"))?;
+    let (base_id, base_note) = base_model_entry(base_model);
+    // A GGUF path is no base transformers can load by name.
+    let load_as = if base_id.ends_with(".gguf") { "<the base model's Hugging Face id>" } else { base_id.as_str() };
+    let readme = dir.join("README.md");
+    std::fs::write(&readme, adapter_readme(&base_note, load_as)).map_err(|e| io(e, &readme))?;
     let targets: Vec<String> = lora.normalized_targets()?.iter().map(|t| format!("{t}_proj")).collect();
     let cfg = serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base_model,
+        "base_model_name_or_path": base_id,
         "r": lora.rank,
         "lora_alpha": lora.alpha,
         "lora_dropout": 0.0,
@@ -154,6 +200,37 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(tmp.path().join("adapter_config.json"))?).unwrap();
         assert_eq!(cfg["r"], 4);
         assert_eq!(cfg["target_modules"][4], "up_proj");
+        assert_eq!(cfg["base_model_name_or_path"], "HuggingFaceTB/SmolLM2-135M-Instruct");
+        Ok(())
+    }
+
+    /// A base GGUF whose id cannot be told stays a path, and the README says what to pass.
+    #[test]
+    fn an_unknown_base_stays_a_path_with_a_readme_saying_what_to_pass() -> Result<()> {
+        let tmp = tempfile::tempdir()?;
+        let (gguf, _) = crate::model::testing::write_tiny_models(tmp.path()).map_err(candle_core::Error::wrap)?;
+        let model = tiny_model(8, true)?;
+        let lora = LoraConfig { rank: 4, alpha: 8.0, targets: vec!["q".into()] };
+        let out = tmp.path().join("adapter");
+        export_peft(&model, &lora, &gguf.display().to_string(), &out)?;
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json"))?).unwrap();
+        assert_eq!(cfg["base_model_name_or_path"], gguf.display().to_string());
+        let readme = std::fs::read_to_string(out.join("README.md"))?;
+        assert!(readme.contains("Hugging Face id is not known") && readme.contains("gguf_file="), "{readme}");
+        Ok(())
+    }
+
+    /// The default model's path is written as its Hugging Face id.
+    #[test]
+    fn the_default_model_base_is_written_as_its_hub_id() -> Result<()> {
+        let test = "train::export::tests::the_default_model_base_is_written_as_its_hub_id";
+        let Some(path) = crate::model::testing::default_model_or_skip(test).map_err(candle_core::Error::wrap)? else {
+            return Ok(());
+        };
+        let (id, note) = base_model_entry(&path.display().to_string());
+        assert_eq!(id, "HuggingFaceTB/SmolLM2-135M-Instruct");
+        assert!(note.contains("sha256") && note.contains(&path.display().to_string()), "{note}");
         Ok(())
     }
 }

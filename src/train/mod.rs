@@ -12,6 +12,7 @@ pub mod config;
 mod denormal_census;
 pub mod export;
 pub mod export_gguf;
+pub mod export_ollama;
 pub mod fused;
 pub mod heap;
 pub mod linear;

@@ -536,10 +536,11 @@ impl App {
     }
 
     fn undo(&mut self) -> anyhow::Result<()> {
-        let Some(undone) = self.store.undo_last_judgment(self.annotator_id)? else {
+        let Some(undo) = self.store.undo_last_judgment(self.annotator_id)? else {
             self.message = "nothing to undo".into();
             return Ok(());
         };
+        let undone = undo.withdrawn;
         if let Some(pos) = self.visible.iter().position(|&i| self.items[i].row.prompt_id == undone.prompt_id) {
             self.selected = pos;
         }
@@ -549,7 +550,10 @@ impl App {
             c.reasons = undone.reasons.into_iter().collect();
             c.note = undone.note.unwrap_or_default();
         }
-        self.message = "undone: judge this pair again".into();
+        self.message = match undo.restored {
+            Some(_) => "undone: the pair has your earlier verdict again".into(),
+            None => "undone: judge this pair again".into(),
+        };
         Ok(())
     }
 

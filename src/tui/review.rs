@@ -373,7 +373,7 @@ impl Review {
             self.message = "a run is already training in this window".into();
             return Ok(());
         }
-        let config: TrainConfig = serde_json::from_str(&run.config)?;
+        let config: TrainConfig = crate::store::json::parse(&run.config, "runs", run.id, "config")?;
         self.start(config, Some(run.id));
         self.view = View::Run(run.id);
         self.refresh(store)
