@@ -192,6 +192,61 @@ fn a_stopped_run_resumes_to_the_same_metrics() {
     }
 }
 
+/// A resumed run trains on the pairs it started with, even after a label changed; while
+/// another process holds the run (its folder's LOCK), a resume is refused and changes nothing.
+#[test]
+fn a_resumed_run_keeps_its_stored_pairs_and_a_held_run_is_refused() {
+    let (dir, db, gguf) = setup();
+    let config = |out: &str| TrainConfig {
+        model: Some(gguf.clone()),
+        out: Some(dir.path().join(out)),
+        max_steps: Some(6),
+        learning_rate: 1e-3,
+        max_length: 128,
+        save_every: 3,
+        ..TrainConfig::default()
+    };
+    let whole = train::run(&db, &config("whole"), None, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let cancel = AtomicBool::new(false);
+    let stopped = train::run(&db, &config("parts"), None, false, &cancel, &mut |e| {
+        if let train::TrainEvent::Step { step: 3, .. } = e {
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    assert_eq!((stopped.status.as_str(), stopped.steps), ("stopped", 3));
+    // After the stop, an adjudicator turns a train pair around.
+    let store = verdict::store::Store::open(&db, verdict::store::OpenMode::MustExist).unwrap();
+    let before = verdict::qa::resolved_pairs(&store).unwrap();
+    let train_prompts: Vec<i64> =
+        store.prompts().unwrap().iter().filter(|p| p.split == verdict::domain::Split::Train).map(|p| p.id).collect();
+    let pair = before.iter().find(|p| train_prompts.contains(&p.prompt_id)).unwrap().clone();
+    drop(store);
+    ok(&db, &["annotator", "add", "lead", "--role", "adjudicator"]);
+    let (chosen, rejected) = (pair.chosen.to_string(), pair.rejected.to_string());
+    ok(&db, &["--annotator", "lead", "adjudicate", &chosen, &rejected, "--winner", &rejected]);
+    let store = verdict::store::Store::open(&db, verdict::store::OpenMode::MustExist).unwrap();
+    let after = verdict::qa::resolved_pairs(&store).unwrap();
+    assert!(after.iter().any(|p| p.chosen == pair.rejected && p.rejected == pair.chosen), "the label changed");
+    drop(store);
+    // Another process trains it: refused, and the run is left as it was.
+    let held = verdict::jobs::run_lock::RunLock::acquire(&dir.path().join("parts"), stopped.run_id).unwrap();
+    let run = stopped.run_id.to_string();
+    let message = fails(&db, &["train", "--resume", &run]);
+    assert!(message.contains(&format!("run {run} is being trained by process")), "{message}");
+    assert!(message.contains("LOCK"), "{message}");
+    assert_eq!(run_row(&db, stopped.run_id).0, "stopped");
+    drop(held);
+    let resumed =
+        train::run(&db, &config("parts"), Some(stopped.run_id), false, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(resumed.status, "finished");
+    let (a, b) = (metric(&db, whole.run_id, "loss"), metric(&db, stopped.run_id, "loss"));
+    assert_eq!((a.len(), b.len()), (6, 6));
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-5, "step {step}: resumed loss {y}, the run it continues {x}");
+    }
+}
+
 #[test]
 fn logps_prints_one_line_per_pair_and_no_pairs_is_a_clear_error() {
     let (dir, db, gguf) = setup();

@@ -6,4 +6,6 @@
 pub mod answers;
 pub mod generate;
 pub mod rewards;
+pub mod run_lock;
 pub mod train;
+pub mod train_config;

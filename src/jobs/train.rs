@@ -10,117 +10,19 @@ use anyhow::{Context, bail};
 use candle_core::DType;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::domain::{Split, sha256_hex};
 use crate::model::{self, ChatMessage, LoadOptions};
-use crate::store::{OpenMode, Store};
+use crate::store::{OpenMode, RunExample, Store};
 use crate::train::logps::Truncation;
 use crate::train::lora::LoraConfig;
-use crate::train::loss::{DpoConfig, LossType};
-use crate::train::optim::{AdamW, OptimConfig, Schedule};
+use crate::train::loss::DpoConfig;
+use crate::train::optim::{AdamW, OptimConfig};
 use crate::train::step::{Method, PairIds, RefLogps, StepConfig};
 use crate::train::{checkpoint, export, lora, step, tokenize, weights};
 
-/// Everything a run is configured by; also what `--config run.toml` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// `dpo` or `sft`.
-    pub method: String,
-    pub loss: LossType,
-    pub beta: f64,
-    pub label_smoothing: f64,
-    pub simpo_gamma: f64,
-    pub sft_weight: f64,
-    pub weight_by_agreement: bool,
-    pub learning_rate: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: usize,
-    pub schedule: Schedule,
-    pub max_grad_norm: f64,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub epochs: usize,
-    pub max_steps: Option<usize>,
-    pub max_length: usize,
-    pub seed: u64,
-    pub lora_rank: Option<usize>,
-    pub lora_alpha: f64,
-    pub lora_targets: Vec<String>,
-    pub eval_every: usize,
-    pub save_every: usize,
-    pub model: Option<PathBuf>,
-    pub out: Option<PathBuf>,
-    pub threads: Option<usize>,
-    /// `auto`, `cpu`, `cuda`, `cuda:N` or `metal`.
-    pub device: String,
-    /// How many test-split prompts get an answer generated at every evaluation (and before
-    /// the first step), always with the same seed, so one can see how answers change.
-    pub sample_prompts: usize,
-    pub sample_max_tokens: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> TrainConfig {
-        TrainConfig {
-            method: "dpo".into(),
-            loss: LossType::Sigmoid,
-            beta: 0.1,
-            label_smoothing: 0.0,
-            simpo_gamma: 0.5,
-            sft_weight: 0.0,
-            weight_by_agreement: false,
-            learning_rate: 5e-6,
-            weight_decay: 0.0,
-            warmup_steps: 0,
-            schedule: Schedule::Linear,
-            max_grad_norm: 1.0,
-            batch_size: 1,
-            grad_accum: 1,
-            epochs: 1,
-            max_steps: None,
-            max_length: 1024,
-            seed: 42,
-            lora_rank: None,
-            lora_alpha: 16.0,
-            lora_targets: vec!["q".into(), "k".into(), "v".into(), "o".into()],
-            eval_every: 0,
-            save_every: 0,
-            model: None,
-            out: None,
-            threads: None,
-            device: "auto".into(),
-            sample_prompts: 4,
-            sample_max_tokens: 96,
-        }
-    }
-}
-
-impl TrainConfig {
-    pub fn check(&self) -> anyhow::Result<()> {
-        if !matches!(self.method.as_str(), "dpo" | "sft") {
-            bail!("--method must be dpo or sft, not {}", self.method);
-        }
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            bail!("--batch-size and --grad-accum must be at least 1");
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
-            bail!("--learning-rate {} is outside (0, 1); DPO usually wants 1e-7 to 1e-5", self.learning_rate);
-        }
-        if self.beta <= 0.0 {
-            bail!("--beta must be positive");
-        }
-        self.device.parse::<model::DeviceChoice>().map_err(|e| anyhow::anyhow!("--device: {e}"))?;
-        if self.sample_max_tokens == 0 {
-            bail!("sample_max_tokens must be at least 1");
-        }
-        if self.max_length < 16 {
-            bail!("--max-length {} is too short to hold a prompt and an answer", self.max_length);
-        }
-        Ok(())
-    }
-}
+pub use super::train_config::TrainConfig;
 
 /// Created in a run's folder to ask the process training it to checkpoint and stop.
 pub const STOP_FILE: &str = "STOP";
@@ -216,6 +118,8 @@ pub struct TrainSummary {
 struct Example {
     key: String,
     prompt_id: i64,
+    chosen_id: i64,
+    rejected_id: i64,
     messages: Vec<ChatMessage>,
     chosen: String,
     rejected: String,
@@ -239,6 +143,8 @@ fn examples(store: &Store, by_agreement: bool) -> anyhow::Result<Vec<Example>> {
             Example {
                 key: format!("{}:{}", p.chosen, p.rejected),
                 prompt_id: p.prompt_id,
+                chosen_id: p.chosen,
+                rejected_id: p.rejected,
                 messages: prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect(),
                 chosen: texts[&p.chosen].clone(),
                 rejected: texts[&p.rejected].clone(),
@@ -252,6 +158,55 @@ fn examples(store: &Store, by_agreement: bool) -> anyhow::Result<Vec<Example>> {
         e.weight /= mean.max(1e-6);
     }
     Ok(out)
+}
+
+/// The training set a run stored at its start (`store::run_examples`), with today's texts of
+/// those same responses (responses are never edited; a rewrite is a new response).
+fn stored_examples(store: &Store, stored: &[RunExample]) -> anyhow::Result<Vec<Example>> {
+    let prompts: HashMap<i64, crate::store::PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
+    let ids: Vec<i64> = stored.iter().flat_map(|e| [e.chosen_id, e.rejected_id]).collect();
+    let texts = store.response_texts(&ids)?;
+    stored
+        .iter()
+        .map(|e| {
+            let prompt =
+                prompts.get(&e.prompt_id).with_context(|| format!("the run's prompt {} is gone", e.prompt_id))?;
+            let text = |id: i64| texts.get(&id).cloned().with_context(|| format!("the run's response {id} is gone"));
+            Ok(Example {
+                key: format!("{}:{}", e.chosen_id, e.rejected_id),
+                prompt_id: e.prompt_id,
+                chosen_id: e.chosen_id,
+                rejected_id: e.rejected_id,
+                messages: prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect(),
+                chosen: text(e.chosen_id)?,
+                rejected: text(e.rejected_id)?,
+                weight: e.weight as f32,
+                split: e.split,
+            })
+        })
+        .collect()
+}
+
+/// The run's training set: the one stored at its start, else (a new run, or one started before
+/// schema 5) the resolved pairs of now, stored for every later resume.
+fn run_set(store: &Store, run_id: i64, by_agreement: bool) -> anyhow::Result<Vec<Example>> {
+    let stored = store.run_examples(run_id)?;
+    if !stored.is_empty() {
+        return stored_examples(store, &stored);
+    }
+    let fresh = examples(store, by_agreement)?;
+    let rows: Vec<RunExample> = fresh
+        .iter()
+        .map(|e| RunExample {
+            prompt_id: e.prompt_id,
+            chosen_id: e.chosen_id,
+            rejected_id: e.rejected_id,
+            split: e.split,
+            weight: f64::from(e.weight),
+        })
+        .collect();
+    store.save_run_examples(run_id, &rows)?;
+    Ok(fresh)
 }
 
 fn metrics_vec(m: &crate::train::loss::Metrics, prefix: &str) -> Vec<(String, f64)> {
@@ -307,6 +262,12 @@ fn run_keeping_memory(
     if let Ok(path) = &model_path {
         recorded.model = Some(path.clone());
     }
+    // One process trains a run: a resume while another holds the run folder's lock is refused
+    // (and leaves the run as it is); the lock is held until this function returns.
+    let _resume_lock = match resumed {
+        Some(id) => Some(super::run_lock::RunLock::acquire(&out, id)?),
+        None => None,
+    };
     let run_id = match resumed {
         Some(id) => {
             store.set_run_status(id, "running", None)?;
@@ -378,6 +339,8 @@ fn train(
     }
     std::fs::create_dir_all(out)
         .map_err(|e| anyhow::anyhow!("cannot create the run folder {}: {e}; pass another --out", out.display()))?;
+    // A new run's lock (a resumed one took it before its status changed).
+    let _lock = if plan.resumed { None } else { Some(super::run_lock::RunLock::acquire(out, run_id)?) };
     // A stop asked for earlier is not a stop for this start.
     let _ = std::fs::remove_file(out.join(STOP_FILE));
 
@@ -404,7 +367,8 @@ fn train(
         &info.quantization,
     )?;
     store.set_run_base_model(run_id, base_id)?;
-    let all = examples(store, config.weight_by_agreement)?;
+    // Resumed: exactly the pairs, outcomes and weights the run started with.
+    let all = run_set(store, run_id, config.weight_by_agreement)?;
     let (train_set, test_set): (Vec<&Example>, Vec<&Example>) = all.iter().partition(|e| e.split == Split::Train);
     if train_set.is_empty() {
         bail!("no resolved pairs in the train split: label some pairs (or `verdict import` them) first");

@@ -4,7 +4,7 @@
 //! verdict is recognised before anything touches it.
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
 
 /// The version this build writes and understands.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -340,4 +340,19 @@ CREATE TABLE judgment_uids (
 INSERT INTO prompt_uids (uid, id) SELECT uid, id FROM prompts ORDER BY uid;
 INSERT INTO response_uids (uid, id) SELECT uid, id FROM responses ORDER BY uid;
 INSERT INTO judgment_uids (uid, id) SELECT uid, id FROM judgments ORDER BY uid;
+"#;
+
+/// The training set of a run, stored at its start: a resume trains on exactly these pairs,
+/// outcomes and weights, whatever was relabeled since (`store::run_examples`).
+const MIGRATION_5: &str = r#"
+CREATE TABLE run_examples (
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    position     INTEGER NOT NULL,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    chosen_id    INTEGER NOT NULL REFERENCES responses(id),
+    rejected_id  INTEGER NOT NULL REFERENCES responses(id),
+    split        TEXT NOT NULL CHECK (split = 'train' OR split = 'test'),
+    weight       REAL NOT NULL,
+    PRIMARY KEY (run_id, position)
+) WITHOUT ROWID;
 "#;

@@ -16,6 +16,7 @@ mod merge;
 pub mod migrations;
 mod models;
 mod pairs;
+mod run_examples;
 mod runs;
 mod slots;
 mod stats;
@@ -33,6 +34,7 @@ pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Undo, Verdict
 pub use merge::MergeSummary;
 pub use models::{GenerationTarget, ModelRow, TargetFilter};
 pub use pairs::{ActiveJudgment, PairRow, PromptRow};
+pub use run_examples::RunExample;
 pub use runs::RunRow;
 pub use stats::{Stats, StatsRow};
 pub use team::{AnnotatorRow, Dispute, JudgmentFacts, Vote};

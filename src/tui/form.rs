@@ -60,6 +60,12 @@ impl TrainForm {
             choice("method", "Method", vec!["dpo", "sft"], "DPO on preference pairs, or SFT on the chosen answers"),
             choice("loss", "Loss", vec!["sigmoid", "ipo", "hinge", "robust", "simpo"], "sigmoid is the DPO paper's"),
             text("beta", "Beta", d.beta.to_string(), "strength of the pull toward the reference (0.01-0.5)"),
+            text(
+                "label_smoothing",
+                "Label smoothing",
+                d.label_smoothing.to_string(),
+                "share of labels assumed flipped",
+            ),
             text("learning_rate", "Learning rate", "5e-6".into(), "1e-7 to 1e-5 for full, ~1e-4 for LoRA"),
             text("epochs", "Epochs", d.epochs.to_string(), "passes over the train split"),
             text("max_steps", "Max steps", String::new(), "empty: by epochs"),
@@ -129,38 +135,26 @@ impl TrainForm {
         self.fields.iter().find(|f| f.key == key).map(|f| f.text()).unwrap_or_default()
     }
 
-    /// Why a field's value cannot be used, if it cannot.
+    /// Why a field's value cannot be used, if it cannot: the run options' own table
+    /// (`jobs::train_config::RULES`) checks every field that is a run option.
     pub fn error(&self, key: &str) -> Option<String> {
         let value = self.get(key);
-        let positive_int = |v: &str, what: &str| match v.parse::<usize>() {
-            Ok(n) if n > 0 => None,
-            _ => Some(format!("{what} must be a whole number above 0")),
-        };
         match key {
-            "beta" => match value.parse::<f64>() {
-                Ok(b) if b > 0.0 && b.is_finite() => None,
-                _ => Some("a positive number, e.g. 0.1".into()),
-            },
-            "learning_rate" => match value.parse::<f64>() {
-                Ok(lr) if lr > 0.0 && lr < 1.0 => None,
-                _ => Some("a number in (0, 1), e.g. 5e-6".into()),
-            },
-            "epochs" | "batch_size" | "grad_accum" => positive_int(&value, "it"),
-            "max_steps" | "threads" if value.is_empty() => None,
-            "max_steps" | "threads" => positive_int(&value, "it"),
-            "max_length" => match value.parse::<usize>() {
-                Ok(n) if n >= 16 => None,
-                _ => Some("at least 16 tokens".into()),
-            },
-            "lora_rank" if self.get("lora") == "on" => positive_int(&value, "the rank"),
-            "eval_every" | "save_every" => match value.parse::<usize>() {
-                Ok(_) => None,
-                Err(_) => Some("a whole number (0: never)".into()),
-            },
+            "lora" | "method" | "loss" => None,
+            "lora_rank" if self.get("lora") != "on" => None,
             "model" if !value.is_empty() && !std::path::Path::new(&value).exists() => {
                 Some("no such file or folder".into())
             }
-            _ => None,
+            "model" => None,
+            _ => {
+                let mut config = TrainConfig::default();
+                // An empty rank with LoRA on is no rank.
+                let value = if key == "lora_rank" && value.is_empty() { "0".into() } else { value };
+                match config.set_text(key, &value) {
+                    Err(why) => Some(why),
+                    Ok(()) => config.option_error(key),
+                }
+            }
         }
     }
 
@@ -173,26 +167,14 @@ impl TrainForm {
         if total == 0 {
             anyhow::bail!("no resolved pairs in the train split: label some pairs first");
         }
-        let number = |k: &str| self.get(k).parse::<usize>().unwrap_or(0);
-        let optional = |k: &str| Some(number(k)).filter(|&n| n > 0);
-        let config = TrainConfig {
-            method: self.get("method"),
-            loss: serde_json::from_value(serde_json::Value::from(self.get("loss")))?,
-            beta: self.get("beta").parse()?,
-            learning_rate: self.get("learning_rate").parse()?,
-            epochs: number("epochs"),
-            max_steps: optional("max_steps"),
-            batch_size: number("batch_size"),
-            grad_accum: number("grad_accum"),
-            max_length: number("max_length"),
-            lora_rank: if self.get("lora") == "on" { Some(number("lora_rank")) } else { None },
-            device: self.get("device"),
-            model: Some(self.get("model")).filter(|m| !m.is_empty()).map(PathBuf::from),
-            eval_every: number("eval_every"),
-            save_every: number("save_every"),
-            threads: optional("threads"),
-            ..TrainConfig::default()
-        };
+        let mut config = TrainConfig::default();
+        for field in &self.fields {
+            match field.key {
+                "lora" => {}
+                "lora_rank" if self.get("lora") != "on" => config.lora_rank = None,
+                key => config.set_text(key, &field.text()).map_err(|why| anyhow::anyhow!("{}: {why}", field.label))?,
+            }
+        }
         config.check()?;
         Ok(config)
     }

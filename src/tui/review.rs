@@ -359,8 +359,14 @@ impl Review {
 
     fn resume(&mut self, store: &Store) -> anyhow::Result<()> {
         let Some(run) = self.selected_run().cloned() else { return Ok(()) };
-        if !matches!(run.status.as_str(), "stopped" | "failed") {
-            self.message = format!("run {} is {}: only a stopped or failed run resumes", run.id, run.status);
+        // `running` with nobody holding its folder's lock: the process training it crashed.
+        let out = serde_json::from_str::<TrainConfig>(&run.config).ok().and_then(|c| c.out);
+        let crashed = run.status == "running" && out.is_some_and(|dir| !crate::jobs::run_lock::is_held(&dir));
+        if !matches!(run.status.as_str(), "stopped" | "failed") && !crashed {
+            self.message = match run.status.as_str() {
+                "running" => format!("run {} is being trained by a process (its folder's LOCK is held)", run.id),
+                status => format!("run {} is {status}: only a stopped, failed or crashed run resumes", run.id),
+            };
             return Ok(());
         }
         if self.job.is_some() {

@@ -413,7 +413,7 @@ fn the_run_form_explains_a_bad_value_and_does_not_start() {
     key(&mut app, KeyCode::Enter);
     insta::assert_snapshot!("train_form_bad_beta_80x24", screen(&app, 80, 24));
     press(&mut app, "S");
-    assert!(app.message.contains("Beta: a positive number"), "{}", app.message);
+    assert!(app.message.contains("Beta: must be a number > 0, not big"), "{}", app.message);
     assert!(app.training().is_none(), "nothing started");
     // A choice cycles with the arrows; the form builds the config it shows.
     press(&mut app, "k");
@@ -421,6 +421,12 @@ fn the_run_form_explains_a_bad_value_and_does_not_start() {
     let super::review::View::Form(form) = &app.review.as_ref().unwrap().view else { panic!("form") };
     assert_eq!(form.fields[1].text(), "ipo");
     assert!(form.config().is_err());
+    // Label smoothing is checked by the run options' table, as the CLI and a run config are.
+    let super::review::View::Form(form) = &mut app.review.as_mut().unwrap().view else { panic!("form") };
+    let field = form.fields.iter_mut().find(|f| f.key == "label_smoothing").expect("label smoothing field");
+    field.value = super::form::Value::Text("0.5".into());
+    let why = form.error("label_smoothing").expect("0.5 is refused");
+    assert!(why.contains("must be in [0, 0.5), not 0.5"), "{why}");
 }
 
 /// A finished run with base and tuned answers to the first test prompts: different answers

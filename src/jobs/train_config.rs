@@ -1,0 +1,251 @@
+//! A training run's options (`TrainConfig`) and the ONE table that says what each may be: the
+//! CLI flags, the `--config run.toml` file and the TUI's new-run form are all checked by it, with
+//! a message naming the option and its allowed range.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model;
+use crate::train::loss::LossType;
+use crate::train::optim::Schedule;
+
+/// Everything a run is configured by; also what `--config run.toml` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `dpo` or `sft`.
+    pub method: String,
+    pub loss: LossType,
+    pub beta: f64,
+    pub label_smoothing: f64,
+    pub simpo_gamma: f64,
+    pub sft_weight: f64,
+    pub weight_by_agreement: bool,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    pub schedule: Schedule,
+    pub max_grad_norm: f64,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    pub max_length: usize,
+    pub seed: u64,
+    pub lora_rank: Option<usize>,
+    pub lora_alpha: f64,
+    pub lora_targets: Vec<String>,
+    pub eval_every: usize,
+    pub save_every: usize,
+    pub model: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub threads: Option<usize>,
+    /// `auto`, `cpu`, `cuda`, `cuda:N` or `metal`.
+    pub device: String,
+    /// How many test-split prompts get an answer generated at every evaluation (and before
+    /// the first step), always with the same seed, so one can see how answers change.
+    pub sample_prompts: usize,
+    pub sample_max_tokens: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> TrainConfig {
+        TrainConfig {
+            method: "dpo".into(),
+            loss: LossType::Sigmoid,
+            beta: 0.1,
+            label_smoothing: 0.0,
+            simpo_gamma: 0.5,
+            sft_weight: 0.0,
+            weight_by_agreement: false,
+            learning_rate: 5e-6,
+            weight_decay: 0.0,
+            warmup_steps: 0,
+            schedule: Schedule::Linear,
+            max_grad_norm: 1.0,
+            batch_size: 1,
+            grad_accum: 1,
+            epochs: 1,
+            max_steps: None,
+            max_length: 1024,
+            seed: 42,
+            lora_rank: None,
+            lora_alpha: 16.0,
+            lora_targets: vec!["q".into(), "k".into(), "v".into(), "o".into()],
+            eval_every: 0,
+            save_every: 0,
+            model: None,
+            out: None,
+            threads: None,
+            device: "auto".into(),
+            sample_prompts: 4,
+            sample_max_tokens: 96,
+        }
+    }
+}
+
+/// What one option may be: its key (the TOML key; the flag is `--` + key with dashes), the
+/// allowed range as the user reads it, and why when the reason is not obvious.
+pub struct Rule {
+    pub key: &'static str,
+    pub range: &'static str,
+    pub why: &'static str,
+    ok: fn(&TrainConfig) -> bool,
+}
+
+const fn rule(key: &'static str, range: &'static str, why: &'static str, ok: fn(&TrainConfig) -> bool) -> Rule {
+    Rule { key, range, why, ok }
+}
+
+fn finite_at_least(x: f64, low: f64) -> bool {
+    x.is_finite() && x >= low
+}
+
+const TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+
+/// Every option with a limit. Options not listed (seed, warmup_steps, eval_every, save_every,
+/// sample_prompts, model, out, schedule) take any value their type holds.
+pub const RULES: &[Rule] = &[
+    rule("method", "dpo or sft", "", |c| matches!(c.method.as_str(), "dpo" | "sft")),
+    rule("beta", "a number > 0", "", |c| c.beta.is_finite() && c.beta > 0.0),
+    rule(
+        "label_smoothing",
+        "in [0, 0.5)",
+        "at 0.5 the robust loss divides by zero and from 0.5 up the loss trains towards the rejected answer",
+        |c| c.label_smoothing.is_finite() && (0.0..0.5).contains(&c.label_smoothing),
+    ),
+    rule("simpo_gamma", "a number >= 0", "", |c| finite_at_least(c.simpo_gamma, 0.0)),
+    rule("sft_weight", "a number >= 0", "", |c| finite_at_least(c.sft_weight, 0.0)),
+    rule("learning_rate", "in (0, 1)", "DPO usually wants 1e-7 to 1e-5, LoRA ~1e-4", |c| {
+        c.learning_rate > 0.0 && c.learning_rate < 1.0
+    }),
+    rule("weight_decay", "in [0, 1]", "", |c| (0.0..=1.0).contains(&c.weight_decay)),
+    rule("max_grad_norm", "a number >= 0 (0: no clipping)", "", |c| finite_at_least(c.max_grad_norm, 0.0)),
+    rule("batch_size", "a whole number >= 1", "", |c| c.batch_size >= 1),
+    rule("grad_accum", "a whole number >= 1", "", |c| c.grad_accum >= 1),
+    rule("epochs", "a whole number >= 1", "", |c| c.epochs >= 1),
+    rule("max_steps", "a whole number >= 1, or unset (by epochs)", "", |c| c.max_steps != Some(0)),
+    rule("max_length", "a whole number >= 16", "shorter cannot hold a prompt and an answer", |c| c.max_length >= 16),
+    rule("lora_rank", "a whole number >= 1, or unset (full fine-tuning)", "", |c| c.lora_rank != Some(0)),
+    rule("lora_alpha", "a number > 0", "", |c| c.lora_alpha.is_finite() && c.lora_alpha > 0.0),
+    rule("lora_targets", "one or more of q,k,v,o,gate,up,down", "", |c| {
+        !c.lora_targets.is_empty() && c.lora_targets.iter().all(|t| TARGETS.contains(&t.as_str()))
+    }),
+    rule("threads", "a whole number >= 1, or unset (all cores)", "", |c| c.threads != Some(0)),
+    rule("device", "auto, cpu, cuda, cuda:N or metal", "", |c| c.device.parse::<model::DeviceChoice>().is_ok()),
+    rule("sample_max_tokens", "a whole number >= 1", "", |c| c.sample_max_tokens >= 1),
+];
+
+impl Rule {
+    /// The flag spelling of the key.
+    pub fn flag(&self) -> String {
+        format!("--{}", self.key.replace('_', "-"))
+    }
+
+    /// "must be <range>, not <value> (<why>)": what the TUI form shows beside the field.
+    fn short_message(&self, config: &TrainConfig) -> String {
+        let value = serde_json::to_value(config).ok().and_then(|v| v.get(self.key).cloned()).unwrap_or_default();
+        let value = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Array(items) => {
+                items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect::<Vec<_>>().join(",")
+            }
+            other => other.to_string(),
+        };
+        let why = if self.why.is_empty() { String::new() } else { format!(" ({})", self.why) };
+        format!("must be {}, not {value}{why}", self.range)
+    }
+
+    /// The message with the option's flag and config key, for the CLI and a run config file.
+    fn message(&self, config: &TrainConfig) -> String {
+        format!("{} (`{}` in a run config) {}", self.flag(), self.key, self.short_message(config))
+    }
+}
+
+/// The rule for an option, if it has one.
+pub fn rule_for(key: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.key == key)
+}
+
+impl TrainConfig {
+    /// Every option within its range, or the first one that is not, by name and range.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match RULES.iter().find(|r| !(r.ok)(self)) {
+            Some(rule) => anyhow::bail!("{}", rule.message(self)),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets one option from text as typed (the TUI form): empty text unsets an optional value,
+    /// `lora_targets` is comma separated. The error names the option and its range.
+    pub fn set_text(&mut self, key: &str, text: &str) -> Result<(), String> {
+        let mut value = serde_json::to_value(&*self).map_err(|e| e.to_string())?;
+        let range = rule_for(key).map(|r| r.range).unwrap_or("a valid value");
+        let bad = || format!("must be {range}, not {text}");
+        let object = value.as_object_mut().ok_or_else(bad)?;
+        let current = object.get(key).ok_or_else(|| format!("no option {key}"))?;
+        let text = text.trim();
+        let new = if key == "lora_targets" {
+            serde_json::Value::from(text.split(',').map(|t| t.trim().to_string()).collect::<Vec<_>>())
+        } else if text.is_empty() {
+            serde_json::Value::Null
+        } else if current.is_string() {
+            serde_json::Value::from(text)
+        } else if current.is_boolean() {
+            serde_json::Value::from(text.parse::<bool>().map_err(|_| bad())?)
+        } else if let Ok(n) = text.parse::<u64>() {
+            serde_json::Value::from(n)
+        } else {
+            serde_json::Value::from(text.parse::<f64>().map_err(|_| bad())?)
+        };
+        object.insert(key.to_string(), new);
+        *self = serde_json::from_value(value).map_err(|_| bad())?;
+        Ok(())
+    }
+
+    /// Why one option's value is out of its range ("must be <range>, not <value>"), if it is.
+    pub fn option_error(&self, key: &str) -> Option<String> {
+        rule_for(key).filter(|r| !(r.ok)(self)).map(|r| r.short_message(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass_and_every_rule_names_its_option_and_range() {
+        TrainConfig::default().check().expect("defaults are valid");
+        for (key, text) in [
+            ("label_smoothing", "0.5"),
+            ("label_smoothing", "0.7"),
+            ("label_smoothing", "-0.1"),
+            ("beta", "0"),
+            ("learning_rate", "0"),
+            ("batch_size", "0"),
+            ("max_length", "8"),
+            ("lora_targets", "q,x"),
+            ("device", "tpu"),
+        ] {
+            let mut c = TrainConfig::default();
+            c.set_text(key, text).expect("typed value");
+            let error = c.check().expect_err(key).to_string();
+            let rule = rule_for(key).expect("rule");
+            assert!(error.contains(&rule.flag()) && error.contains(rule.range), "{key}={text}: {error}");
+            let short = c.option_error(key).expect("the form's message");
+            assert!(error.ends_with(&short) && short.contains(rule.range), "{short}");
+        }
+        let mut c = TrainConfig::default();
+        c.set_text("label_smoothing", "0.49").expect("number");
+        c.check().expect("0.49 is allowed");
+        assert!(c.set_text("beta", "abc").expect_err("not a number").contains("a number > 0"));
+    }
+
+    #[test]
+    fn a_run_config_file_is_checked_by_the_same_table() {
+        let c: TrainConfig = toml::from_str("loss = \"robust\"\nlabel_smoothing = 0.5\n").expect("toml");
+        let error = c.check().expect_err("0.5").to_string();
+        assert!(error.contains("--label-smoothing") && error.contains("[0, 0.5)"), "{error}");
+    }
+}
