@@ -2,14 +2,18 @@
 # verdict vs llama.cpp on the same GGUF, prompts, sampling settings and thread count, one after
 # the other on this machine. Usage: benches/compare_generate.sh [THREADS=1]
 # Environment: VERDICT_BENCH_RUNS (default 3), VERDICT_MODEL (another GGUF), VERDICT_BENCH_REQUANTIZE,
-# BENCH_MANIFEST (a Cargo.toml that declares the `generate` bench; default this crate's).
-# Sets up the llama.cpp venv first if it is missing (benches/peers/setup_llamacpp.sh, minutes).
+# BENCH_MANIFEST (a Cargo.toml that declares the `generate` bench; default this crate's),
+# VENV (the llama.cpp venv; default .venv-bench), VERDICT_SIMD=avx2|baseline (caps verdict's own
+# kernels). Sets up the llama.cpp venv first if it is missing (benches/peers/setup_llamacpp.sh,
+# minutes). The header says what the numbers depend on: CPU model, vector extensions, thread
+# count, and whether each engine flushes denormals.
 set -euo pipefail
 THREADS="${1:-1}"
 export VERDICT_BENCH_RUNS="${VERDICT_BENCH_RUNS:-3}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-PY="$ROOT/.venv-bench/bin/python"
+export VENV="${VENV:-$ROOT/.venv-bench}"
+PY="$VENV/bin/python"
 if ! [ -x "$PY" ] || ! "$PY" -c 'import llama_cpp' 2>/dev/null; then
     benches/peers/setup_llamacpp.sh
 fi
@@ -22,6 +26,13 @@ echo "== before: $(uptime)"
 echo "   busiest processes:"
 ps -eo pid,pcpu,etime,comm --sort=-pcpu | sed -n '2,6p' | sed 's/^/     /'
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+CPU_MODEL="$( (grep -m1 'model name' /proc/cpuinfo 2>/dev/null || sysctl machdep.cpu.brand_string 2>/dev/null) | cut -d: -f2- | sed 's/^ *//')"
+CPU_MODEL="$CPU_MODEL$(awk -F': ' '/^cpu family/ {f=$2} /^model\t/ {m=$2} END {if (f != "") printf " (family %s, model %s)", f, m}' /proc/cpuinfo 2>/dev/null)"
+VECTOR_EXT="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' \
+    | grep -E '^(avx|avx2|fma|f16c|avx512[a-z0-9_]*|amx[a-z0-9_]*|avx_vnni)$' | tr '\n' ' ')"
+echo "   CPU: ${CPU_MODEL:-unknown}, $(nproc) cores visible, $THREADS thread(s) per engine"
+echo "   vector extensions: ${VECTOR_EXT:-none listed}"
+echo "   VERDICT_SIMD=${VERDICT_SIMD:-unset}"
 
 echo "== verdict ($THREADS thread(s), $VERDICT_BENCH_RUNS runs)"
 VERDICT_BENCH_THREADS="$THREADS" VERDICT_BENCH_EXPORT="$OUT/prompts.json" \
@@ -65,6 +76,10 @@ print(f"llama.cpp compute-only (perf counters): prefill {l['prefill_compute_tok_
 if l.get("check"):
     c = l["check"]
     print(f"prompts: rendered text identical {c['rendered_identical']}/{c['of']}, token ids identical {c['ids_identical']}/{c['of']}")
+print(f"denormals: verdict {'flushed (FTZ|DAZ, its default)' if v.get('flush_denormals') else 'kept (IEEE subnormals)'} "
+      f"(MXCSR of the bench thread after loading); llama.cpp kept (ggml never writes MXCSR)")
+if l.get("system_info"):
+    print(f"llama.cpp system info: {l['system_info']}")
 print(f"load average (1/5/15 min): before {before} | between {mid} | after {after}")
 print(json.dumps({"threads": int(threads), "verdict": v, "llama.cpp": l,
                   "load_before": before, "load_between": mid, "load_after": after}, ensure_ascii=False))

@@ -234,6 +234,7 @@ fn main() {
         "stored_as": info.quantization,
         "run_as": info.run_quantization,
         "threads": threads,
+        "flush_denormals": model::denormals::this_thread_flushes(),
         "runs": runs,
         "prompts": PROMPTS.len(),
         "prompt_tokens": first.prompt_tokens,

@@ -226,6 +226,7 @@ def main():
     res = {
         "engine": "llama.cpp",
         "version": llama_cpp.__version__,
+        "system_info": llama_cpp.llama_print_system_info().decode(errors="replace").strip(),
         "model": args.model,
         "threads": args.threads,
         "runs": args.runs,
