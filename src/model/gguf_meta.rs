@@ -41,6 +41,20 @@ impl Meta {
         }
     }
 
+    /// The special tokens the file names by id (`tokenizer.ggml.*_token_id`), as text from its
+    /// vocabulary `tokens`; `stop_ids` is left for the loader to fill.
+    pub fn special_tokens(&self, tokens: &[String]) -> super::info::SpecialTokens {
+        let token = |key: &str| self.int(key).and_then(|id| tokens.get(id as usize).cloned());
+        super::info::SpecialTokens {
+            bos: token("tokenizer.ggml.bos_token_id"),
+            eos: token("tokenizer.ggml.eos_token_id"),
+            eot: token("tokenizer.ggml.eot_token_id"),
+            pad: token("tokenizer.ggml.padding_token_id"),
+            unk: token("tokenizer.ggml.unknown_token_id"),
+            stop_ids: Vec::new(),
+        }
+    }
+
     pub fn ints(&self, key: &str) -> Option<Vec<i64>> {
         match self.0.get(key)? {
             Value::Array(items) => items.iter().map(value_int).collect(),

@@ -7,7 +7,7 @@ use super::arch::ArchConfig;
 use super::error::{ModelError, Result};
 use super::gguf_meta::Meta;
 use super::gguf_tokenizer::tokenizer_from_gguf;
-use super::info::{ModelFormat, ModelInfo, SpecialTokens, dominant_type};
+use super::info::{ModelFormat, ModelInfo, dominant_type};
 use super::llama::{Config, Layer, Linear, Transformer, Weight};
 use super::loaded::{Loaded, stop_ids_for};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
@@ -97,15 +97,7 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
     let net = Transformer::new(cfg, embed, layers, norm, lm_head, &arch_cfg.rope, device)?;
 
     let tokens = meta.strings("tokenizer.ggml.tokens").unwrap_or_default();
-    let tok = |key: &str| meta.int(key).and_then(|id| tokens.get(id as usize).cloned());
-    let mut special = SpecialTokens {
-        bos: tok("tokenizer.ggml.bos_token_id"),
-        eos: tok("tokenizer.ggml.eos_token_id"),
-        eot: tok("tokenizer.ggml.eot_token_id"),
-        pad: tok("tokenizer.ggml.padding_token_id"),
-        unk: tok("tokenizer.ggml.unknown_token_id"),
-        stop_ids: Vec::new(),
-    };
+    let mut special = meta.special_tokens(&tokens);
     let extra: Vec<u32> =
         ["tokenizer.ggml.eom_token_id"].iter().filter_map(|k| meta.int(k)).map(|v| v as u32).collect();
     special.stop_ids = stop_ids_for(&tokenizer, &mut special, &extra);

@@ -167,15 +167,7 @@ pub fn from_gguf(path: &Path) -> Result<OllamaChat> {
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).map_err(|e| bad(e.to_string()))?;
     let meta = Meta(content.metadata);
     let tokens = meta.strings("tokenizer.ggml.tokens").unwrap_or_default();
-    let tok = |key: &str| meta.int(key).and_then(|id| tokens.get(id as usize).cloned());
-    let special = SpecialTokens {
-        bos: tok("tokenizer.ggml.bos_token_id"),
-        eos: tok("tokenizer.ggml.eos_token_id"),
-        eot: tok("tokenizer.ggml.eot_token_id"),
-        pad: tok("tokenizer.ggml.padding_token_id"),
-        unk: tok("tokenizer.ggml.unknown_token_id"),
-        stop_ids: Vec::new(),
-    };
+    let special = meta.special_tokens(&tokens);
     let source = meta
         .string("tokenizer.chat_template")
         .ok_or_else(|| bad("it has no tokenizer.chat_template: Ollama needs a TEMPLATE, write one by hand".into()))?;
