@@ -271,8 +271,8 @@ fn start_a_run_from_the_tui_watch_it_stop_it_and_resume_it() {
     let session = Session::start_with("train", None, &format!("VERDICT_MODEL={}", gguf.display()));
     session.keys(&["T", "n"]);
     session.wait_for("New training run");
-    // Max steps (6th field): 3000, far more than the test waits for; evaluate every 25 steps.
-    session.keys(&["j", "j", "j", "j", "j", "Enter", "3000", "Enter"]);
+    // Max steps (7th field): 3000, far more than the test waits for; evaluate every 25 steps.
+    session.keys(&["j", "j", "j", "j", "j", "j", "Enter", "3000", "Enter"]);
     session.keys(&["j", "j", "j", "j", "j", "j", "j", "j", "Enter", "BSpace", "BSpace", "25", "Enter"]);
     session.keys(&["S"]);
     session.wait_for("running");

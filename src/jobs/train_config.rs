@@ -196,8 +196,13 @@ impl TrainConfig {
             serde_json::Value::from(text.parse::<bool>().map_err(|_| bad())?)
         } else if let Ok(n) = text.parse::<u64>() {
             serde_json::Value::from(n)
+        } else if let Ok(x) = text.parse::<f64>() {
+            serde_json::Value::from(x)
+        } else if current.is_null() {
+            // An option unset by default (the base model, the output folder) takes text.
+            serde_json::Value::from(text)
         } else {
-            serde_json::Value::from(text.parse::<f64>().map_err(|_| bad())?)
+            return Err(bad());
         };
         object.insert(key.to_string(), new);
         *self = serde_json::from_value(value).map_err(|_| bad())?;
@@ -213,6 +218,18 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Options that are unset by default (a path) take typed text, as the TUI form sets them.
+    #[test]
+    fn an_option_unset_by_default_takes_a_path() {
+        let mut c = TrainConfig::default();
+        c.set_text("model", "/models/tiny.gguf").expect("a path");
+        assert_eq!(c.model.as_deref(), Some(std::path::Path::new("/models/tiny.gguf")));
+        c.set_text("max_steps", "30").expect("a count");
+        assert_eq!(c.max_steps, Some(30));
+        c.set_text("model", "").expect("empty is unset");
+        assert_eq!(c.model, None);
+    }
 
     #[test]
     fn the_defaults_pass_and_every_rule_names_its_option_and_range() {
