@@ -620,3 +620,13 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert!(!checkpoints.join(format!("checkpoint-{nan_step}")).exists());
     assert!(metric(&db, 1, "loss").iter().all(|(_, v)| v.is_finite()));
 }
+
+#[test]
+fn a_run_config_with_an_unknown_key_names_the_file_line_and_key() {
+    let (dir, db, _) = setup();
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, "max_steps = 3\nbogus_key = 1\n").unwrap();
+    let message = fails(&db, &["train", "--config", config.to_str().unwrap()]);
+    assert!(message.contains("run.toml: not a valid run config (line 2)"), "{message}");
+    assert!(message.contains("unknown field `bogus_key`"), "{message}");
+}

@@ -18,7 +18,12 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let mut c: TrainConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            toml::from_str(&text).with_context(|| format!("{}: not a valid run config", path.display()))?
+            toml::from_str(&text).map_err(|e: toml::de::Error| {
+                // toml's Display draws the line over several rows; the CLI prints one line per cause.
+                let line = e.span().map(|span| text[..span.start].matches('\n').count() + 1);
+                let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+                anyhow::anyhow!("{}: not a valid run config{at}: {}", path.display(), e.message().trim())
+            })?
         }
         None => TrainConfig::default(),
     };
