@@ -184,21 +184,6 @@ def read_modelfile(path):
 
 # ---------------------------------------------------------------- main (TRL venv)
 
-def convert_base(gguf, hf_dir):
-    """The GGUF dequantized to float32 by transformers, saved as a plain folder (transformers
-    will not train a model loaded with gguf_file)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(hf_dir))
-    tok.save_pretrained(str(hf_dir))
-
-
 def tokenize_pair(tok, messages, answer):
     """TRL's rule for conversational pairs (as scripts/make_logps_fixture.py)."""
     prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -273,7 +258,10 @@ def main():
     # --- peft: adapter on the dequantized base vs the merged folder
     base_dir = work / "base-f32"
     if not (base_dir / "config.json").exists():
-        convert_base(args.base, base_dir)
+        # The same float32 conversion the training benchmark uses (trl_dpo.py, beside this file).
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from trl_dpo import convert
+        convert(args.base, base_dir)
     adapter = run_model / "adapter"
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     from peft import PeftModel
