@@ -35,7 +35,25 @@ pub enum Family {
 }
 
 /// The families verdict runs, for messages.
-pub const RUNS: &str = "llama (SmolLM2, Llama 3.x), mistral and qwen2";
+pub const RUNS: &str = "llama (SmolLM2, Llama 3.x), mistral, qwen2, qwen3, gemma2, gemma3 and phi3";
+
+/// The MLP's activation (`hidden_act`, Gemma's `hidden_activation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// `gelu_pytorch_tanh`: GELU with the tanh approximation.
+    GeluTanh,
+}
+
+impl Activation {
+    /// transformers' name.
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Activation::Silu => "silu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
+        }
+    }
+}
 
 impl Family {
     pub fn name(self) -> &'static str {
@@ -50,9 +68,25 @@ impl Family {
         }
     }
 
-    /// Whether verdict implements this family's forward (inference and training).
+    /// Whether verdict implements this family's forward for inference (training runs them all).
     pub fn runs(self) -> bool {
         matches!(self, Family::Llama | Family::Mistral | Family::Qwen2)
+    }
+
+    /// Qwen3's and Gemma 3's RMSNorm of every query and key head before the rotary embedding.
+    pub fn qk_norm(self) -> bool {
+        matches!(self, Family::Qwen3 | Family::Gemma3)
+    }
+
+    /// Gemma's: RMSNorm weights applied as `1 + w`, embeddings scaled by `sqrt(hidden)`, and
+    /// norms after attention and around the MLP (`pre_/post_feedforward_layernorm`).
+    pub fn gemma(self) -> bool {
+        matches!(self, Family::Gemma2 | Family::Gemma3)
+    }
+
+    /// Phi-3's fused `qkv_proj` and `gate_up_proj` (split at load, fused again on export).
+    pub fn fused_projections(self) -> bool {
+        self == Family::Phi3
     }
 
     /// The transformers class an exported directory names.
@@ -338,21 +372,46 @@ pub struct ArchConfig {
     pub tie_word_embeddings: bool,
     /// q/k/v/o biases (Llama's `attention_bias`); Qwen2 has q/k/v biases regardless.
     pub attention_bias: bool,
-    /// Mistral's and Qwen2's sliding-window attention, when some layer uses it.
+    /// The window of the layers that attend over a sliding window (`sliding_layers`), when some do.
     pub sliding_window: Option<usize>,
+    /// Per layer: whether it attends over `sliding_window` only (Mistral: all; Gemma: alternate).
+    pub sliding_layers: Vec<bool>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<Value>,
+    pub activation: Activation,
+    /// Gemma 2's attention score soft-capping: `tanh(s / c) * c` before the mask.
+    pub attn_softcap: Option<f64>,
+    /// Gemma 2's final logit soft-capping.
+    pub final_softcap: Option<f64>,
+    /// Gemma's: scores are scaled by `query_pre_attn_scalar^-1/2` instead of `head_dim^-1/2`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 3's rotary settings for its sliding layers (`rope` is the global layers').
+    pub local_rope: Option<Rope>,
 }
 
 impl ArchConfig {
     /// The positions verdict runs: `max_position_embeddings`, capped where the math would
-    /// change beyond (a sliding window, LongRoPE's switch to long factors).
+    /// change beyond (LongRoPE's switch to long factors).
     pub fn context(&self) -> usize {
-        [Some(self.max_position_embeddings), self.sliding_window, self.rope.context_limit()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(self.max_position_embeddings)
+        self.rope.context_limit().map_or(self.max_position_embeddings, |l| l.min(self.max_position_embeddings))
+    }
+
+    /// The window layer `i` attends over (`None`: all earlier positions).
+    pub fn layer_window(&self, i: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.sliding_layers.get(i).copied().unwrap_or(false))
+    }
+
+    /// The rotary settings of layer `i` (Gemma 3's sliding layers have their own).
+    pub fn layer_rope(&self, i: usize) -> &Rope {
+        match &self.local_rope {
+            Some(local) if self.layer_window(i).is_some() => local,
+            _ => &self.rope,
+        }
+    }
+
+    /// The factor attention scores are multiplied by.
+    pub fn attention_scale(&self) -> f64 {
+        1.0 / self.query_pre_attn_scalar.unwrap_or(self.head_dim as f64).sqrt()
     }
 
     /// Whether q/k/v projections carry a bias.
@@ -387,16 +446,16 @@ impl ArchConfig {
             Family::Phi3 => 4096,
         });
         let head_dim = r.usize_opt("head_dim")?.unwrap_or(hidden / heads);
-        let rope = hf_rope(&r, family, max_pos)?;
-        if family.runs() {
-            check_runs(&r, family, &rope, head_dim)?;
-        }
-        let sliding_window = sliding_window(&r, family)?;
+        let (rope, local_rope) = hf_rope(&r, family, max_pos)?;
+        check_runs(&r, family, &rope, head_dim)?;
+        let layers = r.usize_req("num_hidden_layers")?;
+        let (sliding_window, sliding_layers) = sliding_window(&r, family, layers)?;
+        let gemma2 = family == Family::Gemma2;
         Ok(ArchConfig {
             family,
             hidden_size: hidden,
             intermediate_size: r.usize_req("intermediate_size")?,
-            num_hidden_layers: r.usize_req("num_hidden_layers")?,
+            num_hidden_layers: layers,
             num_attention_heads: heads,
             num_key_value_heads: r.usize_opt("num_key_value_heads")?.unwrap_or(heads),
             head_dim,
@@ -409,8 +468,14 @@ impl ArchConfig {
                 .unwrap_or(matches!(family, Family::Gemma2 | Family::Gemma3)),
             attention_bias: r.bool_opt("attention_bias")?.unwrap_or(false),
             sliding_window,
+            sliding_layers,
             bos_token_id: r.usize_opt("bos_token_id").ok().flatten().map(|v| v as u32),
             eos_token_id: obj.get("eos_token_id").filter(|v| !v.is_null()).cloned(),
+            activation: activation(&r, family)?,
+            attn_softcap: defaulted(&r, "attn_logit_softcapping", Some(50.0).filter(|_| gemma2))?,
+            final_softcap: defaulted(&r, "final_logit_softcapping", Some(30.0).filter(|_| gemma2))?,
+            query_pre_attn_scalar: defaulted(&r, "query_pre_attn_scalar", Some(256.0).filter(|_| family.gemma()))?,
+            local_rope,
         })
     }
 
@@ -484,21 +549,36 @@ impl ArchConfig {
             rope.kind =
                 llama3_from_factors(&rope, head_dim, factors).map_err(|reason| err("rope_freqs.weight", reason))?;
         }
-        if family.runs() && rope.partial_rotary_factor != 1.0 {
+        if has_tensor("rope_factors_short.weight") || has_tensor("rope_factors_long.weight") {
             return Err(err(
-                &key("rope.dimension_count"),
-                format!(
-                    "is {rotary}, not the head size {head_dim}: partial rotary embeddings are not implemented for {}",
-                    family.name()
-                ),
+                "rope_factors_short.weight",
+                "holds LongRoPE factors, which verdict reads from config.json only: load the Hugging Face folder"
+                    .into(),
             ));
         }
+        let layers = need("block_count")?;
+        let window = need("attention.sliding_window").ok();
+        let sliding_layers: Vec<bool> = (0..layers)
+            .map(|i| match family {
+                Family::Gemma2 => i % 2 == 0,
+                // llama.cpp's Gemma 3 pattern: every sixth layer is global.
+                Family::Gemma3 => (i + 1) % 6 != 0,
+                _ => window.is_some(),
+            })
+            .collect();
+        let gemma_scalar = match (family, layers) {
+            // llama.cpp scales Gemma 2 27B (46 layers) and Gemma 3 27B (62) by hidden / heads.
+            (Family::Gemma2, 46) | (Family::Gemma3, 62) => Some((hidden / heads) as f64),
+            (Family::Gemma2 | Family::Gemma3, _) => Some(head_dim as f64),
+            _ => None,
+        };
         let token = |k: &str| meta.int(k).map(|v| v as u32);
+        let softcap = |k: &str| meta.float(&key(k)).filter(|c| *c > 0.0);
         Ok(ArchConfig {
             family,
             hidden_size: hidden,
             intermediate_size: need("feed_forward_length")?,
-            num_hidden_layers: need("block_count")?,
+            num_hidden_layers: layers,
             num_attention_heads: heads,
             num_key_value_heads: need("attention.head_count_kv").unwrap_or(heads),
             head_dim,
@@ -508,9 +588,15 @@ impl ArchConfig {
             rope,
             tie_word_embeddings: !has_tensor("output.weight"),
             attention_bias: family != Family::Qwen2 && has_tensor("blk.0.attn_q.bias"),
-            sliding_window: None,
+            sliding_window: window.filter(|_| sliding_layers.iter().any(|s| *s)),
+            sliding_layers: if window.is_some() { sliding_layers } else { vec![false; layers] },
             bos_token_id: token("tokenizer.ggml.bos_token_id"),
             eos_token_id: token("tokenizer.ggml.eos_token_id").map(Value::from),
+            activation: if family.gemma() { Activation::GeluTanh } else { Activation::Silu },
+            attn_softcap: softcap("attn_logit_softcapping"),
+            final_softcap: softcap("final_logit_softcapping"),
+            query_pre_attn_scalar: gemma_scalar,
+            local_rope: (family == Family::Gemma3).then(|| Rope::plain(10_000.0)),
         })
     }
 }
@@ -545,8 +631,9 @@ impl Reader<'_> {
     }
 }
 
-/// The rope settings of a config.json, by transformers' precedence rules.
-fn hf_rope(r: &Reader, family: Family, max_pos: usize) -> Result<Rope, ArchError> {
+/// The rope settings of a config.json, by transformers' precedence rules; for Gemma 3 also its
+/// sliding layers' (v5 nests one dict per layer type; v4 has `rope_local_base_freq`).
+fn hf_rope(r: &Reader, family: Family, max_pos: usize) -> Result<(Rope, Option<Rope>), ArchError> {
     let (dict_key, dict) = match (r.get("rope_scaling"), r.get("rope_parameters")) {
         (Some(d), _) => ("rope_scaling", Some(d)),
         (None, Some(d)) => ("rope_parameters", Some(d)),
@@ -558,11 +645,44 @@ fn hf_rope(r: &Reader, family: Family, max_pos: usize) -> Result<Rope, ArchError
         Some(other) => return Err((r.err)(dict_key, format!("is {other}, not an object"))),
         None => &empty,
     };
-    // Gemma 3 nests one dict per layer type; verdict reads the global one for `model info`.
-    let p = match p.get("full_attention") {
-        Some(Value::Object(m)) if family == Family::Gemma3 => m,
-        _ => p,
+    if family != Family::Gemma3 {
+        return Ok((rope_dict(r, dict_key, p, family.default_theta(), max_pos)?, None));
+    }
+    let nested = |kind: &str| match p.get(kind) {
+        Some(Value::Object(m)) => Ok(Some(m)),
+        None | Some(Value::Null) => Ok(None),
+        Some(other) => Err((r.err)(&format!("{dict_key}.{kind}"), format!("is {other}, not an object"))),
     };
+    match (nested("full_attention")?, nested("sliding_attention")?) {
+        (None, None) => {
+            let global = rope_dict(r, dict_key, p, family.default_theta(), max_pos)?;
+            let local = Rope::plain(r.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0));
+            Ok((global, Some(local)))
+        }
+        (full, sliding) => {
+            let global =
+                rope_dict(r, &format!("{dict_key}.full_attention"), full.unwrap_or(&empty), 1_000_000.0, max_pos)?;
+            let local = rope_dict(
+                r,
+                &format!("{dict_key}.sliding_attention"),
+                sliding.unwrap_or(&empty),
+                r.f64_opt("rope_local_base_freq")?.unwrap_or(10_000.0),
+                max_pos,
+            )?;
+            Ok((global, Some(local)))
+        }
+    }
+}
+
+/// One rope dict `p` (found under `dict_key`); `default_theta` when neither it nor the top
+/// level names a theta.
+fn rope_dict(
+    r: &Reader,
+    dict_key: &str,
+    p: &Map<String, Value>,
+    default_theta: f64,
+    max_pos: usize,
+) -> Result<Rope, ArchError> {
     let k = |name: &str| format!("{dict_key}.{name}");
     let sub = Reader { obj: p, err: r.err };
     let num = |name: &str| -> Result<Option<f64>, ArchError> {
@@ -574,7 +694,7 @@ fn hf_rope(r: &Reader, family: Family, max_pos: usize) -> Result<Rope, ArchError
     let req = |name: &str| num(name)?.ok_or_else(|| (r.err)(&k(name), "is missing".into()));
     let theta = match num("rope_theta")? {
         Some(t) => t,
-        None => r.f64_opt("rope_theta")?.unwrap_or(family.default_theta()),
+        None => r.f64_opt("rope_theta")?.unwrap_or(default_theta),
     };
     let partial = match num("partial_rotary_factor")? {
         Some(f) => f,
@@ -670,25 +790,21 @@ fn hf_rope(r: &Reader, family: Family, max_pos: usize) -> Result<Rope, ArchError
     Ok(Rope { theta, partial_rotary_factor: partial, kind })
 }
 
-/// Keys that change the math of the families verdict runs and that it does not implement.
+/// Keys that change the math of a family and that verdict does not implement.
 fn check_runs(r: &Reader, family: Family, rope: &Rope, head_dim: usize) -> Result<(), ArchError> {
-    for key in ["hidden_act", "hidden_activation"] {
-        if let Some(act) = r.get(key)
-            && act.as_str() != Some("silu")
-        {
-            return Err((r.err)(key, format!("is {act}; verdict runs {} with silu only", family.name())));
-        }
-    }
     if r.bool_opt("mlp_bias")? == Some(true) {
         return Err((r.err)("mlp_bias", "is true: MLP biases are not implemented".into()));
     }
-    if rope.partial_rotary_factor != 1.0 {
+    if rope.partial_rotary_factor <= 0.0
+        || rope.partial_rotary_factor > 1.0
+        || rope.rotary_dim(head_dim) % 2 != 0
+        || rope.rotary_dim(head_dim) == 0
+    {
         return Err((r.err)(
             "partial_rotary_factor",
             format!(
-                "is {}: partial rotary embeddings are not implemented for {}",
-                rope.partial_rotary_factor,
-                family.name()
+                "is {}: it must leave an even number of rotated dimensions out of the head size {head_dim}",
+                rope.partial_rotary_factor
             ),
         ));
     }
@@ -700,20 +816,56 @@ fn check_runs(r: &Reader, family: Family, rope: &Rope, head_dim: usize) -> Resul
             format!("has {} values, not {} (half the rotary size)", short_factor.len(), rope.rotary_dim(head_dim) / 2),
         ));
     }
-    for key in ["attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"] {
-        if r.get(key).is_some() {
-            return Err((r.err)(
-                key,
-                format!("is set: soft-capping and query scaling are not implemented for {}", family.name()),
-            ));
+    if !family.gemma() {
+        for key in ["attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"] {
+            if r.get(key).is_some() {
+                return Err((r.err)(
+                    key,
+                    format!(
+                        "is set: soft-capping and query scaling are Gemma's, not implemented for {}",
+                        family.name()
+                    ),
+                ));
+            }
         }
+    }
+    if r.bool_opt("use_bidirectional_attention")? == Some(true) {
+        return Err((r.err)("use_bidirectional_attention", "is true: verdict runs causal attention only".into()));
     }
     Ok(())
 }
 
-/// The sliding window some layer attends over, by the family's rules (Mistral: `sliding_window`,
-/// 4096 when the key is absent; Qwen2/3: only with `use_sliding_window`).
-fn sliding_window(r: &Reader, family: Family) -> Result<Option<usize>, ArchError> {
+/// The MLP's activation: Gemma's `hidden_activation` (else `hidden_act`, else GELU-tanh), the
+/// others' `hidden_act` (else silu).
+fn activation(r: &Reader, family: Family) -> Result<Activation, ArchError> {
+    let keys: &[&str] = if family.gemma() { &["hidden_activation", "hidden_act"] } else { &["hidden_act"] };
+    let Some(key) = keys.iter().find(|k| r.get(k).is_some()) else {
+        return Ok(if family.gemma() { Activation::GeluTanh } else { Activation::Silu });
+    };
+    match r.get(key).and_then(Value::as_str) {
+        Some("silu" | "swish") => Ok(Activation::Silu),
+        Some("gelu_pytorch_tanh" | "gelu_new") => Ok(Activation::GeluTanh),
+        _ => Err((r.err)(
+            key,
+            format!("is {}; verdict implements silu and gelu_pytorch_tanh", r.get(key).cloned().unwrap_or_default()),
+        )),
+    }
+}
+
+/// A float key with transformers' class default when absent and `None` when null.
+fn defaulted(r: &Reader, key: &str, default: Option<f64>) -> Result<Option<f64>, ArchError> {
+    match r.obj.get(key) {
+        None => Ok(default),
+        Some(_) => r.f64_opt(key),
+    }
+}
+
+/// The sliding window and the layers that attend over it, by the family's rules (Mistral:
+/// `sliding_window`, 4096 when the key is absent, every layer; Qwen2/3: only with
+/// `use_sliding_window`, from `max_window_layers` on; Gemma 2: every other layer from the first;
+/// Gemma 3: all but every `sliding_window_pattern`-th; Phi-3: every layer). `layer_types`, where
+/// config.json has it, says which layers.
+fn sliding_window(r: &Reader, family: Family, layers: usize) -> Result<(Option<usize>, Vec<bool>), ArchError> {
     let window = match family {
         Family::Mistral => match r.obj.get("sliding_window") {
             None => Some(4096),
@@ -723,22 +875,50 @@ fn sliding_window(r: &Reader, family: Family) -> Result<Option<usize>, ArchError
             true => Some(r.usize_opt("sliding_window")?.unwrap_or(4096)),
             false => None,
         },
-        Family::Gemma2 | Family::Gemma3 | Family::Phi3 => r.usize_opt("sliding_window")?,
+        Family::Gemma2 | Family::Gemma3 => match r.obj.get("sliding_window") {
+            None => Some(4096),
+            Some(_) => r.usize_opt("sliding_window")?,
+        },
+        Family::Phi3 => r.usize_opt("sliding_window")?,
         Family::Llama => None,
     };
-    if let Some(types) = r.get("layer_types").and_then(Value::as_array) {
-        if let Some(bad) = types.iter().find(|t| !matches!(t.as_str(), Some("full_attention" | "sliding_attention"))) {
-            return Err((r.err)(
-                "layer_types",
-                format!("holds {bad}, an attention variant verdict does not implement"),
-            ));
+    let default: Vec<bool> = (0..layers)
+        .map(|i| match family {
+            Family::Mistral | Family::Phi3 => true,
+            Family::Qwen2 | Family::Qwen3 => i >= r.usize_opt("max_window_layers").ok().flatten().unwrap_or(28),
+            Family::Gemma2 => i % 2 == 0,
+            Family::Gemma3 => {
+                let pattern = r.usize_opt("sliding_window_pattern").ok().flatten().unwrap_or(6).max(1);
+                (i + 1) % pattern != 0
+            }
+            Family::Llama => false,
+        })
+        .collect();
+    let sliding = match r.get("layer_types").and_then(Value::as_array) {
+        Some(types) => {
+            if let Some(bad) =
+                types.iter().find(|t| !matches!(t.as_str(), Some("full_attention" | "sliding_attention")))
+            {
+                return Err((r.err)(
+                    "layer_types",
+                    format!("holds {bad}, an attention variant verdict does not implement"),
+                ));
+            }
+            if types.len() != layers {
+                return Err((r.err)("layer_types", format!("has {} entries for {layers} layers", types.len())));
+            }
+            types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect()
         }
-        if family == Family::Qwen2 || family == Family::Qwen3 {
-            let any_sliding = types.iter().any(|t| t.as_str() == Some("sliding_attention"));
-            return Ok(if any_sliding { window.or(Some(4096)) } else { None });
-        }
-    }
-    Ok(window)
+        None => default,
+    };
+    // Qwen2/3 name sliding layers in `layer_types` even when `use_sliding_window` is false.
+    let window = match (family, sliding.iter().any(|s| *s)) {
+        (_, false) => None,
+        (Family::Qwen2 | Family::Qwen3, true) => window.or(Some(4096)),
+        (_, true) => window,
+    };
+    let sliding = if window.is_some() { sliding } else { vec![false; layers] };
+    Ok((window, sliding))
 }
 
 /// Llama 3's scaling parameters from llama.cpp's `rope_freqs` (one divisor per frequency,

@@ -1,6 +1,7 @@
 //! Every family's tiny model saved by transformers 5 (`scripts/make_family_fixtures.py`,
 //! tests/fixtures/families/): the families verdict runs give transformers' logits, for inference
-//! and for the trainer; the others fail naming their architecture.
+//! and for the trainer, and one full and one LoRA training step give PyTorch's loss and gradient
+//! norm; the others fail naming their architecture.
 
 use super::arch::Family;
 use super::tests_tiny::tiny_paths;
@@ -8,7 +9,8 @@ use super::*;
 use candle_core::{DType, IndexOp};
 
 /// Fixture folders, by family name.
-const FIXTURES: [&str; 8] = ["llama", "llama3", "qwen2", "mistral", "qwen3", "gemma2", "gemma3", "phi3"];
+const FIXTURES: [&str; 9] =
+    ["llama", "llama3", "qwen2", "mistral", "qwen3", "gemma2", "gemma3", "phi3", "mistral_window"];
 
 struct Reference {
     tokens: Vec<u32>,
@@ -20,9 +22,13 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
 }
 
-fn reference(name: &str) -> Reference {
+fn reference_json(name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join(name).join("reference.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn reference(name: &str) -> Reference {
+    let v = reference_json(name);
     let tokens: Vec<u32> = serde_json::from_value(v["tokens"].clone()).unwrap();
     let rows: Vec<Vec<f32>> = serde_json::from_value(v["logits"].clone()).unwrap();
     let (n, vocab) = (rows.len(), rows[0].len());
@@ -77,7 +83,7 @@ fn families_verdict_runs_give_transformers_logits() {
 #[test]
 fn the_trainer_gives_transformers_logits() {
     use crate::train::model::{Input, Model as TrainModel};
-    for name in FIXTURES.into_iter().filter(|n| runs(n)) {
+    for name in FIXTURES {
         let want = reference(name);
         let (cfg, w) = crate::train::weights::load_hf_dir(&fixtures().join(name), DType::F32, &Device::Cpu).unwrap();
         cfg.check_supported().unwrap();
@@ -85,6 +91,7 @@ fn the_trainer_gives_transformers_logits() {
         let input = Input::right_padded(std::slice::from_ref(&want.tokens), 0, &Device::Cpu).unwrap();
         let got = model.forward(&input).unwrap().i(0).unwrap();
         let d = llama::max_abs_diff(&got, &want.logits).unwrap();
+        eprintln!("{name}: trainer logits within {d:.2e} of transformers'");
         assert!(d < 1e-4, "{name}: training logits differ from transformers' by {d}");
     }
 }
@@ -106,4 +113,59 @@ fn families_not_yet_run_are_named_in_the_error() {
         refused.push(name);
     }
     assert_eq!(refused, ["qwen3", "gemma2", "gemma3", "phi3"]);
+}
+
+/// One SFT step on the fixture's two pairs, full and LoRA (rank 2 on every projection, with the
+/// script's adapter weights), gives the loss and gradient norm PyTorch computes in float64 for
+/// the same step, within 1e-4 relative.
+#[test]
+fn a_training_step_gives_pytorchs_loss_and_gradient_norm() {
+    use crate::train::logps::Truncation;
+    use crate::train::lora::{LoraConfig, TARGETS, attach};
+    use crate::train::model::Model as TrainModel;
+    use crate::train::optim::{AdamW, OptimConfig};
+    use crate::train::step::{Method, PairIds, StepConfig, train_step};
+    for name in FIXTURES {
+        let step = reference_json(name)["sft_step"].clone();
+        let pairs: Vec<PairIds> = step["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| PairIds {
+                prompt: serde_json::from_value(p[0].clone()).unwrap(),
+                chosen: serde_json::from_value(p[1].clone()).unwrap(),
+                rejected: Vec::new(),
+                weight: 1.0,
+            })
+            .collect();
+        for mode in ["full", "lora"] {
+            let want = &step[mode];
+            let dir = fixtures().join(name);
+            let (cfg, w) = crate::train::weights::load_hf_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+            let mut model = TrainModel::new(cfg, w, mode == "full").unwrap();
+            if mode == "lora" {
+                let lora = LoraConfig {
+                    rank: want["rank"].as_u64().unwrap() as usize,
+                    alpha: want["alpha"].as_f64().unwrap(),
+                    targets: TARGETS.iter().map(|t| t.to_string()).collect(),
+                };
+                attach(&mut model, &lora, 0).unwrap();
+                let saved = candle_core::safetensors::load(dir.join("lora.safetensors"), &Device::Cpu).unwrap();
+                let vars = model.trainable_vars();
+                assert_eq!(vars.len(), saved.len(), "{name}: one adapter per projection");
+                for (n, var) in vars {
+                    var.set(&saved[&n]).unwrap();
+                }
+            }
+            let mut opt = AdamW::new(model.trainable_vars(), OptimConfig::default()).unwrap();
+            let cfg = StepConfig { method: Method::Sft, truncation: Truncation::default(), pad_id: 0 };
+            let m = train_step(&model, &[(&pairs, &[])], &cfg, &mut opt).unwrap();
+            for key in ["loss", "grad_norm"] {
+                let (got, want) = (m[key], want[key].as_f64().unwrap());
+                let rel = (got - want).abs() / want.abs().max(1.0);
+                eprintln!("{name} {mode}: {key} {got:.6} vs PyTorch {want:.6} (relative {rel:.1e})");
+                assert!(rel < 1e-4, "{name} {mode}: {key} is {got}, PyTorch's {want}");
+            }
+        }
+    }
 }

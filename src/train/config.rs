@@ -1,10 +1,12 @@
 //! The trainable model's hyper-parameters, read from an HF `config.json` or GGUF metadata
 //! through `model::arch` (the same reading inference uses) and written back as `config.json`.
 //!
-//! One struct serves Llama/SmolLM2, Mistral and Qwen2: the differences are q/k/v biases (Qwen2
-//! always, Llama when `attention_bias` is set), tied embeddings, and the rotary scaling.
+//! One struct serves every family (`model::arch::Family`): the differences are q/k/v biases
+//! (Qwen2 always, Llama when `attention_bias` is set), tied embeddings, the rotary scaling,
+//! Qwen3's and Gemma 3's q/k norms, Gemma's norms, activation, soft-capping and query scale,
+//! sliding-window layers, and Phi-3's fused projections (split at load, `weights.rs`).
 
-use crate::model::arch::{ArchConfig, Family, Rope};
+use crate::model::arch::{Activation, ArchConfig, Family, Rope};
 use serde::Serialize;
 
 /// The subset of an HF `config.json` the transformer needs. `to_hf_json` adds the keys
@@ -31,6 +33,21 @@ pub struct Config {
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<serde_json::Value>,
+    /// Per layer: whether it attends over `sliding_window` only.
+    #[serde(skip)]
+    pub sliding_layers: Vec<bool>,
+    #[serde(skip)]
+    pub activation: Activation,
+    /// Gemma 2's soft-capping of attention scores and of the final logits.
+    #[serde(skip)]
+    pub attn_softcap: Option<f64>,
+    #[serde(skip)]
+    pub final_softcap: Option<f64>,
+    #[serde(skip)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 3's sliding layers' rotary settings.
+    #[serde(skip)]
+    pub local_rope: Option<Rope>,
 }
 
 impl Config {
@@ -62,7 +79,36 @@ impl Config {
             sliding_window: a.sliding_window,
             bos_token_id: a.bos_token_id,
             eos_token_id: a.eos_token_id.clone(),
+            sliding_layers: a.sliding_layers.clone(),
+            activation: a.activation,
+            attn_softcap: a.attn_softcap,
+            final_softcap: a.final_softcap,
+            query_pre_attn_scalar: a.query_pre_attn_scalar,
+            local_rope: a.local_rope.clone(),
         }
+    }
+
+    /// The family `model_type` names (llama for a name verdict does not know).
+    pub fn family(&self) -> Family {
+        Family::from_hf(&self.model_type).unwrap_or(Family::Llama)
+    }
+
+    /// The window layer `i` attends over (`None`: every earlier position).
+    pub fn layer_window(&self, i: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.sliding_layers.get(i).copied().unwrap_or(false))
+    }
+
+    /// The rotary settings of layer `i` (Gemma 3's sliding layers have their own).
+    pub fn layer_rope(&self, i: usize) -> &Rope {
+        match &self.local_rope {
+            Some(local) if self.layer_window(i).is_some() => local,
+            _ => &self.rope,
+        }
+    }
+
+    /// The factor attention scores are multiplied by (Gemma: `query_pre_attn_scalar^-1/2`).
+    pub fn attention_scale(&self) -> f64 {
+        1.0 / self.query_pre_attn_scalar.unwrap_or(self.head_dim() as f64).sqrt()
     }
 
     pub fn n_kv_heads(&self) -> usize {
@@ -86,8 +132,8 @@ impl Config {
     /// Architectures this trainer implements; anything else is refused with a clear message.
     pub fn check_supported(&self) -> Result<(), String> {
         match Family::from_hf(&self.model_type) {
-            Some(f) if f.runs() => {}
-            _ => {
+            Some(_) => {}
+            None => {
                 return Err(format!(
                     "model_type `{}` cannot be trained: verdict trains {}",
                     self.model_type,

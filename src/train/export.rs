@@ -47,6 +47,16 @@ fn hf_tensors_as_stored(model: &Model, merge: bool) -> Result<Vec<(String, Tenso
         let p = format!("model.layers.{i}");
         out.push((format!("{p}.input_layernorm.weight"), l.input_norm.detach()));
         out.push((format!("{p}.post_attention_layernorm.weight"), l.post_norm.detach()));
+        for (n, w) in [
+            ("self_attn.q_norm", &l.q_norm),
+            ("self_attn.k_norm", &l.k_norm),
+            ("pre_feedforward_layernorm", &l.pre_ffn_norm),
+            ("post_feedforward_layernorm", &l.post_ffn_norm),
+        ] {
+            if let Some(w) = w {
+                out.push((format!("{p}.{n}.weight"), w.detach()));
+            }
+        }
         for (n, pr) in [("q_proj", &l.q), ("k_proj", &l.k), ("v_proj", &l.v), ("o_proj", &l.o)] {
             push_proj(&mut out, format!("{p}.self_attn.{n}"), pr)?;
         }
@@ -57,6 +67,9 @@ fn hf_tensors_as_stored(model: &Model, merge: bool) -> Result<Vec<(String, Tenso
     out.push(("model.norm.weight".to_string(), model.norm.detach()));
     if let Some(h) = &model.lm_head {
         out.push(("lm_head.weight".to_string(), h.detach()));
+    }
+    if model.cfg.family().fused_projections() {
+        return super::weights::fuse_split(out);
     }
     Ok(out)
 }

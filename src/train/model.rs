@@ -1,4 +1,6 @@
-//! The trainable llama-family transformer (SmolLM2, Llama 3.x, Mistral, Qwen2.x).
+//! The trainable transformer of every family verdict runs (SmolLM2, Llama 3.x, Mistral,
+//! Qwen2/3, Gemma 2/3, Phi-3): the llama layout plus each family's differences, as
+//! `config.rs` reads them.
 //!
 //! Written for training rather than reused from candle-transformers: every op here has a
 //! backward pass (candle's fused `softmax_last_dim`, `rms_norm`, `rope` and `QMatMul` silently
@@ -26,6 +28,7 @@ use super::linear::{linear, linear_into};
 use super::lora::Adapter;
 use super::precision::{Precision, is_half};
 use super::weight_grads::{WeightGrads, embedding};
+use crate::model::arch::Activation;
 
 /// A projection `x W^T (+ b)`, optionally with a LoRA adapter beside it.
 #[derive(Debug)]
@@ -60,10 +63,17 @@ pub struct Layer {
     pub k: Proj,
     pub v: Proj,
     pub o: Proj,
+    /// HF's `post_attention_layernorm`: before the MLP, or (Gemma) on the attention output.
     pub post_norm: Tensor,
     pub gate: Proj,
     pub up: Proj,
     pub down: Proj,
+    /// Qwen3's and Gemma 3's per-head q/k RMSNorm weights `[head_dim]`.
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    /// Gemma's norms before and after the MLP.
+    pub pre_ffn_norm: Option<Tensor>,
+    pub post_ffn_norm: Option<Tensor>,
 }
 
 /// A batch for the model: token ids `[B, T]`, each token's rotary position, and the additive
@@ -178,19 +188,56 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, fused: bool) -> Result<Tensor> {
     xs.broadcast_mul(&r)?.to_dtype(x.dtype())?.broadcast_mul(&w)
 }
 
-/// HF (non-interleaved) rotary embedding: pairs (i, i + d/2). x is [B, H, T, d], cos/sin
-/// [B, 1, T, d/2]. (The fused CPU attention applies it inside, `attention.rs`.)
+/// HF (non-interleaved) rotary embedding: pairs (i, i + r/2) of the first r = 2 * cos width
+/// dimensions (all of them but with a partial rotary factor), the rest passed through. x is
+/// [B, H, T, d], cos/sin [B, 1, T, r/2]. (The fused CPU attention applies it inside, `attention.rs`.)
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let r = 2 * cos.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, r / 2)?;
+    let x2 = x.narrow(D::Minus1, r / 2, r / 2)?;
     let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
     let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
-    Tensor::cat(&[a, b], D::Minus1)
+    if r == d {
+        return Tensor::cat(&[a, b], D::Minus1);
+    }
+    Tensor::cat(&[a, b, x.narrow(D::Minus1, r, d - r)?], D::Minus1)
 }
 
-/// What every layer's attention shares: batch shape, rotary tables `[B, 1, T, head_dim/2]`,
-/// the mask `[B, 1, 1, T, T]` in the dtype scores are softmaxed in.
+/// Gemma's RMSNorm weight, applied as `1 + w` (a graph node, so `w` gets the gradient).
+fn norm_weight(w: &Tensor, plus_one: bool) -> Result<Tensor> {
+    if plus_one { w.affine(1.0, 1.0) } else { Ok(w.clone()) }
+}
+
+/// `tanh(x / cap) * cap` (Gemma 2's soft-capping).
+fn softcap(x: &Tensor, cap: Option<f64>) -> Result<Tensor> {
+    match cap {
+        Some(c) => (x / c)?.tanh()? * c,
+        None => Ok(x.clone()),
+    }
+}
+
+/// The mask `bias` `[B, 1, 1, T, T]` with keys `window` or more positions before the query
+/// hidden as well (sliding-window attention: key j visible from query i if pos_i - pos_j < window).
+fn windowed(input: &Input, window: usize) -> Result<Tensor> {
+    let (b, t) = input.ids.dims2()?;
+    let pos = input.positions.to_vec1::<u32>()?;
+    let mut bias = input.bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    for r in 0..b {
+        for i in 0..t {
+            for j in 0..t {
+                let (pi, pj) = (pos[r * t + i] as usize, pos[r * t + j] as usize);
+                if pi >= pj + window {
+                    bias[(r * t + i) * t + j] = -1e9;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(bias, (b, 1, 1, t, t), input.bias.device())?.to_dtype(input.bias.dtype())
+}
+
+/// What a layer's attention takes besides q, k, v: batch shape, rotary tables
+/// `[B, 1, T, rotary_dim/2]`, the mask `[B, 1, 1, T, T]` in the dtype scores are softmaxed in.
 struct AttentionInputs {
     b: usize,
     t: usize,
@@ -222,6 +269,7 @@ impl Model {
         precision: Precision,
     ) -> Result<Self> {
         cfg.check_supported().map_err(candle_core::Error::Msg)?;
+        super::weights::split_fused(&cfg, &mut w)?;
         let trainable = VarMap::new();
         let mut get = |name: &str| -> Result<Tensor> {
             let t = take(&mut w, name)?;
@@ -242,10 +290,22 @@ impl Model {
         };
         let embed = get("model.embed_tokens.weight")?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        let family = cfg.family();
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let (qkv_b, o_b) = (cfg.qkv_bias(), cfg.o_bias());
+            let mut opt = |on: bool, name: &str| -> Result<Option<Tensor>> {
+                if on { get(&format!("{p}.{name}.weight")).map(Some) } else { Ok(None) }
+            };
+            let (q_norm, k_norm) =
+                (opt(family.qk_norm(), "self_attn.q_norm")?, opt(family.qk_norm(), "self_attn.k_norm")?);
+            let pre_ffn_norm = opt(family.gemma(), "pre_feedforward_layernorm")?;
+            let post_ffn_norm = opt(family.gemma(), "post_feedforward_layernorm")?;
             layers.push(Layer {
+                q_norm,
+                k_norm,
+                pre_ffn_norm,
+                post_ffn_norm,
                 input_norm: get(&format!("{p}.input_layernorm.weight"))?,
                 q: proj(&mut get, &format!("{p}.self_attn.q_proj"), qkv_b)?,
                 k: proj(&mut get, &format!("{p}.self_attn.k_proj"), qkv_b)?,
@@ -336,10 +396,16 @@ impl Model {
         v
     }
 
-    /// cos/sin `[B, 1, T, head_dim/2]` for every token's position.
-    fn rope_tables(&self, input: &Input, b: usize, t: usize) -> Result<(Tensor, Tensor)> {
-        let inv = self.cfg.inv_freq();
-        let scale = self.cfg.rope_attention_factor();
+    /// cos/sin `[B, 1, T, rotary_dim/2]` for every token's position under `rope`.
+    fn rope_tables(
+        &self,
+        rope: &crate::model::arch::Rope,
+        input: &Input,
+        b: usize,
+        t: usize,
+    ) -> Result<(Tensor, Tensor)> {
+        let inv = rope.inv_freq(self.cfg.head_dim());
+        let scale = rope.attention_factor();
         let half = inv.len();
         let n = input.max_position + 1;
         let mut cos = Vec::with_capacity(n * half);
@@ -368,30 +434,77 @@ impl Model {
         let on = self.adapter_enabled();
         let fused = self.fused;
         let dt = self.dtype();
+        let family = cfg.family();
+        let gemma = family.gemma();
         // Attention scores are softmaxed in f32 when activations are 16-bit.
         let att_dt = if is_half(dt) { DType::F32 } else { dt };
-        let (cos, sin) = self.rope_tables(input, b, t)?;
-        let ctx = AttentionInputs { b, t, cos, sin, bias: input.bias.to_dtype(att_dt)?, att_dt };
+        // One rope table and one mask per distinct (rope, window) among the layers.
+        let mut contexts: Vec<((Option<usize>, bool), AttentionInputs)> = Vec::new();
+        for i in 0..cfg.num_hidden_layers {
+            let key = (cfg.layer_window(i), std::ptr::eq(cfg.layer_rope(i), &cfg.rope));
+            if contexts.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            let (cos, sin) = self.rope_tables(cfg.layer_rope(i), input, b, t)?;
+            let bias = match key.0 {
+                Some(w) => windowed(input, w)?,
+                None => input.bias.clone(),
+            };
+            contexts.push((key, AttentionInputs { b, t, cos, sin, bias: bias.to_dtype(att_dt)?, att_dt }));
+        }
         let sink = self.grad_sink();
         let ids = input.ids.flatten_all()?;
         let mut x = match sink.filter(|_| self.embed.is_variable()) {
             Some(g) => embedding(&self.embed, &ids, g)?,
             None => self.embed.index_select(&ids, 0)?.to_dtype(dt)?,
         }; // [B*T, H]
-        for l in &self.layers {
-            let h = rms_norm(&x, &l.input_norm, cfg.rms_norm_eps, fused)?;
-            let (q, k, v) = (l.q.forward(&h, on, sink)?, l.k.forward(&h, on, sink)?, l.v.forward(&h, on, sink)?);
-            let y = if fused { self.fused_attention(&q, &k, &v, &ctx)? } else { self.attention(&q, &k, &v, &ctx)? };
-            x = (x + l.o.forward(&y, on, sink)?)?;
-            let h = rms_norm(&x, &l.post_norm, cfg.rms_norm_eps, fused)?;
-            let (gate, up) = (l.gate.forward(&h, on, sink)?, l.up.forward(&h, on, sink)?);
-            let ff = match super::swiglu::swiglu(&gate, &up).filter(|_| fused) {
-                Some(ff) => ff?,
-                None => (gate.silu()? * up)?,
-            };
-            x = (x + l.down.forward(&ff, on, sink)?)?;
+        if gemma {
+            // Gemma scales embeddings by sqrt(hidden), rounded to the activations' dtype.
+            let s = Tensor::new(&[(cfg.hidden_size as f64).sqrt()], x.device())?.to_dtype(dt)?;
+            x = x.broadcast_mul(&s)?;
         }
-        rms_norm(&x, &self.norm, cfg.rms_norm_eps, fused)?.reshape((b, t, cfg.hidden_size))
+        let norm = |x: &Tensor, w: &Tensor| rms_norm(x, &norm_weight(w, gemma)?, cfg.rms_norm_eps, fused);
+        let (hd, nh, nkv) = (cfg.head_dim(), cfg.num_attention_heads, cfg.n_kv_heads());
+        // Per-head norm: rows of head_dim.
+        let head_norm = |x: &Tensor, w: &Option<Tensor>, heads: usize| -> Result<Tensor> {
+            match w {
+                Some(w) => norm(&x.reshape((b * t * heads, hd))?, w)?.reshape((b * t, heads * hd)),
+                None => Ok(x.clone()),
+            }
+        };
+        for (i, l) in self.layers.iter().enumerate() {
+            let key = (cfg.layer_window(i), std::ptr::eq(cfg.layer_rope(i), &cfg.rope));
+            let ctx = &contexts.iter().find(|(k, _)| *k == key).expect("a context per layer kind").1;
+            let h = norm(&x, &l.input_norm)?;
+            let (q, k, v) = (l.q.forward(&h, on, sink)?, l.k.forward(&h, on, sink)?, l.v.forward(&h, on, sink)?);
+            let (q, k) = (head_norm(&q, &l.q_norm, nh)?, head_norm(&k, &l.k_norm, nkv)?);
+            let y = if fused { self.fused_attention(&q, &k, &v, ctx)? } else { self.attention(&q, &k, &v, ctx)? };
+            let a = l.o.forward(&y, on, sink)?;
+            let h = match &l.pre_ffn_norm {
+                Some(pre) => {
+                    x = (x + norm(&a, &l.post_norm)?)?;
+                    norm(&x, pre)?
+                }
+                None => {
+                    x = (x + a)?;
+                    norm(&x, &l.post_norm)?
+                }
+            };
+            let (gate, up) = (l.gate.forward(&h, on, sink)?, l.up.forward(&h, on, sink)?);
+            let ff = match cfg.activation {
+                Activation::Silu => match super::swiglu::swiglu(&gate, &up).filter(|_| fused) {
+                    Some(ff) => ff?,
+                    None => (gate.silu()? * up)?,
+                },
+                Activation::GeluTanh => (gate.gelu()? * up)?,
+            };
+            let ff = l.down.forward(&ff, on, sink)?;
+            x = match &l.post_ffn_norm {
+                Some(post) => (x + norm(&ff, post)?)?,
+                None => (x + ff)?,
+            };
+        }
+        norm(&x, &self.norm)?.reshape((b, t, cfg.hidden_size))
     }
 
     /// Attention from composed candle ops (every device): q, k, v `[B*T, heads * head_dim]` in,
@@ -410,8 +523,8 @@ impl Model {
         // Grouped-query attention without repeating k/v: the `rep` query heads that share a
         // kv head are stacked along the query axis.
         let q = q.reshape((b, nkv, rep * t, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.reshape((b, nkv, rep, t, t))?;
+        let att = softcap(&(q.matmul(&k.t()?)? * cfg.attention_scale())?, cfg.attn_softcap)?;
+        let att = att.reshape((b, nkv, rep, t, t))?;
         let att = softmax_last(&att.to_dtype(ctx.att_dt)?.broadcast_add(&ctx.bias)?)?;
         let att = att.to_dtype(dt)?.reshape((b, nkv, rep * t, t))?;
         let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?;
@@ -425,22 +538,26 @@ impl Model {
         let hd = cfg.head_dim();
         let heads =
             Heads { batch: b, seq: t, q_heads: cfg.num_attention_heads, kv_heads: cfg.n_kv_heads(), head_dim: hd };
+        // The fused kernel rotates whole heads and has no soft-capping.
+        if ctx.cos.dim(D::Minus1)? * 2 != hd || cfg.attn_softcap.is_some() {
+            return self.attention(q, k, v, ctx);
+        }
         let (cos, sin) = (ctx.cos.reshape((b * t, hd / 2))?, ctx.sin.reshape((b * t, hd / 2))?);
         let bias = ctx.bias.reshape((b, t, t))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        match super::attention::attention(q, k, v, (&cos, &sin, &bias), heads, scale) {
+        match super::attention::attention(q, k, v, (&cos, &sin, &bias), heads, cfg.attention_scale()) {
             Some(y) => y,
             None => self.attention(q, k, v, ctx),
         }
     }
 
-    /// Logits for hidden rows `[N, hidden] -> [N, vocab]`.
+    /// Logits for hidden rows `[N, hidden] -> [N, vocab]` (soft-capped where Gemma 2 does).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
-        match self.grad_sink().filter(|_| w.is_variable()) {
-            Some(g) => linear_into(hidden, w, g),
-            None => linear(hidden, &w.to_dtype(hidden.dtype())?),
-        }
+        let logits = match self.grad_sink().filter(|_| w.is_variable()) {
+            Some(g) => linear_into(hidden, w, g)?,
+            None => linear(hidden, &w.to_dtype(hidden.dtype())?)?,
+        };
+        softcap(&logits, self.cfg.final_softcap)
     }
 
     /// Logits at every position `[B, T, vocab]`.

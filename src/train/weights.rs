@@ -43,6 +43,64 @@ pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<(Config,
     Ok((cfg, w))
 }
 
+/// Phi-3's fused projections split into the separate ones the model holds: `qkv_proj` into
+/// `q_proj`, `k_proj`, `v_proj` (rows in that order) and `gate_up_proj` into `gate_proj` and
+/// `up_proj` (gate first), as transformers' `Phi3Attention`/`Phi3MLP` slice them.
+pub fn split_fused(cfg: &Config, w: &mut Weights) -> Result<()> {
+    let (qd, kvd) = (cfg.num_attention_heads * cfg.head_dim(), cfg.n_kv_heads() * cfg.head_dim());
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        for kind in ["weight", "bias"] {
+            if let Some(t) = w.remove(&format!("{p}.self_attn.qkv_proj.{kind}")) {
+                for (name, start, len) in [("q_proj", 0, qd), ("k_proj", qd, kvd), ("v_proj", qd + kvd, kvd)] {
+                    w.insert(format!("{p}.self_attn.{name}.{kind}"), t.narrow(0, start, len)?.contiguous()?);
+                }
+            }
+            if let Some(t) = w.remove(&format!("{p}.mlp.gate_up_proj.{kind}")) {
+                let n = t.dim(0)? / 2;
+                w.insert(format!("{p}.mlp.gate_proj.{kind}"), t.narrow(0, 0, n)?.contiguous()?);
+                w.insert(format!("{p}.mlp.up_proj.{kind}"), t.narrow(0, n, n)?.contiguous()?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The inverse of `split_fused` on named tensors (for writing a Phi-3 folder back).
+pub fn fuse_split(tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+    let mut by_name: HashMap<String, Tensor> = tensors.iter().cloned().collect();
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let fused = [
+            ("self_attn.q_proj.", "self_attn.qkv_proj.", &["q_proj", "k_proj", "v_proj"][..]),
+            ("mlp.gate_proj.", "mlp.gate_up_proj.", &["gate_proj", "up_proj"][..]),
+        ];
+        let mut done = false;
+        for (first, to, parts) in fused {
+            if let Some(at) = name.find(first) {
+                let kind = &name[at + first.len()..];
+                let prefix = &name[..at];
+                let module = first.split('.').next().unwrap_or("");
+                let pieces: Vec<Tensor> = parts
+                    .iter()
+                    .map(|p| {
+                        by_name
+                            .remove(&format!("{prefix}{module}.{p}.{kind}"))
+                            .ok_or_else(|| msg(format!("{prefix}{module}.{p}.{kind} is missing")))
+                    })
+                    .collect::<Result<_>>()?;
+                out.push((format!("{prefix}{to}{kind}"), Tensor::cat(&pieces, 0)?));
+                done = true;
+            }
+        }
+        let separate = ["self_attn.k_proj.", "self_attn.v_proj.", "mlp.up_proj."].iter().any(|p| name.contains(p));
+        if !done && !separate {
+            out.push((name, t));
+        }
+    }
+    Ok(out)
+}
+
 /// GGUF name → HF name (`None` for tensors the trainer does not use, e.g. `rope_freqs`).
 pub fn hf_name(gguf: &str) -> Option<String> {
     let fixed = match gguf {
@@ -224,5 +282,11 @@ pub fn tiny_config(model_type: &str, tie: bool) -> Config {
         sliding_window: None,
         bos_token_id: Some(1),
         eos_token_id: Some(2.into()),
+        sliding_layers: vec![false; 2],
+        activation: crate::model::arch::Activation::Silu,
+        attn_softcap: None,
+        final_softcap: None,
+        query_pre_attn_scalar: None,
+        local_rope: None,
     }
 }
