@@ -132,7 +132,7 @@ impl Model {
         let stop = self.info.special_tokens.stop_ids.clone();
 
         let t0 = Instant::now();
-        let mut prefill_cache = self.net.new_cache();
+        let mut prefill_cache = self.net.new_cache_for(prompt.len() + params.max_new_tokens);
         let prefill_logits: Vec<f32> = self.net.forward_last(&prompt, &mut prefill_cache)?.to_vec1()?;
         let prefill_tps = prompt.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
 

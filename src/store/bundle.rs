@@ -30,6 +30,7 @@ const TABLES: &[(&str, &str)] = &[
     ("runs", "rowid"),
     ("run_metrics", "run_id, name, step"),
     ("run_samples", "run_id, prompt_id, step"),
+    ("run_examples", "run_id, position"),
     ("evals", "rowid"),
 ];
 

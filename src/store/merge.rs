@@ -1,8 +1,8 @@
 //! Bringing another verdict database into this one by content identity: prompts and
 //! responses by their hashes, annotators by name, models by sha256, judgments and
 //! adjudications by uid (found through the `*_uids` key tables, see `uids`); assignments,
-//! model answers, blind-evaluation votes, runs with their metrics and samples, and stored
-//! win rates by the identities of what they refer to (see each step).
+//! model answers, blind-evaluation votes, runs with their metrics, samples and training
+//! sets, and stored win rates by the identities of what they refer to (see each step).
 //! Merging twice adds nothing; two annotators' conflicting verdicts stay separate votes.
 
 use std::path::Path;
@@ -29,6 +29,7 @@ pub struct MergeSummary {
     pub runs: usize,
     pub run_metrics: usize,
     pub run_samples: usize,
+    pub run_examples: usize,
     pub evals: usize,
 }
 
@@ -181,6 +182,16 @@ const STEPS: &[(&str, &str)] = &[
         JOIN other.prompts op ON op.id = x.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
         WHERE true
         ON CONFLICT(run_id, prompt_id, step) DO NOTHING"),
+    // The training set a run stored at its start, so "which labels trained this model"
+    // has the same answer here as where the run ran.
+    ("run_examples", "INSERT INTO run_examples (run_id, position, prompt_id, chosen_id, rejected_id, split, weight)
+        SELECT m.main_id, x.position, p.id, rc.id, rr.id, x.split, x.weight
+        FROM other.run_examples x JOIN temp.merge_runs m ON m.other_id = x.run_id
+        JOIN other.prompts op ON op.id = x.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
+        JOIN other.responses oc ON oc.id = x.chosen_id JOIN main.response_uids rc ON rc.uid = oc.uid
+        JOIN other.responses orj ON orj.id = x.rejected_id JOIN main.response_uids rr ON rr.uid = orj.uid
+        WHERE true ORDER BY x.run_id, x.position
+        ON CONFLICT(run_id, position) DO NOTHING"),
     // One stored win rate per run and pair of models (a recomputed report replaces it here,
     // so the one already here is kept).
     ("evals", "INSERT INTO evals (run_id, model_a, model_b, wins, losses, ties, win_rate, ci_low, ci_high,
@@ -262,6 +273,7 @@ pub(super) fn merge_attached(tx: &Connection, schema: &str) -> Result<MergeSumma
             "runs" => summary.runs = added,
             "run_metrics" => summary.run_metrics = added,
             "run_samples" => summary.run_samples = added,
+            "run_examples" => summary.run_examples = added,
             "evals" => summary.evals = added,
             _ => {}
         }
@@ -308,6 +320,8 @@ mod tests {
         store.add_metrics(run, 1, &[("loss".into(), 0.69), ("rewards/margins".into(), 0.01)]).unwrap();
         store.add_metrics(run, 2, &[("loss".into(), 0.61)]).unwrap();
         store.add_run_sample(run, 2, 1, "Sample answer", r#"{"seed":42}"#).unwrap();
+        let examples = training_set(&store);
+        store.save_run_examples(run, &examples).unwrap();
         store.set_run_output(run, tuned).unwrap();
         store.set_run_status(run, "finished", None).unwrap();
         for prompt in [1, 2] {
@@ -334,6 +348,55 @@ mod tests {
         store
     }
 
+    /// Two pairs of the sample data, one held out, as a run stores them at its start.
+    fn training_set(store: &Store) -> Vec<crate::store::RunExample> {
+        let pairs: Vec<(i64, i64, i64)> = store
+            .conn
+            .prepare("SELECT a.prompt_id, a.id, b.id FROM responses a JOIN responses b ON b.prompt_id = a.prompt_id AND b.id > a.id ORDER BY a.id LIMIT 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(pairs.len(), 2, "the sample data has prompts with two answers");
+        pairs
+            .iter()
+            .zip([crate::domain::Split::Train, crate::domain::Split::Test])
+            .map(|(&(prompt_id, chosen_id, rejected_id), split)| crate::store::RunExample {
+                prompt_id,
+                chosen_id,
+                rejected_id,
+                split,
+                weight: 1.5,
+            })
+            .collect()
+    }
+
+    /// A run's training set as texts, which mean the same in every file (ids do not).
+    fn training_set_texts(store: &Store, run: i64) -> Vec<(String, String, String, String, f64)> {
+        let text = |table: &str, id: i64| {
+            let column = if table == "prompts" { "messages" } else { "content" };
+            store
+                .conn
+                .query_row(&format!("SELECT {column} FROM {table} WHERE id = ?1"), [id], |r| r.get::<_, String>(0))
+                .unwrap()
+        };
+        store
+            .run_examples(run)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    text("prompts", e.prompt_id),
+                    text("responses", e.chosen_id),
+                    text("responses", e.rejected_id),
+                    e.split.as_str().to_string(),
+                    e.weight,
+                )
+            })
+            .collect()
+    }
+
     fn counts(store: &Store) -> Vec<(String, i64)> {
         [
             "assignments",
@@ -342,6 +405,7 @@ mod tests {
             "runs",
             "run_metrics",
             "run_samples",
+            "run_examples",
             "evals",
             "models",
             "judgments",
@@ -416,6 +480,9 @@ mod tests {
             let runs = lead.runs().unwrap();
             assert_eq!(runs.len(), 1);
             assert_eq!(lead.metric_series(runs[0].id, "loss").unwrap(), [(1, 0.69), (2, 0.61)]);
+            assert_eq!(first.run_examples, 2);
+            let source_run = source.runs().unwrap()[0].id;
+            assert_eq!(training_set_texts(&lead, runs[0].id), training_set_texts(&source, source_run));
             let eval = &lead.evals(Some(runs[0].id)).unwrap()[0];
             assert_eq!((eval.win_rate, eval.by_language.as_str()), (0.5, r#"{"en":0.5}"#));
             let ana = lead.annotator_id("ana", "annotator").unwrap();

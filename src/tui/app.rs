@@ -98,6 +98,9 @@ pub struct App {
     pub help_scroll: u16,
     pub show_guidelines: bool,
     pub guidelines_scroll: u16,
+    /// The guidelines panel's text and the domain it is for, read and parsed once per
+    /// domain rather than on every frame.
+    pub guidelines: Option<(Option<String>, String)>,
     pub message: String,
     pub seconds_today: Vec<f64>,
     pub use_external_editor: bool,
@@ -149,6 +152,7 @@ impl App {
             help_scroll: 0,
             show_guidelines: false,
             guidelines_scroll: 0,
+            guidelines: None,
             message: String::new(),
             seconds_today,
             use_external_editor: std::env::var_os("VISUAL").or_else(|| std::env::var_os("EDITOR")).is_some(),
@@ -186,14 +190,38 @@ impl App {
 
     /// Handles one key press; errors become a message on the status line.
     pub fn handle_key(&mut self, key: KeyEvent) -> Option<Effect> {
-        match self.handle_key_inner(key) {
+        let effect = match self.handle_key_inner(key) {
             Ok(effect) => effect,
             Err(error) => {
                 tracing::error!("{error:#}");
                 self.message = format!("error: {error:#}");
                 None
             }
+        };
+        self.sync_guidelines();
+        effect
+    }
+
+    /// Reads and parses the guidelines for the selected prompt's domain when the panel is
+    /// open and shows another domain's (or none yet): once per change, never per frame.
+    fn sync_guidelines(&mut self) {
+        if !self.show_guidelines {
+            return;
         }
+        let domain = self.selected_item().and_then(|i| i.row.domain.clone());
+        if self.guidelines.as_ref().is_some_and(|(d, _)| *d == domain) {
+            return;
+        }
+        let text = self
+            .store
+            .guideline_text(domain.as_deref())
+            .ok()
+            .flatten()
+            .map(|(_, content)| {
+                crate::guidelines::parse("g.md", &content).map(|g| g.body().to_string()).unwrap_or(content)
+            })
+            .unwrap_or_else(|| "No guidelines loaded: run `verdict init`.".into());
+        self.guidelines = Some((domain, text));
     }
 
     fn handle_key_inner(&mut self, key: KeyEvent) -> anyhow::Result<Option<Effect>> {
@@ -749,7 +777,11 @@ impl App {
         if self.parked.as_ref().is_some_and(|r| r.job.is_none()) {
             self.parked = None;
         }
-        self.poll_generation() || changed
+        let changed = self.poll_generation() || changed;
+        if changed {
+            self.sync_guidelines();
+        }
+        changed
     }
 
     /// Asks the run training on this process's thread to checkpoint and stop, and waits for

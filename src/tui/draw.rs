@@ -199,15 +199,10 @@ fn draw_tags(frame: &mut Frame, app: &App, c: &Compare, area: Rect) {
 
 fn draw_guidelines(frame: &mut Frame, app: &App, area: Rect) {
     let domain = app.selected_item().and_then(|i| i.row.domain.clone());
-    let text = app
-        .store
-        .guideline_text(domain.as_deref())
-        .ok()
-        .flatten()
-        .map(|(_, content)| crate::guidelines::parse("g.md", &content).map(|g| g.body().to_string()).unwrap_or(content))
-        .unwrap_or_else(|| "No guidelines loaded: run `verdict init`.".into());
+    // Read and parsed by `App` when the panel opens or the domain changes, not here.
+    let text = app.guidelines.as_ref().filter(|(d, _)| *d == domain).map(|(_, t)| t.as_str()).unwrap_or("");
     let title = format!(" Guidelines · {} · j/k scroll · r close ", domain.as_deref().unwrap_or("default"));
-    draw_text_pane(frame, area, &title, &text, app.guidelines_scroll, true);
+    draw_text_pane(frame, area, &title, text, app.guidelines_scroll, true);
 }
 
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {

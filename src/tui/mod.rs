@@ -14,6 +14,7 @@ pub mod queue;
 pub mod review;
 pub mod review_draw;
 pub mod text;
+pub mod worddiff;
 
 use std::io::Stdout;
 use std::path::PathBuf;
