@@ -68,9 +68,9 @@ impl Family {
         }
     }
 
-    /// Whether verdict implements this family's forward for inference (training runs them all).
+    /// Whether verdict implements this family's forward (inference and training): all it knows.
     pub fn runs(self) -> bool {
-        matches!(self, Family::Llama | Family::Mistral | Family::Qwen2)
+        true
     }
 
     /// Qwen3's and Gemma 3's RMSNorm of every query and key head before the rotary embedding.
@@ -797,7 +797,7 @@ fn check_runs(r: &Reader, family: Family, rope: &Rope, head_dim: usize) -> Resul
     }
     if rope.partial_rotary_factor <= 0.0
         || rope.partial_rotary_factor > 1.0
-        || rope.rotary_dim(head_dim) % 2 != 0
+        || !rope.rotary_dim(head_dim).is_multiple_of(2)
         || rope.rotary_dim(head_dim) == 0
     {
         return Err((r.err)(

@@ -83,6 +83,41 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    /// `attend` with Gemma 2's soft-capping of the scaled scores: `tanh(s / cap) * cap`.
+    /// `sc` is (scale, cap).
+    pub fn attend_capped(q: &[f32], k: &[f32], v: &[f32], stride: usize, n: usize, sc: (f32, f32), scores: &mut [f32], out: &mut [f32]) {
+        let (scale, cap) = sc;
+        let hd = q.len();
+        let scores = &mut scores[..n];
+        let mut max = f32::NEG_INFINITY;
+        for (t, s) in scores.iter_mut().enumerate() {
+            *s = (dot(q, &k[t * stride..t * stride + hd]) * scale / cap).tanh() * cap;
+            max = max.max(*s);
+        }
+        for s in scores.iter_mut() {
+            *s = exp_f32(*s - max);
+        }
+        let inv = 1.0 / sum(scores);
+        out.fill(0.0);
+        for (t, &p) in scores.iter().enumerate() {
+            let p = p * inv;
+            for (o, &x) in out.iter_mut().zip(&v[t * stride..t * stride + hd]) {
+                *o += p * x;
+            }
+        }
+    }
+}
+
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]`: Gemma's MLP (GELU with the tanh approximation), in place.
+pub fn gelu_tanh_glu(gate: &mut [f32], up: &[f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2 / pi)
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = 0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh()) * u;
+    }
+}
+
 /// The sum in `LANES` partial sums (a plain `sum()` of floats runs one lane).
 #[inline(always)]
 fn sum(a: &[f32]) -> f32 {

@@ -1,4 +1,7 @@
-//! The llama-family transformer used for inference (SmolLM2, Llama 3.x, Mistral, Qwen2.x).
+//! The transformer used for inference, for every family verdict runs (SmolLM2, Llama 3.x,
+//! Mistral, Qwen2/3, Gemma 2/3, Phi-3): the llama layout plus the families' differences (q/k
+//! norms, Gemma's norms, scales and soft-capping, sliding windows, partial rotary), as
+//! `model::arch` reads them.
 //!
 //! Written here rather than taken from candle-transformers because generation needs a KV cache
 //! that lives outside the weights and can be cloned after one shared prefill (candle's
@@ -30,6 +33,20 @@ pub struct Config {
     /// GGUF llama weights pair rotary dims (2i, 2i+1) because the converter permuted q/k; HF
     /// layout (and GGUF qwen2) pairs (i, i + d/2).
     pub rope_interleaved: bool,
+    /// Rotated dimensions of each head (less than `head_dim` with a partial rotary factor).
+    pub rotary_dim: usize,
+    /// Per layer: the window of positions it attends over (`None`: all earlier ones).
+    pub windows: Vec<Option<usize>>,
+    /// Gemma 3's rotary settings of its sliding layers.
+    pub local_rope: Option<super::arch::Rope>,
+    /// What attention scores are multiplied by.
+    pub attn_scale: f64,
+    /// Gemma 2's soft-capping of attention scores and of the logits.
+    pub attn_softcap: Option<f64>,
+    pub final_softcap: Option<f64>,
+    /// Gemma's embedding scale (`sqrt(hidden)`).
+    pub embed_scale: Option<f64>,
+    pub activation: super::arch::Activation,
 }
 
 impl Config {
@@ -46,7 +63,20 @@ impl Config {
             rope_theta: arch.rope.theta,
             context: arch.context(),
             rope_interleaved,
+            rotary_dim: arch.rope.rotary_dim(arch.head_dim),
+            windows: (0..arch.num_hidden_layers).map(|i| arch.layer_window(i)).collect(),
+            local_rope: arch.local_rope.clone(),
+            attn_scale: arch.attention_scale(),
+            attn_softcap: arch.attn_softcap,
+            final_softcap: arch.final_softcap,
+            embed_scale: arch.family.gemma().then(|| (arch.hidden_size as f64).sqrt()),
+            activation: arch.activation,
         }
+    }
+
+    /// Whether layer `i` rotates with the local table (Gemma 3's sliding layers).
+    fn local(&self, i: usize) -> bool {
+        self.local_rope.is_some() && self.windows[i].is_some()
     }
 }
 
@@ -121,6 +151,7 @@ impl<'a> HostRows<'a> {
     }
 }
 
+/// One layer. Norm weights are as applied (Gemma's `1 + w` already added).
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub attn_norm: Tensor,
@@ -128,10 +159,17 @@ pub struct Layer {
     pub k: Linear,
     pub v: Linear,
     pub o: Linear,
+    /// The norm before the MLP (HF's `post_attention_layernorm`; Gemma's `pre_feedforward_layernorm`).
     pub ffn_norm: Tensor,
     pub gate: Linear,
     pub up: Linear,
     pub down: Linear,
+    /// Qwen3's and Gemma 3's per-head q/k norms.
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    /// Gemma's norms on the attention output and on the MLP output.
+    pub post_attn_norm: Option<Tensor>,
+    pub post_ffn_norm: Option<Tensor>,
 }
 
 /// The whole network. Immutable during generation: all state is in `KvCache`.
@@ -143,8 +181,8 @@ pub struct Transformer {
     pub layers: Vec<Layer>,
     pub norm: Tensor,
     pub lm_head: Linear,
-    cos: Tensor,
-    sin: Tensor,
+    /// Rotation tables [context, rotary_dim / 2]: the global ones, then (Gemma 3) the local ones.
+    tables: Vec<(Tensor, Tensor)>,
     /// Present when the weights are on the CPU: the forward pass then runs `forward_host`.
     host: Option<Host>,
 }
@@ -206,20 +244,42 @@ pub struct Seq<'a> {
 /// Host copies of what the CPU path reads besides the matrices.
 #[derive(Debug)]
 struct Host {
-    /// [context, head_dim / 2].
-    cos: Vec<f32>,
-    sin: Vec<f32>,
-    /// Per layer: (attention norm, MLP norm).
-    norms: Vec<(Vec<f32>, Vec<f32>)>,
+    /// (cos, sin) [context, rotary_dim / 2], as `Transformer::tables`.
+    tables: Vec<(Vec<f32>, Vec<f32>)>,
+    norms: Vec<HostNorms>,
     norm: Vec<f32>,
 }
 
+/// One layer's norm weights on the host.
+#[derive(Debug)]
+struct HostNorms {
+    attn: Vec<f32>,
+    ffn: Vec<f32>,
+    q: Option<Vec<f32>>,
+    k: Option<Vec<f32>>,
+    post_attn: Option<Vec<f32>>,
+    post_ffn: Option<Vec<f32>>,
+}
+
 impl Host {
-    fn new(layers: &[Layer], norm: &Tensor, cos: Vec<f32>, sin: Vec<f32>) -> candle_core::Result<Host> {
-        let v = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
-        let norms =
-            layers.iter().map(|l| Ok((v(&l.attn_norm)?, v(&l.ffn_norm)?))).collect::<candle_core::Result<_>>()?;
-        Ok(Host { cos, sin, norms, norm: v(norm)? })
+    fn new(layers: &[Layer], norm: &Tensor, tables: &[(Tensor, Tensor)]) -> candle_core::Result<Host> {
+        let v = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+        let o = |t: &Option<Tensor>| t.as_ref().map(v).transpose();
+        let norms = layers
+            .iter()
+            .map(|l| {
+                Ok(HostNorms {
+                    attn: v(&l.attn_norm)?,
+                    ffn: v(&l.ffn_norm)?,
+                    q: o(&l.q_norm)?,
+                    k: o(&l.k_norm)?,
+                    post_attn: o(&l.post_attn_norm)?,
+                    post_ffn: o(&l.post_ffn_norm)?,
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let tables = tables.iter().map(|(c, s)| Ok((v(c)?, v(s)?))).collect::<candle_core::Result<_>>()?;
+        Ok(Host { tables, norms, norm: v(norm)? })
     }
 }
 
@@ -235,24 +295,32 @@ impl Transformer {
         rope: &super::arch::Rope,
         device: &Device,
     ) -> candle_core::Result<Self> {
-        let inv_freq = rope.inv_freq(cfg.head_dim);
-        let scale = rope.attention_factor();
-        let half = inv_freq.len();
-        let (mut cos, mut sin) = (Vec::with_capacity(cfg.context * half), Vec::with_capacity(cfg.context * half));
-        for p in 0..cfg.context {
-            for f in &inv_freq {
-                let a = p as f64 * f;
-                cos.push((a.cos() * scale) as f32);
-                sin.push((a.sin() * scale) as f32);
+        let table = |rope: &super::arch::Rope| -> candle_core::Result<(Tensor, Tensor)> {
+            let inv_freq = rope.inv_freq(cfg.head_dim);
+            let scale = rope.attention_factor();
+            let half = inv_freq.len();
+            let (mut cos, mut sin) = (Vec::with_capacity(cfg.context * half), Vec::with_capacity(cfg.context * half));
+            for p in 0..cfg.context {
+                for f in &inv_freq {
+                    let a = p as f64 * f;
+                    cos.push((a.cos() * scale) as f32);
+                    sin.push((a.sin() * scale) as f32);
+                }
             }
+            Ok((
+                Tensor::from_vec(cos, (cfg.context, half), device)?,
+                Tensor::from_vec(sin, (cfg.context, half), device)?,
+            ))
+        };
+        let mut tables = vec![table(rope)?];
+        if let Some(local) = &cfg.local_rope {
+            tables.push(table(local)?);
         }
         let host = match device {
-            Device::Cpu => Some(Host::new(&layers, &norm, cos.clone(), sin.clone())?),
+            Device::Cpu => Some(Host::new(&layers, &norm, &tables)?),
             _ => None,
         };
-        let cos = Tensor::from_vec(cos, (cfg.context, half), device)?;
-        let sin = Tensor::from_vec(sin, (cfg.context, half), device)?;
-        Ok(Transformer { cos, sin, cfg, embed, layers, norm, lm_head, host })
+        Ok(Transformer { tables, cfg, embed, layers, norm, lm_head, host })
     }
 
     /// The same architecture with other dense weights under Hugging Face names and layout
@@ -269,19 +337,35 @@ impl Transformer {
             };
             Ok(Linear::new(QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias))
         };
+        let gemma = self.cfg.embed_scale.is_some();
+        let norm_w = |name: &str| -> candle_core::Result<Tensor> {
+            let w = get(name)?;
+            if gemma { w.affine(1.0, 1.0) } else { Ok(w) }
+        };
+        let opt_norm = |name: String| -> candle_core::Result<Option<Tensor>> {
+            if tensors.contains_key(&name) { norm_w(&name).map(Some) } else { Ok(None) }
+        };
         let mut layers = Vec::with_capacity(self.cfg.n_layers);
         for i in 0..self.cfg.n_layers {
             let p = format!("model.layers.{i}");
+            let (post_attn_norm, ffn_norm) = match opt_norm(format!("{p}.pre_feedforward_layernorm.weight"))? {
+                Some(pre) => (Some(norm_w(&format!("{p}.post_attention_layernorm.weight"))?), pre),
+                None => (None, norm_w(&format!("{p}.post_attention_layernorm.weight"))?),
+            };
             layers.push(Layer {
-                attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
+                attn_norm: norm_w(&format!("{p}.input_layernorm.weight"))?,
                 q: linear(&format!("{p}.self_attn.q_proj"))?,
                 k: linear(&format!("{p}.self_attn.k_proj"))?,
                 v: linear(&format!("{p}.self_attn.v_proj"))?,
                 o: linear(&format!("{p}.self_attn.o_proj"))?,
-                ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
+                ffn_norm,
                 gate: linear(&format!("{p}.mlp.gate_proj"))?,
                 up: linear(&format!("{p}.mlp.up_proj"))?,
                 down: linear(&format!("{p}.mlp.down_proj"))?,
+                q_norm: opt_norm(format!("{p}.self_attn.q_norm.weight"))?,
+                k_norm: opt_norm(format!("{p}.self_attn.k_norm.weight"))?,
+                post_attn_norm,
+                post_ffn_norm: opt_norm(format!("{p}.post_feedforward_layernorm.weight"))?,
             });
         }
         let embed = get("model.embed_tokens.weight")?;
@@ -291,12 +375,12 @@ impl Transformer {
         };
         // HF layout pairs rotary dims (i, i + d/2); the rotation tables do not depend on it.
         let cfg = Config { rope_interleaved: false, ..self.cfg.clone() };
-        let norm = get("model.norm.weight")?;
+        let norm = norm_w("model.norm.weight")?;
         let host = match &self.host {
-            Some(h) => Some(Host::new(&layers, &norm, h.cos.clone(), h.sin.clone())?),
+            Some(_) => Some(Host::new(&layers, &norm, &self.tables)?),
             None => None,
         };
-        Ok(Transformer { cfg, embed, layers, norm, lm_head, cos: self.cos.clone(), sin: self.sin.clone(), host })
+        Ok(Transformer { cfg, embed, layers, norm, lm_head, tables: self.tables.clone(), host })
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -329,7 +413,11 @@ impl Transformer {
             return Tensor::from_vec(logits.concat(), (tokens.len(), self.cfg.vocab), &Device::Cpu);
         }
         let h = self.forward_tensors(tokens, cache)?;
-        self.lm_head.forward(&h)?.squeeze(0)?.to_dtype(DType::F32)
+        let logits = self.lm_head.forward(&h)?.squeeze(0)?.to_dtype(DType::F32)?;
+        match self.cfg.final_softcap {
+            Some(c) => (logits / c)?.tanh()? * c,
+            None => Ok(logits),
+        }
     }
 
     /// Like `forward_all` but computes the output projection for the last position only
@@ -351,7 +439,9 @@ impl Transformer {
             let h = self.forward_tensors(s.tokens, s.cache)?;
             let seq = h.dim(1)?;
             let last = h.narrow(1, seq - 1, 1)?.contiguous()?;
-            out.push(self.lm_head.forward(&last)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
+            let mut logits: Vec<f32> = self.lm_head.forward(&last)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            softcap(&mut logits, self.cfg.final_softcap);
+            out.push(logits);
         }
         Ok(out)
     }
@@ -377,6 +467,10 @@ impl Transformer {
         }
         let ids = Tensor::new(ids.as_slice(), &Device::Cpu)?;
         let mut x: Vec<f32> = self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        if let Some(s) = c.embed_scale {
+            let s = s as f32;
+            x.iter_mut().for_each(|v| *v *= s);
+        }
         for (i, layer) in self.layers.iter().enumerate() {
             layer.forward_host(c, host, i, &mut x, &rows, seqs)?;
         }
@@ -391,7 +485,8 @@ impl Transformer {
             wanted.iter().flat_map(|&r| x[r * c.hidden..(r + 1) * c.hidden].iter().copied()).collect();
         let mut normed = vec![0f32; picked.len()];
         super::cpu_ops::rms_norm_rows(&picked, &host.norm, c.rms_eps as f32, &mut normed);
-        let logits = self.lm_head.forward_host(&HostRows::new(&normed, wanted.len()))?;
+        let mut logits = self.lm_head.forward_host(&HostRows::new(&normed, wanted.len()))?;
+        softcap(&mut logits, c.final_softcap);
         Ok(logits.chunks_exact(c.vocab).map(|r| r.to_vec()).collect())
     }
 
@@ -403,10 +498,17 @@ impl Transformer {
         let device = self.embed.device();
         let ids = Tensor::new(tokens, device)?;
         let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
-        let mask = if seq > 1 { Some(causal_mask(seq, start, device)?) } else { None };
-        let cos = self.cos.narrow(0, start, seq)?;
-        let sin = self.sin.narrow(0, start, seq)?;
+        if let Some(s) = self.cfg.embed_scale {
+            x = (x * (s as f32) as f64)?;
+        }
         for (i, layer) in self.layers.iter().enumerate() {
+            let window = self.cfg.windows[i];
+            let mask = match (seq > 1, window) {
+                (false, None) => None,
+                _ => Some(causal_mask(seq, start, window, device)?),
+            };
+            let (cos, sin) = &self.tables[usize::from(self.cfg.local(i))];
+            let (cos, sin) = (cos.narrow(0, start, seq)?, sin.narrow(0, start, seq)?);
             x = layer.forward_tensors(&self.cfg, x, &mut cache.tensors[i], mask.as_ref(), &cos, &sin)?;
         }
         cache.pos += seq;
@@ -426,21 +528,37 @@ impl Layer {
         rows: &[(usize, usize)],
         seqs: &mut [Seq],
     ) -> candle_core::Result<()> {
-        use super::cpu_ops::{add_in_place, attend, rms_norm_rows, rope_row, swiglu};
+        use super::cpu_ops::{add_in_place, attend, attend_capped, gelu_tanh_glu, rms_norm_rows, rope_row, swiglu};
         let (m, hd) = (rows.len(), c.head_dim);
-        let (attn_norm, ffn_norm) = &host.norms[index];
+        let norms = &host.norms[index];
+        let eps = c.rms_eps as f32;
         let mut h = vec![0f32; x.len()];
-        rms_norm_rows(x, attn_norm, c.rms_eps as f32, &mut h);
+        rms_norm_rows(x, &norms.attn, eps, &mut h);
         let input = HostRows::new(&h, m);
         let mut q = self.q.forward_host(&input)?;
         let mut k = self.k.forward_host(&input)?;
         let v = self.v.forward_host(&input)?;
-        let half = hd / 2;
+        for (t, w) in [(&mut q, &norms.q), (&mut k, &norms.k)] {
+            if let Some(w) = w {
+                let src = t.clone();
+                rms_norm_rows(&src, w, eps, t);
+            }
+        }
+        let (rot, half) = (c.rotary_dim, c.rotary_dim / 2);
         let (qw, kw) = (c.n_heads * hd, c.n_kv_heads * hd);
+        let (cos_t, sin_t) = &host.tables[usize::from(c.local(index))];
         for (r, &(_, pos)) in rows.iter().enumerate() {
-            let (cos, sin) = (&host.cos[pos * half..(pos + 1) * half], &host.sin[pos * half..(pos + 1) * half]);
-            rope_row(&mut q[r * qw..(r + 1) * qw], hd, cos, sin, c.rope_interleaved);
-            rope_row(&mut k[r * kw..(r + 1) * kw], hd, cos, sin, c.rope_interleaved);
+            let (cos, sin) = (&cos_t[pos * half..(pos + 1) * half], &sin_t[pos * half..(pos + 1) * half]);
+            for (t, w) in [(&mut q, qw), (&mut k, kw)] {
+                let row = &mut t[r * w..(r + 1) * w];
+                if rot == hd {
+                    rope_row(row, hd, cos, sin, c.rope_interleaved);
+                } else {
+                    for head in row.chunks_exact_mut(hd) {
+                        rope_row(&mut head[..rot], rot, cos, sin, c.rope_interleaved);
+                    }
+                }
+            }
         }
         // Each sequence's new keys and values go after what its cache holds.
         let mut first = 0;
@@ -457,15 +575,21 @@ impl Layer {
         // heads that share a KV head read the same cache rows.
         let caches: Vec<&HostKv> = seqs.iter().map(|s| &s.cache.host[index]).collect();
         let groups = c.n_heads / c.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = c.attn_scale as f32;
+        let (window, cap) = (c.windows[index], c.attn_softcap.map(|v| v as f32));
         let mut y = vec![0f32; m * qw];
         let one = |(j, out): (usize, &mut [f32]), scores: &mut Vec<f32>| {
             let (r, head) = (j / c.n_heads, j % c.n_heads);
             let (s, pos) = rows[r];
-            let (kv, at) = (caches[s], (head / groups) * hd);
-            scores.resize(pos + 1, 0.0);
+            // A sliding window sees the positions (pos - window, pos].
+            let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            let (kv, at) = (caches[s], lo * kw + (head / groups) * hd);
+            scores.resize(pos + 1 - lo, 0.0);
             let q = &q[r * qw + head * hd..r * qw + (head + 1) * hd];
-            attend(q, &kv.k[at..], &kv.v[at..], kw, pos + 1, scale, scores, out);
+            match cap {
+                None => attend(q, &kv.k[at..], &kv.v[at..], kw, pos + 1 - lo, scale, scores, out),
+                Some(cap) => attend_capped(q, &kv.k[at..], &kv.v[at..], kw, pos + 1 - lo, (scale, cap), scores, out),
+            }
         };
         let work: usize = rows.iter().map(|r| r.1 + 1).sum::<usize>() * c.n_heads * hd;
         if candle_core::utils::get_num_threads() > 1 && work >= 1 << 16 {
@@ -475,12 +599,22 @@ impl Layer {
             let mut scores = Vec::new();
             y.chunks_mut(hd).enumerate().for_each(|job| one(job, &mut scores));
         }
-        add_in_place(x, &self.o.forward_host(&HostRows::new(&y, m))?);
-        rms_norm_rows(x, ffn_norm, c.rms_eps as f32, &mut h);
+        let post = |mut t: Vec<f32>, w: &Option<Vec<f32>>| {
+            if let Some(w) = w {
+                let src = t.clone();
+                rms_norm_rows(&src, w, eps, &mut t);
+            }
+            t
+        };
+        add_in_place(x, &post(self.o.forward_host(&HostRows::new(&y, m))?, &norms.post_attn));
+        rms_norm_rows(x, &norms.ffn, eps, &mut h);
         let input = HostRows::new(&h, m);
         let mut gate = self.gate.forward_host(&input)?;
-        swiglu(&mut gate, &self.up.forward_host(&input)?);
-        add_in_place(x, &self.down.forward_host(&HostRows::new(&gate, m))?);
+        match c.activation {
+            super::arch::Activation::Silu => swiglu(&mut gate, &self.up.forward_host(&input)?),
+            super::arch::Activation::GeluTanh => gelu_tanh_glu(&mut gate, &self.up.forward_host(&input)?),
+        }
+        add_in_place(x, &post(self.down.forward_host(&HostRows::new(&gate, m))?, &norms.post_ffn));
         Ok(())
     }
 
@@ -494,12 +628,22 @@ impl Layer {
         cos: &Tensor,
         sin: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let h = candle_nn::ops::rms_norm(&x, &self.attn_norm, c.rms_eps as f32)?;
-        let h = self.attention(c, &h, cache, mask, cos, sin)?;
+        let eps = c.rms_eps as f32;
+        let post = |t: Tensor, w: &Option<Tensor>| match w {
+            Some(w) => candle_nn::ops::rms_norm(&t, w, eps),
+            None => Ok(t),
+        };
+        let h = candle_nn::ops::rms_norm(&x, &self.attn_norm, eps)?;
+        let h = post(self.attention(c, &h, cache, mask, cos, sin)?, &self.post_attn_norm)?;
         let x = (x + h)?;
-        let h = candle_nn::ops::rms_norm(&x, &self.ffn_norm, c.rms_eps as f32)?;
-        let act = (candle_nn::ops::silu(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?;
-        x + self.down.forward(&act)?
+        let h = candle_nn::ops::rms_norm(&x, &self.ffn_norm, eps)?;
+        let gate = self.gate.forward(&h)?;
+        let gate = match c.activation {
+            super::arch::Activation::Silu => candle_nn::ops::silu(&gate)?,
+            super::arch::Activation::GeluTanh => gate.gelu()?,
+        };
+        let act = (gate * self.up.forward(&h)?)?;
+        x + post(self.down.forward(&act)?, &self.post_ffn_norm)?
     }
 
     fn attention(
@@ -513,13 +657,27 @@ impl Layer {
     ) -> candle_core::Result<Tensor> {
         let layer = self;
         let (b, seq, _) = x.dims3()?;
-        let heads = |t: Tensor, n: usize| t.reshape((b, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous();
-        let q = heads(layer.q.forward(x)?, c.n_heads)?;
-        let k = heads(layer.k.forward(x)?, c.n_kv_heads)?;
-        let v = heads(layer.v.forward(x)?, c.n_kv_heads)?;
-        let rope = if c.rope_interleaved { candle_nn::rotary_emb::rope_i } else { candle_nn::rotary_emb::rope };
-        let q = rope(&q, cos, sin)?;
-        let k = rope(&k, cos, sin)?;
+        let heads = |t: Tensor, n: usize, norm: &Option<Tensor>| {
+            let t = t.reshape((b, seq, n, c.head_dim))?;
+            let t = match norm {
+                Some(w) => candle_nn::ops::rms_norm(&t.contiguous()?, w, c.rms_eps as f32)?,
+                None => t,
+            };
+            t.transpose(1, 2)?.contiguous()
+        };
+        let q = heads(layer.q.forward(x)?, c.n_heads, &layer.q_norm)?;
+        let k = heads(layer.k.forward(x)?, c.n_kv_heads, &layer.k_norm)?;
+        let v = heads(layer.v.forward(x)?, c.n_kv_heads, &None)?;
+        let rope_fn = if c.rope_interleaved { candle_nn::rotary_emb::rope_i } else { candle_nn::rotary_emb::rope };
+        let rope = |t: &Tensor| -> candle_core::Result<Tensor> {
+            if c.rotary_dim == c.head_dim {
+                return rope_fn(t, cos, sin);
+            }
+            let rot = rope_fn(&t.narrow(D::Minus1, 0, c.rotary_dim)?.contiguous()?, cos, sin)?;
+            Tensor::cat(&[rot, t.narrow(D::Minus1, c.rotary_dim, c.head_dim - c.rotary_dim)?], D::Minus1)?.contiguous()
+        };
+        let q = rope(&q)?;
+        let k = rope(&k)?;
         let (k, v) = match cache.take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
@@ -530,7 +688,11 @@ impl Layer {
         // KV head are stacked along the row axis, [b, kv, groups*seq, hd] x [b, kv, hd, total].
         let groups = c.n_heads / c.n_kv_heads;
         let q = q.reshape((b, c.n_kv_heads, groups * seq, c.head_dim))?;
-        let att = (q.matmul(&k.t()?)? * (1.0 / (c.head_dim as f64).sqrt()))?;
+        let att = (q.matmul(&k.t()?)? * c.attn_scale)?;
+        let att = match c.attn_softcap {
+            Some(cap) => ((att / cap)?.tanh()? * cap)?,
+            None => att,
+        };
         let att = match mask {
             Some(m) => att.reshape((b, c.n_kv_heads, groups, seq, total))?.broadcast_add(m)?.reshape((
                 b,
@@ -548,12 +710,25 @@ impl Layer {
     }
 }
 
-/// Additive causal mask [seq, start + seq]: 0 where position j may be seen from row i.
-fn causal_mask(seq: usize, start: usize, device: &Device) -> candle_core::Result<Tensor> {
+/// Additive causal mask [seq, start + seq]: 0 where position j may be seen from row i (and,
+/// with a sliding window, is fewer than `window` positions back).
+fn causal_mask(seq: usize, start: usize, window: Option<usize>, device: &Device) -> candle_core::Result<Tensor> {
     let total = start + seq;
-    let data: Vec<f32> =
-        (0..seq).flat_map(|i| (0..total).map(move |j| if j <= start + i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let w = window.unwrap_or(usize::MAX);
+    let data: Vec<f32> = (0..seq)
+        .flat_map(|i| {
+            (0..total).map(move |j| if j <= start + i && start + i - j < w { 0.0 } else { f32::NEG_INFINITY })
+        })
+        .collect();
     Tensor::from_vec(data, (seq, total), device)
+}
+
+/// `tanh(x / cap) * cap` in place (Gemma 2's final logit soft-capping).
+fn softcap(x: &mut [f32], cap: Option<f64>) {
+    if let Some(c) = cap {
+        let c = c as f32;
+        x.iter_mut().for_each(|v| *v = (*v / c).tanh() * c);
+    }
 }
 
 /// Largest absolute difference between two tensors (for tests and fixture comparison).

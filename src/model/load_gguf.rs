@@ -82,6 +82,12 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
             gate: w.linear(&format!("{p}.ffn_gate"))?,
             up: w.linear(&format!("{p}.ffn_up"))?,
             down: w.linear(&format!("{p}.ffn_down"))?,
+            // Qwen3's and Gemma 3's q/k norms, Gemma's post-attention and post-MLP norms (llama.cpp's
+            // converter has already added Gemma's 1 to every norm weight).
+            q_norm: w.dense_if(&format!("{p}.attn_q_norm.weight"))?,
+            k_norm: w.dense_if(&format!("{p}.attn_k_norm.weight"))?,
+            post_attn_norm: w.dense_if(&format!("{p}.post_attention_norm.weight"))?,
+            post_ffn_norm: w.dense_if(&format!("{p}.post_ffw_norm.weight"))?,
         });
     }
     let embed = w.dense("token_embd.weight")?;
@@ -157,6 +163,11 @@ impl Weights<'_> {
 
     fn dense(&mut self, name: &str) -> Result<Tensor> {
         Ok(self.get(name)?.dequantize(self.device)?.to_dtype(DType::F32)?)
+    }
+
+    /// `dense` for a tensor only some families have.
+    fn dense_if(&mut self, name: &str) -> Result<Option<Tensor>> {
+        if self.has(name) { self.dense(name).map(Some) } else { Ok(None) }
     }
 
     /// `{prefix}.weight` as a matrix, plus `{prefix}.bias` when the file has one (Qwen2).

@@ -51,25 +51,71 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
         Ok(t.to_dtype(DType::F32)?)
     };
     let has = |name: &str| st.get(name).is_ok();
-    let linear = |prefix: &str, with_bias: bool| -> Result<Linear> {
-        let bias_name = format!("{prefix}.bias");
-        let bias = if with_bias || has(&bias_name) { Some(get(&bias_name)?) } else { None };
-        Ok(Linear::new(QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias))
+    // Gemma's norms multiply by `1 + w`: the layers get the weight as applied.
+    let gemma = cfg.family.gemma();
+    let norm_w = |name: &str| -> Result<Tensor> {
+        let w = get(name)?;
+        Ok(if gemma { w.affine(1.0, 1.0)? } else { w })
     };
+    let opt_norm =
+        |name: String| -> Result<Option<Tensor>> { if has(&name) { norm_w(&name).map(Some) } else { Ok(None) } };
+    // `rows` picks rows of a fused matrix (Phi-3's qkv_proj and gate_up_proj).
+    let linear_rows = |weight: &str, rows: Option<(usize, usize)>, with_bias: bool| -> Result<Linear> {
+        let pick = |t: Tensor| -> Result<Tensor> {
+            Ok(match rows {
+                Some((start, len)) => t.narrow(0, start, len)?.contiguous()?,
+                None => t,
+            })
+        };
+        let bias_name = weight.replace(".weight", ".bias");
+        let bias = if with_bias || has(&bias_name) { Some(pick(get(&bias_name)?)?) } else { None };
+        Ok(Linear::new(QMatMul::Tensor(pick(get(weight)?)?), bias))
+    };
+    let linear = |prefix: &str, with_bias: bool| linear_rows(&format!("{prefix}.weight"), None, with_bias);
     let qkv_bias = cfg.qkv_bias();
+    let (qd, kvd) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    let ff = cfg.intermediate_size;
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
+        let [q, k, v, gate, up] = if cfg.family.fused_projections() {
+            let qkv = format!("{p}.self_attn.qkv_proj.weight");
+            let gate_up = format!("{p}.mlp.gate_up_proj.weight");
+            [
+                linear_rows(&qkv, Some((0, qd)), false)?,
+                linear_rows(&qkv, Some((qd, kvd)), false)?,
+                linear_rows(&qkv, Some((qd + kvd, kvd)), false)?,
+                linear_rows(&gate_up, Some((0, ff)), false)?,
+                linear_rows(&gate_up, Some((ff, ff)), false)?,
+            ]
+        } else {
+            [
+                linear(&format!("{p}.self_attn.q_proj"), qkv_bias)?,
+                linear(&format!("{p}.self_attn.k_proj"), qkv_bias)?,
+                linear(&format!("{p}.self_attn.v_proj"), qkv_bias)?,
+                linear(&format!("{p}.mlp.gate_proj"), false)?,
+                linear(&format!("{p}.mlp.up_proj"), false)?,
+            ]
+        };
+        let post_attention = norm_w(&format!("{p}.post_attention_layernorm.weight"))?;
+        let (post_attn_norm, ffn_norm) = match opt_norm(format!("{p}.pre_feedforward_layernorm.weight"))? {
+            Some(pre) => (Some(post_attention), pre),
+            None => (None, post_attention),
+        };
         layers.push(Layer {
-            attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
-            q: linear(&format!("{p}.self_attn.q_proj"), qkv_bias)?,
-            k: linear(&format!("{p}.self_attn.k_proj"), qkv_bias)?,
-            v: linear(&format!("{p}.self_attn.v_proj"), qkv_bias)?,
+            attn_norm: norm_w(&format!("{p}.input_layernorm.weight"))?,
+            q,
+            k,
+            v,
             o: linear(&format!("{p}.self_attn.o_proj"), false)?,
-            ffn_norm: get(&format!("{p}.post_attention_layernorm.weight"))?,
-            gate: linear(&format!("{p}.mlp.gate_proj"), false)?,
-            up: linear(&format!("{p}.mlp.up_proj"), false)?,
+            ffn_norm,
+            gate,
+            up,
             down: linear(&format!("{p}.mlp.down_proj"), false)?,
+            q_norm: opt_norm(format!("{p}.self_attn.q_norm.weight"))?,
+            k_norm: opt_norm(format!("{p}.self_attn.k_norm.weight"))?,
+            post_attn_norm,
+            post_ffn_norm: opt_norm(format!("{p}.post_feedforward_layernorm.weight"))?,
         });
     }
     let embed = get("model.embed_tokens.weight")?;
@@ -78,7 +124,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     } else {
         Linear::new(QMatMul::Tensor(embed.clone()), None)
     };
-    let norm = get("model.norm.weight")?;
+    let norm = norm_w("model.norm.weight")?;
     let vocab = embed.dim(0)?;
     let context = cfg.context();
     let net_cfg = Config::new(&cfg, vocab, false);

@@ -66,7 +66,7 @@ fn unimplemented_rope_settings_are_errors_naming_the_key() {
             serde_json::json!({"rope_type": "linear", "factor": 2.0, "mrope_section": [1]}),
             "`rope_scaling.mrope_section`",
         ),
-        ("partial_rotary_factor", serde_json::json!(0.5), "`partial_rotary_factor` is 0.5"),
+        ("partial_rotary_factor", serde_json::json!(1.5), "`partial_rotary_factor` is 1.5"),
     ];
     for (i, (key, value, want)) in cases.into_iter().enumerate() {
         let hf = tiny_hf_with(dir.path(), &format!("m{i}"), |c| {
@@ -104,16 +104,22 @@ fn rope_kinds_follow_transformers() {
     assert!((cfg.rope.attention_factor() - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12);
 }
 
-/// Mistral's sliding window (4096 when config.json names none) caps the context: beyond it
-/// transformers' attention differs. Qwen2's applies only with `use_sliding_window`.
+/// Sliding windows apply to the layers each family's rules say (Mistral: 4096 when config.json
+/// names none, every layer; Qwen2: only with `use_sliding_window`, from `max_window_layers` on;
+/// Gemma 2: every other layer), and no longer cap the context: verdict masks them.
 #[test]
-fn sliding_windows_cap_the_context() {
-    let base = r#""hidden_size":64,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10,"max_position_embeddings":32768"#;
+fn sliding_windows_apply_to_the_layers_the_family_says() {
+    let base = r#""hidden_size":64,"intermediate_size":8,"num_hidden_layers":4,"num_attention_heads":4,"vocab_size":10,"max_position_embeddings":32768"#;
     let read = |extra: &str| ArchConfig::from_hf_json(Path::new("c.json"), &format!("{{{base},{extra}}}")).unwrap();
-    assert_eq!(read(r#""model_type":"mistral""#).context(), 4096);
-    assert_eq!(read(r#""model_type":"mistral","sliding_window":null"#).context(), 32768);
-    assert_eq!(read(r#""model_type":"qwen2","sliding_window":1024"#).context(), 32768);
-    assert_eq!(read(r#""model_type":"qwen2","sliding_window":1024,"use_sliding_window":true"#).context(), 1024);
+    let windows = |c: &ArchConfig| (0..4).map(|i| c.layer_window(i)).collect::<Vec<_>>();
+    let mistral = read(r#""model_type":"mistral""#);
+    assert_eq!((mistral.context(), windows(&mistral)), (32768, vec![Some(4096); 4]));
+    assert_eq!(windows(&read(r#""model_type":"mistral","sliding_window":null"#)), vec![None; 4]);
+    assert_eq!(windows(&read(r#""model_type":"qwen2","sliding_window":1024"#)), vec![None; 4]);
+    let qwen2 = read(r#""model_type":"qwen2","sliding_window":1024,"use_sliding_window":true,"max_window_layers":2"#);
+    assert_eq!(windows(&qwen2), vec![None, None, Some(1024), Some(1024)]);
+    let gemma2 = read(r#""model_type":"gemma2","sliding_window":512"#);
+    assert_eq!(windows(&gemma2), vec![Some(512), None, Some(512), None]);
     let err = ArchConfig::from_hf_json(
         Path::new("c.json"),
         &format!("{{{base},\"model_type\":\"qwen2\",\"layer_types\":[\"chunked_attention\"]}}"),

@@ -229,7 +229,6 @@ mod tests {
             "num_hidden_layers":1,"num_attention_heads":2,"vocab_size":10}"#;
         assert!(Config::from_json(gpt2).unwrap_err().to_string().contains("gpt2"));
         let gemma2 = gpt2.replace("gpt2", "gemma2");
-        let c = Config::from_json(&gemma2).unwrap();
-        assert!(c.check_supported().unwrap_err().contains("gemma2"));
+        assert!(Config::from_json(&gemma2).unwrap().check_supported().is_ok());
     }
 }
