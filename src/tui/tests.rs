@@ -681,3 +681,26 @@ fn the_help_qa_and_typing_keys_come_from_the_key_map() {
     assert_eq!(app.input, Input::None, "ctrl-j keeps the note as keys.toml says");
     assert_eq!(app.compare.as_ref().unwrap().note, "ok");
 }
+
+#[test]
+fn the_runs_screen_rereads_when_the_store_changes_not_on_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    {
+        let mut store = Store::open(&path, crate::store::OpenMode::CreateIfMissing).unwrap();
+        store.load_guidelines(&crate::guidelines::embedded()).unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+    }
+    let store = Store::open(&path, crate::store::OpenMode::MustExist).unwrap();
+    let mut app = App::new(store, "amira", KeyMap::default()).unwrap();
+    press(&mut app, "T");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(!app.poll_job(), "nothing changed: nothing is re-read or redrawn");
+    // A run started by another process shows up.
+    let other = Store::open(&path, crate::store::OpenMode::MustExist).unwrap();
+    let run = other.create_run("run-elsewhere", "dpo", "{}", None).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(app.poll_job());
+    let runs: Vec<i64> = app.review.as_ref().unwrap().runs.iter().map(|r| r.id).collect();
+    assert_eq!(runs, vec![run]);
+}
