@@ -182,10 +182,21 @@ impl Review {
         matches!(&self.view, View::Form(f) if f.editing.is_some())
     }
 
-    pub fn type_key(&mut self, key: KeyEvent) {
-        if let View::Form(form) = &mut self.view {
-            form.type_key(key);
-        }
+    /// A key while a form field is typed: the key map's Line section decides (`action`); the
+    /// form gets the plain key for it (Enter keeps, Esc drops, Backspace, a character).
+    pub fn type_key(&mut self, action: Option<Action>, key: KeyEvent) {
+        let View::Form(form) = &mut self.view else { return };
+        let code = match action {
+            Some(Action::Confirm) => KeyCode::Enter,
+            Some(Action::Back) => KeyCode::Esc,
+            Some(Action::DeleteBack) => KeyCode::Backspace,
+            Some(_) => return,
+            None => match super::keymap::typed_char(&key) {
+                Some(c) => KeyCode::Char(c),
+                None => return,
+            },
+        };
+        form.type_key(KeyEvent::new(code, crossterm::event::KeyModifiers::NONE));
     }
 
     fn selected_run(&self) -> Option<&RunRow> {
