@@ -3,8 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -47,9 +46,9 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
         params: answers::answer_params(args.seed, args.max_new_tokens),
         load: answers::answer_load_options(args.device, args.threads),
     };
-    let cancel = Arc::new(AtomicBool::new(false));
+    let job = crate::jobs::spawn("eval-answers", move |cancel, events| answers::run(&job, cancel, events));
     {
-        let cancel = cancel.clone();
+        let cancel = job.cancel_flag();
         let _ = ctrlc::set_handler(move || {
             if cancel.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
@@ -63,7 +62,7 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
             .expect("template")
             .progress_chars("=> "),
     );
-    let summary = answers::run(&job, &cancel, &mut |event| match event {
+    let summary = job.wait(|event| match event {
         AnswersEvent::Planned { missing, already } => {
             bar.set_length(missing as u64);
             if already > 0 {

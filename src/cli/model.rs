@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -130,9 +129,9 @@ pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCo
     drop(store);
     let model_path = model::resolve_model_path(args.model.as_deref())?;
     let job = job_from_args(&cli.db, model_path, args);
-    let cancel = Arc::new(AtomicBool::new(false));
+    let job = crate::jobs::spawn("generate", move |cancel, events| generate::run(&job, cancel, events));
     {
-        let cancel = cancel.clone();
+        let cancel = job.cancel_flag();
         // First Ctrl-C: finish the token in flight and keep what is done. Second: quit now.
         let _ = ctrlc::set_handler(move || {
             if cancel.swap(true, Ordering::SeqCst) {
@@ -147,7 +146,7 @@ pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCo
             .expect("template")
             .progress_chars("=> "),
     );
-    let summary = generate::run(&job, &cancel, &mut |event| match event {
+    let summary = job.wait(|event| match event {
         GenerateEvent::Started { model, run_quantization, prompts } => {
             bar.println(format!("{model} (runs as {run_quantization}): {prompts} prompts need candidates"));
             bar.set_length(prompts as u64);

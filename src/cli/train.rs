@@ -2,8 +2,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -97,9 +96,12 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     } else {
         eprintln!("device: {}", crate::model::device_label(&device));
     }
-    let cancel = Arc::new(AtomicBool::new(false));
+    let job = {
+        let (db, config, resume, overwrite) = (cli.db.clone(), config.clone(), args.resume, args.overwrite);
+        crate::jobs::spawn("train", move |cancel, events| train::run(&db, &config, resume, overwrite, cancel, events))
+    };
     {
-        let cancel = cancel.clone();
+        let cancel = job.cancel_flag();
         let _ = ctrlc::set_handler(move || {
             if cancel.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
@@ -113,7 +115,7 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             .expect("template")
             .progress_chars("=> "),
     );
-    let summary = train::run(&cli.db, &config, args.resume, args.overwrite, &cancel, &mut |event| match event {
+    let summary = job.wait(|event| match event {
         TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated, weights } => {
             bar.println(format!(
                 "run {run_id}: {train_pairs} train pairs, {test_pairs} test pairs, {steps} steps{}",
