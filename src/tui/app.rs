@@ -180,6 +180,9 @@ impl App {
     }
 
     pub fn mode(&self) -> Mode {
+        if let Some(mode) = self.screens.iter().rev().find_map(Screen::footer_mode) {
+            return mode;
+        }
         if let Some(review) = &self.review {
             return review.mode();
         }
@@ -241,7 +244,12 @@ impl App {
 
     /// What every screen may read.
     pub fn ctx(&self) -> Ctx<'_> {
-        Ctx { keymap: &self.keymap, reasons: &self.reasons }
+        Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        }
     }
 
     fn handle_key_inner(&mut self, key: KeyEvent) -> anyhow::Result<Option<Effect>> {
@@ -263,8 +271,18 @@ impl App {
             return Ok(None);
         }
         if let Some(top) = self.screens.last_mut() {
-            let commands = top.update(action);
-            self.apply(commands);
+            if let Some(action @ (Action::Help | Action::Quit)) = action {
+                return self.handle(action);
+            }
+            self.message.clear();
+            let ctx = Ctx {
+                keymap: &self.keymap,
+                reasons: &self.reasons,
+                annotator: &self.annotator,
+                annotator_id: self.annotator_id,
+            };
+            let commands = top.update(action, &ctx);
+            self.apply(commands)?;
             return Ok(None);
         }
         if let Some(action) = action {
@@ -284,14 +302,41 @@ impl App {
         Ok(None)
     }
 
-    /// Carries out what a screen asked for.
-    fn apply(&mut self, commands: Vec<Command>) {
+    /// Carries out what a screen asked for: the one place where the screens' store writes
+    /// happen.
+    fn apply(&mut self, commands: Vec<Command>) -> anyhow::Result<()> {
         for command in commands {
             match command {
                 Command::Close => {
-                    self.screens.pop();
+                    if let Some(screen) = self.screens.pop() {
+                        screen.closed();
+                    }
+                    // Votes made on the screen change the runs list's win rates.
+                    if let Some(review) = &mut self.review {
+                        review.refresh(&self.store)?;
+                    }
                 }
+                Command::EvalVote(vote) => {
+                    // Committed before the next pair shows.
+                    self.store.record_eval_vote(&vote)?;
+                    self.refresh_top()?;
+                }
+                Command::Refresh => self.refresh_top()?,
             }
+        }
+        Ok(())
+    }
+
+    fn refresh_top(&mut self) -> anyhow::Result<()> {
+        let ctx = Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        };
+        match self.screens.last_mut() {
+            Some(top) => top.refresh(&self.store, &ctx),
+            None => Ok(()),
         }
     }
 
@@ -302,6 +347,9 @@ impl App {
             if !matches!(action, Action::Help | Action::Quit) {
                 let stay = review.handle(action, &mut self.store);
                 self.message = std::mem::take(&mut review.message);
+                if let Some(screen) = review.opened.take() {
+                    self.screens.push(screen);
+                }
                 if !stay? {
                     // The thread of a run started here keeps going; the runs list shows it.
                     if review.job.is_none() {
@@ -777,6 +825,22 @@ impl App {
             changed |= review.poll(&self.store);
             if !review.message.is_empty() {
                 self.message = std::mem::take(&mut review.message);
+            }
+        }
+        let ctx = Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        };
+        for screen in &mut self.screens {
+            match screen.poll(&self.store, &ctx) {
+                Ok(Some(message)) => {
+                    self.message = message;
+                    changed = true;
+                }
+                Ok(None) => {}
+                Err(e) => self.message = format!("error: {e:#}"),
             }
         }
         if self.parked.as_ref().is_some_and(|r| r.job.is_none()) {
