@@ -14,6 +14,8 @@ use super::screens::qa::Qa;
 use super::screens::{Command, Ctx, Screen};
 use crate::domain::{Message, NewPrompt};
 use crate::guidelines::Reason;
+use crate::jobs::generate::{GenerateEvent, GenerateSummary};
+use crate::jobs::{Job, Update, spawn};
 use crate::store::{NewJudgment, ResponseRow, Store, Verdict};
 
 /// Which pane of the compare screen keys scroll.
@@ -47,19 +49,11 @@ pub enum Effect {
 
 /// A generation running on its own thread.
 pub struct GenerationJob {
-    pub events: std::sync::mpsc::Receiver<JobMessage>,
-    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub work: Job<GenerateEvent, GenerateSummary>,
     pub prompts: usize,
     pub done: usize,
     pub tokens_per_sec: f64,
     pub stored: usize,
-}
-
-/// What the generation thread sends back.
-#[derive(Debug)]
-pub enum JobMessage {
-    Event(crate::jobs::generate::GenerateEvent),
-    Finished(Result<crate::jobs::generate::GenerateSummary, String>),
 }
 
 /// The pair on screen.
@@ -418,7 +412,7 @@ impl App {
             }
             Action::Cancel => match &self.job {
                 Some(job) => {
-                    job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                    job.work.cancel();
                     self.message = "stopping after the current token; finished candidates are kept".into();
                 }
                 None => {
@@ -783,30 +777,20 @@ impl App {
             self.message = "a generation is already running (Esc in the queue stops it)".into();
             return Ok(());
         }
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let db = self.store.path().to_path_buf();
         let model = self.model.clone();
-        let flag = cancel.clone();
-        std::thread::spawn(move || {
-            let result = (|| -> anyhow::Result<crate::jobs::generate::GenerateSummary> {
-                let model = crate::model::resolve_with(model.as_deref(), None, &|m| tracing::info!("{m}"))?;
-                let job = crate::jobs::generate::GenerateJob {
-                    db,
-                    model,
-                    load: crate::model::LoadOptions::default(),
-                    params: crate::model::GenerateParams { candidates, ..Default::default() },
-                    filter: crate::store::TargetFilter { prompt_ids, below: candidates, ..Default::default() },
-                };
-                let events = sender.clone();
-                crate::jobs::generate::run(&job, &flag, &mut |e| {
-                    let _ = events.send(JobMessage::Event(e));
-                })
-            })();
-            let _ = sender.send(JobMessage::Finished(result.map_err(|e| format!("{e:#}"))));
+        let work = spawn("generate", move |cancel, events| {
+            let model = crate::model::resolve_with(model.as_deref(), None, &|m| tracing::info!("{m}"))?;
+            let job = crate::jobs::generate::GenerateJob {
+                db,
+                model,
+                load: crate::model::LoadOptions::default(),
+                params: crate::model::GenerateParams { candidates, ..Default::default() },
+                filter: crate::store::TargetFilter { prompt_ids, below: candidates, ..Default::default() },
+            };
+            crate::jobs::generate::run(&job, cancel, events)
         });
-        self.job =
-            Some(GenerationJob { events: receiver, cancel, prompts: 0, done: 0, tokens_per_sec: 0.0, stored: 0 });
+        self.job = Some(GenerationJob { work, prompts: 0, done: 0, tokens_per_sec: 0.0, stored: 0 });
         self.message = "loading the model…".into();
         Ok(())
     }
@@ -858,7 +842,7 @@ impl App {
     pub fn stop_training(&mut self, limit: std::time::Duration) {
         let started = Instant::now();
         if let Some(job) = self.training() {
-            job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            job.work.cancel();
         }
         while self.training().is_some() && started.elapsed() < limit {
             self.poll_job();
@@ -872,28 +856,27 @@ impl App {
     }
 
     fn poll_generation(&mut self) -> bool {
-        use crate::jobs::generate::GenerateEvent;
         let Some(job) = &mut self.job else { return false };
         let mut changed = Vec::new();
         let mut finished = None;
         let mut any = false;
-        while let Ok(message) = job.events.try_recv() {
+        while let Some(update) = job.work.try_next() {
             any = true;
-            match message {
-                JobMessage::Event(GenerateEvent::Started { prompts, .. }) => job.prompts = prompts,
-                JobMessage::Event(GenerateEvent::Progress { decode_tokens_per_sec, .. }) => {
+            match update {
+                Update::Event(GenerateEvent::Started { prompts, .. }) => job.prompts = prompts,
+                Update::Event(GenerateEvent::Progress { decode_tokens_per_sec, .. }) => {
                     job.tokens_per_sec = decode_tokens_per_sec
                 }
-                JobMessage::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
+                Update::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
                     job.done += 1;
                     job.stored += stored;
                     changed.push(prompt_id);
                 }
-                JobMessage::Event(GenerateEvent::PromptFailed { prompt_id, error }) => {
+                Update::Event(GenerateEvent::PromptFailed { prompt_id, error }) => {
                     tracing::warn!(prompt_id, "{error}");
                     job.done += 1;
                 }
-                JobMessage::Finished(result) => finished = Some(result),
+                Update::Finished(result) => finished = Some(result.map_err(|e| format!("{e:#}"))),
             }
         }
         for prompt_id in changed {
@@ -957,7 +940,7 @@ impl App {
     /// Takes the whole queue in once its thread has sent it, then plays the keys that waited
     /// for it. Returns whether anything changed.
     pub(super) fn poll_queue_load(&mut self) -> bool {
-        let Some(arrived) = self.loading.as_ref().and_then(loading::QueueLoad::arrived) else { return false };
+        let Some(arrived) = self.loading.as_mut().and_then(loading::QueueLoad::arrived) else { return false };
         let load = self.loading.take().expect("checked above");
         let selected = self.selected_item().map(|i| i.row.prompt_id);
         match arrived {

@@ -4,12 +4,10 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::{Receiver, channel};
 
 use crate::jobs::answers::{self, AnswersEvent, AnswersJob, DEFAULT_MAX_NEW_TOKENS, DEFAULT_SEED};
 use crate::jobs::rewards::{AnswerRewards, RewardJob};
+use crate::jobs::{Job, Update, spawn};
 use crate::store::Store;
 
 /// How many test prompts the review screens answer and judge.
@@ -17,8 +15,7 @@ pub const REVIEW_PROMPTS: usize = 20;
 
 /// Answers (and rewards) being made on their own thread.
 pub struct Worker {
-    pub cancel: Arc<AtomicBool>,
-    pub events: Receiver<WorkerMessage>,
+    pub work: Job<WorkerMessage, ()>,
     pub missing: usize,
     pub done: usize,
     pub phase: String,
@@ -27,41 +24,31 @@ pub struct Worker {
 pub enum WorkerMessage {
     Answers(AnswersEvent),
     Rewards(Vec<AnswerRewards>),
-    Finished(Result<(), String>),
 }
 
 impl Worker {
     /// Generates the models' missing answers to `prompts`, then, for a (base, tuned) run,
     /// scores every answer's implicit reward.
     pub fn start(db: PathBuf, models: Vec<i64>, prompts: Vec<i64>, rewards_of_run: Option<i64>) -> Worker {
-        let (sender, receiver) = channel();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let stop = cancel.clone();
-        std::thread::spawn(move || {
-            let result = (|| -> anyhow::Result<()> {
-                let job = AnswersJob {
-                    db: db.clone(),
-                    models,
-                    prompts: prompts.clone(),
-                    params: answers::answer_params(DEFAULT_SEED, DEFAULT_MAX_NEW_TOKENS),
-                    load: answers::answer_load_options(Default::default(), None),
-                };
-                let events = sender.clone();
-                answers::run(&job, &stop, &mut |e| {
-                    let _ = events.send(WorkerMessage::Answers(e));
-                })?;
-                if let Some(run_id) = rewards_of_run {
-                    let mut job = RewardJob::for_run(&db, run_id, DEFAULT_SEED)?;
-                    job.prompts = prompts;
-                    if let Some(rewards) = crate::jobs::rewards::implicit_rewards(&job, &stop, &mut |_| {})? {
-                        let _ = sender.send(WorkerMessage::Rewards(rewards));
-                    }
+        let work = spawn("answers", move |cancel, events| {
+            let job = AnswersJob {
+                db: db.clone(),
+                models,
+                prompts: prompts.clone(),
+                params: answers::answer_params(DEFAULT_SEED, DEFAULT_MAX_NEW_TOKENS),
+                load: answers::answer_load_options(Default::default(), None),
+            };
+            answers::run(&job, cancel, &mut |e| events(WorkerMessage::Answers(e)))?;
+            if let Some(run_id) = rewards_of_run {
+                let mut job = RewardJob::for_run(&db, run_id, DEFAULT_SEED)?;
+                job.prompts = prompts;
+                if let Some(rewards) = crate::jobs::rewards::implicit_rewards(&job, cancel, &mut |_| {})? {
+                    events(WorkerMessage::Rewards(rewards));
                 }
-                Ok(())
-            })();
-            let _ = sender.send(WorkerMessage::Finished(result.map_err(|e| format!("{e:#}"))));
+            }
+            Ok(())
         });
-        Worker { cancel, events: receiver, missing: 0, done: 0, phase: "loading the model".into() }
+        Worker { work, missing: 0, done: 0, phase: "loading the model".into() }
     }
 }
 
@@ -113,17 +100,19 @@ pub fn answer_pairs(store: &Store, a: i64, b: i64, prompts: &[i64]) -> anyhow::R
 /// Drains a worker; returns (changed, finished message, rewards).
 pub fn drain(worker: &mut Worker) -> (bool, Option<Result<(), String>>, Option<Vec<AnswerRewards>>) {
     let (mut changed, mut finished, mut rewards) = (false, None, None);
-    while let Ok(message) = worker.events.try_recv() {
+    while let Some(update) = worker.work.try_next() {
         changed = true;
-        match message {
-            WorkerMessage::Answers(AnswersEvent::Planned { missing, .. }) => worker.missing = missing,
-            WorkerMessage::Answers(AnswersEvent::ModelStarted { name, missing, .. }) => {
+        match update {
+            Update::Event(WorkerMessage::Answers(AnswersEvent::Planned { missing, .. })) => worker.missing = missing,
+            Update::Event(WorkerMessage::Answers(AnswersEvent::ModelStarted { name, missing, .. })) => {
                 worker.phase = format!("answering with {name} ({missing} to go)")
             }
-            WorkerMessage::Answers(AnswersEvent::Answered { .. } | AnswersEvent::Failed { .. }) => worker.done += 1,
-            WorkerMessage::Answers(AnswersEvent::Progress { .. }) => changed = false,
-            WorkerMessage::Rewards(r) => rewards = Some(r),
-            WorkerMessage::Finished(result) => finished = Some(result),
+            Update::Event(WorkerMessage::Answers(AnswersEvent::Answered { .. } | AnswersEvent::Failed { .. })) => {
+                worker.done += 1
+            }
+            Update::Event(WorkerMessage::Answers(AnswersEvent::Progress { .. })) => changed = false,
+            Update::Event(WorkerMessage::Rewards(r)) => rewards = Some(r),
+            Update::Finished(result) => finished = Some(result.map_err(|e| format!("{e:#}"))),
         }
         if worker.done >= worker.missing && worker.missing > 0 {
             worker.phase = "scoring implicit rewards".into();
@@ -144,6 +133,6 @@ pub fn worker_line(worker: Option<&Worker>) -> String {
 impl Worker {
     /// Asks the thread to stop at its next safe point.
     pub fn stop(&self) {
-        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.work.cancel();
     }
 }

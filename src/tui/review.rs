@@ -3,9 +3,6 @@
 //! its own thread; the answers, diff and blind screens it opens go on `App`'s stack.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent};
@@ -17,6 +14,7 @@ use super::screens::blind::BlindView;
 use super::screens::diff::DiffView;
 use super::screens::samples::SamplesView;
 use crate::jobs::train::{self, TrainConfig, TrainEvent};
+use crate::jobs::{Job, Update, spawn};
 use crate::store::{RunRow, Store};
 
 /// The curves of one run, as the live view draws them.
@@ -68,16 +66,9 @@ impl Curves {
 /// A training run on this process's own thread.
 pub struct TrainJob {
     pub run_id: Option<i64>,
-    pub cancel: Arc<AtomicBool>,
-    pub events: Receiver<TrainMessage>,
+    pub work: Job<TrainEvent, train::TrainSummary>,
     pub started: Instant,
     pub phase: String,
-}
-
-#[derive(Debug)]
-pub enum TrainMessage {
-    Event(TrainEvent),
-    Finished(Result<train::TrainSummary, String>),
 }
 
 /// Which review screen is open.
@@ -261,24 +252,9 @@ impl Review {
     }
 
     fn start(&mut self, config: TrainConfig, resume: Option<i64>) {
-        let (sender, receiver) = channel();
-        let cancel = Arc::new(AtomicBool::new(false));
         let db = self.db.clone();
-        let stop = cancel.clone();
-        std::thread::spawn(move || {
-            let events = sender.clone();
-            let result = train::run(&db, &config, resume, false, &stop, &mut |event| {
-                let _ = events.send(TrainMessage::Event(event));
-            });
-            let _ = sender.send(TrainMessage::Finished(result.map_err(|e| format!("{e:#}"))));
-        });
-        self.job = Some(TrainJob {
-            run_id: resume,
-            cancel,
-            events: receiver,
-            started: Instant::now(),
-            phase: "loading the model".into(),
-        });
+        let work = spawn("train", move |cancel, events| train::run(&db, &config, resume, false, cancel, events));
+        self.job = Some(TrainJob { run_id: resume, work, started: Instant::now(), phase: "loading the model".into() });
         self.message = "training started on its own thread; Enter on the run shows its curves".into();
     }
 
@@ -289,7 +265,7 @@ impl Review {
             return Ok(());
         }
         match &self.job {
-            Some(job) if job.run_id == Some(run.id) => job.cancel.store(true, Ordering::SeqCst),
+            Some(job) if job.run_id == Some(run.id) => job.work.cancel(),
             // Another process trains it: ask through its run folder.
             _ => {
                 train::request_stop(&run.config)?;
@@ -328,20 +304,20 @@ impl Review {
         let mut changed = false;
         if let Some(job) = &mut self.job {
             let mut finished = None;
-            while let Ok(message) = job.events.try_recv() {
+            while let Some(update) = job.work.try_next() {
                 changed = true;
-                match message {
-                    TrainMessage::Event(TrainEvent::Started { run_id, steps, .. }) => {
+                match update {
+                    Update::Event(TrainEvent::Started { run_id, steps, .. }) => {
                         job.run_id = Some(run_id);
                         job.phase = format!("reference log-probs for run {run_id} ({steps} steps)");
                     }
-                    TrainMessage::Event(TrainEvent::ReferenceDone { .. }) => job.phase = "training".into(),
-                    TrainMessage::Event(TrainEvent::Samples { step, .. }) => {
+                    Update::Event(TrainEvent::ReferenceDone { .. }) => job.phase = "training".into(),
+                    Update::Event(TrainEvent::Samples { step, .. }) => {
                         job.phase = format!("sample answers stored at step {step}")
                     }
-                    TrainMessage::Event(TrainEvent::Step { step, .. }) => job.phase = format!("step {step}"),
-                    TrainMessage::Event(_) => {}
-                    TrainMessage::Finished(result) => finished = Some(result),
+                    Update::Event(TrainEvent::Step { step, .. }) => job.phase = format!("step {step}"),
+                    Update::Event(_) => {}
+                    Update::Finished(result) => finished = Some(result.map_err(|e| format!("{e:#}"))),
                 }
             }
             if let Some(result) = finished {
