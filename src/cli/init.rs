@@ -65,7 +65,7 @@ pub fn first_run(cli: &Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // Not a terminal (a pipe, a script): say what is there instead of drawing.
-    super::stats::print_table(&store.stats()?);
+    super::stats::print_table(&crate::qa::stats(&store)?);
     println!("\nNext: run `verdict` in a terminal to label, or `verdict --help` for every command.");
     Ok(ExitCode::SUCCESS)
 }
