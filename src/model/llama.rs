@@ -4,6 +4,13 @@
 //! that lives outside the weights and can be cloned after one shared prefill (candle's
 //! `quantized_llama` keeps its cache private), and because one implementation serves both GGUF
 //! and safetensors weights, so the two formats of a model give the same logits.
+//!
+//! Two executions of the same layers: on the CPU, `forward_host` runs plain f32 rows through
+//! verdict's quantized kernels (`q8_cpu`) and fused loops (`cpu_ops`), with the KV cache in
+//! buffers reserved up front and any number of sequences at once (the candidates of a prompt
+//! decode as one batch, so every weight is read once per step for all of them); on GPUs,
+//! `forward_tensors` runs candle's ops. A family feature goes into both (`Layer::forward_host`
+//! and `Layer::forward_tensors`); `tests_tiny` checks that they agree.
 
 use candle_core::quantized::QMatMul;
 use candle_core::{D, DType, Device, Module, Tensor};
@@ -77,6 +84,43 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// `x @ Wᵀ + b` for the `x.m` rows of `x`, on the CPU.
+    fn forward_host(&self, x: &HostRows) -> candle_core::Result<Vec<f32>> {
+        let mut y = match &self.weight {
+            Weight::Cpu(q) => q.matmul_rows(x.quantized()),
+            Weight::Candle(w) => {
+                let t = Tensor::from_slice(x.x, (x.m, x.x.len() / x.m.max(1)), &Device::Cpu)?;
+                w.forward(&t)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
+            }
+        };
+        if let Some(b) = &self.bias {
+            let b: Vec<f32> = b.to_dtype(DType::F32)?.to_vec1()?;
+            for row in y.chunks_exact_mut(b.len()) {
+                super::cpu_ops::add_in_place(row, &b);
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// Activation rows on the CPU, quantized at most once however many matrices read them.
+struct HostRows<'a> {
+    x: &'a [f32],
+    m: usize,
+    quantized: std::cell::OnceCell<super::q8_cpu::QuantizedRows>,
+}
+
+impl<'a> HostRows<'a> {
+    fn new(x: &'a [f32], m: usize) -> Self {
+        HostRows { x, m, quantized: std::cell::OnceCell::new() }
+    }
+
+    fn quantized(&self) -> &super::q8_cpu::QuantizedRows {
+        self.quantized.get_or_init(|| super::q8_cpu::QuantizedRows::new(self.x, self.x.len() / self.m.max(1)))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Layer {
     pub attn_norm: Tensor,
@@ -101,19 +145,46 @@ pub struct Transformer {
     pub lm_head: Linear,
     cos: Tensor,
     sin: Tensor,
+    /// Present when the weights are on the CPU: the forward pass then runs `forward_host`.
+    host: Option<Host>,
 }
 
-/// Per-sequence attention cache. Cloning is cheap (tensors are reference counted) and safe:
-/// appending builds new tensors with `cat`, never writes into storage a clone shares.
-#[derive(Debug, Clone)]
+/// Per-sequence attention cache. On the CPU, each layer's keys and values are rows of
+/// `n_kv_heads * head_dim` values in buffers reserved for the whole sequence up front
+/// (`Transformer::new_cache_for`), written in place; cloning copies them (a candidate's own
+/// cache after the shared prefill). Elsewhere it holds candle tensors grown with `cat`.
+#[derive(Debug)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    host: Vec<HostKv>,
+    tensors: Vec<Option<(Tensor, Tensor)>>,
     pos: usize,
+}
+
+#[derive(Debug, Default)]
+struct HostKv {
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Clone for KvCache {
+    /// Keeps the reserved room, so the clone appends without reallocating either.
+    fn clone(&self) -> Self {
+        let copy = |v: &Vec<f32>| {
+            let mut c = Vec::with_capacity(v.capacity());
+            c.extend_from_slice(v);
+            c
+        };
+        KvCache {
+            host: self.host.iter().map(|l| HostKv { k: copy(&l.k), v: copy(&l.v) }).collect(),
+            tensors: self.tensors.clone(),
+            pos: self.pos,
+        }
+    }
 }
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        KvCache { layers: vec![None; n_layers], pos: 0 }
+        KvCache { host: (0..n_layers).map(|_| HostKv::default()).collect(), tensors: vec![None; n_layers], pos: 0 }
     }
 
     /// Number of positions already in the cache.
@@ -123,6 +194,32 @@ impl KvCache {
 
     pub fn is_empty(&self) -> bool {
         self.pos == 0
+    }
+}
+
+/// One sequence of a batched forward pass: its new tokens and its cache.
+pub struct Seq<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+}
+
+/// Host copies of what the CPU path reads besides the matrices.
+#[derive(Debug)]
+struct Host {
+    /// [context, head_dim / 2].
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// Per layer: (attention norm, MLP norm).
+    norms: Vec<(Vec<f32>, Vec<f32>)>,
+    norm: Vec<f32>,
+}
+
+impl Host {
+    fn new(layers: &[Layer], norm: &Tensor, cos: Vec<f32>, sin: Vec<f32>) -> candle_core::Result<Host> {
+        let v = |t: &Tensor| t.to_dtype(DType::F32)?.to_vec1::<f32>();
+        let norms =
+            layers.iter().map(|l| Ok((v(&l.attn_norm)?, v(&l.ffn_norm)?))).collect::<candle_core::Result<_>>()?;
+        Ok(Host { cos, sin, norms, norm: v(norm)? })
     }
 }
 
@@ -149,9 +246,13 @@ impl Transformer {
                 sin.push((a.sin() * scale) as f32);
             }
         }
+        let host = match device {
+            Device::Cpu => Some(Host::new(&layers, &norm, cos.clone(), sin.clone())?),
+            _ => None,
+        };
         let cos = Tensor::from_vec(cos, (cfg.context, half), device)?;
         let sin = Tensor::from_vec(sin, (cfg.context, half), device)?;
-        Ok(Transformer { cos, sin, cfg, embed, layers, norm, lm_head })
+        Ok(Transformer { cos, sin, cfg, embed, layers, norm, lm_head, host })
     }
 
     /// The same architecture with other dense weights under Hugging Face names and layout
@@ -190,43 +291,125 @@ impl Transformer {
         };
         // HF layout pairs rotary dims (i, i + d/2); the rotation tables do not depend on it.
         let cfg = Config { rope_interleaved: false, ..self.cfg.clone() };
-        Ok(Transformer {
-            cfg,
-            embed,
-            layers,
-            norm: get("model.norm.weight")?,
-            lm_head,
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
-        })
+        let norm = get("model.norm.weight")?;
+        let host = match &self.host {
+            Some(h) => Some(Host::new(&layers, &norm, h.cos.clone(), h.sin.clone())?),
+            None => None,
+        };
+        Ok(Transformer { cfg, embed, layers, norm, lm_head, cos: self.cos.clone(), sin: self.sin.clone(), host })
     }
 
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.cfg.n_layers)
     }
 
+    /// A cache with room for `positions` positions, so appending never reallocates.
+    pub fn new_cache_for(&self, positions: usize) -> KvCache {
+        let mut cache = self.new_cache();
+        if self.host.is_some() {
+            let room = positions.min(self.cfg.context) * self.cfg.n_kv_heads * self.cfg.head_dim;
+            for l in &mut cache.host {
+                l.k.reserve_exact(room);
+                l.v.reserve_exact(room);
+            }
+        }
+        cache
+    }
+
+    /// Whether `forward_last_batch` gives each sequence exactly the logits it gets alone: on
+    /// the CPU path with every matrix on verdict's kernels (each row's sums in the same order
+    /// whatever the rows beside it), not with candle's products (blocked by row count).
+    pub fn batch_is_exact(&self) -> bool {
+        let cpu = |l: &Linear| matches!(l.weight, Weight::Cpu(_));
+        self.host.is_some()
+            && cpu(&self.lm_head)
+            && self.layers.iter().all(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].into_iter().all(cpu))
+    }
+
+    /// Runs candle's ops from now on, even on the CPU (to compare the two executions).
+    pub fn use_candle_ops(&mut self) {
+        self.host = None;
+    }
+
     /// Runs `tokens` (one sequence) through the network after what `cache` holds, appends to the
     /// cache, and returns the logits of every position, [seq, vocab], f32.
     pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
-        let h = self.hidden_states(tokens, cache)?;
+        if let Some(host) = &self.host {
+            let logits = self.forward_host(host, &mut [Seq { tokens, cache }], true)?;
+            return Tensor::from_vec(logits.concat(), (tokens.len(), self.cfg.vocab), &Device::Cpu);
+        }
+        let h = self.forward_tensors(tokens, cache)?;
         self.lm_head.forward(&h)?.squeeze(0)?.to_dtype(DType::F32)
     }
 
     /// Like `forward_all` but computes the output projection for the last position only
     /// (the 49k-row vocabulary projection is the largest single matmul).
     pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
-        let h = self.hidden_states(tokens, cache)?;
-        let seq = h.dim(1)?;
-        let last = h.narrow(1, seq - 1, 1)?.contiguous()?;
-        self.lm_head.forward(&last)?.flatten_all()?.to_dtype(DType::F32)
+        let logits = self.forward_last_batch(&mut [Seq { tokens, cache }])?.concat();
+        Tensor::from_vec(logits, self.cfg.vocab, self.embed.device())
     }
 
-    fn hidden_states(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
-        let seq = tokens.len();
-        let start = cache.pos;
+    /// `forward_last` for several sequences at once: on the CPU their rows go through every
+    /// weight matrix together (each weight read once for all); each sequence attends to its
+    /// own cache. Returns each sequence's last-position logits.
+    pub fn forward_last_batch(&self, seqs: &mut [Seq]) -> candle_core::Result<Vec<Vec<f32>>> {
+        if let Some(host) = &self.host {
+            return self.forward_host(host, seqs, false);
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        for s in seqs.iter_mut() {
+            let h = self.forward_tensors(s.tokens, s.cache)?;
+            let seq = h.dim(1)?;
+            let last = h.narrow(1, seq - 1, 1)?.contiguous()?;
+            out.push(self.lm_head.forward(&last)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
+        }
+        Ok(out)
+    }
+
+    fn check_fits(&self, seq: usize, start: usize) -> candle_core::Result<()> {
         if seq == 0 || start + seq > self.cfg.context {
             candle_core::bail!("{} positions do not fit the context of {}", start + seq, self.cfg.context);
         }
+        Ok(())
+    }
+
+    /// The CPU execution: all sequences' new rows together through each layer. Returns the
+    /// logits of every row (`all`) or of each sequence's last row, one `Vec` per row.
+    fn forward_host(&self, host: &Host, seqs: &mut [Seq], all: bool) -> candle_core::Result<Vec<Vec<f32>>> {
+        let c = &self.cfg;
+        let mut ids = Vec::new();
+        // Per row: its sequence and its position.
+        let mut rows: Vec<(usize, usize)> = Vec::new();
+        for (s, seq) in seqs.iter().enumerate() {
+            self.check_fits(seq.tokens.len(), seq.cache.pos)?;
+            ids.extend_from_slice(seq.tokens);
+            rows.extend((0..seq.tokens.len()).map(|r| (s, seq.cache.pos + r)));
+        }
+        let ids = Tensor::new(ids.as_slice(), &Device::Cpu)?;
+        let mut x: Vec<f32> = self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            layer.forward_host(c, host, i, &mut x, &rows, seqs)?;
+        }
+        for seq in seqs.iter_mut() {
+            seq.cache.pos += seq.tokens.len();
+        }
+        let wanted: Vec<usize> = match all {
+            true => (0..rows.len()).collect(),
+            false => (0..rows.len()).filter(|&r| r + 1 == rows.len() || rows[r + 1].0 != rows[r].0).collect(),
+        };
+        let picked: Vec<f32> =
+            wanted.iter().flat_map(|&r| x[r * c.hidden..(r + 1) * c.hidden].iter().copied()).collect();
+        let mut normed = vec![0f32; picked.len()];
+        super::cpu_ops::rms_norm_rows(&picked, &host.norm, c.rms_eps as f32, &mut normed);
+        let logits = self.lm_head.forward_host(&HostRows::new(&normed, wanted.len()))?;
+        Ok(logits.chunks_exact(c.vocab).map(|r| r.to_vec()).collect())
+    }
+
+    /// The GPU execution (and the CPU's after `use_candle_ops`): candle's ops, one sequence.
+    fn forward_tensors(&self, tokens: &[u32], cache: &mut KvCache) -> candle_core::Result<Tensor> {
+        let seq = tokens.len();
+        let start = cache.pos;
+        self.check_fits(seq, start)?;
         let device = self.embed.device();
         let ids = Tensor::new(tokens, device)?;
         let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
@@ -234,27 +417,111 @@ impl Transformer {
         let cos = self.cos.narrow(0, start, seq)?;
         let sin = self.sin.narrow(0, start, seq)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &layer.attn_norm, self.cfg.rms_eps as f32)?;
-            let h = self.attention(layer, &h, &mut cache.layers[i], mask.as_ref(), &cos, &sin)?;
-            x = (x + h)?;
-            let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, self.cfg.rms_eps as f32)?;
-            let act = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
-            x = (x + layer.down.forward(&act)?)?;
+            x = layer.forward_tensors(&self.cfg, x, &mut cache.tensors[i], mask.as_ref(), &cos, &sin)?;
         }
         cache.pos += seq;
         candle_nn::ops::rms_norm(&x, &self.norm, self.cfg.rms_eps as f32)
     }
+}
+
+impl Layer {
+    /// One layer over the rows `x` ([rows, hidden], updated in place) of several sequences:
+    /// `rows[r]` = (sequence, position) of row r; a sequence's rows are consecutive.
+    fn forward_host(
+        &self,
+        c: &Config,
+        host: &Host,
+        index: usize,
+        x: &mut [f32],
+        rows: &[(usize, usize)],
+        seqs: &mut [Seq],
+    ) -> candle_core::Result<()> {
+        use super::cpu_ops::{add_in_place, attend, rms_norm_rows, rope_row, swiglu};
+        let (m, hd) = (rows.len(), c.head_dim);
+        let (attn_norm, ffn_norm) = &host.norms[index];
+        let mut h = vec![0f32; x.len()];
+        rms_norm_rows(x, attn_norm, c.rms_eps as f32, &mut h);
+        let input = HostRows::new(&h, m);
+        let mut q = self.q.forward_host(&input)?;
+        let mut k = self.k.forward_host(&input)?;
+        let v = self.v.forward_host(&input)?;
+        let half = hd / 2;
+        let (qw, kw) = (c.n_heads * hd, c.n_kv_heads * hd);
+        for (r, &(_, pos)) in rows.iter().enumerate() {
+            let (cos, sin) = (&host.cos[pos * half..(pos + 1) * half], &host.sin[pos * half..(pos + 1) * half]);
+            rope_row(&mut q[r * qw..(r + 1) * qw], hd, cos, sin, c.rope_interleaved);
+            rope_row(&mut k[r * kw..(r + 1) * kw], hd, cos, sin, c.rope_interleaved);
+        }
+        // Each sequence's new keys and values go after what its cache holds.
+        let mut first = 0;
+        for seq in seqs.iter_mut() {
+            let n = seq.tokens.len();
+            let kv = &mut seq.cache.host[index];
+            kv.k.truncate(seq.cache.pos * kw);
+            kv.v.truncate(seq.cache.pos * kw);
+            kv.k.extend_from_slice(&k[first * kw..(first + n) * kw]);
+            kv.v.extend_from_slice(&v[first * kw..(first + n) * kw]);
+            first += n;
+        }
+        // Every (row, query head) attends to its sequence's positions up to its own; the query
+        // heads that share a KV head read the same cache rows.
+        let caches: Vec<&HostKv> = seqs.iter().map(|s| &s.cache.host[index]).collect();
+        let groups = c.n_heads / c.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut y = vec![0f32; m * qw];
+        let one = |(j, out): (usize, &mut [f32]), scores: &mut Vec<f32>| {
+            let (r, head) = (j / c.n_heads, j % c.n_heads);
+            let (s, pos) = rows[r];
+            let (kv, at) = (caches[s], (head / groups) * hd);
+            scores.resize(pos + 1, 0.0);
+            let q = &q[r * qw + head * hd..r * qw + (head + 1) * hd];
+            attend(q, &kv.k[at..], &kv.v[at..], kw, pos + 1, scale, scores, out);
+        };
+        let work: usize = rows.iter().map(|r| r.1 + 1).sum::<usize>() * c.n_heads * hd;
+        if candle_core::utils::get_num_threads() > 1 && work >= 1 << 16 {
+            use rayon::prelude::*;
+            y.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, job| one(job, scores));
+        } else {
+            let mut scores = Vec::new();
+            y.chunks_mut(hd).enumerate().for_each(|job| one(job, &mut scores));
+        }
+        add_in_place(x, &self.o.forward_host(&HostRows::new(&y, m))?);
+        rms_norm_rows(x, ffn_norm, c.rms_eps as f32, &mut h);
+        let input = HostRows::new(&h, m);
+        let mut gate = self.gate.forward_host(&input)?;
+        swiglu(&mut gate, &self.up.forward_host(&input)?);
+        add_in_place(x, &self.down.forward_host(&HostRows::new(&gate, m))?);
+        Ok(())
+    }
+
+    /// One layer with candle's ops on `x` [1, seq, hidden].
+    fn forward_tensors(
+        &self,
+        c: &Config,
+        x: Tensor,
+        cache: &mut Option<(Tensor, Tensor)>,
+        mask: Option<&Tensor>,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let h = candle_nn::ops::rms_norm(&x, &self.attn_norm, c.rms_eps as f32)?;
+        let h = self.attention(c, &h, cache, mask, cos, sin)?;
+        let x = (x + h)?;
+        let h = candle_nn::ops::rms_norm(&x, &self.ffn_norm, c.rms_eps as f32)?;
+        let act = (candle_nn::ops::silu(&self.gate.forward(&h)?)? * self.up.forward(&h)?)?;
+        x + self.down.forward(&act)?
+    }
 
     fn attention(
         &self,
-        layer: &Layer,
+        c: &Config,
         x: &Tensor,
         cache: &mut Option<(Tensor, Tensor)>,
         mask: Option<&Tensor>,
         cos: &Tensor,
         sin: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let c = &self.cfg;
+        let layer = self;
         let (b, seq, _) = x.dims3()?;
         let heads = |t: Tensor, n: usize| t.reshape((b, seq, n, c.head_dim))?.transpose(1, 2)?.contiguous();
         let q = heads(layer.q.forward(x)?, c.n_heads)?;

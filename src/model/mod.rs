@@ -4,6 +4,7 @@
 
 pub mod arch;
 mod chat_template;
+mod cpu_ops;
 pub mod denormals;
 mod error;
 pub mod fetch;

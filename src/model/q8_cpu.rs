@@ -105,37 +105,33 @@ impl Q8Matrix {
         if last != self.cols {
             candle_core::bail!("q8 matmul: input has {last} columns, the weights {}", self.cols);
         }
-        let m: usize = dims.iter().product();
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let (xq, xd) = quantize_rows(&xs, self.cols);
-        let y = self.products(&xq, &xd, m);
+        let y = self.matmul_rows(&QuantizedRows::new(&xs, self.cols));
         dims.push(self.rows);
         Tensor::from_vec(y, dims, &Device::Cpu)
     }
 
+    /// Rows in (columns of the weights).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `x @ selfᵀ` for activation rows quantized once (q, k and v share theirs): `[m, rows]`.
+    pub fn matmul_rows(&self, x: &QuantizedRows) -> Vec<f32> {
+        assert_eq!(x.cols, self.cols, "q8 matmul: activation and weight widths differ");
+        self.products(&x.q, &x.d, &x.sum, x.m)
+    }
+
     /// `y[i, j] = sum over blocks of xd * wd * (xq · wq)`, in tasks of `ROWS_PER_TASK` weight
     /// rows on rayon's pool (the one candle's matrix products use).
-    fn products(&self, xq: &[i8], xd: &[f32], m: usize) -> Vec<f32> {
+    fn products(&self, xq: &[i8], xd: &[f32], xsum: &[f32], m: usize) -> Vec<f32> {
         use rayon::prelude::*;
-        // Per activation block, the sum of its values as quantized (Q4_1's minimum term),
-        // rounded through f16 as candle's and llama.cpp's Q8_1 blocks store it.
-        let xsum: Vec<f32> = match self.weights {
-            Weights::Q4_1 { .. } => xq
-                .chunks_exact(BLOCK)
-                .zip(xd)
-                .map(|(q, &d)| {
-                    let sum = half::f16::from_f32(q.iter().map(|&v| v as i32).sum::<i32>() as f32);
-                    (sum * half::f16::from_f32(d)).to_f32()
-                })
-                .collect(),
-            Weights::Q8_0 { .. } => Vec::new(),
-        };
         let parallel = candle_core::utils::get_num_threads() > 1 && self.rows > ROWS_PER_TASK && m * self.rows >= 1024;
         let mut y = vec![0f32; m * self.rows];
         if m == 1 {
             // Decoding: each task writes its own stretch of the one output row.
             let task =
-                |(t, out): (usize, &mut [f32])| self.rows_times_x(t * ROWS_PER_TASK, out.len(), xq, xd, &xsum, 1, out);
+                |(t, out): (usize, &mut [f32])| self.rows_times_x(t * ROWS_PER_TASK, out.len(), xq, xd, xsum, 1, out);
             if parallel {
                 y.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(task);
             } else {
@@ -147,7 +143,7 @@ impl Q8Matrix {
             let first = t * ROWS_PER_TASK;
             let n = ROWS_PER_TASK.min(self.rows - first);
             let mut out = vec![0f32; m * n];
-            self.rows_times_x(first, n, xq, xd, &xsum, m, &mut out);
+            self.rows_times_x(first, n, xq, xd, xsum, m, &mut out);
             out
         };
         let tasks = self.rows.div_ceil(ROWS_PER_TASK);
@@ -193,6 +189,34 @@ impl Q8Matrix {
                 r += take;
             }
         }
+    }
+}
+
+/// Activation rows quantized for `Q8Matrix::matmul_rows`.
+#[derive(Debug, Clone)]
+pub struct QuantizedRows {
+    q: Vec<i8>,
+    d: Vec<f32>,
+    /// Per block, the sum of its values as quantized (Q4_1's minimum term), rounded through f16
+    /// as candle's and llama.cpp's Q8_1 blocks store it.
+    sum: Vec<f32>,
+    m: usize,
+    cols: usize,
+}
+
+impl QuantizedRows {
+    /// `xs` holds rows of `cols` values (a multiple of 32).
+    pub fn new(xs: &[f32], cols: usize) -> QuantizedRows {
+        let (q, d) = quantize_rows(xs, cols);
+        let sum = q
+            .chunks_exact(BLOCK)
+            .zip(&d)
+            .map(|(q, &d)| {
+                let sum = half::f16::from_f32(q.iter().map(|&v| v as i32).sum::<i32>() as f32);
+                (sum * half::f16::from_f32(d)).to_f32()
+            })
+            .collect();
+        QuantizedRows { q, d, sum, m: xs.len() / cols, cols }
     }
 }
 

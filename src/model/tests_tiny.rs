@@ -107,6 +107,80 @@ fn cached_decoding_matches_a_full_forward() {
 }
 
 #[test]
+fn the_cpu_path_gives_candles_logits_for_prefill_and_decode() {
+    let paths =
+        super::testing::write_tiny_models_arch(&tempfile::tempdir().unwrap().keep(), super::testing::TinyArch::Qwen2)
+            .unwrap();
+    for path in [&tiny_paths().0, &tiny_paths().1, &paths.0, &paths.1] {
+        let fast = Model::load(path, &cpu()).unwrap();
+        let mut plain = Model::load(path, &cpu()).unwrap();
+        plain.net.use_candle_ops();
+        let ids = fast.encode("in the winter the rain is at the sea").unwrap();
+        let n = ids.len();
+        let diff = llama::max_abs_diff(&fast.logits(&ids).unwrap(), &plain.logits(&ids).unwrap()).unwrap();
+        assert!(diff < 1e-4, "{}: prefill logits differ by {diff}", path.display());
+        let (mut a, mut b) = (fast.net.new_cache_for(4), plain.net.new_cache());
+        for at in [0..n - 2, n - 2..n - 1, n - 1..n] {
+            let x = fast.net.forward_last(&ids[at.clone()], &mut a).unwrap();
+            let y = plain.net.forward_last(&ids[at], &mut b).unwrap();
+            let diff = llama::max_abs_diff(&x, &y).unwrap();
+            assert!(diff < 1e-4, "{}: decode logits differ by {diff}", path.display());
+        }
+    }
+}
+
+/// The tiny GGUF with every matrix in Q8_0 on verdict's CPU kernel, as the default model runs.
+pub(crate) fn tiny_q8_0() -> Model {
+    use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+    let mut g = tiny_gguf();
+    let quantize = |l: &mut llama::Linear| {
+        if let llama::Weight::Candle(QMatMul::Tensor(t)) = &l.weight {
+            let q = QTensor::quantize(t, GgmlDType::Q8_0).unwrap();
+            if let Some(m) = super::q8_cpu::Q8Matrix::from_qtensor(&q).unwrap() {
+                l.weight = llama::Weight::Cpu(std::sync::Arc::new(m));
+            }
+        }
+    };
+    for layer in &mut g.net.layers {
+        for l in
+            [&mut layer.q, &mut layer.k, &mut layer.v, &mut layer.o, &mut layer.gate, &mut layer.up, &mut layer.down]
+        {
+            quantize(l);
+        }
+    }
+    quantize(&mut g.net.lm_head);
+    g
+}
+
+#[test]
+fn a_batch_of_sequences_gives_each_its_own_logits_exactly() {
+    // Exactly with verdict's quantized kernel (each row's sums in the same order whatever the
+    // batch); within rounding with candle's dense product, whose blocking depends on the rows.
+    let g = tiny_q8_0();
+    if !super::q8_cpu::supported() {
+        return;
+    }
+    let ids = g.encode("in the winter the rain is at the sea").unwrap();
+    // Three sequences at different lengths: each alone, then all three as one batch.
+    let mut prefix = g.net.new_cache();
+    g.net.forward_last(&ids[..3], &mut prefix).unwrap();
+    let mut alone = Vec::new();
+    for (tokens, cache) in [(&ids[3..4], Some(&prefix)), (&ids[..5], None), (&ids[3..6], Some(&prefix))] {
+        let mut c = cache.cloned().unwrap_or_else(|| g.net.new_cache());
+        alone.push(g.net.forward_last(tokens, &mut c).unwrap().to_vec1::<f32>().unwrap());
+    }
+    let (mut c0, mut c1, mut c2) = (prefix.clone(), g.net.new_cache(), prefix.clone());
+    let mut seqs = [
+        llama::Seq { tokens: &ids[3..4], cache: &mut c0 },
+        llama::Seq { tokens: &ids[..5], cache: &mut c1 },
+        llama::Seq { tokens: &ids[3..6], cache: &mut c2 },
+    ];
+    let batch = g.net.forward_last_batch(&mut seqs).unwrap();
+    assert_eq!(batch, alone);
+    assert_eq!((c0.len(), c1.len(), c2.len()), (4, 5, 6));
+}
+
+#[test]
 fn tokenizer_round_trips_and_matches_across_formats() {
     let (g, h) = (tiny_gguf(), tiny_hf());
     let text = "<|im_start|>user\nthe 2026 winter: ünïcödé 日本 🙂<|im_end|>\n";
@@ -156,21 +230,38 @@ fn greedy_generation_is_deterministic() {
 
 #[test]
 fn a_candidate_regenerated_alone_from_its_seed_is_identical() {
-    let mut g = tiny_gguf();
-    let batch = run(&mut g, &sampled(3, 1234));
-    assert_eq!(batch.len(), 3);
-    assert_eq!(batch[0].seed, 1234);
-    let texts: std::collections::HashSet<_> = batch.iter().map(|c| c.text.clone()).collect();
-    assert!(texts.len() > 1, "sampled candidates differ: {batch:?}");
-    for cand in &batch {
-        let alone = run(&mut g, &sampled(1, cand.seed));
-        assert_eq!(alone.len(), 1);
-        assert_eq!(&alone[0], cand);
+    // Dense weights (each candidate's step its own pass) and Q8_0 on verdict's kernel (all
+    // candidates in one pass).
+    for (mut g, batched) in [(tiny_gguf(), false), (tiny_q8_0(), super::q8_cpu::supported())] {
+        assert_eq!(g.net.batch_is_exact(), batched);
+        let batch = run(&mut g, &sampled(3, 1234));
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[0].seed, 1234);
+        let texts: std::collections::HashSet<_> = batch.iter().map(|c| c.text.clone()).collect();
+        assert!(texts.len() > 1, "sampled candidates differ: {batch:?}");
+        for cand in &batch {
+            let alone = run(&mut g, &sampled(1, cand.seed));
+            assert_eq!(alone.len(), 1);
+            assert_eq!(&alone[0], cand);
+        }
     }
 }
 
 #[test]
-fn cancel_stops_and_keeps_finished_candidates() {
+fn greedy_candidates_decoded_as_one_batch_equal_one_at_a_time() {
+    let mut g = tiny_q8_0();
+    let greedy = |candidates| GenerateParams { candidates, temperature: 0.0, max_new_tokens: 16, ..sampled(1, 5) };
+    let alone = run(&mut g, &greedy(1));
+    assert!(alone[0].completion_tokens > 0);
+    let batch = run(&mut g, &greedy(4));
+    assert_eq!(batch.len(), 4);
+    for cand in &batch {
+        assert_eq!((&cand.text, cand.completion_tokens), (&alone[0].text, alone[0].completion_tokens));
+    }
+}
+
+#[test]
+fn cancel_stops_every_candidate_and_keeps_the_finished_ones() {
     let mut g = tiny_gguf();
     let cancel = AtomicBool::new(false);
     let mut reports = Vec::new();
@@ -183,10 +274,13 @@ fn cancel_stops_and_keeps_finished_candidates() {
             reports.push(p);
         })
         .unwrap();
-    assert_eq!(out.len(), 2, "{out:?}");
-    assert_ne!(out[0].finish_reason, FinishReason::Cancelled);
+    // The candidates decode side by side: when candidate 1 has 2 tokens, candidate 0 has 2
+    // (or had stopped) and candidate 2 has 1; none decodes further.
+    assert_eq!(out.len(), 3, "{out:?}");
     assert_eq!(out[1].finish_reason, FinishReason::Cancelled);
     assert_eq!(out[1].completion_tokens, 2);
+    assert!(out[0].completion_tokens <= 2, "{out:?}");
+    assert!(out[2].finish_reason != FinishReason::Cancelled || out[2].completion_tokens == 1, "{out:?}");
     assert!(reports[0].prefill_tokens_per_sec > 0.0);
     assert!(reports.last().unwrap().decode_tokens_per_sec > 0.0);
 }

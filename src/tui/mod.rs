@@ -13,7 +13,9 @@ pub mod loading;
 pub mod queue;
 pub mod review;
 pub mod review_draw;
+pub mod screens;
 pub mod text;
+pub mod widgets;
 pub mod worddiff;
 
 use std::io::Stdout;

@@ -143,7 +143,9 @@ pub struct Review {
     pub win_rates: std::collections::HashMap<i64, (f64, f64, f64)>,
     /// A model marked (`m`) to diff against another run's model.
     pub marked: Option<(i64, i64)>,
-    last_refresh: Instant,
+    /// When the store was last asked whether anything changed, and its answer then.
+    last_check: Instant,
+    seen_version: Option<i64>,
 }
 
 impl Review {
@@ -161,7 +163,8 @@ impl Review {
             annotator_id,
             win_rates: Default::default(),
             marked: None,
-            last_refresh: Instant::now(),
+            last_check: Instant::now(),
+            seen_version: store.data_version().ok(),
         })
     }
 
@@ -182,10 +185,21 @@ impl Review {
         matches!(&self.view, View::Form(f) if f.editing.is_some())
     }
 
-    pub fn type_key(&mut self, key: KeyEvent) {
-        if let View::Form(form) = &mut self.view {
-            form.type_key(key);
-        }
+    /// A key while a form field is typed: the key map's Line section decides (`action`); the
+    /// form gets the plain key for it (Enter keeps, Esc drops, Backspace, a character).
+    pub fn type_key(&mut self, action: Option<Action>, key: KeyEvent) {
+        let View::Form(form) = &mut self.view else { return };
+        let code = match action {
+            Some(Action::Confirm) => KeyCode::Enter,
+            Some(Action::Back) => KeyCode::Esc,
+            Some(Action::DeleteBack) => KeyCode::Backspace,
+            Some(_) => return,
+            None => match super::keymap::typed_char(&key) {
+                Some(c) => KeyCode::Char(c),
+                None => return,
+            },
+        };
+        form.type_key(KeyEvent::new(code, crossterm::event::KeyModifiers::NONE));
     }
 
     fn selected_run(&self) -> Option<&RunRow> {
@@ -379,8 +393,9 @@ impl Review {
         self.refresh(store)
     }
 
-    /// Drains the training thread's messages and re-reads the runs and curves at most
-    /// twice a second; true when something changed.
+    /// Drains the training thread's messages; re-reads the runs and curves when its events
+    /// say something was stored, or when another process or thread committed to the store
+    /// (asked at most twice a second, a single pragma). True when something changed.
     pub fn poll(&mut self, store: &Store) -> bool {
         let mut changed = false;
         if let Some(job) = &mut self.job {
@@ -425,17 +440,18 @@ impl Review {
             Ok(None) => {}
             Err(e) => self.message = format!("error: {e:#}"),
         }
-        if changed || self.last_refresh.elapsed() > Duration::from_millis(500) {
-            if let Err(e) = self.refresh(store) {
-                tracing::error!("{e:#}");
-            }
-            changed = true;
+        if !changed && self.last_check.elapsed() > Duration::from_millis(500) {
+            self.last_check = Instant::now();
+            changed = store.data_version().ok() != self.seen_version;
+        }
+        if changed && let Err(e) = self.refresh(store) {
+            tracing::error!("{e:#}");
         }
         changed
     }
 
     fn refresh(&mut self, store: &Store) -> anyhow::Result<()> {
-        self.last_refresh = Instant::now();
+        self.seen_version = store.data_version().ok();
         self.runs = store.runs()?;
         self.win_rates.clear();
         // Newest first: the first row seen for a run is its latest.
