@@ -548,6 +548,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The default model's download steps (`model::fetch`), one line each on stderr: the library
+/// reports them through a callback and never prints itself.
+pub(crate) fn fetch_progress(line: &str) {
+    eprintln!("{line}");
+}
+
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)

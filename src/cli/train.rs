@@ -116,6 +116,7 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let summary = job.wait(|event| match event {
+        TrainEvent::Preparing(line) => bar.suspend(|| super::fetch_progress(&line)),
         TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated, weights } => {
             bar.println(format!(
                 "run {run_id}: {train_pairs} train pairs, {test_pairs} test pairs, {steps} steps{}",
@@ -251,7 +252,7 @@ pub fn logps_command(
             })
             .collect())
     };
-    let policy_path = crate::model::resolve_model_path(model_path)?;
+    let policy_path = crate::model::resolve_model_path(model_path, &super::fetch_progress)?;
     let policy = score(&policy_path)?;
     let refs = match reference {
         Some(r) => Some(score(r)?),

@@ -17,3 +17,11 @@ use crate::store::{Result, Store};
 pub fn resolved_pairs(store: &Store) -> Result<Vec<ResolvedPair>> {
     Ok(resolve(&store.active_judgments()?, &store.adjudications()?, &store.rewrites()?))
 }
+
+/// What `verdict stats` shows: the store's counts, with the pairs resolved by this module's rule.
+pub fn stats(store: &Store) -> Result<crate::store::Stats> {
+    store.stats_with(&|store, judgments| {
+        let pairs = resolve(judgments, &store.adjudications()?, &store.rewrites()?);
+        Ok(pairs.into_iter().map(|p| (p.prompt_id, p.chosen, p.rejected)).collect())
+    })
+}
