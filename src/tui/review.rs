@@ -311,6 +311,8 @@ impl Review {
                         job.run_id = Some(run_id);
                         job.phase = format!("reference log-probs for run {run_id} ({steps} steps)");
                     }
+                    // The default model downloading on first use: shown in the status line.
+                    Update::Event(TrainEvent::Preparing(line)) => job.phase = line,
                     Update::Event(TrainEvent::ReferenceDone { .. }) => job.phase = "training".into(),
                     Update::Event(TrainEvent::Samples { step, .. }) => {
                         job.phase = format!("sample answers stored at step {step}")
