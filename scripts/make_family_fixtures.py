@@ -12,6 +12,10 @@ families verdict runs must match the logits within 1e-4; the others must fail na
 architecture. Weights are drawn larger than transformers' init (std 0.2, norms 1 +- 0.2) so the
 logits spread over several nats and a wrong rotary table, norm or bias shows.
 
+Each folder also holds model.gguf: the same weights written as llama.cpp's converter writes that
+family (scripts/family_gguf.py), f32, so verdict's GGUF logits must match the same reference.
+`--gguf-only` rewrites just the GGUF files from the saved folders.
+
 Shape: hidden 32, 2 layers, 4 query heads of 16 (q width 64, not the hidden size), 2 KV heads,
 MLP 64, vocabulary 96, 256 positions; about 110 KB a family.
 """
@@ -23,6 +27,9 @@ import sys
 import torch
 import transformers
 from transformers import AutoModelForCausalLM
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from family_gguf import write_gguf  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "families"
 VOCAB = 96
@@ -90,6 +97,10 @@ def randomize(model, seed):
 
 
 def main():
+    if "--gguf-only" in sys.argv:
+        for name in FAMILIES:
+            write_gguf(OUT / name, name, OUT / name / "model.gguf")
+        return
     torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, (cls, extra)) in enumerate(FAMILIES.items()):
@@ -122,6 +133,7 @@ def main():
         (folder / "reference.json").write_text(json.dumps(reference) + "\n")
         for extra_file in ["generation_config.json"]:
             (folder / extra_file).unlink(missing_ok=True)
+        write_gguf(folder, name, folder / "model.gguf")
         spread = (logits.max() - logits.min()).item()
         print(f"{name}: {again.config.architectures[0]}, logits spread {spread:.1f}", file=sys.stderr)
 

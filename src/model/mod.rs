@@ -37,9 +37,13 @@ mod tests_errors;
 #[cfg(test)]
 mod tests_families;
 #[cfg(test)]
+mod tests_families_gguf;
+#[cfg(test)]
 mod tests_reference;
 #[cfg(test)]
 mod tests_tiny;
+#[cfg(test)]
+mod tests_tokenizers;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::{ModelError, Result};
