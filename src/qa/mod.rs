@@ -3,13 +3,14 @@
 pub mod agreement;
 pub mod arena;
 pub mod assign;
+pub mod compile;
 pub mod pairing;
 pub mod report;
 pub mod resolve;
 pub mod text;
 pub mod winrate;
 
-pub use resolve::{Resolution, ResolvedPair, resolve};
+pub use resolve::{DecidedPair, Resolution, ResolvedPair, decide, resolve};
 
 use crate::store::{Result, Store};
 
