@@ -14,6 +14,8 @@ use super::screens::qa::Qa;
 use super::screens::{Command, Ctx, Screen};
 use crate::domain::{Message, NewPrompt};
 use crate::guidelines::Reason;
+use crate::jobs::generate::{GenerateEvent, GenerateSummary};
+use crate::jobs::{Job, Update, spawn};
 use crate::store::{NewJudgment, ResponseRow, Store, Verdict};
 
 /// Which pane of the compare screen keys scroll.
@@ -47,19 +49,11 @@ pub enum Effect {
 
 /// A generation running on its own thread.
 pub struct GenerationJob {
-    pub events: std::sync::mpsc::Receiver<JobMessage>,
-    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub work: Job<GenerateEvent, GenerateSummary>,
     pub prompts: usize,
     pub done: usize,
     pub tokens_per_sec: f64,
     pub stored: usize,
-}
-
-/// What the generation thread sends back.
-#[derive(Debug)]
-pub enum JobMessage {
-    Event(crate::jobs::generate::GenerateEvent),
-    Finished(Result<crate::jobs::generate::GenerateSummary, String>),
 }
 
 /// The pair on screen.
@@ -180,6 +174,9 @@ impl App {
     }
 
     pub fn mode(&self) -> Mode {
+        if let Some(mode) = self.screens.iter().rev().find_map(Screen::footer_mode) {
+            return mode;
+        }
         if let Some(review) = &self.review {
             return review.mode();
         }
@@ -241,7 +238,12 @@ impl App {
 
     /// What every screen may read.
     pub fn ctx(&self) -> Ctx<'_> {
-        Ctx { keymap: &self.keymap, reasons: &self.reasons }
+        Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        }
     }
 
     fn handle_key_inner(&mut self, key: KeyEvent) -> anyhow::Result<Option<Effect>> {
@@ -263,8 +265,18 @@ impl App {
             return Ok(None);
         }
         if let Some(top) = self.screens.last_mut() {
-            let commands = top.update(action);
-            self.apply(commands);
+            if let Some(action @ (Action::Help | Action::Quit)) = action {
+                return self.handle(action);
+            }
+            self.message.clear();
+            let ctx = Ctx {
+                keymap: &self.keymap,
+                reasons: &self.reasons,
+                annotator: &self.annotator,
+                annotator_id: self.annotator_id,
+            };
+            let commands = top.update(action, &ctx);
+            self.apply(commands)?;
             return Ok(None);
         }
         if let Some(action) = action {
@@ -284,14 +296,41 @@ impl App {
         Ok(None)
     }
 
-    /// Carries out what a screen asked for.
-    fn apply(&mut self, commands: Vec<Command>) {
+    /// Carries out what a screen asked for: the one place where the screens' store writes
+    /// happen.
+    fn apply(&mut self, commands: Vec<Command>) -> anyhow::Result<()> {
         for command in commands {
             match command {
                 Command::Close => {
-                    self.screens.pop();
+                    if let Some(screen) = self.screens.pop() {
+                        screen.closed();
+                    }
+                    // Votes made on the screen change the runs list's win rates.
+                    if let Some(review) = &mut self.review {
+                        review.refresh(&self.store)?;
+                    }
                 }
+                Command::EvalVote(vote) => {
+                    // Committed before the next pair shows.
+                    self.store.record_eval_vote(&vote)?;
+                    self.refresh_top()?;
+                }
+                Command::Refresh => self.refresh_top()?,
             }
+        }
+        Ok(())
+    }
+
+    fn refresh_top(&mut self) -> anyhow::Result<()> {
+        let ctx = Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        };
+        match self.screens.last_mut() {
+            Some(top) => top.refresh(&self.store, &ctx),
+            None => Ok(()),
         }
     }
 
@@ -302,6 +341,9 @@ impl App {
             if !matches!(action, Action::Help | Action::Quit) {
                 let stay = review.handle(action, &mut self.store);
                 self.message = std::mem::take(&mut review.message);
+                if let Some(screen) = review.opened.take() {
+                    self.screens.push(screen);
+                }
                 if !stay? {
                     // The thread of a run started here keeps going; the runs list shows it.
                     if review.job.is_none() {
@@ -370,7 +412,7 @@ impl App {
             }
             Action::Cancel => match &self.job {
                 Some(job) => {
-                    job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                    job.work.cancel();
                     self.message = "stopping after the current token; finished candidates are kept".into();
                 }
                 None => {
@@ -735,30 +777,20 @@ impl App {
             self.message = "a generation is already running (Esc in the queue stops it)".into();
             return Ok(());
         }
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let db = self.store.path().to_path_buf();
         let model = self.model.clone();
-        let flag = cancel.clone();
-        std::thread::spawn(move || {
-            let result = (|| -> anyhow::Result<crate::jobs::generate::GenerateSummary> {
-                let model = crate::model::resolve_with(model.as_deref(), None, &|m| tracing::info!("{m}"))?;
-                let job = crate::jobs::generate::GenerateJob {
-                    db,
-                    model,
-                    load: crate::model::LoadOptions::default(),
-                    params: crate::model::GenerateParams { candidates, ..Default::default() },
-                    filter: crate::store::TargetFilter { prompt_ids, below: candidates, ..Default::default() },
-                };
-                let events = sender.clone();
-                crate::jobs::generate::run(&job, &flag, &mut |e| {
-                    let _ = events.send(JobMessage::Event(e));
-                })
-            })();
-            let _ = sender.send(JobMessage::Finished(result.map_err(|e| format!("{e:#}"))));
+        let work = spawn("generate", move |cancel, events| {
+            let model = crate::model::resolve_with(model.as_deref(), None, &|m| tracing::info!("{m}"))?;
+            let job = crate::jobs::generate::GenerateJob {
+                db,
+                model,
+                load: crate::model::LoadOptions::default(),
+                params: crate::model::GenerateParams { candidates, ..Default::default() },
+                filter: crate::store::TargetFilter { prompt_ids, below: candidates, ..Default::default() },
+            };
+            crate::jobs::generate::run(&job, cancel, events)
         });
-        self.job =
-            Some(GenerationJob { events: receiver, cancel, prompts: 0, done: 0, tokens_per_sec: 0.0, stored: 0 });
+        self.job = Some(GenerationJob { work, prompts: 0, done: 0, tokens_per_sec: 0.0, stored: 0 });
         self.message = "loading the model…".into();
         Ok(())
     }
@@ -779,6 +811,22 @@ impl App {
                 self.message = std::mem::take(&mut review.message);
             }
         }
+        let ctx = Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        };
+        for screen in &mut self.screens {
+            match screen.poll(&self.store, &ctx) {
+                Ok(Some(message)) => {
+                    self.message = message;
+                    changed = true;
+                }
+                Ok(None) => {}
+                Err(e) => self.message = format!("error: {e:#}"),
+            }
+        }
         if self.parked.as_ref().is_some_and(|r| r.job.is_none()) {
             self.parked = None;
         }
@@ -794,7 +842,7 @@ impl App {
     pub fn stop_training(&mut self, limit: std::time::Duration) {
         let started = Instant::now();
         if let Some(job) = self.training() {
-            job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            job.work.cancel();
         }
         while self.training().is_some() && started.elapsed() < limit {
             self.poll_job();
@@ -808,28 +856,27 @@ impl App {
     }
 
     fn poll_generation(&mut self) -> bool {
-        use crate::jobs::generate::GenerateEvent;
         let Some(job) = &mut self.job else { return false };
         let mut changed = Vec::new();
         let mut finished = None;
         let mut any = false;
-        while let Ok(message) = job.events.try_recv() {
+        while let Some(update) = job.work.try_next() {
             any = true;
-            match message {
-                JobMessage::Event(GenerateEvent::Started { prompts, .. }) => job.prompts = prompts,
-                JobMessage::Event(GenerateEvent::Progress { decode_tokens_per_sec, .. }) => {
+            match update {
+                Update::Event(GenerateEvent::Started { prompts, .. }) => job.prompts = prompts,
+                Update::Event(GenerateEvent::Progress { decode_tokens_per_sec, .. }) => {
                     job.tokens_per_sec = decode_tokens_per_sec
                 }
-                JobMessage::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
+                Update::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
                     job.done += 1;
                     job.stored += stored;
                     changed.push(prompt_id);
                 }
-                JobMessage::Event(GenerateEvent::PromptFailed { prompt_id, error }) => {
+                Update::Event(GenerateEvent::PromptFailed { prompt_id, error }) => {
                     tracing::warn!(prompt_id, "{error}");
                     job.done += 1;
                 }
-                JobMessage::Finished(result) => finished = Some(result),
+                Update::Finished(result) => finished = Some(result.map_err(|e| format!("{e:#}"))),
             }
         }
         for prompt_id in changed {
@@ -893,7 +940,7 @@ impl App {
     /// Takes the whole queue in once its thread has sent it, then plays the keys that waited
     /// for it. Returns whether anything changed.
     pub(super) fn poll_queue_load(&mut self) -> bool {
-        let Some(arrived) = self.loading.as_ref().and_then(loading::QueueLoad::arrived) else { return false };
+        let Some(arrived) = self.loading.as_mut().and_then(loading::QueueLoad::arrived) else { return false };
         let load = self.loading.take().expect("checked above");
         let selected = self.selected_item().map(|i| i.row.prompt_id);
         match arrived {

@@ -28,9 +28,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
     };
     let ctx = app.ctx();
     let screen = app.screens.iter().rev().find(|s| !s.overlay());
-    match (&app.review, screen, &app.compare) {
-        (Some(review), _, _) => super::review_draw::draw(frame, review, main),
-        (None, Some(screen), _) => screen.draw(frame, main, &ctx),
+    match (screen, &app.review, &app.compare) {
+        (Some(screen), _, _) => screen.draw(frame, main, &ctx),
+        (None, Some(review), _) => super::review_draw::draw(frame, review, main),
         (None, None, Some(compare)) => draw_compare(frame, app, compare, main),
         (None, None, None) => draw_queue(frame, app, main),
     }

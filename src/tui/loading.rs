@@ -11,12 +11,12 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, TryRecvError};
 
 use crossterm::event::KeyEvent;
 
 use super::keymap::Action;
 use super::queue::{self, Item};
+use crate::jobs::{Job, Update, spawn};
 use crate::store::{OpenMode, Result, Store};
 
 /// How many rows are read before the first frame: from the top of the queue, and around
@@ -25,7 +25,7 @@ pub const FIRST_PAGE: usize = 200;
 
 /// The whole queue being read on its own thread.
 pub struct QueueLoad {
-    receiver: Receiver<std::result::Result<Vec<Item>, String>>,
+    work: Job<(), Vec<Item>>,
     /// Prompts this process re-read after the thread started: the thread's copy of them
     /// may be older, so they are read again when it arrives.
     pub touched: BTreeSet<i64>,
@@ -37,22 +37,18 @@ pub struct QueueLoad {
 
 impl QueueLoad {
     pub(super) fn start(path: PathBuf, annotator_id: i64) -> QueueLoad {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let result = Store::open(&path, OpenMode::MustExist)
-                .and_then(|store| queue::load(&store, annotator_id))
-                .map_err(|e| e.to_string());
-            let _ = sender.send(result);
+        let work = spawn("queue", move |_, _| {
+            let store = Store::open(&path, OpenMode::MustExist)?;
+            Ok(queue::load(&store, annotator_id)?)
         });
-        QueueLoad { receiver, touched: BTreeSet::new(), waiting: VecDeque::new(), refresh: false }
+        QueueLoad { work, touched: BTreeSet::new(), waiting: VecDeque::new(), refresh: false }
     }
 
     /// The whole queue once the thread has sent it.
-    pub(super) fn arrived(&self) -> Option<std::result::Result<Vec<Item>, String>> {
-        match self.receiver.try_recv() {
-            Ok(result) => Some(result),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err("the thread reading the queue stopped".into())),
+    pub(super) fn arrived(&mut self) -> Option<std::result::Result<Vec<Item>, String>> {
+        match self.work.try_next()? {
+            Update::Finished(result) => Some(result.map_err(|e| format!("{e:#}"))),
+            Update::Event(()) => None,
         }
     }
 }

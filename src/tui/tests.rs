@@ -458,12 +458,12 @@ fn app_with_answers() -> App {
 /// The open review view's background worker is dropped: the test models have no files, and
 /// its progress line would make the snapshot depend on timing.
 fn without_worker(app: &mut App) {
-    match &mut app.review.as_mut().unwrap().view {
-        super::review::View::Diff(d) => {
+    match app.screens.last_mut() {
+        Some(super::screens::Screen::Diff(d)) => {
             d.stop_worker();
             d.worker = None
         }
-        super::review::View::Blind(b) => {
+        Some(super::screens::Screen::Blind(b)) => {
             b.stop_worker();
             b.worker = None
         }
@@ -484,7 +484,7 @@ fn snapshot_diff_and_blind_evaluation() {
     assert_eq!(app.mode(), super::keymap::Mode::Blind);
     without_worker(&mut app);
     {
-        let super::review::View::Blind(blind) = &app.review.as_ref().unwrap().view else { panic!("blind") };
+        let Some(super::screens::Screen::Blind(blind)) = app.screens.last() else { panic!("blind") };
         assert_eq!((blind.todo.len(), blind.identical), (3, 1), "identical answers are not judged");
     }
     insta::assert_snapshot!("blind_80x24", screen(&app, 80, 24));
@@ -492,7 +492,7 @@ fn snapshot_diff_and_blind_evaluation() {
     // the tuned model's side, whichever side it was shown on.
     let mut expected = Vec::new();
     for k in ["1", "1", "t"] {
-        let super::review::View::Blind(blind) = &app.review.as_ref().unwrap().view else { panic!("blind") };
+        let Some(super::screens::Screen::Blind(blind)) = app.screens.last() else { panic!("blind") };
         let a_left = blind.current.as_ref().unwrap().a_on_left;
         expected.push(match (k, a_left) {
             ("t", _) => "tie",
@@ -524,7 +524,7 @@ fn any_two_models_can_be_diffed_by_marking_a_run() {
     press(&mut app, "j");
     press(&mut app, "d"); // against run 2's
     without_worker(&mut app);
-    let super::review::View::Diff(diff) = &app.review.as_ref().unwrap().view else { panic!("diff") };
+    let Some(super::screens::Screen::Diff(diff)) = app.screens.last() else { panic!("diff") };
     assert_eq!((diff.run_id, diff.base, diff.tuned), (None, 2, other));
 }
 

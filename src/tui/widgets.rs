@@ -2,7 +2,7 @@
 //! rectangle for overlays, and the accent colour.
 
 use ratatui::Frame;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph};
@@ -32,4 +32,20 @@ pub fn centered(area: Rect, percent_x: u16, percent_y: u16) -> Rect {
     let w = area.width * percent_x / 100;
     let h = area.height * percent_y / 100;
     Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+/// A bordered block with its title, in the accent colour.
+pub fn block(title: &str) -> Block<'_> {
+    Block::default().borders(Borders::ALL).title(title).border_style(Style::default().fg(ACCENT))
+}
+
+/// Two answers side by side on a wide terminal, stacked on a narrow one.
+pub fn answer_panes(area: Rect) -> (Rect, Rect) {
+    if area.width >= crate::tui::draw::SIDE_BY_SIDE_MIN_WIDTH {
+        let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+        (l, r)
+    } else {
+        let [l, r] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+        (l, r)
+    }
 }
