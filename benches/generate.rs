@@ -171,7 +171,8 @@ fn main() {
     let runs = env_usize("VERDICT_BENCH_RUNS", 3).max(1);
     let requantize = env_usize("VERDICT_BENCH_REQUANTIZE", 1) != 0;
 
-    let path = model::resolve_model_path(None).expect("model (run `verdict model fetch` or set VERDICT_MODEL)");
+    let path = model::resolve_model_path(None, &|m| eprintln!("{m}"))
+        .expect("model (run `verdict model fetch` or set VERDICT_MODEL)");
     let t = Instant::now();
     let opts = LoadOptions { device: DeviceChoice::Cpu, threads: Some(threads), requantize, dequantize: false };
     let mut model = Model::load(&path, &opts).expect("load model");

@@ -20,6 +20,10 @@ Settings chosen to exercise each family's math: Gemma 2's query_pre_attn_scalar 
 head size, Phi-3 rotates half of each head with LongRoPE short factors, `mistral_window` and the
 Gemma layers attend over 8 positions of the 28.
 
+Each folder also holds model.gguf: the same weights written as llama.cpp's converter writes that
+family (scripts/family_gguf.py), f32, so verdict's GGUF logits must match the same reference.
+`--gguf-only` rewrites just the GGUF files from the saved folders.
+
 Shape: hidden 32, 2 layers, 4 query heads of 16 (q width 64, not the hidden size), 2 KV heads,
 MLP 64, vocabulary 96, 256 positions; about 110 KB a family.
 """
@@ -32,6 +36,9 @@ import torch
 import transformers
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from family_gguf import GGUF_FAMILIES, write_gguf  # noqa: E402
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "families"
 VOCAB = 96
@@ -200,6 +207,10 @@ def randomize(model, seed):
 
 
 def main():
+    if "--gguf-only" in sys.argv:
+        for name in FAMILIES:
+            write_gguf(OUT / name, name, OUT / name / "model.gguf")
+        return
     torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, (cls, extra)) in enumerate(FAMILIES.items()):
@@ -233,6 +244,8 @@ def main():
         (folder / "reference.json").write_text(json.dumps(reference) + "\n")
         for extra_file in ["generation_config.json"]:
             (folder / extra_file).unlink(missing_ok=True)
+        if name in GGUF_FAMILIES:  # mistral_window's GGUF would be mistral's layout again
+            write_gguf(folder, name, folder / "model.gguf")
         spread = (logits.max() - logits.min()).item()
         print(f"{name}: {again.config.architectures[0]}, logits spread {spread:.1f}", file=sys.stderr)
 

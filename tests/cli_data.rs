@@ -135,6 +135,32 @@ fn export_filters_by_split_and_keeps_metadata() {
     assert_eq!(arabic["reasons"][0], "incomplete");
 }
 
+#[test]
+fn unpaired_export_writes_each_answer_of_a_win_with_its_label_in_trls_layout() {
+    let sb = Sandbox::new();
+    sb.ok("v.db", &["--no-samples", "import", sb.write("pairs.jsonl", PAIRS).to_str().unwrap()]);
+    let out = sb.run("v.db", &["export", "-", "--format", "unpaired"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let pairs = PAIRS.lines().count();
+    assert_eq!(lines.len(), 2 * pairs, "one desirable and one undesirable answer per win");
+    assert!(stderr(&out).contains(&format!("wrote {} answers", 2 * pairs)), "{}", stderr(&out));
+    for source in PAIRS.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()) {
+        let of = |answer: &serde_json::Value| {
+            lines.iter().find(|l| l["completion"] == *answer).unwrap_or_else(|| panic!("{answer} missing")).clone()
+        };
+        let (chosen, rejected) = (of(&source["chosen"]), of(&source["rejected"]));
+        assert_eq!((chosen["label"].as_bool(), rejected["label"].as_bool()), (Some(true), Some(false)));
+        assert_eq!(chosen["prompt"], source["prompt"]);
+        assert_eq!(chosen["language"], source["language"]);
+    }
+    let conversational = sb.ok("v.db", &["export", "-", "--format", "unpaired-conversational"]);
+    let first: serde_json::Value = serde_json::from_str(conversational.lines().next().unwrap()).unwrap();
+    assert_eq!(first["prompt"][0]["role"], "user");
+    assert_eq!(first["completion"][0]["role"], "assistant");
+}
+
 /// Asserts the import fails with one error line naming `needle`, and writes nothing.
 fn assert_refused(sb: &Sandbox, file: &Path, needle: &str) {
     sb.ok("v.db", &["--no-samples", "init"]);

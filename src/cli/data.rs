@@ -103,12 +103,19 @@ pub fn export(
     } else {
         write_atomically(file, |out| export::export(&store, format, split, out))?
     };
-    eprintln!("wrote {} pairs to {}", summary.pairs, file.display());
+    let unpaired = matches!(format, ExportFormat::Unpaired | ExportFormat::UnpairedConversational);
+    let (what, count, keep) = if unpaired {
+        ("answers (label true = desirable)", summary.answers, "unpaired-conversational")
+    } else {
+        ("pairs", summary.pairs, "conversational")
+    };
+    eprintln!("wrote {count} {what} to {}", file.display());
     if summary.skipped_multi_turn > 0 {
         eprintln!(
-            "left out {} pairs whose prompt has a system message or several turns: the standard format holds \
-             only a single user turn; use --format conversational to keep them",
-            summary.skipped_multi_turn
+            "left out {} {} whose prompt has a system message or several turns: this format holds only a single \
+             user turn; use --format {keep} to keep them",
+            summary.skipped_multi_turn,
+            if unpaired { "answers" } else { "pairs" }
         );
     }
     Ok(ExitCode::SUCCESS)

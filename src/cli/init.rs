@@ -50,7 +50,7 @@ pub fn first_run(cli: &Cli) -> anyhow::Result<ExitCode> {
         if std::env::var_os("VERDICT_MODEL").is_none() {
             let default = crate::model::fetch::default_model_path()?;
             if !default.is_file() {
-                if let Err(e) = crate::model::fetch::fetch_default(&|m| eprintln!("{m}")) {
+                if let Err(e) = crate::model::fetch::fetch_default(&super::fetch_progress) {
                     eprintln!("warning: {e}\nlabeling works without it; `g` (generate) needs a model");
                 }
             }
@@ -65,7 +65,7 @@ pub fn first_run(cli: &Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // Not a terminal (a pipe, a script): say what is there instead of drawing.
-    super::stats::print_table(&store.stats()?);
+    super::stats::print_table(&crate::qa::stats(&store)?);
     println!("\nNext: run `verdict` in a terminal to label, or `verdict --help` for every command.");
     Ok(ExitCode::SUCCESS)
 }

@@ -353,73 +353,74 @@ pub struct TrainArgs {
     /// Continue a stopped or failed run from its last checkpoint.
     #[arg(long)]
     pub resume: Option<i64>,
-    /// The base model (default: VERDICT_MODEL, else the default model).
-    #[arg(long, env = "VERDICT_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Where the run writes checkpoints and the tuned model (default: runs/run-<time>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
-    /// dpo or sft.
-    #[arg(long)]
+    // The run's options: help and defaults from `jobs::train_config::OPTIONS` and
+    // `TrainConfig::default()`, the table the TUI form and the run config file use too.
+    #[arg(long, env = "VERDICT_MODEL", help = opt("model"))]
+    pub model: Option<PathBuf>,
+    #[arg(long, help = opt("out"))]
+    pub out: Option<PathBuf>,
+    #[arg(long, help = opt("method"))]
     pub method: Option<String>,
-    /// sigmoid, ipo, hinge, robust or simpo.
-    #[arg(long, value_parser = parse_loss)]
+    #[arg(long, value_parser = parse_loss, help = opt("loss"))]
     pub loss: Option<crate::train::loss::LossType>,
-    #[arg(long)]
+    #[arg(long, help = opt("beta"))]
     pub beta: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = opt("label_smoothing"))]
     pub label_smoothing: Option<f64>,
-    /// Weight of an NLL term on the chosen answer (RPO); keeps its likelihood from falling.
-    #[arg(long)]
+    #[arg(long, help = opt("simpo_gamma"))]
+    pub simpo_gamma: Option<f64>,
+    #[arg(long, help = opt("sft_weight"))]
     pub sft_weight: Option<f64>,
-    /// Pairs more annotators agreed on count more.
-    #[arg(long)]
+    #[arg(long, help = opt("weight_by_agreement"))]
     pub weight_by_agreement: bool,
-    #[arg(long)]
+    #[arg(long, help = opt("learning_rate"))]
     pub learning_rate: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = opt("weight_decay"))]
     pub weight_decay: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = opt("warmup_steps"))]
     pub warmup_steps: Option<usize>,
-    /// constant, linear or cosine.
-    #[arg(long, value_parser = parse_schedule)]
+    #[arg(long, value_parser = parse_schedule, help = opt("schedule"))]
     pub schedule: Option<crate::train::optim::Schedule>,
-    #[arg(long)]
+    #[arg(long, help = opt("max_grad_norm"))]
+    pub max_grad_norm: Option<f64>,
+    #[arg(long, help = opt("batch_size"))]
     pub batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = opt("grad_accum"))]
     pub grad_accum: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = opt("epochs"))]
     pub epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = opt("max_steps"))]
     pub max_steps: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = opt("max_length"))]
     pub max_length: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = opt("seed"))]
     pub seed: Option<u64>,
-    /// Train a LoRA adapter of this rank instead of every weight.
-    #[arg(long)]
+    #[arg(long, help = opt("lora_rank"))]
     pub lora_rank: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = opt("lora_alpha"))]
     pub lora_alpha: Option<f64>,
-    /// Comma separated among q,k,v,o,gate,up,down.
-    #[arg(long)]
+    #[arg(long, help = opt("lora_targets"))]
     pub lora_targets: Option<String>,
-    /// Evaluate on the test split (and generate the sample answers) every N steps.
-    #[arg(long)]
+    #[arg(long, help = opt("eval_every"))]
     pub eval_every: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = opt("save_every"))]
     pub save_every: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = opt("threads"))]
     pub threads: Option<usize>,
-    /// auto, cpu, cuda, cuda:N or metal (auto: the GPU when built with `cuda` and one is present).
-    #[arg(long)]
+    #[arg(long, help = opt("device"))]
     pub device: Option<String>,
-    /// How many test prompts get an answer generated at each evaluation (same seed each time).
-    #[arg(long)]
+    #[arg(long, help = opt("sample_prompts"))]
     pub sample_prompts: Option<usize>,
+    #[arg(long, help = opt("sample_max_tokens"))]
+    pub sample_max_tokens: Option<usize>,
+}
+
+/// A training option's `--help` line, from the one table of options.
+fn opt(key: &str) -> String {
+    crate::jobs::train_config::flag_help(key)
 }
 
 fn parse_loss(s: &str) -> Result<crate::train::loss::LossType, String> {
@@ -546,6 +547,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Merge { other }) => team::merge(cli, other),
         Some(Command::Stats { json }) => stats::stats(cli, *json),
     }
+}
+
+/// The default model's download steps (`model::fetch`), one line each on stderr: the library
+/// reports them through a callback and never prints itself.
+pub(crate) fn fetch_progress(line: &str) {
+    eprintln!("{line}");
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -15,7 +15,7 @@ use crate::table;
 pub fn model_command(cli: &Cli, command: &ModelCommand) -> anyhow::Result<ExitCode> {
     match command {
         ModelCommand::Fetch => {
-            let path = model::fetch::fetch_default(&|m| eprintln!("{m}"))?;
+            let path = model::fetch::fetch_default(&super::fetch_progress)?;
             println!("{}", path.display());
         }
         ModelCommand::List => {
@@ -55,7 +55,7 @@ pub fn model_command(cli: &Cli, command: &ModelCommand) -> anyhow::Result<ExitCo
             }
         }
         ModelCommand::Info { path, device } => {
-            let path = model::resolve_model_path(path.as_deref())?;
+            let path = model::resolve_model_path(path.as_deref(), &super::fetch_progress)?;
             let opts = LoadOptions { device: *device, ..LoadOptions::default() };
             let model = Model::load(&path, &opts)?;
             print_info(model.info(), model.arch());
@@ -127,7 +127,7 @@ fn print_info(info: &model::ModelInfo, arch: &model::arch::ArchConfig) {
 pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
     drop(store);
-    let model_path = model::resolve_model_path(args.model.as_deref())?;
+    let model_path = model::resolve_model_path(args.model.as_deref(), &super::fetch_progress)?;
     let job = job_from_args(&cli.db, model_path, args);
     let job = crate::jobs::spawn("generate", move |cancel, events| generate::run(&job, cancel, events));
     {

@@ -8,7 +8,7 @@ use crate::table;
 
 pub fn stats(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
-    let stats = store.stats()?;
+    let stats = crate::qa::stats(&store)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
     } else {

@@ -34,11 +34,13 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         loss,
         beta,
         label_smoothing,
+        simpo_gamma,
         sft_weight,
         learning_rate,
         weight_decay,
         warmup_steps,
         schedule,
+        max_grad_norm,
         batch_size,
         grad_accum,
         epochs,
@@ -48,7 +50,8 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         eval_every,
         save_every,
         device,
-        sample_prompts
+        sample_prompts,
+        sample_max_tokens
     );
     if args.max_steps.is_some() {
         c.max_steps = args.max_steps;
@@ -116,6 +119,7 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             .progress_chars("=> "),
     );
     let summary = job.wait(|event| match event {
+        TrainEvent::Preparing(line) => bar.suspend(|| super::fetch_progress(&line)),
         TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated, weights } => {
             bar.println(format!(
                 "run {run_id}: {train_pairs} train pairs, {test_pairs} test pairs, {steps} steps{}",
@@ -251,7 +255,7 @@ pub fn logps_command(
             })
             .collect())
     };
-    let policy_path = crate::model::resolve_model_path(model_path)?;
+    let policy_path = crate::model::resolve_model_path(model_path, &super::fetch_progress)?;
     let policy = score(&policy_path)?;
     let refs = match reference {
         Some(r) => Some(score(r)?),
@@ -296,4 +300,86 @@ struct PairScore {
 fn scored_tokens(prompt: &[u32], response: &[u32], truncation: &crate::train::logps::Truncation) -> usize {
     let row = crate::train::logps::build_row(prompt, response, truncation);
     row.ids.len().saturating_sub(row.response_start)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::CommandFactory;
+
+    use crate::jobs::train::TrainConfig;
+    use crate::jobs::train_config::{FORM_LORA_RANK, OPTIONS, default_text, flag_help};
+
+    /// `verdict train`'s run options (not --config, --resume, --overwrite, the global ones) with
+    /// their help text.
+    fn cli_options() -> BTreeMap<String, String> {
+        let cli = super::super::Cli::command();
+        let train = cli.find_subcommand("train").expect("a train command");
+        train
+            .get_arguments()
+            .filter(|a| !a.is_global_set())
+            .filter_map(|a| Some((a.get_long()?.replace('-', "_"), a.get_help()?.to_string())))
+            .filter(|(key, _)| !matches!(key.as_str(), "config" | "resume" | "overwrite"))
+            .collect()
+    }
+
+    /// The CLI's flags, the run config file's keys and the TUI form's fields are one set of
+    /// options with one set of defaults: the form showed max length 512, evaluation every 10
+    /// and a checkpoint every 20 steps as "defaults" while a run without them used 1024, 0, 0.
+    #[test]
+    fn the_cli_the_run_config_and_the_form_are_one_table_with_one_set_of_defaults() {
+        let table: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
+        let mut sorted = table.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), table.len(), "a key twice in OPTIONS");
+
+        let cli = cli_options();
+        assert_eq!(cli.keys().map(String::as_str).collect::<Vec<_>>(), sorted, "--help against OPTIONS");
+        for (key, help) in &cli {
+            assert_eq!(help, &flag_help(key), "--{key}'s help comes from the table");
+        }
+
+        let toml_keys = serde_json::to_value(TrainConfig::default()).unwrap();
+        let mut toml_keys: Vec<&str> = toml_keys.as_object().unwrap().keys().map(String::as_str).collect();
+        toml_keys.sort_unstable();
+        assert_eq!(toml_keys, sorted, "run config keys against OPTIONS");
+        // Every key of the table reads back from a run config file.
+        for o in OPTIONS {
+            let value = serde_json::to_value(TrainConfig::default()).unwrap()[o.key].clone();
+            if !value.is_null() {
+                let text = toml::to_string(&toml::Table::from_iter([(
+                    o.key.to_string(),
+                    toml::Value::try_from(value).unwrap(),
+                )]))
+                .unwrap();
+                let read: TrainConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+                assert_eq!(read, TrainConfig::default(), "{text}");
+            }
+        }
+
+        let store = crate::store::Store::open_in_memory().unwrap();
+        let form = crate::tui::form::TrainForm::new(&store, None).unwrap();
+        let in_form: Vec<&str> = OPTIONS.iter().filter(|o| o.in_form).map(|o| o.key).collect();
+        let fields: Vec<&str> = form.fields.iter().map(|f| f.key).filter(|k| *k != "lora").collect();
+        assert_eq!(fields, in_form, "the form's fields, in the table's order");
+        for field in form.fields.iter().filter(|f| f.key != "lora") {
+            let expected = if field.key == "lora_rank" { FORM_LORA_RANK.to_string() } else { default_text(field.key) };
+            assert_eq!(field.text(), expected, "the form's default of {}", field.key);
+        }
+        for (key, shown) in
+            [("max_length", "1024"), ("eval_every", "0"), ("save_every", "0"), ("learning_rate", "5e-6")]
+        {
+            assert_eq!(form.fields.iter().find(|f| f.key == key).unwrap().text(), shown, "{key}");
+        }
+        // The form's untouched fields make the default run.
+        let mut config = TrainConfig::default();
+        for field in &form.fields {
+            if !matches!(field.key, "lora" | "lora_rank") {
+                config.set_text(field.key, &field.text()).unwrap();
+            }
+        }
+        assert_eq!(config, TrainConfig::default());
+    }
 }

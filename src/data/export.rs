@@ -1,4 +1,6 @@
-//! Writing resolved pairs as TRL preference JSONL.
+//! Writing resolved pairs as TRL preference JSONL, and every label as TRL's unpaired
+//! preference JSONL (`prompt`, `completion`, `label`: what KTO trains on, compiled by
+//! `qa::compile`).
 //!
 //! Besides TRL's fields each line carries the prompt's metadata (id, language, domain,
 //! tags, split, source, reasons); TRL ignores extra columns and `verdict import` reads
@@ -20,6 +22,12 @@ pub enum ExportFormat {
     Standard,
     /// Message lists: `prompt` = the turns, `chosen`/`rejected` = one assistant message.
     Conversational,
+    /// TRL's unpaired preference layout, one answer per line: `prompt`, `completion` as
+    /// strings and `label` (true = desirable), from every label (wins, ties, both-bad,
+    /// rewrites; see `qa::compile`). Single-turn prompts only.
+    Unpaired,
+    /// The unpaired layout with message lists.
+    UnpairedConversational,
 }
 
 /// Which prompts to export.
@@ -44,7 +52,9 @@ impl SplitFilter {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ExportSummary {
     pub pairs: usize,
-    /// Pairs whose prompt has a system turn or several turns, which the standard
+    /// Unpaired lines written (the unpaired formats).
+    pub answers: usize,
+    /// Pairs (answers, for the unpaired formats) whose prompt has a system turn or several turns, which the standard
     /// format cannot hold.
     pub skipped_multi_turn: usize,
 }
@@ -76,13 +86,34 @@ struct Line<'a> {
     reasons: &'a [String],
 }
 
-/// Writes the resolved pairs of `store` to `out`.
+#[derive(Serialize)]
+struct UnpairedLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    prompt: Field<'a>,
+    completion: Field<'a>,
+    label: bool,
+    language: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domain: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
+    split: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+}
+
+/// Writes the resolved pairs of `store` to `out` (every label as unpaired answers for the
+/// unpaired formats).
 pub fn export(
     store: &Store,
     format: ExportFormat,
     split: SplitFilter,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExportSummary> {
+    if matches!(format, ExportFormat::Unpaired | ExportFormat::UnpairedConversational) {
+        return export_unpaired(store, format == ExportFormat::UnpairedConversational, split, out);
+    }
     let pairs = qa::resolved_pairs(store)?;
     let prompts: HashMap<i64, PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
     let ids: Vec<i64> = pairs.iter().flat_map(|p| [p.chosen, p.rejected]).collect();
@@ -105,7 +136,7 @@ pub fn export(
                     continue;
                 }
             },
-            ExportFormat::Conversational => (
+            _ => (
                 Field::Messages(prompt.messages.clone()),
                 Field::Messages(vec![Message::new("assistant", chosen)]),
                 Field::Messages(vec![Message::new("assistant", rejected)]),
@@ -128,6 +159,56 @@ pub fn export(
         line.push(b'\n');
         out.write_all(&line)?;
         summary.pairs += 1;
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
+fn export_unpaired(
+    store: &Store,
+    conversational: bool,
+    split: SplitFilter,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExportSummary> {
+    let compiled = qa::compile::compile_store(store, qa::compile::Method::Kto)?;
+    let prompts: HashMap<i64, PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
+    let ids: Vec<i64> = compiled.unpaired.iter().map(|u| u.response_id).collect();
+    let texts = store.response_texts(&ids)?;
+    let mut summary = ExportSummary::default();
+    let mut line = Vec::with_capacity(4096);
+    for answer in &compiled.unpaired {
+        let prompt = &prompts[&answer.prompt_id];
+        if !split.admits(prompt.split) {
+            continue;
+        }
+        let completion = &texts[&answer.response_id];
+        let (prompt_value, completion_value) = if conversational {
+            (Field::Messages(prompt.messages.clone()), Field::Messages(vec![Message::new("assistant", completion)]))
+        } else {
+            match prompt.messages.as_slice() {
+                [only] if only.role == "user" => (Field::Text(&only.content), Field::Text(completion)),
+                _ => {
+                    summary.skipped_multi_turn += 1;
+                    continue;
+                }
+            }
+        };
+        let record = UnpairedLine {
+            id: prompt.external_id.as_deref(),
+            prompt: prompt_value,
+            completion: completion_value,
+            label: answer.desirable,
+            language: &prompt.language,
+            domain: prompt.domain.as_deref(),
+            tags: &prompt.tags,
+            split: prompt.split.as_str(),
+            source: prompt.source.as_deref(),
+        };
+        line.clear();
+        serde_json::to_writer(&mut line, &record)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
+        summary.answers += 1;
     }
     out.flush()?;
     Ok(summary)

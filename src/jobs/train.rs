@@ -39,6 +39,8 @@ pub fn request_stop(config_json: &str) -> anyhow::Result<PathBuf> {
 /// Progress of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
+    /// A step before the run starts, in words: the default model being downloaded on first use.
+    Preparing(String),
     Started {
         run_id: i64,
         train_pairs: usize,
@@ -256,7 +258,14 @@ fn run_keeping_memory(
     // Stored absolute: the model is registered by this path, and later commands (or the TUI)
     // may run from another folder.
     let out = std::path::absolute(&out).unwrap_or(out);
-    let model_path = model::resolve_model_path(config.model.as_deref());
+    let model_path = {
+        // The download's steps go out as events (the CLI prints them, the TUI shows them in its
+        // status line); nothing is printed over the TUI's screen.
+        let sink = std::cell::RefCell::new(&mut *events);
+        model::resolve_model_path(config.model.as_deref(), &|line| {
+            (sink.borrow_mut())(TrainEvent::Preparing(line.into()))
+        })
+    };
     let mut recorded = config.clone();
     recorded.out = Some(out.clone());
     if let Ok(path) = &model_path {

@@ -1,6 +1,9 @@
-//! A training run's options (`TrainConfig`) and the ONE table that says what each may be: the
-//! CLI flags, the `--config run.toml` file and the TUI's new-run form are all checked by it, with
-//! a message naming the option and its allowed range.
+//! A training run's options (`TrainConfig`, whose `Default` is the one set of defaults) and the
+//! two tables every face is derived from: `OPTIONS` (key, label, help, choices, whether the TUI's
+//! new-run form shows it) gives the CLI flags' help, the form's fields and the run config file's
+//! keys; `RULES` says what each may be, with a message naming the option and its allowed range.
+//! A test (cli/train.rs) checks that `verdict train --help`, the TOML keys and the form's fields
+//! are the same options with the same defaults.
 
 use std::path::PathBuf;
 
@@ -81,6 +84,111 @@ impl Default for TrainConfig {
             device: "auto".into(),
             sample_prompts: 4,
             sample_max_tokens: 96,
+        }
+    }
+}
+
+/// One option as the CLI, the run config file and the TUI form show it.
+pub struct Opt {
+    /// The TOML key and `TrainConfig` field; the flag is `--` + key with dashes.
+    pub key: &'static str,
+    /// The form's label.
+    pub label: &'static str,
+    /// One line for `verdict train --help` and beside the form's field.
+    pub help: &'static str,
+    /// The values a choice takes (the form cycles through them); empty: typed text.
+    pub choices: &'static [&'static str],
+    /// Shown in the TUI's new-run form (the rest are set by flag or run config file).
+    pub in_form: bool,
+}
+
+const fn opt(key: &'static str, label: &'static str, help: &'static str, in_form: bool) -> Opt {
+    Opt { key, label, help, choices: &[], in_form }
+}
+
+const fn choice(key: &'static str, label: &'static str, help: &'static str, choices: &'static [&'static str]) -> Opt {
+    Opt { key, label, help, choices, in_form: true }
+}
+
+/// Every option of a run, the form's in the form's order first.
+pub const OPTIONS: &[Opt] = &[
+    choice("method", "Method", "DPO on preference pairs, or SFT on the chosen answers", &["dpo", "sft"]),
+    choice("loss", "Loss", "sigmoid is the DPO paper's", &["sigmoid", "ipo", "hinge", "robust", "simpo"]),
+    opt("beta", "Beta", "strength of the pull toward the reference (0.01-0.5)", true),
+    opt("label_smoothing", "Label smoothing", "share of labels assumed flipped", true),
+    opt("learning_rate", "Learning rate", "1e-7 to 1e-5 for full, ~1e-4 for LoRA", true),
+    opt("epochs", "Epochs", "passes over the train split", true),
+    opt("max_steps", "Max steps", "empty: by epochs", true),
+    opt("batch_size", "Batch size", "pairs per micro-batch", true),
+    opt("grad_accum", "Gradient accumulation", "micro-batches per step", true),
+    opt("max_length", "Max length", "tokens of prompt + answer; longer pairs are cut", true),
+    opt("lora_rank", "LoRA rank", "train a LoRA adapter of this rank instead of every weight", true),
+    choice("device", "Device", "auto: the GPU when there is one", &["auto", "cpu", "cuda"]),
+    opt("model", "Base model", "empty: the default model", true),
+    opt("eval_every", "Evaluate every", "steps; also stores sample answers", true),
+    opt("save_every", "Checkpoint every", "steps; 0: only at stop and end", true),
+    opt("threads", "CPU threads", "empty: all cores", true),
+    opt("simpo_gamma", "SimPO gamma", "the target reward margin of the simpo loss", false),
+    opt(
+        "sft_weight",
+        "SFT weight",
+        "weight of an NLL term on the chosen answer (RPO); keeps its likelihood from falling",
+        false,
+    ),
+    opt("weight_by_agreement", "Weight by agreement", "pairs more annotators agreed on count more", false),
+    opt("weight_decay", "Weight decay", "AdamW's decoupled weight decay", false),
+    opt("warmup_steps", "Warm-up steps", "steps of linear learning-rate warm-up", false),
+    opt("schedule", "Schedule", "learning-rate schedule: constant, linear or cosine", false),
+    opt("max_grad_norm", "Max gradient norm", "clip the gradient to this norm (0: no clipping)", false),
+    opt("seed", "Seed", "data order, LoRA init and sample answers", false),
+    opt("lora_alpha", "LoRA alpha", "LoRA scale (alpha / rank)", false),
+    opt("lora_targets", "LoRA targets", "comma separated among q,k,v,o,gate,up,down", false),
+    opt("out", "Output folder", "where the run writes checkpoints and the tuned model (empty: runs/run-<time>)", false),
+    opt(
+        "sample_prompts",
+        "Sample prompts",
+        "test prompts that get an answer at each evaluation (same seed each time)",
+        false,
+    ),
+    opt("sample_max_tokens", "Sample length", "the most tokens of each sample answer", false),
+];
+
+/// The rank the form's LoRA switch uses when turned on (the config's own default is no LoRA).
+pub const FORM_LORA_RANK: usize = 16;
+
+/// The table entry of an option.
+pub fn option(key: &str) -> &'static Opt {
+    OPTIONS.iter().find(|o| o.key == key).unwrap_or_else(|| panic!("{key} is not in train_config::OPTIONS"))
+}
+
+/// `--help`'s line for an option: its help and its default.
+pub fn flag_help(key: &str) -> String {
+    let shown = default_text(key);
+    let default = if shown.is_empty() { String::new() } else { format!(" [default: {shown}]") };
+    format!("{}{default}", option(key).help)
+}
+
+/// An option's default as typed text ("" when unset): what the form shows and `--help` says.
+pub fn default_text(key: &str) -> String {
+    TrainConfig::default().text(key)
+}
+
+impl TrainConfig {
+    /// One option's value as typed text ("" when unset; lists comma separated; small numbers
+    /// as `5e-6`).
+    pub fn text(&self, key: &str) -> String {
+        let value = serde_json::to_value(self).ok().and_then(|v| v.get(key).cloned()).unwrap_or_default();
+        match value {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Array(items) => {
+                items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect::<Vec<_>>().join(",")
+            }
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let x = n.as_f64().unwrap_or_default();
+                if x != 0.0 && x.abs() < 1e-3 { format!("{x:e}") } else { x.to_string() }
+            }
+            other => other.to_string(),
         }
     }
 }

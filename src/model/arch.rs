@@ -942,9 +942,7 @@ fn llama3_from_factors(rope: &Rope, head_dim: usize, factors: &[f32]) -> Result<
         .map(|(b, f)| (b / (2.0 * std::f64::consts::PI), (1.0 / *f as f64 - 1.0 / factor) / (1.0 - 1.0 / factor)))
         .collect();
     if band.len() < 2 {
-        return Err(
-            "has fewer than two smoothly scaled frequencies, too few to recover Llama 3's scaling parameters".into()
-        );
+        return llama3_from_few_factors(rope, head_dim, &base, factors, factor);
     }
     let n = band.len() as f64;
     let (mx, my) = (band.iter().map(|p| p.0).sum::<f64>() / n, band.iter().map(|p| p.1).sum::<f64>() / n);
@@ -967,6 +965,64 @@ fn llama3_from_factors(rope: &Rope, head_dim: usize, factors: &[f32]) -> Result<
         return Err(format!("does not follow Llama 3's scaling (the best fit is off by {worst:.1e} relative)"));
     }
     Ok(kind)
+}
+
+/// Llama 3 parameters for factors with fewer than two smoothly scaled frequencies (small heads):
+/// they do not determine the parameters, so this takes `low_freq_factor` 1 and the first
+/// `original_max` (powers of two first) that reproduces every factor. Any such choice gives the
+/// same frequencies, which is all the math uses.
+fn llama3_from_few_factors(
+    rope: &Rope,
+    head_dim: usize,
+    base: &[f64],
+    factors: &[f32],
+    factor: f64,
+) -> Result<RopeKind, String> {
+    let wavelength = |f: f64| 2.0 * std::f64::consts::PI / f;
+    let is_band = |f: f32| (f as f64) > 1.0 + 1e-6 && (f as f64) < factor * (1.0 - 1e-6);
+    let band = base.iter().zip(factors).find(|(_, f)| is_band(**f)).map(|(b, f)| (wavelength(*b), *f as f64));
+    let unscaled = base
+        .iter()
+        .zip(factors)
+        .filter(|(_, f)| (**f as f64) <= 1.0 + 1e-6)
+        .map(|(b, _)| wavelength(*b))
+        .fold(0.0, f64::max);
+    let scaled = base
+        .iter()
+        .zip(factors)
+        .filter(|(_, f)| (**f as f64) >= factor * (1.0 - 1e-6))
+        .map(|(b, _)| wavelength(*b))
+        .fold(f64::INFINITY, f64::min);
+    let powers = (0..40).map(|p| 1usize << p);
+    let candidates = powers.chain(1..=scaled.min(1e7) as usize);
+    for old in candidates.filter(|&o| (o as f64) < scaled) {
+        let high = match band {
+            // s = (old/λ - 1) / (high - 1), and s = (1/f - 1/factor) / (1 - 1/factor).
+            Some((wl, f)) => {
+                let s = (1.0 / f - 1.0 / factor) / (1.0 - 1.0 / factor);
+                if old as f64 <= wl {
+                    continue;
+                }
+                1.0 + (old as f64 / wl - 1.0) / s
+            }
+            None => 4.0,
+        };
+        if old as f64 / high <= unscaled {
+            continue;
+        }
+        let kind = RopeKind::Llama3 { factor, low_freq_factor: 1.0, high_freq_factor: round6(high), original_max: old };
+        let check = Rope { kind: kind.clone(), ..rope.clone() }.inv_freq(head_dim);
+        let worst = base
+            .iter()
+            .zip(factors)
+            .zip(&check)
+            .map(|((b, f), c)| ((b / *f as f64) / c - 1.0).abs())
+            .fold(0.0, f64::max);
+        if worst <= 1e-6 {
+            return Ok(kind);
+        }
+    }
+    Err("does not follow Llama 3's scaling (no original context length reproduces its factors)".into())
 }
 
 fn round6(x: f64) -> f64 {

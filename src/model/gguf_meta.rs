@@ -62,6 +62,27 @@ impl Meta {
         }
     }
 
+    pub fn floats(&self, key: &str) -> Option<Vec<f64>> {
+        match self.0.get(key)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::F32(x) => Some(*x as f64),
+                    Value::F64(x) => Some(*x),
+                    other => value_int(other).map(|x| x as f64),
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        match self.0.get(key)? {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// `"{arch}.{suffix}"`, the way llama.cpp namespaces hyper-parameters.
     pub fn arch_int(&self, arch: &str, suffix: &str) -> Option<i64> {
         self.int(&format!("{arch}.{suffix}"))

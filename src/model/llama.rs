@@ -400,6 +400,16 @@ impl Transformer {
         cache
     }
 
+    /// Whether `forward_last_batch` gives each sequence exactly the logits it gets alone: on
+    /// the CPU path with every matrix on verdict's kernels (each row's sums in the same order
+    /// whatever the rows beside it), not with candle's products (blocked by row count).
+    pub fn batch_is_exact(&self) -> bool {
+        let cpu = |l: &Linear| matches!(l.weight, Weight::Cpu(_));
+        self.host.is_some()
+            && cpu(&self.lm_head)
+            && self.layers.iter().all(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].into_iter().all(cpu))
+    }
+
     /// Runs candle's ops from now on, even on the CPU (to compare the two executions).
     pub fn use_candle_ops(&mut self) {
         self.host = None;

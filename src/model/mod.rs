@@ -37,9 +37,13 @@ mod tests_errors;
 #[cfg(test)]
 mod tests_families;
 #[cfg(test)]
+mod tests_families_gguf;
+#[cfg(test)]
 mod tests_reference;
 #[cfg(test)]
 mod tests_tiny;
+#[cfg(test)]
+mod tests_tokenizers;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::{ModelError, Result};
@@ -52,9 +56,10 @@ use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
 /// The model to use: `explicit` (`--model`), else `VERDICT_MODEL`, else the default model,
-/// fetched on first use.
-pub fn resolve_model_path(explicit: Option<&Path>) -> Result<PathBuf> {
-    resolve_with(explicit, std::env::var_os("VERDICT_MODEL").map(PathBuf::from), &|msg| eprintln!("{msg}"))
+/// fetched on first use. `progress` gets the download's steps in words (one line each): the
+/// CLI prints them, a job turns them into its events; nothing here prints.
+pub fn resolve_model_path(explicit: Option<&Path>, progress: &dyn Fn(&str)) -> Result<PathBuf> {
+    resolve_with(explicit, std::env::var_os("VERDICT_MODEL").map(PathBuf::from), progress)
 }
 
 /// `resolve_model_path` with the environment and progress output passed in (for tests).

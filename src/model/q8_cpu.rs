@@ -1,4 +1,5 @@
-//! Q8_0 and Q4_1 weights times f32 activations on x86-64 CPUs with AVX2, for generation.
+//! Q8_0 and Q4_1 weights times f32 activations on x86-64 CPUs with AVX2 (AVX-512 VNNI where
+//! present, chosen at run time), for generation.
 //!
 //! candle 0.11's CPU kernel for a quantized matrix product takes one weight row at a time
 //! with one accumulator (so every block waits for the previous block's multiply-add),
@@ -159,37 +160,99 @@ impl Q8Matrix {
         y
     }
 
-    /// Weight rows `first..first + n` times every activation row; `out[i * n + r]`.
+    /// Weight rows `first..first + n` times every activation row; `out[i * n + r]`. Four weight
+    /// rows at a time go over up to four activation rows at a time, so a batch of decoding
+    /// candidates reads (and unpacks) each weight block once for all of them. A row's sums run
+    /// in the same order however many rows go with it: batched results equal single ones.
     #[allow(clippy::too_many_arguments)]
     fn rows_times_x(&self, first: usize, n: usize, xq: &[i8], xd: &[f32], xsum: &[f32], m: usize, out: &mut [f32]) {
         let (cols, blocks) = (self.cols, self.cols / BLOCK);
-        for i in 0..m {
-            let x = (&xq[i * cols..(i + 1) * cols], &xd[i * blocks..(i + 1) * blocks]);
-            let mut r = 0;
-            while r < n {
-                // Four rows at a time; the last group repeats its final row.
-                let group = [r, (r + 1).min(n - 1), (r + 2).min(n - 1), (r + 3).min(n - 1)].map(|k| first + k);
-                let four = match &self.weights {
-                    Weights::Q8_0 { scales, quants } => dot4_q8(
-                        group.map(|k| (&quants[k * cols..(k + 1) * cols], &scales[k * blocks..(k + 1) * blocks])),
-                        x,
-                    ),
-                    Weights::Q4_1 { scales, mins, nibbles } => dot4_q4_1(
-                        group.map(|k| Q4Row {
+        let level = level();
+        let mut r = 0;
+        while r < n {
+            // The last group of four repeats its final row.
+            let group = [r, (r + 1).min(n - 1), (r + 2).min(n - 1), (r + 3).min(n - 1)].map(|k| first + k);
+            let take = (n - r).min(4);
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(4);
+                let x = |j: usize| {
+                    let a = i + j.min(rows - 1);
+                    (&xq[a * cols..(a + 1) * cols], &xd[a * blocks..(a + 1) * blocks])
+                };
+                let sums = |j: usize| {
+                    let a = i + j.min(rows - 1);
+                    if xsum.is_empty() { xsum } else { &xsum[a * blocks..(a + 1) * blocks] }
+                };
+                let results: [[f32; 4]; 4] = match &self.weights {
+                    Weights::Q8_0 { scales, quants } => {
+                        let w =
+                            group.map(|k| (&quants[k * cols..(k + 1) * cols], &scales[k * blocks..(k + 1) * blocks]));
+                        match rows {
+                            1 => pad(dot_q8::<1>(level, w, [x(0)])),
+                            2 => pad(dot_q8::<2>(level, w, [x(0), x(1)])),
+                            3 => pad(dot_q8::<3>(level, w, [x(0), x(1), x(2)])),
+                            _ => dot_q8::<4>(level, w, [x(0), x(1), x(2), x(3)]),
+                        }
+                    }
+                    Weights::Q4_1 { scales, mins, nibbles } => {
+                        let w = group.map(|k| Q4Row {
                             nibbles: &nibbles[k * cols / 2..(k + 1) * cols / 2],
                             scales: &scales[k * blocks..(k + 1) * blocks],
                             mins: &mins[k * blocks..(k + 1) * blocks],
-                        }),
-                        x,
-                        &xsum[i * blocks..(i + 1) * blocks],
-                    ),
+                        });
+                        match rows {
+                            1 => pad(dot_q4_1::<1>(level, w, [x(0)], [sums(0)])),
+                            2 => pad(dot_q4_1::<2>(level, w, [x(0), x(1)], [sums(0), sums(1)])),
+                            3 => pad(dot_q4_1::<3>(level, w, [x(0), x(1), x(2)], [sums(0), sums(1), sums(2)])),
+                            _ => {
+                                dot_q4_1::<4>(level, w, [x(0), x(1), x(2), x(3)], [sums(0), sums(1), sums(2), sums(3)])
+                            }
+                        }
+                    }
                 };
-                let take = (n - r).min(4);
-                out[i * n + r..i * n + r + take].copy_from_slice(&four[..take]);
-                r += take;
+                for (j, four) in results.iter().take(rows).enumerate() {
+                    out[(i + j) * n + r..(i + j) * n + r + take].copy_from_slice(&four[..take]);
+                }
+                i += rows;
             }
+            r += take;
         }
     }
+}
+
+/// `R` results in the first `R` of four places.
+fn pad<const R: usize>(r: [[f32; 4]; R]) -> [[f32; 4]; 4] {
+    let mut out = [[0f32; 4]; 4];
+    out[..R].copy_from_slice(&r);
+    out
+}
+
+/// Which instructions the kernels use, chosen once at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// AVX2 + FMA: `vpmaddubsw` then `vpmaddwd` per block.
+    Avx2,
+    /// AVX-512 VNNI (+ VL): one `vpdpbusd` per block, on the same 256-bit lanes, so its
+    /// integer sums and float results are exactly AVX2's.
+    Vnni,
+}
+
+/// The level the kernels run at: VNNI where the CPU has it and `VERDICT_SIMD` does not cap
+/// verdict's kernels below AVX-512.
+pub fn level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::train::real::simd_level() == crate::train::real::Simd::Avx512
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                return Level::Vnni;
+            }
+        }
+        Level::Avx2
+    })
 }
 
 /// Activation rows quantized for `Q8Matrix::matmul_rows`.
@@ -248,31 +311,49 @@ struct Q4Row<'a> {
     mins: &'a [f32],
 }
 
-/// Four Q8_0 weight rows dotted with one activation row.
-fn dot4_q8(w: [Row; 4], x: Row) -> [f32; 4] {
+/// Four Q8_0 weight rows dotted with each of `R` activation rows: `[x row][weight row]`.
+fn dot_q8<const R: usize>(level: Level, w: [Row; 4], x: [Row; R]) -> [[f32; 4]; R] {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: a `Q8Matrix` exists only where `supported()` found AVX2 and FMA; every row
-        // has `x.0.len()` quants and `x.1.len()` scales (the caller slices them so).
-        unsafe { avx2::dot4_q8(w, x) }
+        // SAFETY: a `Q8Matrix` exists only where `supported()` found AVX2 and FMA, and `level()`
+        // is `Vnni` only where the CPU has AVX-512 VNNI and VL; every row has `x[0].0.len()`
+        // quants and `x[0].1.len()` scales (the caller slices them so).
+        unsafe {
+            match level {
+                Level::Vnni => avx2::q8_vnni(w, x),
+                Level::Avx2 => avx2::q8_avx2(w, x),
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        w.map(|row| scalar_dot_q8(row, x))
+        let _ = level;
+        x.map(|x| w.map(|row| scalar_dot_q8(row, x)))
     }
 }
 
-/// Four Q4_1 weight rows dotted with one activation row; `xsum[b]` = block b's values summed.
-fn dot4_q4_1(w: [Q4Row; 4], x: Row, xsum: &[f32]) -> [f32; 4] {
+/// Four Q4_1 weight rows dotted with each of `R` activation rows; `xsum[i][b]` = block b of
+/// activation row i summed.
+fn dot_q4_1<const R: usize>(level: Level, w: [Q4Row; 4], x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: as for `dot4_q8`; every row has `x.0.len() / 2` nibble bytes and
-        // `x.1.len()` scales and minimums.
-        unsafe { avx2::dot4_q4_1(w, x, xsum) }
+        // SAFETY: as for `dot_q8`; every row has `x[0].0.len() / 2` nibble bytes and
+        // `x[0].1.len()` scales and minimums.
+        unsafe {
+            match level {
+                Level::Vnni => avx2::q4_1_vnni(w, x, xsum),
+                Level::Avx2 => avx2::q4_1_avx2(w, x, xsum),
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        w.map(|row| scalar_dot_q4_1(row, x, xsum))
+        let _ = level;
+        let mut out = [[0f32; 4]; R];
+        for i in 0..R {
+            out[i] = w.map(|row| scalar_dot_q4_1(row, x[i], xsum[i]));
+        }
+        out
     }
 }
 
@@ -313,18 +394,6 @@ mod avx2 {
     use super::{BLOCK, Q4Row, Row};
     use std::arch::x86_64::*;
 
-    /// The 32 products of one block of signed bytes, summed into 8 i32 lanes as floats.
-    #[inline(always)]
-    unsafe fn block_dot(w: __m256i, x: __m256i) -> __m256 {
-        unsafe {
-            // maddubs multiplies unsigned by signed bytes: |w| times x with w's sign moved onto x.
-            let abs_w = _mm256_sign_epi8(w, w);
-            let signed_x = _mm256_sign_epi8(x, w);
-            let pairs = _mm256_maddubs_epi16(abs_w, signed_x);
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-        }
-    }
-
     #[inline(always)]
     unsafe fn sum8(v: __m256) -> f32 {
         unsafe {
@@ -334,48 +403,96 @@ mod avx2 {
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot4_q4_1(w: [Q4Row; 4], x: Row, xsum: &[f32]) -> [f32; 4] {
-        let blocks = x.1.len();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut mins = [0f32; 4];
+    /// Unsigned bytes `u` times signed bytes `s`, each four neighbours summed: 8 i32 lanes.
+    #[inline(always)]
+    unsafe fn dot_u8_i8<const VNNI: bool>(u: __m256i, s: __m256i) -> __m256i {
         unsafe {
+            if VNNI {
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+            } else {
+                // No saturation: |u * s| <= 255 * 128 only if u < 128, and here u is a nibble
+                // (Q4_1) or |w| <= 127 (Q8_0), so a pair sums to at most 32,512.
+                _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q4_1<const R: usize, const VNNI: bool>(w: [Q4Row; 4], x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
+        let blocks = x[0].1.len();
+        let mut mins = [[0f32; 4]; R];
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 4]; R];
             let low = _mm256_set1_epi8(0x0F);
-            let ones = _mm256_set1_epi16(1);
             for b in 0..blocks {
-                let xb = _mm256_loadu_si256(x.0.as_ptr().add(b * BLOCK) as *const __m256i);
-                let xd = *x.1.get_unchecked(b);
-                let xs = *xsum.get_unchecked(b);
-                for ((a, m), row) in acc.iter_mut().zip(mins.iter_mut()).zip(w.iter()) {
-                    // 16 bytes -> 32 values: low nibbles are values 0-15, high nibbles 16-31.
+                // 16 bytes -> 32 values: low nibbles are values 0-15, high nibbles 16-31.
+                let q = w.map(|row| {
                     let packed = _mm_loadu_si128(row.nibbles.as_ptr().add(b * BLOCK / 2) as *const __m128i);
-                    let q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-                    let ints = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xb), ones);
-                    let scale = _mm256_set1_ps(row.scales.get_unchecked(b) * xd);
-                    *a = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ints), *a);
-                    *m += row.mins.get_unchecked(b) * xs;
+                    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low)
+                });
+                for i in 0..R {
+                    let xb = _mm256_loadu_si256(x[i].0.as_ptr().add(b * BLOCK) as *const __m256i);
+                    let xd = *x[i].1.get_unchecked(b);
+                    let xs = *xsum[i].get_unchecked(b);
+                    for k in 0..4 {
+                        let ints = dot_u8_i8::<VNNI>(q[k], xb);
+                        let scale = _mm256_set1_ps(w[k].scales.get_unchecked(b) * xd);
+                        acc[i][k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ints), acc[i][k]);
+                        mins[i][k] += w[k].mins.get_unchecked(b) * xs;
+                    }
                 }
             }
-            [sum8(acc[0]) + mins[0], sum8(acc[1]) + mins[1], sum8(acc[2]) + mins[2], sum8(acc[3]) + mins[3]]
+            let mut out = [[0f32; 4]; R];
+            for i in 0..R {
+                for k in 0..4 {
+                    out[i][k] = sum8(acc[i][k]) + mins[i][k];
+                }
+            }
+            out
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn q8<const R: usize, const VNNI: bool>(w: [Row; 4], x: [Row; R]) -> [[f32; 4]; R] {
+        let blocks = x[0].1.len();
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 4]; R];
+            for b in 0..blocks {
+                let wb = w.map(|(q, _)| _mm256_loadu_si256(q.as_ptr().add(b * BLOCK) as *const __m256i));
+                // The products need an unsigned operand: |w|, with w's sign moved onto x.
+                let abs_w = wb.map(|v| _mm256_sign_epi8(v, v));
+                for i in 0..R {
+                    let xb = _mm256_loadu_si256(x[i].0.as_ptr().add(b * BLOCK) as *const __m256i);
+                    let xd = *x[i].1.get_unchecked(b);
+                    for k in 0..4 {
+                        let ints = dot_u8_i8::<VNNI>(abs_w[k], _mm256_sign_epi8(xb, wb[k]));
+                        let scale = _mm256_set1_ps(w[k].1.get_unchecked(b) * xd);
+                        acc[i][k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ints), acc[i][k]);
+                    }
+                }
+            }
+            acc.map(|a| a.map(|v| sum8(v)))
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot4_q8(w: [Row; 4], x: Row) -> [f32; 4] {
-        let blocks = x.1.len();
-        let mut acc = [_mm256_setzero_ps(); 4];
-        unsafe {
-            for b in 0..blocks {
-                let xb = _mm256_loadu_si256(x.0.as_ptr().add(b * BLOCK) as *const __m256i);
-                let xd = *x.1.get_unchecked(b);
-                for (a, (q, d)) in acc.iter_mut().zip(w.iter()) {
-                    let wb = _mm256_loadu_si256(q.as_ptr().add(b * BLOCK) as *const __m256i);
-                    let scale = _mm256_set1_ps(d.get_unchecked(b) * xd);
-                    *a = _mm256_fmadd_ps(scale, block_dot(wb, xb), *a);
-                }
-            }
-            [sum8(acc[0]), sum8(acc[1]), sum8(acc[2]), sum8(acc[3])]
-        }
+    pub unsafe fn q4_1_avx2<const R: usize>(w: [Q4Row; 4], x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
+        unsafe { q4_1::<R, false>(w, x, xsum) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn q4_1_vnni<const R: usize>(w: [Q4Row; 4], x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
+        unsafe { q4_1::<R, true>(w, x, xsum) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn q8_avx2<const R: usize>(w: [Row; 4], x: [Row; R]) -> [[f32; 4]; R] {
+        unsafe { q8::<R, false>(w, x) }
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+    pub unsafe fn q8_vnni<const R: usize>(w: [Row; 4], x: [Row; R]) -> [[f32; 4]; R] {
+        unsafe { q8::<R, true>(w, x) }
     }
 }
 
@@ -430,35 +547,75 @@ mod tests {
         }
     }
 
+    /// The levels this CPU runs.
+    fn levels() -> Vec<Level> {
+        let mut l = vec![Level::Avx2];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512vnni") && std::is_x86_feature_detected!("avx512vl") {
+            l.push(Level::Vnni);
+        }
+        l
+    }
+
     #[test]
-    fn the_kernel_equals_the_plain_sum() {
+    fn every_level_and_batch_size_equals_the_plain_sum() {
         if !supported() {
             return;
         }
         let cols = 128;
         let (wq, wd) = quantize_rows(&random(4 * cols, 3), cols);
-        let (xq, xd) = quantize_rows(&random(cols, 4), cols);
+        let (xq, xd) = quantize_rows(&random(4 * cols, 4), cols);
+        let x = |i: usize| (&xq[i * cols..(i + 1) * cols], &xd[i * 4..(i + 1) * 4]);
         let row = |r: usize| (&wq[r * cols..(r + 1) * cols], &wd[r * 4..(r + 1) * 4]);
-        let four = dot4_q8([row(0), row(1), row(2), row(3)], (&xq, &xd));
-        for (r, got) in four.iter().enumerate() {
-            let want = scalar_dot_q8(row(r), (&xq, &xd));
-            assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "row {r}: {got} vs {want}");
-        }
+        let w = [row(0), row(1), row(2), row(3)];
         // Q4_1: nibbles 0-15 of every kind, scales and minimums of both signs.
         let nibbles: Vec<u8> = (0..4 * cols / 2).map(|i| (i * 37 % 256) as u8).collect();
-        let scales: Vec<f32> = random(16, 6);
-        let mins: Vec<f32> = random(16, 7);
+        let (scales, mins) = (random(16, 6), random(16, 7));
         let xsum: Vec<f32> =
             xq.chunks(BLOCK).zip(&xd).map(|(q, d)| d * q.iter().map(|&v| v as i32).sum::<i32>() as f32).collect();
-        let row = |r: usize| Q4Row {
+        let sums = |i: usize| &xsum[i * 4..(i + 1) * 4];
+        let q4 = |r: usize| Q4Row {
             nibbles: &nibbles[r * cols / 2..(r + 1) * cols / 2],
             scales: &scales[r * 4..(r + 1) * 4],
             mins: &mins[r * 4..(r + 1) * 4],
         };
-        let four = dot4_q4_1([row(0), row(1), row(2), row(3)], (&xq, &xd), &xsum);
-        for (r, got) in four.iter().enumerate() {
-            let want = scalar_dot_q4_1(row(r), (&xq, &xd), &xsum);
-            assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "q4_1 row {r}: {got} vs {want}");
+        let w4 = [q4(0), q4(1), q4(2), q4(3)];
+        let one_q8 = dot_q8::<1>(Level::Avx2, w, [x(0)])[0];
+        let one_q4 = dot_q4_1::<1>(Level::Avx2, w4, [x(0)], [sums(0)])[0];
+        for r in 0..4 {
+            let want = scalar_dot_q8(row(r), x(0));
+            assert!((one_q8[r] - want).abs() <= 1e-5 * (1.0 + want.abs()), "q8_0 row {r}: {} vs {want}", one_q8[r]);
+            let want = scalar_dot_q4_1(q4(r), x(0), sums(0));
+            assert!((one_q4[r] - want).abs() <= 1e-5 * (1.0 + want.abs()), "q4_1 row {r}: {} vs {want}", one_q4[r]);
+        }
+        // Every level, one activation row or four: the same floats, bit for bit.
+        for level in levels() {
+            assert_eq!(dot_q8::<1>(level, w, [x(0)])[0], one_q8, "{level:?}");
+            assert_eq!(dot_q4_1::<1>(level, w4, [x(0)], [sums(0)])[0], one_q4, "{level:?}");
+            let four = dot_q8::<4>(level, w, [x(0), x(1), x(2), x(3)]);
+            let four4 = dot_q4_1::<4>(level, w4, [x(0), x(1), x(2), x(3)], [sums(0), sums(1), sums(2), sums(3)]);
+            for i in 0..4 {
+                assert_eq!(four[i], dot_q8::<1>(Level::Avx2, w, [x(i)])[0], "{level:?} x row {i}");
+                assert_eq!(four4[i], dot_q4_1::<1>(Level::Avx2, w4, [x(i)], [sums(i)])[0], "{level:?} x row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_multiplied_in_a_batch_equals_it_alone() {
+        if !supported() {
+            return;
+        }
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1] {
+            let (rows, cols) = (70, 96);
+            let w = Tensor::from_vec(random(rows * cols, 8), (rows, cols), &Device::Cpu).unwrap();
+            let mine = Q8Matrix::from_qtensor(&QTensor::quantize(&w, dtype).unwrap()).unwrap().unwrap();
+            let xs = random(7 * cols, 9);
+            let batch = mine.matmul_rows(&QuantizedRows::new(&xs, cols));
+            for i in 0..7 {
+                let alone = mine.matmul_rows(&QuantizedRows::new(&xs[i * cols..(i + 1) * cols], cols));
+                assert_eq!(&batch[i * rows..(i + 1) * rows], &alone[..], "{dtype:?} row {i}");
+            }
         }
     }
 

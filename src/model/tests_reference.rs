@@ -166,6 +166,8 @@ fn sampled_candidates_regenerate_identically_from_their_seeds() {
         return;
     };
     let mut model = load(&path, true, false);
+    // Where verdict's kernels run, the candidates decode as one batch.
+    assert_eq!(model.net.batch_is_exact(), super::q8_cpu::supported());
     let messages = vec![ChatMessage::new("user", "Give me a name for a cat.")];
     let params = GenerateParams {
         candidates: 3,

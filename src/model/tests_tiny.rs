@@ -230,21 +230,38 @@ fn greedy_generation_is_deterministic() {
 
 #[test]
 fn a_candidate_regenerated_alone_from_its_seed_is_identical() {
-    let mut g = tiny_gguf();
-    let batch = run(&mut g, &sampled(3, 1234));
-    assert_eq!(batch.len(), 3);
-    assert_eq!(batch[0].seed, 1234);
-    let texts: std::collections::HashSet<_> = batch.iter().map(|c| c.text.clone()).collect();
-    assert!(texts.len() > 1, "sampled candidates differ: {batch:?}");
-    for cand in &batch {
-        let alone = run(&mut g, &sampled(1, cand.seed));
-        assert_eq!(alone.len(), 1);
-        assert_eq!(&alone[0], cand);
+    // Dense weights (each candidate's step its own pass) and Q8_0 on verdict's kernel (all
+    // candidates in one pass).
+    for (mut g, batched) in [(tiny_gguf(), false), (tiny_q8_0(), super::q8_cpu::supported())] {
+        assert_eq!(g.net.batch_is_exact(), batched);
+        let batch = run(&mut g, &sampled(3, 1234));
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[0].seed, 1234);
+        let texts: std::collections::HashSet<_> = batch.iter().map(|c| c.text.clone()).collect();
+        assert!(texts.len() > 1, "sampled candidates differ: {batch:?}");
+        for cand in &batch {
+            let alone = run(&mut g, &sampled(1, cand.seed));
+            assert_eq!(alone.len(), 1);
+            assert_eq!(&alone[0], cand);
+        }
     }
 }
 
 #[test]
-fn cancel_stops_and_keeps_finished_candidates() {
+fn greedy_candidates_decoded_as_one_batch_equal_one_at_a_time() {
+    let mut g = tiny_q8_0();
+    let greedy = |candidates| GenerateParams { candidates, temperature: 0.0, max_new_tokens: 16, ..sampled(1, 5) };
+    let alone = run(&mut g, &greedy(1));
+    assert!(alone[0].completion_tokens > 0);
+    let batch = run(&mut g, &greedy(4));
+    assert_eq!(batch.len(), 4);
+    for cand in &batch {
+        assert_eq!((&cand.text, cand.completion_tokens), (&alone[0].text, alone[0].completion_tokens));
+    }
+}
+
+#[test]
+fn cancel_stops_every_candidate_and_keeps_the_finished_ones() {
     let mut g = tiny_gguf();
     let cancel = AtomicBool::new(false);
     let mut reports = Vec::new();
@@ -257,10 +274,13 @@ fn cancel_stops_and_keeps_finished_candidates() {
             reports.push(p);
         })
         .unwrap();
-    assert_eq!(out.len(), 2, "{out:?}");
-    assert_ne!(out[0].finish_reason, FinishReason::Cancelled);
+    // The candidates decode side by side: when candidate 1 has 2 tokens, candidate 0 has 2
+    // (or had stopped) and candidate 2 has 1; none decodes further.
+    assert_eq!(out.len(), 3, "{out:?}");
     assert_eq!(out[1].finish_reason, FinishReason::Cancelled);
     assert_eq!(out[1].completion_tokens, 2);
+    assert!(out[0].completion_tokens <= 2, "{out:?}");
+    assert!(out[2].finish_reason != FinishReason::Cancelled || out[2].completion_tokens == 1, "{out:?}");
     assert!(reports[0].prefill_tokens_per_sec > 0.0);
     assert!(reports.last().unwrap().decode_tokens_per_sec > 0.0);
 }

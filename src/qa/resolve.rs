@@ -42,12 +42,65 @@ pub enum PairVerdict {
     Disputed,
 }
 
+/// A pair whose votes (or adjudication, or rewrite) decided an outcome, ties and both-bad
+/// verdicts included: what `resolve` turns into training pairs and `compile` into each
+/// method's examples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecidedPair {
+    pub prompt_id: i64,
+    /// The pair as stored: `a < b`.
+    pub a: i64,
+    pub b: i64,
+    pub outcome: Outcome,
+    pub via: Resolution,
+    /// Judgments that agree with the outcome, and all active judgments of the pair.
+    pub agreeing: usize,
+    pub votes: usize,
+    /// Reason tags of the agreeing judgments, sorted and deduplicated.
+    pub reasons: Vec<String>,
+}
+
+impl DecidedPair {
+    /// (chosen, rejected) when one answer won.
+    pub fn winner_loser(&self) -> Option<(i64, i64)> {
+        match self.outcome {
+            Outcome::A => Some((self.a, self.b)),
+            Outcome::B => Some((self.b, self.a)),
+            Outcome::Tie | Outcome::BothBad => None,
+        }
+    }
+}
+
 /// Resolves every judged pair. Output is ordered by prompt, then pair.
 pub fn resolve(
     judgments: &[ActiveJudgment],
     adjudications: &HashMap<(i64, i64), Outcome>,
     rewrites: &[PairRow],
 ) -> Vec<ResolvedPair> {
+    decide(judgments, adjudications, rewrites)
+        .into_iter()
+        .filter_map(|d| {
+            let (chosen, rejected) = d.winner_loser()?;
+            Some(ResolvedPair {
+                prompt_id: d.prompt_id,
+                chosen,
+                rejected,
+                agreeing: d.agreeing,
+                votes: d.votes,
+                via: d.via,
+                reasons: d.reasons,
+            })
+        })
+        .collect()
+}
+
+/// Every pair with a decided outcome (a win, a tie or both bad), ordered by prompt, then pair;
+/// split votes without a strict majority are left out (they wait for adjudication).
+pub fn decide(
+    judgments: &[ActiveJudgment],
+    adjudications: &HashMap<(i64, i64), Outcome>,
+    rewrites: &[PairRow],
+) -> Vec<DecidedPair> {
     // Votes grouped by pair, in (prompt, a, b) order. The store returns judgments in that
     // order already, which the stable sort only checks; grouping runs of a sorted list
     // spares a map entry and a vector per pair.
@@ -88,22 +141,18 @@ pub fn resolve(
                 PairVerdict::Disputed => continue,
             }
         };
-        let (chosen, rejected) = match outcome {
-            Outcome::A => (a, b),
-            Outcome::B => (b, a),
-            Outcome::Tie | Outcome::BothBad => continue,
-        };
         let agreeing = || votes.iter().filter(|j| j.outcome == outcome);
         let mut reasons: Vec<String> = agreeing().flat_map(|j| j.reasons.iter().cloned()).collect();
         reasons.sort();
         reasons.dedup();
-        out.push(ResolvedPair {
+        out.push(DecidedPair {
             prompt_id,
-            chosen,
-            rejected,
+            a,
+            b,
+            outcome,
+            via,
             agreeing: agreeing().count(),
             votes: votes.len(),
-            via,
             reasons,
         });
     }

@@ -171,6 +171,13 @@ impl Store {
         &self.path
     }
 
+    /// A number that changes whenever another connection (another process, or a job's
+    /// thread) commits to the database: a screen that shows stored data re-reads it when this
+    /// moves, instead of on a timer. Writes through this connection do not move it.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)

@@ -1,13 +1,13 @@
 //! Counts for `verdict stats`: prompts, responses, judgments and resolved pairs,
-//! overall and by language, domain, split and annotator.
+//! overall and by language, domain, split and annotator. Which pairs a set of judgments
+//! resolves to is qa's rule (`qa::stats` passes it in), so store does not import qa.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Result, Store};
+use super::{ActiveJudgment, Result, Store};
 use crate::domain::Outcome;
-use crate::qa;
 
 /// One row of a breakdown.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -40,8 +40,13 @@ struct PromptKeys {
     split: usize,
 }
 
+/// A resolved pair as the counts need it: (prompt, chosen, rejected) response ids.
+pub type PairKey = (i64, i64, i64);
+
 impl Store {
-    pub fn stats(&self) -> Result<Stats> {
+    /// The counts, with `resolve` turning the active judgments into the resolved pairs
+    /// (ordered by prompt, then pair: `qa::resolve`'s order).
+    pub fn stats_with(&self, resolve: &dyn Fn(&Store, &[ActiveJudgment]) -> Result<Vec<PairKey>>) -> Result<Stats> {
         // Counting goes through small integer indices: a 100,000-prompt database means
         // hundreds of thousands of increments, and string keys would allocate for each.
         let mut tables = Breakdowns::default();
@@ -87,9 +92,9 @@ impl Store {
             by_annotator.entry(j.annotator_id).or_default().judgments += 1;
         }
         // Ordered by prompt, then pair (a, b): found by binary search below.
-        let pairs = qa::resolve(&judgments, &self.adjudications()?, &self.rewrites()?);
-        for pair in &pairs {
-            tables.add(keys_of(pair.prompt_id), |row| row.pairs += 1);
+        let pairs = resolve(self, &judgments)?;
+        for &(prompt_id, _, _) in &pairs {
+            tables.add(keys_of(prompt_id), |row| row.pairs += 1);
         }
         let pair_key = |prompt: i64, x: i64, y: i64| (prompt, x.min(y), x.max(y));
         // Credit each annotator with the resolved pairs their active vote agrees with.
@@ -99,10 +104,9 @@ impl Store {
                 Outcome::B => j.response_b,
                 _ => continue,
             };
-            let found = pairs.binary_search_by_key(&pair_key(j.prompt_id, j.response_a, j.response_b), |p| {
-                pair_key(p.prompt_id, p.chosen, p.rejected)
-            });
-            if found.is_ok_and(|at| pairs[at].chosen == voted) {
+            let found = pairs
+                .binary_search_by_key(&pair_key(j.prompt_id, j.response_a, j.response_b), |p| pair_key(p.0, p.1, p.2));
+            if found.is_ok_and(|at| pairs[at].1 == voted) {
                 by_annotator.entry(j.annotator_id).or_default().pairs += 1;
             }
         }

@@ -65,10 +65,15 @@ pub struct PairLogps<'a> {
     pub weights: &'a [f32],
 }
 
-fn logsigmoid(x: &Tensor) -> Result<Tensor> {
-    // log sigmoid(x) = -softplus(-x) = min(x, 0) - log(1 + exp(-|x|)), stable for any x.
-    let neg_part = x.minimum(0.0)?;
-    neg_part - (x.abs()?.neg()?.exp()? + 1.0)?.log()?
+pub(super) fn logsigmoid(x: &Tensor) -> Result<Tensor> {
+    // log sigmoid(x) = -softplus(-x) = min(x, 0) - log(1 + exp(-|x|)), stable for any x, with
+    // min(x, 0) written as (x - |x|) / 2 (exact in floating point). At x = 0 exactly (every pair
+    // at step 0, where the policy is the reference) the slope must be 1/2. candle's `minimum`
+    // gives a tie half the gradient and `abs` a slope of +1 at 0, which summed to 1 and doubled
+    // the first step's gradient; with one |x| in both pieces its slope cancels whatever it is.
+    let abs = x.abs()?;
+    let neg_part = ((x - &abs)? * 0.5)?;
+    neg_part - (abs.neg()?.exp()? + 1.0)?.log()?
 }
 
 fn consts(v: &[f32], like: &Tensor) -> Result<Tensor> {

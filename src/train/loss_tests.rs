@@ -103,6 +103,28 @@ fn finite_difference_gradients_of_every_loss() -> Result<()> {
 }
 
 #[test]
+fn at_step_zero_the_gradient_is_half_beta_as_in_trl() -> Result<()> {
+    // The first step of a run has policy = reference exactly, so h = 0, where
+    // d/dh -logsigmoid(b h) = -b sigmoid(-b h) = -b/2. A kink in the formula's pieces at 0 once gave -b.
+    let c = case();
+    let pc: Vec<f64> = c.rc.iter().map(|&x| x as f64).collect();
+    let pr: Vec<f64> = c.rr.iter().map(|&x| x as f64).collect();
+    for loss in [LossType::Sigmoid, LossType::Robust] {
+        let cfg = DpoConfig { loss, beta: 0.3, ..DpoConfig::default() };
+        let (l, _, vc, vr) = loss_at(&cfg, &c, &pc, &pr)?;
+        let g = l.backward()?;
+        let gc = g.get(vc.as_tensor()).unwrap().to_vec1::<f64>()?;
+        let gr = g.get(vr.as_tensor()).unwrap().to_vec1::<f64>()?;
+        for i in 0..pc.len() {
+            let want = -0.3 / 2.0 * f64::from(c.w[i]) / pc.len() as f64;
+            assert!((gc[i] - want).abs() < 1e-12, "{loss:?} chosen {i}: {} vs {want}", gc[i]);
+            assert!((gr[i] + want).abs() < 1e-12, "{loss:?} rejected {i}: {} vs {}", gr[i], -want);
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn loss_values_match_hand_computation() -> Result<()> {
     // One pair, beta 0.5: h = (-1 - -3) - (-2 - -2) = 2, z = 1.
     let dev = Device::Cpu;

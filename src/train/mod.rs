@@ -1,4 +1,4 @@
-//! Training: the trainable transformer, LoRA, log-probs, DPO/SFT losses, AdamW, the step.
+//! Training: the trainable transformer, LoRA, log-probs, DPO/SFT/KTO/ORPO losses, AdamW, the step.
 //!
 //! Nothing here touches the store or draws: data comes in as token ids, metrics go out as
 //! values the caller records, checkpoints go to a directory.
@@ -15,12 +15,14 @@ pub mod export_gguf;
 pub mod export_ollama;
 pub mod fused;
 pub mod heap;
+pub mod kto;
 pub mod linear;
 pub mod logps;
 pub mod lora;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod orpo;
 pub mod precision;
 pub mod real;
 #[cfg(test)]

@@ -6,10 +6,16 @@ use std::time::Instant;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::keymap::{Action, KeyMap, Mode};
-use super::queue::{self, Filter, Item};
+use super::keymap::{self, Action, KeyMap, Mode};
+use super::loading;
+use super::queue::{self, Filter, Item, Status};
+use super::screens::help::Help;
+use super::screens::qa::Qa;
+use super::screens::{Command, Ctx, Screen};
 use crate::domain::{Message, NewPrompt};
 use crate::guidelines::Reason;
+use crate::jobs::generate::{GenerateEvent, GenerateSummary};
+use crate::jobs::{Job, Update, spawn};
 use crate::store::{NewJudgment, ResponseRow, Store, Verdict};
 
 /// Which pane of the compare screen keys scroll.
@@ -43,19 +49,11 @@ pub enum Effect {
 
 /// A generation running on its own thread.
 pub struct GenerationJob {
-    pub events: std::sync::mpsc::Receiver<JobMessage>,
-    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub work: Job<GenerateEvent, GenerateSummary>,
     pub prompts: usize,
     pub done: usize,
     pub tokens_per_sec: f64,
     pub stored: usize,
-}
-
-/// What the generation thread sends back.
-#[derive(Debug)]
-pub enum JobMessage {
-    Event(crate::jobs::generate::GenerateEvent),
-    Finished(Result<crate::jobs::generate::GenerateSummary, String>),
 }
 
 /// The pair on screen.
@@ -94,8 +92,8 @@ pub struct App {
     pub filter: Filter,
     pub compare: Option<Compare>,
     pub input: Input,
-    pub show_help: bool,
-    pub help_scroll: u16,
+    /// The screens opened over the queue (help, QA), the top one taking the keys.
+    pub screens: Vec<Screen>,
     pub show_guidelines: bool,
     pub guidelines_scroll: u16,
     /// The guidelines panel's text and the domain it is for, read and parsed once per
@@ -106,9 +104,6 @@ pub struct App {
     pub use_external_editor: bool,
     pub quit: bool,
     pub job: Option<GenerationJob>,
-    /// The QA screen's text while it is open.
-    pub qa: Option<String>,
-    pub qa_scroll: u16,
     /// The model for generation: `--model`/VERDICT_MODEL, else the default (fetched on first use).
     pub model: Option<std::path::PathBuf>,
     /// The training and review screens while they are open.
@@ -148,8 +143,7 @@ impl App {
             filter: Filter::default(),
             compare: None,
             input: Input::None,
-            show_help: false,
-            help_scroll: 0,
+            screens: Vec::new(),
             show_guidelines: false,
             guidelines_scroll: 0,
             guidelines: None,
@@ -158,8 +152,6 @@ impl App {
             use_external_editor: std::env::var_os("VISUAL").or_else(|| std::env::var_os("EDITOR")).is_some(),
             quit: false,
             job: None,
-            qa: None,
-            qa_scroll: 0,
             model: std::env::var_os("VERDICT_MODEL").map(Into::into),
             review: None,
             parked: None,
@@ -182,6 +174,9 @@ impl App {
     }
 
     pub fn mode(&self) -> Mode {
+        if let Some(mode) = self.screens.iter().rev().find_map(Screen::footer_mode) {
+            return mode;
+        }
         if let Some(review) = &self.review {
             return review.mode();
         }
@@ -224,7 +219,35 @@ impl App {
         self.guidelines = Some((domain, text));
     }
 
+    /// The key map section the next key is looked up in: the text being typed, else the
+    /// top screen, else the review screens' form field being typed, else the screen's own.
+    pub fn key_mode(&self) -> Mode {
+        match &self.input {
+            Input::None => {}
+            Input::Rewrite { .. } => return Mode::Editor,
+            Input::Search(_) | Input::Note(_) | Input::AddPrompt(_) => return Mode::Line,
+        }
+        if let Some(top) = self.screens.last() {
+            return top.mode();
+        }
+        if self.review.as_ref().is_some_and(|r| r.typing()) {
+            return Mode::Line;
+        }
+        self.mode()
+    }
+
+    /// What every screen may read.
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        }
+    }
+
     fn handle_key_inner(&mut self, key: KeyEvent) -> anyhow::Result<Option<Effect>> {
+        // The terminal's interrupt: always quits, whatever the key map says.
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
             self.quit = true;
             return Ok(None);
@@ -232,52 +255,83 @@ impl App {
         if self.wait_for_queue(key) {
             return Ok(None);
         }
-        if self.input != Input::None {
-            self.type_key(key)?;
-            return Ok(None);
-        }
-        if let Some(review) = &mut self.review {
-            if review.typing() && !self.show_help {
-                review.type_key(key);
-                return Ok(None);
-            }
-        }
-        if self.qa.is_some() {
-            match key.code {
-                KeyCode::Char('j') | KeyCode::Down => self.qa_scroll = self.qa_scroll.saturating_add(1),
-                KeyCode::Char('k') | KeyCode::Up => self.qa_scroll = self.qa_scroll.saturating_sub(1),
-                KeyCode::PageDown => self.qa_scroll = self.qa_scroll.saturating_add(10),
-                KeyCode::PageUp => self.qa_scroll = self.qa_scroll.saturating_sub(10),
-                KeyCode::Char('Q') | KeyCode::Esc | KeyCode::Char('q') => self.qa = None,
-                _ => {}
+        let mode = self.key_mode();
+        let action = self.keymap.action(mode, &key);
+        if matches!(mode, Mode::Line | Mode::Editor) {
+            match &mut self.review {
+                Some(review) if self.input == Input::None => review.type_key(action, key),
+                _ => self.type_key(action, key)?,
             }
             return Ok(None);
         }
-        if self.show_help {
-            // The help can be longer than a small terminal: j/k scroll, any other key closes.
-            match key.code {
-                KeyCode::Char('j') | KeyCode::Down => self.help_scroll = self.help_scroll.saturating_add(1),
-                KeyCode::Char('k') | KeyCode::Up => self.help_scroll = self.help_scroll.saturating_sub(1),
-                _ => self.show_help = false,
+        if let Some(top) = self.screens.last_mut() {
+            if let Some(action @ (Action::Help | Action::Quit)) = action {
+                return self.handle(action);
             }
+            self.message.clear();
+            let ctx = Ctx {
+                keymap: &self.keymap,
+                reasons: &self.reasons,
+                annotator: &self.annotator,
+                annotator_id: self.annotator_id,
+            };
+            let commands = top.update(action, &ctx);
+            self.apply(commands)?;
             return Ok(None);
         }
-        let mode = self.mode();
-        if let Some(action) = self.keymap.action(mode, &key) {
+        if let Some(action) = action {
             return self.handle(action);
         }
         // Unbound letters in the compare screen toggle the guideline's reason tags.
-        if let (Mode::Compare, KeyCode::Char(c)) = (mode, key.code) {
-            if let Some(reason) = self.reasons.iter().find(|r| r.shortcut.starts_with(c)) {
-                let key = reason.key.clone();
-                if let Some(compare) = &mut self.compare {
-                    if !compare.reasons.remove(&key) {
-                        compare.reasons.insert(key);
-                    }
-                }
+        if let (Mode::Compare, KeyCode::Char(c)) = (mode, key.code)
+            && let Some(reason) = self.reasons.iter().find(|r| r.shortcut.starts_with(c))
+        {
+            let key = reason.key.clone();
+            if let Some(compare) = &mut self.compare
+                && !compare.reasons.remove(&key)
+            {
+                compare.reasons.insert(key);
             }
         }
         Ok(None)
+    }
+
+    /// Carries out what a screen asked for: the one place where the screens' store writes
+    /// happen.
+    fn apply(&mut self, commands: Vec<Command>) -> anyhow::Result<()> {
+        for command in commands {
+            match command {
+                Command::Close => {
+                    if let Some(screen) = self.screens.pop() {
+                        screen.closed();
+                    }
+                    // Votes made on the screen change the runs list's win rates.
+                    if let Some(review) = &mut self.review {
+                        review.refresh(&self.store)?;
+                    }
+                }
+                Command::EvalVote(vote) => {
+                    // Committed before the next pair shows.
+                    self.store.record_eval_vote(&vote)?;
+                    self.refresh_top()?;
+                }
+                Command::Refresh => self.refresh_top()?,
+            }
+        }
+        Ok(())
+    }
+
+    fn refresh_top(&mut self) -> anyhow::Result<()> {
+        let ctx = Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        };
+        match self.screens.last_mut() {
+            Some(top) => top.refresh(&self.store, &ctx),
+            None => Ok(()),
+        }
     }
 
     /// Applies one action.
@@ -287,6 +341,9 @@ impl App {
             if !matches!(action, Action::Help | Action::Quit) {
                 let stay = review.handle(action, &mut self.store);
                 self.message = std::mem::take(&mut review.message);
+                if let Some(screen) = review.opened.take() {
+                    self.screens.push(screen);
+                }
                 if !stay? {
                     // The thread of a run started here keeps going; the runs list shows it.
                     if review.job.is_none() {
@@ -303,10 +360,7 @@ impl App {
         }
         match action {
             Action::Quit => self.quit = true,
-            Action::Help => {
-                self.show_help = !self.show_help;
-                self.help_scroll = 0;
-            }
+            Action::Help => self.screens.push(Screen::Help(Help::default())),
             Action::Guidelines => {
                 self.show_guidelines = !self.show_guidelines;
                 self.guidelines_scroll = 0;
@@ -358,7 +412,7 @@ impl App {
             }
             Action::Cancel => match &self.job {
                 Some(job) => {
-                    job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                    job.work.cancel();
                     self.message = "stopping after the current token; finished candidates are kept".into();
                 }
                 None => {
@@ -367,15 +421,13 @@ impl App {
                 }
             },
             Action::Quality => {
-                self.qa = match self.qa {
-                    Some(_) => None,
-                    None => Some(format!(
-                        "AGREEMENT\n\n{}\nANNOTATORS\n\n{}",
-                        crate::qa::text::agreement(&self.store)?,
-                        crate::qa::text::annotators(&self.store)?
-                    )),
-                };
-                self.qa_scroll = 0;
+                // Computed once, as the screen opens; drawing only shows the text.
+                let text = format!(
+                    "AGREEMENT\n\n{}\nANNOTATORS\n\n{}",
+                    crate::qa::text::agreement(&self.store)?,
+                    crate::qa::text::annotators(&self.store)?
+                );
+                self.screens.push(Screen::Qa(Qa::new(text)));
             }
             Action::Review => {
                 self.review = match self.parked.take() {
@@ -392,16 +444,12 @@ impl App {
                 // Other annotators' work and imports from another process: at 100,000 prompts
                 // a re-read takes most of a second, so it runs on a thread like the first load
                 // and the rows on screen stay until it arrives.
-                if self.store.path() == std::path::Path::new(":memory:") {
-                    self.items = queue::load(&self.store, self.annotator_id)?;
-                    self.apply_filter();
-                    self.message = format!("refreshed: {} prompts", self.items.len());
-                } else {
-                    let mut load = super::loading::QueueLoad::start(self.store.path().to_path_buf(), self.annotator_id);
-                    load.refresh = true;
-                    self.loading = Some(load);
-                    self.message = "refreshing…".into();
-                }
+                // (A store the thread cannot open, like an in-memory one, is read here when
+                // the thread reports that.)
+                let mut load = super::loading::QueueLoad::start(self.store.path().to_path_buf(), self.annotator_id);
+                load.refresh = true;
+                self.loading = Some(load);
+                self.message = "refreshing…".into();
             }
             Action::Focus => {
                 if let Some(c) = &mut self.compare {
@@ -425,6 +473,8 @@ impl App {
             | Action::Edit
             | Action::Previous
             | Action::Next => {}
+            // The typing keys are handled by `type_key`.
+            Action::Confirm | Action::DeleteBack | Action::NewLine => {}
         }
         Ok(None)
     }
@@ -630,18 +680,17 @@ impl App {
         Ok(())
     }
 
-    /// A key while text is being typed: edit it in place, then act on Enter (Ctrl-S in
-    /// the multi-line rewrite editor) or drop it on Esc.
-    fn type_key(&mut self, key: KeyEvent) -> anyhow::Result<()> {
-        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        let multiline = matches!(self.input, Input::Rewrite { .. });
+    /// A key while text is being typed: the key map's Line or Editor section says which keys
+    /// keep (Enter; Ctrl-S in the multi-line rewrite editor), drop (Esc) or delete; the keys
+    /// it does not bind type their character.
+    fn type_key(&mut self, action: Option<Action>, key: KeyEvent) -> anyhow::Result<()> {
         let is_search = matches!(self.input, Input::Search(_));
         let text = match &mut self.input {
             Input::None => return Ok(()),
             Input::Search(t) | Input::Note(t) | Input::AddPrompt(t) | Input::Rewrite { text: t, .. } => t,
         };
-        let finished = match key.code {
-            KeyCode::Esc => {
+        let finished = match action {
+            Some(Action::Back) => {
                 self.input = Input::None;
                 if is_search {
                     self.filter.search.clear();
@@ -649,21 +698,22 @@ impl App {
                 }
                 return Ok(());
             }
-            KeyCode::Char('s') if ctrl && multiline => true,
-            KeyCode::Enter if multiline => {
+            Some(Action::Confirm) => true,
+            Some(Action::NewLine) => {
                 text.push('\n');
                 false
             }
-            KeyCode::Enter => true,
-            KeyCode::Backspace => {
+            Some(Action::DeleteBack) => {
                 text.pop();
                 false
             }
-            KeyCode::Char(c) if !ctrl => {
-                text.push(c);
+            Some(_) => false,
+            None => {
+                if let Some(c) = keymap::typed_char(&key) {
+                    text.push(c);
+                }
                 false
             }
-            _ => false,
         };
         if let Input::Search(t) = &self.input {
             // Incremental: the queue narrows with every key.
@@ -727,33 +777,20 @@ impl App {
             self.message = "a generation is already running (Esc in the queue stops it)".into();
             return Ok(());
         }
-        if self.store.path() == std::path::Path::new(":memory:") {
-            anyhow::bail!("generation needs a database file");
-        }
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let db = self.store.path().to_path_buf();
         let model = self.model.clone();
-        let flag = cancel.clone();
-        std::thread::spawn(move || {
-            let result = (|| -> anyhow::Result<crate::jobs::generate::GenerateSummary> {
-                let model = crate::model::resolve_with(model.as_deref(), None, &|m| tracing::info!("{m}"))?;
-                let job = crate::jobs::generate::GenerateJob {
-                    db,
-                    model,
-                    load: crate::model::LoadOptions::default(),
-                    params: crate::model::GenerateParams { candidates, ..Default::default() },
-                    filter: crate::store::TargetFilter { prompt_ids, below: candidates, ..Default::default() },
-                };
-                let events = sender.clone();
-                crate::jobs::generate::run(&job, &flag, &mut |e| {
-                    let _ = events.send(JobMessage::Event(e));
-                })
-            })();
-            let _ = sender.send(JobMessage::Finished(result.map_err(|e| format!("{e:#}"))));
+        let work = spawn("generate", move |cancel, events| {
+            let model = crate::model::resolve_with(model.as_deref(), None, &|m| tracing::info!("{m}"))?;
+            let job = crate::jobs::generate::GenerateJob {
+                db,
+                model,
+                load: crate::model::LoadOptions::default(),
+                params: crate::model::GenerateParams { candidates, ..Default::default() },
+                filter: crate::store::TargetFilter { prompt_ids, below: candidates, ..Default::default() },
+            };
+            crate::jobs::generate::run(&job, cancel, events)
         });
-        self.job =
-            Some(GenerationJob { events: receiver, cancel, prompts: 0, done: 0, tokens_per_sec: 0.0, stored: 0 });
+        self.job = Some(GenerationJob { work, prompts: 0, done: 0, tokens_per_sec: 0.0, stored: 0 });
         self.message = "loading the model…".into();
         Ok(())
     }
@@ -774,6 +811,22 @@ impl App {
                 self.message = std::mem::take(&mut review.message);
             }
         }
+        let ctx = Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+        };
+        for screen in &mut self.screens {
+            match screen.poll(&self.store, &ctx) {
+                Ok(Some(message)) => {
+                    self.message = message;
+                    changed = true;
+                }
+                Ok(None) => {}
+                Err(e) => self.message = format!("error: {e:#}"),
+            }
+        }
         if self.parked.as_ref().is_some_and(|r| r.job.is_none()) {
             self.parked = None;
         }
@@ -789,7 +842,7 @@ impl App {
     pub fn stop_training(&mut self, limit: std::time::Duration) {
         let started = Instant::now();
         if let Some(job) = self.training() {
-            job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            job.work.cancel();
         }
         while self.training().is_some() && started.elapsed() < limit {
             self.poll_job();
@@ -803,28 +856,27 @@ impl App {
     }
 
     fn poll_generation(&mut self) -> bool {
-        use crate::jobs::generate::GenerateEvent;
         let Some(job) = &mut self.job else { return false };
         let mut changed = Vec::new();
         let mut finished = None;
         let mut any = false;
-        while let Ok(message) = job.events.try_recv() {
+        while let Some(update) = job.work.try_next() {
             any = true;
-            match message {
-                JobMessage::Event(GenerateEvent::Started { prompts, .. }) => job.prompts = prompts,
-                JobMessage::Event(GenerateEvent::Progress { decode_tokens_per_sec, .. }) => {
+            match update {
+                Update::Event(GenerateEvent::Started { prompts, .. }) => job.prompts = prompts,
+                Update::Event(GenerateEvent::Progress { decode_tokens_per_sec, .. }) => {
                     job.tokens_per_sec = decode_tokens_per_sec
                 }
-                JobMessage::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
+                Update::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
                     job.done += 1;
                     job.stored += stored;
                     changed.push(prompt_id);
                 }
-                JobMessage::Event(GenerateEvent::PromptFailed { prompt_id, error }) => {
+                Update::Event(GenerateEvent::PromptFailed { prompt_id, error }) => {
                     tracing::warn!(prompt_id, "{error}");
                     job.done += 1;
                 }
-                JobMessage::Finished(result) => finished = Some(result),
+                Update::Finished(result) => finished = Some(result.map_err(|e| format!("{e:#}"))),
             }
         }
         for prompt_id in changed {
@@ -861,6 +913,90 @@ impl App {
         }
         s.sort_by(|a, b| a.total_cmp(b));
         Some(s[s.len() / 2])
+    }
+}
+
+/// The queue arriving from its thread (see `loading`).
+impl App {
+    /// Whether `key` has to wait for the whole queue; if so it is kept for later. Keys keep
+    /// their order: once one waits, the ones after it wait too.
+    pub(super) fn wait_for_queue(&mut self, key: KeyEvent) -> bool {
+        let Some(load) = &self.loading else { return false };
+        let waits = !load.waiting.is_empty()
+            || match &self.input {
+                Input::Search(_) => true,
+                // Adding a prompt re-reads the queue.
+                Input::AddPrompt(_) => key.code == crossterm::event::KeyCode::Enter,
+                Input::Note(_) | Input::Rewrite { .. } => false,
+                Input::None if self.review.is_some() || !self.screens.is_empty() => false,
+                Input::None => self.keymap.action(self.mode(), &key).is_some_and(loading::needs_whole_queue),
+            };
+        if waits && let Some(load) = &mut self.loading {
+            load.waiting.push_back(key);
+        }
+        waits
+    }
+
+    /// Takes the whole queue in once its thread has sent it, then plays the keys that waited
+    /// for it. Returns whether anything changed.
+    pub(super) fn poll_queue_load(&mut self) -> bool {
+        let Some(arrived) = self.loading.as_mut().and_then(loading::QueueLoad::arrived) else { return false };
+        let load = self.loading.take().expect("checked above");
+        let selected = self.selected_item().map(|i| i.row.prompt_id);
+        match arrived {
+            Ok(items) => self.items = items,
+            Err(error) => {
+                tracing::warn!("reading the queue in the background failed ({error}); reading it here");
+                match queue::load(&self.store, self.annotator_id) {
+                    Ok(items) => self.items = items,
+                    Err(e) => {
+                        // The placeholders stay; keys that waited are dropped rather than run on them.
+                        self.message = format!("error: could not read the queue ({e}); R tries again");
+                        return true;
+                    }
+                }
+            }
+        }
+        for prompt_id in &load.touched {
+            if let Some(item) = self.items.iter_mut().find(|i| i.row.prompt_id == *prompt_id) {
+                if let Err(e) = queue::reload_item(&self.store, self.annotator_id, item) {
+                    tracing::error!("{e:#}");
+                }
+            }
+        }
+        self.visible.clear();
+        self.apply_filter();
+        if let Some(position) =
+            selected.and_then(|id| self.visible.iter().position(|&i| self.items[i].row.prompt_id == id))
+        {
+            self.selected = position;
+        }
+        if load.refresh {
+            self.message = format!("refreshed: {} prompts", self.items.len());
+        }
+        for key in load.waiting {
+            // An external editor asked for by a key that waited opens once they have all run.
+            if let Some(effect) = self.handle_key(key) {
+                self.pending_effect = Some(effect);
+            }
+        }
+        true
+    }
+
+    /// Reads a placeholder's row and counts before it is opened.
+    pub(super) fn ensure_loaded(&mut self, index: usize) -> anyhow::Result<()> {
+        if self.items[index].status == Status::Loading {
+            self.items[index] = queue::load_item(&self.store, self.annotator_id, self.items[index].row.prompt_id)?;
+            self.mark_touched(index);
+        }
+        Ok(())
+    }
+
+    /// Notes that `items[index]` was re-read while the whole queue is still on its way.
+    pub(super) fn mark_touched(&mut self, index: usize) {
+        if let Some(load) = &mut self.loading {
+            load.touched.insert(self.items[index].row.prompt_id);
+        }
     }
 }
 

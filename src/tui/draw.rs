@@ -8,11 +8,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 
 use super::app::{App, Compare, Input, Pane};
-use super::keymap::{self, Mode};
+use super::keymap;
 use super::queue::Status;
-use super::text::{pad, truncate, width, wrap};
-
-const ACCENT: Color = Color::Cyan;
+use super::text::{pad, truncate, width};
+use super::widgets::{ACCENT, centered, draw_text_pane};
 
 /// Wide terminals show the two answers side by side, narrow ones stack them.
 pub const SIDE_BY_SIDE_MIN_WIDTH: u16 = 120;
@@ -27,25 +26,21 @@ pub fn draw(frame: &mut Frame, app: &App) {
     } else {
         main
     };
-    match (&app.qa, &app.compare) {
-        _ if app.review.is_some() => {
-            if let Some(review) = &app.review {
-                super::review_draw::draw(frame, review, main)
-            }
-        }
-        (Some(text), _) => {
-            draw_text_pane(frame, main, " Quality · j/k scroll · Q or Esc closes ", text, app.qa_scroll, true)
-        }
-        (None, Some(compare)) => draw_compare(frame, app, compare, main),
-        (None, None) => draw_queue(frame, app, main),
+    let ctx = app.ctx();
+    let screen = app.screens.iter().rev().find(|s| !s.overlay());
+    match (screen, &app.review, &app.compare) {
+        (Some(screen), _, _) => screen.draw(frame, main, &ctx),
+        (None, Some(review), _) => super::review_draw::draw(frame, review, main),
+        (None, None, Some(compare)) => draw_compare(frame, app, compare, main),
+        (None, None, None) => draw_queue(frame, app, main),
     }
     draw_footer(frame, app, footer);
     draw_status(frame, app, status);
     if let Input::Rewrite { text, .. } = &app.input {
         draw_editor(frame, text);
     }
-    if app.show_help {
-        draw_help(frame, app);
+    for overlay in app.screens.iter().filter(|s| s.overlay()) {
+        overlay.draw(frame, frame.area(), &ctx);
     }
 }
 
@@ -156,20 +151,6 @@ fn draw_compare(frame: &mut Frame, app: &App, c: &Compare, area: Rect) {
         }
     }
     draw_tags(frame, app, c, tags);
-}
-
-fn draw_text_pane(frame: &mut Frame, area: Rect, title: &str, text: &str, scroll: u16, focused: bool) {
-    let style = if focused { Style::default().fg(ACCENT) } else { Style::default() };
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_style(style)
-        .title(truncate(title, area.width.saturating_sub(2) as usize));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let lines = wrap(text, inner.width as usize);
-    let start = (scroll as usize).min(lines.len().saturating_sub(1));
-    let visible: Vec<Line> = lines.into_iter().skip(start).take(inner.height as usize).map(Line::raw).collect();
-    frame.render_widget(Paragraph::new(visible), inner);
 }
 
 fn draw_tags(frame: &mut Frame, app: &App, c: &Compare, area: Rect) {
@@ -315,39 +296,4 @@ fn draw_editor(frame: &mut Frame, text: &str) {
     let area = centered(frame.area(), 90, 80);
     frame.render_widget(Clear, area);
     draw_text_pane(frame, area, " Rewrite · Ctrl-S save · Esc cancel ", &format!("{text}▏"), 0, true);
-}
-
-fn draw_help(frame: &mut Frame, app: &App) {
-    let area = centered(frame.area(), 80, 90);
-    frame.render_widget(Clear, area);
-    let mut lines: Vec<String> = Vec::new();
-    for (mode, title) in Mode::ALL {
-        lines.push(format!("{title}"));
-        let mut by_action: Vec<(keymap::Action, Vec<&str>)> = Vec::new();
-        for (key, action, _) in app.keymap.bindings(mode) {
-            match by_action.iter_mut().find(|(a, _)| *a == action) {
-                Some((_, keys)) => keys.push(key),
-                None => by_action.push((action, vec![key])),
-            }
-        }
-        for (action, keys) in by_action {
-            lines.push(format!("  {}  {}", pad(&keys.join(" "), 16), keymap::describe(action)));
-        }
-        lines.push(String::new());
-    }
-    lines.push("Reason tags (toggle in Compare; several allowed)".into());
-    for r in &app.reasons {
-        lines.push(format!("  {}  {}", pad(&r.shortcut, 16), r.label));
-    }
-    lines.push(String::new());
-    lines.push("Pairs: best-of-N. With more than two candidates the preferred answer stays".into());
-    lines.push("and meets the next one, so N answers take N-1 judgments to rank the best.".into());
-    lines.push("Sides are shuffled per pair and annotator (and recorded).".into());
-    draw_text_pane(frame, area, " Help · j/k scroll · any other key closes ", &lines.join("\n"), app.help_scroll, true);
-}
-
-fn centered(area: Rect, percent_x: u16, percent_y: u16) -> Rect {
-    let w = area.width * percent_x / 100;
-    let h = area.height * percent_y / 100;
-    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
 }

@@ -1,6 +1,6 @@
-//! The new-run form: every option of `verdict train` with its default filled in, each value
-//! checked as it is typed (the reason shown beside the field), and the resolved pairs that
-//! would go in, by language.
+//! The new-run form: the options of `verdict train` that `train_config::OPTIONS` marks for the
+//! form, with the same labels, help and defaults, each value checked as it is typed (the reason
+//! shown beside the field), and the resolved pairs that would go in, by language.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use crossterm::event::KeyEvent;
 use super::review::edit_text;
 use crate::domain::Split;
 use crate::jobs::train::TrainConfig;
+use crate::jobs::train_config::{FORM_LORA_RANK, OPTIONS};
 use crate::store::Store;
 
 /// What a field holds.
@@ -55,36 +56,38 @@ fn text(key: &'static str, label: &'static str, value: String, hint: &'static st
 
 impl TrainForm {
     pub fn new(store: &Store, model: Option<PathBuf>) -> anyhow::Result<TrainForm> {
-        let d = TrainConfig::default();
-        let fields = vec![
-            choice("method", "Method", vec!["dpo", "sft"], "DPO on preference pairs, or SFT on the chosen answers"),
-            choice("loss", "Loss", vec!["sigmoid", "ipo", "hinge", "robust", "simpo"], "sigmoid is the DPO paper's"),
-            text("beta", "Beta", d.beta.to_string(), "strength of the pull toward the reference (0.01-0.5)"),
-            text(
-                "label_smoothing",
-                "Label smoothing",
-                d.label_smoothing.to_string(),
-                "share of labels assumed flipped",
-            ),
-            text("learning_rate", "Learning rate", "5e-6".into(), "1e-7 to 1e-5 for full, ~1e-4 for LoRA"),
-            text("epochs", "Epochs", d.epochs.to_string(), "passes over the train split"),
-            text("max_steps", "Max steps", String::new(), "empty: by epochs"),
-            text("batch_size", "Batch size", d.batch_size.to_string(), "pairs per micro-batch"),
-            text("grad_accum", "Gradient accumulation", d.grad_accum.to_string(), "micro-batches per step"),
-            text("max_length", "Max length", "512".into(), "tokens of prompt + answer; longer pairs are cut"),
-            choice("lora", "LoRA", vec!["off", "on"], "on: train small adapters, the base stays frozen"),
-            text("lora_rank", "LoRA rank", "16".into(), "used when LoRA is on"),
-            choice("device", "Device", vec!["auto", "cpu", "cuda"], "auto: the GPU when there is one"),
-            text(
-                "model",
-                "Base model",
-                model.map(|p| p.display().to_string()).unwrap_or_default(),
-                "empty: the default model",
-            ),
-            text("eval_every", "Evaluate every", "10".into(), "steps; also stores sample answers"),
-            text("save_every", "Checkpoint every", "20".into(), "steps; 0: only at stop and end"),
-            text("threads", "CPU threads", String::new(), "empty: all cores"),
-        ];
+        // Every field, label, hint and default from the one table of run options, so the form
+        // cannot disagree with `verdict train` or a run config file.
+        let defaults = TrainConfig::default();
+        let mut fields = Vec::new();
+        for o in OPTIONS.iter().filter(|o| o.in_form) {
+            if o.key == "lora_rank" {
+                // A switch, then the rank it uses: the config's own "no rank" is the switch off.
+                fields.push(choice(
+                    "lora",
+                    "LoRA",
+                    vec!["off", "on"],
+                    "on: train small adapters, the base stays frozen",
+                ));
+                fields.push(text(o.key, o.label, FORM_LORA_RANK.to_string(), "used when LoRA is on"));
+                continue;
+            }
+            let value = match o.key {
+                "model" => model.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                key => defaults.text(key),
+            };
+            if o.choices.is_empty() {
+                fields.push(text(o.key, o.label, value, o.help));
+            } else {
+                let index = o.choices.iter().position(|c| *c == value).unwrap_or(0);
+                fields.push(Field {
+                    key: o.key,
+                    label: o.label,
+                    value: Value::Choice { options: o.choices.to_vec(), index },
+                    hint: o.help,
+                });
+            }
+        }
         let mut pairs: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let prompts: BTreeMap<i64, (String, Split)> =
             store.prompts()?.into_iter().map(|p| (p.id, (p.language, p.split))).collect();

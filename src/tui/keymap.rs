@@ -104,6 +104,12 @@ pub enum Action {
     Previous,
     /// Next step, choice or model.
     Next,
+    /// Keep what was typed (a search, a note, a new prompt, a field, a rewrite).
+    Confirm,
+    /// Delete the last typed character.
+    DeleteBack,
+    /// Start a new line in the rewrite editor.
+    NewLine,
 }
 
 /// The screens with their own keys.
@@ -119,11 +125,20 @@ pub enum Mode {
     Diff,
     Blind,
     Arena,
+    /// The help overlay.
+    Help,
+    /// The QA screen.
+    Qa,
+    /// Typing one line: a search, a note, a new prompt, a form field. Keys it does not
+    /// bind type their character.
+    Line,
+    /// The built-in rewrite editor; keys it does not bind type their character.
+    Editor,
 }
 
 impl Mode {
     /// Every mode with its title, in the order the help lists them.
-    pub const ALL: [(Mode, &'static str); 9] = [
+    pub const ALL: [(Mode, &'static str); 13] = [
         (Mode::Queue, "Queue"),
         (Mode::Compare, "Compare"),
         (Mode::Runs, "Runs (T from the queue)"),
@@ -133,6 +148,10 @@ impl Mode {
         (Mode::Diff, "Diff: base vs tuned"),
         (Mode::Blind, "Blind evaluation"),
         (Mode::Arena, "Arena"),
+        (Mode::Help, "Help (any key it does not list closes it)"),
+        (Mode::Qa, "Quality (Q from the queue)"),
+        (Mode::Line, "Typing a search, note, prompt or field (other keys type)"),
+        (Mode::Editor, "The built-in rewrite editor (other keys type)"),
     ];
 }
 
@@ -256,6 +275,27 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Arena, "s", Skip, true),
     (Mode::Arena, "esc", Back, true),
     (Mode::Arena, "?", Help, true),
+    (Mode::Help, "j", Down, false),
+    (Mode::Help, "down", Down, false),
+    (Mode::Help, "k", Up, false),
+    (Mode::Help, "up", Up, false),
+    (Mode::Help, "esc", Back, true),
+    (Mode::Qa, "j", Down, false),
+    (Mode::Qa, "down", Down, false),
+    (Mode::Qa, "k", Up, false),
+    (Mode::Qa, "up", Up, false),
+    (Mode::Qa, "pagedown", PageDown, false),
+    (Mode::Qa, "pageup", PageUp, false),
+    (Mode::Qa, "Q", Quality, true),
+    (Mode::Qa, "esc", Back, true),
+    (Mode::Qa, "q", Back, false),
+    (Mode::Line, "enter", Confirm, true),
+    (Mode::Line, "esc", Back, true),
+    (Mode::Line, "backspace", DeleteBack, false),
+    (Mode::Editor, "ctrl-s", Confirm, true),
+    (Mode::Editor, "enter", NewLine, false),
+    (Mode::Editor, "backspace", DeleteBack, false),
+    (Mode::Editor, "esc", Back, true),
 ];
 
 /// A resolved key map.
@@ -340,6 +380,15 @@ pub fn key_name(key: &KeyEvent) -> Option<String> {
     Some(if key.modifiers.contains(KeyModifiers::CONTROL) { format!("ctrl-{base}") } else { base })
 }
 
+/// The character a key types where typing is going on (Line, Editor): a plain or shifted
+/// character; None for anything with Ctrl and for keys that are not characters.
+pub fn typed_char(key: &KeyEvent) -> Option<char> {
+    match key.code {
+        KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => Some(c),
+        _ => None,
+    }
+}
+
 /// The inverse of `key_name`, to validate user files.
 pub fn parse_key(name: &str) -> Option<KeyEvent> {
     let (modifiers, base) = match name.strip_prefix("ctrl-") {
@@ -413,6 +462,9 @@ pub fn describe(action: Action) -> &'static str {
         Edit => "edit the field / cycle the choice",
         Previous => "previous (step, choice, prompt)",
         Next => "next (step, choice, prompt)",
+        Confirm => "keep what was typed",
+        DeleteBack => "delete the last character",
+        NewLine => "a new line",
     }
 }
 

@@ -10,14 +10,13 @@
 //! opening prompts do not wait.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::path::PathBuf;
 
 use crossterm::event::KeyEvent;
 
-use super::app::{App, Input};
 use super::keymap::Action;
-use super::queue::{self, Item, Status};
+use super::queue::{self, Item};
+use crate::jobs::{Job, Update, spawn};
 use crate::store::{OpenMode, Result, Store};
 
 /// How many rows are read before the first frame: from the top of the queue, and around
@@ -26,7 +25,7 @@ pub const FIRST_PAGE: usize = 200;
 
 /// The whole queue being read on its own thread.
 pub struct QueueLoad {
-    receiver: Receiver<std::result::Result<Vec<Item>, String>>,
+    work: Job<(), Vec<Item>>,
     /// Prompts this process re-read after the thread started: the thread's copy of them
     /// may be older, so they are read again when it arrives.
     pub touched: BTreeSet<i64>,
@@ -38,38 +37,31 @@ pub struct QueueLoad {
 
 impl QueueLoad {
     pub(super) fn start(path: PathBuf, annotator_id: i64) -> QueueLoad {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let result = Store::open(&path, OpenMode::MustExist)
-                .and_then(|store| queue::load(&store, annotator_id))
-                .map_err(|e| e.to_string());
-            let _ = sender.send(result);
+        let work = spawn("queue", move |_, _| {
+            let store = Store::open(&path, OpenMode::MustExist)?;
+            Ok(queue::load(&store, annotator_id)?)
         });
-        QueueLoad { receiver, touched: BTreeSet::new(), waiting: VecDeque::new(), refresh: false }
+        QueueLoad { work, touched: BTreeSet::new(), waiting: VecDeque::new(), refresh: false }
     }
 
     /// The whole queue once the thread has sent it.
-    fn arrived(&self) -> Option<std::result::Result<Vec<Item>, String>> {
-        match self.receiver.try_recv() {
-            Ok(result) => Some(result),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err("the thread reading the queue stopped".into())),
+    pub(super) fn arrived(&mut self) -> Option<std::result::Result<Vec<Item>, String>> {
+        match self.work.try_next()? {
+            Update::Finished(result) => Some(result.map_err(|e| format!("{e:#}"))),
+            Update::Event(()) => None,
         }
     }
 }
 
-/// The queue for the first frame: whole when it is small (or in memory, where a second
-/// connection would see another database), else the first screen's rows with a
-/// `QueueLoad` bringing the rest.
+/// The queue for the first frame: whole when it is small, else the first screen's rows with
+/// a `QueueLoad` bringing the rest (a store the thread cannot open, such as an in-memory
+/// one, is then read whole on the UI thread when the thread says so).
 pub fn open(
     store: &Store,
     annotator_id: i64,
     cursor: Option<i64>,
     first_page: usize,
 ) -> Result<(Vec<Item>, Option<QueueLoad>)> {
-    if store.path() == Path::new(":memory:") {
-        return Ok((queue::load(store, annotator_id)?, None));
-    }
     let order = queue::prompt_order(store, annotator_id)?;
     if order.len() <= first_page {
         return Ok((queue::load(store, annotator_id)?, None));
@@ -116,89 +108,6 @@ pub fn needs_whole_queue(action: Action) -> bool {
             | Action::Generate
             | Action::GenerateAll
     )
-}
-
-impl App {
-    /// Whether `key` has to wait for the whole queue; if so it is kept for later. Keys keep
-    /// their order: once one waits, the ones after it wait too.
-    pub(super) fn wait_for_queue(&mut self, key: KeyEvent) -> bool {
-        let Some(load) = &self.loading else { return false };
-        let waits = !load.waiting.is_empty()
-            || match &self.input {
-                Input::Search(_) => true,
-                // Adding a prompt re-reads the queue.
-                Input::AddPrompt(_) => key.code == crossterm::event::KeyCode::Enter,
-                Input::Note(_) | Input::Rewrite { .. } => false,
-                Input::None if self.review.is_some() || self.qa.is_some() || self.show_help => false,
-                Input::None => self.keymap.action(self.mode(), &key).is_some_and(needs_whole_queue),
-            };
-        if waits && let Some(load) = &mut self.loading {
-            load.waiting.push_back(key);
-        }
-        waits
-    }
-
-    /// Takes the whole queue in once its thread has sent it, then plays the keys that waited
-    /// for it. Returns whether anything changed.
-    pub(super) fn poll_queue_load(&mut self) -> bool {
-        let Some(arrived) = self.loading.as_ref().and_then(QueueLoad::arrived) else { return false };
-        let load = self.loading.take().expect("checked above");
-        let selected = self.selected_item().map(|i| i.row.prompt_id);
-        match arrived {
-            Ok(items) => self.items = items,
-            Err(error) => {
-                tracing::warn!("reading the queue in the background failed ({error}); reading it here");
-                match queue::load(&self.store, self.annotator_id) {
-                    Ok(items) => self.items = items,
-                    Err(e) => {
-                        // The placeholders stay; keys that waited are dropped rather than run on them.
-                        self.message = format!("error: could not read the queue ({e}); R tries again");
-                        return true;
-                    }
-                }
-            }
-        }
-        for prompt_id in &load.touched {
-            if let Some(item) = self.items.iter_mut().find(|i| i.row.prompt_id == *prompt_id) {
-                if let Err(e) = queue::reload_item(&self.store, self.annotator_id, item) {
-                    tracing::error!("{e:#}");
-                }
-            }
-        }
-        self.visible.clear();
-        self.apply_filter();
-        if let Some(position) =
-            selected.and_then(|id| self.visible.iter().position(|&i| self.items[i].row.prompt_id == id))
-        {
-            self.selected = position;
-        }
-        if load.refresh {
-            self.message = format!("refreshed: {} prompts", self.items.len());
-        }
-        for key in load.waiting {
-            // An external editor asked for by a key that waited opens once they have all run.
-            if let Some(effect) = self.handle_key(key) {
-                self.pending_effect = Some(effect);
-            }
-        }
-        true
-    }
-
-    /// Reads a placeholder's row and counts before it is opened.
-    pub(super) fn ensure_loaded(&mut self, index: usize) -> anyhow::Result<()> {
-        if self.items[index].status == Status::Loading {
-            self.items[index] = queue::load_item(&self.store, self.annotator_id, self.items[index].row.prompt_id)?;
-            self.mark_touched(index);
-        }
-        Ok(())
-    }
-
-    /// Notes that `items[index]` was re-read while the whole queue is still on its way.
-    pub(super) fn mark_touched(&mut self, index: usize) {
-        if let Some(load) = &mut self.loading {
-            load.touched.insert(self.items[index].row.prompt_id);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ pub mod loading;
 pub mod queue;
 pub mod review;
 pub mod review_draw;
+pub mod screens;
 pub mod text;
+pub mod widgets;
 pub mod worddiff;
 
 use std::io::Stdout;
@@ -68,7 +70,7 @@ pub fn run(mut app: App) -> anyhow::Result<()> {
     let result = event_loop(&mut terminal, &mut app);
     if let Some(job) = &app.job {
         // Closing asks the job to stop at its next safe point; finished work is stored.
-        job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        job.work.cancel();
     }
     leave(&mut terminal);
     // A run training on this process's thread stops with a checkpoint, so it can be resumed.

@@ -1,22 +1,21 @@
 //! Training and review inside the TUI: the runs list, a run's live curves (read from the
-//! store, so a run started in another terminal shows too), the form that starts a run on
-//! its own thread, and the answers a run generated at each evaluation.
+//! store, so a run started in another terminal shows too) and the form that starts a run on
+//! its own thread; the answers, diff and blind screens it opens go on `App`'s stack.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent};
 
 use super::form::TrainForm;
-use super::judge::{BlindView, DiffView};
 use super::keymap::{Action, Mode};
-use crate::domain::Outcome;
+use super::screens::Screen;
+use super::screens::blind::BlindView;
+use super::screens::diff::DiffView;
+use super::screens::samples::SamplesView;
 use crate::jobs::train::{self, TrainConfig, TrainEvent};
-use crate::store::{RunRow, RunSample, Store};
+use crate::jobs::{Job, Update, spawn};
+use crate::store::{RunRow, Store};
 
 /// The curves of one run, as the live view draws them.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -67,53 +66,9 @@ impl Curves {
 /// A training run on this process's own thread.
 pub struct TrainJob {
     pub run_id: Option<i64>,
-    pub cancel: Arc<AtomicBool>,
-    pub events: Receiver<TrainMessage>,
+    pub work: Job<TrainEvent, train::TrainSummary>,
     pub started: Instant,
     pub phase: String,
-}
-
-#[derive(Debug)]
-pub enum TrainMessage {
-    Event(TrainEvent),
-    Finished(Result<train::TrainSummary, String>),
-}
-
-/// A run's answers to its fixed prompts, by prompt and evaluation step.
-#[derive(Debug, Clone)]
-pub struct SamplesView {
-    pub run_id: i64,
-    /// (prompt id, prompt text, [(step, answer)]) in prompt order.
-    pub prompts: Vec<(i64, String, Vec<(i64, String)>)>,
-    pub prompt: usize,
-    pub step: usize,
-}
-
-impl SamplesView {
-    pub fn load(store: &Store, run_id: i64) -> anyhow::Result<SamplesView> {
-        let mut by_prompt: BTreeMap<i64, Vec<(i64, String)>> = BTreeMap::new();
-        for RunSample { step, prompt_id, content } in store.run_samples(run_id)? {
-            by_prompt.entry(prompt_id).or_default().push((step, content));
-        }
-        let mut prompts = Vec::new();
-        for (prompt_id, steps) in by_prompt {
-            let text = store
-                .prompt_messages(prompt_id)?
-                .iter()
-                .map(|m| format!("{}: {}", m.role, m.content))
-                .collect::<Vec<_>>()
-                .join("\n");
-            prompts.push((prompt_id, text, steps));
-        }
-        let step = prompts.first().map(|p| p.2.len().saturating_sub(1)).unwrap_or(0);
-        Ok(SamplesView { run_id, prompts, prompt: 0, step })
-    }
-
-    /// The answer shown and the one before it (the previous evaluation) for the diff.
-    pub fn current(&self) -> Option<(&str, &[(i64, String)], usize)> {
-        let (_, text, steps) = self.prompts.get(self.prompt)?;
-        Some((text.as_str(), steps.as_slice(), self.step.min(steps.len().saturating_sub(1))))
-    }
 }
 
 /// Which review screen is open.
@@ -121,10 +76,6 @@ pub enum View {
     Runs,
     Run(i64),
     Form(Box<TrainForm>),
-    Samples(SamplesView),
-    Diff(Box<DiffView>),
-    /// Blind judging of a run's tuned model against its base, or of every model (arena).
-    Blind(Box<BlindView>),
 }
 
 pub struct Review {
@@ -143,7 +94,11 @@ pub struct Review {
     pub win_rates: std::collections::HashMap<i64, (f64, f64, f64)>,
     /// A model marked (`m`) to diff against another run's model.
     pub marked: Option<(i64, i64)>,
-    last_refresh: Instant,
+    /// A screen an action opened (answers, diff, blind evaluation), for `App` to push.
+    pub opened: Option<Screen>,
+    /// When the store was last asked whether anything changed, and its answer then.
+    last_check: Instant,
+    seen_version: Option<i64>,
 }
 
 impl Review {
@@ -161,7 +116,9 @@ impl Review {
             annotator_id,
             win_rates: Default::default(),
             marked: None,
-            last_refresh: Instant::now(),
+            opened: None,
+            last_check: Instant::now(),
+            seen_version: store.data_version().ok(),
         })
     }
 
@@ -170,10 +127,6 @@ impl Review {
             View::Runs => Mode::Runs,
             View::Run(_) => Mode::Run,
             View::Form(_) => Mode::Form,
-            View::Samples(_) => Mode::Samples,
-            View::Diff(_) => Mode::Diff,
-            View::Blind(b) if b.run_id.is_none() => Mode::Arena,
-            View::Blind(_) => Mode::Blind,
         }
     }
 
@@ -182,10 +135,21 @@ impl Review {
         matches!(&self.view, View::Form(f) if f.editing.is_some())
     }
 
-    pub fn type_key(&mut self, key: KeyEvent) {
-        if let View::Form(form) = &mut self.view {
-            form.type_key(key);
-        }
+    /// A key while a form field is typed: the key map's Line section decides (`action`); the
+    /// form gets the plain key for it (Enter keeps, Esc drops, Backspace, a character).
+    pub fn type_key(&mut self, action: Option<Action>, key: KeyEvent) {
+        let View::Form(form) = &mut self.view else { return };
+        let code = match action {
+            Some(Action::Confirm) => KeyCode::Enter,
+            Some(Action::Back) => KeyCode::Esc,
+            Some(Action::DeleteBack) => KeyCode::Backspace,
+            Some(_) => return,
+            None => match super::keymap::typed_char(&key) {
+                Some(c) => KeyCode::Char(c),
+                None => return,
+            },
+        };
+        form.type_key(KeyEvent::new(code, crossterm::event::KeyModifiers::NONE));
     }
 
     fn selected_run(&self) -> Option<&RunRow> {
@@ -202,15 +166,7 @@ impl Review {
         match (&mut self.view, action) {
             (View::Runs, Action::Back) => return Ok(false),
             (_, Action::Back) => {
-                match &self.view {
-                    View::Diff(d) => d.stop_worker(),
-                    View::Blind(b) => b.stop_worker(),
-                    _ => {}
-                }
-                self.view = match &self.view {
-                    View::Samples(s) => View::Run(s.run_id),
-                    _ => View::Runs,
-                };
+                self.view = View::Runs;
                 self.refresh(store)?;
             }
             (View::Runs, Action::Down) => self.selected = (self.selected + 1).min(self.runs.len().saturating_sub(1)),
@@ -253,17 +209,10 @@ impl Review {
                                         (eval every > 0)"
                             .into();
                     } else {
-                        self.view = View::Samples(view);
+                        self.opened = Some(Screen::Samples(view));
                     }
                 }
             }
-            (View::Samples(s), Action::Next) => {
-                let steps = s.prompts.get(s.prompt).map(|p| p.2.len()).unwrap_or(0);
-                s.step = (s.step + 1).min(steps.saturating_sub(1));
-            }
-            (View::Samples(s), Action::Previous) => s.step = s.step.saturating_sub(1),
-            (View::Samples(s), Action::Down) => s.prompt = (s.prompt + 1).min(s.prompts.len().saturating_sub(1)),
-            (View::Samples(s), Action::Up) => s.prompt = s.prompt.saturating_sub(1),
             (View::Runs | View::Run(_), Action::Mark) => {
                 if let Some(run) = self.selected_run().cloned() {
                     // The run's tuned model, or its base while it has none.
@@ -284,59 +233,28 @@ impl Review {
                         }
                         _ => DiffView::open(store, run.id)?,
                     };
-                    self.view = View::Diff(Box::new(view));
+                    self.opened = Some(Screen::Diff(Box::new(view)));
                     self.message = "answers missing for either model are being generated (same seed for both)".into();
                 }
             }
             (View::Runs | View::Run(_), Action::BlindEval) => {
                 if let Some(run) = self.selected_run() {
-                    self.view = View::Blind(Box::new(BlindView::for_run(store, run.id, &annotator, annotator_id)?));
+                    self.opened =
+                        Some(Screen::Blind(Box::new(BlindView::for_run(store, run.id, &annotator, annotator_id)?)));
                 }
             }
             (View::Runs, Action::Arena) => {
-                self.view = View::Blind(Box::new(BlindView::arena(store, &annotator, annotator_id)?));
+                self.opened = Some(Screen::Blind(Box::new(BlindView::arena(store, &annotator, annotator_id)?)));
             }
-            (View::Diff(d), Action::Next) => {
-                d.index = (d.index + 1).min(d.pairs.len().saturating_sub(1));
-                d.scroll = 0;
-            }
-            (View::Diff(d), Action::Previous) => {
-                d.index = d.index.saturating_sub(1);
-                d.scroll = 0;
-            }
-            (View::Diff(d), Action::Down) => d.scroll = d.scroll.saturating_add(1),
-            (View::Diff(d), Action::Up) => d.scroll = d.scroll.saturating_sub(1),
-            (View::Blind(b), Action::LeftBetter) => b.vote(store, &annotator, annotator_id, Outcome::A)?,
-            (View::Blind(b), Action::RightBetter) => b.vote(store, &annotator, annotator_id, Outcome::B)?,
-            (View::Blind(b), Action::Tie) => b.vote(store, &annotator, annotator_id, Outcome::Tie)?,
-            (View::Blind(b), Action::BothBad) => b.vote(store, &annotator, annotator_id, Outcome::BothBad)?,
-            (View::Blind(b), Action::Skip) => b.skip(store, &annotator)?,
-            (View::Blind(b), Action::Down) => b.scroll = b.scroll.saturating_add(1),
-            (View::Blind(b), Action::Up) => b.scroll = b.scroll.saturating_sub(1),
             _ => {}
         }
         Ok(true)
     }
 
     fn start(&mut self, config: TrainConfig, resume: Option<i64>) {
-        let (sender, receiver) = channel();
-        let cancel = Arc::new(AtomicBool::new(false));
         let db = self.db.clone();
-        let stop = cancel.clone();
-        std::thread::spawn(move || {
-            let events = sender.clone();
-            let result = train::run(&db, &config, resume, false, &stop, &mut |event| {
-                let _ = events.send(TrainMessage::Event(event));
-            });
-            let _ = sender.send(TrainMessage::Finished(result.map_err(|e| format!("{e:#}"))));
-        });
-        self.job = Some(TrainJob {
-            run_id: resume,
-            cancel,
-            events: receiver,
-            started: Instant::now(),
-            phase: "loading the model".into(),
-        });
+        let work = spawn("train", move |cancel, events| train::run(&db, &config, resume, false, cancel, events));
+        self.job = Some(TrainJob { run_id: resume, work, started: Instant::now(), phase: "loading the model".into() });
         self.message = "training started on its own thread; Enter on the run shows its curves".into();
     }
 
@@ -347,7 +265,7 @@ impl Review {
             return Ok(());
         }
         match &self.job {
-            Some(job) if job.run_id == Some(run.id) => job.cancel.store(true, Ordering::SeqCst),
+            Some(job) if job.run_id == Some(run.id) => job.work.cancel(),
             // Another process trains it: ask through its run folder.
             _ => {
                 train::request_stop(&run.config)?;
@@ -379,26 +297,29 @@ impl Review {
         self.refresh(store)
     }
 
-    /// Drains the training thread's messages and re-reads the runs and curves at most
-    /// twice a second; true when something changed.
+    /// Drains the training thread's messages; re-reads the runs and curves when its events
+    /// say something was stored, or when another process or thread committed to the store
+    /// (asked at most twice a second, a single pragma). True when something changed.
     pub fn poll(&mut self, store: &Store) -> bool {
         let mut changed = false;
         if let Some(job) = &mut self.job {
             let mut finished = None;
-            while let Ok(message) = job.events.try_recv() {
+            while let Some(update) = job.work.try_next() {
                 changed = true;
-                match message {
-                    TrainMessage::Event(TrainEvent::Started { run_id, steps, .. }) => {
+                match update {
+                    Update::Event(TrainEvent::Started { run_id, steps, .. }) => {
                         job.run_id = Some(run_id);
                         job.phase = format!("reference log-probs for run {run_id} ({steps} steps)");
                     }
-                    TrainMessage::Event(TrainEvent::ReferenceDone { .. }) => job.phase = "training".into(),
-                    TrainMessage::Event(TrainEvent::Samples { step, .. }) => {
+                    // The default model downloading on first use: shown in the status line.
+                    Update::Event(TrainEvent::Preparing(line)) => job.phase = line,
+                    Update::Event(TrainEvent::ReferenceDone { .. }) => job.phase = "training".into(),
+                    Update::Event(TrainEvent::Samples { step, .. }) => {
                         job.phase = format!("sample answers stored at step {step}")
                     }
-                    TrainMessage::Event(TrainEvent::Step { step, .. }) => job.phase = format!("step {step}"),
-                    TrainMessage::Event(_) => {}
-                    TrainMessage::Finished(result) => finished = Some(result),
+                    Update::Event(TrainEvent::Step { step, .. }) => job.phase = format!("step {step}"),
+                    Update::Event(_) => {}
+                    Update::Finished(result) => finished = Some(result.map_err(|e| format!("{e:#}"))),
                 }
             }
             if let Some(result) = finished {
@@ -412,30 +333,19 @@ impl Review {
                 self.job = None;
             }
         }
-        let polled = match &mut self.view {
-            View::Diff(d) => d.poll(store),
-            View::Blind(b) => b.poll(store, &self.annotator, self.annotator_id),
-            _ => Ok(None),
-        };
-        match polled {
-            Ok(Some(message)) => {
-                self.message = message;
-                changed = true;
-            }
-            Ok(None) => {}
-            Err(e) => self.message = format!("error: {e:#}"),
+        if !changed && self.last_check.elapsed() > Duration::from_millis(500) {
+            self.last_check = Instant::now();
+            changed = store.data_version().ok() != self.seen_version;
         }
-        if changed || self.last_refresh.elapsed() > Duration::from_millis(500) {
-            if let Err(e) = self.refresh(store) {
-                tracing::error!("{e:#}");
-            }
-            changed = true;
+        if changed && let Err(e) = self.refresh(store) {
+            tracing::error!("{e:#}");
         }
         changed
     }
 
-    fn refresh(&mut self, store: &Store) -> anyhow::Result<()> {
-        self.last_refresh = Instant::now();
+    /// Re-reads the runs, their win rates and the curves on screen.
+    pub fn refresh(&mut self, store: &Store) -> anyhow::Result<()> {
+        self.seen_version = store.data_version().ok();
         self.runs = store.runs()?;
         self.win_rates.clear();
         // Newest first: the first row seen for a run is its latest.

@@ -5,16 +5,14 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph, Wrap};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
 use super::form::{TrainForm, Value};
-use super::judge::{BlindView, DiffView, Worker};
-use super::review::{Curves, Review, SamplesView, View};
+use super::review::{Curves, Review, View};
 use super::text::{pad, truncate};
-use super::worddiff::{diff_sides, word_diff};
 use crate::store::RunRow;
 
-const ACCENT: Color = Color::Cyan;
+use super::widgets::{ACCENT, block};
 
 pub fn draw(frame: &mut Frame, review: &Review, area: Rect) {
     match &review.view {
@@ -28,14 +26,7 @@ pub fn draw(frame: &mut Frame, review: &Review, area: Rect) {
             None => draw_runs(frame, review, area),
         },
         View::Form(form) => draw_form(frame, form, area),
-        View::Samples(samples) => draw_samples(frame, samples, area),
-        View::Diff(diff) => draw_diff(frame, diff, area),
-        View::Blind(blind) => draw_blind(frame, blind, area),
     }
-}
-
-fn block(title: &str) -> Block<'_> {
-    Block::default().borders(Borders::ALL).title(title).border_style(Style::default().fg(ACCENT))
 }
 
 fn number(v: Option<f64>, digits: usize) -> String {
@@ -293,178 +284,4 @@ fn draw_form(frame: &mut Frame, form: &TrainForm, area: Rect) {
         pairs.push(Line::styled(" no pairs to train on yet", Style::default().fg(Color::Red)));
     }
     frame.render_widget(Paragraph::new(pairs).block(block(" Resolved pairs going in ")), right);
-}
-
-fn draw_samples(frame: &mut Frame, samples: &SamplesView, area: Rect) {
-    let Some((prompt, steps, index)) = samples.current() else {
-        frame.render_widget(Paragraph::new(" no samples").block(block(" Answers during training ")), area);
-        return;
-    };
-    let [top, bar, body] =
-        Layout::vertical([Constraint::Percentage(25), Constraint::Length(3), Constraint::Min(3)]).areas(area);
-    let title = format!(" Prompt {}/{} · j/k prompt ", samples.prompt + 1, samples.prompts.len());
-    frame.render_widget(Paragraph::new(prompt.to_string()).wrap(Wrap { trim: false }).block(block(&title)), top);
-    let mut spans = vec![Span::raw(" step ")];
-    for (i, (step, _)) in steps.iter().enumerate() {
-        let style = if i == index {
-            Style::default().fg(Color::Black).bg(ACCENT).add_modifier(Modifier::BOLD)
-        } else {
-            Style::default()
-        };
-        spans.push(Span::styled(format!(" {step} "), style));
-    }
-    frame.render_widget(Paragraph::new(Line::from(spans)).block(block(" Evaluations · ←/→ ")), bar);
-    let (step, answer) = &steps[index];
-    let (title, lines) = match index.checked_sub(1).map(|i| &steps[i]) {
-        Some((before, old)) => {
-            (format!(" Answer at step {step} · changes since step {before} "), word_diff(old, answer))
-        }
-        None => (
-            format!(" Answer at step {step} (before training) "),
-            answer.lines().map(|l| Line::raw(l.to_string())).collect(),
-        ),
-    };
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block(&title)), body);
-}
-
-fn worker_line(worker: Option<&Worker>) -> String {
-    match worker {
-        Some(w) if w.missing > 0 => format!(" · {} {}/{} ", w.phase, w.done.min(w.missing), w.missing),
-        Some(w) => format!(" · {} ", w.phase),
-        None => String::new(),
-    }
-}
-
-fn answer_panes(area: Rect) -> (Rect, Rect) {
-    if area.width >= super::draw::SIDE_BY_SIDE_MIN_WIDTH {
-        let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
-        (l, r)
-    } else {
-        let [l, r] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
-        (l, r)
-    }
-}
-
-fn draw_diff(frame: &mut Frame, diff: &DiffView, area: Rect) {
-    let [top, body] = Layout::vertical([Constraint::Percentage(25), Constraint::Min(6)]).areas(area);
-    let Some(pair) = diff.pairs.get(diff.index) else {
-        frame.render_widget(Paragraph::new(" no test prompts").block(block(" Diff ")), area);
-        return;
-    };
-    let what = match diff.run_id {
-        Some(run) => format!("run {run}"),
-        None => format!("model {} vs model {}", diff.base, diff.tuned),
-    };
-    let title = format!(
-        " Diff · {what} · prompt {}/{} [{}] · ←/→ prompt{}",
-        diff.index + 1,
-        diff.pairs.len(),
-        pair.language,
-        worker_line(diff.worker.as_ref())
-    );
-    frame.render_widget(Paragraph::new(pair.prompt.clone()).wrap(Wrap { trim: false }).block(block(&title)), top);
-    let (left, right) = answer_panes(body);
-    let reward = |r: Option<f64>| r.map(|r| format!(" · implicit reward {r:+.3}")).unwrap_or_default();
-    let rewards = diff.rewards.get(&pair.prompt_id);
-    match (&pair.a, &pair.b) {
-        (Some(base), Some(tuned)) => {
-            let (old, new) = diff_sides(&base.2, &tuned.2);
-            let same = base.1 == tuned.1;
-            let (left_name, right_name) = if diff.run_id.is_some() { ("Base", "Tuned") } else { ("Old", "New") };
-            let lt = format!(" {left_name} (model {}){} ", diff.base, reward(rewards.map(|r| r.base_answer)));
-            let rt = format!(
-                " {right_name} (model {}){}{} ",
-                diff.tuned,
-                reward(rewards.map(|r| r.tuned_answer)),
-                if same { " · same answer" } else { "" }
-            );
-            frame.render_widget(
-                Paragraph::new(old).wrap(Wrap { trim: false }).scroll((diff.scroll, 0)).block(block(&lt)),
-                left,
-            );
-            frame.render_widget(
-                Paragraph::new(new).wrap(Wrap { trim: false }).scroll((diff.scroll, 0)).block(block(&rt)),
-                right,
-            );
-        }
-        _ => {
-            let text = " the answers to this prompt are being generated…";
-            frame.render_widget(Paragraph::new(text).block(block(" Base ")), left);
-            frame.render_widget(Paragraph::new(text).block(block(" Tuned ")), right);
-        }
-    }
-}
-
-fn draw_blind(frame: &mut Frame, blind: &BlindView, area: Rect) {
-    let results_height = if blind.run_id.is_some() { 7 } else { (blind.models.len() as u16 + 3).min(12) };
-    let [results, top, body] =
-        Layout::vertical([Constraint::Length(results_height), Constraint::Percentage(25), Constraint::Min(6)])
-            .areas(area);
-    let mut lines: Vec<Line> = Vec::new();
-    match (&blind.report, &blind.ranking) {
-        (Some(report), _) => {
-            let o = &report.overall;
-            lines.push(Line::raw(match (o.rate, o.interval) {
-                (Some(rate), Some(ci)) => format!(
-                    " tuned vs base: win rate {:.1}% (95% CI {:.1}-{:.1}%) · {} wins, {} losses, {} ties, {} both bad",
-                    rate * 100.0,
-                    ci.low * 100.0,
-                    ci.high * 100.0,
-                    o.wins,
-                    o.losses,
-                    o.ties,
-                    o.both_bad
-                ),
-                _ => " no blind judgments yet: the win rate appears with the first".into(),
-            }));
-            let by_language: Vec<String> = report
-                .by_language
-                .iter()
-                .filter_map(|(l, w)| w.rate.map(|r| format!("{l} {:.0}% (n={})", r * 100.0, w.n)))
-                .collect();
-            if !by_language.is_empty() {
-                lines.push(Line::raw(format!(" by language: {}", by_language.join(" · "))));
-            }
-        }
-        (None, Some(ranking)) => lines.extend(ranking.lines().map(|l| Line::raw(format!(" {l}")))),
-        _ => {}
-    }
-    lines.push(Line::styled(
-        format!(
-            " {} judged this session · {} left{}{}",
-            blind.judged,
-            blind.todo.len(),
-            if blind.identical > 0 {
-                format!(" · {} identical answers not shown", blind.identical)
-            } else {
-                String::new()
-            },
-            worker_line(blind.worker.as_ref())
-        ),
-        Style::default().fg(Color::DarkGray),
-    ));
-    let title = if blind.run_id.is_some() { " Blind evaluation " } else { " Arena · Bradley-Terry, 95% CI " };
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(block(title)), results);
-    let Some(current) = &blind.current else {
-        let text = if blind.worker.is_some() {
-            " waiting for answers…"
-        } else {
-            " nothing left to judge: every pair of answers has your vote"
-        };
-        frame.render_widget(Paragraph::new(text).block(block(" Pair ")), top);
-        return;
-    };
-    let prompt_title = format!(" Prompt [{}] · which answer is better? ", current.pair.language);
-    frame.render_widget(
-        Paragraph::new(current.pair.prompt.clone()).wrap(Wrap { trim: false }).block(block(&prompt_title)),
-        top,
-    );
-    let (left_text, right_text) = current.sides();
-    let (left, right) = answer_panes(body);
-    for (pane, title, text) in [(left, " 1 · Left ", left_text), (right, " 2 · Right ", right_text)] {
-        frame.render_widget(
-            Paragraph::new(text.to_string()).wrap(Wrap { trim: false }).scroll((blind.scroll, 0)).block(block(title)),
-            pane,
-        );
-    }
 }

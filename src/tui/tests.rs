@@ -318,11 +318,12 @@ fn the_qa_screen_shows_agreement_and_annotators() {
     press(&mut app, "1");
     key(&mut app, KeyCode::Esc);
     press(&mut app, "Q");
-    let text = app.qa.clone().expect("QA screen open");
+    let Some(super::screens::Screen::Qa(qa)) = app.screens.last() else { panic!("QA screen open") };
+    let text = qa.text.clone();
     assert!(text.contains("Krippendorff") && text.contains("amira"), "{text}");
     insta::assert_snapshot!("qa_80x24", screen(&app, 80, 24));
     press(&mut app, "Q");
-    assert!(app.qa.is_none());
+    assert!(app.screens.is_empty());
 }
 
 #[test]
@@ -457,12 +458,12 @@ fn app_with_answers() -> App {
 /// The open review view's background worker is dropped: the test models have no files, and
 /// its progress line would make the snapshot depend on timing.
 fn without_worker(app: &mut App) {
-    match &mut app.review.as_mut().unwrap().view {
-        super::review::View::Diff(d) => {
+    match app.screens.last_mut() {
+        Some(super::screens::Screen::Diff(d)) => {
             d.stop_worker();
             d.worker = None
         }
-        super::review::View::Blind(b) => {
+        Some(super::screens::Screen::Blind(b)) => {
             b.stop_worker();
             b.worker = None
         }
@@ -483,7 +484,7 @@ fn snapshot_diff_and_blind_evaluation() {
     assert_eq!(app.mode(), super::keymap::Mode::Blind);
     without_worker(&mut app);
     {
-        let super::review::View::Blind(blind) = &app.review.as_ref().unwrap().view else { panic!("blind") };
+        let Some(super::screens::Screen::Blind(blind)) = app.screens.last() else { panic!("blind") };
         assert_eq!((blind.todo.len(), blind.identical), (3, 1), "identical answers are not judged");
     }
     insta::assert_snapshot!("blind_80x24", screen(&app, 80, 24));
@@ -491,7 +492,7 @@ fn snapshot_diff_and_blind_evaluation() {
     // the tuned model's side, whichever side it was shown on.
     let mut expected = Vec::new();
     for k in ["1", "1", "t"] {
-        let super::review::View::Blind(blind) = &app.review.as_ref().unwrap().view else { panic!("blind") };
+        let Some(super::screens::Screen::Blind(blind)) = app.screens.last() else { panic!("blind") };
         let a_left = blind.current.as_ref().unwrap().a_on_left;
         expected.push(match (k, a_left) {
             ("t", _) => "tie",
@@ -523,7 +524,7 @@ fn any_two_models_can_be_diffed_by_marking_a_run() {
     press(&mut app, "j");
     press(&mut app, "d"); // against run 2's
     without_worker(&mut app);
-    let super::review::View::Diff(diff) = &app.review.as_ref().unwrap().view else { panic!("diff") };
+    let Some(super::screens::Screen::Diff(diff)) = app.screens.last() else { panic!("diff") };
     assert_eq!((diff.run_id, diff.base, diff.tuned), (None, 2, other));
 }
 
@@ -654,4 +655,52 @@ fn restart_on_a_loading_queue_returns_to_the_same_prompt_and_position() {
     wait_for_queue(&mut again);
     assert_eq!(again.selected, 50);
     assert_eq!(again.selected_item().unwrap().row.prompt_id, prompt_id);
+}
+
+#[test]
+fn the_help_qa_and_typing_keys_come_from_the_key_map() {
+    use super::screens::Screen;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(&path, "[qa]\n\"x\" = \"back\"\n[line]\n\"ctrl-j\" = \"confirm\"\n[help]\n\"n\" = \"down\"\n")
+        .unwrap();
+    let mut app = App::new(seeded_store(), "amira", KeyMap::load(&path).unwrap()).unwrap();
+    press(&mut app, "Q");
+    assert!(matches!(app.screens.last(), Some(Screen::Qa(_))));
+    press(&mut app, "x");
+    assert!(app.screens.is_empty(), "x closes the QA screen as keys.toml says");
+    press(&mut app, "?n");
+    let Some(Screen::Help(help)) = app.screens.last() else { panic!("help open") };
+    assert_eq!(help.scroll, 1, "n scrolls the help as keys.toml says");
+    press(&mut app, "z");
+    assert!(app.screens.is_empty(), "a key the help does not bind closes it");
+    open(&mut app, "pair-health-ja-01");
+    press(&mut app, "n");
+    press(&mut app, "ok");
+    app.handle_key(KeyEvent::new(KeyCode::Char('j'), KeyModifiers::CONTROL));
+    assert_eq!(app.input, Input::None, "ctrl-j keeps the note as keys.toml says");
+    assert_eq!(app.compare.as_ref().unwrap().note, "ok");
+}
+
+#[test]
+fn the_runs_screen_rereads_when_the_store_changes_not_on_a_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    {
+        let mut store = Store::open(&path, crate::store::OpenMode::CreateIfMissing).unwrap();
+        store.load_guidelines(&crate::guidelines::embedded()).unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+    }
+    let store = Store::open(&path, crate::store::OpenMode::MustExist).unwrap();
+    let mut app = App::new(store, "amira", KeyMap::default()).unwrap();
+    press(&mut app, "T");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(!app.poll_job(), "nothing changed: nothing is re-read or redrawn");
+    // A run started by another process shows up.
+    let other = Store::open(&path, crate::store::OpenMode::MustExist).unwrap();
+    let run = other.create_run("run-elsewhere", "dpo", "{}", None).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(app.poll_job());
+    let runs: Vec<i64> = app.review.as_ref().unwrap().runs.iter().map(|r| r.id).collect();
+    assert_eq!(runs, vec![run]);
 }

@@ -1,0 +1,67 @@
+//! Token ids against transformers for each GGUF pre-tokenizer type the families use
+//! (`scripts/make_tokenizer_fixtures.py`, tests/fixtures/tokenizers/): the tokenizer.json verdict
+//! loads from a Hugging Face folder and the one it builds from a GGUF's `tokenizer.ggml.*` keys
+//! both give transformers' ids on the multilingual test strings, with and without BOS/EOS.
+
+use super::gguf_meta::Meta;
+use super::gguf_tokenizer::tokenizer_from_gguf;
+use candle_core::quantized::gguf_file;
+use std::path::{Path, PathBuf};
+use tokenizers::Tokenizer;
+
+const TYPES: [&str; 4] = ["llama-bpe", "qwen2", "llama-spm", "gemma"];
+
+fn folder(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tokenizers").join(name)
+}
+
+fn gguf_tokenizer(path: &Path) -> Tokenizer {
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    tokenizer_from_gguf(&Meta(content.metadata), path).unwrap()
+}
+
+/// "type via source: text: got … want …" for every case whose ids differ.
+fn mismatches(name: &str, source: &str, tok: &Tokenizer) -> Vec<String> {
+    let text = std::fs::read_to_string(folder(name).join("reference.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for case in v["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        for (with_specials, key) in [(true, "ids"), (false, "ids_no_specials")] {
+            let want: Vec<u32> = serde_json::from_value(case[key].clone()).unwrap();
+            let got = tok.encode(text, with_specials).unwrap().get_ids().to_vec();
+            if got != want {
+                out.push(format!(
+                    "{name} via {source}, specials {with_specials}: {text:?}: got {got:?}, want {want:?}"
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn hf_and_gguf_tokenizers_give_transformers_ids_for_every_pre_tokenizer_type() {
+    let mut wrong = Vec::new();
+    for name in TYPES {
+        let hf = Tokenizer::from_file(folder(name).join("tokenizer.json")).unwrap();
+        wrong.extend(mismatches(name, "tokenizer.json", &hf));
+        wrong.extend(mismatches(name, "GGUF", &gguf_tokenizer(&folder(name).join("tokenizer.gguf"))));
+    }
+    assert!(wrong.is_empty(), "{} mismatches:\n{}", wrong.len(), wrong.join("\n"));
+}
+
+/// Decoding gives the text back (SentencePiece's "▁" and byte pieces, byte-level's table).
+#[test]
+fn gguf_tokenizers_decode_back_to_the_text() {
+    for name in TYPES {
+        let tok = gguf_tokenizer(&folder(name).join("tokenizer.gguf"));
+        for text in
+            ["Grüße aus München!", "我们今天去公园散步，天气非常好。", "Emoji: 😀🎉👍🏽", "two  spaces\tand\na tab"]
+        {
+            let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+            assert_eq!(tok.decode(&ids, false).unwrap(), text, "{name}");
+        }
+    }
+}
