@@ -147,6 +147,27 @@ impl Config {
         Ok(())
     }
 
+    /// Why a run of this family could not be exported correctly yet, if so: the trainer runs
+    /// it, but what `train::export` writes would load with other math (Gemma's soft-capping,
+    /// query scale and layer types are not written to config.json) or other module names (a
+    /// Phi-3 adapter names the split projections, which Phi-3 does not have). A run is refused
+    /// up front rather than after hours of training.
+    pub fn export_gap(&self, lora: bool) -> Option<String> {
+        match self.family() {
+            Family::Gemma2 | Family::Gemma3 => Some(format!(
+                "verdict computes {} exactly but cannot export it yet (its config.json would lose the soft-capping, \
+                 query scale and sliding-layer keys); train a llama, mistral, qwen2, qwen3 or phi3 model instead",
+                self.model_type
+            )),
+            Family::Phi3 if lora => Some(
+                "a LoRA adapter of phi3 cannot be exported yet (its fused qkv_proj and gate_up_proj need adapters \
+                 of their own); train phi3 without --lora-rank (full fine-tuning) instead"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Rotary inverse frequencies, scaled as the configuration says (`model::arch::Rope`).
     pub fn inv_freq(&self) -> Vec<f64> {
         self.rope.inv_freq(self.head_dim())
@@ -186,6 +207,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn families_whose_export_would_be_wrong_are_refused_before_training() {
+        let config = |model_type: &str| {
+            Config::from_json(&format!(
+                r#"{{"model_type":"{model_type}","hidden_size":64,"intermediate_size":128,
+                "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10}}"#
+            ))
+            .unwrap()
+        };
+        for refused in ["gemma2", "gemma3_text"] {
+            let why = config(refused).export_gap(false).expect(refused);
+            assert!(why.contains("cannot export"), "{why}");
+        }
+        assert!(config("phi3").export_gap(true).unwrap().contains("without --lora-rank"));
+        for fine in ["llama", "mistral", "qwen2", "qwen3"] {
+            assert_eq!(config(fine).export_gap(true), None, "{fine}");
+        }
+        assert_eq!(config("phi3").export_gap(false), None);
+    }
 
     #[test]
     fn reads_smollm2_config_and_defaults() {
