@@ -74,6 +74,15 @@ struct Line<'a> {
     prompt: Field<'a>,
     chosen: Field<'a>,
     rejected: Field<'a>,
+    #[serde(flatten)]
+    about: About<'a>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    reasons: &'a [String],
+}
+
+/// The prompt's metadata every exported line carries after TRL's fields.
+#[derive(Serialize)]
+struct About<'a> {
     language: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     domain: Option<&'a str>,
@@ -82,8 +91,18 @@ struct Line<'a> {
     split: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    reasons: &'a [String],
+}
+
+impl<'a> About<'a> {
+    fn of(prompt: &'a PromptRow) -> About<'a> {
+        About {
+            language: &prompt.language,
+            domain: prompt.domain.as_deref(),
+            tags: &prompt.tags,
+            split: prompt.split.as_str(),
+            source: prompt.source.as_deref(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -93,14 +112,8 @@ struct UnpairedLine<'a> {
     prompt: Field<'a>,
     completion: Field<'a>,
     label: bool,
-    language: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    domain: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    tags: &'a [String],
-    split: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source: Option<&'a str>,
+    #[serde(flatten)]
+    about: About<'a>,
 }
 
 /// Writes the resolved pairs of `store` to `out` (every label as unpaired answers for the
@@ -147,11 +160,7 @@ pub fn export(
             prompt: prompt_value,
             chosen: chosen_value,
             rejected: rejected_value,
-            language: &prompt.language,
-            domain: prompt.domain.as_deref(),
-            tags: &prompt.tags,
-            split: prompt.split.as_str(),
-            source: prompt.source.as_deref(),
+            about: About::of(prompt),
             reasons: &pair.reasons,
         };
         line.clear();
@@ -198,11 +207,7 @@ fn export_unpaired(
             prompt: prompt_value,
             completion: completion_value,
             label: answer.desirable,
-            language: &prompt.language,
-            domain: prompt.domain.as_deref(),
-            tags: &prompt.tags,
-            split: prompt.split.as_str(),
-            source: prompt.source.as_deref(),
+            about: About::of(prompt),
         };
         line.clear();
         serde_json::to_writer(&mut line, &record)?;

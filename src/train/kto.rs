@@ -182,40 +182,32 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn the_gradient_pushes_desirable_answers_up_and_undesirable_ones_down() -> Result<()> {
-        let logps = Var::new(&[-10.0f64, -12.0, -8.0], &Device::Cpu)?;
-        let (loss, _) = kto_loss(
+    /// Three answers (the third of weight 0) with a KL estimate of exactly 0.
+    fn three_answers(logps: &Tensor) -> Result<(Tensor, Metrics)> {
+        kto_loss(
             &KtoConfig::default(),
             &UnpairedLogps {
-                logps: logps.as_tensor(),
+                logps,
                 ref_logps: &[-10.0, -12.0, -8.0],
                 desirable: &[true, false, true],
                 kl_logps: &[-20.0, -21.0, -19.0],
                 ref_kl_logps: &[-20.5, -20.0, -19.5],
                 weights: &[1.0, 1.0, 0.0],
             },
-        )?;
+        )
+    }
+
+    #[test]
+    fn the_gradient_pushes_desirable_answers_up_and_undesirable_ones_down() -> Result<()> {
+        let logps = Var::new(&[-10.0f64, -12.0, -8.0], &Device::Cpu)?;
+        let (loss, _) = three_answers(logps.as_tensor())?;
         let grad = loss.backward()?.get(logps.as_tensor()).unwrap().to_vec1::<f64>()?;
         assert!(grad[0] < 0.0, "descending raises a desirable answer: {grad:?}");
         assert!(grad[1] > 0.0, "descending lowers an undesirable answer: {grad:?}");
         assert_eq!(grad[2], 0.0, "weight 0 contributes nothing");
         // Finite differences on the first answer.
-        let at = |x: f64| -> Result<f64> {
-            let t = Tensor::new(&[x, -12.0, -8.0], &Device::Cpu)?;
-            let (_, m) = kto_loss(
-                &KtoConfig::default(),
-                &UnpairedLogps {
-                    logps: &t,
-                    ref_logps: &[-10.0, -12.0, -8.0],
-                    desirable: &[true, false, true],
-                    kl_logps: &[-20.0, -21.0, -19.0],
-                    ref_kl_logps: &[-20.5, -20.0, -19.5],
-                    weights: &[1.0, 1.0, 0.0],
-                },
-            )?;
-            Ok(m["loss"])
-        };
+        let at =
+            |x: f64| -> Result<f64> { Ok(three_answers(&Tensor::new(&[x, -12.0, -8.0], &Device::Cpu)?)?.1["loss"]) };
         let numeric = (at(-10.0 + 1e-5)? - at(-10.0 - 1e-5)?) / 2e-5;
         assert!((numeric - grad[0]).abs() < 1e-7, "analytic {} vs numeric {numeric}", grad[0]);
         Ok(())
