@@ -48,7 +48,7 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
 
     let tokenizer = match tokenizer_from_gguf(&meta, path) {
         Ok(t) => t,
-        // A GGUF whose vocabulary we cannot build (SentencePiece, an unknown pre-tokenizer) can
+        // A GGUF whose vocabulary we cannot build (an unknown pre-tokenizer or vocabulary type) can
         // still run with the model's tokenizer.json placed beside it.
         Err(e) => match path.with_file_name("tokenizer.json") {
             p if p.is_file() => tokenizers::Tokenizer::from_file(&p)
