@@ -60,39 +60,18 @@ pub fn rope_row(row: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], inte
 simd_fn! {
     /// One query head `q` against the first `n` cached positions: position t's key and value
     /// for this head start at `t * stride` in `k` and `v`. Softmax of the scaled scores (in
-    /// `scores`, room for `n`), then their weighted sum of values into `out`.
-    pub fn attend(q: &[f32], k: &[f32], v: &[f32], stride: usize, n: usize, scale: f32, scores: &mut [f32], out: &mut [f32]) {
+    /// `scores`, room for `n`), soft-capped first as Gemma 2 does (`tanh(s / cap) * cap`) when
+    /// `cap` is given, then their weighted sum of values into `out`.
+    pub fn attend(q: &[f32], k: &[f32], v: &[f32], stride: usize, n: usize, scale: f32, cap: Option<f32>, scores: &mut [f32], out: &mut [f32]) {
         let hd = q.len();
         let scores = &mut scores[..n];
         let mut max = f32::NEG_INFINITY;
         for (t, s) in scores.iter_mut().enumerate() {
-            *s = dot(q, &k[t * stride..t * stride + hd]) * scale;
-            max = max.max(*s);
-        }
-        for s in scores.iter_mut() {
-            *s = exp_f32(*s - max);
-        }
-        let inv = 1.0 / sum(scores);
-        out.fill(0.0);
-        for (t, &p) in scores.iter().enumerate() {
-            let p = p * inv;
-            for (o, &x) in out.iter_mut().zip(&v[t * stride..t * stride + hd]) {
-                *o += p * x;
-            }
-        }
-    }
-}
-
-simd_fn! {
-    /// `attend` with Gemma 2's soft-capping of the scaled scores: `tanh(s / cap) * cap`.
-    /// `sc` is (scale, cap).
-    pub fn attend_capped(q: &[f32], k: &[f32], v: &[f32], stride: usize, n: usize, sc: (f32, f32), scores: &mut [f32], out: &mut [f32]) {
-        let (scale, cap) = sc;
-        let hd = q.len();
-        let scores = &mut scores[..n];
-        let mut max = f32::NEG_INFINITY;
-        for (t, s) in scores.iter_mut().enumerate() {
-            *s = (dot(q, &k[t * stride..t * stride + hd]) * scale / cap).tanh() * cap;
+            let scaled = dot(q, &k[t * stride..t * stride + hd]) * scale;
+            *s = match cap {
+                Some(cap) => (scaled / cap).tanh() * cap,
+                None => scaled,
+            };
             max = max.max(*s);
         }
         for s in scores.iter_mut() {
@@ -171,7 +150,7 @@ mod tests {
         let (q, k, v) = (random(hd, 1), random(n * stride, 2), random(n * stride, 3));
         for head in 0..kv {
             let mut got = vec![0f32; hd];
-            attend(&q, &k[head * hd..], &v[head * hd..], stride, n, 0.125, &mut vec![0.0; n], &mut got);
+            attend(&q, &k[head * hd..], &v[head * hd..], stride, n, 0.125, None, &mut vec![0.0; n], &mut got);
             let s: Vec<f64> = (0..n)
                 .map(|t| (0..hd).map(|j| q[j] as f64 * k[t * stride + head * hd + j] as f64).sum::<f64>() * 0.125)
                 .collect();

@@ -538,7 +538,7 @@ impl Layer {
         rows: &[(usize, usize)],
         seqs: &mut [Seq],
     ) -> candle_core::Result<()> {
-        use super::cpu_ops::{add_in_place, attend, attend_capped, gelu_tanh_glu, rms_norm_rows, rope_row, swiglu};
+        use super::cpu_ops::{add_in_place, attend, gelu_tanh_glu, rms_norm_rows, rope_row, swiglu};
         let (m, hd) = (rows.len(), c.head_dim);
         let norms = &host.norms[index];
         let eps = c.rms_eps as f32;
@@ -596,10 +596,7 @@ impl Layer {
             let (kv, at) = (caches[s], lo * kw + (head / groups) * hd);
             scores.resize(pos + 1 - lo, 0.0);
             let q = &q[r * qw + head * hd..r * qw + (head + 1) * hd];
-            match cap {
-                None => attend(q, &kv.k[at..], &kv.v[at..], kw, pos + 1 - lo, scale, scores, out),
-                Some(cap) => attend_capped(q, &kv.k[at..], &kv.v[at..], kw, pos + 1 - lo, (scale, cap), scores, out),
-            }
+            attend(q, &kv.k[at..], &kv.v[at..], kw, pos + 1 - lo, scale, cap, scores, out)
         };
         let work: usize = rows.iter().map(|r| r.1 + 1).sum::<usize>() * c.n_heads * hd;
         if candle_core::utils::get_num_threads() > 1 && work >= 1 << 16 {
