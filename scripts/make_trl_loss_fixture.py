@@ -52,9 +52,9 @@ def identity(x):
     return x
 
 
-def dpo_metrics(pairs, loss_types, loss_weights, beta, label_smoothing):
-    """Runs TRL's DPOTrainer._compute_loss on the batch; returns its loss and logged metrics."""
-    rows = [p["chosen_token_logps"] for p in pairs] + [p["rejected_token_logps"] for p in pairs]
+def completion_grid(rows):
+    """Rows of PROMPT prompt tokens then the given completion log-probs, as a trainer's batch
+    holds them: (n, width, completion_mask, attention_mask, per-position log-probs)."""
     width = PROMPT + max(len(r) for r in rows)
     n = len(rows)
     completion_mask = torch.zeros(n, width, dtype=torch.long)
@@ -66,6 +66,13 @@ def dpo_metrics(pairs, loss_types, loss_weights, beta, label_smoothing):
         for k, lp in enumerate(r):
             # position t predicts token t + 1
             log_probs[i, PROMPT + k - 1] = lp
+    return n, width, completion_mask, attention_mask, log_probs
+
+
+def dpo_metrics(pairs, loss_types, loss_weights, beta, label_smoothing):
+    """Runs TRL's DPOTrainer._compute_loss on the batch; returns its loss and logged metrics."""
+    rows = [p["chosen_token_logps"] for p in pairs] + [p["rejected_token_logps"] for p in pairs]
+    n, width, completion_mask, attention_mask, log_probs = completion_grid(rows)
     inputs = {
         "input_ids": torch.ones(n, width, dtype=torch.long),
         "attention_mask": attention_mask,
@@ -167,16 +174,7 @@ def kto_metrics(rows, beta, desirable_weight, undesirable_weight, kl_shift=0.0):
     """Runs TRL's KTOTrainer._compute_loss on the rows; returns its loss and logged metrics.
     `kl_shift` moves the policy's KL log-probs up, to exercise a positive KL estimate (TRL clamps
     a negative one to 0)."""
-    width = PROMPT + max(len(r["token_logps"]) for r in rows)
-    n = len(rows)
-    completion_mask = torch.zeros(n, width, dtype=torch.long)
-    attention_mask = torch.zeros(n, width, dtype=torch.long)
-    log_probs = torch.zeros(n, width - 1, dtype=torch.float64)
-    for i, r in enumerate(rows):
-        attention_mask[i, : PROMPT + len(r["token_logps"])] = 1
-        completion_mask[i, PROMPT : PROMPT + len(r["token_logps"])] = 1
-        for k, lp in enumerate(r["token_logps"]):
-            log_probs[i, PROMPT + k - 1] = lp
+    n, width, completion_mask, attention_mask, log_probs = completion_grid([r["token_logps"] for r in rows])
     inputs = {
         "input_ids": torch.ones(n, width, dtype=torch.long),
         "attention_mask": attention_mask,
