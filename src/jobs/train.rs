@@ -401,9 +401,6 @@ fn train(
     if let Err(why) = cfg.check_supported() {
         bail!("{}: cannot train this model: {why}", model_path.display());
     }
-    if let Some(why) = cfg.export_gap(config.lora_rank.is_some()) {
-        bail!("{}: {why}", model_path.display());
-    }
     let lora_cfg = config.lora_rank.map(|rank| LoraConfig {
         rank,
         alpha: config.lora_alpha,

@@ -89,6 +89,15 @@ impl Family {
         self == Family::Phi3
     }
 
+    /// The `model_type` an exported config.json names (Gemma 3's text-only model is
+    /// `gemma3_text`; `gemma3` is the multimodal one).
+    pub fn hf_model_type(self) -> &'static str {
+        match self {
+            Family::Gemma3 => "gemma3_text",
+            other => other.name(),
+        }
+    }
+
     /// The transformers class an exported directory names.
     pub fn hf_class(self) -> &'static str {
         match self {
@@ -329,6 +338,24 @@ impl Rope {
         Some(v)
     }
 
+    /// LongRoPE's original context, which Phi-3's config.json also carries at the top level.
+    pub fn original_max(&self) -> Option<usize> {
+        match &self.kind {
+            RopeKind::LongRope { original_max, .. } => Some(*original_max),
+            _ => None,
+        }
+    }
+
+    /// transformers 5's `rope_parameters` dict: type, theta, partial rotary factor, scaling.
+    pub fn hf_parameters(&self) -> Value {
+        let mut v = self.hf_scaling().unwrap_or_else(|| serde_json::json!({"rope_type": "default"}));
+        v["rope_theta"] = self.theta.into();
+        if self.partial_rotary_factor != 1.0 {
+            v["partial_rotary_factor"] = self.partial_rotary_factor.into();
+        }
+        v
+    }
+
     /// One line for `verdict model info`.
     pub fn describe(&self) -> String {
         let mut s = format!("{} (theta {})", self.type_name(), self.theta);
@@ -378,6 +405,8 @@ pub struct ArchConfig {
     pub sliding_layers: Vec<bool>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<Value>,
+    /// The padding id (the embedding row transformers keeps at zero gradient), when named.
+    pub pad_token_id: Option<u32>,
     pub activation: Activation,
     /// Gemma 2's attention score soft-capping: `tanh(s / c) * c` before the mask.
     pub attn_softcap: Option<f64>,
@@ -471,6 +500,7 @@ impl ArchConfig {
             sliding_layers,
             bos_token_id: r.usize_opt("bos_token_id").ok().flatten().map(|v| v as u32),
             eos_token_id: obj.get("eos_token_id").filter(|v| !v.is_null()).cloned(),
+            pad_token_id: r.usize_opt("pad_token_id").ok().flatten().map(|v| v as u32),
             activation: activation(&r, family)?,
             attn_softcap: defaulted(&r, "attn_logit_softcapping", Some(50.0).filter(|_| gemma2))?,
             final_softcap: defaulted(&r, "final_logit_softcapping", Some(30.0).filter(|_| gemma2))?,
@@ -592,6 +622,7 @@ impl ArchConfig {
             sliding_layers: if window.is_some() { sliding_layers } else { vec![false; layers] },
             bos_token_id: token("tokenizer.ggml.bos_token_id"),
             eos_token_id: token("tokenizer.ggml.eos_token_id").map(Value::from),
+            pad_token_id: token("tokenizer.ggml.padding_token_id"),
             activation: if family.gemma() { Activation::GeluTanh } else { Activation::Silu },
             attn_softcap: softcap("attn_logit_softcapping"),
             final_softcap: softcap("final_logit_softcapping"),

@@ -33,6 +33,8 @@ pub struct Config {
     pub sliding_window: Option<usize>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<serde_json::Value>,
+    /// Written out even when absent: Phi-3's default (32000) is no row of a smaller vocabulary.
+    pub pad_token_id: Option<u32>,
     /// Per layer: whether it attends over `sliding_window` only.
     #[serde(skip)]
     pub sliding_layers: Vec<bool>,
@@ -79,6 +81,7 @@ impl Config {
             sliding_window: a.sliding_window,
             bos_token_id: a.bos_token_id,
             eos_token_id: a.eos_token_id.clone(),
+            pad_token_id: a.pad_token_id,
             sliding_layers: a.sliding_layers.clone(),
             activation: a.activation,
             attn_softcap: a.attn_softcap,
@@ -147,27 +150,6 @@ impl Config {
         Ok(())
     }
 
-    /// Why a run of this family could not be exported correctly yet, if so: the trainer runs
-    /// it, but what `train::export` writes would load with other math (Gemma's soft-capping,
-    /// query scale and layer types are not written to config.json) or other module names (a
-    /// Phi-3 adapter names the split projections, which Phi-3 does not have). A run is refused
-    /// up front rather than after hours of training.
-    pub fn export_gap(&self, lora: bool) -> Option<String> {
-        match self.family() {
-            Family::Gemma2 | Family::Gemma3 => Some(format!(
-                "verdict computes {} exactly but cannot export it yet (its config.json would lose the soft-capping, \
-                 query scale and sliding-layer keys); train a llama, mistral, qwen2, qwen3 or phi3 model instead",
-                self.model_type
-            )),
-            Family::Phi3 if lora => Some(
-                "a LoRA adapter of phi3 cannot be exported yet (its fused qkv_proj and gate_up_proj need adapters \
-                 of their own); train phi3 without --lora-rank (full fine-tuning) instead"
-                    .into(),
-            ),
-            _ => None,
-        }
-    }
-
     /// Rotary inverse frequencies, scaled as the configuration says (`model::arch::Rope`).
     pub fn inv_freq(&self) -> Vec<f64> {
         self.rope.inv_freq(self.head_dim())
@@ -178,27 +160,78 @@ impl Config {
         self.rope.attention_factor()
     }
 
-    /// `config.json` for an exported directory: our fields plus what `transformers` expects.
+    /// `config.json` for an exported directory: our fields plus what `transformers` expects,
+    /// in v4 keys (`rope_theta`, `rope_scaling`), which transformers 4 and 5 both read, and each
+    /// family's own keys for the math the trainer ran: Gemma's activation, soft-capping, query
+    /// scale, sliding layers and local rope base; Phi-3's partial rotary factor and original
+    /// context; Qwen's sliding layers.
     pub fn to_hf_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("config serializes");
         let obj = v.as_object_mut().expect("object");
         obj.retain(|_, x| !x.is_null());
-        let family = Family::from_hf(&self.model_type).unwrap_or(Family::Llama);
+        let family = self.family();
+        obj.insert("model_type".into(), family.hf_model_type().into());
         obj.insert("architectures".into(), serde_json::json!([family.hf_class()]));
-        obj.insert("hidden_act".into(), "silu".into());
+        obj.insert("hidden_act".into(), self.activation.hf_name().into());
         obj.insert("torch_dtype".into(), "float32".into());
         obj.insert("num_key_value_heads".into(), self.n_kv_heads().into());
         obj.insert("head_dim".into(), self.head_dim().into());
+        obj.insert("pad_token_id".into(), self.pad_token_id.into());
         obj.insert("rope_theta".into(), self.rope.theta.into());
         if let Some(scaling) = self.rope.hf_scaling() {
             obj.insert("rope_scaling".into(), scaling);
         }
-        if self.model_type == "mistral" && self.sliding_window.is_none() {
-            // Mistral's default window is 4096: "none" must be written out.
-            obj.insert("sliding_window".into(), serde_json::Value::Null);
+        if self.rope.partial_rotary_factor != 1.0 {
+            obj.insert("partial_rotary_factor".into(), self.rope.partial_rotary_factor.into());
         }
-        if self.model_type == "qwen2" && self.sliding_window.is_some() {
-            obj.insert("use_sliding_window".into(), true.into());
+        if let Some(original) = self.rope.original_max() {
+            // Phi-3 reads it from the top level (transformers then derives the LongRoPE factor).
+            obj.insert("original_max_position_embeddings".into(), original.into());
+        }
+        let layer_types = || -> serde_json::Value {
+            (0..self.num_hidden_layers)
+                .map(|i| if self.layer_window(i).is_some() { "sliding_attention" } else { "full_attention" })
+                .collect()
+        };
+        match family {
+            Family::Mistral if self.sliding_window.is_none() => {
+                // Mistral's default window is 4096: "none" must be written out.
+                obj.insert("sliding_window".into(), serde_json::Value::Null);
+            }
+            Family::Qwen2 | Family::Qwen3 => {
+                obj.insert("use_sliding_window".into(), self.sliding_window.is_some().into());
+                obj.insert("layer_types".into(), layer_types());
+            }
+            Family::Gemma2 | Family::Gemma3 => {
+                obj.insert("hidden_activation".into(), self.activation.hf_name().into());
+                // Null is written out: Gemma 2's defaults are 50 and 30.
+                obj.insert("attn_logit_softcapping".into(), self.attn_softcap.into());
+                obj.insert("final_logit_softcapping".into(), self.final_softcap.into());
+                // transformers' field is an int (a float fails its validation).
+                let scalar = self.query_pre_attn_scalar.map(|s| match s.fract() == 0.0 && s.abs() < 1e15 {
+                    true => serde_json::Value::from(s as i64),
+                    false => s.into(),
+                });
+                obj.insert("query_pre_attn_scalar".into(), scalar.into());
+                obj.insert("sliding_window".into(), self.sliding_window.into());
+                obj.insert("layer_types".into(), layer_types());
+                if let Some(local) = &self.local_rope {
+                    obj.insert("rope_local_base_freq".into(), local.theta.into());
+                    if local.kind != crate::model::arch::RopeKind::Default || local.partial_rotary_factor != 1.0 {
+                        // v4 keys cannot scale the local rope: transformers 5's nested form can.
+                        obj.remove("rope_scaling");
+                        obj.remove("rope_theta");
+                        obj.insert(
+                            "rope_parameters".into(),
+                            serde_json::json!({
+                                "full_attention": self.rope.hf_parameters(),
+                                "sliding_attention": local.hf_parameters(),
+                            }),
+                        );
+                    }
+                }
+            }
+            _ => {}
         }
         v
     }
@@ -207,26 +240,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn families_whose_export_would_be_wrong_are_refused_before_training() {
-        let config = |model_type: &str| {
-            Config::from_json(&format!(
-                r#"{{"model_type":"{model_type}","hidden_size":64,"intermediate_size":128,
-                "num_hidden_layers":1,"num_attention_heads":4,"vocab_size":10}}"#
-            ))
-            .unwrap()
-        };
-        for refused in ["gemma2", "gemma3_text"] {
-            let why = config(refused).export_gap(false).expect(refused);
-            assert!(why.contains("cannot export"), "{why}");
-        }
-        assert!(config("phi3").export_gap(true).unwrap().contains("without --lora-rank"));
-        for fine in ["llama", "mistral", "qwen2", "qwen3"] {
-            assert_eq!(config(fine).export_gap(true), None, "{fine}");
-        }
-        assert_eq!(config("phi3").export_gap(false), None);
-    }
 
     #[test]
     fn reads_smollm2_config_and_defaults() {

@@ -131,6 +131,72 @@ fn adapter_readme(base_note: &str, id: &str) -> String {
     )
 }
 
+/// A PEFT adapter's tensors (names without `base_model.model.`), its `target_modules`, and the
+/// modules whose rank and alpha differ from the config's (Phi-3's fused projections).
+struct PeftAdapters {
+    tensors: Vec<(String, Tensor)>,
+    targets: Vec<String>,
+    rank_pattern: serde_json::Map<String, serde_json::Value>,
+    alpha_pattern: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Phi-3's adapters on the modules Phi-3 has: the trainer holds one adapter per part of the
+/// fused `qkv_proj` and `gate_up_proj` (q, k, v; gate, up), and their sum is one adapter on the
+/// fused module of rank `parts * r`: A stacks the parts' A, B is block-diagonal with the parts'
+/// B (zero rows for a part without an adapter), so `B A` stacks each part's `B_i A_i` exactly.
+/// Its alpha is `parts * alpha`, so PEFT's scale `alpha / r` stays the trainer's.
+fn fused_adapters(model: &Model, lora: &LoraConfig) -> Result<PeftAdapters> {
+    let mut out = PeftAdapters {
+        tensors: Vec::new(),
+        targets: Vec::new(),
+        rank_pattern: serde_json::Map::new(),
+        alpha_pattern: serde_json::Map::new(),
+    };
+    for (i, l) in model.layers.iter().enumerate() {
+        let groups: [(&str, Vec<&Proj>); 4] = [
+            ("self_attn.qkv_proj", vec![&l.q, &l.k, &l.v]),
+            ("self_attn.o_proj", vec![&l.o]),
+            ("mlp.gate_up_proj", vec![&l.gate, &l.up]),
+            ("mlp.down_proj", vec![&l.down]),
+        ];
+        for (module, parts) in groups {
+            let present: Vec<&super::lora::Adapter> = parts.iter().filter_map(|p| p.adapter.as_ref()).collect();
+            if present.is_empty() {
+                continue;
+            }
+            let (n, r) = (present.len(), lora.rank);
+            let a = Tensor::cat(&present.iter().map(|a| a.a.detach()).collect::<Vec<_>>(), 0)?;
+            let mut rows = Vec::with_capacity(parts.len());
+            let mut j = 0;
+            for p in &parts {
+                let out_rows = p.weight.dim(0)?;
+                let zeros = |cols: usize| Tensor::zeros((out_rows, cols), a.dtype(), a.device());
+                rows.push(match &p.adapter {
+                    Some(ad) => {
+                        let block = Tensor::cat(&[zeros(j * r)?, ad.b.detach(), zeros((n - 1 - j) * r)?], 1)?;
+                        j += 1;
+                        block
+                    }
+                    None => zeros(n * r)?,
+                });
+            }
+            let b = Tensor::cat(&rows, 0)?.contiguous()?;
+            let name = format!("model.layers.{i}.{module}");
+            out.tensors.push((format!("{name}.lora_A.weight"), a.contiguous()?));
+            out.tensors.push((format!("{name}.lora_B.weight"), b));
+            let short = module.rsplit('.').next().unwrap_or(module).to_string();
+            if n > 1 {
+                out.rank_pattern.insert(short.clone(), (n * r).into());
+                out.alpha_pattern.insert(short.clone(), (n as f64 * lora.alpha).into());
+            }
+            if !out.targets.contains(&short) {
+                out.targets.push(short);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// PEFT adapter: `adapter_config.json` + `adapter_model.safetensors` (keys prefixed
 /// `base_model.model.`) + a README, loadable with `PeftModel.from_pretrained(base, dir)`.
 /// `base_model` is the base's path (written as its Hugging Face id when `model::hub_id` knows
@@ -141,15 +207,22 @@ pub fn export_peft(model: &Model, lora: &LoraConfig, base_model: &str, dir: &Pat
         candle_core::bail!("this model has no LoRA adapters to export");
     }
     std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
+    let adapters = if model.cfg.family().fused_projections() {
+        fused_adapters(model, lora)?
+    } else {
+        let targets = lora.normalized_targets()?.iter().map(|t| format!("{t}_proj")).collect();
+        let tensors = vars.into_iter().map(|(n, v)| (n, v.as_tensor().detach())).collect();
+        PeftAdapters { tensors, targets, rank_pattern: serde_json::Map::new(), alpha_pattern: serde_json::Map::new() }
+    };
     let tensors: HashMap<String, Tensor> =
-        vars.into_iter().map(|(n, v)| (format!("base_model.model.{n}"), v.as_tensor().detach())).collect();
+        adapters.tensors.into_iter().map(|(n, t)| (format!("base_model.model.{n}"), t)).collect();
     save_atomic(&tensors, &dir.join("adapter_model.safetensors"))?;
     let (base_id, base_note) = base_model_entry(base_model);
     // A GGUF path is no base transformers can load by name.
     let load_as = if base_id.ends_with(".gguf") { "<the base model's Hugging Face id>" } else { base_id.as_str() };
     let readme = dir.join("README.md");
     std::fs::write(&readme, adapter_readme(&base_note, load_as)).map_err(|e| io(e, &readme))?;
-    let targets: Vec<String> = lora.normalized_targets()?.iter().map(|t| format!("{t}_proj")).collect();
+    let targets = adapters.targets;
     let cfg = serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -165,6 +238,8 @@ pub fn export_peft(model: &Model, lora: &LoraConfig, base_model: &str, dir: &Pat
         "use_rslora": false,
         "use_dora": false,
         "modules_to_save": null,
+        "rank_pattern": adapters.rank_pattern,
+        "alpha_pattern": adapters.alpha_pattern,
     });
     let text = serde_json::to_string_pretty(&cfg).map_err(candle_core::Error::wrap)?;
     std::fs::write(dir.join("adapter_config.json"), text).map_err(|e| io(e, dir))
@@ -247,3 +322,7 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "export_tests_families.rs"]
+mod tests_families;

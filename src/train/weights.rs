@@ -282,6 +282,7 @@ pub fn tiny_config(model_type: &str, tie: bool) -> Config {
         sliding_window: None,
         bos_token_id: Some(1),
         eos_token_id: Some(2.into()),
+        pad_token_id: None,
         sliding_layers: vec![false; 2],
         activation: crate::model::arch::Activation::Silu,
         attn_softcap: None,
