@@ -51,7 +51,6 @@ const SIZE_EXCEPTIONS: &[(&str, &str)] = &[
     ("model/arch.rs", "one table of every family's configuration keys; splitting it scatters the table"),
     ("tui/app.rs", "the App state machine, being split into screens by tui-screens (#18 item 1)"),
     ("tui/tests.rs", "the TUI's snapshot and key tests, being moved beside their screens (#18 item 1)"),
-    ("jobs/train.rs", "the training job, to be cut into phases (#16 item 4)"),
     (
         "model/llama.rs",
         "one decoder layer in its two executions (CPU rows, candle ops) side by side so a family feature lands in \
