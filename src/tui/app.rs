@@ -258,6 +258,10 @@ impl App {
         let mode = self.key_mode();
         let action = self.keymap.action(mode, &key);
         if matches!(mode, Mode::Line | Mode::Editor) {
+            if let (Input::None, Some(top)) = (&self.input, self.screens.last_mut()) {
+                top.type_key(action, key);
+                return Ok(None);
+            }
             match &mut self.review {
                 Some(review) if self.input == Input::None => review.type_key(action, key),
                 _ => self.type_key(action, key)?,
@@ -275,6 +279,9 @@ impl App {
                 annotator: &self.annotator,
                 annotator_id: self.annotator_id,
             };
+            if action.is_none() {
+                top.unbound(key, &ctx);
+            }
             let commands = top.update(action, &ctx);
             self.apply(commands)?;
             return Ok(None);
@@ -316,6 +323,26 @@ impl App {
                     self.refresh_top()?;
                 }
                 Command::Refresh => self.refresh_top()?,
+                Command::Thumb(thumb) => {
+                    // Committed before the next answer shows.
+                    self.store.record_thumb(&thumb)?;
+                    self.message = format!("answer {} rated {}", thumb.response_id, thumb.rating.as_str());
+                    if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
+                        view.stored(&self.store, self.annotator_id, Some(thumb.response_id), None)?;
+                    }
+                }
+                Command::UndoThumb => match self.store.undo_last_thumb(self.annotator_id)? {
+                    None => self.message = "no rating to undo".into(),
+                    Some(undo) => {
+                        self.message = match &undo.restored {
+                            Some(t) => format!("undone: the answer is {} again", t.rating.as_str()),
+                            None => "undone: rate this answer again".into(),
+                        };
+                        if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
+                            view.stored(&self.store, self.annotator_id, None, Some(&undo.withdrawn))?;
+                        }
+                    }
+                },
             }
         }
         Ok(())
@@ -369,7 +396,18 @@ impl App {
             Action::Down => self.move_by(1),
             Action::PageUp => self.move_by(-10),
             Action::PageDown => self.move_by(10),
-            Action::Open => self.open_selected()?,
+            Action::Open => {
+                if let Some(&index) = self.visible.get(self.selected) {
+                    self.ensure_loaded(index)?;
+                }
+                // One candidate has no pair to compare: it is reviewed on its own.
+                if self.selected_item().is_some_and(|i| i.candidates.len() == 1) {
+                    self.open_thumbs()?
+                } else {
+                    self.open_selected()?
+                }
+            }
+            Action::SingleReview => self.open_thumbs()?,
             Action::Back => self.compare = None,
             Action::Search => self.input = Input::Search(self.filter.search.clone()),
             Action::FilterLanguage => {
@@ -422,11 +460,15 @@ impl App {
             },
             Action::Quality => {
                 // Computed once, as the screen opens; drawing only shows the text.
-                let text = format!(
+                let mut text = format!(
                     "AGREEMENT\n\n{}\nANNOTATORS\n\n{}",
                     crate::qa::text::agreement(&self.store)?,
                     crate::qa::text::annotators(&self.store)?
                 );
+                let thumbs = crate::qa::thumbs::text(&self.store)?;
+                if !thumbs.is_empty() {
+                    text.push_str(&format!("\nSINGLE-ANSWER REVIEW\n\n{thumbs}"));
+                }
                 self.screens.push(Screen::Qa(Qa::new(text)));
             }
             Action::Review => {
@@ -474,7 +516,7 @@ impl App {
             | Action::Previous
             | Action::Next => {}
             // The typing keys are handled by `type_key`.
-            Action::Confirm | Action::DeleteBack | Action::NewLine => {}
+            Action::Confirm | Action::DeleteBack | Action::NewLine | Action::Good | Action::Bad => {}
         }
         Ok(None)
     }
@@ -526,6 +568,17 @@ impl App {
             scroll: [0; 3],
             shown_at: Instant::now(),
         });
+        self.store.set_cursor(self.annotator_id, prompt_id)?;
+        Ok(())
+    }
+
+    /// The single-answer review of the selected prompt.
+    fn open_thumbs(&mut self) -> anyhow::Result<()> {
+        let Some(&index) = self.visible.get(self.selected) else { return Ok(()) };
+        self.ensure_loaded(index)?;
+        let prompt_id = self.items[index].row.prompt_id;
+        let view = super::screens::thumbs::ThumbsView::open(&self.store, prompt_id, self.annotator_id)?;
+        self.screens.push(Screen::Thumbs(Box::new(view)));
         self.store.set_cursor(self.annotator_id, prompt_id)?;
         Ok(())
     }

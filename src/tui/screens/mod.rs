@@ -7,13 +7,15 @@ pub mod diff;
 pub mod help;
 pub mod qa;
 pub mod samples;
+pub mod thumbs;
 
+use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
 use super::keymap::{Action, KeyMap, Mode};
 use crate::guidelines::Reason;
-use crate::store::{NewEvalVote, Store};
+use crate::store::{NewEvalVote, NewThumb, Store};
 
 /// What every screen may read while it updates or draws.
 pub struct Ctx<'a> {
@@ -32,6 +34,10 @@ pub enum Command {
     EvalVote(NewEvalVote),
     /// Let the screen re-read what it shows (`Screen::refresh`).
     Refresh,
+    /// Store a single-answer rating, then show the next answer.
+    Thumb(NewThumb),
+    /// Take back the annotator's last single-answer rating.
+    UndoThumb,
 }
 
 /// A screen on the stack.
@@ -41,6 +47,7 @@ pub enum Screen {
     Samples(samples::SamplesView),
     Diff(Box<diff::DiffView>),
     Blind(Box<blind::BlindView>),
+    Thumbs(Box<thumbs::ThumbsView>),
 }
 
 impl Screen {
@@ -53,6 +60,8 @@ impl Screen {
             Screen::Diff(_) => Mode::Diff,
             Screen::Blind(b) if b.run_id.is_none() => Mode::Arena,
             Screen::Blind(_) => Mode::Blind,
+            Screen::Thumbs(t) if t.typing() => Mode::Line,
+            Screen::Thumbs(_) => Mode::Thumbs,
         }
     }
 
@@ -61,6 +70,7 @@ impl Screen {
     pub fn footer_mode(&self) -> Option<Mode> {
         match self {
             Screen::Help(_) | Screen::Qa(_) => None,
+            Screen::Thumbs(_) => Some(Mode::Thumbs),
             other => Some(other.mode()),
         }
     }
@@ -83,6 +93,21 @@ impl Screen {
             Screen::Samples(samples) => samples.update(action),
             Screen::Diff(diff) => diff.update(action),
             Screen::Blind(blind) => blind.update(action, ctx.annotator_id),
+            Screen::Thumbs(thumbs) => thumbs.update(action, ctx.annotator_id),
+        }
+    }
+
+    /// A key the screen's section does not bind (a reason tag's shortcut, for instance).
+    pub fn unbound(&mut self, key: KeyEvent, ctx: &Ctx) {
+        if let Screen::Thumbs(thumbs) = self {
+            thumbs.unbound(key, ctx);
+        }
+    }
+
+    /// A key while the screen has text typed into it (its `mode` is `Mode::Line`).
+    pub fn type_key(&mut self, action: Option<Action>, key: KeyEvent) {
+        if let Screen::Thumbs(thumbs) = self {
+            thumbs.type_key(action, key);
         }
     }
 
@@ -100,6 +125,7 @@ impl Screen {
     pub fn refresh(&mut self, store: &Store, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
             Screen::Blind(blind) => blind.refresh(store, ctx.annotator),
+            Screen::Thumbs(thumbs) => thumbs.refresh(store, ctx.annotator_id),
             _ => Ok(()),
         }
     }
@@ -120,6 +146,7 @@ impl Screen {
             Screen::Samples(samples) => samples.draw(frame, area),
             Screen::Diff(diff) => diff.draw(frame, area),
             Screen::Blind(blind) => blind.draw(frame, area),
+            Screen::Thumbs(thumbs) => thumbs.draw(frame, area, ctx),
         }
     }
 }
