@@ -17,6 +17,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use super::{Command, Ctx};
 use crate::domain::Message;
 use crate::store::{ActiveThumb, NewThumb, ResponseRow, Store, Thumb};
+use crate::tui::input::Input;
 use crate::tui::keymap::Action;
 use crate::tui::text::truncate;
 use crate::tui::widgets::draw_text_pane;
@@ -34,8 +35,6 @@ pub struct ThumbsView {
     pub mine: HashMap<i64, ActiveThumb>,
     pub reasons: BTreeSet<String>,
     pub note: String,
-    /// The note being typed, while it is.
-    pub typing: Option<String>,
     pub scroll: u16,
     pub shown_at: Instant,
     pub guideline_id: Option<i64>,
@@ -54,7 +53,6 @@ impl ThumbsView {
             mine: HashMap::new(),
             reasons: BTreeSet::new(),
             note: String::new(),
-            typing: None,
             scroll: 0,
             shown_at: Instant::now(),
             guideline_id: store.guideline_text(domain.as_deref())?.map(|(id, _)| id),
@@ -104,11 +102,6 @@ impl ThumbsView {
         self.answers.get(self.index)
     }
 
-    /// Whether a note is being typed (its keys go to `type_key`).
-    pub fn typing(&self) -> bool {
-        self.typing.is_some()
-    }
-
     /// Shows the answer at `index` with my rating's tags and note, if I rated it.
     fn show_answer(&mut self) {
         let mine = self.current().and_then(|a| self.mine.get(&a.id));
@@ -136,7 +129,8 @@ impl ThumbsView {
             Action::Good => return self.rate(Thumb::Good, annotator_id),
             Action::Bad => return self.rate(Thumb::Bad, annotator_id),
             Action::Undo => return vec![Command::UndoThumb],
-            Action::Note => self.typing = Some(self.note.clone()),
+            // Typed in `App`'s line; a kept note comes back into `note`.
+            Action::Note => return vec![Command::Type(Input::Note(self.note.clone()))],
             Action::Next if self.index + 1 < self.answers.len() => {
                 self.index += 1;
                 self.show_answer();
@@ -162,23 +156,6 @@ impl ThumbsView {
             && !self.reasons.remove(&reason.key)
         {
             self.reasons.insert(reason.key.clone());
-        }
-    }
-
-    /// A key while the note is typed (`action` from the key map's typing section).
-    pub fn type_key(&mut self, action: Option<Action>, key: KeyEvent) {
-        let Some(text) = &mut self.typing else { return };
-        match action {
-            Some(Action::Confirm) => self.note = self.typing.take().unwrap_or_default(),
-            Some(Action::Back) => self.typing = None,
-            Some(Action::DeleteBack) => {
-                text.pop();
-            }
-            _ => {
-                if let KeyCode::Char(c) = key.code {
-                    text.push(c);
-                }
-            }
         }
     }
 
@@ -218,10 +195,10 @@ impl ThumbsView {
             chips.push(Span::styled(format!("[{}] {}", reason.shortcut, reason.label), style));
             chips.push(Span::raw(" "));
         }
-        let note = match &self.typing {
-            Some(text) => format!(" note: {text}▏ (Enter keep · Esc cancel)"),
-            None if self.note.is_empty() => " note: (n to write one)".to_string(),
-            None => format!(" note: {}", self.note),
+        let note = match ctx.input {
+            Input::Note(text) => format!(" note: {text}▏"),
+            _ if self.note.is_empty() => " note: (n to write one)".to_string(),
+            _ => format!(" note: {}", self.note),
         };
         let block = Block::default().borders(Borders::TOP).title(" reasons (for a bad answer, or what makes it good) ");
         let inner = block.inner(tags_area);
@@ -236,38 +213,11 @@ impl ThumbsView {
 
 #[cfg(test)]
 mod tests {
-    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-    use ratatui::Terminal;
-    use ratatui::backend::TestBackend;
+    use crossterm::event::KeyCode;
 
     use super::*;
     use crate::tui::app::App;
-    use crate::tui::keymap::KeyMap;
-
-    fn app() -> App {
-        let mut store = Store::open_in_memory().unwrap();
-        store.load_guidelines(&crate::guidelines::embedded()).unwrap();
-        store.import_records(&crate::samples::records()).unwrap();
-        App::new(store, "amira", KeyMap::default()).unwrap()
-    }
-
-    fn press(app: &mut App, keys: &str) {
-        for c in keys.chars() {
-            app.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
-        }
-    }
-
-    fn screen(app: &App, width: u16, height: u16) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-        terminal.draw(|f| crate::tui::draw::draw(f, app)).unwrap();
-        let buffer = terminal.backend().buffer();
-        (0..height)
-            .map(|y| {
-                let line: String = (0..width).map(|x| buffer[(x, y)].symbol()).collect();
-                format!("{}\n", line.trim_end())
-            })
-            .collect()
-    }
+    use crate::tui::testing::{app, key, press, screen};
 
     fn view(app: &App) -> &ThumbsView {
         match app.screens.last() {
@@ -278,10 +228,11 @@ mod tests {
 
     /// `o` on the first banking prompt (two answers) opens its answers one at a time.
     fn open(app: &mut App) -> (i64, Vec<i64>) {
-        app.selected = app
+        app.queue.selected = app
+            .queue
             .visible
             .iter()
-            .position(|&i| app.items[i].row.external_id.as_deref() == Some("pair-bank-en-01"))
+            .position(|&i| app.queue.items[i].row.external_id.as_deref() == Some("pair-bank-en-01"))
             .unwrap();
         press(app, "o");
         let v = view(app);
@@ -297,7 +248,7 @@ mod tests {
         press(&mut app, "x"); // toggled off again
         press(&mut app, "n");
         press(&mut app, "cites the rule");
-        app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+        key(&mut app, KeyCode::Enter);
         press(&mut app, "+");
         let mine = app.store.my_thumbs(app.annotator_id, prompt).unwrap();
         assert_eq!(mine.len(), 1);
@@ -317,7 +268,7 @@ mod tests {
         assert_eq!(app.store.my_thumbs(app.annotator_id, prompt).unwrap().len(), 1);
         assert_eq!(view(&app).index, 1, "undo returns to the answer taken back");
         assert!(app.message.contains("undone"), "{}", app.message);
-        app.handle_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+        key(&mut app, KeyCode::Esc);
         assert!(app.screens.is_empty(), "Esc goes back to the queue");
     }
 
