@@ -7,6 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 mod background;
 mod labeling;
+mod thumbs;
 
 use super::form::TrainForm;
 use super::generation::GenerationJob;
@@ -188,6 +189,14 @@ impl App {
             return self.handle(action);
         }
         if let Some(top) = self.screens.last_mut() {
+            let ctx = Ctx {
+                keymap: &self.keymap,
+                reasons: &self.reasons,
+                annotator: &self.annotator,
+                annotator_id: self.annotator_id,
+                input: &self.input,
+            };
+            top.unbound(key, &ctx);
             // Any key the help does not bind closes it.
             let commands = top.update(
                 None,
@@ -309,6 +318,8 @@ impl App {
                     self.message = "refreshing…".into();
                 }
                 Command::Message(text) => self.message = text,
+                Command::Thumb(thumb) => self.rate(thumb)?,
+                Command::UndoThumb => self.undo_thumb()?,
             }
         }
         Ok(effect)
@@ -337,7 +348,10 @@ impl App {
 
     fn open_screen(&mut self, opening: Opening) -> anyhow::Result<()> {
         match opening {
+            // One candidate has no pair to compare: it is reviewed on its own.
+            Opening::Compare if self.selected_has_one_candidate()? => self.open_thumbs()?,
             Opening::Compare => self.open_selected()?,
+            Opening::Thumbs => self.open_thumbs()?,
             // Computed on a thread; the screen shows "computing…" till then.
             Opening::Qa => self.screens.push(Screen::Qa(Qa::open(&self.store))),
             Opening::Runs => {
