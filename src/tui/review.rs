@@ -11,6 +11,7 @@ use crossterm::event::{KeyCode, KeyEvent};
 use super::form::TrainForm;
 use super::keymap::{Action, Mode};
 use super::screens::{Command, Opening};
+use crate::domain::RunStatus;
 use crate::jobs::train::{self, TrainConfig, TrainEvent};
 use crate::jobs::{Job, Update, spawn};
 use crate::store::{RunRow, Store};
@@ -239,7 +240,7 @@ impl Review {
 
     fn stop(&mut self) -> anyhow::Result<()> {
         let Some(run) = self.selected_run().cloned() else { return Ok(()) };
-        if run.status != "running" {
+        if run.status != RunStatus::Running {
             self.message = format!("run {} is {}, not running", run.id, run.status);
             return Ok(());
         }
@@ -258,10 +259,12 @@ impl Review {
         let Some(run) = self.selected_run().cloned() else { return Vec::new() };
         // `running` with nobody holding its folder's lock: the process training it crashed.
         let out = serde_json::from_str::<TrainConfig>(&run.config).ok().and_then(|c| c.out);
-        let crashed = run.status == "running" && out.is_some_and(|dir| !crate::jobs::run_lock::is_held(&dir));
-        if !matches!(run.status.as_str(), "stopped" | "failed") && !crashed {
-            self.message = match run.status.as_str() {
-                "running" => format!("run {} is being trained by a process (its folder's LOCK is held)", run.id),
+        let crashed = run.status == RunStatus::Running && out.is_some_and(|dir| !crate::jobs::run_lock::is_held(&dir));
+        if !run.status.resumable() && !crashed {
+            self.message = match run.status {
+                RunStatus::Running => {
+                    format!("run {} is being trained by a process (its folder's LOCK is held)", run.id)
+                }
                 status => format!("run {} is {status}: only a stopped, failed or crashed run resumes", run.id),
             };
             return Vec::new();
@@ -356,7 +359,7 @@ impl Review {
     /// A run that says `running` but has not written anything for ten minutes was probably
     /// killed: the list says so rather than pretending.
     pub fn looks_abandoned(run: &RunRow, now_iso: &str) -> bool {
-        run.status == "running" && minutes_between(&run.updated_at, now_iso).is_some_and(|m| m > 10.0)
+        run.status == RunStatus::Running && minutes_between(&run.updated_at, now_iso).is_some_and(|m| m > 10.0)
     }
 }
 

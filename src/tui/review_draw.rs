@@ -10,6 +10,7 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 use super::form::{TrainForm, Value};
 use super::review::{Curves, Review, View};
 use super::text::{pad, truncate};
+use crate::domain::RunStatus;
 use crate::store::RunRow;
 
 use super::widgets::{ACCENT, block};
@@ -87,7 +88,7 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
         );
         let line = row([
             &run.id.to_string(),
-            &run.status,
+            run.status.as_str(),
             &method,
             run.base_model.as_deref().unwrap_or("–"),
             &pairs,
@@ -96,13 +97,7 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
             &number(run.eval_accuracy, 2),
             &win,
         ]);
-        let color = match run.status.as_str() {
-            "running" => Color::Green,
-            "failed" => Color::Red,
-            "stopped" => Color::Yellow,
-            _ => Color::Reset,
-        };
-        let mut style = Style::default().fg(color);
+        let mut style = Style::default().fg(status_color(run.status));
         if i == review.selected {
             style = style.bg(Color::DarkGray).add_modifier(Modifier::BOLD);
         }
@@ -120,22 +115,27 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
     frame.render_widget(Paragraph::new(lines).block(block(&title)), area);
 }
 
+/// A run's status in the list and its header: running green, failed red, stopped yellow.
+fn status_color(status: RunStatus) -> Color {
+    match status {
+        RunStatus::Running => Color::Green,
+        RunStatus::Failed => Color::Red,
+        RunStatus::Stopped => Color::Yellow,
+        RunStatus::Finished => Color::Reset,
+    }
+}
+
 fn draw_run(frame: &mut Frame, review: &Review, run: &RunRow, curves: &Curves, area: Rect) {
     let [header, top, bottom] =
         Layout::vertical([Constraint::Length(4), Constraint::Percentage(55), Constraint::Min(5)]).areas(area);
     let step = curves.step();
     let total = run.total_steps.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
-    let eta = match (run.status.as_str(), review.eta(run, curves)) {
-        ("running", Some(s)) => duration(s),
-        ("running", None) => "–".into(),
+    let eta = match (run.status, review.eta(run, curves)) {
+        (RunStatus::Running, Some(s)) => duration(s),
+        (RunStatus::Running, None) => "–".into(),
         _ => "done".into(),
     };
-    let status_color = match run.status.as_str() {
-        "running" => Color::Green,
-        "failed" => Color::Red,
-        "stopped" => Color::Yellow,
-        _ => Color::Reset,
-    };
+    let status_color = status_color(run.status);
     let mut lines = vec![
         Line::from(vec![
             Span::styled(format!(" {} ", run.status), Style::default().fg(Color::Black).bg(status_color)),

@@ -148,7 +148,7 @@ fn a_crashed_run_is_resumed_from_the_runs_screen() {
     let mut app = file_app(&seeded_file(dir.path(), "crash.db"), "amira");
     // The process training it died: the run says `running`, and nobody holds its folder's lock.
     let run = app.store.create_run("run-crashed", "dpo", &serde_json::to_string(&config).unwrap(), None).unwrap();
-    app.store.set_run_status(run, "running", None).unwrap();
+    app.store.set_run_status(run, crate::domain::RunStatus::Running, None).unwrap();
     press(&mut app, "T");
     {
         // While a process holds the lock the run is not crashed, and nothing starts.
@@ -168,5 +168,5 @@ fn a_crashed_run_is_resumed_from_the_runs_screen() {
     }
     let runs = app.store.runs().unwrap();
     assert_eq!(runs.len(), 1, "a resume is the same run");
-    assert_eq!((runs[0].status.as_str(), runs[0].last_step), ("finished", Some(2)), "{}", app.message);
+    assert_eq!((runs[0].status, runs[0].last_step), (crate::domain::RunStatus::Finished, Some(2)), "{}", app.message);
 }
