@@ -14,9 +14,11 @@ pub mod samples;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
+use super::form::TrainForm;
 use super::input::Input;
 use super::keymap::{Action, KeyMap, Mode};
 use crate::guidelines::Reason;
+use crate::jobs::train::TrainConfig;
 use crate::store::{NewEvalVote, Store, Verdict};
 
 /// What every screen may read while it updates or draws.
@@ -58,6 +60,8 @@ pub enum Command {
     RefreshQueue,
     /// Show this on the status line.
     Message(String),
+    /// Start a training run with this config on its own thread (the new-run form's S).
+    Train(Box<TrainConfig>),
 }
 
 /// A screen a command opens.
@@ -89,6 +93,7 @@ pub enum Screen {
     Samples(samples::SamplesView),
     Diff(Box<diff::DiffView>),
     Blind(Box<blind::BlindView>),
+    Form(Box<TrainForm>),
 }
 
 impl Screen {
@@ -101,7 +106,14 @@ impl Screen {
             Screen::Diff(_) => Mode::Diff,
             Screen::Blind(b) if b.run_id.is_none() => Mode::Arena,
             Screen::Blind(_) => Mode::Blind,
+            Screen::Form(_) => Mode::Form,
         }
+    }
+
+    /// True while the screen takes typed text (a form field): the key map's Line section
+    /// then decides, and the keys it does not bind type.
+    pub fn typing(&self) -> bool {
+        matches!(self, Screen::Form(form) if form.typing())
     }
 
     /// The key map section the footer lists while this screen is on top; None where the
@@ -131,6 +143,7 @@ impl Screen {
             Screen::Samples(samples) => samples.update(action),
             Screen::Diff(diff) => diff.update(action),
             Screen::Blind(blind) => blind.update(action, ctx.annotator_id),
+            Screen::Form(form) => form.update(action),
         }
     }
 
@@ -170,6 +183,7 @@ impl Screen {
             Screen::Samples(samples) => samples.draw(frame, area),
             Screen::Diff(diff) => diff.draw(frame, area),
             Screen::Blind(blind) => blind.draw(frame, area),
+            Screen::Form(form) => form.draw(frame, area),
         }
     }
 }
