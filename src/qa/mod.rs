@@ -8,6 +8,7 @@ pub mod pairing;
 pub mod report;
 pub mod resolve;
 pub mod text;
+pub mod thumbs;
 pub mod winrate;
 
 pub use resolve::{DecidedPair, Resolution, ResolvedPair, decide, resolve};

@@ -4,7 +4,7 @@
 //! verdict is recognised before anything touches it.
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
 
 /// The version this build writes and understands.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -355,4 +355,48 @@ CREATE TABLE run_examples (
     weight       REAL NOT NULL,
     PRIMARY KEY (run_id, position)
 ) WITHOUT ROWID;
+"#;
+
+/// Single-answer review: one annotator's good/bad on one answer (`store::thumbs`), with gold
+/// answers and adjudicated verdicts for disputed ones, mirroring the pairwise tables.
+const MIGRATION_6: &str = r#"
+-- Append-only like judgments: a change or an undo is a new row; the newest row of an
+-- (annotator, response) is the active one, and an 'undone' row means none is.
+CREATE TABLE thumbs (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL UNIQUE,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    response_id  INTEGER NOT NULL REFERENCES responses(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    rating       TEXT NOT NULL CHECK (rating = 'good' OR rating = 'bad' OR rating = 'undone'),
+    reasons      TEXT NOT NULL DEFAULT '[]',
+    note         TEXT,
+    seconds      REAL,
+    guideline_id INTEGER REFERENCES guidelines(id),
+    supersedes   INTEGER REFERENCES thumbs(id),
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX thumbs_active ON thumbs(annotator_id, response_id, id);
+CREATE INDEX thumbs_response ON thumbs(response_id);
+
+-- An answer whose rating is known: mixed into the queues to measure annotators.
+CREATE TABLE thumb_gold (
+    response_id  INTEGER PRIMARY KEY REFERENCES responses(id),
+    rating       TEXT NOT NULL CHECK (rating = 'good' OR rating = 'bad'),
+    note         TEXT,
+    source       TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+-- An adjudicator's final rating of a disputed answer; the newest one counts.
+CREATE TABLE thumb_adjudications (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL UNIQUE,
+    response_id  INTEGER NOT NULL REFERENCES responses(id),
+    rating       TEXT NOT NULL CHECK (rating = 'good' OR rating = 'bad'),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    note         TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX thumb_adjudications_response ON thumb_adjudications(response_id, id);
 "#;

@@ -13,6 +13,7 @@ use crate::tui::generation::GenerationJob;
 use crate::tui::input::{Input, Typed};
 use crate::tui::keymap::Action;
 use crate::tui::queue;
+use crate::tui::screens::Screen;
 use crate::tui::screens::compare::{Compare, Pane};
 
 impl App {
@@ -162,7 +163,9 @@ impl App {
             Typed::Dropped(Input::Search(_)) => self.queue.set_search(""),
             Typed::Dropped(_) | Typed::Kept(Input::None | Input::Search(_)) => {}
             Typed::Kept(Input::Note(text)) => {
-                if let Some(c) = &mut self.compare {
+                if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
+                    view.note = text;
+                } else if let Some(c) = &mut self.compare {
                     c.note = text;
                 }
             }

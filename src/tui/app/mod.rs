@@ -7,6 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 mod background;
 mod labeling;
+mod thumbs;
 
 use super::form::TrainForm;
 use super::generation::GenerationJob;
@@ -123,8 +124,8 @@ impl App {
         if self.compare.is_some() { Mode::Compare } else { Mode::Queue }
     }
 
-    /// The key map section the next key is looked up in: the text being typed, else the
-    /// top screen, else the review screens' form field being typed, else the screen's own.
+    /// The key map section the next key is looked up in: the text being typed, else the top
+    /// screen's (Line while one of its fields takes text), else the screen's own.
     pub fn key_mode(&self) -> Mode {
         match &self.input {
             Input::None => {}
@@ -185,6 +186,14 @@ impl App {
             return self.handle(action);
         }
         if let Some(top) = self.screens.last_mut() {
+            let ctx = Ctx {
+                keymap: &self.keymap,
+                reasons: &self.reasons,
+                annotator: &self.annotator,
+                annotator_id: self.annotator_id,
+                input: &self.input,
+            };
+            top.unbound(key, &ctx);
             // Any key the help does not bind closes it.
             let commands = top.update(
                 None,
@@ -318,6 +327,8 @@ impl App {
                     }
                     None => {}
                 },
+                Command::Thumb(thumb) => self.rate(thumb)?,
+                Command::UndoThumb => self.undo_thumb()?,
             }
         }
         Ok(effect)
@@ -346,7 +357,10 @@ impl App {
 
     fn open_screen(&mut self, opening: Opening) -> anyhow::Result<()> {
         match opening {
+            // One candidate has no pair to compare: it is reviewed on its own.
+            Opening::Compare if self.selected_has_one_candidate()? => self.open_thumbs()?,
             Opening::Compare => self.open_selected()?,
+            Opening::Thumbs => self.open_thumbs()?,
             // Computed on a thread; the screen shows "computing…" till then.
             Opening::Qa => self.screens.push(Screen::Qa(Qa::open(&self.store))),
             Opening::Runs => {

@@ -10,7 +10,9 @@ pub mod help;
 pub mod qa;
 pub mod queue;
 pub mod samples;
+pub mod thumbs;
 
+use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
@@ -19,7 +21,7 @@ use super::input::Input;
 use super::keymap::{Action, KeyMap, Mode};
 use crate::guidelines::Reason;
 use crate::jobs::train::TrainConfig;
-use crate::store::{NewEvalVote, Store, Verdict};
+use crate::store::{NewEvalVote, NewThumb, Store, Verdict};
 
 /// What every screen may read while it updates or draws.
 pub struct Ctx<'a> {
@@ -62,6 +64,10 @@ pub enum Command {
     Message(String),
     /// Start a training run with this config on its own thread (the new-run form's S).
     Train(Box<TrainConfig>),
+    /// Store a single-answer rating, then show the next answer.
+    Thumb(NewThumb),
+    /// Take back the annotator's last single-answer rating.
+    UndoThumb,
 }
 
 /// A screen a command opens.
@@ -84,6 +90,8 @@ pub enum Opening {
     Blind(i64),
     /// Every model with answers against every other.
     Arena,
+    /// The selected prompt's answers one at a time (single-answer review).
+    Thumbs,
 }
 
 /// A screen on the stack.
@@ -94,6 +102,7 @@ pub enum Screen {
     Diff(Box<diff::DiffView>),
     Blind(Box<blind::BlindView>),
     Form(Box<TrainForm>),
+    Thumbs(Box<thumbs::ThumbsView>),
 }
 
 impl Screen {
@@ -107,6 +116,7 @@ impl Screen {
             Screen::Blind(b) if b.run_id.is_none() => Mode::Arena,
             Screen::Blind(_) => Mode::Blind,
             Screen::Form(_) => Mode::Form,
+            Screen::Thumbs(_) => Mode::Thumbs,
         }
     }
 
@@ -144,6 +154,14 @@ impl Screen {
             Screen::Diff(diff) => diff.update(action),
             Screen::Blind(blind) => blind.update(action, ctx.annotator_id),
             Screen::Form(form) => form.update(action),
+            Screen::Thumbs(thumbs) => thumbs.update(action, ctx.annotator_id),
+        }
+    }
+
+    /// A key the screen's section does not bind (a reason tag's shortcut, for instance).
+    pub fn unbound(&mut self, key: KeyEvent, ctx: &Ctx) {
+        if let Screen::Thumbs(thumbs) = self {
+            thumbs.unbound(key, ctx);
         }
     }
 
@@ -163,6 +181,7 @@ impl Screen {
     pub fn refresh(&mut self, store: &Store, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
             Screen::Blind(blind) => blind.refresh(store, ctx.annotator),
+            Screen::Thumbs(thumbs) => thumbs.refresh(store, ctx.annotator_id),
             _ => Ok(()),
         }
     }
@@ -184,6 +203,7 @@ impl Screen {
             Screen::Diff(diff) => diff.draw(frame, area),
             Screen::Blind(blind) => blind.draw(frame, area),
             Screen::Form(form) => form.draw(frame, area),
+            Screen::Thumbs(thumbs) => thumbs.draw(frame, area, ctx),
         }
     }
 }

@@ -47,6 +47,7 @@ impl QueueScreen {
             Action::PageUp => self.move_by(-10),
             Action::PageDown => self.move_by(10),
             Action::Open => return vec![Command::Open(Opening::Compare)],
+            Action::SingleReview => return vec![Command::Open(Opening::Thumbs)],
             Action::Search => return vec![Command::Type(Input::Search(self.filter.search.clone()))],
             Action::FilterLanguage => {
                 let all: BTreeSet<String> = self.items.iter().map(|i| i.row.language.clone()).collect();
