@@ -14,7 +14,8 @@
 //! the mean completion length is printed next to candidates/min.
 //!
 //! Environment: `VERDICT_BENCH_THREADS` (default 1), `VERDICT_BENCH_RUNS` (default 3),
-//! `VERDICT_BENCH_REQUANTIZE` (default 1: Q4_1 runs as Q8_0, verdict's default; 0 keeps Q4_1),
+//! `VERDICT_BENCH_REQUANTIZE` (default 1, verdict's default: Q5_0/Q5_1 run as Q8_0, and Q4_1 too on a CPU
+//! without AVX2; Q4_1 runs as stored where `model::q8_cpu` has a kernel for it; 0 keeps every type as stored),
 //! `VERDICT_MODEL` (another model), `VERDICT_BENCH_EXPORT` (a path: writes the rendered prompts
 //! and their token ids as JSON, for `benches/peers/llamacpp_generate.py --check`).
 //! The last line of output is one JSON object, `{"engine":"verdict",...}`.

@@ -29,13 +29,13 @@ fn main() {
     let mut app = App::new(store, "bench", KeyMap::default()).unwrap();
     terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
     let first_frame = start.elapsed();
-    assert!(app.loading.is_some(), "a queue this long loads in the background");
-    while app.loading.is_some() {
+    assert!(app.queue.loading.is_some(), "a queue this long loads in the background");
+    while app.queue.loading.is_some() {
         app.poll_job();
         std::thread::sleep(Duration::from_millis(1));
     }
     let whole_queue = start.elapsed();
-    assert_eq!(app.items.len(), PROMPTS);
+    assert_eq!(app.queue.items.len(), PROMPTS);
 
     // Where the time goes: the store reads behind the queue, timed alone.
     let probe = Store::open(&path, OpenMode::MustExist).unwrap();
@@ -80,7 +80,7 @@ fn main() {
         key(&mut app, KeyCode::Char('R'));
         terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
         refresh_keys.push(start.elapsed());
-        while app.loading.is_some() {
+        while app.queue.loading.is_some() {
             app.poll_job();
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -94,7 +94,7 @@ fn main() {
         terminal.draw(|f| verdict::tui::draw::draw(f, &app)).unwrap();
         add_keys.push(start.elapsed());
     }
-    assert_eq!(app.items.len(), PROMPTS + 5);
+    assert_eq!(app.queue.items.len(), PROMPTS + 5);
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         ms(v[v.len() / 2])

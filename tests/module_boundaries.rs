@@ -35,7 +35,6 @@ const IMPORT_EXCEPTIONS: &[(&str, &str, &str)] = &[
     ("model/q8_cpu.rs", "train", "asks train/real.rs which SIMD level the CPU has; that detection belongs below both"),
     ("model/cpu_ops.rs", "train", "the SIMD exp and its dispatch live in train/real.rs; they belong below both"),
     ("report/review.rs", "jobs", "the plain store queries of jobs/answers.rs are still there (#18 item 3)"),
-    ("tui/app.rs", "model", "the generation job resolves its model path on the UI's side (tui-screens, #18 item 1)"),
 ];
 
 /// Files that print to stdout/stderr below cli/, and why.
@@ -49,9 +48,6 @@ const LINE_LIMIT: usize = 600;
 const SIZE_EXCEPTIONS: &[(&str, &str)] = &[
     ("model/q8_cpu.rs", "the Q8_0 kernels and their AVX2/AVX-512 variants with their tests (gen, #14)"),
     ("model/arch.rs", "one table of every family's configuration keys; splitting it scatters the table"),
-    ("tui/app.rs", "the App state machine, being split into screens by tui-screens (#18 item 1)"),
-    ("tui/tests.rs", "the TUI's snapshot and key tests, being moved beside their screens (#18 item 1)"),
-    ("jobs/train.rs", "the training job, to be cut into phases (#16 item 4)"),
     (
         "model/llama.rs",
         "one decoder layer in its two executions (CPU rows, candle ops) side by side so a family feature lands in \

@@ -10,6 +10,7 @@ mod stats;
 mod train;
 
 mod team;
+mod thumbs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -220,6 +221,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Single-answer review: rate an answer good or bad, gold, adjudication, and the QA report.
+    #[command(subcommand)]
+    Thumbs(thumbs::ThumbsCommand),
     /// Bring another verdict database (a teammate's) into this one; merging twice adds nothing.
     #[command(after_help = "Examples:\n  verdict --db team.db merge amira.db\n  verdict --db team.db merge jonas.db")]
     Merge { other: PathBuf },
@@ -547,6 +551,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Agreement { json }) => team::agreement(cli, *json),
         Some(Command::Report { json }) => team::report(cli, *json),
         Some(Command::Merge { other }) => team::merge(cli, other),
+        Some(Command::Thumbs(command)) => thumbs::thumbs(cli, command),
         Some(Command::Stats { json }) => stats::stats(cli, *json),
     }
 }

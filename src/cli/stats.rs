@@ -13,6 +13,10 @@ pub fn stats(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&stats)?);
     } else {
         print_table(&stats);
+        let thumbs = crate::qa::thumbs::summary(&store)?;
+        if !thumbs.is_empty() {
+            print!("\n{thumbs}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -99,6 +99,31 @@ pub fn prompt_seed(base: u64, prompt_uid: &str, existing: usize) -> u64 {
     u64::from_str_radix(&hash[..16], 16).expect("hex")
 }
 
+impl GenerateJob {
+    /// The TUI's generation: with `model`, else the default one (fetched on first use, its
+    /// steps logged), until every prompt in `prompt_ids` has `candidates` answers, with the
+    /// default sampling on the default device.
+    pub fn for_prompts(
+        db: PathBuf,
+        model: Option<&std::path::Path>,
+        prompt_ids: Vec<i64>,
+        candidates: usize,
+    ) -> anyhow::Result<GenerateJob> {
+        Ok(GenerateJob {
+            db,
+            model: crate::model::resolve_with(model, None, &|m| tracing::info!("{m}"))?,
+            load: LoadOptions::default(),
+            params: GenerateParams { candidates, ..Default::default() },
+            filter: TargetFilter { prompt_ids, below: candidates, ..Default::default() },
+        })
+    }
+}
+
+/// Where `--device auto` runs generation and training here, as the TUI's status line says it.
+pub fn auto_device_label() -> String {
+    crate::model::DeviceChoice::Auto.device().map(|d| crate::model::device_label(&d)).unwrap_or_else(|_| "cpu".into())
+}
+
 /// Runs the job to the end or until `cancel` is set; finished candidates are kept.
 pub fn run(
     job: &GenerateJob,

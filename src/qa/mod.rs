@@ -9,6 +9,7 @@ pub mod report;
 pub mod resolve;
 pub mod run_set;
 pub mod text;
+pub mod thumbs;
 pub mod winrate;
 
 pub use resolve::{DecidedPair, Resolution, ResolvedPair, decide, resolve};

@@ -106,7 +106,7 @@ pub fn content_hash(store: &Store, method: &str, examples: &[RunExample]) -> any
 }
 
 /// What to store for a run whose examples are `examples`, compiled for `method` with `compiled`'s
-/// counts (`None`: not known, for a run whose examples were stored before schema 6).
+/// counts (`None`: not known, for a run whose examples were stored before schema 7).
 pub fn describe(
     store: &Store,
     method: &str,

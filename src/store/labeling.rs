@@ -367,7 +367,7 @@ const QUEUE_ROW_SELECT: &str = "SELECT id, external_id, substr(json_extract(mess
 
 /// The row whose verdict the pair had before row `id` was written (None: no verdict), from
 /// the pair's rows (id, supersedes, outcome) of one annotator, oldest first.
-fn verdict_before(history: &[(i64, Option<i64>, String)], id: i64) -> Option<i64> {
+pub(super) fn verdict_before(history: &[(i64, Option<i64>, String)], id: i64) -> Option<i64> {
     let mut current = id;
     // Each step moves to an older row, so this ends.
     loop {

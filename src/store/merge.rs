@@ -1,6 +1,7 @@
 //! Bringing another verdict database into this one by content identity: prompts and
 //! responses by their hashes, annotators by name, models by sha256, judgments and
-//! adjudications by uid (found through the `*_uids` key tables, see `uids`); assignments,
+//! adjudications by uid (found through the `*_uids` key tables, see `uids`), single-answer
+//! ratings (thumbs) and their adjudications by their uid column; assignments,
 //! model answers, blind-evaluation votes, runs with their metrics, samples and training
 //! sets, and stored win rates by the identities of what they refer to (see each step).
 //! Merging twice adds nothing; two annotators' conflicting verdicts stay separate votes.
@@ -32,6 +33,9 @@ pub struct MergeSummary {
     pub run_examples: usize,
     pub run_sets: usize,
     pub evals: usize,
+    pub thumbs: usize,
+    pub thumb_gold: usize,
+    pub thumb_adjudications: usize,
 }
 
 /// The statements, in dependency order. `other` is the attached database. Pairs are
@@ -104,6 +108,34 @@ const STEPS: &[(&str, &str)] = &[
         JOIN other.responses orb ON orb.id = d.response_b JOIN main.response_uids rb ON rb.uid = orb.uid
         WHERE true ORDER BY d.id
         ON CONFLICT(response_a, response_b) DO NOTHING"),
+    // Single-answer ratings by uid, like judgments; the row a change or an undo superseded is
+    // found again by its uid.
+    ("thumbs", "INSERT INTO thumbs (uid, prompt_id, response_id, annotator_id, rating, reasons, note, seconds,
+                                    guideline_id, created_at)
+        SELECT t.uid, p.id, r.id, an.id, t.rating, t.reasons, t.note, t.seconds, g.id, t.created_at
+        FROM other.thumbs t
+        JOIN other.prompts op ON op.id = t.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
+        JOIN other.responses ore ON ore.id = t.response_id JOIN main.response_uids r ON r.uid = ore.uid
+        JOIN other.annotators oan ON oan.id = t.annotator_id JOIN main.annotators an ON an.name = oan.name
+        LEFT JOIN other.guidelines og ON og.id = t.guideline_id LEFT JOIN main.guidelines g ON g.hash = og.hash
+        WHERE true ORDER BY t.id
+        ON CONFLICT(uid) DO NOTHING"),
+    ("", "UPDATE main.thumbs SET supersedes = (
+            SELECT ms.id FROM other.thumbs ot JOIN other.thumbs os ON os.id = ot.supersedes
+            JOIN main.thumbs ms ON ms.uid = os.uid WHERE ot.uid = main.thumbs.uid)
+        WHERE supersedes IS NULL AND uid IN (SELECT uid FROM other.thumbs WHERE supersedes IS NOT NULL)"),
+    ("thumb_gold", "INSERT INTO thumb_gold (response_id, rating, note, source, created_at)
+        SELECT r.id, g.rating, g.note, g.source, g.created_at
+        FROM other.thumb_gold g JOIN other.responses ore ON ore.id = g.response_id JOIN main.response_uids r ON r.uid = ore.uid
+        WHERE true ORDER BY g.response_id
+        ON CONFLICT(response_id) DO NOTHING"),
+    ("thumb_adjudications", "INSERT INTO thumb_adjudications (uid, response_id, rating, annotator_id, note, created_at)
+        SELECT d.uid, r.id, d.rating, an.id, d.note, d.created_at
+        FROM other.thumb_adjudications d
+        JOIN other.responses ore ON ore.id = d.response_id JOIN main.response_uids r ON r.uid = ore.uid
+        JOIN other.annotators oan ON oan.id = d.annotator_id JOIN main.annotators an ON an.name = oan.name
+        WHERE true ORDER BY d.id
+        ON CONFLICT(uid) DO NOTHING"),
     ("assignments", "INSERT INTO assignments (annotator_id, prompt_id, position, created_at)
         SELECT an.id, p.id, a.position, a.created_at
         FROM other.assignments a
@@ -284,6 +316,9 @@ pub(super) fn merge_attached(tx: &Connection, schema: &str) -> Result<MergeSumma
             "run_examples" => summary.run_examples = added,
             "run_sets" => summary.run_sets = added,
             "evals" => summary.evals = added,
+            "thumbs" => summary.thumbs = added,
+            "thumb_gold" => summary.thumb_gold = added,
+            "thumb_adjudications" => summary.thumb_adjudications = added,
             _ => {}
         }
     }

@@ -21,6 +21,7 @@ mod runs;
 mod slots;
 mod stats;
 mod team;
+mod thumbs;
 mod uids;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ pub use run_examples::{RunAnswer, RunExample, RunSet};
 pub use runs::RunRow;
 pub use stats::{Stats, StatsRow};
 pub use team::{AnnotatorRow, Dispute, JudgmentFacts, Vote};
+pub use thumbs::{ActiveThumb, NewThumb, Thumb, ThumbUndo};
 
 /// Errors from the store. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]

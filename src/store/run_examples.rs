@@ -1,4 +1,4 @@
-//! A run's training set, stored at its start (schema 5, unpaired and SFT answers since 6): which
+//! A run's training set, stored at its start (schema 5, unpaired and SFT answers since 7): which
 //! examples (a pair, an unpaired answer with its label, or an answer to imitate), in which split,
 //! with which weight, and in `run_sets` the set's method, content hash and label counts. A resumed
 //! run trains on exactly these, and `verdict export --run N` writes them, whatever was relabeled
@@ -114,7 +114,7 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Records what a run's set is, for a run whose examples were stored before schema 6
+    /// Records what a run's set is, for a run whose examples were stored before schema 7
     /// (once: the first record stays).
     pub fn save_run_set(&self, run_id: i64, set: &RunSet) -> Result<()> {
         self.conn.execute(

@@ -111,14 +111,5 @@ pub fn needs_whole_queue(action: Action) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_screen_covers_the_top_and_the_cursor() {
-        assert_eq!(first_screen(10, 3, None), BTreeSet::from([0, 1, 2]));
-        assert_eq!(first_screen(10, 4, Some(6)), BTreeSet::from([0, 1, 2, 3, 4, 5, 6, 7]));
-        assert_eq!(first_screen(10, 4, Some(9)), BTreeSet::from([0, 1, 2, 3, 7, 8, 9]));
-        assert_eq!(first_screen(2, 4, Some(1)), BTreeSet::from([0, 1]));
-    }
-}
+#[path = "loading_tests.rs"]
+mod tests;

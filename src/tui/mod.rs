@@ -1,12 +1,14 @@
 //! The terminal UI: the event loop, terminal setup and restore, and the screens.
 //!
-//! Keys become `Action`s through the key map, `App::handle` updates the state, and
-//! `draw` renders it. Anything that needs the terminal itself (an external editor) comes
+//! Keys become `Action`s through the key map, `App` routes each to the screen on top and
+//! carries out the `Command`s it returns, and `draw` renders the screens. Anything that needs the terminal itself (an external editor) comes
 //! back from the app as an `Effect` for this loop to carry out.
 
 pub mod app;
 pub mod draw;
 pub mod form;
+pub mod generation;
+pub mod input;
 pub mod judge;
 pub mod keymap;
 pub mod loading;
@@ -89,7 +91,7 @@ fn event_loop(terminal: &mut Term, app: &mut App) -> anyhow::Result<()> {
         terminal.draw(|frame| draw::draw(frame, app))?;
         // While a job runs, tick faster so its progress shows; keys are still read first.
         // While the queue loads, faster still: keys may be waiting for it.
-        let tick = if app.loading.is_some() {
+        let tick = if app.queue.loading.is_some() {
             20
         } else if app.job.is_some() || app.training().is_some() {
             100
@@ -186,4 +188,4 @@ fn install_panic_hook() {
 }
 
 #[cfg(test)]
-mod tests;
+mod testing;

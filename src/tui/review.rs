@@ -1,6 +1,7 @@
 //! Training and review inside the TUI: the runs list, a run's live curves (read from the
 //! store, so a run started in another terminal shows too) and the form that starts a run on
-//! its own thread; the answers, diff and blind screens it opens go on `App`'s stack.
+//! its own thread. Keys change this state and return `Command`s: `App` reads the store for
+//! it (`refresh`) and opens the answers, diff and blind screens on its stack.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,10 +10,7 @@ use crossterm::event::{KeyCode, KeyEvent};
 
 use super::form::TrainForm;
 use super::keymap::{Action, Mode};
-use super::screens::Screen;
-use super::screens::blind::BlindView;
-use super::screens::diff::DiffView;
-use super::screens::samples::SamplesView;
+use super::screens::{Command, Opening};
 use crate::jobs::train::{self, TrainConfig, TrainEvent};
 use crate::jobs::{Job, Update, spawn};
 use crate::store::{RunRow, Store};
@@ -88,21 +86,17 @@ pub struct Review {
     pub message: String,
     pub db: PathBuf,
     pub model: Option<PathBuf>,
-    pub annotator: String,
-    pub annotator_id: i64,
     /// The latest stored blind win rate of each run's tuned model over its base: (rate, low, high).
     pub win_rates: std::collections::HashMap<i64, (f64, f64, f64)>,
     /// A model marked (`m`) to diff against another run's model.
     pub marked: Option<(i64, i64)>,
-    /// A screen an action opened (answers, diff, blind evaluation), for `App` to push.
-    pub opened: Option<Screen>,
     /// When the store was last asked whether anything changed, and its answer then.
     last_check: Instant,
     seen_version: Option<i64>,
 }
 
 impl Review {
-    pub fn open(store: &Store, model: Option<PathBuf>, annotator: &str, annotator_id: i64) -> anyhow::Result<Review> {
+    pub fn open(store: &Store, model: Option<PathBuf>) -> anyhow::Result<Review> {
         Ok(Review {
             view: View::Runs,
             runs: store.runs()?,
@@ -112,11 +106,8 @@ impl Review {
             message: String::new(),
             db: store.path().to_path_buf(),
             model,
-            annotator: annotator.to_string(),
-            annotator_id,
             win_rates: Default::default(),
             marked: None,
-            opened: None,
             last_check: Instant::now(),
             seen_version: store.data_version().ok(),
         })
@@ -159,58 +150,51 @@ impl Review {
         }
     }
 
-    /// Applies an action; returns false when the review screens should close.
-    pub fn handle(&mut self, action: Action, store: &mut Store) -> anyhow::Result<bool> {
+    /// Applies an action: moving, the form and the run's own thread change this state; the
+    /// screens it opens and the store reads it needs are `Command`s for `App`.
+    pub fn update(&mut self, action: Action) -> Vec<Command> {
         self.message.clear();
-        let (annotator, annotator_id) = (self.annotator.clone(), self.annotator_id);
         match (&mut self.view, action) {
-            (View::Runs, Action::Back) => return Ok(false),
+            (View::Runs, Action::Back) => return vec![Command::Close],
             (_, Action::Back) => {
                 self.view = View::Runs;
-                self.refresh(store)?;
+                return vec![Command::Refresh];
             }
             (View::Runs, Action::Down) => self.selected = (self.selected + 1).min(self.runs.len().saturating_sub(1)),
             (View::Runs, Action::Up) => self.selected = self.selected.saturating_sub(1),
             (View::Runs, Action::Open) => {
                 if let Some(run) = self.runs.get(self.selected) {
                     self.view = View::Run(run.id);
-                    self.refresh(store)?;
+                    return vec![Command::Refresh];
                 }
             }
-            (View::Runs, Action::Refresh) => self.refresh(store)?,
-            (View::Runs, Action::NewRun) => {
-                let form = TrainForm::new(store, self.model.clone())?;
-                self.view = View::Form(Box::new(form));
-            }
+            (View::Runs, Action::Refresh) => return vec![Command::Refresh],
+            (View::Runs, Action::NewRun) => return vec![Command::Open(Opening::Form)],
             (View::Form(form), Action::Down) => form.move_by(1),
             (View::Form(form), Action::Up) => form.move_by(-1),
             (View::Form(form), Action::Next) => form.cycle(1),
             (View::Form(form), Action::Previous) => form.cycle(-1),
             (View::Form(form), Action::Edit) => form.edit(),
             (View::Form(form), Action::StartRun) => match form.config() {
+                Ok(_) if self.job.is_some() => {
+                    self.message = "a run is already training in this window: stop it first (s)".into();
+                }
                 Ok(config) => {
-                    if self.job.is_some() {
-                        self.message = "a run is already training in this window: stop it first (s)".into();
-                    } else {
-                        self.start(config, None);
-                        self.view = View::Runs;
-                        self.refresh(store)?;
-                    }
+                    self.start(config, None);
+                    self.view = View::Runs;
+                    return vec![Command::Refresh];
                 }
                 Err(why) => self.message = format!("error: {why}"),
             },
-            (View::Runs | View::Run(_), Action::StopRun) => self.stop()?,
-            (View::Runs | View::Run(_), Action::ResumeRun) => self.resume(store)?,
+            (View::Runs | View::Run(_), Action::StopRun) => {
+                if let Err(e) = self.stop() {
+                    self.message = format!("error: {e:#}");
+                }
+            }
+            (View::Runs | View::Run(_), Action::ResumeRun) => return self.resume(),
             (View::Runs | View::Run(_), Action::Samples) => {
                 if let Some(run) = self.selected_run() {
-                    let view = SamplesView::load(store, run.id)?;
-                    if view.prompts.is_empty() {
-                        self.message = "this run has no sample answers yet: they come with each evaluation \
-                                        (eval every > 0)"
-                            .into();
-                    } else {
-                        self.opened = Some(Screen::Samples(view));
-                    }
+                    return vec![Command::Open(Opening::Samples(run.id))];
                 }
             }
             (View::Runs | View::Run(_), Action::Mark) => {
@@ -227,28 +211,23 @@ impl Review {
             (View::Runs | View::Run(_), Action::Diff) => {
                 if let Some(run) = self.selected_run().cloned() {
                     let against = run.output_model_id.or(run.base_model_id);
-                    let view = match (self.marked.take(), against) {
-                        (Some((marked_run, old)), Some(new)) if marked_run != run.id && old != new => {
-                            DiffView::between(store, old, new)?
-                        }
-                        _ => DiffView::open(store, run.id)?,
+                    let models = match (self.marked.take(), against) {
+                        (Some((marked_run, old)), Some(new)) if marked_run != run.id && old != new => Some((old, new)),
+                        _ => None,
                     };
-                    self.opened = Some(Screen::Diff(Box::new(view)));
                     self.message = "answers missing for either model are being generated (same seed for both)".into();
+                    return vec![Command::Open(Opening::Diff { run_id: run.id, models })];
                 }
             }
             (View::Runs | View::Run(_), Action::BlindEval) => {
                 if let Some(run) = self.selected_run() {
-                    self.opened =
-                        Some(Screen::Blind(Box::new(BlindView::for_run(store, run.id, &annotator, annotator_id)?)));
+                    return vec![Command::Open(Opening::Blind(run.id))];
                 }
             }
-            (View::Runs, Action::Arena) => {
-                self.opened = Some(Screen::Blind(Box::new(BlindView::arena(store, &annotator, annotator_id)?)));
-            }
+            (View::Runs, Action::Arena) => return vec![Command::Open(Opening::Arena)],
             _ => {}
         }
-        Ok(true)
+        Vec::new()
     }
 
     fn start(&mut self, config: TrainConfig, resume: Option<i64>) {
@@ -275,8 +254,8 @@ impl Review {
         Ok(())
     }
 
-    fn resume(&mut self, store: &Store) -> anyhow::Result<()> {
-        let Some(run) = self.selected_run().cloned() else { return Ok(()) };
+    fn resume(&mut self) -> Vec<Command> {
+        let Some(run) = self.selected_run().cloned() else { return Vec::new() };
         // `running` with nobody holding its folder's lock: the process training it crashed.
         let out = serde_json::from_str::<TrainConfig>(&run.config).ok().and_then(|c| c.out);
         let crashed = run.status == "running" && out.is_some_and(|dir| !crate::jobs::run_lock::is_held(&dir));
@@ -285,16 +264,22 @@ impl Review {
                 "running" => format!("run {} is being trained by a process (its folder's LOCK is held)", run.id),
                 status => format!("run {} is {status}: only a stopped, failed or crashed run resumes", run.id),
             };
-            return Ok(());
+            return Vec::new();
         }
         if self.job.is_some() {
             self.message = "a run is already training in this window".into();
-            return Ok(());
+            return Vec::new();
         }
-        let config: TrainConfig = crate::store::json::parse(&run.config, "runs", run.id, "config")?;
+        let config: TrainConfig = match crate::store::json::parse(&run.config, "runs", run.id, "config") {
+            Ok(config) => config,
+            Err(e) => {
+                self.message = format!("error: {e:#}");
+                return Vec::new();
+            }
+        };
         self.start(config, Some(run.id));
         self.view = View::Run(run.id);
-        self.refresh(store)
+        vec![Command::Refresh]
     }
 
     /// Drains the training thread's messages; re-reads the runs and curves when its events
@@ -407,13 +392,5 @@ pub fn edit_text(buffer: &mut String, key: KeyEvent) -> Option<bool> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minutes_between_times_on_the_same_and_the_next_day() {
-        assert_eq!(minutes_between("2026-11-27T10:00:00.000Z", "2026-11-27T10:30:30.000Z"), Some(30.5));
-        assert_eq!(minutes_between("2026-11-27T23:55:00.000Z", "2026-11-28T00:05:00.000Z"), Some(10.0));
-        assert_eq!(minutes_between("garbage", "2026-11-28T00:05:00.000Z"), None);
-    }
-}
+#[path = "review_tests.rs"]
+mod tests;

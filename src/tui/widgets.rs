@@ -11,6 +11,9 @@ use super::text::{truncate, wrap};
 
 pub const ACCENT: Color = Color::Cyan;
 
+/// Wide terminals show two answers side by side, narrow ones stack them.
+pub const SIDE_BY_SIDE_MIN_WIDTH: u16 = 120;
+
 /// A bordered pane of `text` wrapped to its width, from line `scroll` on; the border is in
 /// the accent colour when the pane has the focus.
 pub fn draw_text_pane(frame: &mut Frame, area: Rect, title: &str, text: &str, scroll: u16, focused: bool) {
@@ -41,7 +44,7 @@ pub fn block(title: &str) -> Block<'_> {
 
 /// Two answers side by side on a wide terminal, stacked on a narrow one.
 pub fn answer_panes(area: Rect) -> (Rect, Rect) {
-    if area.width >= crate::tui::draw::SIDE_BY_SIDE_MIN_WIDTH {
+    if area.width >= SIDE_BY_SIDE_MIN_WIDTH {
         let [l, r] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
         (l, r)
     } else {

@@ -360,3 +360,7 @@ impl BlindView {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "blind_tests.rs"]
+mod tests;

@@ -56,3 +56,7 @@ impl Help {
         draw_text_pane(frame, area, " Help · j/k scroll · any other key closes ", &lines.join("\n"), self.scroll, true);
     }
 }
+
+#[cfg(test)]
+#[path = "help_tests.rs"]
+mod tests;

@@ -1,19 +1,25 @@
-//! The screens on the stack above the queue: each owns its state, turns an `Action` into
-//! changes of that state and `Command`s for `App` to carry out (store writes, jobs, opening
-//! and closing screens), and draws only its own state and the read-only `Ctx`.
+//! The screens: each owns its state, turns an `Action` into changes of that state and
+//! `Command`s for `App` to carry out (store writes, jobs, opening and closing screens), and
+//! draws only its own state and the read-only `Ctx`. The queue is always there, the compare
+//! screen over it while a prompt is open; the others go on a stack above them.
 
 pub mod blind;
+pub mod compare;
 pub mod diff;
 pub mod help;
 pub mod qa;
+pub mod queue;
 pub mod samples;
+pub mod thumbs;
 
+use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
+use super::input::Input;
 use super::keymap::{Action, KeyMap, Mode};
 use crate::guidelines::Reason;
-use crate::store::{NewEvalVote, Store};
+use crate::store::{NewEvalVote, NewThumb, Store, Verdict};
 
 /// What every screen may read while it updates or draws.
 pub struct Ctx<'a> {
@@ -21,6 +27,8 @@ pub struct Ctx<'a> {
     pub reasons: &'a [Reason],
     pub annotator: &'a str,
     pub annotator_id: i64,
+    /// The text being typed, where a screen shows it in place (a note).
+    pub input: &'a Input,
 }
 
 /// What a screen asks `App` to do.
@@ -32,6 +40,54 @@ pub enum Command {
     EvalVote(NewEvalVote),
     /// Let the screen re-read what it shows (`Screen::refresh`).
     Refresh,
+    /// Open a screen (reading what it shows from the store).
+    Open(Opening),
+    /// Start typing: a search, a note, a new prompt.
+    Type(Input),
+    /// Record the annotator's verdict on the pair on screen, then show the next pair.
+    Judge(Verdict),
+    /// Withdraw the annotator's last verdict and go back to it.
+    Undo,
+    /// Edit an answer (in $VISUAL/$EDITOR, else the built-in editor) into a human rewrite.
+    Rewrite { response_id: i64, text: String },
+    /// Move to another prompt; `only_open` skips those with nothing left for me.
+    Advance { direction: i64, only_open: bool },
+    /// Generate two more candidates for the selected prompt, or two for every shown one.
+    Generate { all: bool },
+    /// Stop the generation, or with none running clear the search.
+    Cancel,
+    /// Read the whole queue again on a thread.
+    RefreshQueue,
+    /// Show this on the status line.
+    Message(String),
+    /// Store a single-answer rating, then show the next answer.
+    Thumb(NewThumb),
+    /// Take back the annotator's last single-answer rating.
+    UndoThumb,
+}
+
+/// A screen a command opens.
+#[derive(Debug)]
+pub enum Opening {
+    /// The selected prompt, in the compare screen.
+    Compare,
+    Qa,
+    Runs,
+    /// The new-run form, over the runs list.
+    Form,
+    /// A run's answers at each evaluation.
+    Samples(i64),
+    /// A run's base against its tuned model, or two models marked on the runs list.
+    Diff {
+        run_id: i64,
+        models: Option<(i64, i64)>,
+    },
+    /// Blind evaluation of a run's tuned model against its base.
+    Blind(i64),
+    /// Every model with answers against every other.
+    Arena,
+    /// The selected prompt's answers one at a time (single-answer review).
+    Thumbs,
 }
 
 /// A screen on the stack.
@@ -41,6 +97,7 @@ pub enum Screen {
     Samples(samples::SamplesView),
     Diff(Box<diff::DiffView>),
     Blind(Box<blind::BlindView>),
+    Thumbs(Box<thumbs::ThumbsView>),
 }
 
 impl Screen {
@@ -53,6 +110,7 @@ impl Screen {
             Screen::Diff(_) => Mode::Diff,
             Screen::Blind(b) if b.run_id.is_none() => Mode::Arena,
             Screen::Blind(_) => Mode::Blind,
+            Screen::Thumbs(_) => Mode::Thumbs,
         }
     }
 
@@ -83,23 +141,34 @@ impl Screen {
             Screen::Samples(samples) => samples.update(action),
             Screen::Diff(diff) => diff.update(action),
             Screen::Blind(blind) => blind.update(action, ctx.annotator_id),
+            Screen::Thumbs(thumbs) => thumbs.update(action, ctx.annotator_id),
         }
     }
 
-    /// Takes in what the screen's worker reported (and re-reads what it stored); a message
-    /// for the status line when the worker ends.
-    pub fn poll(&mut self, store: &Store, ctx: &Ctx) -> anyhow::Result<Option<String>> {
-        match self {
-            Screen::Diff(diff) => diff.poll(store),
-            Screen::Blind(blind) => blind.poll(store, ctx.annotator, ctx.annotator_id),
-            _ => Ok(None),
+    /// A key the screen's section does not bind (a reason tag's shortcut, for instance).
+    pub fn unbound(&mut self, key: KeyEvent, ctx: &Ctx) {
+        if let Screen::Thumbs(thumbs) = self {
+            thumbs.unbound(key, ctx);
         }
+    }
+
+    /// Takes in what the screen's worker reported (and re-reads what it stored): whether
+    /// anything changed, and a message for the status line when the worker ends.
+    pub fn poll(&mut self, store: &Store, ctx: &Ctx) -> anyhow::Result<(bool, Option<String>)> {
+        let message = match self {
+            Screen::Diff(diff) => diff.poll(store)?,
+            Screen::Blind(blind) => blind.poll(store, ctx.annotator, ctx.annotator_id)?,
+            Screen::Qa(qa) => return Ok((qa.poll(store), None)),
+            _ => None,
+        };
+        Ok((message.is_some(), message))
     }
 
     /// Re-reads what the screen shows after `App` carried out its command.
     pub fn refresh(&mut self, store: &Store, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
             Screen::Blind(blind) => blind.refresh(store, ctx.annotator),
+            Screen::Thumbs(thumbs) => thumbs.refresh(store, ctx.annotator_id),
             _ => Ok(()),
         }
     }
@@ -120,6 +189,7 @@ impl Screen {
             Screen::Samples(samples) => samples.draw(frame, area),
             Screen::Diff(diff) => diff.draw(frame, area),
             Screen::Blind(blind) => blind.draw(frame, area),
+            Screen::Thumbs(thumbs) => thumbs.draw(frame, area, ctx),
         }
     }
 }

@@ -1,23 +1,79 @@
 //! The QA screen: agreement statistics and the per-annotator report, as `verdict qa` prints
-//! them. The text is computed once, when the screen opens (`App` reads the store), never
-//! while drawing.
+//! them. They are computed on their own thread (with its own connection, through
+//! `jobs::spawn`) when the screen opens, and again when another connection commits to the
+//! store; the screen shows "computing…" meanwhile. Nothing is computed on the UI thread.
+
+use std::time::{Duration, Instant};
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
 use super::Command;
+use crate::jobs::{Job, Update, spawn};
+use crate::store::{OpenMode, Store};
 use crate::tui::keymap::Action;
 use crate::tui::widgets::draw_text_pane;
 
-#[derive(Debug)]
 pub struct Qa {
-    pub text: String,
+    /// The statistics' text; None until the first computation arrives.
+    pub text: Option<String>,
     pub scroll: u16,
+    /// The computation on its thread, while it runs.
+    work: Option<Job<(), String>>,
+    /// The store's data version the text is (being) computed at.
+    seen_version: Option<i64>,
+    /// When the store was last asked whether anything changed.
+    last_check: Instant,
+}
+
+/// The text of `verdict qa`: agreement, then the annotators, then single-answer ratings (if any).
+pub fn statistics(store: &Store) -> anyhow::Result<String> {
+    let thumbs = crate::qa::thumbs::text(store)?;
+    let thumbs = if thumbs.is_empty() { thumbs } else { format!("\nSINGLE-ANSWER REVIEW\n\n{thumbs}") };
+    Ok(format!(
+        "AGREEMENT\n\n{}\nANNOTATORS\n\n{}{thumbs}",
+        crate::qa::text::agreement(store)?,
+        crate::qa::text::annotators(store)?
+    ))
 }
 
 impl Qa {
-    pub fn new(text: String) -> Qa {
-        Qa { text, scroll: 0 }
+    /// Opens the screen and starts computing on a thread.
+    pub fn open(store: &Store) -> Qa {
+        let mut qa = Qa { text: None, scroll: 0, work: None, seen_version: None, last_check: Instant::now() };
+        qa.start(store);
+        qa
+    }
+
+    fn start(&mut self, store: &Store) {
+        self.seen_version = store.data_version().ok();
+        self.last_check = Instant::now();
+        let path = store.path().to_path_buf();
+        self.work = Some(spawn("qa", move |_, _| statistics(&Store::open(&path, OpenMode::MustExist)?)));
+    }
+
+    /// Whether the thread is still computing.
+    pub fn computing(&self) -> bool {
+        self.work.is_some()
+    }
+
+    /// Takes the text in when its thread sends it; starts again when another connection
+    /// committed since (asked at most twice a second, a single pragma). True when the text
+    /// changed.
+    pub fn poll(&mut self, store: &Store) -> bool {
+        if let Some(work) = &mut self.work {
+            let Some(Update::Finished(result)) = work.try_next() else { return false };
+            self.work = None;
+            self.text = Some(result.unwrap_or_else(|e| format!("error: the statistics could not be computed: {e:#}")));
+            return true;
+        }
+        if self.last_check.elapsed() > Duration::from_millis(500) {
+            self.last_check = Instant::now();
+            if store.data_version().ok() != self.seen_version {
+                self.start(store);
+            }
+        }
+        false
     }
 
     pub fn update(&mut self, action: Action) -> Vec<Command> {
@@ -33,6 +89,17 @@ impl Qa {
     }
 
     pub fn draw(&self, frame: &mut Frame, area: Rect) {
-        draw_text_pane(frame, area, " Quality · j/k scroll · Q or Esc closes ", &self.text, self.scroll, true);
+        let (title, text) = match &self.text {
+            Some(text) if self.computing() => {
+                (" Quality · recomputing… · j/k scroll · Q or Esc closes ", text.as_str())
+            }
+            Some(text) => (" Quality · j/k scroll · Q or Esc closes ", text.as_str()),
+            None => (" Quality · Q or Esc closes ", "computing…"),
+        };
+        draw_text_pane(frame, area, title, text, self.scroll, true);
     }
 }
+
+#[cfg(test)]
+#[path = "qa_tests.rs"]
+mod tests;

@@ -1,0 +1,138 @@
+//! The background work as `App` takes it in every tick: the queue arriving from its thread
+//! (and the keys that waited for it), the generation, the training run and the screens'
+//! workers.
+
+use std::time::Instant;
+
+use crossterm::event::{KeyCode, KeyEvent};
+
+use super::App;
+use crate::tui::input::Input;
+use crate::tui::queue;
+use crate::tui::screens::Ctx;
+
+impl App {
+    /// Takes in what the threads reported; called every tick. Returns whether anything
+    /// changed (so the screen is redrawn).
+    pub fn poll_job(&mut self) -> bool {
+        let mut changed = self.poll_queue_load();
+        for review in [&mut self.review, &mut self.parked].into_iter().flatten() {
+            changed |= review.poll(&self.store);
+            if !review.message.is_empty() {
+                self.message = std::mem::take(&mut review.message);
+            }
+        }
+        let ctx = Ctx {
+            keymap: &self.keymap,
+            reasons: &self.reasons,
+            annotator: &self.annotator,
+            annotator_id: self.annotator_id,
+            input: &self.input,
+        };
+        for screen in &mut self.screens {
+            match screen.poll(&self.store, &ctx) {
+                Ok((screen_changed, message)) => {
+                    changed |= screen_changed;
+                    if let Some(message) = message {
+                        self.message = message;
+                    }
+                }
+                Err(e) => self.message = format!("error: {e:#}"),
+            }
+        }
+        if self.parked.as_ref().is_some_and(|r| r.job.is_none()) {
+            self.parked = None;
+        }
+        let changed = self.poll_generation() || changed;
+        if changed {
+            self.sync_guidelines();
+        }
+        changed
+    }
+
+    /// Asks the run training on this process's thread to checkpoint and stop, and waits for
+    /// it at most `limit`.
+    pub fn stop_training(&mut self, limit: std::time::Duration) {
+        let started = Instant::now();
+        if let Some(job) = self.training() {
+            job.work.cancel();
+        }
+        while self.training().is_some() && started.elapsed() < limit {
+            self.poll_job();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Some while a run trains on this process's thread.
+    pub fn training(&self) -> Option<&crate::tui::review::TrainJob> {
+        self.review.as_ref().or(self.parked.as_ref()).and_then(|r| r.job.as_ref())
+    }
+
+    /// Re-reads the prompts the generation stored candidates for.
+    pub(super) fn poll_generation(&mut self) -> bool {
+        let Some(job) = &mut self.job else { return false };
+        let progress = job.drain();
+        for prompt_id in progress.prompts {
+            if let Some(index) = self.queue.items.iter().position(|i| i.row.prompt_id == prompt_id) {
+                if let Err(e) = queue::reload_item(&self.store, self.annotator_id, &mut self.queue.items[index]) {
+                    tracing::error!("{e:#}");
+                }
+                self.queue.mark_touched(index);
+            }
+            if self.compare.as_ref().is_some_and(|c| c.prompt_id == prompt_id && c.pair.is_none()) {
+                let _ = self.reload_current();
+            }
+        }
+        if let Some(message) = progress.finished {
+            self.message = message;
+            self.job = None;
+        }
+        progress.any
+    }
+
+    /// Whether `key` has to wait for the whole queue; if so it is kept for later. Keys keep
+    /// their order: once one waits, the ones after it wait too.
+    pub(super) fn wait_for_queue(&mut self, key: KeyEvent) -> bool {
+        let Some(load) = &self.queue.loading else { return false };
+        let waits = !load.waiting.is_empty()
+            || match &self.input {
+                Input::Search(_) => true,
+                // Adding a prompt re-reads the queue.
+                Input::AddPrompt(_) => key.code == KeyCode::Enter,
+                Input::Note(_) | Input::Rewrite { .. } => false,
+                Input::None if self.review.is_some() || !self.screens.is_empty() => false,
+                Input::None => {
+                    self.keymap.action(self.mode(), &key).is_some_and(crate::tui::loading::needs_whole_queue)
+                }
+            };
+        if waits && let Some(load) = &mut self.queue.loading {
+            load.waiting.push_back(key);
+        }
+        waits
+    }
+
+    /// Takes the whole queue in once its thread has sent it, then plays the keys that waited
+    /// for it. Returns whether anything changed.
+    pub(super) fn poll_queue_load(&mut self) -> bool {
+        let Some(waiting) = self.queue.arrive(&self.store, self.annotator_id, &mut self.message) else {
+            return false;
+        };
+        for key in waiting {
+            // An external editor asked for by a key that waited opens once they have all run.
+            if let Some(effect) = self.handle_key(key) {
+                self.pending_effect = Some(effect);
+            }
+        }
+        true
+    }
+
+    /// Reads a placeholder's row and counts before it is opened.
+    pub(super) fn ensure_loaded(&mut self, index: usize) -> anyhow::Result<()> {
+        if self.queue.items[index].status == queue::Status::Loading {
+            let prompt_id = self.queue.items[index].row.prompt_id;
+            self.queue.items[index] = queue::load_item(&self.store, self.annotator_id, prompt_id)?;
+            self.queue.mark_touched(index);
+        }
+        Ok(())
+    }
+}
