@@ -196,13 +196,20 @@ pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 r.last_step.map(|s| s.to_string()).unwrap_or_else(|| "–".into()),
                 show(r.last_loss),
                 show(r.eval_accuracy),
+                r.set_hash
+                    .as_deref()
+                    .map(|h| h[..h.len().min(crate::qa::run_set::SHORT)].to_string())
+                    .unwrap_or_else(|| "–".into()),
                 r.error.clone().unwrap_or_default(),
             ]
         })
         .collect();
     print!(
         "{}",
-        table::render(&["id", "name", "method", "status", "base", "step", "loss", "eval acc.", "error"], &rows)
+        table::render(
+            &["id", "name", "method", "status", "base", "step", "loss", "eval acc.", "training set", "error"],
+            &rows
+        )
     );
     Ok(ExitCode::SUCCESS)
 }
