@@ -362,6 +362,11 @@ pub struct TrainArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
+    /// Print the predicted peak memory of a run with these options (every pair cut at
+    /// --max-length: the most it can take) and the memory available, then exit. A run prints
+    /// its own plan, for its data, before loading the weights and stops when it cannot fit.
+    #[arg(long)]
+    pub plan: bool,
     // The run's options: help and defaults from `jobs::train_config::OPTIONS` and
     // `TrainConfig::default()`, the table the TUI form and the run config file use too.
     #[arg(long, env = "VERDICT_MODEL", help = opt("model"))]
