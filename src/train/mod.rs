@@ -17,6 +17,7 @@ pub mod fused;
 pub mod heap;
 pub mod kto;
 pub mod linear;
+pub mod load;
 pub mod logps;
 pub mod lora;
 pub mod loss;
@@ -25,6 +26,7 @@ pub mod optim;
 pub mod orpo;
 pub mod precision;
 pub mod real;
+pub mod score;
 #[cfg(test)]
 mod simd_tests;
 pub mod step;
