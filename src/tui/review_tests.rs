@@ -92,11 +92,11 @@ fn the_run_form_explains_a_bad_value_and_does_not_start() {
     // A choice cycles with the arrows; the form builds the config it shows.
     press(&mut app, "k");
     key(&mut app, KeyCode::Right);
-    let crate::tui::review::View::Form(form) = &app.review.as_ref().unwrap().view else { panic!("form") };
+    let Some(crate::tui::screens::Screen::Form(form)) = app.screens.last() else { panic!("form") };
     assert_eq!(form.fields[1].text(), "ipo");
     assert!(form.config().is_err());
     // Label smoothing is checked by the run options' table, as the CLI and a run config are.
-    let crate::tui::review::View::Form(form) = &mut app.review.as_mut().unwrap().view else { panic!("form") };
+    let Some(crate::tui::screens::Screen::Form(form)) = app.screens.last_mut() else { panic!("form") };
     let field = form.fields.iter_mut().find(|f| f.key == "label_smoothing").expect("label smoothing field");
     field.value = crate::tui::form::Value::Text("0.5".into());
     let why = form.error("label_smoothing").expect("0.5 is refused");
