@@ -18,6 +18,7 @@ pub mod head_logp;
 pub mod heap;
 pub mod kto;
 pub mod linear;
+pub mod load;
 pub mod logps;
 pub mod lora;
 pub mod loss;
@@ -27,6 +28,7 @@ pub mod optim;
 pub mod orpo;
 pub mod precision;
 pub mod real;
+pub mod score;
 #[cfg(test)]
 mod simd_tests;
 pub mod step;

@@ -5,14 +5,14 @@
 use std::path::Path;
 
 use anyhow::bail;
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 use crate::model::{self, LoadOptions};
 use crate::store::Store;
+use crate::train::load::Weights;
 use crate::train::lora::{self, LoraConfig};
 use crate::train::model::Model as Net;
 use crate::train::precision::Precision;
-use crate::train::weights;
 
 use super::TrainConfig;
 
@@ -52,20 +52,9 @@ pub(super) struct Trainable {
     pub lora: Option<LoraConfig>,
 }
 
-/// The base model's weights as f32 tensors on `device`, refused when the trainer cannot train
-/// the family or could not export the result correctly.
+/// The base model's weights as f32 tensors on `device` (`train::load`), refused when the
+/// trainer cannot train the family or could not export the result correctly.
 pub(super) fn trainable(model_path: &Path, config: &TrainConfig, device: &Device) -> anyhow::Result<Trainable> {
-    let (cfg, weights_map) = if model_path.is_dir() {
-        weights::load_hf_dir(model_path, DType::F32, device)?
-    } else {
-        weights::load_gguf(model_path, DType::F32, device)?
-    };
-    if let Err(why) = cfg.check_supported() {
-        bail!("{}: cannot train this model: {why}", model_path.display());
-    }
-    if let Some(why) = cfg.export_gap(config.lora_rank.is_some()) {
-        bail!("{}: {why}", model_path.display());
-    }
     let lora_cfg = config.lora_rank.map(|rank| LoraConfig {
         rank,
         alpha: config.lora_alpha,
@@ -74,7 +63,11 @@ pub(super) fn trainable(model_path: &Path, config: &TrainConfig, device: &Device
     // f32 on the CPU (with the fused kernels); bf16 compute over f32 master weights on a GPU.
     let precision = Precision::for_device(device, Default::default());
     tracing::info!(device = %model::device_label(device), %precision, "training");
-    let mut net = Net::with_precision(cfg, weights_map, lora_cfg.is_none(), precision)?;
+    let weights = if lora_cfg.is_none() { Weights::Trainable } else { Weights::Frozen };
+    let mut net = crate::train::load::load(model_path, device, weights, precision)?;
+    if let Some(why) = net.cfg.export_gap(lora_cfg.is_some()) {
+        bail!("{}: {why}", model_path.display());
+    }
     if let Some(l) = &lora_cfg {
         lora::attach(&mut net, l, config.seed)?;
     }
