@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 
+use verdict::domain::RunStatus;
 use verdict::jobs::train::{self, TrainConfig};
 
 fn verdict(db: &Path, args: &[&str]) -> Output {
@@ -180,7 +181,7 @@ fn a_resumed_run_keeps_its_stored_pairs_and_a_held_run_is_refused() {
         }
     })
     .unwrap();
-    assert_eq!((stopped.status.as_str(), stopped.steps), ("stopped", 3));
+    assert_eq!((stopped.status, stopped.steps), (RunStatus::Stopped, 3));
     // After the stop, an adjudicator turns a train pair around.
     let store = verdict::store::Store::open(&db, verdict::store::OpenMode::MustExist).unwrap();
     let before = verdict::qa::resolved_pairs(&store).unwrap();
@@ -205,7 +206,7 @@ fn a_resumed_run_keeps_its_stored_pairs_and_a_held_run_is_refused() {
     drop(held);
     let resumed =
         train::run(&db, &config("parts"), Some(stopped.run_id), false, &AtomicBool::new(false), &mut |_| {}).unwrap();
-    assert_eq!(resumed.status, "finished");
+    assert_eq!(resumed.status, RunStatus::Finished);
     let (a, b) = (metric(&db, whole.run_id, "loss"), metric(&db, stopped.run_id, "loss"));
     assert_eq!((a.len(), b.len()), (6, 6));
     for ((step, x), (_, y)) in a.iter().zip(&b) {
@@ -435,7 +436,7 @@ fn a_full_disk_fails_the_run_and_keeps_the_last_good_checkpoint() {
         }
     })
     .unwrap();
-    assert_eq!((stopped.status.as_str(), stopped.steps), ("stopped", 2));
+    assert_eq!((stopped.status, stopped.steps), (RunStatus::Stopped, 2));
     let checkpoints = out.join("checkpoints");
     let good = std::fs::read(checkpoints.join("checkpoint-2/optimizer.safetensors")).unwrap();
     // Resume: step 3's checkpoint does not fit.

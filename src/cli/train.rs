@@ -8,6 +8,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Cli, TrainArgs};
+use crate::domain::RunStatus;
 use crate::jobs::train::{self, TrainConfig, TrainEvent};
 use crate::store::{OpenMode, Store};
 use crate::table;
@@ -172,7 +173,7 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             summary.run_id, summary.status, summary.steps, summary.run_id
         ),
     }
-    Ok(if summary.status == "finished" { ExitCode::SUCCESS } else { ExitCode::from(130) })
+    Ok(if summary.status == RunStatus::Finished { ExitCode::SUCCESS } else { ExitCode::from(130) })
 }
 
 pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
@@ -190,7 +191,7 @@ pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 r.id.to_string(),
                 r.name.clone(),
                 r.method.clone(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.base_model.clone().unwrap_or_default(),
                 r.last_step.map(|s| s.to_string()).unwrap_or_else(|| "–".into()),
                 show(r.last_loss),

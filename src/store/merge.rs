@@ -358,7 +358,7 @@ mod tests {
         let examples = training_set(&store);
         store.save_run_examples(run, &examples).unwrap();
         store.set_run_output(run, tuned).unwrap();
-        store.set_run_status(run, "finished", None).unwrap();
+        store.set_run_status(run, crate::domain::RunStatus::Finished, None).unwrap();
         for prompt in [1, 2] {
             let a = store.add_model_answer(base, prompt, 42, &format!("base says {prompt}"), "{}").unwrap();
             let b = store.add_model_answer(tuned, prompt, 42, &format!("tuned says {prompt}"), "{}").unwrap();

@@ -15,6 +15,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use crate::domain::RunStatus;
 use crate::model;
 use crate::store::{OpenMode, Store};
 
@@ -114,7 +115,7 @@ impl std::fmt::Display for WeightStats {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainSummary {
     pub run_id: i64,
-    pub status: String,
+    pub status: RunStatus,
     pub steps: usize,
     pub output: Option<PathBuf>,
 }
@@ -183,7 +184,7 @@ fn run_keeping_memory(
     };
     let run_id = match resumed {
         Some(id) => {
-            store.set_run_status(id, "running", None)?;
+            store.set_run_status(id, RunStatus::Running, None)?;
             id
         }
         None => {
@@ -194,7 +195,7 @@ fn run_keeping_memory(
                 recorded.out = None;
                 let id = store.create_run(&name, &config.method, &serde_json::to_string(&recorded)?, None)?;
                 let error = format!("{} exists and is not empty: pass --overwrite, or another --out", out.display());
-                store.set_run_status(id, "failed", Some(&error))?;
+                store.set_run_status(id, RunStatus::Failed, Some(&error))?;
                 bail!(error);
             }
             store.create_run(&name, &config.method, &serde_json::to_string(&recorded)?, None)?
@@ -206,7 +207,7 @@ fn run_keeping_memory(
     if let Err(error) = &result {
         // The error is what the user needs; a store that cannot record it (the disk that
         // filled up) must not hide it.
-        if let Err(also) = store.set_run_status(run_id, "failed", Some(&format!("{error:#}"))) {
+        if let Err(also) = store.set_run_status(run_id, RunStatus::Failed, Some(&format!("{error:#}"))) {
             tracing::warn!("run {run_id} failed and its status could not be recorded: {also:#}");
         }
     }
@@ -312,12 +313,12 @@ fn train(
     let (status, output) = match ending {
         steps::Ending::Finished => {
             let dir = output::export_run(&trained, &tokenizer, &info, model_path, out, &checkpoints, store)?;
-            ("finished", Some(dir))
+            (RunStatus::Finished, Some(dir))
         }
-        steps::Ending::Stopped => ("stopped", None),
+        steps::Ending::Stopped => (RunStatus::Stopped, None),
     };
     store.set_run_status(run_id, status, None)?;
-    Ok(TrainSummary { run_id, status: status.into(), steps: steps_done, output })
+    Ok(TrainSummary { run_id, status, steps: steps_done, output })
 }
 
 /// A sortable name for a run folder without a date crate: seconds since 1970.

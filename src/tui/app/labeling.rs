@@ -46,7 +46,7 @@ impl App {
     pub fn left_right(&self, a: i64, b: i64) -> (i64, i64) {
         let (low, high) = (a.min(b), a.max(b));
         let key = crate::domain::sha256_hex(&["sides", &self.annotator, &low.to_string(), &high.to_string()]);
-        if key.as_bytes()[0] % 2 == 0 { (low, high) } else { (high, low) }
+        if key.as_bytes()[0].is_multiple_of(2) { (low, high) } else { (high, low) }
     }
 
     pub(super) fn judge(&mut self, verdict: Verdict) -> anyhow::Result<()> {

@@ -16,9 +16,11 @@ use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
+use super::form::TrainForm;
 use super::input::Input;
 use super::keymap::{Action, KeyMap, Mode};
 use crate::guidelines::Reason;
+use crate::jobs::train::TrainConfig;
 use crate::store::{NewEvalVote, NewThumb, Store, Verdict};
 
 /// What every screen may read while it updates or draws.
@@ -60,6 +62,8 @@ pub enum Command {
     RefreshQueue,
     /// Show this on the status line.
     Message(String),
+    /// Start a training run with this config on its own thread (the new-run form's S).
+    Train(Box<TrainConfig>),
     /// Store a single-answer rating, then show the next answer.
     Thumb(NewThumb),
     /// Take back the annotator's last single-answer rating.
@@ -97,6 +101,7 @@ pub enum Screen {
     Samples(samples::SamplesView),
     Diff(Box<diff::DiffView>),
     Blind(Box<blind::BlindView>),
+    Form(Box<TrainForm>),
     Thumbs(Box<thumbs::ThumbsView>),
 }
 
@@ -110,8 +115,15 @@ impl Screen {
             Screen::Diff(_) => Mode::Diff,
             Screen::Blind(b) if b.run_id.is_none() => Mode::Arena,
             Screen::Blind(_) => Mode::Blind,
+            Screen::Form(_) => Mode::Form,
             Screen::Thumbs(_) => Mode::Thumbs,
         }
+    }
+
+    /// True while the screen takes typed text (a form field): the key map's Line section
+    /// then decides, and the keys it does not bind type.
+    pub fn typing(&self) -> bool {
+        matches!(self, Screen::Form(form) if form.typing())
     }
 
     /// The key map section the footer lists while this screen is on top; None where the
@@ -141,6 +153,7 @@ impl Screen {
             Screen::Samples(samples) => samples.update(action),
             Screen::Diff(diff) => diff.update(action),
             Screen::Blind(blind) => blind.update(action, ctx.annotator_id),
+            Screen::Form(form) => form.update(action),
             Screen::Thumbs(thumbs) => thumbs.update(action, ctx.annotator_id),
         }
     }
@@ -189,6 +202,7 @@ impl Screen {
             Screen::Samples(samples) => samples.draw(frame, area),
             Screen::Diff(diff) => diff.draw(frame, area),
             Screen::Blind(blind) => blind.draw(frame, area),
+            Screen::Form(form) => form.draw(frame, area),
             Screen::Thumbs(thumbs) => thumbs.draw(frame, area, ctx),
         }
     }
