@@ -69,7 +69,8 @@ fn a_rated_single_answer_is_done_in_the_status_the_filter_and_the_counts() {
     assert_eq!(format!("{:?}", whole[index]), format!("{:?}", app.queue.items[index]), "a whole re-read agrees");
     assert!(screen(&app, 160, 48).contains("   1     1/1  "), "{}", screen(&app, 160, 48));
 
-    press(&mut app, "SSS"); // all again
+    press(&mut app, "S"); // all again
+    assert_eq!(app.queue.filter.status, crate::tui::queue::StatusFilter::All);
     app.queue.select(prompt);
     key(&mut app, KeyCode::Enter);
     press(&mut app, "u");
