@@ -81,6 +81,10 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 
 pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let config = config_from_args(args)?;
+    if args.plan {
+        print!("{}", crate::jobs::train::memory::plan_text(&config)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     // Say where it runs: `auto` takes the GPU when the binary has CUDA and one answers.
     let device: crate::model::DeviceChoice = config.device.parse().map_err(anyhow::Error::msg)?;
     let device = device.device()?;
@@ -196,13 +200,20 @@ pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 r.last_step.map(|s| s.to_string()).unwrap_or_else(|| "–".into()),
                 show(r.last_loss),
                 show(r.eval_accuracy),
+                r.set_hash
+                    .as_deref()
+                    .map(|h| h[..h.len().min(crate::qa::run_set::SHORT)].to_string())
+                    .unwrap_or_else(|| "–".into()),
                 r.error.clone().unwrap_or_default(),
             ]
         })
         .collect();
     print!(
         "{}",
-        table::render(&["id", "name", "method", "status", "base", "step", "loss", "eval acc.", "error"], &rows)
+        table::render(
+            &["id", "name", "method", "status", "base", "step", "loss", "eval acc.", "training set", "error"],
+            &rows
+        )
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -312,7 +323,7 @@ mod tests {
     use crate::jobs::train::TrainConfig;
     use crate::jobs::train_config::{FORM_LORA_RANK, OPTIONS, default_text, flag_help};
 
-    /// `verdict train`'s run options (not --config, --resume, --overwrite, the global ones) with
+    /// `verdict train`'s run options (not --config, --resume, --overwrite, --plan, the global ones) with
     /// their help text.
     fn cli_options() -> BTreeMap<String, String> {
         let cli = super::super::Cli::command();
@@ -321,7 +332,7 @@ mod tests {
             .get_arguments()
             .filter(|a| !a.is_global_set())
             .filter_map(|a| Some((a.get_long()?.replace('-', "_"), a.get_help()?.to_string())))
-            .filter(|(key, _)| !matches!(key.as_str(), "config" | "resume" | "overwrite"))
+            .filter(|(key, _)| !matches!(key.as_str(), "config" | "resume" | "overwrite" | "plan"))
             .collect()
     }
 

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod pairing;
 pub mod report;
 pub mod resolve;
+pub mod run_set;
 pub mod text;
 pub mod thumbs;
 pub mod winrate;

@@ -34,6 +34,7 @@ const TABLES: &[(&str, &str)] = &[
     ("run_metrics", "run_id, name, step"),
     ("run_samples", "run_id, prompt_id, step"),
     ("run_examples", "run_id, position"),
+    ("run_sets", "run_id"),
     ("evals", "rowid"),
 ];
 

@@ -31,6 +31,7 @@ pub struct MergeSummary {
     pub run_metrics: usize,
     pub run_samples: usize,
     pub run_examples: usize,
+    pub run_sets: usize,
     pub evals: usize,
     pub thumbs: usize,
     pub thumb_gold: usize,
@@ -216,14 +217,21 @@ const STEPS: &[(&str, &str)] = &[
         ON CONFLICT(run_id, prompt_id, step) DO NOTHING"),
     // The training set a run stored at its start, so "which labels trained this model"
     // has the same answer here as where the run ran.
-    ("run_examples", "INSERT INTO run_examples (run_id, position, prompt_id, chosen_id, rejected_id, split, weight)
-        SELECT m.main_id, x.position, p.id, rc.id, rr.id, x.split, x.weight
+    // (An unpaired or SFT example has no rejected answer.)
+    ("run_examples", "INSERT INTO run_examples (run_id, position, prompt_id, chosen_id, rejected_id, desirable, split,
+                                                weight)
+        SELECT m.main_id, x.position, p.id, rc.id, rr.id, x.desirable, x.split, x.weight
         FROM other.run_examples x JOIN temp.merge_runs m ON m.other_id = x.run_id
         JOIN other.prompts op ON op.id = x.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
         JOIN other.responses oc ON oc.id = x.chosen_id JOIN main.response_uids rc ON rc.uid = oc.uid
-        JOIN other.responses orj ON orj.id = x.rejected_id JOIN main.response_uids rr ON rr.uid = orj.uid
-        WHERE true ORDER BY x.run_id, x.position
+        LEFT JOIN other.responses orj ON orj.id = x.rejected_id LEFT JOIN main.response_uids rr ON rr.uid = orj.uid
+        WHERE x.rejected_id IS NULL OR rr.id IS NOT NULL ORDER BY x.run_id, x.position
         ON CONFLICT(run_id, position) DO NOTHING"),
+    ("run_sets", "INSERT INTO run_sets (run_id, method, hash, counts)
+        SELECT m.main_id, x.method, x.hash, x.counts
+        FROM other.run_sets x JOIN temp.merge_runs m ON m.other_id = x.run_id
+        WHERE true
+        ON CONFLICT(run_id) DO NOTHING"),
     // One stored win rate per run and pair of models (a recomputed report replaces it here,
     // so the one already here is kept).
     ("evals", "INSERT INTO evals (run_id, model_a, model_b, wins, losses, ties, win_rate, ci_low, ci_high,
@@ -306,6 +314,7 @@ pub(super) fn merge_attached(tx: &Connection, schema: &str) -> Result<MergeSumma
             "run_metrics" => summary.run_metrics = added,
             "run_samples" => summary.run_samples = added,
             "run_examples" => summary.run_examples = added,
+            "run_sets" => summary.run_sets = added,
             "evals" => summary.evals = added,
             "thumbs" => summary.thumbs = added,
             "thumb_gold" => summary.thumb_gold = added,
@@ -356,7 +365,8 @@ mod tests {
         store.add_metrics(run, 2, &[("loss".into(), 0.61)]).unwrap();
         store.add_run_sample(run, 2, 1, "Sample answer", r#"{"seed":42}"#).unwrap();
         let examples = training_set(&store);
-        store.save_run_examples(run, &examples).unwrap();
+        let set = crate::store::RunSet { method: "dpo".into(), hash: "set-hash".into(), counts: "[]".into() };
+        store.save_run_examples(run, &examples, &set).unwrap();
         store.set_run_output(run, tuned).unwrap();
         store.set_run_status(run, crate::domain::RunStatus::Finished, None).unwrap();
         for prompt in [1, 2] {
@@ -394,17 +404,27 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(pairs.len(), 2, "the sample data has prompts with two answers");
-        pairs
+        let mut set: Vec<crate::store::RunExample> = pairs
             .iter()
             .zip([crate::domain::Split::Train, crate::domain::Split::Test])
-            .map(|(&(prompt_id, chosen_id, rejected_id), split)| crate::store::RunExample {
+            .map(|(&(prompt_id, answer_id, rejected_id), split)| crate::store::RunExample {
                 prompt_id,
-                chosen_id,
-                rejected_id,
+                answer_id,
+                kind: crate::store::RunAnswer::Pair { rejected_id },
                 split,
                 weight: 1.5,
             })
-            .collect()
+            .collect();
+        // An unpaired answer (a KTO run's example) travels too.
+        let (prompt_id, answer_id, _) = pairs[0];
+        set.push(crate::store::RunExample {
+            prompt_id,
+            answer_id,
+            kind: crate::store::RunAnswer::Unpaired { desirable: false },
+            split: crate::domain::Split::Train,
+            weight: 1.0,
+        });
+        set
     }
 
     /// A run's training set as texts, which mean the same in every file (ids do not).
@@ -423,8 +443,11 @@ mod tests {
             .map(|e| {
                 (
                     text("prompts", e.prompt_id),
-                    text("responses", e.chosen_id),
-                    text("responses", e.rejected_id),
+                    text("responses", e.answer_id),
+                    match e.kind {
+                        crate::store::RunAnswer::Pair { rejected_id } => text("responses", rejected_id),
+                        other => format!("{other:?}"),
+                    },
                     e.split.as_str().to_string(),
                     e.weight,
                 )
@@ -441,6 +464,7 @@ mod tests {
             "run_metrics",
             "run_samples",
             "run_examples",
+            "run_sets",
             "evals",
             "models",
             "judgments",
@@ -515,7 +539,8 @@ mod tests {
             let runs = lead.runs().unwrap();
             assert_eq!(runs.len(), 1);
             assert_eq!(lead.metric_series(runs[0].id, "loss").unwrap(), [(1, 0.69), (2, 0.61)]);
-            assert_eq!(first.run_examples, 2);
+            assert_eq!((first.run_examples, first.run_sets), (3, 1));
+            assert_eq!(lead.run_set(runs[0].id).unwrap().map(|s| s.hash), Some("set-hash".to_string()));
             let source_run = source.runs().unwrap()[0].id;
             assert_eq!(training_set_texts(&lead, runs[0].id), training_set_texts(&source, source_run));
             let eval = &lead.evals(Some(runs[0].id)).unwrap()[0];

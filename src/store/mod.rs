@@ -35,7 +35,7 @@ pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Undo, Verdict
 pub use merge::MergeSummary;
 pub use models::{GenerationTarget, ModelRow, TargetFilter};
 pub use pairs::{ActiveJudgment, PairRow, PromptRow};
-pub use run_examples::RunExample;
+pub use run_examples::{RunAnswer, RunExample, RunSet};
 pub use runs::RunRow;
 pub use stats::{Stats, StatsRow};
 pub use team::{AnnotatorRow, Dispute, JudgmentFacts, Vote};

@@ -30,6 +30,8 @@ pub struct RunRow {
     pub last_step: Option<i64>,
     pub last_loss: Option<f64>,
     pub eval_accuracy: Option<f64>,
+    /// The content hash of the run's training set (`qa::run_set`), once it started training.
+    pub set_hash: Option<String>,
 }
 
 impl Store {
@@ -136,7 +138,7 @@ impl Store {
                     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1),
                     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'eval_rewards/accuracies'
                      ORDER BY step DESC LIMIT 1),
-                    r.base_model_id
+                    r.base_model_id, (SELECT hash FROM run_sets s WHERE s.run_id = r.id)
              FROM runs r LEFT JOIN models m ON m.id = r.base_model_id ORDER BY r.id",
         )?;
         let rows = statement.query_map([], |r| {
@@ -164,6 +166,7 @@ impl Store {
                 last_loss: r.get(15)?,
                 eval_accuracy: r.get(16)?,
                 base_model_id: r.get(17)?,
+                set_hash: r.get(18)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -39,14 +39,14 @@ fn duration(seconds: f64) -> String {
 
 fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
     let inner = (area.width as usize).saturating_sub(2);
-    // Fixed columns first; the base model's name takes what is left, and the pairs column
-    // shows only when there is room for it.
+    // Fixed columns first; the base model's name takes what is left, and the pairs and
+    // training-set columns show only when there is room for them.
     let wide = inner >= 110;
-    let fixed = 4 + 9 + 10 + 9 + 7 + 6 + 17 + if wide { 9 } else { 0 } + 8;
+    let fixed = 4 + 9 + 10 + 9 + 7 + 6 + 17 + if wide { 18 } else { 0 } + 8;
     let model_width = inner.saturating_sub(fixed).clamp(8, 36);
-    let row = |cells: [&str; 9]| -> String {
-        let [id, status, method, model, pairs, steps, loss, acc, win] = cells;
-        let pairs = if wide { format!("{} ", pad(pairs, 8)) } else { String::new() };
+    let row = |cells: [&str; 10]| -> String {
+        let [id, status, method, model, pairs, set, steps, loss, acc, win] = cells;
+        let pairs = if wide { format!("{} {} ", pad(pairs, 8), pad(set, 8)) } else { String::new() };
         format!(
             "{} {} {} {} {pairs}{} {} {} {win}",
             pad(id, 4),
@@ -60,7 +60,18 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
     };
     let mut lines = vec![Line::styled(
         truncate(
-            &row(["run", "status", "method", "base model", "pairs", "steps", "loss", "eval acc", "win rate (95% CI)"]),
+            &row([
+                "run",
+                "status",
+                "method",
+                "base model",
+                "pairs",
+                "set",
+                "steps",
+                "loss",
+                "eval acc",
+                "win rate (95% CI)",
+            ]),
             inner,
         ),
         Style::default().add_modifier(Modifier::BOLD),
@@ -90,6 +101,7 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
             &method,
             run.base_model.as_deref().unwrap_or("–"),
             &pairs,
+            run.set_hash.as_deref().map(|h| &h[..h.len().min(8)]).unwrap_or("–"),
             &steps,
             &number(run.last_loss, 4),
             &number(run.eval_accuracy, 2),

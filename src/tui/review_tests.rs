@@ -21,6 +21,8 @@ fn app_with_recorded_run() -> App {
     .unwrap();
     let run = app.store.create_run("run-demo", "dpo", &config, None).unwrap();
     app.store.set_run_plan(run, 40, 36, 6, 1).unwrap();
+    let set = crate::store::RunSet { method: "dpo".into(), hash: "3f9a0c1d".repeat(8), counts: "[]".into() };
+    app.store.save_run_set(run, &set).unwrap();
     for step in 1..=24i64 {
         let t = step as f64;
         let margin = 0.08 * t;

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::domain::Split;
 use crate::model::{self, ChatMessage};
-use crate::store::{RunExample, Store};
+use crate::store::{RunAnswer, RunExample, Store};
 use crate::train::step::PairIds;
 use crate::train::tokenize;
 
@@ -54,7 +54,7 @@ pub(super) fn prepare(
     tokenizer: &model::Model,
 ) -> anyhow::Result<Prepared> {
     // Resumed: exactly the pairs, outcomes and weights the run started with.
-    let all = run_set(store, run_id, config.weight_by_agreement)?;
+    let all = run_set(store, run_id, config)?;
     let (train_set, test_set): (Vec<&Example>, Vec<&Example>) = all.iter().partition(|e| e.split == Split::Train);
     if train_set.is_empty() {
         bail!("no resolved pairs in the train split: label some pairs (or `verdict import` them) first");
@@ -116,7 +116,7 @@ fn examples(store: &Store, by_agreement: bool) -> anyhow::Result<Vec<Example>> {
 /// those same responses (responses are never edited; a rewrite is a new response).
 fn stored_examples(store: &Store, stored: &[RunExample]) -> anyhow::Result<Vec<Example>> {
     let prompts: HashMap<i64, crate::store::PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
-    let ids: Vec<i64> = stored.iter().flat_map(|e| [e.chosen_id, e.rejected_id]).collect();
+    let ids: Vec<i64> = stored.iter().flat_map(|e| [Some(e.answer_id), e.rejected_id()]).flatten().collect();
     let texts = store.response_texts(&ids)?;
     stored
         .iter()
@@ -124,14 +124,15 @@ fn stored_examples(store: &Store, stored: &[RunExample]) -> anyhow::Result<Vec<E
             let prompt =
                 prompts.get(&e.prompt_id).with_context(|| format!("the run's prompt {} is gone", e.prompt_id))?;
             let text = |id: i64| texts.get(&id).cloned().with_context(|| format!("the run's response {id} is gone"));
+            let rejected_id = e.rejected_id().context("the run's stored set is not pairs")?;
             Ok(Example {
-                key: format!("{}:{}", e.chosen_id, e.rejected_id),
+                key: format!("{}:{}", e.answer_id, rejected_id),
                 prompt_id: e.prompt_id,
-                chosen_id: e.chosen_id,
-                rejected_id: e.rejected_id,
+                chosen_id: e.answer_id,
+                rejected_id,
                 messages: prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect(),
-                chosen: text(e.chosen_id)?,
-                rejected: text(e.rejected_id)?,
+                chosen: text(e.answer_id)?,
+                rejected: text(rejected_id)?,
                 weight: e.weight as f32,
                 split: e.split,
             })
@@ -140,23 +141,31 @@ fn stored_examples(store: &Store, stored: &[RunExample]) -> anyhow::Result<Vec<E
 }
 
 /// The run's training set: the one stored at its start, else (a new run, or one started before
-/// schema 5) the resolved pairs of now, stored for every later resume.
-fn run_set(store: &Store, run_id: i64, by_agreement: bool) -> anyhow::Result<Vec<Example>> {
+/// schema 5) the resolved pairs of now, stored for every later resume with its content hash and
+/// label counts (`qa::run_set`).
+fn run_set(store: &Store, run_id: i64, config: &TrainConfig) -> anyhow::Result<Vec<Example>> {
     let stored = store.run_examples(run_id)?;
     if !stored.is_empty() {
+        if store.run_set(run_id)?.is_none() {
+            // Stored before schema 7: its hash is known now, the counts it came from are not.
+            store.save_run_set(run_id, &crate::qa::run_set::describe(store, &config.method, &stored, None)?)?;
+        }
         return stored_examples(store, &stored);
     }
-    let fresh = examples(store, by_agreement)?;
+    let fresh = examples(store, config.weight_by_agreement)?;
     let rows: Vec<RunExample> = fresh
         .iter()
         .map(|e| RunExample {
             prompt_id: e.prompt_id,
-            chosen_id: e.chosen_id,
-            rejected_id: e.rejected_id,
+            answer_id: e.chosen_id,
+            kind: RunAnswer::Pair { rejected_id: e.rejected_id },
             split: e.split,
             weight: f64::from(e.weight),
         })
         .collect();
-    store.save_run_examples(run_id, &rows)?;
+    let method = crate::qa::compile::Method::parse(&config.method).unwrap_or(crate::qa::compile::Method::Dpo);
+    let compiled = crate::qa::compile::compile_store(store, method)?;
+    let set = crate::qa::run_set::describe(store, &config.method, &rows, Some(&compiled))?;
+    store.save_run_examples(run_id, &rows, &set)?;
     Ok(fresh)
 }

@@ -22,6 +22,7 @@ use crate::store::{OpenMode, Store};
 mod evaluate;
 mod examples;
 mod load;
+pub mod memory;
 mod output;
 mod reference;
 mod steps;
@@ -266,6 +267,8 @@ fn train(
     let device = inference.device().clone();
     let prepared = examples::prepare(store, run_id, config, &inference)?;
     let tokenizer = inference.tokenizer().clone();
+    // Refused here, before the weights load, when the plan cannot fit (`memory.rs`).
+    memory::check(config, model_path, &device, &prepared, events)?;
     let sampler = evaluate::Sampler::new(inference, prepared.sample_prompts, config, run_id);
     let trained = load::trainable(model_path, config, &device)?;
     let net = &trained.net;
