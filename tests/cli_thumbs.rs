@@ -58,6 +58,11 @@ fn two_annotators_rate_answers_the_lead_merges_adjudicates_and_exports_them() {
     assert!(report.contains("answer 4 (prompt 2): amira bad, jonas good — open"), "{report}");
     let stats = ok(&lead, "lead", &["stats"]);
     assert!(stats.contains("8 single-answer ratings"), "{stats}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&lead, "lead", &["stats", "--json"])).unwrap();
+    let t = &json["thumbs"];
+    assert_eq!((&t["ratings"], &t["good"], &t["bad"], &t["answers"]), (&8.into(), &5.into(), &3.into(), &4.into()));
+    assert_eq!(t["by_tag"][0]["key"], "factual_error", "{t}");
+    assert_eq!(json["total"]["prompts"], 105, "the existing keys stay");
 
     // Only adjudicators settle a disputed answer; the message says how to become one.
     let refused = verdict(&lead, "lead", &["thumbs", "adjudicate", "4", "bad"]);

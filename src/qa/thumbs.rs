@@ -244,6 +244,11 @@ fn pct(x: Option<f64>) -> String {
     x.map(|v| format!("{:.0}%", v * 100.0)).unwrap_or_else(|| "–".into())
 }
 
+/// `1 answer`, `2 answers`: a count with its noun in the right number.
+fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
 /// One line of totals and the counts by language (what `verdict stats` adds); empty when
 /// nobody rated a single answer.
 pub fn summary(store: &Store) -> Result<String> {
@@ -255,7 +260,12 @@ fn counts_text(o: &Overview) -> String {
     let mut out = String::new();
     let (good, bad) = o.by_language.iter().fold((0, 0), |(g, b), c| (g + c.good, b + c.bad));
     let answers: usize = o.by_language.iter().map(|c| c.answers).sum();
-    let _ = writeln!(out, "{} single-answer ratings ({good} good, {bad} bad) of {answers} answers", good + bad);
+    let _ = writeln!(
+        out,
+        "{} ({good} good, {bad} bad) of {}",
+        plural(good + bad, "single-answer rating", "single-answer ratings"),
+        plural(answers, "answer", "answers")
+    );
     let counts = |title: &str, rows: &[Counts]| -> String {
         let rows: Vec<Vec<String>> = rows
             .iter()
@@ -289,9 +299,9 @@ pub fn text(store: &Store) -> Result<String> {
     let a = &o.agreement;
     let _ = writeln!(
         out,
-        "\nagreement (good/bad) on {} answers rated by 2+ people: Krippendorff's alpha {}, Fleiss' kappa {}, \
+        "\nagreement (good/bad) on {} rated by 2+ people: Krippendorff's alpha {}, Fleiss' kappa {}, \
          Gwet's AC1 {}, percent agreement {} — {}",
-        a.overlap_units,
+        plural(a.overlap_units, "answer", "answers"),
         fmt(a.alpha_nominal),
         fmt(a.fleiss_kappa),
         fmt(a.gwet_ac1),
@@ -319,11 +329,11 @@ pub fn text(store: &Store) -> Result<String> {
     for p in &a.pairwise {
         let _ = writeln!(
             out,
-            "Cohen's kappa {} × {}: {} on {} shared answers",
+            "Cohen's kappa {} × {}: {} on {}",
             name(p.rater_a),
             name(p.rater_b),
             fmt(p.kappa),
-            p.shared_units
+            plural(p.shared_units, "shared answer", "shared answers")
         );
     }
     let rows: Vec<Vec<String>> = o
@@ -456,5 +466,34 @@ mod tests {
         let text = text(&store).unwrap();
         assert!(text.contains("8 single-answer ratings (5 good, 3 bad) of 4 answers"), "{text}");
         assert!(text.contains("Cohen's kappa ana × ben: 0.500 on 4 shared answers"), "{text}");
+    }
+
+    #[test]
+    fn counts_of_one_are_singular() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("v.db"), OpenMode::CreateIfMissing).unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+        let answer = store.response_ids().unwrap()[0].1;
+        let rate = |store: &mut Store, name: &str, rating| {
+            let annotator_id = store.annotator_id(name, "annotator").unwrap();
+            let thumb = NewThumb {
+                response_id: answer,
+                annotator_id,
+                rating,
+                reasons: vec![],
+                note: None,
+                seconds: None,
+                guideline_id: None,
+            };
+            store.record_thumb(&thumb).unwrap();
+        };
+        rate(&mut store, "ana", Thumb::Good);
+        let summary = summary(&store).unwrap();
+        assert!(summary.starts_with("1 single-answer rating (1 good, 0 bad) of 1 answer\n"), "{summary}");
+        rate(&mut store, "ben", Thumb::Good);
+        let text = text(&store).unwrap();
+        assert!(text.contains("2 single-answer ratings (2 good, 0 bad) of 1 answer\n"), "{text}");
+        assert!(text.contains("agreement (good/bad) on 1 answer rated by 2+ people"), "{text}");
+        assert!(text.contains("on 1 shared answer\n"), "{text}");
     }
 }

@@ -146,8 +146,8 @@ impl Store {
             Some(earlier) => {
                 tx.execute(
                     "INSERT INTO thumbs (uid, prompt_id, response_id, annotator_id, rating, reasons, note,
-                                         guideline_id, supersedes)
-                     SELECT ?1, prompt_id, response_id, annotator_id, rating, reasons, note, guideline_id, id
+                                         seconds, guideline_id, supersedes)
+                     SELECT ?1, prompt_id, response_id, annotator_id, rating, reasons, note, seconds, guideline_id, id
                      FROM thumbs WHERE id = ?2",
                     params![uid, earlier],
                 )?;
@@ -173,6 +173,22 @@ impl Store {
             .conn
             .prepare_cached(&format!("{ACTIVE} AND t.annotator_id = ?1 AND t.prompt_id = ?2 ORDER BY t.id"))?;
         let rows = statement.query_map(params![annotator_id, prompt_id], active)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Active ratings per prompt, as (the annotator's, everyone's), for the queue; only
+    /// `prompt_id` when given.
+    pub fn thumb_counts(&self, annotator_id: i64, prompt_id: Option<i64>) -> Result<HashMap<i64, (usize, usize)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT t.prompt_id, sum(t.annotator_id = ?1), count(*) FROM thumbs t
+             WHERE t.rating != 'undone' AND (?2 IS NULL OR t.prompt_id = ?2)
+               AND t.id = (SELECT MAX(id) FROM thumbs k WHERE k.annotator_id = t.annotator_id
+                           AND k.response_id = t.response_id)
+             GROUP BY t.prompt_id",
+        )?;
+        let rows = statement.query_map(params![annotator_id, prompt_id], |r| {
+            Ok((r.get::<_, i64>(0)?, (r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize)))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -300,6 +316,48 @@ mod tests {
         // Nothing was deleted: four rows, each after the first superseding the one before.
         let rows: i64 = store.conn.query_row("SELECT count(*) FROM thumbs", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 4);
+    }
+
+    #[test]
+    fn today_counts_active_judgments_and_ratings_and_an_undo_restores_the_seconds() {
+        let (_dir, mut store) = store();
+        let ana = store.annotator_id("ana", "annotator").unwrap();
+        let responses = store.response_ids().unwrap();
+        let (prompt, left, right) = (responses[0].0, responses[0].1, responses[1].1);
+        assert_eq!(responses[1].0, prompt, "the first sample prompt has a pair");
+        let judge = |store: &mut Store, verdict, seconds| {
+            let judgment = crate::store::NewJudgment {
+                prompt_id: prompt,
+                left,
+                right,
+                annotator_id: ana,
+                verdict,
+                reasons: vec![],
+                note: None,
+                seconds: Some(seconds),
+                guideline_id: None,
+            };
+            store.record_judgment(&judgment).unwrap();
+        };
+        let today = |store: &Store| {
+            let mut s = store.seconds_today(ana).unwrap();
+            s.sort_by(f64::total_cmp);
+            s
+        };
+        judge(&mut store, crate::store::Verdict::Left, 4.0);
+        judge(&mut store, crate::store::Verdict::Right, 6.0);
+        assert_eq!(today(&store), [6.0], "a change leaves one judgment");
+        store.undo_last_judgment(ana).unwrap();
+        assert_eq!(today(&store), [4.0], "the restored judgment keeps its seconds");
+
+        store.record_thumb(&thumb(left, ana, Thumb::Good)).unwrap();
+        store.record_thumb(&NewThumb { seconds: Some(5.0), ..thumb(left, ana, Thumb::Bad) }).unwrap();
+        assert_eq!(today(&store), [4.0, 5.0], "ratings count too");
+        let undo = store.undo_last_thumb(ana).unwrap().unwrap();
+        assert_eq!(undo.restored.unwrap().seconds, Some(3.0), "the restored rating keeps its seconds");
+        assert_eq!(today(&store), [3.0, 4.0]);
+        store.undo_last_thumb(ana).unwrap();
+        assert_eq!(today(&store), [4.0]);
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl App {
         };
         // Committed before the screen moves on: a crash after this line loses nothing.
         self.store.record_judgment(&judgment)?;
-        self.seconds_today.push(seconds);
+        self.seconds_today = self.store.seconds_today(self.annotator_id)?;
         self.reload_current()?;
         if self.compare.as_ref().is_some_and(|c| c.pair.is_none()) {
             self.advance(1, false)?;
@@ -114,7 +114,7 @@ impl App {
         };
         let undone = undo.withdrawn;
         self.queue.select(undone.prompt_id);
-        self.seconds_today.pop();
+        self.seconds_today = self.store.seconds_today(self.annotator_id)?;
         self.reload_current()?;
         if let Some(c) = &mut self.compare {
             c.reasons = undone.reasons.into_iter().collect();
@@ -151,6 +151,7 @@ impl App {
             guideline_id: None,
         };
         self.store.record_judgment(&judgment)?;
+        self.seconds_today = self.store.seconds_today(self.annotator_id)?;
         self.reload_current()?;
         self.message = "rewrite saved, preferred over the original".into();
         Ok(())

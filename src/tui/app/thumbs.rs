@@ -3,6 +3,7 @@
 
 use super::App;
 use crate::store::NewThumb;
+use crate::tui::queue;
 use crate::tui::screens::Screen;
 use crate::tui::screens::thumbs::ThumbsView;
 
@@ -28,7 +29,9 @@ impl App {
     /// Stores a rating (committed before the next answer shows).
     pub(super) fn rate(&mut self, thumb: NewThumb) -> anyhow::Result<()> {
         self.store.record_thumb(&thumb)?;
+        self.seconds_today = self.store.seconds_today(self.annotator_id)?;
         self.message = format!("answer {} rated {}", thumb.response_id, thumb.rating.as_str());
+        self.reload_queue_item()?;
         if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
             view.stored(&self.store, self.annotator_id, Some(thumb.response_id), None)?;
         }
@@ -41,12 +44,25 @@ impl App {
             self.message = "no rating to undo".into();
             return Ok(());
         };
+        self.seconds_today = self.store.seconds_today(self.annotator_id)?;
+        self.reload_queue_item()?;
         self.message = match &undo.restored {
             Some(t) => format!("undone: the answer is {} again", t.rating.as_str()),
             None => "undone: rate this answer again".into(),
         };
         if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
             view.stored(&self.store, self.annotator_id, None, Some(&undo.withdrawn))?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the counts and status of the prompt under review after a rating or an undo.
+    fn reload_queue_item(&mut self) -> anyhow::Result<()> {
+        let Some(Screen::Thumbs(view)) = self.screens.last() else { return Ok(()) };
+        let prompt_id = view.prompt_id;
+        if let Some(index) = self.queue.items.iter().position(|i| i.row.prompt_id == prompt_id) {
+            queue::reload_item(&self.store, self.annotator_id, &mut self.queue.items[index])?;
+            self.queue.mark_touched(index);
         }
         Ok(())
     }

@@ -228,7 +228,7 @@ impl QueueScreen {
                 pad(item.row.domain.as_deref().unwrap_or("-"), 11),
                 pad(&item.row.split, 5),
                 item.candidates.len(),
-                format!("{}/{}", item.mine.len(), item.all_judgments),
+                format!("{}/{}", item.mine.len() + item.my_ratings, item.all_judgments + item.all_ratings),
             );
             let room = (inner.width as usize).saturating_sub(width(&fixed));
             let preview = item.row.preview.replace('\n', " ");

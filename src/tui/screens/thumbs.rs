@@ -263,8 +263,13 @@ mod tests {
         let ratings: Vec<(i64, Thumb)> =
             app.store.my_thumbs(app.annotator_id, prompt).unwrap().iter().map(|t| (t.response_id, t.rating)).collect();
         assert_eq!(ratings, [(answers[0], Thumb::Good), (answers[1], Thumb::Bad)]);
+        assert_eq!(app.seconds_today.len(), 2, "ratings count in today's work");
+        assert!(screen(&app, 100, 30).contains("today 2 · median 0s/"), "{}", screen(&app, 100, 30));
+        let item = app.queue.items.iter().find(|i| i.row.prompt_id == prompt).unwrap();
+        assert_eq!((item.my_ratings, item.all_ratings), (2, 2), "the queue's counts are read again");
 
         press(&mut app, "u");
+        assert_eq!(app.seconds_today.len(), 1, "the undone rating no longer counts");
         assert_eq!(app.store.my_thumbs(app.annotator_id, prompt).unwrap().len(), 1);
         assert_eq!(view(&app).index, 1, "undo returns to the answer taken back");
         assert!(app.message.contains("undone"), "{}", app.message);
