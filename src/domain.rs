@@ -80,6 +80,55 @@ impl Outcome {
     }
 }
 
+/// Where a training run stands: `runs.status`, stored as `as_str`'s text (the schema's CHECK
+/// lists the same four).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Training now, or the process training it died (its folder's lock is free).
+    Running,
+    /// Every step ran and the model was written.
+    Finished,
+    /// Stopped on request after a checkpoint; `--resume` continues it.
+    Stopped,
+    /// Stopped by an error, recorded with the run; `--resume` continues it.
+    Failed,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 4] = [RunStatus::Running, RunStatus::Finished, RunStatus::Stopped, RunStatus::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+
+    /// Whether the run has ended, one way or another.
+    pub fn is_over(self) -> bool {
+        self != RunStatus::Running
+    }
+
+    /// Whether `--resume` may continue it (a crashed `running` run too, which only its
+    /// folder's free lock tells).
+    pub fn resumable(self) -> bool {
+        matches!(self, RunStatus::Stopped | RunStatus::Failed)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A prompt as it arrives from a file, the TUI or the sample data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewPrompt {
@@ -180,5 +229,14 @@ mod tests {
         assert!((50..150).contains(&tests), "{tests} of 1000 in test");
         let again = Split::from_uid(&prompt_uid(&[Message::new("user", "q7")]));
         assert_eq!(again, splits[7]);
+    }
+
+    #[test]
+    fn run_status_text_is_what_serde_writes_and_parses_back() {
+        for status in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_string(&status).unwrap(), format!("\"{status}\""));
+        }
+        assert_eq!(RunStatus::parse("Running"), None);
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 
+use verdict::domain::RunStatus;
 use verdict::jobs::train::{self, TrainConfig};
 
 fn verdict(db: &Path, args: &[&str]) -> Output {
@@ -180,7 +181,7 @@ fn a_resumed_run_keeps_its_stored_pairs_and_a_held_run_is_refused() {
         }
     })
     .unwrap();
-    assert_eq!((stopped.status.as_str(), stopped.steps), ("stopped", 3));
+    assert_eq!((stopped.status, stopped.steps), (RunStatus::Stopped, 3));
     // After the stop, an adjudicator turns a train pair around.
     let store = verdict::store::Store::open(&db, verdict::store::OpenMode::MustExist).unwrap();
     let before = verdict::qa::resolved_pairs(&store).unwrap();
@@ -205,7 +206,7 @@ fn a_resumed_run_keeps_its_stored_pairs_and_a_held_run_is_refused() {
     drop(held);
     let resumed =
         train::run(&db, &config("parts"), Some(stopped.run_id), false, &AtomicBool::new(false), &mut |_| {}).unwrap();
-    assert_eq!(resumed.status, "finished");
+    assert_eq!(resumed.status, RunStatus::Finished);
     let (a, b) = (metric(&db, whole.run_id, "loss"), metric(&db, stopped.run_id, "loss"));
     assert_eq!((a.len(), b.len()), (6, 6));
     for ((step, x), (_, y)) in a.iter().zip(&b) {
@@ -435,7 +436,7 @@ fn a_full_disk_fails_the_run_and_keeps_the_last_good_checkpoint() {
         }
     })
     .unwrap();
-    assert_eq!((stopped.status.as_str(), stopped.steps), ("stopped", 2));
+    assert_eq!((stopped.status, stopped.steps), (RunStatus::Stopped, 2));
     let checkpoints = out.join("checkpoints");
     let good = std::fs::read(checkpoints.join("checkpoint-2/optimizer.safetensors")).unwrap();
     // Resume: step 3's checkpoint does not fit.
@@ -629,4 +630,52 @@ fn a_run_config_with_an_unknown_key_names_the_file_line_and_key() {
     let message = fails(&db, &["train", "--config", config.to_str().unwrap()]);
     assert!(message.contains("run.toml: not a valid run config (line 2)"), "{message}");
     assert!(message.contains("unknown field `bogus_key`"), "{message}");
+}
+
+/// A run stores its training set's content hash and label counts at its start; `verdict runs`
+/// and `verdict eval report` show them, and `verdict export --run N` writes exactly that set,
+/// even after a label changed (while a plain export follows the new label).
+#[test]
+fn export_run_writes_the_set_the_run_trained_on_after_a_label_changed() {
+    let (dir, db, gguf) = setup();
+    let out_dir = dir.path().join("run1");
+    let args = ["--model", gguf.to_str().unwrap(), "--out", out_dir.to_str().unwrap(), "--max-length", "128"];
+    ok(&db, &[&["train", "--max-steps", "1"][..], &args].concat());
+    let store = verdict::store::Store::open(&db, verdict::store::OpenMode::MustExist).unwrap();
+    let set = store.run_set(1).unwrap().expect("the run recorded its set");
+    let stored = store.run_examples(1).unwrap();
+    assert_eq!(stored.len(), 5, "4 train pairs and 1 held out");
+    assert_eq!(set.hash, verdict::qa::run_set::content_hash(&store, "dpo", &stored).unwrap());
+    let counts = verdict::qa::run_set::count_lines(&set);
+    assert!(!counts.is_empty() && counts.iter().all(|l| l.starts_with("win")), "{counts:?}");
+    let labels: usize = counts.iter().map(|l| l.split_whitespace().nth(2).unwrap().parse::<usize>().unwrap()).sum();
+    assert_eq!(labels, 5, "{counts:?}");
+    let pair = verdict::qa::resolved_pairs(&store).unwrap()[0].clone();
+    drop(store);
+    let runs = ok(&db, &["runs"]);
+    assert!(runs.contains(&set.hash[..12]), "{runs}");
+    let report = ok(&db, &["eval", "report", "1"]);
+    assert!(report.contains(&format!("training set: dpo, sha256 {}", set.hash)), "{report}");
+    assert!(report.contains("win"), "{report}");
+
+    let export = |name: &str, extra: &[&str]| {
+        let path = dir.path().join(name);
+        ok(&db, &[&["export", path.to_str().unwrap()][..], extra].concat());
+        std::fs::read_to_string(path).unwrap()
+    };
+    let before = export("before.jsonl", &["--run", "1"]);
+    assert_eq!(before.lines().count(), 5);
+    assert_eq!(before, export("plain-before.jsonl", &[]), "before any change, the same as a plain export");
+    // An adjudicator turns the first pair around.
+    ok(&db, &["annotator", "add", "lead", "--role", "adjudicator"]);
+    let (chosen, rejected) = (pair.chosen.to_string(), pair.rejected.to_string());
+    ok(&db, &["--annotator", "lead", "adjudicate", &chosen, &rejected, "--winner", &rejected]);
+    assert_eq!(export("after.jsonl", &["--run", "1"]), before, "the run's set is what it trained on");
+    assert_ne!(export("plain-after.jsonl", &[]), before, "a plain export follows the new label");
+    let unpaired = export("unpaired.jsonl", &["--run", "1", "--format", "unpaired"]);
+    assert_eq!(unpaired.lines().count(), 10, "each pair as a desirable and an undesirable answer");
+    let held_out = export("test.jsonl", &["--run", "1", "--split", "test"]);
+    assert_eq!(held_out.lines().count(), 1);
+    let message = fails(&db, &["export", dir.path().join("x.jsonl").to_str().unwrap(), "--run", "7"]);
+    assert!(message.contains("run 7 has no training set to export: there is no such run"), "{message}");
 }

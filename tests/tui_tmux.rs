@@ -333,3 +333,27 @@ fn a_panic_restores_the_terminal_and_is_logged() {
     let log = std::fs::read_to_string(dir.path().join(".local/share/verdict/verdict.log")).unwrap();
     assert!(log.contains("panic: ") && log.contains("diagnostic panic"), "{log}");
 }
+
+#[test]
+fn single_answer_review_stores_a_good_and_a_bad_rating_with_a_reason() {
+    let s = Session::start("thumbs", None);
+    s.keys(&["o"]);
+    s.wait_for("Answer 1/2");
+    s.keys(&["f", "+"]);
+    s.wait_for("Answer 2/2");
+    s.keys(&["-"]);
+    s.wait_for("rated bad");
+    s.keys(&["q"]);
+
+    let ratings = s.query(
+        "SELECT t.rating, t.reasons FROM thumbs t JOIN annotators a ON a.id = t.annotator_id
+         WHERE a.name = 'e2e' ORDER BY t.id",
+    );
+    assert_eq!(
+        ratings,
+        [
+            vec!["Text(\"good\")".to_string(), "Text(\"[\\\"factual_error\\\"]\")".to_string()],
+            vec!["Text(\"bad\")".to_string(), "Text(\"[]\")".to_string()],
+        ]
+    );
+}

@@ -87,6 +87,7 @@ pub fn export(
     format: ExportFormat,
     split: SplitFilter,
     bundle: bool,
+    run: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
     if bundle {
@@ -98,11 +99,12 @@ pub fn export(
         eprintln!("wrote a bundle of {rows} rows to {}; load it elsewhere with `verdict import`", file.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let summary = if file == Path::new("-") {
-        export::export(&store, format, split, &mut std::io::stdout().lock())?
-    } else {
-        write_atomically(file, |out| export::export(&store, format, split, out))?
+    let write = |out: &mut dyn Write| match run {
+        Some(run) => export::export_run(&store, run, format, split, out),
+        None => export::export(&store, format, split, out),
     };
+    let summary =
+        if file == Path::new("-") { write(&mut std::io::stdout().lock())? } else { write_atomically(file, write)? };
     let unpaired = matches!(format, ExportFormat::Unpaired | ExportFormat::UnpairedConversational);
     let (what, count, keep) = if unpaired {
         ("answers (label true = desirable)", summary.answers, "unpaired-conversational")
@@ -110,6 +112,9 @@ pub fn export(
         ("pairs", summary.pairs, "conversational")
     };
     eprintln!("wrote {count} {what} to {}", file.display());
+    if let Some(set) = run.map(|run| store.run_set(run)).transpose()?.flatten() {
+        eprintln!("run {}'s training set: {}, sha256 {}", run.unwrap_or_default(), set.method, set.hash);
+    }
     if summary.skipped_multi_turn > 0 {
         eprintln!(
             "left out {} {} whose prompt has a system message or several turns: this format holds only a single \

@@ -117,12 +117,22 @@ fn report_command(cli: &Cli, run: i64, json: bool, plot: Option<&Path>) -> anyho
         crate::report::write_plot(path, &title, &panels)?;
     }
     let saved = review::save_run_report(&store, &report)?;
+    let set = store.run_set(run)?;
     if json {
         let mut value = serde_json::to_value(&report)?;
         value["eval_id"] = saved.into();
+        value["training_set"] = match &set {
+            Some(set) => serde_json::json!({
+                "method": set.method,
+                "hash": set.hash,
+                "counts": serde_json::from_str::<serde_json::Value>(&set.counts).unwrap_or(serde_json::Value::Null),
+            }),
+            None => serde_json::Value::Null,
+        };
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_report(&report);
+        print_training_set(run, set.as_ref());
         if saved.is_none() {
             println!("\n{}", how_to_vote(run));
         }
@@ -131,6 +141,22 @@ fn report_command(cli: &Cli, run: i64, json: bool, plot: Option<&Path>) -> anyho
         eprintln!("curves written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which labels trained the model: the set's hash and the label counts it was compiled from.
+fn print_training_set(run: i64, set: Option<&crate::store::RunSet>) {
+    match set {
+        Some(set) => {
+            println!(
+                "\ntraining set: {}, sha256 {} (`verdict export FILE --run {run}` writes it)",
+                set.method, set.hash
+            );
+            for line in crate::qa::run_set::count_lines(set) {
+                println!("  {line}");
+            }
+        }
+        None => println!("\ntraining set: not recorded (the run started before verdict stored it)"),
+    }
 }
 
 fn rate_cells(w: &WinRate) -> [String; 2] {

@@ -10,6 +10,7 @@ mod stats;
 mod train;
 
 mod team;
+mod thumbs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,8 +98,10 @@ pub enum Command {
         /// stop tokens) into this folder.
         #[arg(long, value_name = "DIR")]
         ollama: Option<PathBuf>,
-        /// With --ollama: the training run to export (default: the latest finished one).
-        #[arg(long, requires = "ollama", conflicts_with = "model")]
+        /// With FILE: write exactly the training set this run stored at its start (whatever was
+        /// relabeled since). With --ollama: the run whose model to export (default: the latest
+        /// finished one).
+        #[arg(long, conflicts_with_all = ["model", "bundle"])]
         run: Option<i64>,
         /// With --ollama: a GGUF file to export instead of a run.
         #[arg(long, requires = "ollama")]
@@ -218,6 +221,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Single-answer review: rate an answer good or bad, gold, adjudication, and the QA report.
+    #[command(subcommand)]
+    Thumbs(thumbs::ThumbsCommand),
     /// Bring another verdict database (a teammate's) into this one; merging twice adds nothing.
     #[command(after_help = "Examples:\n  verdict --db team.db merge amira.db\n  verdict --db team.db merge jonas.db")]
     Merge { other: PathBuf },
@@ -356,6 +362,11 @@ pub struct TrainArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
+    /// Print the predicted peak memory of a run with these options (every pair cut at
+    /// --max-length: the most it can take) and the memory available, then exit. A run prints
+    /// its own plan, for its data, before loading the weights and stops when it cannot fit.
+    #[arg(long)]
+    pub plan: bool,
     // The run's options: help and defaults from `jobs::train_config::OPTIONS` and
     // `TrainConfig::default()`, the table the TUI form and the run config file use too.
     #[arg(long, env = "VERDICT_MODEL", help = opt("model"))]
@@ -521,9 +532,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Export { ollama: Some(dir), run, model, quant, .. }) => {
             export_model::ollama(cli, dir, *run, model.as_deref(), *quant)
         }
-        Some(Command::Export { file, format, split, bundle, .. }) => {
+        Some(Command::Export { file, format, split, bundle, run, .. }) => {
             let file = file.as_deref().expect("clap requires FILE without --ollama");
-            data::export(cli, file, *format, *split, *bundle)
+            data::export(cli, file, *format, *split, *bundle, *run)
         }
         Some(Command::Model(command)) => model::model_command(cli, command),
         Some(Command::Generate(args)) => model::generate_command(cli, args),
@@ -545,6 +556,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Agreement { json }) => team::agreement(cli, *json),
         Some(Command::Report { json }) => team::report(cli, *json),
         Some(Command::Merge { other }) => team::merge(cli, other),
+        Some(Command::Thumbs(command)) => thumbs::thumbs(cli, command),
         Some(Command::Stats { json }) => stats::stats(cli, *json),
     }
 }

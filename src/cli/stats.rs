@@ -10,11 +10,34 @@ pub fn stats(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
     let stats = crate::qa::stats(&store)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        let mut value = serde_json::to_value(&stats)?;
+        value["thumbs"] = thumbs_json(&store)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_table(&stats);
+        let thumbs = crate::qa::thumbs::summary(&store)?;
+        if !thumbs.is_empty() {
+            print!("\n{thumbs}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The single-answer ratings' counts, as the text output's lines have them: totals, and by
+/// language and reason tag (zeros and empty lists when nobody rated an answer).
+fn thumbs_json(store: &Store) -> anyhow::Result<serde_json::Value> {
+    let o = crate::qa::thumbs::overview(store)?;
+    let sum = |f: fn(&crate::qa::thumbs::Counts) -> usize| o.by_language.iter().map(f).sum::<usize>();
+    let (good, bad) = (sum(|c| c.good), sum(|c| c.bad));
+    Ok(serde_json::json!({
+        "ratings": good + bad,
+        "good": good,
+        "bad": bad,
+        "answers": sum(|c| c.answers),
+        "disputed": sum(|c| c.disputed),
+        "by_language": o.by_language,
+        "by_tag": o.by_tag,
+    }))
 }
 
 pub fn print_table(stats: &Stats) {

@@ -208,7 +208,7 @@ pub fn merge(cli: &Cli, other: &Path) -> anyhow::Result<ExitCode> {
     let s = store.merge_from(other)?;
     println!(
         "merged {}: {} prompts, {} responses, {} judgments, {} adjudications, {} gold, {} annotators, \
-         {} assignments, {} blind votes, {} runs added",
+         {} assignments, {} blind votes, {} runs, {} single-answer ratings added",
         other.display(),
         s.prompts,
         s.responses,
@@ -218,7 +218,8 @@ pub fn merge(cli: &Cli, other: &Path) -> anyhow::Result<ExitCode> {
         s.annotators,
         s.assignments,
         s.eval_votes,
-        s.runs
+        s.runs,
+        s.thumbs
     );
     Ok(ExitCode::SUCCESS)
 }

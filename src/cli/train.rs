@@ -8,6 +8,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Cli, TrainArgs};
+use crate::domain::RunStatus;
 use crate::jobs::train::{self, TrainConfig, TrainEvent};
 use crate::store::{OpenMode, Store};
 use crate::table;
@@ -80,6 +81,10 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 
 pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let config = config_from_args(args)?;
+    if args.plan {
+        print!("{}", crate::jobs::train::memory::plan_text(&config)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     // Say where it runs: `auto` takes the GPU when the binary has CUDA and one answers.
     let device: crate::model::DeviceChoice = config.device.parse().map_err(anyhow::Error::msg)?;
     let device = device.device()?;
@@ -172,7 +177,7 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             summary.run_id, summary.status, summary.steps, summary.run_id
         ),
     }
-    Ok(if summary.status == "finished" { ExitCode::SUCCESS } else { ExitCode::from(130) })
+    Ok(if summary.status == RunStatus::Finished { ExitCode::SUCCESS } else { ExitCode::from(130) })
 }
 
 pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
@@ -190,23 +195,31 @@ pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 r.id.to_string(),
                 r.name.clone(),
                 r.method.clone(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.base_model.clone().unwrap_or_default(),
                 r.last_step.map(|s| s.to_string()).unwrap_or_else(|| "–".into()),
                 show(r.last_loss),
                 show(r.eval_accuracy),
+                r.set_hash
+                    .as_deref()
+                    .map(|h| h[..h.len().min(crate::qa::run_set::SHORT)].to_string())
+                    .unwrap_or_else(|| "–".into()),
                 r.error.clone().unwrap_or_default(),
             ]
         })
         .collect();
     print!(
         "{}",
-        table::render(&["id", "name", "method", "status", "base", "step", "loss", "eval acc.", "error"], &rows)
+        table::render(
+            &["id", "name", "method", "status", "base", "step", "loss", "eval acc.", "training set", "error"],
+            &rows
+        )
     );
     Ok(ExitCode::SUCCESS)
 }
 
-/// `verdict logps`: summed log-probs of each pair's answers under a model (and a reference).
+/// `verdict logps`: summed log-probs of each pair's answers under a model (and a reference),
+/// one JSON line per pair (`train::score`).
 pub fn logps_command(
     model_path: Option<&Path>,
     reference: Option<&Path>,
@@ -215,91 +228,31 @@ pub fn logps_command(
     max_length: usize,
 ) -> anyhow::Result<ExitCode> {
     use crate::domain::ImportRecord;
-    use crate::model::{ChatMessage, LoadOptions};
+    use crate::model::ChatMessage;
+    use crate::train::score::{Pair, logps_lines};
     let parsed = crate::data::import::parse_file(file, None)?;
     if let Some(first) = parsed.errors.first() {
         anyhow::bail!("{first}");
     }
-    let score = |path: &Path| -> anyhow::Result<Vec<PairScore>> {
-        let inference = crate::model::Model::load(
-            path,
-            &LoadOptions { dequantize: true, requantize: false, ..LoadOptions::default() },
-        )?;
-        let device = inference.device().clone();
-        let (cfg, weights) = if path.is_dir() {
-            crate::train::weights::load_hf_dir(path, candle_core::DType::F32, &device)?
-        } else {
-            crate::train::weights::load_gguf(path, candle_core::DType::F32, &device)?
-        };
-        let net = crate::train::model::Model::new(cfg, weights, false)?;
-        let mut ids = Vec::new();
-        for record in &parsed.records {
+    let pairs = parsed
+        .records
+        .iter()
+        .map(|record| {
             let ImportRecord::Pair { prompt, chosen, rejected, .. } = record else {
                 anyhow::bail!("{}: every line needs `chosen` and `rejected`", file.display());
             };
-            let messages: Vec<ChatMessage> =
-                prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
-            ids.push(crate::train::tokenize::pair_ids(&inference, &messages, chosen, rejected, 1.0)?);
-        }
-        let pad = inference.info().special_tokens.stop_ids.first().copied().unwrap_or(0);
-        let trunc = crate::train::logps::Truncation { max_length, keep_end: false };
-        let logps = crate::train::step::reference_logps(&net, &ids, &trunc, pad, 1)?;
-        Ok(logps
-            .iter()
-            .zip(&ids)
-            .map(|(r, p)| PairScore {
-                chosen: r.chosen,
-                rejected: r.rejected,
-                chosen_tokens: scored_tokens(&p.prompt, &p.chosen, &trunc),
-                rejected_tokens: scored_tokens(&p.prompt, &p.rejected, &trunc),
+            Ok(Pair {
+                messages: prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect(),
+                chosen: chosen.clone(),
+                rejected: rejected.clone(),
             })
-            .collect())
-    };
+        })
+        .collect::<anyhow::Result<Vec<Pair>>>()?;
     let policy_path = crate::model::resolve_model_path(model_path, &super::fetch_progress)?;
-    let policy = score(&policy_path)?;
-    let refs = match reference {
-        Some(r) => Some(score(r)?),
-        None => None,
-    };
-    for (i, score) in policy.iter().enumerate() {
-        let (c, r) = (&score.chosen, &score.rejected);
-        let mut line = serde_json::json!({
-            "index": i,
-            "logps/chosen": c,
-            "logps/rejected": r,
-            "tokens/chosen": score.chosen_tokens,
-            "tokens/rejected": score.rejected_tokens,
-        });
-        if let Some(refs) = &refs {
-            let (rc, rr) = (refs[i].chosen, refs[i].rejected);
-            let chosen_reward = beta * (*c as f64 - rc as f64);
-            let rejected_reward = beta * (*r as f64 - rr as f64);
-            let margin = chosen_reward - rejected_reward;
-            // The sigmoid DPO loss: -log σ(β((π_c - ref_c) - (π_r - ref_r))).
-            let loss = (1.0 + (-margin).exp()).ln();
-            line["ref_logps/chosen"] = rc.into();
-            line["ref_logps/rejected"] = rr.into();
-            line["rewards/chosen"] = chosen_reward.into();
-            line["rewards/rejected"] = rejected_reward.into();
-            line["loss"] = loss.into();
-        }
+    for line in logps_lines(&policy_path, reference, &pairs, beta, max_length)? {
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One pair's numbers under one model.
-struct PairScore {
-    chosen: f32,
-    rejected: f32,
-    chosen_tokens: usize,
-    rejected_tokens: usize,
-}
-
-/// Response tokens whose log-probs are summed: those left after truncation.
-fn scored_tokens(prompt: &[u32], response: &[u32], truncation: &crate::train::logps::Truncation) -> usize {
-    let row = crate::train::logps::build_row(prompt, response, truncation);
-    row.ids.len().saturating_sub(row.response_start)
 }
 
 #[cfg(test)]
@@ -311,7 +264,7 @@ mod tests {
     use crate::jobs::train::TrainConfig;
     use crate::jobs::train_config::{FORM_LORA_RANK, OPTIONS, default_text, flag_help};
 
-    /// `verdict train`'s run options (not --config, --resume, --overwrite, the global ones) with
+    /// `verdict train`'s run options (not --config, --resume, --overwrite, --plan, the global ones) with
     /// their help text.
     fn cli_options() -> BTreeMap<String, String> {
         let cli = super::super::Cli::command();
@@ -320,7 +273,7 @@ mod tests {
             .get_arguments()
             .filter(|a| !a.is_global_set())
             .filter_map(|a| Some((a.get_long()?.replace('-', "_"), a.get_help()?.to_string())))
-            .filter(|(key, _)| !matches!(key.as_str(), "config" | "resume" | "overwrite"))
+            .filter(|(key, _)| !matches!(key.as_str(), "config" | "resume" | "overwrite" | "plan"))
             .collect()
     }
 

@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::domain::{Message, Split};
 use crate::qa;
-use crate::store::{PromptRow, Store};
+use crate::store::{PromptRow, RunAnswer, Store};
 
 /// Which TRL layout to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -124,29 +125,57 @@ pub fn export(
     split: SplitFilter,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExportSummary> {
-    if matches!(format, ExportFormat::Unpaired | ExportFormat::UnpairedConversational) {
+    if format.is_unpaired() {
         return export_unpaired(store, format == ExportFormat::UnpairedConversational, split, out);
     }
     let pairs = qa::resolved_pairs(store)?;
     let prompts: HashMap<i64, PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
     let ids: Vec<i64> = pairs.iter().flat_map(|p| [p.chosen, p.rejected]).collect();
     let texts = store.response_texts(&ids)?;
-    let mut summary = ExportSummary::default();
-    let mut line = Vec::with_capacity(4096);
+    let mut writer = Writer { format, split, out, line: Vec::with_capacity(4096), summary: ExportSummary::default() };
     for pair in &pairs {
-        let prompt = &prompts[&pair.prompt_id];
-        if !split.admits(prompt.split) {
-            continue;
+        writer.pair(&prompts[&pair.prompt_id], &texts[&pair.chosen], &texts[&pair.rejected], &pair.reasons)?;
+    }
+    writer.finish()
+}
+
+impl ExportFormat {
+    fn is_unpaired(self) -> bool {
+        matches!(self, ExportFormat::Unpaired | ExportFormat::UnpairedConversational)
+    }
+}
+
+/// Writes lines of one format, counting what it writes and what the format cannot hold.
+struct Writer<'w> {
+    format: ExportFormat,
+    split: SplitFilter,
+    out: &'w mut dyn Write,
+    line: Vec<u8>,
+    summary: ExportSummary,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, record: &impl Serialize) -> anyhow::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
+        Ok(())
+    }
+
+    /// One pair in the standard or conversational layout.
+    fn pair(&mut self, prompt: &PromptRow, chosen: &str, rejected: &str, reasons: &[String]) -> anyhow::Result<()> {
+        if !self.split.admits(prompt.split) {
+            return Ok(());
         }
-        let (chosen, rejected) = (&texts[&pair.chosen], &texts[&pair.rejected]);
-        let (prompt_value, chosen_value, rejected_value) = match format {
+        let (prompt_value, chosen_value, rejected_value) = match self.format {
             ExportFormat::Standard => match prompt.messages.as_slice() {
                 [only] if only.role == "user" => {
                     (Field::Text(&only.content), Field::Text(chosen), Field::Text(rejected))
                 }
                 _ => {
-                    summary.skipped_multi_turn += 1;
-                    continue;
+                    self.summary.skipped_multi_turn += 1;
+                    return Ok(());
                 }
             },
             _ => (
@@ -155,22 +184,49 @@ pub fn export(
                 Field::Messages(vec![Message::new("assistant", rejected)]),
             ),
         };
-        let record = Line {
+        self.write(&Line {
             id: prompt.external_id.as_deref(),
             prompt: prompt_value,
             chosen: chosen_value,
             rejected: rejected_value,
             about: About::of(prompt),
-            reasons: &pair.reasons,
-        };
-        line.clear();
-        serde_json::to_writer(&mut line, &record)?;
-        line.push(b'\n');
-        out.write_all(&line)?;
-        summary.pairs += 1;
+            reasons,
+        })?;
+        self.summary.pairs += 1;
+        Ok(())
     }
-    out.flush()?;
-    Ok(summary)
+
+    /// One answer in the unpaired layout (strings or, for `UnpairedConversational`, messages).
+    fn unpaired(&mut self, prompt: &PromptRow, completion: &str, label: bool) -> anyhow::Result<()> {
+        if !self.split.admits(prompt.split) {
+            return Ok(());
+        }
+        let (prompt_value, completion_value) = if self.format == ExportFormat::UnpairedConversational {
+            (Field::Messages(prompt.messages.clone()), Field::Messages(vec![Message::new("assistant", completion)]))
+        } else {
+            match prompt.messages.as_slice() {
+                [only] if only.role == "user" => (Field::Text(&only.content), Field::Text(completion)),
+                _ => {
+                    self.summary.skipped_multi_turn += 1;
+                    return Ok(());
+                }
+            }
+        };
+        self.write(&UnpairedLine {
+            id: prompt.external_id.as_deref(),
+            prompt: prompt_value,
+            completion: completion_value,
+            label,
+            about: About::of(prompt),
+        })?;
+        self.summary.answers += 1;
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<ExportSummary> {
+        self.out.flush()?;
+        Ok(self.summary)
+    }
 }
 
 fn export_unpaired(
@@ -183,38 +239,62 @@ fn export_unpaired(
     let prompts: HashMap<i64, PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
     let ids: Vec<i64> = compiled.unpaired.iter().map(|u| u.response_id).collect();
     let texts = store.response_texts(&ids)?;
-    let mut summary = ExportSummary::default();
-    let mut line = Vec::with_capacity(4096);
+    let format = if conversational { ExportFormat::UnpairedConversational } else { ExportFormat::Unpaired };
+    let mut writer = Writer { format, split, out, line: Vec::with_capacity(4096), summary: ExportSummary::default() };
     for answer in &compiled.unpaired {
-        let prompt = &prompts[&answer.prompt_id];
-        if !split.admits(prompt.split) {
-            continue;
-        }
-        let completion = &texts[&answer.response_id];
-        let (prompt_value, completion_value) = if conversational {
-            (Field::Messages(prompt.messages.clone()), Field::Messages(vec![Message::new("assistant", completion)]))
-        } else {
-            match prompt.messages.as_slice() {
-                [only] if only.role == "user" => (Field::Text(&only.content), Field::Text(completion)),
-                _ => {
-                    summary.skipped_multi_turn += 1;
-                    continue;
-                }
-            }
-        };
-        let record = UnpairedLine {
-            id: prompt.external_id.as_deref(),
-            prompt: prompt_value,
-            completion: completion_value,
-            label: answer.desirable,
-            about: About::of(prompt),
-        };
-        line.clear();
-        serde_json::to_writer(&mut line, &record)?;
-        line.push(b'\n');
-        out.write_all(&line)?;
-        summary.answers += 1;
+        writer.unpaired(&prompts[&answer.prompt_id], &texts[&answer.response_id], answer.desirable)?;
     }
-    out.flush()?;
-    Ok(summary)
+    writer.finish()
+}
+
+/// Writes the training set run `run_id` stored at its start, in its order: exactly what it
+/// trained on (and held out), whatever was relabeled since. A set of pairs takes any format (an
+/// unpaired one writes each pair's chosen answer as desirable and its rejected one as not); a set
+/// of unpaired answers (KTO) or answers to imitate (SFT, written with label true) takes the
+/// unpaired formats.
+pub fn export_run(
+    store: &Store,
+    run_id: i64,
+    format: ExportFormat,
+    split: SplitFilter,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExportSummary> {
+    let examples = store.run_examples(run_id)?;
+    if examples.is_empty() {
+        let why = match store.run(run_id)? {
+            None => "there is no such run (`verdict runs` lists them)".to_string(),
+            Some(_) => "it stored none: it stopped before training started".to_string(),
+        };
+        anyhow::bail!("run {run_id} has no training set to export: {why}");
+    }
+    if !format.is_unpaired()
+        && let Some(other) = examples.iter().find(|e| !matches!(e.kind, RunAnswer::Pair { .. }))
+    {
+        let what = match other.kind {
+            RunAnswer::Unpaired { .. } => "unpaired answers (KTO)",
+            _ => "answers to imitate (SFT)",
+        };
+        anyhow::bail!(
+            "run {run_id} trained on {what}, not pairs: pass --format unpaired or --format unpaired-conversational"
+        );
+    }
+    let prompts: HashMap<i64, PromptRow> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
+    let ids: Vec<i64> = examples.iter().flat_map(|e| [Some(e.answer_id), e.rejected_id()]).flatten().collect();
+    let texts = store.response_texts(&ids)?;
+    let text = |id: i64| texts.get(&id).map(String::as_str).with_context(|| format!("response {id} is gone"));
+    let mut writer = Writer { format, split, out, line: Vec::with_capacity(4096), summary: ExportSummary::default() };
+    for e in &examples {
+        let prompt = prompts.get(&e.prompt_id).with_context(|| format!("prompt {} is gone", e.prompt_id))?;
+        let answer = text(e.answer_id)?;
+        match (e.kind, format.is_unpaired()) {
+            (RunAnswer::Pair { rejected_id }, false) => writer.pair(prompt, answer, text(rejected_id)?, &[])?,
+            (RunAnswer::Pair { rejected_id }, true) => {
+                writer.unpaired(prompt, answer, true)?;
+                writer.unpaired(prompt, text(rejected_id)?, false)?;
+            }
+            (RunAnswer::Unpaired { desirable }, _) => writer.unpaired(prompt, answer, desirable)?,
+            (RunAnswer::Imitate, _) => writer.unpaired(prompt, answer, true)?,
+        }
+    }
+    writer.finish()
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::domain::Split;
+use crate::domain::{RunStatus, Split};
 use crate::jobs::generate::StoredParams;
 use crate::model::{ChatMessage, FinishReason, GenerateParams, LoadOptions, Model};
 use crate::store::{OpenMode, Store};
@@ -125,7 +125,7 @@ pub fn run_models(store: &Store, run_id: i64) -> anyhow::Result<(i64, i64)> {
         bail!(
             "run {run_id} has no tuned model ({}): a run registers its model when it finishes{}",
             run.status,
-            if run.status == "stopped" {
+            if run.status == RunStatus::Stopped {
                 format!("; continue it with `verdict train --resume {run_id}`")
             } else {
                 String::new()

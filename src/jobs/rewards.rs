@@ -17,7 +17,9 @@ use crate::jobs::answers::{model_path, run_models};
 use crate::jobs::train::TrainConfig;
 use crate::model::{ChatMessage, DeviceChoice, LoadOptions};
 use crate::store::{OpenMode, Store};
+use crate::train::load::{Weights, load};
 use crate::train::logps::Truncation;
+use crate::train::precision::Precision;
 use crate::train::step::{PairIds, RefLogps, reference_logps};
 
 /// Which rewards to compute.
@@ -139,12 +141,7 @@ pub fn implicit_rewards(
     let device = job.device.device()?;
     // One model in memory at a time: the tuned one, then the base.
     let mut score = |model_id: i64, path: &Path| -> anyhow::Result<Option<Vec<RefLogps>>> {
-        let (cfg, weights) = if path.is_dir() {
-            crate::train::weights::load_hf_dir(path, DType::F32, &device)?
-        } else {
-            crate::train::weights::load_gguf(path, DType::F32, &device)?
-        };
-        let net = crate::train::model::Model::new(cfg, weights, false)?;
+        let net = load(path, &device, Weights::Frozen, Precision::uniform(DType::F32))?;
         let mut out = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(CHUNK) {
             if cancel.load(Ordering::Relaxed) {

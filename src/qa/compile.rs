@@ -6,19 +6,22 @@
 //! | a tie | skipped (no preference) | both desirable | — |
 //! | both bad | skipped | both undesirable | — |
 //! | a rewrite | the rewrite over every answer it rewrites (its parent, and theirs) | the rewrite desirable, those undesirable | the rewrite |
+//! | a thumb up / down (single-answer review) | skipped (no second answer) | desirable / undesirable | the answer (up only) |
 //!
 //! A pair that reviewers judged follows their verdict (a rewrite judged worse than its
 //! parent is a loss like any other). KTO keeps one row per answer and label; an answer that
 //! is desirable in one pair and undesirable in another keeps both rows and is counted as
-//! conflicting. The counts per label kind and language are what the run form and
+//! conflicting. A thumb is an answer's decided rating (`qa::thumbs::decide`: adjudication,
+//! else the strict majority of its ratings). The counts per label kind and language are what the run form and
 //! `verdict train --plan` show before a run starts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::domain::Outcome;
-use crate::store::{PairRow, Result, Store};
+use crate::store::{PairRow, Result, Store, Thumb};
 
 use super::resolve::{DecidedPair, Resolution, decide};
+use super::thumbs::DecidedThumb;
 
 /// The training methods the compiler builds examples for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -56,6 +59,8 @@ pub enum LabelKind {
     Tie,
     BothBad,
     Rewrite,
+    ThumbUp,
+    ThumbDown,
 }
 
 impl LabelKind {
@@ -65,6 +70,8 @@ impl LabelKind {
             LabelKind::Tie => "tie",
             LabelKind::BothBad => "both bad",
             LabelKind::Rewrite => "rewrite",
+            LabelKind::ThumbUp => "thumb up",
+            LabelKind::ThumbDown => "thumb down",
         }
     }
 }
@@ -265,12 +272,50 @@ pub fn compile(
     out
 }
 
-/// Compiles the store's labels for `method`.
+/// Adds the decided single-answer ratings to `out`: an unpaired row each for KTO, the good
+/// answers for SFT, and for pairwise methods nothing (counted as skipped: a thumb has no
+/// second answer to prefer it over).
+pub fn add_thumbs(out: &mut Compiled, thumbs: &[DecidedThumb], language_of: &HashMap<i64, String>) {
+    let mut unpaired_seen: BTreeSet<(i64, bool)> = out.unpaired.iter().map(|u| (u.response_id, u.desirable)).collect();
+    let mut sft_seen: BTreeSet<i64> = out.sft.iter().map(|s| s.response_id).collect();
+    for t in thumbs {
+        let desirable = t.rating == Thumb::Good;
+        let kind = if desirable { LabelKind::ThumbUp } else { LabelKind::ThumbDown };
+        let language = language_of.get(&t.prompt_id).cloned().unwrap_or_else(|| "und".into());
+        let count = out.counts.entry((kind, language)).or_default();
+        count.labels += 1;
+        match out.method {
+            Method::Kto => {
+                if unpaired_seen.insert((t.response_id, desirable)) {
+                    out.unpaired.push(UnpairedExample {
+                        prompt_id: t.prompt_id,
+                        response_id: t.response_id,
+                        desirable,
+                    });
+                }
+                count.examples += 1;
+            }
+            Method::Sft if desirable => {
+                if sft_seen.insert(t.response_id) {
+                    out.sft.push(SftExample { prompt_id: t.prompt_id, response_id: t.response_id });
+                }
+                count.examples += 1;
+            }
+            _ => count.skipped += 1,
+        }
+    }
+    let desirable: BTreeSet<i64> = out.unpaired.iter().filter(|u| u.desirable).map(|u| u.response_id).collect();
+    out.conflicting = out.unpaired.iter().filter(|u| !u.desirable && desirable.contains(&u.response_id)).count();
+}
+
+/// Compiles the store's labels for `method`: decided pairs, rewrites and single-answer ratings.
 pub fn compile_store(store: &Store, method: Method) -> Result<Compiled> {
     let rewrites = store.rewrites()?;
     let decided = decide(&store.active_judgments()?, &store.adjudications()?, &rewrites);
     let language_of: HashMap<i64, String> = store.prompts()?.into_iter().map(|p| (p.id, p.language)).collect();
-    Ok(compile(method, &decided, &rewrites, &language_of))
+    let mut compiled = compile(method, &decided, &rewrites, &language_of);
+    add_thumbs(&mut compiled, &super::thumbs::decided(store)?, &language_of);
+    Ok(compiled)
 }
 
 #[cfg(test)]
@@ -353,6 +398,76 @@ mod tests {
         let sft: Vec<i64> = c.sft.iter().map(|s| s.response_id).collect();
         assert_eq!(sft, [10, 41, 42, 50]);
         assert_eq!(c.examples(), 4);
+    }
+
+    #[test]
+    fn thumbs_become_unpaired_rows_for_kto_good_answers_for_sft_and_are_skipped_by_pairwise_methods() {
+        let (d, r, mut l) = labels();
+        l.insert(6, "sw".into());
+        let thumb = |response_id: i64, rating: Thumb| DecidedThumb {
+            prompt_id: 6,
+            response_id,
+            rating,
+            via: Resolution::Single,
+            agreeing: 1,
+            votes: 1,
+            reasons: vec![],
+        };
+        // 60 good, 61 bad, and 10 (the winner of prompt 1's pair) rated bad on its own.
+        let thumbs =
+            [thumb(60, Thumb::Good), thumb(61, Thumb::Bad), DecidedThumb { prompt_id: 1, ..thumb(10, Thumb::Bad) }];
+        let mut kto = compile(Method::Kto, &d, &r, &l);
+        let before = kto.unpaired.len();
+        add_thumbs(&mut kto, &thumbs, &l);
+        let added: Vec<(i64, bool)> = kto.unpaired[before..].iter().map(|u| (u.response_id, u.desirable)).collect();
+        assert_eq!(added, [(60, true), (61, false), (10, false)]);
+        assert_eq!(kto.counts[&(LabelKind::ThumbUp, "sw".into())], KindCount { labels: 1, examples: 1, skipped: 0 });
+        assert_eq!(kto.counts[&(LabelKind::ThumbDown, "de".into())], KindCount { labels: 1, examples: 1, skipped: 0 });
+        assert_eq!(kto.conflicting, 2, "41 as before, and 10: desirable in its pair, undesirable on its own");
+
+        let mut dpo = compile(Method::Dpo, &d, &r, &l);
+        let pairs = dpo.pairs.clone();
+        add_thumbs(&mut dpo, &thumbs, &l);
+        assert_eq!(dpo.pairs, pairs, "a thumb makes no pair");
+        assert_eq!(dpo.counts[&(LabelKind::ThumbDown, "sw".into())], KindCount { labels: 1, examples: 0, skipped: 1 });
+        assert!(
+            dpo.summary_lines().iter().any(|l| l.contains("thumb down") && l.contains("1 skipped")),
+            "{:?}",
+            dpo.summary_lines()
+        );
+
+        let mut sft = compile(Method::Sft, &d, &r, &l);
+        add_thumbs(&mut sft, &thumbs, &l);
+        assert_eq!(sft.sft.iter().map(|s| s.response_id).collect::<Vec<_>>(), [10, 41, 42, 50, 60]);
+    }
+
+    #[test]
+    fn the_store_compiles_thumbs_into_kto_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("v.db"), crate::store::OpenMode::CreateIfMissing).unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+        let ana = store.annotator_id("ana", "annotator").unwrap();
+        let (_, last) = *store.response_ids().unwrap().last().unwrap();
+        store
+            .record_thumb(&crate::store::NewThumb {
+                response_id: last,
+                annotator_id: ana,
+                rating: Thumb::Good,
+                reasons: vec![],
+                note: None,
+                seconds: None,
+                guideline_id: None,
+            })
+            .unwrap();
+        let kto = compile_store(&store, Method::Kto).unwrap();
+        assert!(kto.unpaired.iter().any(|u| (u.response_id, u.desirable) == (last, true)));
+        let thumbs: usize =
+            kto.counts.iter().filter(|((k, _), _)| *k == LabelKind::ThumbUp).map(|(_, c)| c.examples).sum();
+        assert_eq!(thumbs, 1);
+        let dpo = compile_store(&store, Method::Dpo).unwrap();
+        let skipped: usize =
+            dpo.counts.iter().filter(|((k, _), _)| *k == LabelKind::ThumbUp).map(|(_, c)| c.skipped).sum();
+        assert_eq!(skipped, 1, "pairwise methods count the thumb as skipped");
     }
 
     #[test]

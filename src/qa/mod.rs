@@ -7,7 +7,9 @@ pub mod compile;
 pub mod pairing;
 pub mod report;
 pub mod resolve;
+pub mod run_set;
 pub mod text;
+pub mod thumbs;
 pub mod winrate;
 
 pub use resolve::{DecidedPair, Resolution, ResolvedPair, decide, resolve};

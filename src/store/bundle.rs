@@ -24,6 +24,9 @@ const TABLES: &[(&str, &str)] = &[
     ("judgments", "rowid"),
     ("adjudications", "rowid"),
     ("gold", "rowid"),
+    ("thumbs", "rowid"),
+    ("thumb_gold", "rowid"),
+    ("thumb_adjudications", "rowid"),
     ("assignments", "rowid"),
     ("model_answers", "model_id, prompt_id, seed"),
     ("eval_votes", "rowid"),
@@ -31,6 +34,7 @@ const TABLES: &[(&str, &str)] = &[
     ("run_metrics", "run_id, name, step"),
     ("run_samples", "run_id, prompt_id, step"),
     ("run_examples", "run_id, position"),
+    ("run_sets", "run_id"),
     ("evals", "rowid"),
 ];
 
@@ -322,7 +326,7 @@ fn check_row(tx: &rusqlite::Transaction<'_>, table: &str, row: &Map<String, Valu
             }
             json("params", "a JSON object", &object)?;
         }
-        "judgments" => json("reasons", "a list of strings", &strings)?,
+        "judgments" | "thumbs" => json("reasons", "a list of strings", &strings)?,
         "runs" => json("config", "a JSON object", &object)?,
         "run_samples" => json("params", "a JSON object", &object)?,
         "evals" => json("by_language", "a JSON object", &object)?,

@@ -249,9 +249,9 @@ impl Store {
             Some(earlier) => {
                 tx.execute(
                     "INSERT INTO judgments (uid, prompt_id, response_a, response_b, annotator_id, outcome, reasons,
-                                            note, shown_left, guideline_id, supersedes)
+                                            note, shown_left, seconds, guideline_id, supersedes)
                      SELECT ?1, prompt_id, response_a, response_b, annotator_id, outcome, reasons,
-                            note, shown_left, guideline_id, id
+                            note, shown_left, seconds, guideline_id, id
                      FROM judgments WHERE id = ?2",
                     params![uid, earlier],
                 )?;
@@ -319,11 +319,20 @@ impl Store {
             .flatten())
     }
 
-    /// Seconds spent on each of the annotator's judgments made today (UTC).
+    /// Seconds spent on each of the annotator's labels made today (UTC) as they stand now:
+    /// active judgments and single-answer ratings (a change or an undo leaves one label, with
+    /// the seconds of the row that is active).
     pub fn seconds_today(&self, annotator_id: i64) -> Result<Vec<f64>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT coalesce(seconds, 0) FROM judgments
-             WHERE annotator_id = ?1 AND outcome != 'undone' AND created_at >= strftime('%Y-%m-%dT00:00:00', 'now')",
+            "SELECT coalesce(seconds, 0) FROM judgments j
+             WHERE annotator_id = ?1 AND outcome != 'undone' AND created_at >= strftime('%Y-%m-%dT00:00:00', 'now')
+               AND id = (SELECT MAX(id) FROM judgments k WHERE k.annotator_id = j.annotator_id
+                         AND k.response_a = j.response_a AND k.response_b = j.response_b)
+             UNION ALL
+             SELECT coalesce(seconds, 0) FROM thumbs t
+             WHERE annotator_id = ?1 AND rating != 'undone' AND created_at >= strftime('%Y-%m-%dT00:00:00', 'now')
+               AND id = (SELECT MAX(id) FROM thumbs k WHERE k.annotator_id = t.annotator_id
+                         AND k.response_id = t.response_id)",
         )?;
         let rows = statement.query_map([annotator_id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -367,7 +376,7 @@ const QUEUE_ROW_SELECT: &str = "SELECT id, external_id, substr(json_extract(mess
 
 /// The row whose verdict the pair had before row `id` was written (None: no verdict), from
 /// the pair's rows (id, supersedes, outcome) of one annotator, oldest first.
-fn verdict_before(history: &[(i64, Option<i64>, String)], id: i64) -> Option<i64> {
+pub(super) fn verdict_before(history: &[(i64, Option<i64>, String)], id: i64) -> Option<i64> {
     let mut current = id;
     // Each step moves to an older row, so this ends.
     loop {

@@ -1,6 +1,7 @@
 //! Bringing another verdict database into this one by content identity: prompts and
 //! responses by their hashes, annotators by name, models by sha256, judgments and
-//! adjudications by uid (found through the `*_uids` key tables, see `uids`); assignments,
+//! adjudications by uid (found through the `*_uids` key tables, see `uids`), single-answer
+//! ratings (thumbs) and their adjudications by their uid column; assignments,
 //! model answers, blind-evaluation votes, runs with their metrics, samples and training
 //! sets, and stored win rates by the identities of what they refer to (see each step).
 //! Merging twice adds nothing; two annotators' conflicting verdicts stay separate votes.
@@ -30,7 +31,11 @@ pub struct MergeSummary {
     pub run_metrics: usize,
     pub run_samples: usize,
     pub run_examples: usize,
+    pub run_sets: usize,
     pub evals: usize,
+    pub thumbs: usize,
+    pub thumb_gold: usize,
+    pub thumb_adjudications: usize,
 }
 
 /// The statements, in dependency order. `other` is the attached database. Pairs are
@@ -103,6 +108,34 @@ const STEPS: &[(&str, &str)] = &[
         JOIN other.responses orb ON orb.id = d.response_b JOIN main.response_uids rb ON rb.uid = orb.uid
         WHERE true ORDER BY d.id
         ON CONFLICT(response_a, response_b) DO NOTHING"),
+    // Single-answer ratings by uid, like judgments; the row a change or an undo superseded is
+    // found again by its uid.
+    ("thumbs", "INSERT INTO thumbs (uid, prompt_id, response_id, annotator_id, rating, reasons, note, seconds,
+                                    guideline_id, created_at)
+        SELECT t.uid, p.id, r.id, an.id, t.rating, t.reasons, t.note, t.seconds, g.id, t.created_at
+        FROM other.thumbs t
+        JOIN other.prompts op ON op.id = t.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
+        JOIN other.responses ore ON ore.id = t.response_id JOIN main.response_uids r ON r.uid = ore.uid
+        JOIN other.annotators oan ON oan.id = t.annotator_id JOIN main.annotators an ON an.name = oan.name
+        LEFT JOIN other.guidelines og ON og.id = t.guideline_id LEFT JOIN main.guidelines g ON g.hash = og.hash
+        WHERE true ORDER BY t.id
+        ON CONFLICT(uid) DO NOTHING"),
+    ("", "UPDATE main.thumbs SET supersedes = (
+            SELECT ms.id FROM other.thumbs ot JOIN other.thumbs os ON os.id = ot.supersedes
+            JOIN main.thumbs ms ON ms.uid = os.uid WHERE ot.uid = main.thumbs.uid)
+        WHERE supersedes IS NULL AND uid IN (SELECT uid FROM other.thumbs WHERE supersedes IS NOT NULL)"),
+    ("thumb_gold", "INSERT INTO thumb_gold (response_id, rating, note, source, created_at)
+        SELECT r.id, g.rating, g.note, g.source, g.created_at
+        FROM other.thumb_gold g JOIN other.responses ore ON ore.id = g.response_id JOIN main.response_uids r ON r.uid = ore.uid
+        WHERE true ORDER BY g.response_id
+        ON CONFLICT(response_id) DO NOTHING"),
+    ("thumb_adjudications", "INSERT INTO thumb_adjudications (uid, response_id, rating, annotator_id, note, created_at)
+        SELECT d.uid, r.id, d.rating, an.id, d.note, d.created_at
+        FROM other.thumb_adjudications d
+        JOIN other.responses ore ON ore.id = d.response_id JOIN main.response_uids r ON r.uid = ore.uid
+        JOIN other.annotators oan ON oan.id = d.annotator_id JOIN main.annotators an ON an.name = oan.name
+        WHERE true ORDER BY d.id
+        ON CONFLICT(uid) DO NOTHING"),
     ("assignments", "INSERT INTO assignments (annotator_id, prompt_id, position, created_at)
         SELECT an.id, p.id, a.position, a.created_at
         FROM other.assignments a
@@ -184,14 +217,21 @@ const STEPS: &[(&str, &str)] = &[
         ON CONFLICT(run_id, prompt_id, step) DO NOTHING"),
     // The training set a run stored at its start, so "which labels trained this model"
     // has the same answer here as where the run ran.
-    ("run_examples", "INSERT INTO run_examples (run_id, position, prompt_id, chosen_id, rejected_id, split, weight)
-        SELECT m.main_id, x.position, p.id, rc.id, rr.id, x.split, x.weight
+    // (An unpaired or SFT example has no rejected answer.)
+    ("run_examples", "INSERT INTO run_examples (run_id, position, prompt_id, chosen_id, rejected_id, desirable, split,
+                                                weight)
+        SELECT m.main_id, x.position, p.id, rc.id, rr.id, x.desirable, x.split, x.weight
         FROM other.run_examples x JOIN temp.merge_runs m ON m.other_id = x.run_id
         JOIN other.prompts op ON op.id = x.prompt_id JOIN main.prompt_uids p ON p.uid = op.uid
         JOIN other.responses oc ON oc.id = x.chosen_id JOIN main.response_uids rc ON rc.uid = oc.uid
-        JOIN other.responses orj ON orj.id = x.rejected_id JOIN main.response_uids rr ON rr.uid = orj.uid
-        WHERE true ORDER BY x.run_id, x.position
+        LEFT JOIN other.responses orj ON orj.id = x.rejected_id LEFT JOIN main.response_uids rr ON rr.uid = orj.uid
+        WHERE x.rejected_id IS NULL OR rr.id IS NOT NULL ORDER BY x.run_id, x.position
         ON CONFLICT(run_id, position) DO NOTHING"),
+    ("run_sets", "INSERT INTO run_sets (run_id, method, hash, counts)
+        SELECT m.main_id, x.method, x.hash, x.counts
+        FROM other.run_sets x JOIN temp.merge_runs m ON m.other_id = x.run_id
+        WHERE true
+        ON CONFLICT(run_id) DO NOTHING"),
     // One stored win rate per run and pair of models (a recomputed report replaces it here,
     // so the one already here is kept).
     ("evals", "INSERT INTO evals (run_id, model_a, model_b, wins, losses, ties, win_rate, ci_low, ci_high,
@@ -274,7 +314,11 @@ pub(super) fn merge_attached(tx: &Connection, schema: &str) -> Result<MergeSumma
             "run_metrics" => summary.run_metrics = added,
             "run_samples" => summary.run_samples = added,
             "run_examples" => summary.run_examples = added,
+            "run_sets" => summary.run_sets = added,
             "evals" => summary.evals = added,
+            "thumbs" => summary.thumbs = added,
+            "thumb_gold" => summary.thumb_gold = added,
+            "thumb_adjudications" => summary.thumb_adjudications = added,
             _ => {}
         }
     }
@@ -321,9 +365,10 @@ mod tests {
         store.add_metrics(run, 2, &[("loss".into(), 0.61)]).unwrap();
         store.add_run_sample(run, 2, 1, "Sample answer", r#"{"seed":42}"#).unwrap();
         let examples = training_set(&store);
-        store.save_run_examples(run, &examples).unwrap();
+        let set = crate::store::RunSet { method: "dpo".into(), hash: "set-hash".into(), counts: "[]".into() };
+        store.save_run_examples(run, &examples, &set).unwrap();
         store.set_run_output(run, tuned).unwrap();
-        store.set_run_status(run, "finished", None).unwrap();
+        store.set_run_status(run, crate::domain::RunStatus::Finished, None).unwrap();
         for prompt in [1, 2] {
             let a = store.add_model_answer(base, prompt, 42, &format!("base says {prompt}"), "{}").unwrap();
             let b = store.add_model_answer(tuned, prompt, 42, &format!("tuned says {prompt}"), "{}").unwrap();
@@ -359,17 +404,27 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(pairs.len(), 2, "the sample data has prompts with two answers");
-        pairs
+        let mut set: Vec<crate::store::RunExample> = pairs
             .iter()
             .zip([crate::domain::Split::Train, crate::domain::Split::Test])
-            .map(|(&(prompt_id, chosen_id, rejected_id), split)| crate::store::RunExample {
+            .map(|(&(prompt_id, answer_id, rejected_id), split)| crate::store::RunExample {
                 prompt_id,
-                chosen_id,
-                rejected_id,
+                answer_id,
+                kind: crate::store::RunAnswer::Pair { rejected_id },
                 split,
                 weight: 1.5,
             })
-            .collect()
+            .collect();
+        // An unpaired answer (a KTO run's example) travels too.
+        let (prompt_id, answer_id, _) = pairs[0];
+        set.push(crate::store::RunExample {
+            prompt_id,
+            answer_id,
+            kind: crate::store::RunAnswer::Unpaired { desirable: false },
+            split: crate::domain::Split::Train,
+            weight: 1.0,
+        });
+        set
     }
 
     /// A run's training set as texts, which mean the same in every file (ids do not).
@@ -388,8 +443,11 @@ mod tests {
             .map(|e| {
                 (
                     text("prompts", e.prompt_id),
-                    text("responses", e.chosen_id),
-                    text("responses", e.rejected_id),
+                    text("responses", e.answer_id),
+                    match e.kind {
+                        crate::store::RunAnswer::Pair { rejected_id } => text("responses", rejected_id),
+                        other => format!("{other:?}"),
+                    },
                     e.split.as_str().to_string(),
                     e.weight,
                 )
@@ -406,6 +464,7 @@ mod tests {
             "run_metrics",
             "run_samples",
             "run_examples",
+            "run_sets",
             "evals",
             "models",
             "judgments",
@@ -480,7 +539,8 @@ mod tests {
             let runs = lead.runs().unwrap();
             assert_eq!(runs.len(), 1);
             assert_eq!(lead.metric_series(runs[0].id, "loss").unwrap(), [(1, 0.69), (2, 0.61)]);
-            assert_eq!(first.run_examples, 2);
+            assert_eq!((first.run_examples, first.run_sets), (3, 1));
+            assert_eq!(lead.run_set(runs[0].id).unwrap().map(|s| s.hash), Some("set-hash".to_string()));
             let source_run = source.runs().unwrap()[0].id;
             assert_eq!(training_set_texts(&lead, runs[0].id), training_set_texts(&source, source_run));
             let eval = &lead.evals(Some(runs[0].id)).unwrap()[0];

@@ -4,14 +4,15 @@
 //! verdict is recognised before anything touches it.
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-pub const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+pub const MIGRATIONS: &[&str] =
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
 
 /// The version this build writes and understands.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migrations that rebuild tables (drop and re-create them, as SQLite has no ALTER for
 /// constraints): the store runs these with foreign keys off and checks them afterwards.
-pub const REBUILDS_TABLES: &[i64] = &[4];
+pub const REBUILDS_TABLES: &[i64] = &[4, 7];
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE prompts (
@@ -355,4 +356,80 @@ CREATE TABLE run_examples (
     weight       REAL NOT NULL,
     PRIMARY KEY (run_id, position)
 ) WITHOUT ROWID;
+"#;
+
+/// Single-answer review: one annotator's good/bad on one answer (`store::thumbs`), with gold
+/// answers and adjudicated verdicts for disputed ones, mirroring the pairwise tables.
+const MIGRATION_6: &str = r#"
+-- Append-only like judgments: a change or an undo is a new row; the newest row of an
+-- (annotator, response) is the active one, and an 'undone' row means none is.
+CREATE TABLE thumbs (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL UNIQUE,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    response_id  INTEGER NOT NULL REFERENCES responses(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    rating       TEXT NOT NULL CHECK (rating = 'good' OR rating = 'bad' OR rating = 'undone'),
+    reasons      TEXT NOT NULL DEFAULT '[]',
+    note         TEXT,
+    seconds      REAL,
+    guideline_id INTEGER REFERENCES guidelines(id),
+    supersedes   INTEGER REFERENCES thumbs(id),
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX thumbs_active ON thumbs(annotator_id, response_id, id);
+CREATE INDEX thumbs_response ON thumbs(response_id);
+
+-- An answer whose rating is known: mixed into the queues to measure annotators.
+CREATE TABLE thumb_gold (
+    response_id  INTEGER PRIMARY KEY REFERENCES responses(id),
+    rating       TEXT NOT NULL CHECK (rating = 'good' OR rating = 'bad'),
+    note         TEXT,
+    source       TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+
+-- An adjudicator's final rating of a disputed answer; the newest one counts.
+CREATE TABLE thumb_adjudications (
+    id           INTEGER PRIMARY KEY,
+    uid          TEXT NOT NULL UNIQUE,
+    response_id  INTEGER NOT NULL REFERENCES responses(id),
+    rating       TEXT NOT NULL CHECK (rating = 'good' OR rating = 'bad'),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    note         TEXT,
+    created_at   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
+CREATE INDEX thumb_adjudications_response ON thumb_adjudications(response_id, id);
+"#;
+
+/// A run's training set as the label compiler made it for its method: pairs (DPO, ORPO, SimPO),
+/// unpaired answers with their label (KTO) or answers to imitate (SFT). `chosen_id` is the
+/// answer; `rejected_id` is set for a pair, `desirable` for an unpaired answer, neither for SFT.
+/// `run_sets` says what the set is in one line: its method, a content hash of the whole set
+/// (method, split, prompt and answer texts, labels, weights) and the label counts it was
+/// compiled from (JSON), so "which labels trained this model" has an answer after labels change.
+const MIGRATION_7: &str = r#"
+CREATE TABLE run_examples_v7 (
+    run_id       INTEGER NOT NULL REFERENCES runs(id),
+    position     INTEGER NOT NULL,
+    prompt_id    INTEGER NOT NULL REFERENCES prompts(id),
+    chosen_id    INTEGER NOT NULL REFERENCES responses(id),
+    rejected_id  INTEGER REFERENCES responses(id),
+    desirable    INTEGER CHECK (desirable = 0 OR desirable = 1),
+    split        TEXT NOT NULL CHECK (split = 'train' OR split = 'test'),
+    weight       REAL NOT NULL,
+    PRIMARY KEY (run_id, position),
+    CHECK (rejected_id IS NULL OR desirable IS NULL)
+) WITHOUT ROWID;
+INSERT INTO run_examples_v7 (run_id, position, prompt_id, chosen_id, rejected_id, split, weight)
+    SELECT run_id, position, prompt_id, chosen_id, rejected_id, split, weight FROM run_examples;
+DROP TABLE run_examples;
+ALTER TABLE run_examples_v7 RENAME TO run_examples;
+
+CREATE TABLE run_sets (
+    run_id       INTEGER PRIMARY KEY REFERENCES runs(id),
+    method       TEXT NOT NULL,
+    hash         TEXT NOT NULL,
+    counts       TEXT NOT NULL DEFAULT '[]'
+);
 "#;

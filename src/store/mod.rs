@@ -21,6 +21,7 @@ mod runs;
 mod slots;
 mod stats;
 mod team;
+mod thumbs;
 mod uids;
 
 use std::path::{Path, PathBuf};
@@ -34,10 +35,11 @@ pub use labeling::{MyJudgment, NewJudgment, QueueRow, ResponseRow, Undo, Verdict
 pub use merge::MergeSummary;
 pub use models::{GenerationTarget, ModelRow, TargetFilter};
 pub use pairs::{ActiveJudgment, PairRow, PromptRow};
-pub use run_examples::RunExample;
+pub use run_examples::{RunAnswer, RunExample, RunSet};
 pub use runs::RunRow;
 pub use stats::{Stats, StatsRow};
 pub use team::{AnnotatorRow, Dispute, JudgmentFacts, Vote};
+pub use thumbs::{ActiveThumb, NewThumb, Thumb, ThumbUndo};
 
 /// Errors from the store. Each message says what to do next.
 #[derive(Debug, thiserror::Error)]

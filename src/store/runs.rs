@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Result, Store};
+use crate::domain::RunStatus;
 
 /// A row of `runs`, with the figures the runs list shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -15,7 +16,7 @@ pub struct RunRow {
     pub name: String,
     pub method: String,
     pub config: String,
-    pub status: String,
+    pub status: RunStatus,
     pub error: Option<String>,
     pub base_model: Option<String>,
     pub base_model_id: Option<i64>,
@@ -29,25 +30,27 @@ pub struct RunRow {
     pub last_step: Option<i64>,
     pub last_loss: Option<f64>,
     pub eval_accuracy: Option<f64>,
+    /// The content hash of the run's training set (`qa::run_set`), once it started training.
+    pub set_hash: Option<String>,
 }
 
 impl Store {
     pub fn create_run(&self, name: &str, method: &str, config_json: &str, base_model_id: Option<i64>) -> Result<i64> {
         self.conn.execute(
-            "INSERT INTO runs (name, method, config, status, base_model_id) VALUES (?1, ?2, ?3, 'running', ?4)",
-            params![name, method, config_json, base_model_id],
+            "INSERT INTO runs (name, method, config, status, base_model_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, method, config_json, RunStatus::Running.as_str(), base_model_id],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Sets a run's status (`running`, `finished`, `stopped`, `failed`) and error text.
-    pub fn set_run_status(&self, run_id: i64, status: &str, error: Option<&str>) -> Result<()> {
-        let finished = matches!(status, "finished" | "stopped" | "failed");
+    /// Sets a run's status and error text; an ended run gets its `finished_at`.
+    pub fn set_run_status(&self, run_id: i64, status: RunStatus, error: Option<&str>) -> Result<()> {
+        let finished = status.is_over();
         self.conn.execute(
             "UPDATE runs SET status = ?2, error = ?3, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
                  finished_at = CASE WHEN ?4 THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE NULL END
              WHERE id = ?1",
-            params![run_id, status, error, finished],
+            params![run_id, status.as_str(), error, finished],
         )?;
         Ok(())
     }
@@ -135,16 +138,21 @@ impl Store {
                     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'loss' ORDER BY step DESC LIMIT 1),
                     (SELECT value FROM run_metrics x WHERE x.run_id = r.id AND x.name = 'eval_rewards/accuracies'
                      ORDER BY step DESC LIMIT 1),
-                    r.base_model_id
+                    r.base_model_id, (SELECT hash FROM run_sets s WHERE s.run_id = r.id)
              FROM runs r LEFT JOIN models m ON m.id = r.base_model_id ORDER BY r.id",
         )?;
         let rows = statement.query_map([], |r| {
+            let id: i64 = r.get(0)?;
+            let status: String = r.get(4)?;
             Ok(RunRow {
-                id: r.get(0)?,
+                id,
                 name: r.get(1)?,
                 method: r.get(2)?,
                 config: r.get(3)?,
-                status: r.get(4)?,
+                status: RunStatus::parse(&status).ok_or_else(|| {
+                    let why = format!("run {id}: status `{status}` is none of running, finished, stopped, failed");
+                    rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, why.into())
+                })?,
                 error: r.get(5)?,
                 base_model: r.get(6)?,
                 output_model_id: r.get(7)?,
@@ -158,6 +166,7 @@ impl Store {
                 last_loss: r.get(15)?,
                 eval_accuracy: r.get(16)?,
                 base_model_id: r.get(17)?,
+                set_hash: r.get(18)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -199,5 +208,31 @@ impl Store {
             .conn
             .query_row("SELECT sha256, path FROM models WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_run_status_is_stored_as_its_text_and_read_back() -> Result<()> {
+        let store = Store::open_in_memory()?;
+        let run = store.create_run("r", "dpo", "{}", None)?;
+        assert_eq!(store.run(run)?.unwrap().status, RunStatus::Running);
+        for status in RunStatus::ALL {
+            store.set_run_status(run, status, None)?;
+            let (text, ended): (String, bool) =
+                store.conn.query_row("SELECT status, finished_at IS NOT NULL FROM runs WHERE id = ?1", [run], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            assert_eq!((text.as_str(), ended), (status.as_str(), status.is_over()));
+            assert_eq!(store.run(run)?.unwrap().status, status);
+        }
+        // A status no verdict writes (a hand-edited file) is an error naming the run.
+        store.conn.execute_batch("PRAGMA ignore_check_constraints = ON; UPDATE runs SET status = 'paused';")?;
+        let error = store.runs().unwrap_err().to_string();
+        assert!(error.contains("run 1: status `paused`"), "{error}");
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! docs/training.md). It is truncated to `max_length` keeping the start (TRL's default
 //! `keep_start`) or the end, and log p(token | prefix) is summed over the response tokens that
 //! survive. Logits are computed only at the positions that predict a response token, so prompt
-//! and padding cost no `lm_head` work.
+//! and padding cost no `lm_head` work, and a chunk of positions at a time (`head_logp.rs`).
 
 #[cfg(test)]
 use candle_core::Device;
@@ -17,7 +17,6 @@ use super::model::Input;
 use super::model::Model;
 #[cfg(test)]
 use super::model::log_softmax_last;
-use super::target_logp::{composed_target_logps, target_logps};
 
 /// TRL's `max_length` / `truncation_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -74,17 +73,8 @@ pub fn sequence_logps(model: &Model, batch: &SeqBatch) -> Result<Tensor> {
     let hidden = model.hidden(&batch.input)?;
     let h = hidden.dim(D::Minus1)?;
     let rows = hidden.reshape(((), h))?.index_select(&batch.from, 0)?;
-    let logits = model.logits(&rows)?;
-    // Half precision logits are upcast for the log-softmax; f32/f64 stay as they are.
-    let logits = match logits.dtype() {
-        DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,
-        _ => logits,
-    };
-    let lp = if model.fused_kernels() {
-        target_logps(&logits, &batch.targets)?
-    } else {
-        composed_target_logps(&logits, &batch.targets)?
-    };
+    // In chunks of positions: the [N, vocab] logits never exist whole (`head_logp.rs`).
+    let lp = model.response_logps(&rows, &batch.targets)?;
     let lp = lp.unsqueeze(1)?; // [N, 1]
     batch.segments.to_dtype(lp.dtype())?.matmul(&lp)?.reshape(b)
 }

@@ -158,6 +158,8 @@ pub struct Model {
     /// Trainable weights' gradients written in place while `sink_weight_grads` is held.
     weight_grads: Arc<WeightGrads>,
     sinking: AtomicBool,
+    /// Response positions whose logits are computed at once (`head_logp.rs`); `None`: all.
+    logits_chunk: Option<usize>,
 }
 
 /// Softmax over the last dim; the max is detached because its gradient cancels exactly, which
@@ -319,6 +321,7 @@ impl Model {
         }
         let norm = get("model.norm.weight")?;
         let lm_head = if cfg.tie_word_embeddings { None } else { Some(get("lm_head.weight")?) };
+        let logits_chunk = Some(super::head_logp::chunk_rows(cfg.vocab_size));
         let mut model = Self {
             cfg,
             embed,
@@ -331,6 +334,7 @@ impl Model {
             fused: false,
             weight_grads: Arc::default(),
             sinking: AtomicBool::new(false),
+            logits_chunk,
         };
         model.set_fused_kernels(true);
         Ok(model)
@@ -548,6 +552,25 @@ impl Model {
             Some(y) => y,
             None => self.attention(q, k, v, ctx),
         }
+    }
+
+    /// How many response positions' logits are computed at once (`head_logp.rs`); `None`
+    /// computes all `[N, vocab]` at once, the path before chunking (tests compare the two).
+    pub fn set_logits_chunk(&mut self, rows: Option<usize>) {
+        self.logits_chunk = rows;
+    }
+
+    /// `log_softmax(logits(rows))[n, targets[n]]` `[N]` for final-normed hidden rows `[N, hidden]`,
+    /// the logits computed a chunk of rows at a time in the forward and the backward.
+    pub fn response_logps(&self, rows: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        let head = super::head_logp::Head {
+            softcap: self.cfg.final_softcap,
+            fused: self.fused,
+            sink: self.grad_sink().cloned(),
+            chunk: self.logits_chunk,
+        };
+        super::head_logp::response_logps(&head, rows, w, targets)
     }
 
     /// Logits for hidden rows `[N, hidden] -> [N, vocab]` (soft-capped where Gemma 2 does).

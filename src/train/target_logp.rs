@@ -138,6 +138,19 @@ pub fn target_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     composed_target_logps(logits, &targets)
 }
 
+/// `g * (onehot(targets) - softmax(logits))` `[N, V]` by the fused kernel: `None` off the CPU or
+/// for dtypes other than f32/f64 (the caller composes it). `g` `[N]` in the logits' dtype.
+pub fn target_logp_grad(logits: &Tensor, targets: &Tensor, g: &Tensor) -> Option<Result<Tensor>> {
+    if !logits.device().is_cpu() || !matches!(logits.dtype(), DType::F32 | DType::F64) {
+        return None;
+    }
+    let run = || -> Result<Tensor> {
+        let targets = targets.flatten_all()?.to_dtype(DType::U32)?.contiguous()?;
+        logits.contiguous()?.apply_op3_no_bwd(&targets, &g.contiguous()?, &TargetLogpGrad)
+    };
+    Some(run())
+}
+
 /// The same from candle's differentiable ops, on any device and dtype (what a GPU runs).
 pub fn composed_target_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let targets = targets.flatten_all()?.to_dtype(DType::U32)?;

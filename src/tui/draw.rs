@@ -110,6 +110,9 @@ fn short(action: keymap::Action) -> &'static str {
         Down => "down",
         Up => "up",
         Skip => "skip",
+        SingleReview => "one by one",
+        Good => "good",
+        Bad => "bad",
         other => keymap::describe(other),
     }
 }

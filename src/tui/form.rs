@@ -1,13 +1,22 @@
-//! The new-run form: the options of `verdict train` that `train_config::OPTIONS` marks for the
-//! form, with the same labels, help and defaults, each value checked as it is typed (the reason
-//! shown beside the field), and the resolved pairs that would go in, by language.
+//! The new-run form, a screen over the runs list: the options of `verdict train` that
+//! `train_config::OPTIONS` marks for the form, with the same labels, help and defaults, each
+//! value checked as it is typed (the reason shown beside the field), and the resolved pairs that
+//! would go in, by language. Starting the run is a `Command` (`Train`) that `App` carries out.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crossterm::event::KeyEvent;
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
 
-use super::review::edit_text;
+use super::keymap::{self, Action};
+use super::screens::Command;
+use super::text::{pad, truncate};
+use super::widgets::{ACCENT, block};
 use crate::domain::Split;
 use crate::jobs::train::TrainConfig;
 use crate::jobs::train_config::{FORM_LORA_RANK, OPTIONS};
@@ -122,16 +131,50 @@ impl TrainForm {
         }
     }
 
-    pub fn type_key(&mut self, key: KeyEvent) {
+    /// True while a field takes typed text (the key map's Line section then decides).
+    pub fn typing(&self) -> bool {
+        self.editing.is_some()
+    }
+
+    /// A key while a field is typed: Enter keeps, Esc drops, Backspace deletes, the keys the
+    /// Line section does not bind type their character.
+    pub fn type_key(&mut self, action: Option<Action>, key: KeyEvent) {
         let Some(buffer) = &mut self.editing else { return };
-        match edit_text(buffer, key) {
-            Some(true) => {
+        match action {
+            Some(Action::Confirm) => {
                 let typed = self.editing.take().unwrap_or_default();
                 self.fields[self.selected].value = Value::Text(typed.trim().to_string());
             }
-            Some(false) => self.editing = None,
-            None => {}
+            Some(Action::Back) => self.editing = None,
+            Some(Action::DeleteBack) => {
+                buffer.pop();
+            }
+            Some(_) => {}
+            None => {
+                if let Some(c) = keymap::typed_char(&key) {
+                    buffer.push(c);
+                }
+            }
         }
+    }
+
+    pub fn update(&mut self, action: Action) -> Vec<Command> {
+        match action {
+            Action::Down => self.move_by(1),
+            Action::Up => self.move_by(-1),
+            Action::Next => self.cycle(1),
+            Action::Previous => self.cycle(-1),
+            Action::Edit => self.edit(),
+            Action::StartRun => {
+                return match self.config() {
+                    Ok(config) => vec![Command::Train(Box::new(config))],
+                    Err(why) => vec![Command::Message(format!("error: {why}"))],
+                };
+            }
+            Action::Back => return vec![Command::Close],
+            _ => {}
+        }
+        Vec::new()
     }
 
     fn get(&self, key: &str) -> String {
@@ -180,5 +223,58 @@ impl TrainForm {
         }
         config.check()?;
         Ok(config)
+    }
+
+    pub fn draw(&self, frame: &mut Frame, area: Rect) {
+        let form = self;
+        let [left, right] = Layout::horizontal([Constraint::Min(50), Constraint::Length(30)]).areas(area);
+        let mut lines = Vec::new();
+        for (i, field) in form.fields.iter().enumerate() {
+            let selected = i == form.selected;
+            let value = match (&field.value, selected, &form.editing) {
+                (_, true, Some(typed)) => format!("{typed}▏"),
+                (Value::Choice { options, index }, _, _) => format!("‹ {} ›", options[*index]),
+                (Value::Text(t), _, _) if t.is_empty() => "(default)".into(),
+                (Value::Text(t), _, _) => t.clone(),
+            };
+            let label_style = if selected {
+                Style::default().bg(Color::DarkGray).add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            let error = form.error(field.key);
+            let hint = if error.is_none() { field.hint } else { "" };
+            lines.push(Line::from(vec![
+                Span::styled(format!(" {} ", pad(field.label, 22)), label_style),
+                Span::styled(pad(&truncate(&value, 26), 27), Style::default().fg(ACCENT)),
+                Span::styled(hint, Style::default().fg(Color::DarkGray)),
+            ]));
+            // The reason a value is wrong gets its own line, so it shows on a narrow terminal.
+            if let Some(error) = error {
+                lines.push(Line::styled(format!("   ✗ {}: {error}", field.label), Style::default().fg(Color::Red)));
+            }
+        }
+        lines.push(Line::raw(""));
+        lines.push(Line::raw(" Enter edits a field (Enter keeps, Esc drops) · ←/→ change a choice · S starts"));
+        frame.render_widget(Paragraph::new(lines).block(block(" New training run ")), left);
+
+        let mut pairs = vec![Line::styled(
+            format!(" {} {} {}", pad("language", 10), pad("train", 6), "test"),
+            Style::default().add_modifier(Modifier::BOLD),
+        )];
+        let (mut train, mut test) = (0, 0);
+        for (language, (a, b)) in &form.pairs {
+            pairs.push(Line::raw(format!(" {} {} {b}", pad(language, 10), pad(&a.to_string(), 6))));
+            train += a;
+            test += b;
+        }
+        pairs.push(Line::styled(
+            format!(" {} {} {test}", pad("all", 10), pad(&train.to_string(), 6)),
+            Style::default().add_modifier(Modifier::BOLD),
+        ));
+        if train == 0 {
+            pairs.push(Line::styled(" no pairs to train on yet", Style::default().fg(Color::Red)));
+        }
+        frame.render_widget(Paragraph::new(pairs).block(block(" Resolved pairs going in ")), right);
     }
 }

@@ -75,7 +75,7 @@ impl GenerationJob {
     /// The status line's progress: a bar, prompts done, decode speed.
     pub fn status(&self) -> String {
         let width = 10;
-        let filled = if self.prompts == 0 { 0 } else { self.done * width / self.prompts };
+        let filled = (self.done * width).checked_div(self.prompts).unwrap_or(0).min(width);
         format!(
             " generating [{}{}] {}/{} · {:.1} tok/s · Esc stops ",
             "█".repeat(filled),

@@ -110,6 +110,12 @@ pub enum Action {
     DeleteBack,
     /// Start a new line in the rewrite editor.
     NewLine,
+    /// Review the selected prompt's answers one at a time (good / bad).
+    SingleReview,
+    /// This answer is good.
+    Good,
+    /// This answer is bad.
+    Bad,
 }
 
 /// The screens with their own keys.
@@ -134,11 +140,13 @@ pub enum Mode {
     Line,
     /// The built-in rewrite editor; keys it does not bind type their character.
     Editor,
+    /// Single-answer review: one answer at a time, good or bad.
+    Thumbs,
 }
 
 impl Mode {
     /// Every mode with its title, in the order the help lists them.
-    pub const ALL: [(Mode, &'static str); 13] = [
+    pub const ALL: [(Mode, &'static str); 14] = [
         (Mode::Queue, "Queue"),
         (Mode::Compare, "Compare"),
         (Mode::Runs, "Runs (T from the queue)"),
@@ -152,6 +160,7 @@ impl Mode {
         (Mode::Qa, "Quality (Q from the queue)"),
         (Mode::Line, "Typing a search, note, prompt or field (other keys type)"),
         (Mode::Editor, "The built-in rewrite editor (other keys type)"),
+        (Mode::Thumbs, "Single-answer review (o from the queue)"),
     ];
 }
 
@@ -174,6 +183,7 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Queue, "g", Generate, true),
     (Mode::Queue, "G", GenerateAll, true),
     (Mode::Queue, "esc", Cancel, false),
+    (Mode::Queue, "o", SingleReview, false),
     (Mode::Queue, "Q", Quality, true),
     (Mode::Queue, "R", Refresh, true),
     (Mode::Queue, "f5", Refresh, false),
@@ -204,6 +214,24 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Compare, "esc", Back, true),
     (Mode::Compare, "?", Help, true),
     (Mode::Compare, "q", Quit, false),
+    (Mode::Thumbs, "+", Good, true),
+    (Mode::Thumbs, "=", Good, false),
+    (Mode::Thumbs, "-", Bad, true),
+    (Mode::Thumbs, "n", Note, true),
+    (Mode::Thumbs, "u", Undo, true),
+    (Mode::Thumbs, "]", Next, true),
+    (Mode::Thumbs, "right", Next, false),
+    (Mode::Thumbs, "[", Previous, true),
+    (Mode::Thumbs, "left", Previous, false),
+    (Mode::Thumbs, "j", Down, false),
+    (Mode::Thumbs, "down", Down, false),
+    (Mode::Thumbs, "k", Up, false),
+    (Mode::Thumbs, "up", Up, false),
+    (Mode::Thumbs, "pagedown", PageDown, false),
+    (Mode::Thumbs, "pageup", PageUp, false),
+    (Mode::Thumbs, "esc", Back, true),
+    (Mode::Thumbs, "?", Help, true),
+    (Mode::Thumbs, "q", Quit, false),
     (Mode::Runs, "enter", Open, true),
     (Mode::Runs, "j", Down, false),
     (Mode::Runs, "down", Down, false),
@@ -465,6 +493,9 @@ pub fn describe(action: Action) -> &'static str {
         Confirm => "keep what was typed",
         DeleteBack => "delete the last character",
         NewLine => "a new line",
+        SingleReview => "review the answers one at a time: good or bad",
+        Good => "this answer is good",
+        Bad => "this answer is bad",
     }
 }
 

@@ -12,11 +12,11 @@ use crate::store::{ActiveJudgment, QueueRow, Result, Store};
 /// Where a prompt stands for the annotator at the keyboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Fewer than two candidates: nothing to compare yet.
+    /// Fewer than two candidates: nothing to compare yet (and a single answer I have not rated).
     NeedsCandidates,
     /// I have pairs left to judge here.
     Open,
-    /// I have judged every pair the scheme asks for.
+    /// I have judged every pair the scheme asks for, or rated the prompt's single answer.
     Done,
     /// Not read yet: the queue is still loading in the background.
     Loading,
@@ -29,6 +29,9 @@ pub struct Item {
     pub candidates: Vec<i64>,
     pub mine: Vec<PastVerdict>,
     pub all_judgments: usize,
+    /// Active single-answer ratings of the prompt's answers: mine, and everyone's.
+    pub my_ratings: usize,
+    pub all_ratings: usize,
     /// Some pair of this prompt has split votes without a majority.
     pub disputed: bool,
     pub status: Status,
@@ -49,6 +52,8 @@ impl Item {
             candidates: Vec::new(),
             mine: Vec::new(),
             all_judgments: 0,
+            my_ratings: 0,
+            all_ratings: 0,
             disputed: false,
             status: Status::Loading,
         }
@@ -58,10 +63,17 @@ impl Item {
         next_pair(&self.candidates, &self.mine)
     }
 
-    /// Sets the counts from the prompt's candidates and its active judgments, ordered by
-    /// pair (as the store returns them).
-    fn count(&mut self, candidates: Vec<i64>, judgments: &[ActiveJudgment], annotator_id: i64) {
+    /// Sets the counts from the prompt's candidates, its active judgments, ordered by pair
+    /// (as the store returns them), and its active ratings (mine, everyone's).
+    fn count(
+        &mut self,
+        candidates: Vec<i64>,
+        judgments: &[ActiveJudgment],
+        ratings: (usize, usize),
+        annotator_id: i64,
+    ) {
         self.candidates = candidates;
+        (self.my_ratings, self.all_ratings) = ratings;
         self.all_judgments = judgments.len();
         self.mine = judgments
             .iter()
@@ -75,7 +87,9 @@ impl Item {
     }
 
     fn refresh_status(&mut self) {
-        self.status = if self.candidates.len() < 2 {
+        self.status = if self.candidates.len() == 1 && self.my_ratings > 0 {
+            Status::Done
+        } else if self.candidates.len() < 2 {
             Status::NeedsCandidates
         } else if self.next_pair().is_some() {
             Status::Open
@@ -156,6 +170,7 @@ pub fn load(store: &Store, annotator_id: i64) -> Result<Vec<Item>> {
     // are the next run of rows: one merge pass, no maps.
     let responses = store.response_ids()?;
     let judgments = store.active_judgments()?;
+    let ratings = store.thumb_counts(annotator_id, None)?;
     let (mut next_response, mut next_judgment) = (0, 0);
     let mut items: Vec<Item> = rows
         .into_iter()
@@ -165,7 +180,8 @@ pub fn load(store: &Store, annotator_id: i64) -> Result<Vec<Item>> {
             let judgments = run_of(&judgments, &mut next_judgment, id, |j| j.prompt_id);
             let mut item = Item::placeholder(id);
             item.row = row;
-            item.count(candidates.iter().map(|r| r.1).collect(), judgments, annotator_id);
+            let rated = ratings.get(&id).copied().unwrap_or_default();
+            item.count(candidates.iter().map(|r| r.1).collect(), judgments, rated, annotator_id);
             item
         })
         .collect();
@@ -216,10 +232,11 @@ pub fn load_item(store: &Store, annotator_id: i64, prompt_id: i64) -> Result<Ite
     Ok(item)
 }
 
-/// Re-reads one prompt's counts after a judgment, an undo or a rewrite.
+/// Re-reads one prompt's counts after a judgment, a rating, an undo or a rewrite.
 pub fn reload_item(store: &Store, annotator_id: i64, item: &mut Item) -> Result<()> {
     let id = item.row.prompt_id;
     let candidates = store.response_ids_of(id)?;
-    item.count(candidates, &store.active_judgments_of(id)?, annotator_id);
+    let rated = store.thumb_counts(annotator_id, Some(id))?.get(&id).copied().unwrap_or_default();
+    item.count(candidates, &store.active_judgments_of(id)?, rated, annotator_id);
     Ok(())
 }

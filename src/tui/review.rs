@@ -1,16 +1,14 @@
 //! Training and review inside the TUI: the runs list, a run's live curves (read from the
-//! store, so a run started in another terminal shows too) and the form that starts a run on
-//! its own thread. Keys change this state and return `Command`s: `App` reads the store for
-//! it (`refresh`) and opens the answers, diff and blind screens on its stack.
+//! store, so a run started in another terminal shows too) and the run training on this
+//! process's own thread. Keys change this state and return `Command`s: `App` reads the store
+//! for it (`refresh`) and opens the new-run form, answers, diff and blind screens on its stack.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crossterm::event::{KeyCode, KeyEvent};
-
-use super::form::TrainForm;
 use super::keymap::{Action, Mode};
 use super::screens::{Command, Opening};
+use crate::domain::RunStatus;
 use crate::jobs::train::{self, TrainConfig, TrainEvent};
 use crate::jobs::{Job, Update, spawn};
 use crate::store::{RunRow, Store};
@@ -73,7 +71,6 @@ pub struct TrainJob {
 pub enum View {
     Runs,
     Run(i64),
-    Form(Box<TrainForm>),
 }
 
 pub struct Review {
@@ -117,30 +114,7 @@ impl Review {
         match &self.view {
             View::Runs => Mode::Runs,
             View::Run(_) => Mode::Run,
-            View::Form(_) => Mode::Form,
         }
-    }
-
-    /// True while a form field takes typed text.
-    pub fn typing(&self) -> bool {
-        matches!(&self.view, View::Form(f) if f.editing.is_some())
-    }
-
-    /// A key while a form field is typed: the key map's Line section decides (`action`); the
-    /// form gets the plain key for it (Enter keeps, Esc drops, Backspace, a character).
-    pub fn type_key(&mut self, action: Option<Action>, key: KeyEvent) {
-        let View::Form(form) = &mut self.view else { return };
-        let code = match action {
-            Some(Action::Confirm) => KeyCode::Enter,
-            Some(Action::Back) => KeyCode::Esc,
-            Some(Action::DeleteBack) => KeyCode::Backspace,
-            Some(_) => return,
-            None => match super::keymap::typed_char(&key) {
-                Some(c) => KeyCode::Char(c),
-                None => return,
-            },
-        };
-        form.type_key(KeyEvent::new(code, crossterm::event::KeyModifiers::NONE));
     }
 
     fn selected_run(&self) -> Option<&RunRow> {
@@ -170,22 +144,6 @@ impl Review {
             }
             (View::Runs, Action::Refresh) => return vec![Command::Refresh],
             (View::Runs, Action::NewRun) => return vec![Command::Open(Opening::Form)],
-            (View::Form(form), Action::Down) => form.move_by(1),
-            (View::Form(form), Action::Up) => form.move_by(-1),
-            (View::Form(form), Action::Next) => form.cycle(1),
-            (View::Form(form), Action::Previous) => form.cycle(-1),
-            (View::Form(form), Action::Edit) => form.edit(),
-            (View::Form(form), Action::StartRun) => match form.config() {
-                Ok(_) if self.job.is_some() => {
-                    self.message = "a run is already training in this window: stop it first (s)".into();
-                }
-                Ok(config) => {
-                    self.start(config, None);
-                    self.view = View::Runs;
-                    return vec![Command::Refresh];
-                }
-                Err(why) => self.message = format!("error: {why}"),
-            },
             (View::Runs | View::Run(_), Action::StopRun) => {
                 if let Err(e) = self.stop() {
                     self.message = format!("error: {e:#}");
@@ -230,7 +188,8 @@ impl Review {
         Vec::new()
     }
 
-    fn start(&mut self, config: TrainConfig, resume: Option<i64>) {
+    /// Starts a run on this process's own thread (`resume`: continues that run).
+    pub fn start(&mut self, config: TrainConfig, resume: Option<i64>) {
         let db = self.db.clone();
         let work = spawn("train", move |cancel, events| train::run(&db, &config, resume, false, cancel, events));
         self.job = Some(TrainJob { run_id: resume, work, started: Instant::now(), phase: "loading the model".into() });
@@ -239,7 +198,7 @@ impl Review {
 
     fn stop(&mut self) -> anyhow::Result<()> {
         let Some(run) = self.selected_run().cloned() else { return Ok(()) };
-        if run.status != "running" {
+        if run.status != RunStatus::Running {
             self.message = format!("run {} is {}, not running", run.id, run.status);
             return Ok(());
         }
@@ -258,10 +217,12 @@ impl Review {
         let Some(run) = self.selected_run().cloned() else { return Vec::new() };
         // `running` with nobody holding its folder's lock: the process training it crashed.
         let out = serde_json::from_str::<TrainConfig>(&run.config).ok().and_then(|c| c.out);
-        let crashed = run.status == "running" && out.is_some_and(|dir| !crate::jobs::run_lock::is_held(&dir));
-        if !matches!(run.status.as_str(), "stopped" | "failed") && !crashed {
-            self.message = match run.status.as_str() {
-                "running" => format!("run {} is being trained by a process (its folder's LOCK is held)", run.id),
+        let crashed = run.status == RunStatus::Running && out.is_some_and(|dir| !crate::jobs::run_lock::is_held(&dir));
+        if !run.status.resumable() && !crashed {
+            self.message = match run.status {
+                RunStatus::Running => {
+                    format!("run {} is being trained by a process (its folder's LOCK is held)", run.id)
+                }
                 status => format!("run {} is {status}: only a stopped, failed or crashed run resumes", run.id),
             };
             return Vec::new();
@@ -356,7 +317,7 @@ impl Review {
     /// A run that says `running` but has not written anything for ten minutes was probably
     /// killed: the list says so rather than pretending.
     pub fn looks_abandoned(run: &RunRow, now_iso: &str) -> bool {
-        run.status == "running" && minutes_between(&run.updated_at, now_iso).is_some_and(|m| m > 10.0)
+        run.status == RunStatus::Running && minutes_between(&run.updated_at, now_iso).is_some_and(|m| m > 10.0)
     }
 }
 
@@ -375,20 +336,6 @@ fn minutes_between(earlier: &str, later: &str) -> Option<f64> {
     let (d1, m1) = parse(earlier)?;
     let (d2, m2) = parse(later)?;
     Some(if d1 == d2 { m2 - m1 } else { m2 + 24.0 * 60.0 - m1 })
-}
-
-/// The typed-text keys of a form field: characters, backspace, Enter keeps, Esc drops.
-pub fn edit_text(buffer: &mut String, key: KeyEvent) -> Option<bool> {
-    match key.code {
-        KeyCode::Char(c) => buffer.push(c),
-        KeyCode::Backspace => {
-            buffer.pop();
-        }
-        KeyCode::Enter => return Some(true),
-        KeyCode::Esc => return Some(false),
-        _ => {}
-    }
-    None
 }
 
 #[cfg(test)]

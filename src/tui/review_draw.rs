@@ -7,12 +7,12 @@ use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
-use super::form::{TrainForm, Value};
 use super::review::{Curves, Review, View};
 use super::text::{pad, truncate};
+use crate::domain::RunStatus;
 use crate::store::RunRow;
 
-use super::widgets::{ACCENT, block};
+use super::widgets::block;
 
 pub fn draw(frame: &mut Frame, review: &Review, area: Rect) {
     match &review.view {
@@ -25,7 +25,6 @@ pub fn draw(frame: &mut Frame, review: &Review, area: Rect) {
             }
             None => draw_runs(frame, review, area),
         },
-        View::Form(form) => draw_form(frame, form, area),
     }
 }
 
@@ -40,14 +39,14 @@ fn duration(seconds: f64) -> String {
 
 fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
     let inner = (area.width as usize).saturating_sub(2);
-    // Fixed columns first; the base model's name takes what is left, and the pairs column
-    // shows only when there is room for it.
+    // Fixed columns first; the base model's name takes what is left, and the pairs and
+    // training-set columns show only when there is room for them.
     let wide = inner >= 110;
-    let fixed = 4 + 9 + 10 + 9 + 7 + 6 + 17 + if wide { 9 } else { 0 } + 8;
+    let fixed = 4 + 9 + 10 + 9 + 7 + 6 + 17 + if wide { 18 } else { 0 } + 8;
     let model_width = inner.saturating_sub(fixed).clamp(8, 36);
-    let row = |cells: [&str; 9]| -> String {
-        let [id, status, method, model, pairs, steps, loss, acc, win] = cells;
-        let pairs = if wide { format!("{} ", pad(pairs, 8)) } else { String::new() };
+    let row = |cells: [&str; 10]| -> String {
+        let [id, status, method, model, pairs, set, steps, loss, acc, win] = cells;
+        let pairs = if wide { format!("{} {} ", pad(pairs, 8), pad(set, 8)) } else { String::new() };
         format!(
             "{} {} {} {} {pairs}{} {} {} {win}",
             pad(id, 4),
@@ -61,7 +60,18 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
     };
     let mut lines = vec![Line::styled(
         truncate(
-            &row(["run", "status", "method", "base model", "pairs", "steps", "loss", "eval acc", "win rate (95% CI)"]),
+            &row([
+                "run",
+                "status",
+                "method",
+                "base model",
+                "pairs",
+                "set",
+                "steps",
+                "loss",
+                "eval acc",
+                "win rate (95% CI)",
+            ]),
             inner,
         ),
         Style::default().add_modifier(Modifier::BOLD),
@@ -87,22 +97,17 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
         );
         let line = row([
             &run.id.to_string(),
-            &run.status,
+            run.status.as_str(),
             &method,
             run.base_model.as_deref().unwrap_or("–"),
             &pairs,
+            run.set_hash.as_deref().map(|h| &h[..h.len().min(8)]).unwrap_or("–"),
             &steps,
             &number(run.last_loss, 4),
             &number(run.eval_accuracy, 2),
             &win,
         ]);
-        let color = match run.status.as_str() {
-            "running" => Color::Green,
-            "failed" => Color::Red,
-            "stopped" => Color::Yellow,
-            _ => Color::Reset,
-        };
-        let mut style = Style::default().fg(color);
+        let mut style = Style::default().fg(status_color(run.status));
         if i == review.selected {
             style = style.bg(Color::DarkGray).add_modifier(Modifier::BOLD);
         }
@@ -120,22 +125,27 @@ fn draw_runs(frame: &mut Frame, review: &Review, area: Rect) {
     frame.render_widget(Paragraph::new(lines).block(block(&title)), area);
 }
 
+/// A run's status in the list and its header: running green, failed red, stopped yellow.
+fn status_color(status: RunStatus) -> Color {
+    match status {
+        RunStatus::Running => Color::Green,
+        RunStatus::Failed => Color::Red,
+        RunStatus::Stopped => Color::Yellow,
+        RunStatus::Finished => Color::Reset,
+    }
+}
+
 fn draw_run(frame: &mut Frame, review: &Review, run: &RunRow, curves: &Curves, area: Rect) {
     let [header, top, bottom] =
         Layout::vertical([Constraint::Length(4), Constraint::Percentage(55), Constraint::Min(5)]).areas(area);
     let step = curves.step();
     let total = run.total_steps.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
-    let eta = match (run.status.as_str(), review.eta(run, curves)) {
-        ("running", Some(s)) => duration(s),
-        ("running", None) => "–".into(),
+    let eta = match (run.status, review.eta(run, curves)) {
+        (RunStatus::Running, Some(s)) => duration(s),
+        (RunStatus::Running, None) => "–".into(),
         _ => "done".into(),
     };
-    let status_color = match run.status.as_str() {
-        "running" => Color::Green,
-        "failed" => Color::Red,
-        "stopped" => Color::Yellow,
-        _ => Color::Reset,
-    };
+    let status_color = status_color(run.status);
     let mut lines = vec![
         Line::from(vec![
             Span::styled(format!(" {} ", run.status), Style::default().fg(Color::Black).bg(status_color)),
@@ -235,53 +245,4 @@ fn draw_chart(
         .x_axis(Axis::default().title("step").bounds([x0, x1]).labels(axis_labels(x0, x1, true)))
         .y_axis(Axis::default().bounds([y0, y1]).labels(axis_labels(y0, y1, false)));
     frame.render_widget(chart, area);
-}
-
-fn draw_form(frame: &mut Frame, form: &TrainForm, area: Rect) {
-    let [left, right] = Layout::horizontal([Constraint::Min(50), Constraint::Length(30)]).areas(area);
-    let mut lines = Vec::new();
-    for (i, field) in form.fields.iter().enumerate() {
-        let selected = i == form.selected;
-        let value = match (&field.value, selected, &form.editing) {
-            (_, true, Some(typed)) => format!("{typed}▏"),
-            (Value::Choice { options, index }, _, _) => format!("‹ {} ›", options[*index]),
-            (Value::Text(t), _, _) if t.is_empty() => "(default)".into(),
-            (Value::Text(t), _, _) => t.clone(),
-        };
-        let label_style =
-            if selected { Style::default().bg(Color::DarkGray).add_modifier(Modifier::BOLD) } else { Style::default() };
-        let error = form.error(field.key);
-        let hint = if error.is_none() { field.hint } else { "" };
-        lines.push(Line::from(vec![
-            Span::styled(format!(" {} ", pad(field.label, 22)), label_style),
-            Span::styled(pad(&truncate(&value, 26), 27), Style::default().fg(ACCENT)),
-            Span::styled(hint, Style::default().fg(Color::DarkGray)),
-        ]));
-        // The reason a value is wrong gets its own line, so it shows on a narrow terminal.
-        if let Some(error) = error {
-            lines.push(Line::styled(format!("   ✗ {}: {error}", field.label), Style::default().fg(Color::Red)));
-        }
-    }
-    lines.push(Line::raw(""));
-    lines.push(Line::raw(" Enter edits a field (Enter keeps, Esc drops) · ←/→ change a choice · S starts"));
-    frame.render_widget(Paragraph::new(lines).block(block(" New training run ")), left);
-
-    let mut pairs = vec![Line::styled(
-        format!(" {} {} {}", pad("language", 10), pad("train", 6), "test"),
-        Style::default().add_modifier(Modifier::BOLD),
-    )];
-    let (mut train, mut test) = (0, 0);
-    for (language, (a, b)) in &form.pairs {
-        pairs.push(Line::raw(format!(" {} {} {b}", pad(language, 10), pad(&a.to_string(), 6))));
-        train += a;
-        test += b;
-    }
-    pairs.push(Line::styled(
-        format!(" {} {} {test}", pad("all", 10), pad(&train.to_string(), 6)),
-        Style::default().add_modifier(Modifier::BOLD),
-    ));
-    if train == 0 {
-        pairs.push(Line::styled(" no pairs to train on yet", Style::default().fg(Color::Red)));
-    }
-    frame.render_widget(Paragraph::new(pairs).block(block(" Resolved pairs going in ")), right);
 }

@@ -21,6 +21,8 @@ fn app_with_recorded_run() -> App {
     .unwrap();
     let run = app.store.create_run("run-demo", "dpo", &config, None).unwrap();
     app.store.set_run_plan(run, 40, 36, 6, 1).unwrap();
+    let set = crate::store::RunSet { method: "dpo".into(), hash: "3f9a0c1d".repeat(8), counts: "[]".into() };
+    app.store.save_run_set(run, &set).unwrap();
     for step in 1..=24i64 {
         let t = step as f64;
         let margin = 0.08 * t;
@@ -92,11 +94,11 @@ fn the_run_form_explains_a_bad_value_and_does_not_start() {
     // A choice cycles with the arrows; the form builds the config it shows.
     press(&mut app, "k");
     key(&mut app, KeyCode::Right);
-    let crate::tui::review::View::Form(form) = &app.review.as_ref().unwrap().view else { panic!("form") };
+    let Some(crate::tui::screens::Screen::Form(form)) = app.screens.last() else { panic!("form") };
     assert_eq!(form.fields[1].text(), "ipo");
     assert!(form.config().is_err());
     // Label smoothing is checked by the run options' table, as the CLI and a run config are.
-    let crate::tui::review::View::Form(form) = &mut app.review.as_mut().unwrap().view else { panic!("form") };
+    let Some(crate::tui::screens::Screen::Form(form)) = app.screens.last_mut() else { panic!("form") };
     let field = form.fields.iter_mut().find(|f| f.key == "label_smoothing").expect("label smoothing field");
     field.value = crate::tui::form::Value::Text("0.5".into());
     let why = form.error("label_smoothing").expect("0.5 is refused");
@@ -148,7 +150,7 @@ fn a_crashed_run_is_resumed_from_the_runs_screen() {
     let mut app = file_app(&seeded_file(dir.path(), "crash.db"), "amira");
     // The process training it died: the run says `running`, and nobody holds its folder's lock.
     let run = app.store.create_run("run-crashed", "dpo", &serde_json::to_string(&config).unwrap(), None).unwrap();
-    app.store.set_run_status(run, "running", None).unwrap();
+    app.store.set_run_status(run, crate::domain::RunStatus::Running, None).unwrap();
     press(&mut app, "T");
     {
         // While a process holds the lock the run is not crashed, and nothing starts.
@@ -168,5 +170,5 @@ fn a_crashed_run_is_resumed_from_the_runs_screen() {
     }
     let runs = app.store.runs().unwrap();
     assert_eq!(runs.len(), 1, "a resume is the same run");
-    assert_eq!((runs[0].status.as_str(), runs[0].last_step), ("finished", Some(2)), "{}", app.message);
+    assert_eq!((runs[0].status, runs[0].last_step), (crate::domain::RunStatus::Finished, Some(2)), "{}", app.message);
 }

@@ -13,6 +13,7 @@ use crate::tui::generation::GenerationJob;
 use crate::tui::input::{Input, Typed};
 use crate::tui::keymap::Action;
 use crate::tui::queue;
+use crate::tui::screens::Screen;
 use crate::tui::screens::compare::{Compare, Pane};
 
 impl App {
@@ -45,7 +46,7 @@ impl App {
     pub fn left_right(&self, a: i64, b: i64) -> (i64, i64) {
         let (low, high) = (a.min(b), a.max(b));
         let key = crate::domain::sha256_hex(&["sides", &self.annotator, &low.to_string(), &high.to_string()]);
-        if key.as_bytes()[0] % 2 == 0 { (low, high) } else { (high, low) }
+        if key.as_bytes()[0].is_multiple_of(2) { (low, high) } else { (high, low) }
     }
 
     pub(super) fn judge(&mut self, verdict: Verdict) -> anyhow::Result<()> {
@@ -70,7 +71,7 @@ impl App {
         };
         // Committed before the screen moves on: a crash after this line loses nothing.
         self.store.record_judgment(&judgment)?;
-        self.seconds_today.push(seconds);
+        self.seconds_today = self.store.seconds_today(self.annotator_id)?;
         self.reload_current()?;
         if self.compare.as_ref().is_some_and(|c| c.pair.is_none()) {
             self.advance(1, false)?;
@@ -113,7 +114,7 @@ impl App {
         };
         let undone = undo.withdrawn;
         self.queue.select(undone.prompt_id);
-        self.seconds_today.pop();
+        self.seconds_today = self.store.seconds_today(self.annotator_id)?;
         self.reload_current()?;
         if let Some(c) = &mut self.compare {
             c.reasons = undone.reasons.into_iter().collect();
@@ -150,6 +151,7 @@ impl App {
             guideline_id: None,
         };
         self.store.record_judgment(&judgment)?;
+        self.seconds_today = self.store.seconds_today(self.annotator_id)?;
         self.reload_current()?;
         self.message = "rewrite saved, preferred over the original".into();
         Ok(())
@@ -162,7 +164,9 @@ impl App {
             Typed::Dropped(Input::Search(_)) => self.queue.set_search(""),
             Typed::Dropped(_) | Typed::Kept(Input::None | Input::Search(_)) => {}
             Typed::Kept(Input::Note(text)) => {
-                if let Some(c) = &mut self.compare {
+                if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
+                    view.note = text;
+                } else if let Some(c) = &mut self.compare {
                     c.note = text;
                 }
             }

@@ -7,12 +7,12 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 mod background;
 mod labeling;
+mod thumbs;
 
 use super::form::TrainForm;
 use super::generation::GenerationJob;
 use super::input::Input;
 use super::keymap::{Action, KeyMap, Mode};
-use super::review::View;
 use super::screens::blind::BlindView;
 use super::screens::compare::Compare;
 use super::screens::diff::DiffView;
@@ -124,21 +124,19 @@ impl App {
         if self.compare.is_some() { Mode::Compare } else { Mode::Queue }
     }
 
-    /// The key map section the next key is looked up in: the text being typed, else the
-    /// top screen, else the review screens' form field being typed, else the screen's own.
+    /// The key map section the next key is looked up in: the text being typed, else the top
+    /// screen's (Line while one of its fields takes text), else the screen's own.
     pub fn key_mode(&self) -> Mode {
         match &self.input {
             Input::None => {}
             Input::Rewrite { .. } => return Mode::Editor,
             Input::Search(_) | Input::Note(_) | Input::AddPrompt(_) => return Mode::Line,
         }
-        if let Some(top) = self.screens.last() {
-            return top.mode();
+        match self.screens.last() {
+            Some(top) if top.typing() => Mode::Line,
+            Some(top) => top.mode(),
+            None => self.mode(),
         }
-        if self.review.as_ref().is_some_and(|r| r.typing()) {
-            return Mode::Line;
-        }
-        self.mode()
     }
 
     /// What every screen may read.
@@ -178,8 +176,8 @@ impl App {
         let mode = self.key_mode();
         let action = self.keymap.action(mode, &key);
         if matches!(mode, Mode::Line | Mode::Editor) {
-            match &mut self.review {
-                Some(review) if self.input == Input::None => review.type_key(action, key),
+            match self.screens.last_mut() {
+                Some(Screen::Form(form)) if self.input == Input::None => form.type_key(action, key),
                 _ => self.type_key(action, key)?,
             }
             return Ok(None);
@@ -188,6 +186,14 @@ impl App {
             return self.handle(action);
         }
         if let Some(top) = self.screens.last_mut() {
+            let ctx = Ctx {
+                keymap: &self.keymap,
+                reasons: &self.reasons,
+                annotator: &self.annotator,
+                annotator_id: self.annotator_id,
+                input: &self.input,
+            };
+            top.unbound(key, &ctx);
             // Any key the help does not bind closes it.
             let commands = top.update(
                 None,
@@ -309,6 +315,20 @@ impl App {
                     self.message = "refreshing…".into();
                 }
                 Command::Message(text) => self.message = text,
+                Command::Train(config) => match &mut self.review {
+                    Some(review) if review.job.is_some() => {
+                        self.message = "a run is already training in this window: stop it first (s)".into()
+                    }
+                    Some(review) => {
+                        review.start(*config, None);
+                        self.message = std::mem::take(&mut review.message);
+                        // Back to the runs list, where the new run shows.
+                        self.close_top()?;
+                    }
+                    None => {}
+                },
+                Command::Thumb(thumb) => self.rate(thumb)?,
+                Command::UndoThumb => self.undo_thumb()?,
             }
         }
         Ok(effect)
@@ -337,7 +357,10 @@ impl App {
 
     fn open_screen(&mut self, opening: Opening) -> anyhow::Result<()> {
         match opening {
+            // One candidate has no pair to compare: it is reviewed on its own.
+            Opening::Compare if self.selected_has_one_candidate()? => self.open_thumbs()?,
             Opening::Compare => self.open_selected()?,
+            Opening::Thumbs => self.open_thumbs()?,
             // Computed on a thread; the screen shows "computing…" till then.
             Opening::Qa => self.screens.push(Screen::Qa(Qa::open(&self.store))),
             Opening::Runs => {
@@ -347,9 +370,8 @@ impl App {
                 };
             }
             Opening::Form => {
-                if let Some(review) = &mut self.review {
-                    review.view = View::Form(Box::new(TrainForm::new(&self.store, review.model.clone())?));
-                }
+                let model = self.review.as_ref().and_then(|r| r.model.clone());
+                self.screens.push(Screen::Form(Box::new(TrainForm::new(&self.store, model)?)));
             }
             Opening::Samples(run_id) => {
                 let view = SamplesView::load(&self.store, run_id)?;

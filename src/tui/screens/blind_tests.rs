@@ -15,7 +15,7 @@ fn app_with_answers() -> App {
     let tuned = store.register_model("sha-tuned", "SmolLM2 (run 1)", "/nowhere/run1", "hf", "llama", "F32").unwrap();
     let run = store.create_run("run-1", "dpo", "{}", Some(base)).unwrap();
     store.set_run_output(run, tuned).unwrap();
-    store.set_run_status(run, "finished", None).unwrap();
+    store.set_run_status(run, crate::domain::RunStatus::Finished, None).unwrap();
     let prompts = crate::jobs::answers::evaluation_prompts(store, Some(crate::tui::judge::REVIEW_PROMPTS)).unwrap();
     for (i, &prompt_id) in prompts.iter().take(4).enumerate() {
         let seed = crate::jobs::answers::DEFAULT_SEED;
@@ -94,7 +94,7 @@ fn any_two_models_can_be_diffed_by_marking_a_run() {
     let other = store.register_model("sha-other", "other", "/nowhere/other", "hf", "llama", "F32").unwrap();
     let run2 = store.create_run("run-2", "dpo", "{}", Some(base)).unwrap();
     store.set_run_output(run2, other).unwrap();
-    store.set_run_status(run2, "finished", None).unwrap();
+    store.set_run_status(run2, crate::domain::RunStatus::Finished, None).unwrap();
     press(&mut app, "T");
     press(&mut app, "m"); // run 1's tuned model
     press(&mut app, "j");

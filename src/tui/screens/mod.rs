@@ -10,14 +10,18 @@ pub mod help;
 pub mod qa;
 pub mod queue;
 pub mod samples;
+pub mod thumbs;
 
+use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
+use super::form::TrainForm;
 use super::input::Input;
 use super::keymap::{Action, KeyMap, Mode};
 use crate::guidelines::Reason;
-use crate::store::{NewEvalVote, Store, Verdict};
+use crate::jobs::train::TrainConfig;
+use crate::store::{NewEvalVote, NewThumb, Store, Verdict};
 
 /// What every screen may read while it updates or draws.
 pub struct Ctx<'a> {
@@ -58,6 +62,12 @@ pub enum Command {
     RefreshQueue,
     /// Show this on the status line.
     Message(String),
+    /// Start a training run with this config on its own thread (the new-run form's S).
+    Train(Box<TrainConfig>),
+    /// Store a single-answer rating, then show the next answer.
+    Thumb(NewThumb),
+    /// Take back the annotator's last single-answer rating.
+    UndoThumb,
 }
 
 /// A screen a command opens.
@@ -80,6 +90,8 @@ pub enum Opening {
     Blind(i64),
     /// Every model with answers against every other.
     Arena,
+    /// The selected prompt's answers one at a time (single-answer review).
+    Thumbs,
 }
 
 /// A screen on the stack.
@@ -89,6 +101,8 @@ pub enum Screen {
     Samples(samples::SamplesView),
     Diff(Box<diff::DiffView>),
     Blind(Box<blind::BlindView>),
+    Form(Box<TrainForm>),
+    Thumbs(Box<thumbs::ThumbsView>),
 }
 
 impl Screen {
@@ -101,7 +115,15 @@ impl Screen {
             Screen::Diff(_) => Mode::Diff,
             Screen::Blind(b) if b.run_id.is_none() => Mode::Arena,
             Screen::Blind(_) => Mode::Blind,
+            Screen::Form(_) => Mode::Form,
+            Screen::Thumbs(_) => Mode::Thumbs,
         }
+    }
+
+    /// True while the screen takes typed text (a form field): the key map's Line section
+    /// then decides, and the keys it does not bind type.
+    pub fn typing(&self) -> bool {
+        matches!(self, Screen::Form(form) if form.typing())
     }
 
     /// The key map section the footer lists while this screen is on top; None where the
@@ -131,6 +153,15 @@ impl Screen {
             Screen::Samples(samples) => samples.update(action),
             Screen::Diff(diff) => diff.update(action),
             Screen::Blind(blind) => blind.update(action, ctx.annotator_id),
+            Screen::Form(form) => form.update(action),
+            Screen::Thumbs(thumbs) => thumbs.update(action, ctx.annotator_id),
+        }
+    }
+
+    /// A key the screen's section does not bind (a reason tag's shortcut, for instance).
+    pub fn unbound(&mut self, key: KeyEvent, ctx: &Ctx) {
+        if let Screen::Thumbs(thumbs) = self {
+            thumbs.unbound(key, ctx);
         }
     }
 
@@ -150,6 +181,7 @@ impl Screen {
     pub fn refresh(&mut self, store: &Store, ctx: &Ctx) -> anyhow::Result<()> {
         match self {
             Screen::Blind(blind) => blind.refresh(store, ctx.annotator),
+            Screen::Thumbs(thumbs) => thumbs.refresh(store, ctx.annotator_id),
             _ => Ok(()),
         }
     }
@@ -170,6 +202,8 @@ impl Screen {
             Screen::Samples(samples) => samples.draw(frame, area),
             Screen::Diff(diff) => diff.draw(frame, area),
             Screen::Blind(blind) => blind.draw(frame, area),
+            Screen::Form(form) => form.draw(frame, area),
+            Screen::Thumbs(thumbs) => thumbs.draw(frame, area, ctx),
         }
     }
 }

@@ -26,10 +26,12 @@ pub struct Qa {
     last_check: Instant,
 }
 
-/// The text of `verdict qa`: agreement, then the annotators.
+/// The text of `verdict qa`: agreement, then the annotators, then single-answer ratings (if any).
 pub fn statistics(store: &Store) -> anyhow::Result<String> {
+    let thumbs = crate::qa::thumbs::text(store)?;
+    let thumbs = if thumbs.is_empty() { thumbs } else { format!("\nSINGLE-ANSWER REVIEW\n\n{thumbs}") };
     Ok(format!(
-        "AGREEMENT\n\n{}\nANNOTATORS\n\n{}",
+        "AGREEMENT\n\n{}\nANNOTATORS\n\n{}{thumbs}",
         crate::qa::text::agreement(store)?,
         crate::qa::text::annotators(store)?
     ))

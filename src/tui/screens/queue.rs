@@ -47,6 +47,7 @@ impl QueueScreen {
             Action::PageUp => self.move_by(-10),
             Action::PageDown => self.move_by(10),
             Action::Open => return vec![Command::Open(Opening::Compare)],
+            Action::SingleReview => return vec![Command::Open(Opening::Thumbs)],
             Action::Search => return vec![Command::Type(Input::Search(self.filter.search.clone()))],
             Action::FilterLanguage => {
                 let all: BTreeSet<String> = self.items.iter().map(|i| i.row.language.clone()).collect();
@@ -227,7 +228,7 @@ impl QueueScreen {
                 pad(item.row.domain.as_deref().unwrap_or("-"), 11),
                 pad(&item.row.split, 5),
                 item.candidates.len(),
-                format!("{}/{}", item.mine.len(), item.all_judgments),
+                format!("{}/{}", item.mine.len() + item.my_ratings, item.all_judgments + item.all_ratings),
             );
             let room = (inner.width as usize).saturating_sub(width(&fixed));
             let preview = item.row.preview.replace('\n', " ");

@@ -43,6 +43,41 @@ fn a_typed_prompt_is_added_with_its_language() {
 }
 
 #[test]
+fn a_rated_single_answer_is_done_in_the_status_the_filter_and_the_counts() {
+    use crate::tui::queue::{Status, reload_item};
+    let mut app = app();
+    let index = app.queue.items.iter().position(|i| i.candidates.is_empty()).expect("a sample prompt without answers");
+    let prompt = app.queue.items[index].row.prompt_id;
+    let model = app.store.register_model("0f", "m", "m.gguf", "gguf", "llama", "Q4_1").unwrap();
+    app.store.add_generated(prompt, "p", "Call the card line to block the card.", model, "{}").unwrap().unwrap();
+    reload_item(&app.store, app.annotator_id, &mut app.queue.items[index]).unwrap();
+    assert_eq!(app.queue.items[index].status, Status::NeedsCandidates, "one answer, not rated yet");
+    let done = |app: &App| app.queue.items.iter().filter(|i| i.status == Status::Done).count();
+    let done_before = done(&app);
+
+    app.queue.select(prompt);
+    key(&mut app, KeyCode::Enter); // one candidate: the single-answer review
+    press(&mut app, "+");
+    let item = &app.queue.items[index];
+    assert_eq!((item.status, item.my_ratings, item.all_ratings), (Status::Done, 1, 1));
+    assert_eq!(done(&app), done_before + 1);
+    key(&mut app, KeyCode::Esc);
+    press(&mut app, "SSS");
+    assert_eq!(app.queue.filter.status, crate::tui::queue::StatusFilter::Done);
+    assert!(app.queue.position_of(prompt).is_some(), "the done filter shows it");
+    let whole = crate::tui::queue::load(&app.store, app.annotator_id).unwrap();
+    assert_eq!(format!("{:?}", whole[index]), format!("{:?}", app.queue.items[index]), "a whole re-read agrees");
+    assert!(screen(&app, 160, 48).contains("   1     1/1  "), "{}", screen(&app, 160, 48));
+
+    press(&mut app, "S"); // all again
+    assert_eq!(app.queue.filter.status, crate::tui::queue::StatusFilter::All);
+    app.queue.select(prompt);
+    key(&mut app, KeyCode::Enter);
+    press(&mut app, "u");
+    assert_eq!(app.queue.items[index].status, Status::NeedsCandidates, "undo takes the rating back");
+}
+
+#[test]
 fn snapshot_queue() {
     let app = app();
     insta::assert_snapshot!("queue_80x24", screen(&app, 80, 24));

@@ -1,0 +1,106 @@
+//! Phase 5, evaluation (every `eval_every` steps, inside the step loop): the loss and metrics
+//! on the test split with gradients detached, and one answer per fixed sample prompt generated
+//! with the run's current weights, both stored with the step.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+
+use crate::model::{self, ChatMessage};
+use crate::store::Store;
+use crate::train::export;
+use crate::train::loss::Metrics;
+use crate::train::model::Model as Net;
+use crate::train::step;
+
+use super::steps::Data;
+use super::{TrainConfig, TrainEvent};
+
+/// The metrics with TRL's names, each prefixed (`eval_` for evaluation).
+pub(super) fn metrics_vec(m: &Metrics, prefix: &str) -> Vec<(String, f64)> {
+    m.iter().map(|(k, v)| (format!("{prefix}{k}"), *v)).collect()
+}
+
+/// The test split's metrics after `step`, stored and sent as an event; nothing without a test
+/// split.
+pub(super) fn test_split(
+    net: &Net,
+    data: &Data,
+    batch_size: usize,
+    (run_id, step): (i64, usize),
+    store: &mut Store,
+    events: &mut dyn FnMut(TrainEvent),
+) -> anyhow::Result<()> {
+    if data.test.is_empty() {
+        return Ok(());
+    }
+    let eval = step::evaluate(net, data.test, data.test_refs, data.step_cfg, batch_size)?;
+    let values = metrics_vec(&eval, "eval_");
+    store.add_metrics(run_id, step as i64, &values)?;
+    events(TrainEvent::Eval { step, metrics: values });
+    Ok(())
+}
+
+/// The run's answers to its fixed sample prompts.
+pub(super) struct Sampler {
+    /// The base model as loaded for inference; its weights are replaced by the run's own at
+    /// each sampling. `None` when the run generates no samples (and then it is not kept).
+    inference: Option<model::Model>,
+    prompts: Vec<(i64, Vec<ChatMessage>)>,
+    seed: u64,
+    max_new_tokens: usize,
+    run_id: i64,
+}
+
+impl Sampler {
+    pub fn new(
+        inference: model::Model,
+        prompts: Vec<(i64, Vec<ChatMessage>)>,
+        config: &TrainConfig,
+        run_id: i64,
+    ) -> Sampler {
+        let inference = (config.eval_every > 0 && config.sample_prompts > 0).then_some(inference);
+        Sampler { inference, prompts, seed: config.seed, max_new_tokens: config.sample_max_tokens, run_id }
+    }
+
+    /// Whether there is any prompt to answer.
+    pub fn has_prompts(&self) -> bool {
+        !self.prompts.is_empty()
+    }
+
+    /// Generates and stores the answers with the weights of `step`; sends `Samples`.
+    pub fn sample(
+        &self,
+        net: &Net,
+        step: usize,
+        store: &Store,
+        events: &mut dyn FnMut(TrainEvent),
+    ) -> anyhow::Result<()> {
+        let count = match &self.inference {
+            Some(inference) => self.write_samples(net, inference, step, store)?,
+            None => 0,
+        };
+        events(TrainEvent::Samples { step, count });
+        Ok(())
+    }
+
+    /// Generates one answer per sample prompt with the run's current weights (LoRA merged), the
+    /// same seed every time, and stores them with the step.
+    fn write_samples(&self, net: &Net, inference: &model::Model, step: usize, store: &Store) -> anyhow::Result<usize> {
+        let tensors: HashMap<String, candle_core::Tensor> = export::hf_tensors(net, true)?.into_iter().collect();
+        let mut current = inference.with_hf_weights(&tensors)?;
+        let params = model::GenerateParams {
+            candidates: 1,
+            max_new_tokens: self.max_new_tokens,
+            seed: self.seed,
+            ..model::GenerateParams::default()
+        };
+        let stored = serde_json::to_string(&crate::jobs::generate::StoredParams::of(&params, self.seed, "F32"))?;
+        let never = AtomicBool::new(false);
+        for (prompt_id, messages) in &self.prompts {
+            let answers = current.generate(messages, &params, &never, &mut |_| {})?;
+            let text = answers.first().map(|c| c.text.as_str()).unwrap_or("");
+            store.add_run_sample(self.run_id, step as i64, *prompt_id, text, &stored)?;
+        }
+        Ok(self.prompts.len())
+    }
+}

@@ -1,0 +1,72 @@
+//! Phase 2, load: the base model twice — once by the inference loader (its tokenizer and chat
+//! template tokenize the examples; its quantized weights generate the samples) and once as
+//! trainable tensors, with LoRA attached when the run asks for it.
+
+use std::path::Path;
+
+use anyhow::bail;
+use candle_core::Device;
+
+use crate::model::{self, LoadOptions};
+use crate::store::Store;
+use crate::train::load::Weights;
+use crate::train::lora::{self, LoraConfig};
+use crate::train::model::Model as Net;
+use crate::train::precision::Precision;
+
+use super::TrainConfig;
+
+/// The base model as `verdict generate` loads it, registered in `models` as the run's base.
+/// Its weights stay as stored (quantized: a fifth of f32).
+pub(super) fn inference(
+    store: &Store,
+    run_id: i64,
+    config: &TrainConfig,
+    model_path: &Path,
+) -> anyhow::Result<model::Model> {
+    let inference = model::Model::load(
+        model_path,
+        &LoadOptions {
+            threads: config.threads,
+            dequantize: false,
+            requantize: false,
+            device: config.device.parse().map_err(|e| anyhow::anyhow!("--device: {e}"))?,
+        },
+    )?;
+    let info = inference.info();
+    let base_id = store.register_model(
+        &info.sha256,
+        &info.name.clone().unwrap_or_else(|| "base".into()),
+        &model_path.display().to_string(),
+        if model_path.is_dir() { "hf" } else { "gguf" },
+        &info.architecture,
+        &info.quantization,
+    )?;
+    store.set_run_base_model(run_id, base_id)?;
+    Ok(inference)
+}
+
+/// The network that trains, and its LoRA settings when only adapters train.
+pub(super) struct Trainable {
+    pub net: Net,
+    pub lora: Option<LoraConfig>,
+}
+
+/// The base model's weights as f32 tensors on `device` (`train::load`), refused when the
+/// trainer cannot train the family or could not export the result correctly.
+pub(super) fn trainable(model_path: &Path, config: &TrainConfig, device: &Device) -> anyhow::Result<Trainable> {
+    let lora_cfg = config.lora_rank.map(|rank| LoraConfig {
+        rank,
+        alpha: config.lora_alpha,
+        targets: config.lora_targets.clone(),
+    });
+    // f32 on the CPU (with the fused kernels); bf16 compute over f32 master weights on a GPU.
+    let precision = Precision::for_device(device, Default::default());
+    tracing::info!(device = %model::device_label(device), %precision, "training");
+    let weights = if lora_cfg.is_none() { Weights::Trainable } else { Weights::Frozen };
+    let mut net = crate::train::load::load(model_path, device, weights, precision)?;
+    if let Some(l) = &lora_cfg {
+        lora::attach(&mut net, l, config.seed)?;
+    }
+    Ok(Trainable { net, lora: lora_cfg })
+}

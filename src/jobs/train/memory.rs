@@ -1,0 +1,117 @@
+//! Before the trainable weights load: the memory plan for this run's data and options
+//! (`train::memory_plan`), printed, and the run refused when it cannot fit in the memory the
+//! system has available, with what would make it fit.
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::examples::Prepared;
+use super::{TrainConfig, TrainEvent};
+use crate::train::logps::{Truncation, build_row};
+use crate::train::memory_plan::{self, MemoryPlan, PlanOptions, Workload};
+
+/// The options' part of a plan: what trains, and the inference model kept for samples.
+pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
+    let samples = config.eval_every > 0 && config.sample_prompts > 0;
+    PlanOptions {
+        lora: config.lora_rank.map(|r| (r, config.lora_targets.clone())),
+        inference_bytes: if samples { memory_plan::file_bytes(model_path) } else { 0 },
+        source_bytes: memory_plan::file_bytes(model_path),
+    }
+}
+
+/// The plan for `config` before any data is tokenized, for `verdict train --plan` and the TUI's
+/// new-run form: the worst case the options allow (`Workload::worst`), the memory available on
+/// this machine, and what would make it fit when it does not.
+pub fn plan_text(config: &TrainConfig) -> anyhow::Result<String> {
+    let model_path = crate::model::resolve_model_path(config.model.as_deref(), &|line| eprintln!("{line}"))?;
+    let cfg = memory_plan::read_config(&model_path)?;
+    let opts = options(config, &model_path);
+    let work = Workload::worst(config.batch_size, config.max_length, config.method != "sft");
+    let plan = memory_plan::plan(&cfg, &opts, &work);
+    let mut out = format!(
+        "{} ({} rows of {} tokens per micro-batch: every pair cut at --max-length {})\n",
+        model_path.display(),
+        work.rows,
+        work.row_tokens,
+        config.max_length
+    );
+    out.push_str(&plan.render());
+    match memory_plan::available_bytes() {
+        Some(a) if plan.peak() > a => {
+            let advice = memory_plan::advice(&cfg, &opts, &work, a);
+            out.push_str(&format!("  available now                {:>10}: does not fit", memory_plan::mib(a)));
+            if !advice.is_empty() {
+                out.push_str(&format!("; fits with {}", advice.join("; or ")));
+            }
+            out.push('\n');
+        }
+        Some(a) => out.push_str(&format!("  available now                {:>10}: fits\n", memory_plan::mib(a))),
+        None => {}
+    }
+    Ok(out)
+}
+
+/// The largest micro-batch the run's train pairs make: the `batch_size` longest rows as
+/// `train::batch` packs them (a DPO pair in one row, SFT one row per chosen answer).
+fn workload(prepared: &Prepared, config: &TrainConfig) -> Workload {
+    let t = Truncation { max_length: config.max_length, keep_end: false };
+    let sft = config.method == "sft";
+    let mut rows: Vec<(usize, usize)> = prepared
+        .train
+        .ids
+        .iter()
+        .map(|p| {
+            let c = build_row(&p.prompt, &p.chosen, &t);
+            if sft {
+                return (c.ids.len(), c.ids.len() - c.response_start);
+            }
+            let r = build_row(&p.prompt, &p.rejected, &t);
+            let shared = c.response_start.min(r.response_start);
+            let responses = (c.ids.len() - c.response_start) + (r.ids.len() - r.response_start);
+            (c.ids.len() + r.ids.len() - shared, responses)
+        })
+        .collect();
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    let batch = &rows[..config.batch_size.min(rows.len()).max(1).min(rows.len())];
+    Workload {
+        rows: batch.len().max(1),
+        row_tokens: batch.first().map_or(1, |r| r.0),
+        response_tokens: batch.iter().map(|r| r.1).sum(),
+    }
+}
+
+/// The run's plan, sent as lines to the user; an error when it exceeds the memory available on
+/// the CPU (a GPU's free memory is not asked: the plan is printed and the run goes on).
+pub(super) fn check(
+    config: &TrainConfig,
+    model_path: &Path,
+    device: &Device,
+    prepared: &Prepared,
+    events: &mut dyn FnMut(TrainEvent),
+) -> anyhow::Result<MemoryPlan> {
+    let cfg = memory_plan::read_config(model_path)?;
+    let opts = options(config, model_path);
+    let work = workload(prepared, config);
+    let plan = memory_plan::plan(&cfg, &opts, &work);
+    for line in plan.render().lines() {
+        events(TrainEvent::Preparing(line.to_string()));
+    }
+    let available = if device.is_cpu() { memory_plan::available_bytes() } else { None };
+    if let Some(available) = available.filter(|a| plan.peak() > *a) {
+        let advice = memory_plan::advice(&cfg, &opts, &work, available);
+        let fix = if advice.is_empty() {
+            "a machine with more memory, or a smaller model".to_string()
+        } else {
+            advice.join("; or ")
+        };
+        anyhow::bail!(
+            "this run needs about {} of memory at its peak but {} is available: it would fail in the \
+             allocator. What fits: {fix} (`verdict train --plan` shows the plan)",
+            memory_plan::mib(plan.peak()),
+            memory_plan::mib(available)
+        );
+    }
+    Ok(plan)
+}
