@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use anyhow::bail;
 use candle_core::Device;
 
 use crate::model::{self, LoadOptions};
