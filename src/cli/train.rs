@@ -82,7 +82,7 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let config = config_from_args(args)?;
     if args.plan {
-        print!("{}", crate::jobs::train::memory::plan_text(&config)?);
+        print!("{}", crate::jobs::train::memory::plan_text(&config, &|line| eprintln!("{line}"))?);
         return Ok(ExitCode::SUCCESS);
     }
     // Say where it runs: `auto` takes the GPU when the binary has CUDA and one answers.

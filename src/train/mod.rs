@@ -16,6 +16,7 @@ pub mod export_ollama;
 pub mod fused;
 pub mod head_logp;
 pub mod heap;
+pub mod input;
 pub mod kto;
 pub mod linear;
 pub mod load;

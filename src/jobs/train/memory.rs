@@ -23,9 +23,10 @@ pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
 
 /// The plan for `config` before any data is tokenized, for `verdict train --plan` and the TUI's
 /// new-run form: the worst case the options allow (`Workload::worst`), the memory available on
-/// this machine, and what would make it fit when it does not.
-pub fn plan_text(config: &TrainConfig) -> anyhow::Result<String> {
-    let model_path = crate::model::resolve_model_path(config.model.as_deref(), &|line| eprintln!("{line}"))?;
+/// this machine, and what would make it fit when it does not. `progress` hears about a first
+/// download of the default model (the caller prints it; nothing here does).
+pub fn plan_text(config: &TrainConfig, progress: &dyn Fn(&str)) -> anyhow::Result<String> {
+    let model_path = crate::model::resolve_model_path(config.model.as_deref(), progress)?;
     let cfg = memory_plan::read_config(&model_path)?;
     let opts = options(config, &model_path);
     let work = Workload::worst(config.batch_size, config.max_length, config.method != "sft");
