@@ -58,7 +58,11 @@ fn fails(db: &Path, args: &[&str]) -> String {
     let out = verdict(db, args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "verdict {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-    let message: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("device:")).collect();
+    // The device line and the memory plan (a heading and indented rows) come before any run.
+    let message: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("device:") && !l.starts_with("memory plan:") && !l.starts_with("  "))
+        .collect();
     assert_eq!(message.len(), 1, "one line of error, not: {stderr}");
     eprintln!("{}", message[0]);
     message[0].to_string()

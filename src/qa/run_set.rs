@@ -126,13 +126,10 @@ mod tests {
     use crate::domain::Split;
     use crate::store::OpenMode;
 
-    #[test]
-    fn the_hash_names_the_content_not_the_row_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("v.db"), OpenMode::CreateIfMissing).unwrap();
-        store.import_records(&crate::samples::records()).unwrap();
-        let pairs = super::super::resolved_pairs(&store).unwrap();
-        let set: Vec<RunExample> = pairs
+    /// The store's resolved pairs, and the first three as a DPO training set.
+    fn first_three_pairs(store: &Store) -> (Vec<crate::qa::ResolvedPair>, Vec<RunExample>) {
+        let pairs = super::super::resolved_pairs(store).unwrap();
+        let set = pairs
             .iter()
             .take(3)
             .map(|p| RunExample {
@@ -143,6 +140,15 @@ mod tests {
                 weight: 1.0,
             })
             .collect();
+        (pairs, set)
+    }
+
+    #[test]
+    fn the_hash_names_the_content_not_the_row_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("v.db"), OpenMode::CreateIfMissing).unwrap();
+        store.import_records(&crate::samples::records()).unwrap();
+        let (pairs, set) = first_three_pairs(&store);
         let hash = content_hash(&store, "dpo", &set).unwrap();
         assert_eq!(hash.len(), 64);
         assert_eq!(hash, content_hash(&store, "dpo", &set).unwrap(), "the same set, the same hash");
@@ -169,18 +175,7 @@ mod tests {
             })
             .unwrap();
         other.import_records(&crate::samples::records()).unwrap();
-        let other_pairs = super::super::resolved_pairs(&other).unwrap();
-        let other_set: Vec<RunExample> = other_pairs
-            .iter()
-            .take(3)
-            .map(|p| RunExample {
-                prompt_id: p.prompt_id,
-                answer_id: p.chosen,
-                kind: RunAnswer::Pair { rejected_id: p.rejected },
-                split: Split::Train,
-                weight: 1.0,
-            })
-            .collect();
+        let (_, other_set) = first_three_pairs(&other);
         assert_ne!(other_set[0].prompt_id, set[0].prompt_id, "the ids differ");
         assert_eq!(content_hash(&other, "dpo", &other_set).unwrap(), hash);
     }

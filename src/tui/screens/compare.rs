@@ -158,30 +158,7 @@ impl Compare {
     }
 
     fn draw_tags(&self, frame: &mut Frame, area: Rect, ctx: &Ctx) {
-        let mut chips: Vec<Span> = vec![Span::raw(" ")];
-        for reason in ctx.reasons {
-            let on = self.reasons.contains(&reason.key);
-            let style = if on {
-                Style::default().bg(Color::Yellow).fg(Color::Black)
-            } else {
-                Style::default().fg(Color::DarkGray)
-            };
-            chips.push(Span::styled(format!("[{}] {}", reason.shortcut, reason.label), style));
-            chips.push(Span::raw(" "));
-        }
-        let note = match ctx.input {
-            Input::Note(text) => format!(" note: {text}▏"),
-            _ if self.note.is_empty() => " note: (n to write one)".to_string(),
-            _ => format!(" note: {}", self.note),
-        };
-        let block = Block::default().borders(Borders::TOP).title(" reasons (for the losing answer) ");
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
-        frame.render_widget(
-            Paragraph::new(vec![Line::from(chips), Line::raw(truncate(&note, inner.width as usize))])
-                .wrap(ratatui::widgets::Wrap { trim: true }),
-            inner,
-        );
+        super::draw_reasons(frame, area, " reasons (for the losing answer) ", ctx, &self.reasons, &self.note);
     }
 }
 

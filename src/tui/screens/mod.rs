@@ -12,13 +12,19 @@ pub mod queue;
 pub mod samples;
 pub mod thumbs;
 
+use std::collections::BTreeSet;
+
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
+use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use super::form::TrainForm;
 use super::input::Input;
 use super::keymap::{Action, KeyMap, Mode};
+use super::text::truncate;
 use crate::guidelines::Reason;
 use crate::jobs::train::TrainConfig;
 use crate::store::{NewEvalVote, NewThumb, Store, Verdict};
@@ -31,6 +37,34 @@ pub struct Ctx<'a> {
     pub annotator_id: i64,
     /// The text being typed, where a screen shows it in place (a note).
     pub input: &'a Input,
+}
+
+/// The reason chips (chosen ones highlighted) and the note under them, in a pane titled
+/// `title`: the compare screen and the single-answer screen label with the same tags.
+pub fn draw_reasons(frame: &mut Frame, area: Rect, title: &str, ctx: &Ctx, chosen: &BTreeSet<String>, note: &str) {
+    let mut chips: Vec<Span> = vec![Span::raw(" ")];
+    for reason in ctx.reasons {
+        let style = if chosen.contains(&reason.key) {
+            Style::default().bg(Color::Yellow).fg(Color::Black)
+        } else {
+            Style::default().fg(Color::DarkGray)
+        };
+        chips.push(Span::styled(format!("[{}] {}", reason.shortcut, reason.label), style));
+        chips.push(Span::raw(" "));
+    }
+    let note = match ctx.input {
+        Input::Note(text) => format!(" note: {text}▏"),
+        _ if note.is_empty() => " note: (n to write one)".to_string(),
+        _ => format!(" note: {note}"),
+    };
+    let block = Block::default().borders(Borders::TOP).title(title.to_string());
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    frame.render_widget(
+        Paragraph::new(vec![Line::from(chips), Line::raw(truncate(&note, inner.width as usize))])
+            .wrap(Wrap { trim: true }),
+        inner,
+    );
 }
 
 /// What a screen asks `App` to do.

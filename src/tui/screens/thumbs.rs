@@ -184,29 +184,13 @@ impl ThumbsView {
             format!(" Answer {}/{} · #{} · {} · + good · - bad ", self.index + 1, self.answers.len(), answer.id, rated);
         draw_text_pane(frame, answer_area, &title, &answer.content, self.scroll, true);
 
-        let mut chips: Vec<Span> = vec![Span::raw(" ")];
-        for reason in ctx.reasons {
-            let on = self.reasons.contains(&reason.key);
-            let style = if on {
-                Style::default().bg(Color::Yellow).fg(Color::Black)
-            } else {
-                Style::default().fg(Color::DarkGray)
-            };
-            chips.push(Span::styled(format!("[{}] {}", reason.shortcut, reason.label), style));
-            chips.push(Span::raw(" "));
-        }
-        let note = match ctx.input {
-            Input::Note(text) => format!(" note: {text}▏"),
-            _ if self.note.is_empty() => " note: (n to write one)".to_string(),
-            _ => format!(" note: {}", self.note),
-        };
-        let block = Block::default().borders(Borders::TOP).title(" reasons (for a bad answer, or what makes it good) ");
-        let inner = block.inner(tags_area);
-        frame.render_widget(block, tags_area);
-        frame.render_widget(
-            Paragraph::new(vec![Line::from(chips), Line::raw(truncate(&note, inner.width as usize))])
-                .wrap(Wrap { trim: true }),
-            inner,
+        super::draw_reasons(
+            frame,
+            tags_area,
+            " reasons (for a bad answer, or what makes it good) ",
+            ctx,
+            &self.reasons,
+            &self.note,
         );
     }
 }
