@@ -8,9 +8,6 @@ use std::time::Instant;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
-use ratatui::style::{Color, Style};
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::{Command, Ctx};
 use crate::domain::Message;
@@ -18,7 +15,7 @@ use crate::guidelines::Reason;
 use crate::store::{QueueRow, ResponseRow, Verdict};
 use crate::tui::input::Input;
 use crate::tui::keymap::Action;
-use crate::tui::text::{truncate, width};
+use crate::tui::text::width;
 use crate::tui::widgets::{SIDE_BY_SIDE_MIN_WIDTH, draw_text_pane};
 
 /// Which pane keys scroll.

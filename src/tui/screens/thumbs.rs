@@ -10,16 +10,12 @@ use crossterm::event::KeyCode;
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Style};
-use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use super::{Command, Ctx};
 use crate::domain::Message;
 use crate::store::{ActiveThumb, NewThumb, ResponseRow, Store, Thumb};
 use crate::tui::input::Input;
 use crate::tui::keymap::Action;
-use crate::tui::text::truncate;
 use crate::tui::widgets::draw_text_pane;
 
 #[derive(Debug)]
