@@ -4,23 +4,9 @@
 //! KTO's unpaired rows.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn verdict(db: &Path, annotator: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_verdict"))
-        .env("VERDICT_ANNOTATOR", annotator)
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(db: &Path, annotator: &str, args: &[&str]) -> String {
-    let out = verdict(db, annotator, args);
-    assert!(out.status.success(), "verdict {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+mod team_support;
+use team_support::{ok, verdict};
 
 /// One annotator's database: the samples, with this person's ratings of answers 1 to 4.
 fn rated(dir: &Path, name: &str, ratings: [&str; 4]) -> PathBuf {
