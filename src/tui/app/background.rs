@@ -22,13 +22,7 @@ impl App {
                 self.message = std::mem::take(&mut review.message);
             }
         }
-        let ctx = Ctx {
-            keymap: &self.keymap,
-            reasons: &self.reasons,
-            annotator: &self.annotator,
-            annotator_id: self.annotator_id,
-            input: &self.input,
-        };
+        let ctx = screen_ctx!(self);
         for screen in &mut self.screens {
             match screen.poll(&self.store, &ctx) {
                 Ok((screen_changed, message)) => {

@@ -5,6 +5,20 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+/// The screens' read-only `Ctx` from `App`'s fields. A macro rather than a method so that it
+/// borrows only those fields, beside a screen borrowed mutably from `self.screens`.
+macro_rules! screen_ctx {
+    ($app:expr) => {
+        Ctx {
+            keymap: &$app.keymap,
+            reasons: &$app.reasons,
+            annotator: &$app.annotator,
+            annotator_id: $app.annotator_id,
+            input: &$app.input,
+        }
+    };
+}
+
 mod background;
 mod labeling;
 mod thumbs;
@@ -141,13 +155,7 @@ impl App {
 
     /// What every screen may read.
     pub fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            keymap: &self.keymap,
-            reasons: &self.reasons,
-            annotator: &self.annotator,
-            annotator_id: self.annotator_id,
-            input: &self.input,
-        }
+        screen_ctx!(self)
     }
 
     /// Handles one key press; errors become a message on the status line.
@@ -186,25 +194,10 @@ impl App {
             return self.handle(action);
         }
         if let Some(top) = self.screens.last_mut() {
-            let ctx = Ctx {
-                keymap: &self.keymap,
-                reasons: &self.reasons,
-                annotator: &self.annotator,
-                annotator_id: self.annotator_id,
-                input: &self.input,
-            };
+            let ctx = screen_ctx!(self);
             top.unbound(key, &ctx);
             // Any key the help does not bind closes it.
-            let commands = top.update(
-                None,
-                &Ctx {
-                    keymap: &self.keymap,
-                    reasons: &self.reasons,
-                    annotator: &self.annotator,
-                    annotator_id: self.annotator_id,
-                    input: &self.input,
-                },
-            );
+            let commands = top.update(None, &screen_ctx!(self));
             return self.apply(commands);
         }
         // Unbound letters in the compare screen toggle the guideline's reason tags.
@@ -230,16 +223,7 @@ impl App {
             _ => {}
         }
         if let Some(top) = self.screens.last_mut() {
-            let commands = top.update(
-                Some(action),
-                &Ctx {
-                    keymap: &self.keymap,
-                    reasons: &self.reasons,
-                    annotator: &self.annotator,
-                    annotator_id: self.annotator_id,
-                    input: &self.input,
-                },
-            );
+            let commands = top.update(Some(action), &screen_ctx!(self));
             return self.apply(commands);
         }
         if let Some(review) = &mut self.review {
@@ -402,13 +386,7 @@ impl App {
     }
 
     fn refresh_top(&mut self) -> anyhow::Result<()> {
-        let ctx = Ctx {
-            keymap: &self.keymap,
-            reasons: &self.reasons,
-            annotator: &self.annotator,
-            annotator_id: self.annotator_id,
-            input: &self.input,
-        };
+        let ctx = screen_ctx!(self);
         match (self.screens.last_mut(), &mut self.review) {
             (Some(top), _) => top.refresh(&self.store, &ctx),
             (None, Some(review)) => review.refresh(&self.store),
