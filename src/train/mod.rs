@@ -14,6 +14,7 @@ pub mod export;
 pub mod export_gguf;
 pub mod export_ollama;
 pub mod fused;
+pub mod gguf_layout;
 pub mod head_logp;
 pub mod heap;
 pub mod input;
