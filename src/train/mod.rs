@@ -16,6 +16,7 @@ pub mod export_gguf;
 pub mod export_ollama;
 pub mod frozen;
 pub mod fused;
+pub mod gguf_layout;
 pub mod head_logp;
 pub mod heap;
 pub mod input;
