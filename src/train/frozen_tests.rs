@@ -8,6 +8,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Var};
 
 use super::*;
+use crate::train::gguf_layout::unpermute_qk;
 use crate::train::lean_load::{load_frozen, unpermute_order};
 use crate::train::load::{Weights as Trains, load};
 use crate::train::lora::{LoraConfig, attach};
@@ -17,7 +18,7 @@ use crate::train::optim::{AdamW, OptimConfig};
 use crate::train::precision::Precision;
 use crate::train::step::tests::pairs;
 use crate::train::step::{StepConfig, reference_logps, train_step};
-use crate::train::weights::{random, tiny_config, unpermute_qk};
+use crate::train::weights::{random, tiny_config};
 
 fn quantized(t: &Tensor, dtype: GgmlDType) -> Result<(ProjWeight, Tensor)> {
     let q = QTensor::quantize(t, dtype)?;

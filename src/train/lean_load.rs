@@ -13,7 +13,7 @@ use super::frozen::{BaseDtype, ProjWeight, QuantRows};
 use super::load::{Weights as Trains, load};
 use super::model::Model;
 use super::precision::Precision;
-use super::weights;
+use super::{gguf_layout, weights};
 
 const PROJECTIONS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
@@ -78,7 +78,7 @@ fn hf_dir(dir: &Path, precision: Precision, device: &Device) -> Result<Parts> {
 }
 
 /// HF row `r` of a llama q/k weight is GGUF row `order[r]` (the inverse of llama.cpp's
-/// permutation, as `weights::unpermute_qk` applies it to a tensor).
+/// permutation, as `gguf_layout::unpermute_qk` applies it to a tensor).
 pub fn unpermute_order(out: usize, n_head: usize) -> Vec<usize> {
     let half = out / n_head / 2;
     (0..out)
@@ -95,35 +95,40 @@ fn gguf(path: &Path, base: BaseDtype, precision: Precision, device: &Device) -> 
     let mut f = std::fs::File::open(path).map_err(|e| Error::Msg(format!("cannot open {}: {e}", path.display())))?;
     let content = gguf_file::Content::read(&mut f).map_err(|e| e.with_path(path))?;
     let cfg = weights::gguf_config(path, &content, &mut f)?;
-    let permuted = cfg.model_type == "llama";
+    let family = cfg.family();
+    let architecture = match content.metadata.get("general.architecture") {
+        Some(gguf_file::Value::String(a)) => a.clone(),
+        _ => String::new(),
+    };
+    let heads = (cfg.num_attention_heads, cfg.n_kv_heads());
+    // llama.cpp permutes q/k rows of the files it writes as `llama` (`gguf_layout::to_hf`).
+    let permuted = architecture == "llama";
     let (mut dense, mut lean) = (HashMap::new(), HashMap::new());
     let mut names: Vec<_> = content.tensor_infos.keys().cloned().collect();
     names.sort();
     for name in names {
-        let Some(hf) = weights::hf_name(&name) else { continue };
+        let Some(hf) = gguf_layout::hf_name(family, &name) else { continue };
         let q = content.tensor(&mut f, &name, &Device::Cpu)?;
-        let heads = match name.rsplit('.').nth(1) {
-            Some("attn_q") if permuted => Some(cfg.num_attention_heads),
-            Some("attn_k") if permuted => Some(cfg.n_kv_heads()),
+        let rows_of = match name.rsplit('.').nth(1) {
+            Some("attn_q") if permuted => Some(heads.0),
+            Some("attn_k") if permuted => Some(heads.1),
             _ => None,
         };
         if !is_projection(&hf) {
-            dense.insert(hf, q.dequantize(&Device::Cpu)?.to_dtype(precision.compute)?.to_device(device)?);
+            let t = gguf_layout::to_hf(family, &architecture, heads, &name, q.dequantize(&Device::Cpu)?)?;
+            dense.insert(hf, t.to_dtype(precision.compute)?.to_device(device)?);
             continue;
         }
         let (out, cols) = q.shape().dims2()?;
         let weight = if base == BaseDtype::Quantized {
             let rows = QuantRows::new(q.dtype(), &q.data()?, out, cols)?;
-            let rows = match heads {
+            let rows = match rows_of {
                 Some(n) => rows.reorder(&unpermute_order(out, n)),
                 None => rows,
             };
             ProjWeight::Quant(std::sync::Arc::new(rows))
         } else {
-            let mut t = q.dequantize(&Device::Cpu)?;
-            if let Some(n) = heads {
-                t = weights::unpermute_qk(&t, n)?;
-            }
+            let t = gguf_layout::to_hf(family, &architecture, heads, &name, q.dequantize(&Device::Cpu)?)?;
             ProjWeight::half(&t)?
         };
         lean.insert(hf, weight);

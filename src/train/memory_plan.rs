@@ -255,7 +255,11 @@ pub fn quantized_bytes(path: &std::path::Path) -> Option<u64> {
     let bytes = content
         .tensor_infos
         .iter()
-        .filter(|(name, _)| super::weights::hf_name(name).is_some_and(|hf| super::lean_load::is_projection(&hf)))
+        .filter(|(name, _)| {
+            let module = name.strip_suffix(".weight").and_then(|n| n.rsplit('.').next()).unwrap_or("");
+            name.starts_with("blk.")
+                && ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"].contains(&module)
+        })
         .map(|(_, info)| {
             let d = info.ggml_dtype;
             (info.shape.elem_count() / d.block_size() * d.type_size()) as u64
