@@ -47,7 +47,6 @@ const PRINT_EXCEPTIONS: &[(&str, &str)] = &[
 const LINE_LIMIT: usize = 600;
 const SIZE_EXCEPTIONS: &[(&str, &str)] = &[
     ("model/q8_cpu.rs", "the Q8_0 kernels and their AVX2/AVX-512 variants with their tests (gen, #14)"),
-    ("model/arch.rs", "one table of every family's configuration keys; splitting it scatters the table"),
     (
         "model/llama.rs",
         "one decoder layer in its two executions (CPU rows, candle ops) side by side so a family feature lands in \

@@ -15,6 +15,7 @@
 //! `forward_tensors` runs candle's ops. A family feature goes into both (`Layer::forward_host`
 //! and `Layer::forward_tensors`); `tests_tiny` checks that they agree.
 
+use super::arch::LayerAttention;
 use candle_core::quantized::QMatMul;
 use candle_core::{D, DType, Device, Module, Tensor};
 

@@ -33,6 +33,8 @@ pub mod testing_skip;
 #[cfg(test)]
 mod tests_arch;
 #[cfg(test)]
+mod tests_chat_templates;
+#[cfg(test)]
 mod tests_errors;
 #[cfg(test)]
 mod tests_families;
@@ -45,7 +47,7 @@ mod tests_tiny;
 #[cfg(test)]
 mod tests_tokenizers;
 
-pub use chat_template::{ChatMessage, ChatTemplate};
+pub use chat_template::{ChatMessage, ChatTemplate, json_value};
 pub use error::{ModelError, Result};
 pub use generate::{Candidate, FinishReason, GenerateParams, GenerationProgress};
 pub use info::{ModelFormat, ModelInfo, SpecialTokens};
@@ -97,7 +99,13 @@ impl Model {
             configure_threads(opts.threads);
         }
         let loaded = if path.is_dir() { load_hf::load(path, &device)? } else { load_gguf::load(path, opts, &device)? };
-        let template = ChatTemplate::new(&loaded.info.chat_template, &loaded.info.special_tokens)?;
+        let source = &loaded.info.chat_template_source;
+        // "/m/tokenizer_config.json" for a folder's file, "/m/x.gguf (GGUF tokenizer.chat_template)".
+        let origin = match path.is_dir() && !source.contains(' ') {
+            true => path.join(source).display().to_string(),
+            false => format!("{} ({source})", path.display()),
+        };
+        let template = ChatTemplate::from_model(&loaded.info.chat_template, &loaded.info.special_tokens, &origin)?;
         Ok(Model {
             info: loaded.info,
             tokenizer: loaded.tokenizer,

@@ -1,7 +1,7 @@
 //! Tests of config reading (`model::arch`): transformers 5's `rope_parameters`, llama.cpp's
 //! `rope_freqs`, and the keys verdict refuses rather than runs wrong.
 
-use super::arch::{ArchConfig, ArchError, Family, Rope, RopeKind};
+use super::arch::{ArchConfig, ArchError, Family, LayerAttention, Rope, RopeKind};
 use super::tests_tiny::tiny_paths;
 use super::*;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! Qwen3's and Gemma 3's q/k norms, Gemma's norms, activation, soft-capping and query scale,
 //! sliding-window layers, and Phi-3's fused projections (split at load, `weights.rs`).
 
-use crate::model::arch::{Activation, ArchConfig, Family, Rope};
+use crate::model::arch::{Activation, ArchConfig, Family, LayerAttention, Rope};
 use serde::Serialize;
 
 /// The subset of an HF `config.json` the transformer needs. `to_hf_json` adds the keys
@@ -94,24 +94,6 @@ impl Config {
     /// The family `model_type` names (llama for a name verdict does not know).
     pub fn family(&self) -> Family {
         Family::from_hf(&self.model_type).unwrap_or(Family::Llama)
-    }
-
-    /// The window layer `i` attends over (`None`: every earlier position).
-    pub fn layer_window(&self, i: usize) -> Option<usize> {
-        self.sliding_window.filter(|_| self.sliding_layers.get(i).copied().unwrap_or(false))
-    }
-
-    /// The rotary settings of layer `i` (Gemma 3's sliding layers have their own).
-    pub fn layer_rope(&self, i: usize) -> &Rope {
-        match &self.local_rope {
-            Some(local) if self.layer_window(i).is_some() => local,
-            _ => &self.rope,
-        }
-    }
-
-    /// The factor attention scores are multiplied by (Gemma: `query_pre_attn_scalar^-1/2`).
-    pub fn attention_scale(&self) -> f64 {
-        1.0 / self.query_pre_attn_scalar.unwrap_or(self.head_dim() as f64).sqrt()
     }
 
     pub fn n_kv_heads(&self) -> usize {
@@ -234,6 +216,25 @@ impl Config {
             _ => {}
         }
         v
+    }
+}
+
+/// The per-layer window, rope and score scale, by the same rules inference uses.
+impl LayerAttention for Config {
+    fn global_rope(&self) -> &Rope {
+        &self.rope
+    }
+    fn sliding_rope(&self) -> Option<&Rope> {
+        self.local_rope.as_ref()
+    }
+    fn window(&self) -> Option<usize> {
+        self.sliding_window
+    }
+    fn sliding(&self) -> &[bool] {
+        &self.sliding_layers
+    }
+    fn score_scalar(&self) -> f64 {
+        self.query_pre_attn_scalar.unwrap_or(self.head_dim() as f64)
     }
 }
 

@@ -29,7 +29,7 @@ use super::linear::{linear, linear_into};
 use super::lora::Adapter;
 use super::precision::{Precision, is_half};
 use super::weight_grads::{WeightGrads, embedding};
-use crate::model::arch::Activation;
+use crate::model::arch::{Activation, LayerAttention};
 
 /// A projection `x W^T (+ b)`, optionally with a LoRA adapter beside it.
 #[derive(Debug)]
