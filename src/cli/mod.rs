@@ -385,6 +385,10 @@ pub struct TrainArgs {
     pub simpo_gamma: Option<f64>,
     #[arg(long, help = opt("sft_weight"))]
     pub sft_weight: Option<f64>,
+    #[arg(long, help = opt("desirable_weight"))]
+    pub desirable_weight: Option<f64>,
+    #[arg(long, help = opt("undesirable_weight"))]
+    pub undesirable_weight: Option<f64>,
     #[arg(long, help = opt("weight_by_agreement"))]
     pub weight_by_agreement: bool,
     #[arg(long, help = opt("learning_rate"))]

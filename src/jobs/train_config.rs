@@ -19,13 +19,16 @@ use crate::train::optim::Schedule;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// `dpo` or `sft`.
+    /// `dpo`, `kto`, `orpo`, `simpo` or `sft`.
     pub method: String,
     pub loss: LossType,
     pub beta: f64,
     pub label_smoothing: f64,
     pub simpo_gamma: f64,
     pub sft_weight: f64,
+    /// KTO's class weights; unset: from the class balance of the train split.
+    pub desirable_weight: Option<f64>,
+    pub undesirable_weight: Option<f64>,
     pub weight_by_agreement: bool,
     pub learning_rate: f64,
     pub weight_decay: f64,
@@ -67,6 +70,8 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             simpo_gamma: 0.5,
             sft_weight: 0.0,
+            desirable_weight: None,
+            undesirable_weight: None,
             weight_by_agreement: false,
             learning_rate: 5e-6,
             weight_decay: 0.0,
@@ -120,9 +125,15 @@ const fn choice(key: &'static str, label: &'static str, help: &'static str, choi
 
 /// Every option of a run, the form's in the form's order first.
 pub const OPTIONS: &[Opt] = &[
-    choice("method", "Method", "DPO on preference pairs, or SFT on the chosen answers", &["dpo", "sft"]),
-    choice("loss", "Loss", "sigmoid is the DPO paper's", &["sigmoid", "ipo", "hinge", "robust", "simpo"]),
-    opt("beta", "Beta", "strength of the pull toward the reference (0.01-0.5)", true),
+    choice(
+        "method",
+        "Method",
+        "dpo: pairs against a reference; kto: answers labeled good or bad one by one; orpo, simpo: pairs \
+         without a reference (less memory); sft: imitate the good answers",
+        &["dpo", "kto", "orpo", "simpo", "sft"],
+    ),
+    choice("loss", "Loss", "DPO's loss; sigmoid is the DPO paper's", &["sigmoid", "ipo", "hinge", "robust", "simpo"]),
+    opt("beta", "Beta", "strength of the pull toward the reference, ORPO's odds-ratio weight (0.01-0.5)", true),
     opt("label_smoothing", "Label smoothing", "share of labels assumed flipped", true),
     opt("learning_rate", "Learning rate", "1e-7 to 1e-5 for full, ~1e-4 for LoRA", true),
     opt("epochs", "Epochs", "passes over the train split", true),
@@ -141,6 +152,18 @@ pub const OPTIONS: &[Opt] = &[
         "sft_weight",
         "SFT weight",
         "weight of an NLL term on the chosen answer (RPO); keeps its likelihood from falling",
+        false,
+    ),
+    opt(
+        "desirable_weight",
+        "Desirable weight",
+        "KTO's weight of a good answer (empty: the class balance, so both classes weigh the same in all)",
+        false,
+    ),
+    opt(
+        "undesirable_weight",
+        "Undesirable weight",
+        "KTO's weight of a bad answer (empty: the class balance, so both classes weigh the same in all)",
         false,
     ),
     opt("weight_by_agreement", "Weight by agreement", "pairs more annotators agreed on count more", false),
@@ -237,7 +260,15 @@ const TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
 /// Every option with a limit. Options not listed (seed, warmup_steps, eval_every, save_every,
 /// sample_prompts, model, out, schedule) take any value their type holds.
 pub const RULES: &[Rule] = &[
-    rule("method", "dpo or sft", "", |c| matches!(c.method.as_str(), "dpo" | "sft")),
+    rule("method", "dpo, kto, orpo, simpo or sft", "", |c| {
+        matches!(c.method.as_str(), "dpo" | "kto" | "orpo" | "simpo" | "sft")
+    }),
+    rule(
+        "loss",
+        "sigmoid (its default) unless --method is dpo",
+        "the loss is DPO's; --method simpo is the simpo loss",
+        |c| c.method == "dpo" || c.loss == LossType::Sigmoid || (c.method == "simpo" && c.loss == LossType::Simpo),
+    ),
     rule("beta", "a number > 0", "", |c| c.beta.is_finite() && c.beta > 0.0),
     rule(
         "label_smoothing",
@@ -247,6 +278,12 @@ pub const RULES: &[Rule] = &[
     ),
     rule("simpo_gamma", "a number >= 0", "", |c| finite_at_least(c.simpo_gamma, 0.0)),
     rule("sft_weight", "a number >= 0", "", |c| finite_at_least(c.sft_weight, 0.0)),
+    rule("desirable_weight", "a number > 0, or unset (the class balance)", "", |c| {
+        c.desirable_weight.is_none_or(|w| w.is_finite() && w > 0.0)
+    }),
+    rule("undesirable_weight", "a number > 0, or unset (the class balance)", "", |c| {
+        c.undesirable_weight.is_none_or(|w| w.is_finite() && w > 0.0)
+    }),
     rule("learning_rate", "in (0, 1)", "DPO usually wants 1e-7 to 1e-5, LoRA ~1e-4", |c| {
         c.learning_rate > 0.0 && c.learning_rate < 1.0
     }),
