@@ -169,6 +169,7 @@ fn a_training_step_gives_pytorchs_loss_and_gradient_norm() {
                 chosen: serde_json::from_value(p[1].clone()).unwrap(),
                 rejected: Vec::new(),
                 weight: 1.0,
+                desirable: None,
             })
             .collect();
         for ((format, path), mode) in train_sources(name).into_iter().flat_map(|s| [(s.clone(), "full"), (s, "lora")]) {
