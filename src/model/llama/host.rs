@@ -3,7 +3,7 @@
 //! and values written in place into its `KvCache` buffers. `candle_ops.rs` is the same network
 //! in candle's ops; a family feature goes into both.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 
 use super::{Config, HostKv, Layer, Linear, Seq, Transformer, Weight, softcap};
 
