@@ -223,9 +223,18 @@ def randomize(model, seed):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
 
 
-def tokenizer_settings(name):
-    """The family's vocabulary size and special ids, from its tokenizer fixture."""
+def family_tokenizer(name):
+    """The family's tokenizer fixture; Phi-3's adds <|endoftext|> as its real one does (llama.cpp
+    looks the token up by text for Phi-3 models and refuses a vocabulary without it)."""
     tok = transformers.AutoTokenizer.from_pretrained(TOKENIZERS / FAMILY_TOKENIZERS[name])
+    if name == "phi3":
+        tok.add_special_tokens({"additional_special_tokens": ["<|endoftext|>"]})
+    return tok
+
+
+def tokenizer_settings(name):
+    """The family's vocabulary size and special ids, from its tokenizer."""
+    tok = family_tokenizer(name)
     # Not a token of TOKENS: transformers' embedding gives the pad row no gradient (padding_idx).
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     return dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=pad)
@@ -236,6 +245,8 @@ def copy_tokenizer(name, folder):
     tok_name, template = FAMILY_TOKENIZERS[name], TEMPLATE[name]
     for f in ["tokenizer.json", "tokenizer_config.json"]:
         shutil.copyfile(TOKENIZERS / tok_name / f, folder / f)
+    if name == "phi3":
+        family_tokenizer(name).backend_tokenizer.save(str(folder / "tokenizer.json"))
     if template:
         shutil.copyfile(TEMPLATES / f"{template}.jinja", folder / "chat_template.jinja")
 

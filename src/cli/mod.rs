@@ -385,6 +385,10 @@ pub struct TrainArgs {
     pub simpo_gamma: Option<f64>,
     #[arg(long, help = opt("sft_weight"))]
     pub sft_weight: Option<f64>,
+    #[arg(long, help = opt("desirable_weight"))]
+    pub desirable_weight: Option<f64>,
+    #[arg(long, help = opt("undesirable_weight"))]
+    pub undesirable_weight: Option<f64>,
     #[arg(long, help = opt("weight_by_agreement"))]
     pub weight_by_agreement: bool,
     #[arg(long, help = opt("learning_rate"))]
@@ -415,6 +419,10 @@ pub struct TrainArgs {
     pub lora_alpha: Option<f64>,
     #[arg(long, help = opt("lora_targets"))]
     pub lora_targets: Option<String>,
+    #[arg(long, help = opt("base_dtype"))]
+    pub base_dtype: Option<crate::train::frozen::BaseDtype>,
+    #[arg(long, help = opt("gradient_checkpointing"))]
+    pub gradient_checkpointing: Option<crate::train::checkpointing::Checkpointing>,
     #[arg(long, help = opt("eval_every"))]
     pub eval_every: Option<usize>,
     #[arg(long, help = opt("save_every"))]

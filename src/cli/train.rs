@@ -48,6 +48,8 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         max_length,
         seed,
         lora_alpha,
+        base_dtype,
+        gradient_checkpointing,
         eval_every,
         save_every,
         device,
@@ -75,6 +77,12 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     if args.threads.is_some() {
         c.threads = args.threads;
     }
+    if args.desirable_weight.is_some() {
+        c.desirable_weight = args.desirable_weight;
+    }
+    if args.undesirable_weight.is_some() {
+        c.undesirable_weight = args.undesirable_weight;
+    }
     c.check()?;
     Ok(c)
 }
@@ -82,6 +90,13 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     let config = config_from_args(args)?;
     if args.plan {
+        // What the run would train on, when there is a database to compile it from.
+        if let Ok(store) = Store::open(&cli.db, OpenMode::MustExist) {
+            let method = crate::qa::compile::Method::parse(&config.method).context("the method was checked")?;
+            for line in crate::qa::compile::compile_store(&store, method)?.summary_lines() {
+                println!("{line}");
+            }
+        }
         print!("{}", crate::jobs::train::memory::plan_text(&config, &|line| eprintln!("{line}"))?);
         return Ok(ExitCode::SUCCESS);
     }

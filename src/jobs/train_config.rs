@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::model;
+use crate::train::checkpointing::Checkpointing;
+use crate::train::frozen::BaseDtype;
 use crate::train::loss::LossType;
 use crate::train::optim::Schedule;
 
@@ -17,13 +19,16 @@ use crate::train::optim::Schedule;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// `dpo` or `sft`.
+    /// `dpo`, `kto`, `orpo`, `simpo` or `sft`.
     pub method: String,
     pub loss: LossType,
     pub beta: f64,
     pub label_smoothing: f64,
     pub simpo_gamma: f64,
     pub sft_weight: f64,
+    /// KTO's class weights; unset: from the class balance of the train split.
+    pub desirable_weight: Option<f64>,
+    pub undesirable_weight: Option<f64>,
     pub weight_by_agreement: bool,
     pub learning_rate: f64,
     pub weight_decay: f64,
@@ -39,6 +44,10 @@ pub struct TrainConfig {
     pub lora_rank: Option<usize>,
     pub lora_alpha: f64,
     pub lora_targets: Vec<String>,
+    /// How a LoRA run keeps its frozen base: `auto`, `f32`, `bf16`, `quantized` (a GGUF's own).
+    pub base_dtype: BaseDtype,
+    /// Recompute each layer in the backward: `auto` (when the memory plan needs it), `on`, `off`.
+    pub gradient_checkpointing: Checkpointing,
     pub eval_every: usize,
     pub save_every: usize,
     pub model: Option<PathBuf>,
@@ -61,6 +70,8 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             simpo_gamma: 0.5,
             sft_weight: 0.0,
+            desirable_weight: None,
+            undesirable_weight: None,
             weight_by_agreement: false,
             learning_rate: 5e-6,
             weight_decay: 0.0,
@@ -76,6 +87,8 @@ impl Default for TrainConfig {
             lora_rank: None,
             lora_alpha: 16.0,
             lora_targets: vec!["q".into(), "k".into(), "v".into(), "o".into()],
+            base_dtype: BaseDtype::Auto,
+            gradient_checkpointing: Checkpointing::Auto,
             eval_every: 0,
             save_every: 0,
             model: None,
@@ -112,9 +125,15 @@ const fn choice(key: &'static str, label: &'static str, help: &'static str, choi
 
 /// Every option of a run, the form's in the form's order first.
 pub const OPTIONS: &[Opt] = &[
-    choice("method", "Method", "DPO on preference pairs, or SFT on the chosen answers", &["dpo", "sft"]),
-    choice("loss", "Loss", "sigmoid is the DPO paper's", &["sigmoid", "ipo", "hinge", "robust", "simpo"]),
-    opt("beta", "Beta", "strength of the pull toward the reference (0.01-0.5)", true),
+    choice(
+        "method",
+        "Method",
+        "dpo: pairs against a reference; kto: answers labeled good or bad one by one; orpo, simpo: pairs \
+         without a reference (less memory); sft: imitate the good answers",
+        &["dpo", "kto", "orpo", "simpo", "sft"],
+    ),
+    choice("loss", "Loss", "DPO's loss; sigmoid is the DPO paper's", &["sigmoid", "ipo", "hinge", "robust", "simpo"]),
+    opt("beta", "Beta", "strength of the pull toward the reference, ORPO's odds-ratio weight (0.01-0.5)", true),
     opt("label_smoothing", "Label smoothing", "share of labels assumed flipped", true),
     opt("learning_rate", "Learning rate", "1e-7 to 1e-5 for full, ~1e-4 for LoRA", true),
     opt("epochs", "Epochs", "passes over the train split", true),
@@ -135,6 +154,18 @@ pub const OPTIONS: &[Opt] = &[
         "weight of an NLL term on the chosen answer (RPO); keeps its likelihood from falling",
         false,
     ),
+    opt(
+        "desirable_weight",
+        "Desirable weight",
+        "KTO's weight of a good answer (empty: the class balance, so both classes weigh the same in all)",
+        false,
+    ),
+    opt(
+        "undesirable_weight",
+        "Undesirable weight",
+        "KTO's weight of a bad answer (empty: the class balance, so both classes weigh the same in all)",
+        false,
+    ),
     opt("weight_by_agreement", "Weight by agreement", "pairs more annotators agreed on count more", false),
     opt("weight_decay", "Weight decay", "AdamW's decoupled weight decay", false),
     opt("warmup_steps", "Warm-up steps", "steps of linear learning-rate warm-up", false),
@@ -143,6 +174,20 @@ pub const OPTIONS: &[Opt] = &[
     opt("seed", "Seed", "data order, LoRA init and sample answers", false),
     opt("lora_alpha", "LoRA alpha", "LoRA scale (alpha / rank)", false),
     opt("lora_targets", "LoRA targets", "comma separated among q,k,v,o,gate,up,down", false),
+    Opt {
+        key: "base_dtype",
+        label: "Frozen base",
+        help: "how LoRA keeps the frozen base: f32, bf16, or quantized as a GGUF stores it (auto: f32, bf16 when f32 does not fit)",
+        choices: &["auto", "f32", "bf16", "quantized"],
+        in_form: false,
+    },
+    Opt {
+        key: "gradient_checkpointing",
+        label: "Gradient checkpointing",
+        help: "keep only each layer's input and recompute the layer in the backward (auto: when the run does not fit without)",
+        choices: &["auto", "on", "off"],
+        in_form: false,
+    },
     opt("out", "Output folder", "where the run writes checkpoints and the tuned model (empty: runs/run-<time>)", false),
     opt(
         "sample_prompts",
@@ -215,7 +260,15 @@ const TARGETS: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
 /// Every option with a limit. Options not listed (seed, warmup_steps, eval_every, save_every,
 /// sample_prompts, model, out, schedule) take any value their type holds.
 pub const RULES: &[Rule] = &[
-    rule("method", "dpo or sft", "", |c| matches!(c.method.as_str(), "dpo" | "sft")),
+    rule("method", "dpo, kto, orpo, simpo or sft", "", |c| {
+        matches!(c.method.as_str(), "dpo" | "kto" | "orpo" | "simpo" | "sft")
+    }),
+    rule(
+        "loss",
+        "sigmoid (its default) unless --method is dpo",
+        "the loss is DPO's; --method simpo is the simpo loss",
+        |c| c.method == "dpo" || c.loss == LossType::Sigmoid || (c.method == "simpo" && c.loss == LossType::Simpo),
+    ),
     rule("beta", "a number > 0", "", |c| c.beta.is_finite() && c.beta > 0.0),
     rule(
         "label_smoothing",
@@ -225,6 +278,12 @@ pub const RULES: &[Rule] = &[
     ),
     rule("simpo_gamma", "a number >= 0", "", |c| finite_at_least(c.simpo_gamma, 0.0)),
     rule("sft_weight", "a number >= 0", "", |c| finite_at_least(c.sft_weight, 0.0)),
+    rule("desirable_weight", "a number > 0, or unset (the class balance)", "", |c| {
+        c.desirable_weight.is_none_or(|w| w.is_finite() && w > 0.0)
+    }),
+    rule("undesirable_weight", "a number > 0, or unset (the class balance)", "", |c| {
+        c.undesirable_weight.is_none_or(|w| w.is_finite() && w > 0.0)
+    }),
     rule("learning_rate", "in (0, 1)", "DPO usually wants 1e-7 to 1e-5, LoRA ~1e-4", |c| {
         c.learning_rate > 0.0 && c.learning_rate < 1.0
     }),
@@ -236,6 +295,12 @@ pub const RULES: &[Rule] = &[
     rule("max_steps", "a whole number >= 1, or unset (by epochs)", "", |c| c.max_steps != Some(0)),
     rule("max_length", "a whole number >= 16", "shorter cannot hold a prompt and an answer", |c| c.max_length >= 16),
     rule("lora_rank", "a whole number >= 1, or unset (full fine-tuning)", "", |c| c.lora_rank != Some(0)),
+    rule(
+        "base_dtype",
+        "auto or f32 when every weight trains (no --lora-rank)",
+        "bf16 and quantized keep a frozen base",
+        |c| c.lora_rank.is_some() || matches!(c.base_dtype, BaseDtype::Auto | BaseDtype::F32),
+    ),
     rule("lora_alpha", "a number > 0", "", |c| c.lora_alpha.is_finite() && c.lora_alpha > 0.0),
     rule("lora_targets", "one or more of q,k,v,o,gate,up,down", "", |c| {
         !c.lora_targets.is_empty() && c.lora_targets.iter().all(|t| TARGETS.contains(&t.as_str()))

@@ -132,7 +132,8 @@ impl Compiled {
 
     /// The counts as lines a person reads before a run starts, one per label kind and language.
     pub fn summary_lines(&self) -> Vec<String> {
-        let mut lines = vec![format!("{} examples for {:?}", self.examples(), self.method).to_lowercase()];
+        let method = format!("{:?}", self.method).to_lowercase();
+        let mut lines = vec![format!("training set ({method}): {} examples", self.examples())];
         for ((kind, language), c) in &self.counts {
             let skipped = if c.skipped > 0 { format!(", {} skipped", c.skipped) } else { String::new() };
             lines.push(format!(
@@ -388,7 +389,7 @@ mod tests {
         // 41 is better than 40 and worse than 42: both rows stay, counted as a conflict.
         assert_eq!(c.conflicting, 1);
         assert_eq!(c.counts[&(LabelKind::Tie, "ja".into())], KindCount { labels: 1, examples: 2, skipped: 0 });
-        assert!(c.summary_lines()[0].starts_with("12 examples for kto"), "{:?}", c.summary_lines());
+        assert!(c.summary_lines()[0].starts_with("training set (kto): 12 examples"), "{:?}", c.summary_lines());
     }
 
     #[test]

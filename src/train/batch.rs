@@ -77,8 +77,21 @@ impl SeqBatch {
     /// as all chosen then all rejected. Truncation is applied to prompt+chosen and
     /// prompt+rejected separately, exactly as for unpacked rows.
     pub fn pairs(pairs: &[(&[u32], &[u32], &[u32])], t: &Truncation, pad_id: u32, device: &Device) -> Result<Self> {
+        Self::pairs_picking(pairs, t, pad_id, device, false)
+    }
+
+    /// `pairs`, and with `prompts` a third set of sequences after the rejected ones: the prompt
+    /// tokens of each chosen row (every one but the first, which nothing predicts), so that a
+    /// chosen sequence plus its prompt sequence is the whole row's log-prob (ORPO's NLL term).
+    pub fn pairs_picking(
+        pairs: &[(&[u32], &[u32], &[u32])],
+        t: &Truncation,
+        pad_id: u32,
+        device: &Device,
+        prompts: bool,
+    ) -> Result<Self> {
         let mut rows = Vec::new();
-        let (mut chosen, mut rejected) = (Vec::new(), Vec::new());
+        let (mut chosen, mut rejected, mut prompt_picks) = (Vec::new(), Vec::new(), Vec::new());
         let (mut truncated, mut tokens) = (0, 0);
         for (i, (p, c, r)) in pairs.iter().enumerate() {
             let (sc, sr) = (build_row(p, c, t), build_row(p, r, t));
@@ -95,8 +108,13 @@ impl SeqBatch {
             rows.push(PackedRow { ids, pos, shared, split });
             chosen.push(picks(&sc, i, |k| k));
             rejected.push(picks(&sr, i, |k| if k < shared { k } else { split + k - shared }));
+            if prompts {
+                let end = sc.response_start.min(sc.ids.len());
+                prompt_picks.push((i, (1..end).map(|k| k - 1).collect(), (1..end).map(|k| sc.ids[k]).collect()));
+            }
         }
         chosen.extend(rejected);
+        chosen.extend(prompt_picks);
         Self::assemble(rows, chosen, truncated, tokens, pad_id, device)
     }
 

@@ -14,6 +14,7 @@ pub(crate) fn pairs() -> Vec<PairIds> {
         chosen: c.to_vec(),
         rejected: r.to_vec(),
         weight: 1.0,
+        desirable: None,
     };
     vec![
         p(&[1, 10, 11], &[20, 21, 2], &[30, 31, 32, 2]),

@@ -39,7 +39,18 @@ pub fn pair_ids(
 ) -> crate::model::Result<PairIds> {
     let (prompt, c) = response_text(m, messages, chosen)?;
     let (_, r) = response_text(m, messages, rejected)?;
-    Ok(PairIds { prompt: m.encode(&prompt)?, chosen: m.encode(&c)?, rejected: m.encode(&r)?, weight })
+    Ok(PairIds { prompt: m.encode(&prompt)?, chosen: m.encode(&c)?, rejected: m.encode(&r)?, weight, desirable: None })
+}
+
+/// Token ids of one answer to imitate (SFT), TRL's way; `rejected` stays empty.
+pub fn answer_ids(
+    m: &InferenceModel,
+    messages: &[ChatMessage],
+    answer: &str,
+    weight: f32,
+) -> crate::model::Result<PairIds> {
+    let (prompt, a) = response_text(m, messages, answer)?;
+    Ok(PairIds { prompt: m.encode(&prompt)?, chosen: m.encode(&a)?, rejected: Vec::new(), weight, desirable: None })
 }
 
 #[cfg(test)]

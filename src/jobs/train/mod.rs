@@ -1,4 +1,4 @@
-//! A training run from the store's resolved pairs. `verdict train` and the TUI both call `run`,
+//! A training run from the store's labels, compiled for its method (DPO, KTO, ORPO, SimPO, SFT). `verdict train` and the TUI both call `run`,
 //! which gives the run its row in `runs` and then goes through its phases, one file each:
 //! 1. `examples`: the run's pairs (stored at its start), tokenized with TRL's rule;
 //! 2. `load`: the base model for its tokenizer and samples, and as trainable tensors (LoRA);
@@ -266,14 +266,17 @@ fn train(
     let info = inference.info().clone();
     let device = inference.device().clone();
     let prepared = examples::prepare(store, run_id, config, &inference)?;
+    for line in &prepared.counts {
+        events(TrainEvent::Preparing(line.clone()));
+    }
     let tokenizer = inference.tokenizer().clone();
     // Refused here, before the weights load, when the plan cannot fit (`memory.rs`).
-    memory::check(config, model_path, &device, &prepared, events)?;
+    let memory = memory::check(config, model_path, &device, &prepared, events)?;
     let sampler = evaluate::Sampler::new(inference, prepared.sample_prompts, config, run_id);
-    let trained = load::trainable(model_path, config, &device)?;
+    let trained = load::trainable(model_path, config, &device, &memory)?;
     let net = &trained.net;
     let pad_id = info.special_tokens.stop_ids.first().copied().unwrap_or(0);
-    let step_cfg = steps::step_config(config, pad_id);
+    let step_cfg = steps::step_config(config, pad_id, &prepared.train.ids);
 
     let cache = reference::Cache::new(&info, config);
     let (train_refs, computed_train) =

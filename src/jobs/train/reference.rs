@@ -1,6 +1,7 @@
 //! Phase 3, the reference pass: the frozen base model's log-probs of every chosen and rejected
-//! answer, computed once per (model, pair, template) and cached in the store (`ref_logps`), so
-//! a second run on the same pairs, or a resume, skips it.
+//! answer (KTO: of each answer and its mismatched answer), computed once per (model, pair,
+//! template) and cached in the store (`ref_logps`), so a second run on the same pairs, or a
+//! resume, skips it. ORPO, SimPO and SFT have no reference and skip this phase.
 
 use crate::domain::sha256_hex;
 use crate::model::ModelInfo;
@@ -24,7 +25,8 @@ impl<'a> Cache<'a> {
 }
 
 /// The reference log-probs of `set`, in its order, and how many were computed (not cached).
-/// Losses without a reference (SFT, SimPO) get zeros and compute nothing.
+/// Methods without a reference (SFT, ORPO, SimPO) get zeros and compute nothing: no pass, and
+/// no memory for one.
 pub(super) fn logps(
     store: &mut Store,
     cache: &Cache,
@@ -33,8 +35,7 @@ pub(super) fn logps(
     step_cfg: &StepConfig,
     batch_size: usize,
 ) -> anyhow::Result<(Vec<RefLogps>, usize)> {
-    let needs_ref = matches!(&step_cfg.method, step::Method::Dpo(d) if d.loss.needs_reference());
-    if !needs_ref {
+    if !step_cfg.method.needs_reference() {
         return Ok((vec![RefLogps { chosen: 0.0, rejected: 0.0 }; set.ids.len()], 0));
     }
     let sha = &cache.info.sha256;

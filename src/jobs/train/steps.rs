@@ -11,8 +11,9 @@ use rand::seq::SliceRandom;
 
 use crate::store::Store;
 use crate::train::checkpoint;
+use crate::train::kto::KtoConfig;
 use crate::train::logps::Truncation;
-use crate::train::loss::DpoConfig;
+use crate::train::loss::{DpoConfig, LossType};
 use crate::train::model::Model as Net;
 use crate::train::optim::{AdamW, OptimConfig};
 use crate::train::step::{self, Method, PairIds, RefLogps, StepConfig};
@@ -20,17 +21,30 @@ use crate::train::step::{self, Method, PairIds, RefLogps, StepConfig};
 use super::evaluate::{self, Sampler};
 use super::{STOP_FILE, TrainConfig, TrainEvent, write_hint};
 
-/// What one step computes: the method's loss, TRL's truncation, the padding id.
-pub(super) fn step_config(config: &TrainConfig, pad_id: u32) -> StepConfig {
+/// What one step computes: the method's loss, TRL's truncation, the padding id. KTO's class
+/// weights default to the balance of the train split's answers (`KtoConfig::balanced`).
+pub(super) fn step_config(config: &TrainConfig, pad_id: u32, train: &[PairIds]) -> StepConfig {
+    let dpo = |loss| DpoConfig {
+        loss,
+        beta: config.beta,
+        label_smoothing: config.label_smoothing,
+        simpo_gamma: config.simpo_gamma,
+        sft_weight: config.sft_weight,
+    };
     let method = match config.method.as_str() {
         "sft" => Method::Sft,
-        _ => Method::Dpo(DpoConfig {
-            loss: config.loss,
-            beta: config.beta,
-            label_smoothing: config.label_smoothing,
-            simpo_gamma: config.simpo_gamma,
-            sft_weight: config.sft_weight,
-        }),
+        "orpo" => Method::Orpo { beta: config.beta },
+        "simpo" => Method::Dpo(dpo(LossType::Simpo)),
+        "kto" => {
+            let desirable = train.iter().filter(|p| p.desirable == Some(true)).count();
+            let balanced = KtoConfig::balanced(config.beta, desirable, train.len() - desirable);
+            Method::Kto(KtoConfig {
+                desirable_weight: config.desirable_weight.unwrap_or(balanced.desirable_weight),
+                undesirable_weight: config.undesirable_weight.unwrap_or(balanced.undesirable_weight),
+                ..balanced
+            })
+        }
+        _ => Method::Dpo(dpo(config.loss)),
     };
     StepConfig { method, truncation: Truncation { max_length: config.max_length, keep_end: false }, pad_id }
 }
