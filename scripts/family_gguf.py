@@ -12,9 +12,10 @@ scalar^-1/2, which verdict reads (llama.cpp does not: it would run such a model 
 scale). The gemma2 fixture sets 24 with a head size of 16 on purpose, to test the scalar.
 
 Used by make_family_fixtures.py (`--gguf-only` rewrites just the GGUF files from the folders).
-The vocabulary is the family's kind at the fixture's size (96 tokens): SentencePiece (`llama`)
-for llama, mistral, gemma and phi3, byte-level BPE (`gpt2`) for llama3 and qwen; the logits do not
-depend on it. The tokenizer fixtures (tests/fixtures/tokenizers) carry real-sized vocabularies.
+The vocabulary is the family's tokenizer fixture (tests/fixtures/tokenizers: SentencePiece
+`llama` for llama, mistral, gemma and phi3, byte-level BPE `gpt2` with llama-bpe or qwen2
+pre-tokenization for llama3 and qwen), the same one the folder's tokenizer.json holds, and the
+folder's chat_template.jinja becomes `tokenizer.chat_template`.
 """
 
 import json
@@ -24,6 +25,21 @@ import pathlib
 import gguf
 import numpy as np
 from safetensors.numpy import load_file
+
+TOKENIZERS = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tokenizers"
+
+# fixture family -> its tokenizer fixture (tests/fixtures/tokenizers/)
+FAMILY_TOKENIZERS = {
+    "llama": "llama-spm",
+    "llama3": "llama-bpe",
+    "qwen2": "qwen2",
+    "mistral": "llama-spm",
+    "qwen3": "qwen2",
+    "gemma2": "gemma",
+    "gemma3": "gemma",
+    "phi3": "llama-spm",
+    "mistral_window": "llama-spm",
+}
 
 # fixture family -> (GGUF architecture, tokenizer model, pre-tokenizer, add_bos)
 GGUF_FAMILIES = {
@@ -70,28 +86,45 @@ def llama3_rope_factors(cfg):
     return np.array(out, dtype=np.float32)
 
 
-def tiny_vocab(kind, size, bos, eos, pad):
-    """A vocabulary of `size` tokens in the tokenizer `kind`'s form: (tokens, types, scores, merges)."""
-    specials = {pad: "<pad>" if kind == "gpt2" else "<unk>", bos: "<s>", eos: "</s>"}
-    # llama.cpp needs merges for `gpt2` and a newline token for `llama` (SentencePiece).
-    merged = ["Ġt", "Ġa", "he", "in"]
-    if kind == "gpt2":
-        # GPT-2's byte-to-unicode table: printable ASCII maps to itself, the space to "Ġ", "\n" to "Ċ".
-        chars = ["Ġ", "Ċ"] + [chr(c) for c in range(33, 127)]
-    else:
-        chars = ["▁", "<0x0A>"] + [chr(c) for c in range(33, 127)]
-    chars = chars[: size - len(specials) - len(merged)] + merged
-    tokens, types, scores = [], [], []
-    it = iter(chars)
-    for i in range(size):
-        if i in specials:
-            tokens.append(specials[i])
-            types.append(gguf.TokenType.CONTROL if i != pad or kind == "gpt2" else gguf.TokenType.UNKNOWN)
-        else:
-            tokens.append(next(it))
-            types.append(gguf.TokenType.BYTE if tokens[-1] == "<0x0A>" else gguf.TokenType.NORMAL)
-        scores.append(-float(i))
-    return tokens, types, scores, [f"{m[:-1]} {m[-1]}" for m in merged]
+def write_vocabulary(w, family, cfg, folder):
+    """The `tokenizer.ggml.*` keys of the family's tokenizer fixture (tests/fixtures/tokenizers/,
+    written the way llama.cpp's converter writes that kind), the tokens transformers adds past the
+    SentencePiece pieces (Gemma's <pad>, <mask>) appended as control tokens so the list covers the
+    embedding rows, and the folder's chat template."""
+    reader = gguf.GGUFReader(str(TOKENIZERS / FAMILY_TOKENIZERS[family] / "tokenizer.gguf"))
+    get = lambda key: reader.fields[key].contents() if key in reader.fields else None  # noqa: E731
+    tokens, types = list(get("tokenizer.ggml.tokens")), list(get("tokenizer.ggml.token_type"))
+    scores = get("tokenizer.ggml.scores")
+    added = json.loads((folder / "tokenizer.json").read_text())["added_tokens"]
+    for t in sorted((t for t in added if t["id"] >= len(tokens)), key=lambda t: t["id"]):
+        assert t["id"] == len(tokens), f"{family}: added token ids leave a gap"
+        tokens.append(t["content"])
+        types.append(gguf.TokenType.CONTROL)
+        if scores is not None:
+            scores = list(scores) + [0.0]
+    assert len(tokens) == cfg["vocab_size"], f"{family}: {len(tokens)} tokens for vocab {cfg['vocab_size']}"
+    w.add_tokenizer_model(get("tokenizer.ggml.model"))
+    w.add_tokenizer_pre(get("tokenizer.ggml.pre"))
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    if scores is not None:
+        w.add_token_scores(scores)
+    if get("tokenizer.ggml.merges") is not None:
+        w.add_token_merges(get("tokenizer.ggml.merges"))
+    for key, add in [
+        ("tokenizer.ggml.unknown_token_id", w.add_unk_token_id),
+        ("tokenizer.ggml.bos_token_id", w.add_bos_token_id),
+        ("tokenizer.ggml.eos_token_id", w.add_eos_token_id),
+        ("tokenizer.ggml.add_bos_token", w.add_add_bos_token),
+        ("tokenizer.ggml.add_eos_token", w.add_add_eos_token),
+        ("tokenizer.ggml.add_space_prefix", w.add_add_space_prefix),
+    ]:
+        if get(key) is not None:
+            add(get(key))
+    w.add_pad_token_id(cfg["pad_token_id"])
+    template = folder / "chat_template.jinja"
+    if template.exists():
+        w.add_chat_template(template.read_text())
 
 
 def write_gguf(folder: pathlib.Path, family: str, out: pathlib.Path):
@@ -143,24 +176,7 @@ def write_gguf(folder: pathlib.Path, family: str, out: pathlib.Path):
             # llama.cpp hard-codes every sixth layer global for gemma3; the key states the layout.
             w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg["layer_types"]])
 
-    tokens, types, scores, merges = tiny_vocab(tok_kind, cfg["vocab_size"], cfg["bos_token_id"], cfg["eos_token_id"], cfg["pad_token_id"])
-    if family == "phi3":
-        # llama.cpp sets attributes on Phi-3's `<|endoftext|>` by text and fails to load without it.
-        tokens[-1], types[-1] = "<|endoftext|>", gguf.TokenType.CONTROL
-    w.add_tokenizer_model(tok_kind)
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    if tok_kind == "llama":
-        w.add_token_scores(scores)
-        w.add_unk_token_id(0)
-    else:
-        w.add_token_merges(merges)
-    w.add_bos_token_id(cfg["bos_token_id"])
-    w.add_eos_token_id(cfg["eos_token_id"])
-    w.add_pad_token_id(cfg["pad_token_id"])
-    w.add_add_bos_token(add_bos)
-    w.add_add_eos_token(False)
+    write_vocabulary(w, family, cfg, folder)
 
     names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), n_layers)
     factors = llama3_rope_factors(cfg)

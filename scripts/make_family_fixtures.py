@@ -24,12 +24,20 @@ Each folder also holds model.gguf: the same weights written as llama.cpp's conve
 family (scripts/family_gguf.py), f32, so verdict's GGUF logits must match the same reference.
 `--gguf-only` rewrites just the GGUF files from the saved folders.
 
+Each folder carries its family's kind of tokenizer (tokenizer.json and tokenizer_config.json
+copied from tests/fixtures/tokenizers/: llama-spm for llama, mistral and phi3, llama-bpe for
+llama3, qwen2 for qwen2/qwen3, gemma for gemma2/gemma3; 700 to 1202 tokens trained on
+multilingual text) and the chat template that family ships (chat_template.jinja, from
+tests/fixtures/chat_templates/), so multilingual text and chats tokenize to real pieces; the
+GGUF carries the same vocabulary and template. The vocabulary size is the tokenizer's.
+
 Shape: hidden 32, 2 layers, 4 query heads of 16 (q width 64, not the hidden size), 2 KV heads,
-MLP 64, vocabulary 96, 256 positions; about 110 KB a family.
+MLP 64, 256 positions.
 """
 
 import json
 import pathlib
+import shutil
 import sys
 
 import torch
@@ -38,14 +46,27 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from family_gguf import GGUF_FAMILIES, write_gguf  # noqa: E402
+from family_gguf import FAMILY_TOKENIZERS, GGUF_FAMILIES, write_gguf  # noqa: E402
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "families"
-VOCAB = 96
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "families"
+TOKENIZERS = ROOT / "tests" / "fixtures" / "tokenizers"
+TEMPLATES = ROOT / "tests" / "fixtures" / "chat_templates"
+# family -> the chat template fixture it ships (None: no template)
+TEMPLATE = {
+    "llama": None,
+    "llama3": "llama3.2",
+    "qwen2": "qwen2.5",
+    "mistral": "mistral-nemo",
+    "qwen3": "qwen3",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3",
+    "phi3": "phi3.5",
+    "mistral_window": "mistral-nemo",
+}
 TOKENS = [1, 5, 9, 3, 7, 2, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 4, 6, 8, 10, 12, 14, 16, 18, 95, 60, 61, 62]
 
 COMMON = dict(
-    vocab_size=VOCAB,
     hidden_size=32,
     intermediate_size=64,
     num_hidden_layers=2,
@@ -54,9 +75,6 @@ COMMON = dict(
     head_dim=16,
     max_position_embeddings=256,
     rms_norm_eps=1e-5,
-    bos_token_id=1,
-    eos_token_id=2,
-    pad_token_id=0,
 )
 
 # name -> (config class, extra settings). Rope thetas differ from 10000 on purpose.
@@ -93,7 +111,6 @@ FAMILIES = {
         transformers.Phi3Config,
         dict(
             original_max_position_embeddings=64,
-            pad_token_id=0,
             # transformers checks the factors' count against hidden / heads, not head_dim.
             head_dim=8,
             rope_parameters=dict(
@@ -206,15 +223,44 @@ def randomize(model, seed):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
 
 
+def family_tokenizer(name):
+    """The family's tokenizer fixture; Phi-3's adds <|endoftext|> as its real one does (llama.cpp
+    looks the token up by text for Phi-3 models and refuses a vocabulary without it)."""
+    tok = transformers.AutoTokenizer.from_pretrained(TOKENIZERS / FAMILY_TOKENIZERS[name])
+    if name == "phi3":
+        tok.add_special_tokens({"additional_special_tokens": ["<|endoftext|>"]})
+    return tok
+
+
+def tokenizer_settings(name):
+    """The family's vocabulary size and special ids, from its tokenizer."""
+    tok = family_tokenizer(name)
+    # Not a token of TOKENS: transformers' embedding gives the pad row no gradient (padding_idx).
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=pad)
+
+
+def copy_tokenizer(name, folder):
+    """tokenizer.json, tokenizer_config.json and chat_template.jinja into the family folder."""
+    tok_name, template = FAMILY_TOKENIZERS[name], TEMPLATE[name]
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copyfile(TOKENIZERS / tok_name / f, folder / f)
+    if name == "phi3":
+        family_tokenizer(name).backend_tokenizer.save(str(folder / "tokenizer.json"))
+    if template:
+        shutil.copyfile(TEMPLATES / f"{template}.jinja", folder / "chat_template.jinja")
+
+
 def main():
     if "--gguf-only" in sys.argv:
-        for name in [n for n in FAMILIES if n in GGUF_FAMILIES]:
-            write_gguf(OUT / name, name, OUT / name / "model.gguf")
+        for name in FAMILIES:
+            if name in GGUF_FAMILIES:
+                write_gguf(OUT / name, name, OUT / name / "model.gguf")
         return
     torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
     for i, (name, (cls, extra)) in enumerate(FAMILIES.items()):
-        settings = {**COMMON, **extra}
+        settings = {**COMMON, **tokenizer_settings(name), **extra}
         cfg = cls(**settings)
         cfg._attn_implementation = "eager"
         model = AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
@@ -224,6 +270,7 @@ def main():
             model.tie_weights()
         folder = OUT / name
         model.save_pretrained(folder)
+        copy_tokenizer(name, folder)
         # Reload what was saved, as a user's transformers would, and compute the reference.
         again = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
         again.eval()

@@ -65,3 +65,47 @@ fn gguf_tokenizers_decode_back_to_the_text() {
         }
     }
 }
+
+/// The family fixtures (tests/fixtures/families/*) carry their family's vocabulary in both
+/// formats: the GGUF's `tokenizer.ggml.*` give the folder's tokenizer.json ids on the
+/// multilingual strings, and the GGUF's chat template is the folder's chat_template.jinja.
+#[test]
+fn family_fixtures_carry_the_same_vocabulary_and_template_in_both_formats() {
+    let families = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families");
+    let text = std::fs::read_to_string(folder("qwen2").join("reference.json")).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let strings: Vec<&str> =
+        reference["cases"].as_array().unwrap().iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(&families).unwrap() {
+        let dir = entry.unwrap().path();
+        let gguf = dir.join("model.gguf");
+        if !gguf.exists() {
+            continue;
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let hf = Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+        let mut file = std::fs::File::open(&gguf).unwrap();
+        let content = gguf_file::Content::read(&mut file).unwrap();
+        let meta = Meta(content.metadata);
+        let from_gguf = tokenizer_from_gguf(&meta, &gguf).unwrap();
+        assert!(hf.get_vocab_size(true) > 500, "{name}: a real-sized vocabulary");
+        let (mut ids, mut bytes) = (0, 0);
+        for text in &strings {
+            for specials in [true, false] {
+                let want = hf.encode(*text, specials).unwrap().get_ids().to_vec();
+                let got = from_gguf.encode(*text, specials).unwrap().get_ids().to_vec();
+                assert_eq!(got, want, "{name}, specials {specials}: {text:?}");
+                ids += want.len();
+                bytes += text.len();
+            }
+        }
+        // Multilingual text becomes pieces, not one id a byte (the 96-token stand-in's way).
+        assert!(ids * 2 < bytes, "{name}: {ids} ids for {bytes} bytes");
+        let template = std::fs::read_to_string(dir.join("chat_template.jinja")).ok();
+        assert_eq!(meta.string("tokenizer.chat_template").map(str::to_string), template, "{name}");
+        checked.push(name);
+    }
+    checked.sort();
+    assert_eq!(checked, ["gemma2", "gemma3", "llama", "llama3", "mistral", "phi3", "qwen2", "qwen3"]);
+}
