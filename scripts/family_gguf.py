@@ -1,8 +1,15 @@
 """Writes a tiny family's Hugging Face folder (config.json + model.safetensors) as a GGUF file, the
 way llama.cpp's convert_hf_to_gguf.py does for that family: its architecture name and metadata
 keys, its tensor names (the `gguf` package's TensorNameMap), q/k rows permuted for llama,
-Gemma's norms stored as 1 + w, Llama 3's rope scaling as a `rope_freqs` tensor. Weights stay
-float32, so verdict's logits from the GGUF must equal transformers' from the folder.
+Gemma's norms stored as 1 + w, Llama 3's rope scaling as a `rope_freqs` tensor, Phi-3's fused
+projections kept fused and its LongRoPE as `rope_factors_short`/`rope_factors_long` tensors with
+`rope.scaling.attn_factor`. Weights stay float32, so verdict's logits from the GGUF must equal
+transformers' from the folder.
+
+One key goes beyond the converter: a Gemma whose `query_pre_attn_scalar` is not the one llama.cpp
+assumes (the head size; hidden / heads for the 27B models) gets `{arch}.attention.scale` =
+scalar^-1/2, which verdict reads (llama.cpp does not: it would run such a model with its own
+scale). The gemma2 fixture sets 24 with a head size of 16 on purpose, to test the scalar.
 
 Used by make_family_fixtures.py (`--gguf-only` rewrites just the GGUF files from the folders).
 The vocabulary is the family's kind at the fixture's size (96 tokens): SentencePiece (`llama`)
@@ -116,10 +123,18 @@ def write_gguf(folder: pathlib.Path, family: str, out: pathlib.Path):
     w.add_vocab_size(cfg["vocab_size"])
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     if family == "phi3":
-        w.add_rope_scaling_orig_ctx_len(cfg.get("original_max_position_embeddings", cfg["max_position_embeddings"]))
+        orig = cfg.get("original_max_position_embeddings", cfg["max_position_embeddings"])
+        w.add_rope_scaling_orig_ctx_len(orig)
+        if rope.get("rope_type") == "longrope":
+            # convert_hf_to_gguf.py's Phi3MiniModel: the attention factor from max / original.
+            scale = cfg["max_position_embeddings"] / orig
+            w.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(orig)) if scale > 1.0 else 1.0)
     if family.startswith("gemma"):
         if cfg.get("sliding_window"):
             w.add_sliding_window(cfg["sliding_window"])
+        llama_cpp_scalar = cfg["hidden_size"] // heads if n_layers in (46, 62) else head_dim
+        if cfg.get("query_pre_attn_scalar", llama_cpp_scalar) != llama_cpp_scalar:
+            w.add_float32(f"{arch}.attention.scale", cfg["query_pre_attn_scalar"] ** -0.5)
         if cfg.get("attn_logit_softcapping"):
             w.add_attn_logit_softcapping(cfg["attn_logit_softcapping"])
         if cfg.get("final_logit_softcapping"):
@@ -148,6 +163,9 @@ def write_gguf(folder: pathlib.Path, family: str, out: pathlib.Path):
     factors = llama3_rope_factors(cfg)
     if factors is not None:
         w.add_tensor("rope_freqs.weight", factors)
+    if family == "phi3" and rope.get("rope_type") == "longrope":
+        w.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], dtype=np.float32))
+        w.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], dtype=np.float32))
     for hf_name in sorted(tensors):
         data = tensors[hf_name].astype(np.float32)
         if arch == "llama" and hf_name.endswith("q_proj.weight"):

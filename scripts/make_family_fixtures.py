@@ -208,7 +208,7 @@ def randomize(model, seed):
 
 def main():
     if "--gguf-only" in sys.argv:
-        for name in FAMILIES:
+        for name in [n for n in FAMILIES if n in GGUF_FAMILIES]:
             write_gguf(OUT / name, name, OUT / name / "model.gguf")
         return
     torch.manual_seed(0)

@@ -111,7 +111,7 @@ fn answers_for_a_run_are_stored_once_per_model_and_prompt_and_their_rewards_are_
     let store = Store::open(&db, OpenMode::MustExist).unwrap();
     let registered = std::path::PathBuf::from(&store.models().unwrap()[1].path);
     assert!(registered.is_absolute() && registered.ends_with("run1/model"), "{}", registered.display());
-    let path = |id: i64| verdict::jobs::answers::model_path(&store, id).unwrap();
+    let path = |id: i64| store.model_path(id).unwrap();
     let opts = LoadOptions { device: DeviceChoice::Cpu, dequantize: true, requantize: false, threads: None };
     let base = Model::load(&path(job.base), &opts).unwrap();
     let tuned = Model::load(&path(job.tuned), &opts).unwrap();

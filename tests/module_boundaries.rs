@@ -1,7 +1,8 @@
 //! The module boundaries of docs/architecture.md, checked by reading the source: which crate
 //! modules each module names (`use crate::x` lines and `crate::x::` paths), that nothing below
-//! cli/ prints, and that no file grows past ~600 lines. Test code (files declared under
-//! `#[cfg(test)]`, and a file's `#[cfg(test)]` module at its end) may cross the boundaries.
+//! cli/ prints, that no file grows past ~600 lines, and that the TUI's screens read nothing from
+//! the store. Test code (files declared under `#[cfg(test)]`, and a file's `#[cfg(test)]`
+//! module at its end) may cross the boundaries.
 //! Where the code does not yet keep a rule, the exception is named here with its reason, so the
 //! rule tightens as they are removed: an exception that no longer happens fails the test too.
 
@@ -31,11 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
 ];
 
 /// (file, module it names, why) that break a rule today.
-const IMPORT_EXCEPTIONS: &[(&str, &str, &str)] = &[
-    ("model/q8_cpu.rs", "train", "asks train/real.rs which SIMD level the CPU has; that detection belongs below both"),
-    ("model/cpu_ops.rs", "train", "the SIMD exp and its dispatch live in train/real.rs; they belong below both"),
-    ("report/review.rs", "jobs", "the plain store queries of jobs/answers.rs are still there (#18 item 3)"),
-];
+const IMPORT_EXCEPTIONS: &[(&str, &str, &str)] = &[];
 
 /// Files that print to stdout/stderr below cli/, and why.
 const PRINT_EXCEPTIONS: &[(&str, &str)] = &[
@@ -259,6 +256,43 @@ fn no_file_is_over_the_size_limit() {
         }
     }
     assert!(broken.is_empty(), "files over {LINE_LIMIT} lines (split by concern):\n{}", broken.join("\n"));
+}
+
+/// Screens that name the store, and why: every other screen gets what it shows from `App`.
+const SCREEN_STORE_EXCEPTIONS: &[(&str, &str)] =
+    &[("tui/screens/qa.rs", "its statistics thread opens its own connection; the UI thread reads nothing")];
+
+#[test]
+fn the_screens_read_nothing_from_the_store() {
+    let files = sources();
+    let tests = test_files(&files);
+    let mut broken = Vec::new();
+    let mut excused = BTreeSet::new();
+    for (rel, text) in files.iter().filter(|(rel, _)| rel.starts_with("tui/screens/") && !tests.contains(*rel)) {
+        for (line_no, line) in library_lines(text) {
+            let names_store = line.match_indices("Store").any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = line[at + "Store".len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            });
+            if !names_store {
+                continue;
+            }
+            if SCREEN_STORE_EXCEPTIONS.iter().any(|(f, _)| f == rel) {
+                excused.insert(rel.clone());
+                continue;
+            }
+            broken.push(format!("{rel}:{line_no}: {}", line.trim()));
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "a screen names the store (read it in tui/app/ and hand the screen what it shows):\n{}",
+        broken.join("\n")
+    );
+    let stale: Vec<_> = SCREEN_STORE_EXCEPTIONS.iter().filter(|(f, _)| !excused.contains(*f)).collect();
+    assert!(stale.is_empty(), "these screens no longer name the store: remove them: {stale:?}");
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
     let models = match (args.run, args.models.is_empty()) {
         (Some(run), true) => {
-            let (base, tuned) = answers::run_models(&store, run)?;
+            let (base, tuned) = store.run_models(run)?;
             vec![base, tuned]
         }
         (None, false) => args.models.clone(),
@@ -37,7 +37,7 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
              --models 1,2,3 with any models (`verdict model list` shows their ids)"
         ),
     };
-    let prompts = answers::evaluation_prompts(&store, Some(args.limit))?;
+    let prompts = store.evaluation_prompts(Some(args.limit))?;
     drop(store);
     let job = AnswersJob {
         db: cli.db.clone(),

@@ -419,6 +419,10 @@ pub struct TrainArgs {
     pub lora_alpha: Option<f64>,
     #[arg(long, help = opt("lora_targets"))]
     pub lora_targets: Option<String>,
+    #[arg(long, help = opt("base_dtype"))]
+    pub base_dtype: Option<crate::train::frozen::BaseDtype>,
+    #[arg(long, help = opt("gradient_checkpointing"))]
+    pub gradient_checkpointing: Option<crate::train::checkpointing::Checkpointing>,
     #[arg(long, help = opt("eval_every"))]
     pub eval_every: Option<usize>,
     #[arg(long, help = opt("save_every"))]

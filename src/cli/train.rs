@@ -48,6 +48,8 @@ pub fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         max_length,
         seed,
         lora_alpha,
+        base_dtype,
+        gradient_checkpointing,
         eval_every,
         save_every,
         device,

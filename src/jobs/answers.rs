@@ -2,14 +2,15 @@
 //! and the blind evaluation compare. Every model answers with the same seed and parameters, so
 //! two models differ only by their weights; answers already stored for (model, prompt, seed)
 //! are kept, so the job can be stopped and started again. One model is in memory at a time.
+//! The store lookups it starts from (the test prompts, a run's models, a model's files) are
+//! `Store::evaluation_prompts`, `run_models` and `model_path`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::domain::{RunStatus, Split};
 use crate::jobs::generate::StoredParams;
 use crate::model::{ChatMessage, FinishReason, GenerateParams, LoadOptions, Model};
 use crate::store::{OpenMode, Store};
@@ -76,74 +77,6 @@ pub struct AnswersSummary {
     pub cancelled: bool,
 }
 
-/// The default evaluation prompts: the test split in id order, at most `limit`. An error
-/// that says what to do when there is no test split.
-pub fn evaluation_prompts(store: &Store, limit: Option<usize>) -> anyhow::Result<Vec<i64>> {
-    let ids: Vec<i64> = store
-        .prompts()?
-        .into_iter()
-        .filter(|p| p.split == Split::Test)
-        .map(|p| p.id)
-        .take(limit.unwrap_or(usize::MAX))
-        .collect();
-    if ids.is_empty() {
-        bail!(
-            "no prompts in the test split: import prompts with \"split\": \"test\" (the evaluation answers \
-             held-out prompts, not the ones trained on)"
-        );
-    }
-    Ok(ids)
-}
-
-/// A registered model's file or folder; an error that says what to do when it is gone. A
-/// relative path (a run started with a relative `--out`) is tried from the working directory,
-/// then from the database's folder.
-pub fn model_path(store: &Store, model_id: i64) -> anyhow::Result<PathBuf> {
-    let (_, path) = store
-        .model_by_id(model_id)?
-        .with_context(|| format!("no model {model_id}: `verdict model list` shows the known ones"))?;
-    let mut path = PathBuf::from(path);
-    if path.is_relative() && !path.exists() {
-        if let Some(beside_db) = store.path().parent().map(|dir| dir.join(&path)).filter(|p| p.exists()) {
-            path = beside_db;
-        }
-    }
-    if !path.exists() {
-        bail!(
-            "model {model_id}'s files are no longer at {}: put them back or train/generate with it again",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-/// A run's base and output model ids; errors say why a run has none yet.
-pub fn run_models(store: &Store, run_id: i64) -> anyhow::Result<(i64, i64)> {
-    let run = store.run(run_id)?.with_context(|| format!("no run {run_id}: `verdict runs` lists them"))?;
-    let base = run.base_model_id.with_context(|| format!("run {run_id} has no base model recorded"))?;
-    let Some(tuned) = run.output_model_id else {
-        bail!(
-            "run {run_id} has no tuned model ({}): a run registers its model when it finishes{}",
-            run.status,
-            if run.status == RunStatus::Stopped {
-                format!("; continue it with `verdict train --resume {run_id}`")
-            } else {
-                String::new()
-            }
-        );
-    };
-    Ok((base, tuned))
-}
-
-fn model_name(store: &Store, model_id: i64, path: &Path) -> anyhow::Result<String> {
-    Ok(store
-        .models()?
-        .into_iter()
-        .find(|m| m.id == model_id)
-        .map(|m| m.name)
-        .unwrap_or_else(|| path.display().to_string()))
-}
-
 /// Generates every missing answer, model by model, until done or `cancel` is set; what is
 /// finished is kept.
 pub fn run(
@@ -167,7 +100,7 @@ pub fn run(
     let mut plan = Vec::with_capacity(job.models.len());
     let mut summary = AnswersSummary { models: job.models.len(), prompts: prompts.len(), ..Default::default() };
     for &model_id in &job.models {
-        let path = model_path(&store, model_id)?;
+        let path = store.model_path(model_id)?;
         let mut missing = Vec::new();
         for prompt in &prompts {
             if store.model_answer(model_id, prompt.id, seed)?.is_some() {
@@ -192,7 +125,7 @@ pub fn run(
         let run_quantization = model.info().run_quantization.clone();
         events(AnswersEvent::ModelStarted {
             model_id,
-            name: model_name(&store, model_id, &path)?,
+            name: store.model_name_or(model_id, &path.display().to_string())?,
             missing: missing.len(),
         });
         for prompt in missing {

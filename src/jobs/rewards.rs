@@ -13,7 +13,6 @@ use anyhow::Context;
 use candle_core::DType;
 use serde::Serialize;
 
-use crate::jobs::answers::{model_path, run_models};
 use crate::jobs::train::TrainConfig;
 use crate::model::{ChatMessage, DeviceChoice, LoadOptions};
 use crate::store::{OpenMode, Store};
@@ -43,7 +42,7 @@ impl RewardJob {
     /// device and threads.
     pub fn for_run(db: &Path, run_id: i64, seed: u64) -> anyhow::Result<RewardJob> {
         let store = Store::open(db, OpenMode::MustExist)?;
-        let (base, tuned) = run_models(&store, run_id)?;
+        let (base, tuned) = store.run_models(run_id)?;
         let row = store.run(run_id)?.with_context(|| format!("no run {run_id}"))?;
         let config: TrainConfig = crate::store::json::parse(&row.config, "runs", run_id, "config")?;
         Ok(RewardJob {
@@ -112,8 +111,8 @@ pub fn implicit_rewards(
     let texts =
         store.response_texts(&rows.iter().flat_map(|r| [r.base_response, r.tuned_response]).collect::<Vec<_>>())?;
     let prompts: HashMap<i64, _> = store.prompts()?.into_iter().map(|p| (p.id, p)).collect();
-    let base_path = model_path(&store, job.base)?;
-    let tuned_path = model_path(&store, job.tuned)?;
+    let base_path = store.model_path(job.base)?;
+    let tuned_path = store.model_path(job.tuned)?;
 
     // The trainer tokenizes with the base model's tokenizer and template: so does this.
     let (pairs, pad_id) = {

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::model;
+use crate::train::checkpointing::Checkpointing;
+use crate::train::frozen::BaseDtype;
 use crate::train::loss::LossType;
 use crate::train::optim::Schedule;
 
@@ -42,6 +44,10 @@ pub struct TrainConfig {
     pub lora_rank: Option<usize>,
     pub lora_alpha: f64,
     pub lora_targets: Vec<String>,
+    /// How a LoRA run keeps its frozen base: `auto`, `f32`, `bf16`, `quantized` (a GGUF's own).
+    pub base_dtype: BaseDtype,
+    /// Recompute each layer in the backward: `auto` (when the memory plan needs it), `on`, `off`.
+    pub gradient_checkpointing: Checkpointing,
     pub eval_every: usize,
     pub save_every: usize,
     pub model: Option<PathBuf>,
@@ -81,6 +87,8 @@ impl Default for TrainConfig {
             lora_rank: None,
             lora_alpha: 16.0,
             lora_targets: vec!["q".into(), "k".into(), "v".into(), "o".into()],
+            base_dtype: BaseDtype::Auto,
+            gradient_checkpointing: Checkpointing::Auto,
             eval_every: 0,
             save_every: 0,
             model: None,
@@ -166,6 +174,20 @@ pub const OPTIONS: &[Opt] = &[
     opt("seed", "Seed", "data order, LoRA init and sample answers", false),
     opt("lora_alpha", "LoRA alpha", "LoRA scale (alpha / rank)", false),
     opt("lora_targets", "LoRA targets", "comma separated among q,k,v,o,gate,up,down", false),
+    Opt {
+        key: "base_dtype",
+        label: "Frozen base",
+        help: "how LoRA keeps the frozen base: f32, bf16, or quantized as a GGUF stores it (auto: f32, bf16 when f32 does not fit)",
+        choices: &["auto", "f32", "bf16", "quantized"],
+        in_form: false,
+    },
+    Opt {
+        key: "gradient_checkpointing",
+        label: "Gradient checkpointing",
+        help: "keep only each layer's input and recompute the layer in the backward (auto: when the run does not fit without)",
+        choices: &["auto", "on", "off"],
+        in_form: false,
+    },
     opt("out", "Output folder", "where the run writes checkpoints and the tuned model (empty: runs/run-<time>)", false),
     opt(
         "sample_prompts",
@@ -273,6 +295,12 @@ pub const RULES: &[Rule] = &[
     rule("max_steps", "a whole number >= 1, or unset (by epochs)", "", |c| c.max_steps != Some(0)),
     rule("max_length", "a whole number >= 16", "shorter cannot hold a prompt and an answer", |c| c.max_length >= 16),
     rule("lora_rank", "a whole number >= 1, or unset (full fine-tuning)", "", |c| c.lora_rank != Some(0)),
+    rule(
+        "base_dtype",
+        "auto or f32 when every weight trains (no --lora-rank)",
+        "bf16 and quantized keep a frozen base",
+        |c| c.lora_rank.is_some() || matches!(c.base_dtype, BaseDtype::Auto | BaseDtype::F32),
+    ),
     rule("lora_alpha", "a number > 0", "", |c| c.lora_alpha.is_finite() && c.lora_alpha > 0.0),
     rule("lora_targets", "one or more of q,k,v,o,gate,up,down", "", |c| {
         !c.lora_targets.is_empty() && c.lora_targets.iter().all(|t| TARGETS.contains(&t.as_str()))

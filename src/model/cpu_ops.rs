@@ -3,7 +3,7 @@
 //! data compiled for AVX-512, AVX2 and baseline x86-64 and picked at run time (`simd_fn!`),
 //! where candle spent one allocated tensor and one pass per elementary op.
 
-use crate::train::real::{exp_f32, simd_fn};
+use super::simd::{exp_f32, simd_fn};
 
 /// Partial sums of the reductions: independent lanes, so the loops vectorize.
 const LANES: usize = 16;

@@ -24,19 +24,7 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
     let mut reader = BufReader::new(file);
     let content = gguf_file::Content::read(&mut reader).map_err(|e| bad(e.to_string()))?;
     let meta = Meta(content.metadata.clone());
-    let has_freqs = content.tensor_infos.contains_key("rope_freqs.weight");
-    let rope_freqs = match has_freqs {
-        true => Some(
-            content
-                .tensor(&mut reader, "rope_freqs.weight", &Device::Cpu)
-                .and_then(|t| t.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?.to_vec1::<f32>())
-                .map_err(|e| bad(format!("cannot read tensor rope_freqs.weight: {e}")))?,
-        ),
-        false => None,
-    };
-    let vocab = content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).unwrap_or(0);
-    let has_tensor = |name: &str| content.tensor_infos.contains_key(name);
-    let arch_cfg = ArchConfig::from_gguf(path, &meta, &has_tensor, vocab, rope_freqs.as_deref())?;
+    let arch_cfg = ArchConfig::from_gguf(path, &meta, &content, &mut reader)?;
     if !arch_cfg.family.runs() {
         return Err(ModelError::UnsupportedArchitecture {
             path: path.to_path_buf(),
@@ -72,15 +60,39 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
     let mut layers = Vec::with_capacity(n_layers);
     for i in 0..n_layers {
         let p = format!("blk.{i}");
+        // Phi-3's fused projections (llama.cpp keeps them fused: `attn_qkv`, and `ffn_up` with
+        // the gate rows first) are split by rows, in the file's own type.
+        let (q, k, v, gate, up) = if w.has(&format!("{p}.attn_qkv.weight")) {
+            let (qd, kvd) =
+                (arch_cfg.num_attention_heads * arch_cfg.head_dim, arch_cfg.num_key_value_heads * arch_cfg.head_dim);
+            let qkv = format!("{p}.attn_qkv");
+            let ff = arch_cfg.intermediate_size;
+            let up = format!("{p}.ffn_up");
+            (
+                w.linear_rows(&qkv, 0, qd)?,
+                w.linear_rows(&qkv, qd, kvd)?,
+                w.linear_rows(&qkv, qd + kvd, kvd)?,
+                w.linear_rows(&up, 0, ff)?,
+                w.linear_rows(&up, ff, ff)?,
+            )
+        } else {
+            (
+                w.linear(&format!("{p}.attn_q"))?,
+                w.linear(&format!("{p}.attn_k"))?,
+                w.linear(&format!("{p}.attn_v"))?,
+                w.linear(&format!("{p}.ffn_gate"))?,
+                w.linear(&format!("{p}.ffn_up"))?,
+            )
+        };
         layers.push(Layer {
             attn_norm: w.dense(&format!("{p}.attn_norm.weight"))?,
-            q: w.linear(&format!("{p}.attn_q"))?,
-            k: w.linear(&format!("{p}.attn_k"))?,
-            v: w.linear(&format!("{p}.attn_v"))?,
+            q,
+            k,
+            v,
             o: w.linear(&format!("{p}.attn_output"))?,
             ffn_norm: w.dense(&format!("{p}.ffn_norm.weight"))?,
-            gate: w.linear(&format!("{p}.ffn_gate"))?,
-            up: w.linear(&format!("{p}.ffn_up"))?,
+            gate,
+            up,
             down: w.linear(&format!("{p}.ffn_down"))?,
             // Qwen3's and Gemma 3's q/k norms, Gemma's post-attention and post-MLP norms (llama.cpp's
             // converter has already added Gemma's 1 to every norm weight).
@@ -173,12 +185,38 @@ impl Weights<'_> {
     /// `{prefix}.weight` as a matrix, plus `{prefix}.bias` when the file has one (Qwen2).
     fn linear(&mut self, prefix: &str) -> Result<Linear> {
         let t = self.get(&format!("{prefix}.weight"))?;
+        let bias = self.bias(prefix)?;
+        self.linear_from(t, bias)
+    }
+
+    /// Rows `start..start + len` of the matrix `{prefix}.weight` (and of its bias), cut from the
+    /// stored bytes: a quantized row is a whole number of blocks, so the rows keep their type.
+    fn linear_rows(&mut self, prefix: &str, start: usize, len: usize) -> Result<Linear> {
+        let name = format!("{prefix}.weight");
+        let t = self.get(&name)?;
+        let bad = |reason: String| ModelError::BadGguf { path: self.path.to_path_buf(), reason };
+        let (rows, cols) = t.shape().dims2()?;
+        if start + len > rows {
+            return Err(bad(format!("tensor {name} has {rows} rows; the configuration needs {}", start + len)));
+        }
+        let row_bytes = cols / t.dtype().block_size() * t.dtype().type_size();
+        let data = t.data()?;
+        let part = &data[start * row_bytes..(start + len) * row_bytes];
+        let t = candle_core::quantized::ggml_file::qtensor_from_ggml(t.dtype(), part, vec![len, cols], self.device)?;
+        let bias = match self.bias(prefix)? {
+            Some(b) => Some(b.narrow(0, start, len)?.contiguous()?),
+            None => None,
+        };
+        self.linear_from(t, bias)
+    }
+
+    fn linear_from(&mut self, t: QTensor, bias: Option<Tensor>) -> Result<Linear> {
         let n = t.shape().elem_count() as u64;
         self.stored.push((format!("{:?}", t.dtype()), n));
         if self.dequant {
             self.run.push(("F32".into(), n));
             let weight = QMatMul::Tensor(t.dequantize(self.device)?);
-            return Ok(Linear::new(weight, self.bias(prefix)?));
+            return Ok(Linear::new(weight, bias));
         }
         // verdict's CPU kernel reads Q4_1 as stored (half the bytes of Q8_0, and the file's
         // exact weights); candle's own Q4_1 kernel has no AVX2 version, hence the re-quantizing.
@@ -193,7 +231,7 @@ impl Weights<'_> {
             Some(q) => Weight::Cpu(Arc::new(q)),
             None => Weight::Candle(QMatMul::from_arc(Arc::new(t))?),
         };
-        Ok(Linear { weight, bias: self.bias(prefix)? })
+        Ok(Linear { weight, bias })
     }
 
     fn bias(&mut self, prefix: &str) -> Result<Option<Tensor>> {

@@ -26,6 +26,7 @@ pub mod overview;
 mod pyjson;
 pub mod q8_cpu;
 pub mod sampling;
+pub mod simd;
 pub mod testing;
 mod testing_gguf;
 pub mod testing_skip;

@@ -34,19 +34,8 @@ pub fn overview(path: &Path) -> Result<Overview> {
     let bad = |reason: String| ModelError::BadGguf { path: path.to_path_buf(), reason };
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
     let content = gguf_file::Content::read(&mut file).map_err(|e| bad(e.to_string()))?;
-    let rope_freqs = match content.tensor_infos.contains_key("rope_freqs.weight") {
-        true => Some(
-            content
-                .tensor(&mut file, "rope_freqs.weight", &candle_core::Device::Cpu)
-                .and_then(|t| t.dequantize(&candle_core::Device::Cpu)?.to_vec1::<f32>())
-                .map_err(|e| bad(format!("cannot read tensor rope_freqs.weight: {e}")))?,
-        ),
-        false => None,
-    };
-    let vocab = content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).unwrap_or(0);
-    let has = |name: &str| content.tensor_infos.contains_key(name);
     let meta = Meta(content.metadata.clone());
-    let arch = ArchConfig::from_gguf(path, &meta, &has, vocab, rope_freqs.as_deref())?;
+    let arch = ArchConfig::from_gguf(path, &meta, &content, &mut file)?;
     let bytes = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?.len();
     let template = meta.string("tokenizer.chat_template").unwrap_or("");
     Ok(Overview { arch, bytes, template: template_kind(template).into() })

@@ -245,9 +245,7 @@ pub fn level() -> Level {
     *LEVEL.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::train::real::simd_level() == crate::train::real::Simd::Avx512
-                && std::is_x86_feature_detected!("avx512vnni")
-            {
+            if super::simd::simd_level() == super::simd::Simd::Avx512 && std::is_x86_feature_detected!("avx512vnni") {
                 return Level::Vnni;
             }
         }

@@ -26,6 +26,27 @@ fn reference_json(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The fixture's formats for the trainer: its HF folder and, where it has one, its GGUF
+/// (mistral_window has none: its GGUF would be mistral's layout again).
+fn train_sources(name: &str) -> Vec<(&'static str, PathBuf)> {
+    let dir = fixtures().join(name);
+    let gguf = dir.join("model.gguf");
+    let mut out = vec![("HF", dir)];
+    if gguf.is_file() {
+        out.push(("GGUF", gguf));
+    }
+    out
+}
+
+/// The trainer's config and weights from a fixture source (`train_sources`).
+fn train_load(path: &Path) -> (crate::train::config::Config, crate::train::weights::Weights) {
+    let w = match path.is_dir() {
+        true => crate::train::weights::load_hf_dir(path, DType::F32, &Device::Cpu),
+        false => crate::train::weights::load_gguf(path, DType::F32, &Device::Cpu),
+    };
+    w.unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn reference(name: &str) -> Reference {
     let v = reference_json(name);
     let tokens: Vec<u32> = serde_json::from_value(v["tokens"].clone()).unwrap();
@@ -88,21 +109,27 @@ fn every_family_gives_transformers_logits() {
     }
 }
 
-/// The trainer reads the same folders (transformers 5 configs) to the same logits.
+/// The trainer reads the same folders (transformers 5 configs), and the same weights as GGUF,
+/// to the same logits.
 #[test]
 fn the_trainer_gives_transformers_logits() {
     use crate::train::model::{Input, Model as TrainModel};
+    let mut checked = 0;
     for name in FIXTURES {
         let want = reference(name);
-        let (cfg, w) = crate::train::weights::load_hf_dir(&fixtures().join(name), DType::F32, &Device::Cpu).unwrap();
-        cfg.check_supported().unwrap();
-        let model = TrainModel::new(cfg, w, false).unwrap();
-        let input = Input::right_padded(std::slice::from_ref(&want.tokens), 0, &Device::Cpu).unwrap();
-        let got = model.forward(&input).unwrap().i(0).unwrap();
-        let d = llama::max_abs_diff(&got, &want.logits).unwrap();
-        eprintln!("{name}: trainer logits within {d:.2e} of transformers'");
-        assert!(d < 1e-4, "{name}: training logits differ from transformers' by {d}");
+        for (format, path) in train_sources(name) {
+            let (cfg, w) = train_load(&path);
+            cfg.check_supported().unwrap();
+            let model = TrainModel::new(cfg, w, false).unwrap();
+            let input = Input::right_padded(std::slice::from_ref(&want.tokens), 0, &Device::Cpu).unwrap();
+            let got = model.forward(&input).unwrap().i(0).unwrap();
+            let d = llama::max_abs_diff(&got, &want.logits).unwrap();
+            eprintln!("{name} {format}: trainer logits within {d:.2e} of transformers'");
+            assert!(d < 1e-4, "{name} {format}: training logits differ from transformers' by {d}");
+            checked += 1;
+        }
     }
+    assert_eq!(checked, 2 * FIXTURES.len() - 1, "every fixture's folder, and every GGUF but mistral_window's");
 }
 
 /// An architecture verdict does not know fails on load with its name, for inference and for
@@ -123,7 +150,7 @@ fn an_unknown_architecture_is_named_in_the_error() {
 
 /// One SFT step on the fixture's two pairs, full and LoRA (rank 2 on every projection, with the
 /// script's adapter weights), gives the loss and gradient norm PyTorch computes in float64 for
-/// the same step, within 1e-4 relative.
+/// the same step, within 1e-4 relative: from the HF folder and from the GGUF.
 #[test]
 fn a_training_step_gives_pytorchs_loss_and_gradient_norm() {
     use crate::train::logps::Truncation;
@@ -145,10 +172,10 @@ fn a_training_step_gives_pytorchs_loss_and_gradient_norm() {
                 desirable: None,
             })
             .collect();
-        for mode in ["full", "lora"] {
+        for ((format, path), mode) in train_sources(name).into_iter().flat_map(|s| [(s.clone(), "full"), (s, "lora")]) {
             let want = &step[mode];
             let dir = fixtures().join(name);
-            let (cfg, w) = crate::train::weights::load_hf_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+            let (cfg, w) = train_load(&path);
             let mut model = TrainModel::new(cfg, w, mode == "full").unwrap();
             if mode == "lora" {
                 let lora = LoraConfig {
@@ -170,8 +197,8 @@ fn a_training_step_gives_pytorchs_loss_and_gradient_norm() {
             for key in ["loss", "grad_norm"] {
                 let (got, want) = (m[key], want[key].as_f64().unwrap());
                 let rel = (got - want).abs() / want.abs().max(1.0);
-                eprintln!("{name} {mode}: {key} {got:.6} vs PyTorch {want:.6} (relative {rel:.1e})");
-                assert!(rel < 1e-4, "{name} {mode}: {key} is {got}, PyTorch's {want}");
+                eprintln!("{name} {format} {mode}: {key} {got:.6} vs PyTorch {want:.6} (relative {rel:.1e})");
+                assert!(rel < 1e-4, "{name} {format} {mode}: {key} is {got}, PyTorch's {want}");
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Every family's tiny model written as GGUF the way llama.cpp's converter writes it
 //! (`scripts/family_gguf.py`, tests/fixtures/families/*/model.gguf, f32): verdict reads the same
-//! configuration from the GGUF as from the transformers folder, and the families it runs give
-//! transformers' logits from the GGUF too.
+//! configuration from the GGUF as from the transformers folder (Phi-3's LongRoPE from its factor
+//! tensors, Gemma 3's sliding layers from `sliding_window_pattern`, Gemma 2's query scalar from
+//! `attention.scale`), and every family gives transformers' logits from the GGUF too (Gemma's
+//! `1 + w` norms, Phi-3's fused `attn_qkv`/`ffn_up` split by rows).
 
 use super::overview::overview;
 use super::*;
@@ -44,12 +46,6 @@ fn differences(a: &ArchConfig, b: &ArchConfig) -> Vec<String> {
 fn every_family_gguf_reads_to_the_config_of_its_transformers_folder() {
     let mut wrong = Vec::new();
     for name in FIXTURES {
-        // Not read from these GGUFs yet: gemma2's query_pre_attn_scalar (24 here, not the head
-        // size llama.cpp assumes), gemma3's sliding-layer pattern (llama.cpp's fixed 6 vs this
-        // 2-layer model's), phi3's LongRoPE factors (stored as tensors).
-        if ["gemma2", "gemma3", "phi3"].contains(&name) {
-            continue;
-        }
         let hf = overview(&fixture(name)).unwrap();
         let gguf = overview(&fixture(name).join("model.gguf")).unwrap();
         for d in differences(&hf.arch, &gguf.arch) {
@@ -64,11 +60,6 @@ fn gguf_families_verdict_runs_give_transformers_logits() {
     let opts = LoadOptions { device: DeviceChoice::Cpu, ..LoadOptions::default() };
     let mut checked = Vec::new();
     for name in FIXTURES {
-        // The other families' GGUF layouts (fused phi3 tensors, Gemma's 1 + w norms) are not
-        // checked against transformers yet.
-        if !["llama", "llama3", "qwen2", "mistral"].contains(&name) {
-            continue;
-        }
         let text = std::fs::read_to_string(fixture(name).join("reference.json")).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let tokens: Vec<u32> = serde_json::from_value(v["tokens"].clone()).unwrap();
@@ -81,5 +72,5 @@ fn gguf_families_verdict_runs_give_transformers_logits() {
         eprintln!("{name}: GGUF logits within {d:e} of transformers'");
         checked.push(name);
     }
-    assert_eq!(checked, ["llama", "llama3", "qwen2", "mistral"]);
+    assert_eq!(checked, FIXTURES);
 }

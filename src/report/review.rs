@@ -9,7 +9,6 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::domain::Outcome;
-use crate::jobs::answers::run_models;
 use crate::qa::arena::{ArenaOptions, ModelRating, bradley_terry};
 use crate::qa::winrate::{WinRateReport, Z_95, win_rate};
 use crate::store::{EvalVoteRow, Store};
@@ -78,7 +77,7 @@ fn model_names(store: &Store) -> anyhow::Result<HashMap<i64, String>> {
 
 /// The report of run `run_id`; an error that says why when the run has no tuned model.
 pub fn run_report(store: &Store, run_id: i64) -> anyhow::Result<RunReport> {
-    let (base, tuned) = run_models(store, run_id)?;
+    let (base, tuned) = store.run_models(run_id)?;
     let names = model_names(store)?;
     let name = |id: i64| ModelRef { id, name: names.get(&id).cloned().unwrap_or_default() };
     let verdicts: Vec<(String, Outcome)> = store

@@ -5,7 +5,7 @@
 
 /// Each entry moves the schema from version `index` to `index + 1`.
 pub const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
 
 /// The version this build writes and understands.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -432,4 +432,11 @@ CREATE TABLE run_sets (
     hash         TEXT NOT NULL,
     counts       TEXT NOT NULL DEFAULT '[]'
 );
+"#;
+
+/// A prompt's ratings by prompt: the single-answer screen reads the annotator's ratings of one
+/// prompt, and the queue re-counts one prompt's after each rating; both scanned every rating
+/// without it.
+const MIGRATION_8: &str = r#"
+CREATE INDEX thumbs_prompt ON thumbs(prompt_id, annotator_id);
 "#;

@@ -8,6 +8,7 @@ mod borrowed_insert;
 mod bulk;
 pub mod bundle;
 mod evals;
+mod evaluation;
 mod guidelines;
 mod import;
 pub mod json;
@@ -65,6 +66,21 @@ pub enum StoreError {
          `sqlite3 {path} 'PRAGMA foreign_key_check'` lists the rows"
     )]
     UpgradeFailed { path: PathBuf, version: i64, detail: String },
+    #[error(
+        "no prompts in the test split: import prompts with \"split\": \"test\" (the evaluation answers held-out \
+         prompts, not the ones trained on)"
+    )]
+    NoTestPrompts,
+    #[error("no model {0}: `verdict model list` shows the known ones")]
+    NoModel(i64),
+    #[error("model {model_id}'s files are no longer at {}: put them back or train/generate with it again", .path.display())]
+    ModelFilesGone { model_id: i64, path: PathBuf },
+    #[error("no run {0}: `verdict runs` lists them")]
+    NoRun(i64),
+    #[error("run {0} has no base model recorded")]
+    NoBaseModel(i64),
+    #[error("run {run_id} has no tuned model ({status}): a run registers its model when it finishes{hint}")]
+    NoTunedModel { run_id: i64, status: crate::domain::RunStatus, hint: String },
     #[error(transparent)]
     Corrupt(#[from] json::CorruptJson),
     #[error("database error: {0}")]

@@ -81,6 +81,23 @@ const ACTIVE: &str = "SELECT t.id, t.annotator_id, t.prompt_id, t.response_id, t
                         AND t.id = (SELECT MAX(id) FROM thumbs k WHERE k.annotator_id = t.annotator_id
                                     AND k.response_id = t.response_id)";
 
+/// The annotator's (?1) active ratings of one prompt's (?2) answers.
+fn my_thumbs_sql() -> String {
+    format!("{ACTIVE} AND t.annotator_id = ?1 AND t.prompt_id = ?2 ORDER BY t.id")
+}
+
+/// Active ratings per prompt, (the annotator's (?1), everyone's); of one prompt (?2) only.
+fn counts_sql(one_prompt: bool) -> String {
+    format!(
+        "SELECT t.prompt_id, sum(t.annotator_id = ?1), count(*) FROM thumbs t
+         WHERE t.rating != 'undone'{}
+           AND t.id = (SELECT MAX(id) FROM thumbs k WHERE k.annotator_id = t.annotator_id
+                       AND k.response_id = t.response_id)
+         GROUP BY t.prompt_id",
+        if one_prompt { " AND t.prompt_id = ?2" } else { "" }
+    )
+}
+
 impl Store {
     /// Stores one rating in its own transaction; returns the new row's id.
     pub fn record_thumb(&mut self, t: &NewThumb) -> Result<i64> {
@@ -169,9 +186,7 @@ impl Store {
 
     /// The annotator's active ratings of a prompt's answers.
     pub fn my_thumbs(&self, annotator_id: i64, prompt_id: i64) -> Result<Vec<ActiveThumb>> {
-        let mut statement = self
-            .conn
-            .prepare_cached(&format!("{ACTIVE} AND t.annotator_id = ?1 AND t.prompt_id = ?2 ORDER BY t.id"))?;
+        let mut statement = self.conn.prepare_cached(&my_thumbs_sql())?;
         let rows = statement.query_map(params![annotator_id, prompt_id], active)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -179,16 +194,15 @@ impl Store {
     /// Active ratings per prompt, as (the annotator's, everyone's), for the queue; only
     /// `prompt_id` when given.
     pub fn thumb_counts(&self, annotator_id: i64, prompt_id: Option<i64>) -> Result<HashMap<i64, (usize, usize)>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT t.prompt_id, sum(t.annotator_id = ?1), count(*) FROM thumbs t
-             WHERE t.rating != 'undone' AND (?2 IS NULL OR t.prompt_id = ?2)
-               AND t.id = (SELECT MAX(id) FROM thumbs k WHERE k.annotator_id = t.annotator_id
-                           AND k.response_id = t.response_id)
-             GROUP BY t.prompt_id",
-        )?;
-        let rows = statement.query_map(params![annotator_id, prompt_id], |r| {
+        let row = |r: &rusqlite::Row<'_>| {
             Ok((r.get::<_, i64>(0)?, (r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize)))
-        })?;
+        };
+        // One prompt's through the prompt index; an `?2 IS NULL OR` would scan them all.
+        let mut statement = self.conn.prepare_cached(&counts_sql(prompt_id.is_some()))?;
+        let rows = match prompt_id {
+            Some(prompt_id) => statement.query_map(params![annotator_id, prompt_id], row)?,
+            None => statement.query_map(params![annotator_id], row)?,
+        };
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -285,6 +299,20 @@ mod tests {
             note: Some("checked".into()),
             seconds: Some(3.0),
             guideline_id: None,
+        }
+    }
+
+    #[test]
+    fn one_prompts_ratings_are_read_through_the_prompt_index() {
+        let (_dir, store) = store();
+        for sql in [my_thumbs_sql(), counts_sql(true)] {
+            let mut statement = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = statement
+                .query_map(params![1, 1], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(|step| step.unwrap())
+                .collect();
+            assert!(plan.iter().any(|step| step.contains("USING INDEX thumbs_prompt")), "{sql}\n{plan:#?}");
         }
     }
 

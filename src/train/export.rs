@@ -34,8 +34,8 @@ fn hf_tensors_as_stored(model: &Model, merge: bool) -> Result<Vec<(String, Tenso
     let mut out = vec![("model.embed_tokens.weight".to_string(), model.embed.detach())];
     let push_proj = |out: &mut Vec<(String, Tensor)>, name: String, p: &Proj| -> Result<()> {
         let w = match (&p.adapter, merge) {
-            (Some(a), true) => a.merged(&p.weight)?,
-            _ => p.weight.detach(),
+            (Some(a), true) => a.merged(&p.weight.tensor(model.device())?)?,
+            _ => p.weight.tensor(model.device())?,
         };
         out.push((format!("{name}.weight"), w));
         if let Some(b) = &p.bias {
@@ -169,7 +169,7 @@ fn fused_adapters(model: &Model, lora: &LoraConfig) -> Result<PeftAdapters> {
             let mut rows = Vec::with_capacity(parts.len());
             let mut j = 0;
             for p in &parts {
-                let out_rows = p.weight.dim(0)?;
+                let out_rows = p.weight.dims2()?.0;
                 let zeros = |cols: usize| Tensor::zeros((out_rows, cols), a.dtype(), a.device());
                 rows.push(match &p.adapter {
                     Some(ad) => {

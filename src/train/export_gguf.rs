@@ -2,8 +2,9 @@
 //!
 //! Only a GGUF base model can be exported this way: its metadata (tokenizer, chat template,
 //! hyper-parameters) is copied unchanged, and the trained weights replace its tensors under the
-//! same names, shapes and order. Llama q/k rows are permuted back into llama.cpp's interleaved
-//! rotary layout (the inverse of what `weights::load_gguf` undoes); qwen2 is stored unpermuted.
+//! same names, shapes and order, in the family's GGUF layout (`gguf_layout`: llama q/k rows
+//! permuted back into llama.cpp's interleaved rotary layout, Gemma's norms as `1 + w`, Phi-3's
+//! projections fused), the inverse of what `weights::load_gguf` undoes.
 //!
 //! Weight types: norms and biases (1-D) stay F32, as llama.cpp's own quantizer keeps them. A
 //! matrix whose rows are not a whole number of the chosen type's blocks (Q4_K needs 256, and
@@ -24,7 +25,8 @@ use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Error, Result, Tensor};
 
-use super::weights::{gguf_name, hf_name, permute_qk};
+use super::gguf_layout::{gguf_name, hf_name, to_gguf};
+use crate::model::arch::Family;
 
 /// Which weight types the exported matrices get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,26 +152,18 @@ fn meta_usize(content: &Content, key: &str) -> Option<usize> {
     v.to_u32().map(|x| x as usize).or_else(|_| v.to_u64().map(|x| x as usize)).ok()
 }
 
-/// HF → GGUF q/k layout for llama; biases (1-D) go through the same row permutation.
-fn permute_rows(t: &Tensor, n_head: usize) -> Result<Tensor> {
-    if t.rank() == 1 { permute_qk(&t.unsqueeze(1)?, n_head)?.squeeze(1) } else { permute_qk(t, n_head) }
-}
-
-/// The trained tensors under GGUF names, in GGUF layout, as dense F32 on the CPU.
+/// The trained tensors under GGUF names, in GGUF layout (`gguf_layout`), as dense F32 on the CPU.
 fn gguf_tensors(tensors: &[(String, Tensor)], content: &Content, arch: &str) -> Result<HashMap<String, Tensor>> {
+    let family = Family::from_gguf(arch)
+        .ok_or_else(|| msg(format!("the source GGUF's architecture `{arch}` is not one verdict exports")))?;
     let n_head = meta_usize(content, &format!("{arch}.attention.head_count"))
         .ok_or_else(|| msg(format!("the source GGUF lacks {arch}.attention.head_count")))?;
     let n_kv_head = meta_usize(content, &format!("{arch}.attention.head_count_kv")).unwrap_or(n_head);
     let mut out = HashMap::new();
     for (hf, t) in tensors {
-        let name = gguf_name(hf).ok_or_else(|| msg(format!("tensor {hf} has no GGUF name")))?;
-        let mut t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-        if arch == "llama" && name.contains(".attn_q.") {
-            t = permute_rows(&t, n_head)?;
-        } else if arch == "llama" && name.contains(".attn_k.") {
-            t = permute_rows(&t, n_kv_head)?;
-        }
-        out.insert(name, t);
+        let name = gguf_name(family, hf).ok_or_else(|| msg(format!("tensor {hf} has no GGUF name")))?;
+        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        out.insert(name.clone(), to_gguf(family, arch, (n_head, n_kv_head), &name, t)?);
     }
     Ok(out)
 }
@@ -225,7 +219,7 @@ pub fn export_gguf(
     for (name, _) in names {
         let info = &content.tensor_infos[name];
         let Some(t) = trained.remove(name) else {
-            if hf_name(name).is_some() {
+            if Family::from_gguf(&arch).is_some_and(|f| hf_name(f, name).is_some()) {
                 return Err(msg(format!(
                     "the trained weights lack {name}, which {} has: export from the model that was trained",
                     source_gguf.display()

@@ -8,6 +8,7 @@
 use candle_core::{Result, Tensor, Var};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use super::frozen::ProjWeight;
 use super::linear::linear;
 use super::model::{Model, Proj};
 
@@ -44,7 +45,7 @@ impl LoraConfig {
 }
 
 /// One adapter: A `[r, in]`, B `[out, r]` (tensors of `Var`s), scale `alpha / r`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Adapter {
     pub a: Tensor,
     pub b: Tensor,
@@ -118,9 +119,10 @@ pub fn attach(model: &mut Model, cfg: &LoraConfig, seed: u64) -> Result<()> {
 /// Folds every adapter into its base weight and removes the adapters (and their variables).
 pub fn merge(model: &mut Model) -> Result<()> {
     let trainable = model.trainable.clone();
+    let device = model.device().clone();
     for (name, _, proj) in projections(model) {
         if let Some(a) = proj.adapter.take() {
-            proj.weight = a.merged(&proj.weight)?;
+            proj.weight = ProjWeight::Dense(a.merged(&proj.weight.tensor(&device)?)?);
             let mut data = trainable.data().lock().expect("varmap lock");
             data.remove(&format!("{name}.lora_A.weight"));
             data.remove(&format!("{name}.lora_B.weight"));

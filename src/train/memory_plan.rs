@@ -12,6 +12,7 @@
 //! adapters' outputs; the logits live a chunk of positions at a time (`head_logp.rs`).
 
 use super::config::Config;
+use super::frozen::BaseDtype;
 use super::head_logp::chunk_rows;
 
 /// Bytes of the process beside the model: the binary, the tokenizer, SQLite, thread stacks,
@@ -40,10 +41,17 @@ impl Workload {
 }
 
 /// What trains and where.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PlanOptions {
     /// LoRA rank and targets (`q`, `k`, ...); `None`: every weight trains.
     pub lora: Option<(usize, Vec<String>)>,
+    /// How a LoRA run keeps the frozen projections (`frozen.rs`; `Auto` counts as f32).
+    pub base: BaseDtype,
+    /// Bytes of the projections as a GGUF stores them (`None` for an HF folder): what a
+    /// quantized base holds.
+    pub quantized_bytes: Option<u64>,
+    /// Each layer recomputed in the backward (`checkpointing.rs`).
+    pub checkpointing: bool,
     /// Bytes of the inference model kept for sample answers (0 when the run makes none).
     pub inference_bytes: u64,
     /// Bytes of the model's weight files as stored (read whole while the weights load).
@@ -70,7 +78,9 @@ pub struct MemoryPlan {
     pub writing: u64,
 }
 
-fn params_of(cfg: &Config) -> (u64, [u64; 7]) {
+/// Parameters of the model, of its seven projections per layer (weights only), and each
+/// projection's `in + out` (what a LoRA adapter of rank 1 on it has).
+fn params_of(cfg: &Config) -> (u64, u64, [u64; 7]) {
     let (h, i, v) = (cfg.hidden_size as u64, cfg.intermediate_size as u64, cfg.vocab_size as u64);
     let qd = (cfg.num_attention_heads * cfg.head_dim()) as u64;
     let kvd = (cfg.n_kv_heads() * cfg.head_dim()) as u64;
@@ -86,13 +96,14 @@ fn params_of(cfg: &Config) -> (u64, [u64; 7]) {
     for (slot, (a, b)) in in_out.iter_mut().zip(shapes) {
         *slot = a + b;
     }
-    (total, in_out)
+    let projections = cfg.num_hidden_layers as u64 * shapes.iter().map(|(a, b)| a * b).sum::<u64>();
+    (total, projections, in_out)
 }
 
 /// The plan for a model, options and micro-batch.
 pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
     const F32: u64 = 4;
-    let (params, in_out) = params_of(cfg);
+    let (params, projections, in_out) = params_of(cfg);
     let layers = cfg.num_hidden_layers as u64;
     let (h, i, v) = (cfg.hidden_size as u64, cfg.intermediate_size as u64, cfg.vocab_size as u64);
     let qd = (cfg.num_attention_heads * cfg.head_dim()) as u64;
@@ -119,12 +130,29 @@ pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
     // the row's keys per head; LoRA's outputs.
     let per_token =
         6 * h + 2 * qd + 2 * kvd + 3 * i + cfg.num_attention_heads as u64 * work.row_tokens as u64 + adapter_outputs;
-    let activations = layers * tokens * per_token * F32;
+    // Checkpointed, a layer keeps only its input; the layer run again in the backward holds its
+    // activations and their gradients, one layer at a time.
+    let activations = match opts.checkpointing {
+        false => layers * tokens * per_token * F32,
+        true => layers * tokens * h * F32 + 2 * tokens * per_token * F32,
+    };
+    // A LoRA run's frozen projections in bf16 or as the GGUF stores them; the rest in f32.
+    let (weights_name, lean) = match (&opts.lora, opts.base) {
+        (Some(_), BaseDtype::Bf16) => ("weights (bf16 base)", Some(projections * 2)),
+        (Some(_), BaseDtype::Quantized) => {
+            ("weights (quantized base)", Some(opts.quantized_bytes.unwrap_or(projections * 2)))
+        }
+        _ => ("weights (f32)", None),
+    };
+    let weights = match lean {
+        Some(bytes) => (params - projections) * F32 + bytes,
+        None => params * F32,
+    };
     // The chunk's logits, its softmax gradient and the chunk's scaled gradient.
     let chunk = chunk_rows(cfg.vocab_size).min(work.response_tokens.max(1)) as u64;
     let logits = 3 * chunk * v * F32;
     let mut parts = vec![
-        Part { name: "weights (f32)", bytes: params * F32 },
+        Part { name: weights_name, bytes: weights },
         Part { name: "gradients", bytes: trainable * F32 },
         Part { name: "AdamW moments", bytes: 2 * trainable * F32 },
         Part { name: "activations", bytes: activations },
@@ -134,9 +162,11 @@ pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
     if opts.inference_bytes > 0 {
         parts.push(Part { name: "inference model (samples)", bytes: opts.inference_bytes });
     }
-    let weights = params * F32;
     let loading = weights + opts.source_bytes + WORKSPACE_BYTES;
-    let writing = 2 * weights + WORKSPACE_BYTES + opts.inference_bytes;
+    // Writing: the f32 tensors of the tuned model (a lean base's projections dequantized) beside
+    // their serialized bytes.
+    let dequantized = if lean.is_some() { projections * F32 } else { 0 };
+    let writing = weights + dequantized + params * F32 + WORKSPACE_BYTES + opts.inference_bytes;
     MemoryPlan { parts, params, trainable, loading, writing }
 }
 
@@ -214,6 +244,30 @@ pub fn file_bytes(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes of a GGUF's projection weights as stored (what `--base-dtype quantized` keeps), or
+/// `None` for an HF folder or a file that cannot be read.
+pub fn quantized_bytes(path: &std::path::Path) -> Option<u64> {
+    if !path.is_file() {
+        return None;
+    }
+    let mut f = std::fs::File::open(path).ok()?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut f).ok()?;
+    let bytes = content
+        .tensor_infos
+        .iter()
+        .filter(|(name, _)| {
+            let module = name.strip_suffix(".weight").and_then(|n| n.rsplit('.').next()).unwrap_or("");
+            name.starts_with("blk.")
+                && ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"].contains(&module)
+        })
+        .map(|(_, info)| {
+            let d = info.ggml_dtype;
+            (info.shape.elem_count() / d.block_size() * d.type_size()) as u64
+        })
+        .sum();
+    Some(bytes)
+}
+
 /// Memory the system can give a new allocation now (`MemAvailable` of /proc/meminfo), or `None`
 /// where it cannot tell.
 pub fn available_bytes() -> Option<u64> {
@@ -227,7 +281,8 @@ pub fn available_bytes() -> Option<u64> {
 type Change = dyn Fn(&mut PlanOptions, &mut Workload) -> Option<String>;
 
 /// What would bring a plan under `available` bytes: the changes the options offer, taken one
-/// after another (sample answers off, LoRA, one pair per micro-batch, rows half and a quarter as
+/// after another (sample answers off, LoRA, a bf16 frozen base, gradient checkpointing, a
+/// quantized base where the GGUF has one, one pair per micro-batch, rows half and a quarter as
 /// long) until the plan fits, as one piece of advice with the peak it gives; empty when even
 /// all of them do not fit.
 pub fn advice(cfg: &Config, opts: &PlanOptions, work: &Workload, available: u64) -> Vec<String> {
@@ -244,6 +299,24 @@ pub fn advice(cfg: &Config, opts: &PlanOptions, work: &Workload, available: u64)
             o.lora.is_none().then(|| {
                 o.lora = Some((16, vec!["q".into(), "k".into(), "v".into(), "o".into()]));
                 "LoRA (`--lora-rank 16`)".to_string()
+            })
+        }),
+        Box::new(|o, _| {
+            matches!(o.base, BaseDtype::Auto | BaseDtype::F32).then(|| {
+                o.base = BaseDtype::Bf16;
+                "the frozen base in bf16 (`--base-dtype bf16`)".to_string()
+            })
+        }),
+        Box::new(|o, _| {
+            (!o.checkpointing).then(|| {
+                o.checkpointing = true;
+                "`--gradient-checkpointing on`".to_string()
+            })
+        }),
+        Box::new(|o, _| {
+            (o.quantized_bytes.is_some() && o.base != BaseDtype::Quantized).then(|| {
+                o.base = BaseDtype::Quantized;
+                "the frozen base as the GGUF quantized it (`--base-dtype quantized`)".to_string()
             })
         }),
         Box::new(|_, w| {
@@ -292,7 +365,7 @@ mod tests {
         // Qwen2.5-0.5B: 494,032,768 parameters (transformers' num_parameters, tied embeddings).
         let p = plan(
             &qwen05(),
-            &PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0 },
+            &PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0, ..Default::default() },
             &Workload::worst(1, 512, true),
         );
         assert_eq!(p.params, 494_032_768);
@@ -301,6 +374,7 @@ mod tests {
             lora: Some((16, vec!["q".into(), "k".into(), "v".into(), "o".into()])),
             inference_bytes: 0,
             source_bytes: 0,
+            ..Default::default()
         };
         let p = plan(&qwen05(), &lora, &Workload::worst(1, 512, true));
         assert_eq!(p.trainable, 24 * 16 * (1792 + 2 * 1024 + 1792));
@@ -309,7 +383,8 @@ mod tests {
     #[test]
     fn full_fine_tuning_costs_sixteen_bytes_a_parameter_and_lora_far_less() {
         let w = Workload { rows: 1, row_tokens: 370, response_tokens: 300 };
-        let full = plan(&qwen05(), &PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0 }, &w);
+        let full =
+            plan(&qwen05(), &PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0, ..Default::default() }, &w);
         let state: u64 = full
             .parts
             .iter()
@@ -317,7 +392,12 @@ mod tests {
             .map(|p| p.bytes)
             .sum();
         assert_eq!(state, 16 * full.params);
-        let lora = PlanOptions { lora: Some((16, vec!["q".into(), "v".into()])), inference_bytes: 0, source_bytes: 0 };
+        let lora = PlanOptions {
+            lora: Some((16, vec!["q".into(), "v".into()])),
+            inference_bytes: 0,
+            source_bytes: 0,
+            ..Default::default()
+        };
         assert!(plan(&qwen05(), &lora, &w).peak() < full.peak() / 2);
         // Chunked logits stay one chunk's worth however many response tokens a batch has.
         let long = Workload { rows: 8, row_tokens: 370, response_tokens: 2400 };
@@ -326,9 +406,44 @@ mod tests {
     }
 
     #[test]
+    fn a_lean_base_and_checkpointing_shrink_their_parts_and_the_advice_offers_them() {
+        let cfg = qwen05();
+        let w = Workload { rows: 1, row_tokens: 1024, response_tokens: 900 };
+        let qkvo = vec!["q".into(), "k".into(), "v".into(), "o".into()];
+        let lora = |base, checkpointing| PlanOptions {
+            lora: Some((16, qkvo.clone())),
+            base,
+            checkpointing,
+            quantized_bytes: Some(200 << 20),
+            ..Default::default()
+        };
+        let part = |p: &MemoryPlan, prefix: &str| p.parts.iter().find(|x| x.name.starts_with(prefix)).unwrap().bytes;
+        let f32_base = plan(&cfg, &lora(BaseDtype::F32, false), &w);
+        // The 24 layers' seven projections, 357,826,560 parameters, at 2 bytes instead of 4.
+        let bf16 = plan(&cfg, &lora(BaseDtype::Bf16, false), &w);
+        assert_eq!(part(&f32_base, "weights") - part(&bf16, "weights"), 357_826_560 * 2);
+        let quantized = plan(&cfg, &lora(BaseDtype::Quantized, false), &w);
+        assert_eq!(part(&f32_base, "weights") - part(&quantized, "weights"), 357_826_560 * 4 - (200 << 20));
+        // Checkpointed: each layer's input for 24 layers plus one layer's activations twice.
+        let ckpt = plan(&cfg, &lora(BaseDtype::F32, true), &w);
+        assert!(part(&ckpt, "activations") * 5 < part(&f32_base, "activations"));
+        // A full run that fits only with all of them is told so, in that order.
+        let full = PlanOptions { quantized_bytes: Some(200 << 20), ..Default::default() };
+        let needed = plan(&cfg, &lora(BaseDtype::Bf16, true), &w).peak();
+        let advice = advice(&cfg, &full, &w, needed);
+        assert_eq!(advice.len(), 1);
+        let a = &advice[0];
+        let at = |s: &str| a.find(s).unwrap_or_else(|| panic!("{s} missing from {a}"));
+        assert!(
+            at("--lora-rank") < at("--base-dtype bf16") && at("--base-dtype bf16") < at("--gradient-checkpointing on")
+        );
+        assert!(!a.contains("quantized") && !a.contains("--batch-size"), "{a}");
+    }
+
+    #[test]
     fn a_plan_that_does_not_fit_gets_advice_that_does() {
         let cfg = qwen05();
-        let opts = PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0 };
+        let opts = PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0, ..Default::default() };
         let w = Workload { rows: 4, row_tokens: 1024, response_tokens: 3000 };
         let available = 5u64 << 30;
         assert!(plan(&cfg, &opts, &w).peak() > available);

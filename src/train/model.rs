@@ -22,19 +22,21 @@ use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use candle_nn::VarMap;
 
-use super::attention::Heads;
 use super::config::Config;
+use super::frozen::ProjWeight;
 pub use super::input::Input;
+use super::layer::{AttentionInputs, Pass};
 use super::linear::{linear, linear_into};
 use super::lora::Adapter;
 use super::precision::{Precision, is_half};
 use super::weight_grads::{WeightGrads, embedding};
-use crate::model::arch::{Activation, LayerAttention};
+use crate::model::arch::LayerAttention;
 
 /// A projection `x W^T (+ b)`, optionally with a LoRA adapter beside it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Proj {
-    pub weight: Tensor,
+    /// Dense, or a LoRA run's frozen base kept lean (`frozen.rs`).
+    pub weight: ProjWeight,
     pub bias: Option<Tensor>,
     pub adapter: Option<Adapter>,
 }
@@ -42,10 +44,10 @@ pub struct Proj {
 impl Proj {
     /// `grads`: where a trainable weight's gradient goes instead of candle's `GradStore`
     /// (`weight_grads.rs`), when the model sinks them.
-    fn forward(&self, x: &Tensor, adapter_on: bool, grads: Option<&Arc<WeightGrads>>) -> Result<Tensor> {
-        let mut y = match grads.filter(|_| self.weight.is_variable()) {
-            Some(g) => linear_into(x, &self.weight, g)?,
-            None => linear(x, &self.weight.to_dtype(x.dtype())?)?,
+    pub(super) fn forward(&self, x: &Tensor, adapter_on: bool, grads: Option<&Arc<WeightGrads>>) -> Result<Tensor> {
+        let mut y = match (&self.weight, grads) {
+            (ProjWeight::Dense(w), Some(g)) if w.is_variable() => linear_into(x, w, g)?,
+            (w, _) => w.forward(x)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(x.dtype())?)?;
@@ -57,7 +59,7 @@ impl Proj {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Layer {
     pub input_norm: Tensor,
     pub q: Proj,
@@ -97,6 +99,10 @@ pub struct Model {
     sinking: AtomicBool,
     /// Response positions whose logits are computed at once (`head_logp.rs`); `None`: all.
     logits_chunk: Option<usize>,
+    /// Each layer recomputed in the backward from its input (`checkpointing.rs`).
+    checkpointing: bool,
+    /// Gradients the recomputed layers found for trainable variables, until the step drains them.
+    recomputed: Arc<super::checkpointing::Recomputed>,
 }
 
 /// Softmax over the last dim; the max is detached because its gradient cancels exactly, which
@@ -117,7 +123,7 @@ pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
 /// RMSNorm: our fused op on CPU (`fused.rs`), else written out (candle's fused
 /// `candle_nn::ops::rms_norm` has no backward pass). A 16-bit `x` is normalized in f32 and
 /// cast back before the weight is applied, as `transformers`' `LlamaRMSNorm` does.
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, fused: bool) -> Result<Tensor> {
+pub(super) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, fused: bool) -> Result<Tensor> {
     if fused && let Some(y) = super::fused::rms_norm(x, w, eps) {
         return y;
     }
@@ -127,29 +133,13 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, fused: bool) -> Result<Tensor> {
     xs.broadcast_mul(&r)?.to_dtype(x.dtype())?.broadcast_mul(&w)
 }
 
-/// HF (non-interleaved) rotary embedding: pairs (i, i + r/2) of the first r = 2 * cos width
-/// dimensions (all of them but with a partial rotary factor), the rest passed through. x is
-/// [B, H, T, d], cos/sin [B, 1, T, r/2]. (The fused CPU attention applies it inside, `attention.rs`.)
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let d = x.dim(D::Minus1)?;
-    let r = 2 * cos.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, r / 2)?;
-    let x2 = x.narrow(D::Minus1, r / 2, r / 2)?;
-    let a = (x1.broadcast_mul(cos)? - x2.broadcast_mul(sin)?)?;
-    let b = (x2.broadcast_mul(cos)? + x1.broadcast_mul(sin)?)?;
-    if r == d {
-        return Tensor::cat(&[a, b], D::Minus1);
-    }
-    Tensor::cat(&[a, b, x.narrow(D::Minus1, r, d - r)?], D::Minus1)
-}
-
 /// Gemma's RMSNorm weight, applied as `1 + w` (a graph node, so `w` gets the gradient).
-fn norm_weight(w: &Tensor, plus_one: bool) -> Result<Tensor> {
+pub(super) fn norm_weight(w: &Tensor, plus_one: bool) -> Result<Tensor> {
     if plus_one { w.affine(1.0, 1.0) } else { Ok(w.clone()) }
 }
 
 /// `tanh(x / cap) * cap` (Gemma 2's soft-capping).
-fn softcap(x: &Tensor, cap: Option<f64>) -> Result<Tensor> {
+pub(super) fn softcap(x: &Tensor, cap: Option<f64>) -> Result<Tensor> {
     match cap {
         Some(c) => (x / c)?.tanh()? * c,
         None => Ok(x.clone()),
@@ -175,17 +165,6 @@ fn windowed(input: &Input, window: usize) -> Result<Tensor> {
     Tensor::from_vec(bias, (b, 1, 1, t, t), input.bias.device())?.to_dtype(input.bias.dtype())
 }
 
-/// What a layer's attention takes besides q, k, v: batch shape, rotary tables
-/// `[B, 1, T, rotary_dim/2]`, the mask `[B, 1, 1, T, T]` in the dtype scores are softmaxed in.
-struct AttentionInputs {
-    b: usize,
-    t: usize,
-    cos: Tensor,
-    sin: Tensor,
-    bias: Tensor,
-    att_dt: DType,
-}
-
 fn take(w: &mut HashMap<String, Tensor>, name: &str) -> Result<Tensor> {
     w.remove(name).ok_or_else(|| candle_core::Error::Msg(format!("weights lack tensor `{name}`")))
 }
@@ -201,12 +180,22 @@ impl Model {
     /// As `new`, with trainable weights converted to `precision.master` and frozen ones to
     /// `precision.compute` (see `precision.rs`); the fused CPU kernels are used when the model
     /// is on the CPU and computes in f32/f64.
-    pub fn with_precision(
+    pub fn with_precision(cfg: Config, w: HashMap<String, Tensor>, full: bool, precision: Precision) -> Result<Self> {
+        Self::with_lean_base(cfg, w, HashMap::new(), full, precision)
+    }
+
+    /// As `with_precision`, with the projections in `lean` (HF names, `...q_proj.weight`) taken
+    /// as they are: a LoRA run's frozen base kept in bf16 or quantized (`frozen.rs`).
+    pub fn with_lean_base(
         cfg: Config,
         mut w: HashMap<String, Tensor>,
+        mut lean: HashMap<String, ProjWeight>,
         full: bool,
         precision: Precision,
     ) -> Result<Self> {
+        if full && !lean.is_empty() {
+            candle_core::bail!("a bf16 or quantized base is frozen: it trains only with LoRA");
+        }
         cfg.check_supported().map_err(candle_core::Error::Msg)?;
         super::weights::split_fused(&cfg, &mut w)?;
         let trainable = VarMap::new();
@@ -220,9 +209,13 @@ impl Model {
             trainable.data().lock().expect("varmap lock").insert(name.to_string(), var);
             Ok(out)
         };
-        let proj = |get: &mut dyn FnMut(&str) -> Result<Tensor>, p: &str, bias: bool| -> Result<Proj> {
+        let mut proj = |get: &mut dyn FnMut(&str) -> Result<Tensor>, p: &str, bias: bool| -> Result<Proj> {
+            let name = format!("{p}.weight");
             Ok(Proj {
-                weight: get(&format!("{p}.weight"))?,
+                weight: match lean.remove(&name) {
+                    Some(w) => w,
+                    None => ProjWeight::Dense(get(&name)?),
+                },
                 bias: if bias { Some(get(&format!("{p}.bias"))?) } else { None },
                 adapter: None,
             })
@@ -272,6 +265,8 @@ impl Model {
             weight_grads: Arc::default(),
             sinking: AtomicBool::new(false),
             logits_chunk,
+            checkpointing: false,
+            recomputed: Arc::default(),
         };
         model.set_fused_kernels(true);
         Ok(model)
@@ -312,12 +307,23 @@ impl Model {
     /// `GradStore` of each backward; elsewhere, or without the guard, candle computes them.
     pub fn sink_weight_grads(&self) -> WeightGradSink<'_> {
         self.weight_grads.clear();
+        self.recomputed.clear();
         self.sinking.store(true, Ordering::SeqCst);
         WeightGradSink { model: self }
     }
 
     fn grad_sink(&self) -> Option<&Arc<WeightGrads>> {
         (self.fused && self.sinking.load(Ordering::SeqCst)).then_some(&self.weight_grads)
+    }
+
+    /// Keep only each layer's input in the forward and run the layer again in the backward
+    /// (`checkpointing.rs`): one layer's activations at a time instead of all of them.
+    pub fn set_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+    }
+
+    pub fn checkpointing(&self) -> bool {
+        self.checkpointing
     }
 
     /// Switch LoRA adapters off (the reference model) or on (the policy). No-op without LoRA.
@@ -372,11 +378,8 @@ impl Model {
     pub fn hidden(&self, input: &Input) -> Result<Tensor> {
         let (b, t) = input.ids.dims2()?;
         let cfg = &self.cfg;
-        let on = self.adapter_enabled();
-        let fused = self.fused;
         let dt = self.dtype();
-        let family = cfg.family();
-        let gemma = family.gemma();
+        let gemma = cfg.family().gemma();
         // Attention scores are softmaxed in f32 when activations are 16-bit.
         let att_dt = if is_half(dt) { DType::F32 } else { dt };
         // One rope table and one mask per distinct (rope, window) among the layers.
@@ -393,9 +396,15 @@ impl Model {
             };
             contexts.push((key, AttentionInputs { b, t, cos, sin, bias: bias.to_dtype(att_dt)?, att_dt }));
         }
-        let sink = self.grad_sink();
+        let pass = Arc::new(Pass {
+            cfg: cfg.clone(),
+            on: self.adapter_enabled(),
+            fused: self.fused,
+            dt,
+            sink: self.grad_sink().cloned(),
+        });
         let ids = input.ids.flatten_all()?;
-        let mut x = match sink.filter(|_| self.embed.is_variable()) {
+        let mut x = match pass.sink.as_ref().filter(|_| self.embed.is_variable()) {
             Some(g) => embedding(&self.embed, &ids, g)?,
             None => self.embed.index_select(&ids, 0)?.to_dtype(dt)?,
         }; // [B*T, H]
@@ -404,91 +413,15 @@ impl Model {
             let s = Tensor::new(&[(cfg.hidden_size as f64).sqrt()], x.device())?.to_dtype(dt)?;
             x = x.broadcast_mul(&s)?;
         }
-        let norm = |x: &Tensor, w: &Tensor| rms_norm(x, &norm_weight(w, gemma)?, cfg.rms_norm_eps, fused);
-        let (hd, nh, nkv) = (cfg.head_dim(), cfg.num_attention_heads, cfg.n_kv_heads());
-        // Per-head norm: rows of head_dim.
-        let head_norm = |x: &Tensor, w: &Option<Tensor>, heads: usize| -> Result<Tensor> {
-            match w {
-                Some(w) => norm(&x.reshape((b * t * heads, hd))?, w)?.reshape((b * t, heads * hd)),
-                None => Ok(x.clone()),
-            }
-        };
         for (i, l) in self.layers.iter().enumerate() {
             let key = (cfg.layer_window(i), std::ptr::eq(cfg.layer_rope(i), &cfg.rope));
             let ctx = &contexts.iter().find(|(k, _)| *k == key).expect("a context per layer kind").1;
-            let h = norm(&x, &l.input_norm)?;
-            let (q, k, v) = (l.q.forward(&h, on, sink)?, l.k.forward(&h, on, sink)?, l.v.forward(&h, on, sink)?);
-            let (q, k) = (head_norm(&q, &l.q_norm, nh)?, head_norm(&k, &l.k_norm, nkv)?);
-            let y = if fused { self.fused_attention(&q, &k, &v, ctx)? } else { self.attention(&q, &k, &v, ctx)? };
-            let a = l.o.forward(&y, on, sink)?;
-            let h = match &l.pre_ffn_norm {
-                Some(pre) => {
-                    x = (x + norm(&a, &l.post_norm)?)?;
-                    norm(&x, pre)?
-                }
-                None => {
-                    x = (x + a)?;
-                    norm(&x, &l.post_norm)?
-                }
-            };
-            let (gate, up) = (l.gate.forward(&h, on, sink)?, l.up.forward(&h, on, sink)?);
-            let ff = match cfg.activation {
-                Activation::Silu => match super::swiglu::swiglu(&gate, &up).filter(|_| fused) {
-                    Some(ff) => ff?,
-                    None => (gate.silu()? * up)?,
-                },
-                Activation::GeluTanh => (gate.gelu()? * up)?,
-            };
-            let ff = l.down.forward(&ff, on, sink)?;
-            x = match &l.post_ffn_norm {
-                Some(post) => (x + norm(&ff, post)?)?,
-                None => (x + ff)?,
+            x = match self.checkpointing {
+                true => super::checkpointing::layer(&pass, l, ctx, &x, &self.recomputed)?,
+                false => pass.layer(l, ctx, &x)?,
             };
         }
-        norm(&x, &self.norm)?.reshape((b, t, cfg.hidden_size))
-    }
-
-    /// Attention from composed candle ops (every device): q, k, v `[B*T, heads * head_dim]` in,
-    /// the same layout out.
-    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttentionInputs) -> Result<Tensor> {
-        let AttentionInputs { b, t, .. } = *ctx;
-        let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim());
-        let rep = nh / nkv;
-        let dt = self.dtype();
-        let heads =
-            |x: &Tensor, n: usize| -> Result<Tensor> { x.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous() };
-        let q = rope(&heads(q, nh)?, &ctx.cos, &ctx.sin)?;
-        let k = rope(&heads(k, nkv)?, &ctx.cos, &ctx.sin)?;
-        let v = heads(v, nkv)?;
-        // Grouped-query attention without repeating k/v: the `rep` query heads that share a
-        // kv head are stacked along the query axis.
-        let q = q.reshape((b, nkv, rep * t, hd))?;
-        let att = softcap(&(q.matmul(&k.t()?)? * cfg.attention_scale())?, cfg.attn_softcap)?;
-        let att = att.reshape((b, nkv, rep, t, t))?;
-        let att = softmax_last(&att.to_dtype(ctx.att_dt)?.broadcast_add(&ctx.bias)?)?;
-        let att = att.to_dtype(dt)?.reshape((b, nkv, rep * t, t))?;
-        let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?;
-        y.contiguous()?.reshape((b * t, nh * hd))
-    }
-
-    /// The same as one fused CPU op (`attention.rs`).
-    fn fused_attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, ctx: &AttentionInputs) -> Result<Tensor> {
-        let AttentionInputs { b, t, .. } = *ctx;
-        let cfg = &self.cfg;
-        let hd = cfg.head_dim();
-        let heads =
-            Heads { batch: b, seq: t, q_heads: cfg.num_attention_heads, kv_heads: cfg.n_kv_heads(), head_dim: hd };
-        // The fused kernel rotates whole heads and has no soft-capping.
-        if ctx.cos.dim(D::Minus1)? * 2 != hd || cfg.attn_softcap.is_some() {
-            return self.attention(q, k, v, ctx);
-        }
-        let (cos, sin) = (ctx.cos.reshape((b * t, hd / 2))?, ctx.sin.reshape((b * t, hd / 2))?);
-        let bias = ctx.bias.reshape((b, t, t))?;
-        match super::attention::attention(q, k, v, (&cos, &sin, &bias), heads, cfg.attention_scale()) {
-            Some(y) => y,
-            None => self.attention(q, k, v, ctx),
-        }
+        pass.norm(&x, &self.norm)?.reshape((b, t, cfg.hidden_size))
     }
 
     /// How many response positions' logits are computed at once (`head_logp.rs`); `None`
@@ -532,8 +465,10 @@ pub struct WeightGradSink<'a> {
 }
 
 impl WeightGradSink<'_> {
-    /// Moves the gradients the last backward wrote in place into `grads`.
+    /// Moves the gradients the last backward wrote in place, and those its recomputed layers
+    /// found (`checkpointing.rs`), into `grads`.
     pub fn drain_into(&self, grads: &mut GradStore) -> Result<()> {
+        self.model.recomputed.drain_into(grads)?;
         self.model.weight_grads.drain_into(grads, self.model.device())
     }
 }
@@ -542,6 +477,7 @@ impl Drop for WeightGradSink<'_> {
     fn drop(&mut self) {
         self.model.sinking.store(false, Ordering::SeqCst);
         self.model.weight_grads.clear();
+        self.model.recomputed.clear();
     }
 }
 

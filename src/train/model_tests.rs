@@ -8,8 +8,9 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
 
 use crate::train::config::Config;
+use crate::train::gguf_layout::{self, permute_qk};
 use crate::train::model::{Input, Model};
-use crate::train::weights::{self, permute_qk, tiny_config};
+use crate::train::weights::{self, tiny_config};
 
 /// Largest absolute difference between two tensors.
 pub fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -105,7 +106,10 @@ pub fn write_f32_gguf(path: &std::path::Path, cfg: &Config, w: &HashMap<String, 
         } else if name.ends_with("k_proj.weight") {
             t = permute_qk(&t, cfg.n_kv_heads())?;
         }
-        qt.push((weights::gguf_name(name).expect("known tensor"), QTensor::quantize(&t, GgmlDType::F32)?));
+        qt.push((
+            gguf_layout::gguf_name(crate::model::arch::Family::Llama, name).expect("known tensor"),
+            QTensor::quantize(&t, GgmlDType::F32)?,
+        ));
     }
     let u = |x: usize| Value::U32(x as u32);
     let md = vec![

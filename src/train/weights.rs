@@ -1,9 +1,9 @@
 //! Loading weights for training: HF safetensors directories and GGUF files, both turned into
 //! owned, dense, HF-named, HF-layout tensors (`Model::new` then makes them `Var`s or freezes them).
 //!
-//! GGUF: every tensor is dequantized, names are mapped to HF's, and llama q/k projections are
-//! un-permuted (llama.cpp's converter permutes them so rotary pairs are adjacent; without the
-//! inverse the logits are off by tens).
+//! GGUF: every tensor is dequantized, and names and layout are mapped to HF's by `gguf_layout`
+//! (llama q/k rows un-permuted: without it the logits are off by tens; Gemma's `1 + w` norms back
+//! to `w`; Phi-3's fused projections kept fused, as in its HF folder, for `split_fused`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Error, Result, Tensor};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::config::Config;
+use super::gguf_layout;
 
 pub type Weights = HashMap<String, Tensor>;
 
@@ -101,73 +102,6 @@ pub fn fuse_split(tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)
     Ok(out)
 }
 
-/// GGUF name → HF name (`None` for tensors the trainer does not use, e.g. `rope_freqs`).
-pub fn hf_name(gguf: &str) -> Option<String> {
-    let fixed = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(f) = fixed {
-        return Some(f.to_string());
-    }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, tail) = rest.split_once('.')?;
-    let (module, kind) = tail.rsplit_once('.')?;
-    let hf = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf}.{kind}"))
-}
-
-/// HF name → GGUF name, the inverse of `hf_name`.
-pub fn gguf_name(hf: &str) -> Option<String> {
-    match hf {
-        "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
-        "model.norm.weight" => return Some("output_norm.weight".into()),
-        "lm_head.weight" => return Some("output.weight".into()),
-        _ => {}
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, tail) = rest.split_once('.')?;
-    let (module, kind) = tail.rsplit_once('.')?;
-    let g = match module {
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{g}.{kind}"))
-}
-
-/// llama.cpp's q/k permutation, GGUF → HF: rows (head, i, pair) → (head, pair, i).
-pub fn unpermute_qk(w: &Tensor, n_head: usize) -> Result<Tensor> {
-    let (out, inp) = w.dims2()?;
-    w.reshape((n_head, out / n_head / 2, 2, inp))?.transpose(1, 2)?.reshape((out, inp))
-}
-
-/// The inverse, HF → GGUF (for writing GGUF files).
-pub fn permute_qk(w: &Tensor, n_head: usize) -> Result<Tensor> {
-    let (out, inp) = w.dims2()?;
-    w.reshape((n_head, 2, out / n_head / 2, inp))?.transpose(1, 2)?.reshape((out, inp))
-}
-
 /// The HF config a GGUF's metadata describes, read by `model::arch` as inference reads it
 /// (Llama 3.1+'s `rope_freqs` becomes `rope_scaling` llama3). `reader` reads `rope_freqs`.
 pub fn gguf_config<R: std::io::Read + std::io::Seek>(
@@ -175,22 +109,9 @@ pub fn gguf_config<R: std::io::Read + std::io::Seek>(
     content: &gguf_file::Content,
     reader: &mut R,
 ) -> Result<Config> {
-    let rope_freqs = match content.tensor_infos.contains_key("rope_freqs.weight") {
-        true => Some(
-            content.tensor(reader, "rope_freqs.weight", &Device::Cpu)?.dequantize(&Device::Cpu)?.to_vec1::<f32>()?,
-        ),
-        false => None,
-    };
-    let vocab = content
-        .tensor_infos
-        .get("token_embd.weight")
-        .ok_or_else(|| msg(format!("{}: GGUF has no token_embd.weight", path.display())))?
-        .shape
-        .dims()[0];
     let meta = crate::model::gguf_meta::Meta(content.metadata.clone());
-    let has = |name: &str| content.tensor_infos.contains_key(name);
-    let arch = crate::model::arch::ArchConfig::from_gguf(path, &meta, &has, vocab, rope_freqs.as_deref())
-        .map_err(|e| msg(e.to_string()))?;
+    let arch =
+        crate::model::arch::ArchConfig::from_gguf(path, &meta, content, reader).map_err(|e| msg(e.to_string()))?;
     Ok(Config::from_arch(&arch))
 }
 
@@ -199,18 +120,19 @@ pub fn load_gguf(path: &Path, dtype: DType, device: &Device) -> Result<(Config, 
     let mut f = std::fs::File::open(path).map_err(|e| msg(format!("cannot open {}: {e}", path.display())))?;
     let content = gguf_file::Content::read(&mut f).map_err(|e| e.with_path(path))?;
     let cfg = gguf_config(path, &content, &mut f)?;
-    let permuted = cfg.model_type == "llama";
+    let family = cfg.family();
+    let architecture = match content.metadata.get("general.architecture") {
+        Some(gguf_file::Value::String(a)) => a.clone(),
+        _ => String::new(),
+    };
+    let heads = (cfg.num_attention_heads, cfg.n_kv_heads());
     let mut w = Weights::new();
     let mut names: Vec<_> = content.tensor_infos.keys().cloned().collect();
     names.sort();
     for name in names {
-        let Some(hf) = hf_name(&name) else { continue };
-        let mut t = content.tensor(&mut f, &name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
-        if permuted && name.ends_with("attn_q.weight") {
-            t = unpermute_qk(&t, cfg.num_attention_heads)?;
-        } else if permuted && name.ends_with("attn_k.weight") {
-            t = unpermute_qk(&t, cfg.n_kv_heads())?;
-        }
+        let Some(hf) = gguf_layout::hf_name(family, &name) else { continue };
+        let t = content.tensor(&mut f, &name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
+        let t = gguf_layout::to_hf(family, &architecture, heads, &name, t)?;
         w.insert(hf, t.to_dtype(dtype)?.to_device(device)?);
     }
     Ok((cfg, w))

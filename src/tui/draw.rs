@@ -26,11 +26,10 @@ pub fn draw(frame: &mut Frame, app: &App) {
     };
     let ctx = app.ctx();
     let screen = app.screens.iter().rev().find(|s| !s.overlay());
-    match (screen, &app.review, &app.compare) {
-        (Some(screen), _, _) => screen.draw(frame, main, &ctx),
-        (None, Some(review), _) => super::review_draw::draw(frame, review, main),
-        (None, None, Some(compare)) => compare.draw(frame, main, &ctx),
-        (None, None, None) => app.queue.draw(frame, main),
+    match (screen, &app.compare) {
+        (Some(screen), _) => screen.draw(frame, main, &ctx),
+        (None, Some(compare)) => compare.draw(frame, main, &ctx),
+        (None, None) => app.queue.draw(frame, main),
     }
     draw_footer(frame, app, footer);
     draw_status(frame, app, status);
@@ -120,10 +119,12 @@ fn short(action: keymap::Action) -> &'static str {
 fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
     let q = &app.queue;
     let position = if q.visible.is_empty() { "0/0".into() } else { format!("{}/{}", q.selected + 1, q.visible.len()) };
+    // Today's pairwise judgments and single-answer ratings together, and the median seconds
+    // one took.
     let median = median(&app.seconds_today).map(|s| format!("{s:.0}s")).unwrap_or_else(|| "–".into());
     let db = app.store.path().file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let left = format!(
-        " {} · {} · {} · {position} · today {} · median {median}/judgment ",
+        " {} · {} · {} · {position} · today {} labeled · median {median} each ",
         app.annotator,
         db,
         app.device,
@@ -154,7 +155,7 @@ fn draw_editor(frame: &mut Frame, text: &str) {
     draw_text_pane(frame, area, " Rewrite · Ctrl-S save · Esc cancel ", &format!("{text}▏"), 0, true);
 }
 
-/// Median seconds per judgment today.
+/// Median seconds per label (a pairwise judgment or a single-answer rating) today.
 fn median(seconds: &[f64]) -> Option<f64> {
     let mut s = seconds.to_vec();
     if s.is_empty() {

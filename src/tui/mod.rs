@@ -13,8 +13,6 @@ pub mod judge;
 pub mod keymap;
 pub mod loading;
 pub mod queue;
-pub mod review;
-pub mod review_draw;
 pub mod screens;
 pub mod text;
 pub mod widgets;

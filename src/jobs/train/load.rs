@@ -53,7 +53,12 @@ pub(super) struct Trainable {
 
 /// The base model's weights as f32 tensors on `device` (`train::load`), refused when the
 /// trainer cannot train the family or could not export the result correctly.
-pub(super) fn trainable(model_path: &Path, config: &TrainConfig, device: &Device) -> anyhow::Result<Trainable> {
+pub(super) fn trainable(
+    model_path: &Path,
+    config: &TrainConfig,
+    device: &Device,
+    memory: &super::memory::Checked,
+) -> anyhow::Result<Trainable> {
     let lora_cfg = config.lora_rank.map(|rank| LoraConfig {
         rank,
         alpha: config.lora_alpha,
@@ -62,8 +67,12 @@ pub(super) fn trainable(model_path: &Path, config: &TrainConfig, device: &Device
     // f32 on the CPU (with the fused kernels); bf16 compute over f32 master weights on a GPU.
     let precision = Precision::for_device(device, Default::default());
     tracing::info!(device = %model::device_label(device), %precision, "training");
-    let weights = if lora_cfg.is_none() { Weights::Trainable } else { Weights::Frozen };
-    let mut net = crate::train::load::load(model_path, device, weights, precision)?;
+    let mut net = match lora_cfg {
+        None => crate::train::load::load(model_path, device, Weights::Trainable, precision)?,
+        // The frozen base in f32, bf16 or quantized as the plan settled (`train::frozen`).
+        Some(_) => crate::train::lean_load::load_frozen(model_path, device, memory.base, precision)?,
+    };
+    net.set_checkpointing(memory.checkpointing);
     if let Some(l) = &lora_cfg {
         lora::attach(&mut net, l, config.seed)?;
     }

@@ -1,6 +1,8 @@
 //! Before the trainable weights load: the memory plan for this run's data and options
 //! (`train::memory_plan`), printed, and the run refused when it cannot fit in the memory the
-//! system has available, with what would make it fit.
+//! system has available, with what would make it fit. `auto` options are settled here: a LoRA
+//! run keeps its frozen base in bf16, and then recomputes its layers in the backward, only when
+//! the plan does not fit without.
 
 use std::path::Path;
 
@@ -8,16 +10,54 @@ use candle_core::Device;
 
 use super::examples::Prepared;
 use super::{TrainConfig, TrainEvent};
+use crate::train::checkpointing::Checkpointing;
+use crate::train::config::Config;
+use crate::train::frozen::BaseDtype;
 use crate::train::logps::{Truncation, build_row};
-use crate::train::memory_plan::{self, MemoryPlan, PlanOptions, Workload};
+use crate::train::memory_plan::{self, PlanOptions, Workload};
 
-/// The options' part of a plan: what trains, and the inference model kept for samples.
+/// The options' part of a plan: what trains, how, and the inference model kept for samples;
+/// `auto` options as their cheaper-in-time choice (f32 base, no checkpointing).
 pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
     let samples = config.eval_every > 0 && config.sample_prompts > 0;
     PlanOptions {
         lora: config.lora_rank.map(|r| (r, config.lora_targets.clone())),
+        base: match config.base_dtype {
+            BaseDtype::Auto => BaseDtype::F32,
+            b => b,
+        },
+        quantized_bytes: memory_plan::quantized_bytes(model_path),
+        checkpointing: config.gradient_checkpointing == Checkpointing::On,
         inference_bytes: if samples { memory_plan::file_bytes(model_path) } else { 0 },
         source_bytes: memory_plan::file_bytes(model_path),
+    }
+}
+
+/// The `auto` options settled against `available` bytes (none known: as `options` set them):
+/// a LoRA run's base in bf16, then checkpointing, each only while the plan does not fit.
+pub fn settle(config: &TrainConfig, cfg: &Config, opts: &mut PlanOptions, work: &Workload, available: Option<u64>) {
+    let Some(available) = available else { return };
+    let fits = |o: &PlanOptions| memory_plan::plan(cfg, o, work).peak() <= available;
+    if !fits(opts) && opts.lora.is_some() && config.base_dtype == BaseDtype::Auto {
+        opts.base = BaseDtype::Bf16;
+    }
+    if !fits(opts) && config.gradient_checkpointing == Checkpointing::Auto {
+        opts.checkpointing = true;
+    }
+}
+
+/// What `settle` chose, as a line for the user (empty when it kept the defaults).
+fn settled_note(config: &TrainConfig, opts: &PlanOptions) -> String {
+    let mut chose = Vec::new();
+    if config.base_dtype == BaseDtype::Auto && opts.base == BaseDtype::Bf16 {
+        chose.push("the frozen base in bf16");
+    }
+    if config.gradient_checkpointing == Checkpointing::Auto && opts.checkpointing {
+        chose.push("gradient checkpointing");
+    }
+    match chose.is_empty() {
+        true => String::new(),
+        false => format!("memory: {} (auto: it does not fit without)", chose.join(" and ")),
     }
 }
 
@@ -28,9 +68,11 @@ pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
 pub fn plan_text(config: &TrainConfig, progress: &dyn Fn(&str)) -> anyhow::Result<String> {
     let model_path = crate::model::resolve_model_path(config.model.as_deref(), progress)?;
     let cfg = memory_plan::read_config(&model_path)?;
-    let opts = options(config, &model_path);
+    let mut opts = options(config, &model_path);
     let work = Workload::worst(config.batch_size, config.max_length, config.method != "sft");
+    settle(config, &cfg, &mut opts, &work, memory_plan::available_bytes());
     let plan = memory_plan::plan(&cfg, &opts, &work);
+    let note = settled_note(config, &opts);
     let mut out = format!(
         "{} ({} rows of {} tokens per micro-batch: every pair cut at --max-length {})\n",
         model_path.display(),
@@ -38,6 +80,9 @@ pub fn plan_text(config: &TrainConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
         work.row_tokens,
         config.max_length
     );
+    if !note.is_empty() {
+        out.push_str(&format!("{note}\n"));
+    }
     out.push_str(&plan.render());
     match memory_plan::available_bytes() {
         Some(a) if plan.peak() > a => {
@@ -83,6 +128,12 @@ fn workload(prepared: &Prepared, config: &TrainConfig) -> Workload {
     }
 }
 
+/// The plan a run goes by and the options it settled (`settle`).
+pub(super) struct Checked {
+    pub base: BaseDtype,
+    pub checkpointing: bool,
+}
+
 /// The run's plan, sent as lines to the user; an error when it exceeds the memory available on
 /// the CPU (a GPU's free memory is not asked: the plan is printed and the run goes on).
 pub(super) fn check(
@@ -91,15 +142,20 @@ pub(super) fn check(
     device: &Device,
     prepared: &Prepared,
     events: &mut dyn FnMut(TrainEvent),
-) -> anyhow::Result<MemoryPlan> {
+) -> anyhow::Result<Checked> {
     let cfg = memory_plan::read_config(model_path)?;
-    let opts = options(config, model_path);
+    let mut opts = options(config, model_path);
     let work = workload(prepared, config);
+    let available = if device.is_cpu() { memory_plan::available_bytes() } else { None };
+    settle(config, &cfg, &mut opts, &work, available);
     let plan = memory_plan::plan(&cfg, &opts, &work);
+    let note = settled_note(config, &opts);
+    if !note.is_empty() {
+        events(TrainEvent::Preparing(note));
+    }
     for line in plan.render().lines() {
         events(TrainEvent::Preparing(line.to_string()));
     }
-    let available = if device.is_cpu() { memory_plan::available_bytes() } else { None };
     if let Some(available) = available.filter(|a| plan.peak() > *a) {
         let advice = memory_plan::advice(&cfg, &opts, &work, available);
         let fix = if advice.is_empty() {
@@ -114,5 +170,5 @@ pub(super) fn check(
             memory_plan::mib(available)
         );
     }
-    Ok(plan)
+    Ok(Checked { base: opts.base, checkpointing: opts.checkpointing })
 }

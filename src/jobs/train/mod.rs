@@ -271,9 +271,9 @@ fn train(
     }
     let tokenizer = inference.tokenizer().clone();
     // Refused here, before the weights load, when the plan cannot fit (`memory.rs`).
-    memory::check(config, model_path, &device, &prepared, events)?;
+    let memory = memory::check(config, model_path, &device, &prepared, events)?;
     let sampler = evaluate::Sampler::new(inference, prepared.sample_prompts, config, run_id);
-    let trained = load::trainable(model_path, config, &device)?;
+    let trained = load::trainable(model_path, config, &device, &memory)?;
     let net = &trained.net;
     let pad_id = info.special_tokens.stop_ids.first().copied().unwrap_or(0);
     let step_cfg = steps::step_config(config, pad_id, &prepared.train.ids);

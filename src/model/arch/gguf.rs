@@ -1,21 +1,61 @@
 //! `ArchConfig` from GGUF metadata (the keys llama.cpp's converter writes for each family), with
-//! Llama 3.1+'s rope scaling recovered from the `rope_freqs` tensor.
+//! Llama 3.1+'s rope scaling recovered from the `rope_freqs` tensor and Phi-3's LongRoPE from
+//! `rope_factors_short`/`rope_factors_long`.
+//!
+//! Where llama.cpp hard-codes a family's layout, so does this reading: Gemma 2's sliding layers
+//! alternate from the first, Gemma 3's sliding layers have rope base 10000 and every sixth layer
+//! is global (unless `gemma3.attention.sliding_window_pattern` lists them), and Gemma scales
+//! scores by the head size (hidden / heads for the 27B models). One key llama.cpp does not read
+//! is honoured: `{arch}.attention.scale`, which verdict's exports write for a Gemma whose
+//! `query_pre_attn_scalar` differs from llama.cpp's rule.
 
 use super::{Activation, ArchConfig, ArchError, Family, Rope, RopeKind};
 use crate::model::gguf_meta::Meta;
+use candle_core::Device;
+use candle_core::quantized::gguf_file::Content;
 use serde_json::Value;
 use std::path::Path;
 
+/// The small tensors that carry rotary settings in a GGUF.
+const ROPE_TENSORS: [&str; 3] = ["rope_freqs.weight", "rope_factors_short.weight", "rope_factors_long.weight"];
+
 impl ArchConfig {
-    /// Reads GGUF metadata; `has_tensor` answers whether the file holds a tensor, `rope_freqs`
-    /// is the content of `rope_freqs.weight` when it has one (Llama 3.1+'s frequency factors).
-    pub fn from_gguf(
+    /// Reads a GGUF's architecture from its parsed header `content` (metadata `meta`, copied
+    /// out of it); `reader` reads the rotary tensors it holds.
+    pub fn from_gguf<R: std::io::Read + std::io::Seek>(
+        path: &Path,
+        meta: &Meta,
+        content: &Content,
+        reader: &mut R,
+    ) -> Result<ArchConfig, ArchError> {
+        let mut rope_tensors: std::collections::HashMap<&str, Vec<f32>> = std::collections::HashMap::new();
+        for name in ROPE_TENSORS.into_iter().filter(|n| content.tensor_infos.contains_key(*n)) {
+            let values = content
+                .tensor(reader, name, &Device::Cpu)
+                .and_then(|t| t.dequantize(&Device::Cpu)?.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1())
+                .map_err(|e| ArchError::Key {
+                    path: path.to_path_buf(),
+                    key: name.into(),
+                    reason: format!("cannot be read ({e}); the file may be truncated"),
+                })?;
+            rope_tensors.insert(name, values);
+        }
+        let vocab = content.tensor_infos.get("token_embd.weight").map(|t| t.shape.dims()[0]).unwrap_or(0);
+        let has = |name: &str| content.tensor_infos.contains_key(name);
+        let tensor = |name: &str| rope_tensors.get(name).cloned();
+        ArchConfig::from_gguf_parts(path, meta, &has, vocab, &tensor)
+    }
+
+    /// `from_gguf` on the parts: `has_tensor` answers whether the file holds a tensor, `tensor`
+    /// gives the values of the rotary tensors it holds (`ROPE_TENSORS`).
+    fn from_gguf_parts(
         path: &Path,
         meta: &Meta,
         has_tensor: &dyn Fn(&str) -> bool,
         vocab_size: usize,
-        rope_freqs: Option<&[f32]>,
+        tensor: &dyn Fn(&str) -> Option<Vec<f32>>,
     ) -> Result<ArchConfig, ArchError> {
+        let rope_freqs = tensor("rope_freqs.weight");
         let err = |key: &str, reason: String| ArchError::Key { path: path.to_path_buf(), key: key.into(), reason };
         let arch = meta.string("general.architecture").unwrap_or("");
         let family = Family::from_gguf(arch)
@@ -57,17 +97,19 @@ impl ArchConfig {
                 ));
             }
         };
+        // Phi-3's converter writes LongRoPE's attention factor (read with the factor tensors).
+        let has_longrope = has_tensor("rope_factors_short.weight");
         for k in [
             "rope.scaling.attn_factor",
             "rope.scaling.yarn_log_multiplier",
             "rope.scaling.yarn_ext_factor",
             "rope.scaling.yarn_attn_factor",
         ] {
-            if meta.0.contains_key(&key(k)) {
+            if meta.0.contains_key(&key(k)) && !(has_longrope && k == "rope.scaling.attn_factor") {
                 return Err(err(&key(k), "changes the rotary scaling in a way verdict does not implement".into()));
             }
         }
-        if let Some(factors) = rope_freqs {
+        if let Some(factors) = rope_freqs.as_deref() {
             if rope.kind != RopeKind::Default {
                 return Err(err(
                     "rope_freqs.weight",
@@ -77,27 +119,42 @@ impl ArchConfig {
             rope.kind =
                 llama3_from_factors(&rope, head_dim, factors).map_err(|reason| err("rope_freqs.weight", reason))?;
         }
-        if has_tensor("rope_factors_short.weight") || has_tensor("rope_factors_long.weight") {
+        if let (Some(short), Some(long)) = (tensor("rope_factors_short.weight"), tensor("rope_factors_long.weight")) {
+            rope.kind = longrope(&rope, meta, &key, max_pos, &short, &long)
+                .map_err(|(k, reason): (String, String)| err(&k, reason))?;
+        } else if has_tensor("rope_factors_short.weight") || has_tensor("rope_factors_long.weight") {
             return Err(err(
                 "rope_factors_short.weight",
-                "holds LongRoPE factors, which verdict reads from config.json only: load the Hugging Face folder"
-                    .into(),
+                "is present without rope_factors_long.weight (or the reverse): LongRoPE needs both".into(),
             ));
         }
         let layers = need("block_count")?;
         let window = need("attention.sliding_window").ok();
-        let sliding_layers: Vec<bool> = (0..layers)
-            .map(|i| match family {
-                Family::Gemma2 => i % 2 == 0,
-                // llama.cpp's Gemma 3 pattern: every sixth layer is global.
-                Family::Gemma3 => (i + 1) % 6 != 0,
-                _ => window.is_some(),
-            })
-            .collect();
-        let gemma_scalar = match (family, layers) {
+        let pattern = meta.ints(&key("attention.sliding_window_pattern"));
+        let sliding_layers: Vec<bool> = match pattern {
+            // One entry per layer (true: sliding), as the gguf package writes it.
+            Some(p) if p.len() == layers && family.gemma() => p.iter().map(|v| *v != 0).collect(),
+            Some(p) if family.gemma() => {
+                return Err(err(
+                    &key("attention.sliding_window_pattern"),
+                    format!("has {} entries for {layers} layers", p.len()),
+                ));
+            }
+            _ => (0..layers)
+                .map(|i| match family {
+                    Family::Gemma2 => i % 2 == 0,
+                    // llama.cpp's Gemma 3 pattern: every sixth layer is global.
+                    Family::Gemma3 => (i + 1) % 6 != 0,
+                    _ => window.is_some(),
+                })
+                .collect(),
+        };
+        let gemma_scalar = match (family, layers, meta.float(&key("attention.scale"))) {
+            // Written by verdict's export when the scalar is not llama.cpp's (scale = scalar^-1/2).
+            (Family::Gemma2 | Family::Gemma3, _, Some(scale)) if scale > 0.0 => Some(round_scalar(scale.powi(-2))),
             // llama.cpp scales Gemma 2 27B (46 layers) and Gemma 3 27B (62) by hidden / heads.
-            (Family::Gemma2, 46) | (Family::Gemma3, 62) => Some((hidden / heads) as f64),
-            (Family::Gemma2 | Family::Gemma3, _) => Some(head_dim as f64),
+            (Family::Gemma2, 46, _) | (Family::Gemma3, 62, _) => Some((hidden / heads) as f64),
+            (Family::Gemma2 | Family::Gemma3, _, _) => Some(head_dim as f64),
             _ => None,
         };
         let token = |k: &str| meta.int(k).map(|v| v as u32);
@@ -232,6 +289,62 @@ fn llama3_from_few_factors(
         }
     }
     Err("does not follow Llama 3's scaling (no original context length reproduces its factors)".into())
+}
+
+/// Phi-3's LongRoPE from the converter's factor tensors, `rope.scaling.original_context_length`
+/// and `rope.scaling.attn_factor` (kept only where it differs from the one transformers derives).
+fn longrope(
+    rope: &Rope,
+    meta: &Meta,
+    key: &dyn Fn(&str) -> String,
+    max_pos: usize,
+    short: &[f32],
+    long: &[f32],
+) -> Result<RopeKind, (String, String)> {
+    if rope.kind != RopeKind::Default {
+        return Err((key("rope.scaling.type"), "is set beside LongRoPE factor tensors".into()));
+    }
+    let original_max = meta
+        .int(&key("rope.scaling.original_context_length"))
+        .map(|v| v as usize)
+        .ok_or_else(|| (key("rope.scaling.original_context_length"), "is missing beside LongRoPE factors".into()))?;
+    let pairs = rope.rotary_dim(rope_head_dim(rope, meta, key)) / 2;
+    for (name, v) in [("rope_factors_short.weight", short), ("rope_factors_long.weight", long)] {
+        if v.len() != pairs {
+            return Err((name.into(), format!("has {} values, not {pairs} (half the rotary size)", v.len())));
+        }
+    }
+    let factors = |v: &[f32]| v.iter().map(|x| *x as f64).collect::<Vec<f64>>();
+    let mut kind = RopeKind::LongRope {
+        short_factor: factors(short),
+        long_factor: factors(long),
+        factor: max_pos as f64 / original_max as f64,
+        attention_factor: None,
+        original_max,
+    };
+    let derived = Rope { kind: kind.clone(), ..rope.clone() }.attention_factor();
+    if let (Some(stored), RopeKind::LongRope { attention_factor, .. }) =
+        (meta.float(&key("rope.scaling.attn_factor")), &mut kind)
+        && (stored - derived).abs() > 1e-6 * derived
+    {
+        *attention_factor = Some(stored);
+    }
+    Ok(kind)
+}
+
+/// The head size `rope` rotates part of (`attention.key_length`, else hidden / heads).
+fn rope_head_dim(rope: &Rope, meta: &Meta, key: &dyn Fn(&str) -> String) -> usize {
+    let int = |k: &str| meta.int(&key(k)).map(|v| v as usize);
+    match (int("attention.key_length"), int("embedding_length"), int("attention.head_count")) {
+        (Some(d), _, _) => d,
+        (None, Some(h), Some(n)) if n > 0 => h / n,
+        _ => (2.0 * rope.partial_rotary_factor) as usize,
+    }
+}
+
+/// A query scalar from its f32 scale: the whole number it was, when it was one.
+fn round_scalar(x: f64) -> f64 {
+    if (x - x.round()).abs() < 1e-3 * x { x.round() } else { x }
 }
 
 fn round6(x: f64) -> f64 {

@@ -1,13 +1,15 @@
 //! The background work as `App` takes it in every tick: the queue arriving from its thread
-//! (and the keys that waited for it), the generation, the training run and the screens'
-//! workers.
+//! (and the keys that waited for it), the generation, the training run, the runs screens'
+//! re-read and the screens' workers; and the store's data version, asked twice a second.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crossterm::event::{KeyCode, KeyEvent};
 
 use super::App;
 use crate::tui::input::Input;
+use crate::tui::loading::QueueLoad;
 use crate::tui::queue;
 use crate::tui::screens::Ctx;
 
@@ -15,27 +17,28 @@ impl App {
     /// Takes in what the threads reported; called every tick. Returns whether anything
     /// changed (so the screen is redrawn).
     pub fn poll_job(&mut self) -> bool {
-        let mut changed = self.poll_queue_load();
-        for review in [&mut self.review, &mut self.parked].into_iter().flatten() {
-            changed |= review.poll(&self.store);
-            if !review.message.is_empty() {
-                self.message = std::mem::take(&mut review.message);
-            }
+        if self.version_asked.elapsed() > std::time::Duration::from_millis(500) {
+            // One pragma: whether another connection committed since.
+            self.version_asked = Instant::now();
+            self.data_version = self.store.data_version().ok();
         }
+        let mut changed = self.poll_queue_load();
+        let trained = self.poll_training();
+        changed |= trained;
+        changed |= self.poll_runs(trained);
         let ctx = screen_ctx!(self);
         for screen in &mut self.screens {
-            match screen.poll(&self.store, &ctx) {
-                Ok((screen_changed, message)) => {
-                    changed |= screen_changed;
-                    if let Some(message) = message {
-                        self.message = message;
-                    }
-                }
-                Err(e) => self.message = format!("error: {e:#}"),
+            let polled = screen.poll(&ctx);
+            changed |= polled.changed;
+            if let Some(message) = polled.message {
+                self.message = message;
             }
-        }
-        if self.parked.as_ref().is_some_and(|r| r.job.is_none()) {
-            self.parked = None;
+            // What the screen's worker stored, read here for it.
+            if polled.reread
+                && let Err(e) = super::evaluation::reread(&self.store, screen, &self.annotator, self.annotator_id)
+            {
+                self.message = format!("error: {e:#}");
+            }
         }
         let changed = self.poll_generation() || changed;
         if changed {
@@ -55,11 +58,6 @@ impl App {
             self.poll_job();
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-    }
-
-    /// Some while a run trains on this process's thread.
-    pub fn training(&self) -> Option<&crate::tui::review::TrainJob> {
-        self.review.as_ref().or(self.parked.as_ref()).and_then(|r| r.job.as_ref())
     }
 
     /// Re-reads the prompts the generation stored candidates for.
@@ -94,7 +92,7 @@ impl App {
                 // Adding a prompt re-reads the queue.
                 Input::AddPrompt(_) => key.code == KeyCode::Enter,
                 Input::Note(_) | Input::Rewrite { .. } => false,
-                Input::None if self.review.is_some() || !self.screens.is_empty() => false,
+                Input::None if !self.screens.is_empty() => false,
                 Input::None => {
                     self.keymap.action(self.mode(), &key).is_some_and(crate::tui::loading::needs_whole_queue)
                 }
@@ -108,9 +106,7 @@ impl App {
     /// Takes the whole queue in once its thread has sent it, then plays the keys that waited
     /// for it. Returns whether anything changed.
     pub(super) fn poll_queue_load(&mut self) -> bool {
-        let Some(waiting) = self.queue.arrive(&self.store, self.annotator_id, &mut self.message) else {
-            return false;
-        };
+        let Some(waiting) = self.queue_arrived() else { return false };
         for key in waiting {
             // An external editor asked for by a key that waited opens once they have all run.
             if let Some(effect) = self.handle_key(key) {
@@ -118,6 +114,45 @@ impl App {
             }
         }
         true
+    }
+
+    /// Takes the whole queue in once its thread has sent it, re-reading the prompts this
+    /// process changed meanwhile; returns the keys that waited for it, to be played now.
+    fn queue_arrived(&mut self) -> Option<VecDeque<KeyEvent>> {
+        let q = &mut self.queue;
+        let arrived = q.loading.as_mut().and_then(QueueLoad::arrived)?;
+        let load = q.loading.take().expect("checked above");
+        let selected = q.selected_item().map(|i| i.row.prompt_id);
+        match arrived {
+            Ok(items) => q.items = items,
+            Err(error) => {
+                tracing::warn!("reading the queue in the background failed ({error}); reading it here");
+                match queue::load(&self.store, self.annotator_id) {
+                    Ok(items) => q.items = items,
+                    Err(e) => {
+                        // The placeholders stay; keys that waited are dropped rather than run on them.
+                        self.message = format!("error: could not read the queue ({e}); R tries again");
+                        return Some(VecDeque::new());
+                    }
+                }
+            }
+        }
+        for prompt_id in &load.touched {
+            if let Some(item) = q.items.iter_mut().find(|i| i.row.prompt_id == *prompt_id)
+                && let Err(e) = queue::reload_item(&self.store, self.annotator_id, item)
+            {
+                tracing::error!("{e:#}");
+            }
+        }
+        q.visible.clear();
+        q.apply_filter();
+        if let Some(prompt_id) = selected {
+            q.select(prompt_id);
+        }
+        if load.refresh {
+            self.message = format!("refreshed: {} prompts", q.items.len());
+        }
+        Some(load.waiting)
     }
 
     /// Reads a placeholder's row and counts before it is opened.

@@ -1,6 +1,7 @@
-//! The application: the screens (the queue, the compare screen over it, the runs, and the
-//! stack above them), the routing of each key's `Action` to the screen on top, and the one
-//! place where what the screens ask for (`Command`s) is carried out, store writes included.
+//! The application: the screens (the queue, the compare screen over it, and the stack above
+//! them: the runs, a run's curves, the help…), the routing of each key's `Action` to the
+//! screen on top, and the one place where what the screens ask for (`Command`s) is carried
+//! out, store writes and the reads the screens show included.
 //! Nothing here touches the terminal, so tests drive it directly.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -15,25 +16,32 @@ macro_rules! screen_ctx {
             annotator: &$app.annotator,
             annotator_id: $app.annotator_id,
             input: &$app.input,
+            marked: $app.marked,
+            db: $app.store.path(),
+            data_version: $app.data_version,
         }
     };
 }
 
 mod background;
+mod evaluation;
 mod labeling;
+mod runs;
 mod thumbs;
+mod training;
+
+pub use training::TrainJob;
 
 use super::form::TrainForm;
 use super::generation::GenerationJob;
 use super::input::Input;
 use super::keymap::{Action, KeyMap, Mode};
-use super::screens::blind::BlindView;
 use super::screens::compare::Compare;
-use super::screens::diff::DiffView;
+use super::screens::curves::CurvesScreen;
 use super::screens::help::Help;
 use super::screens::qa::Qa;
 use super::screens::queue::QueueScreen;
-use super::screens::samples::SamplesView;
+use super::screens::runs::RunsScreen;
 use super::screens::{Command, Ctx, Opening, Screen};
 use crate::guidelines::Reason;
 use crate::store::Store;
@@ -71,10 +79,17 @@ pub struct App {
     pub job: Option<GenerationJob>,
     /// The model for generation: `--model`/VERDICT_MODEL, else the default (fetched on first use).
     pub model: Option<std::path::PathBuf>,
-    /// The training and review screens while they are open.
-    pub review: Option<super::review::Review>,
-    /// The review state kept while its run trains and the user labels in the queue.
-    pub parked: Option<super::review::Review>,
+    /// The run training on this process's own thread; it outlives the runs screens.
+    pub training: Option<TrainJob>,
+    /// A model marked (`m` on the runs) to diff against another run's: (run, model).
+    pub marked: Option<(i64, i64)>,
+    /// The store's data version (`Store::data_version`), asked at most twice a second: it
+    /// changes when another connection commits, and the screens that show what others write
+    /// read again then.
+    pub data_version: Option<i64>,
+    version_asked: std::time::Instant,
+    /// The runs screens' re-read on a thread.
+    runs_reload: runs::RunsReload,
     /// Where generation and training run (`--device auto`'s pick), for the status line.
     pub device: String,
     /// Work for the runner asked for by a key that waited for the queue.
@@ -94,6 +109,7 @@ impl App {
         let (items, loading) = super::loading::open(&store, annotator_id, cursor, first_page)?;
         let reasons = store.reason_taxonomy()?;
         let seconds_today = store.seconds_today(annotator_id)?;
+        let data_version = store.data_version().ok();
         let mut app = App {
             store,
             annotator: annotator.to_string(),
@@ -113,8 +129,11 @@ impl App {
             quit: false,
             job: None,
             model: std::env::var_os("VERDICT_MODEL").map(Into::into),
-            review: None,
-            parked: None,
+            training: None,
+            marked: None,
+            data_version,
+            version_asked: std::time::Instant::now(),
+            runs_reload: Default::default(),
             device: crate::jobs::generate::auto_device_label(),
             pending_effect: None,
         };
@@ -126,14 +145,11 @@ impl App {
         Ok(app)
     }
 
-    /// The key map section the footer shows: the top screen's, else the runs', the compare
-    /// screen's or the queue's.
+    /// The key map section the footer shows: the top screen's (the one below the help or
+    /// QA), else the compare screen's or the queue's.
     pub fn mode(&self) -> Mode {
         if let Some(mode) = self.screens.iter().rev().find_map(Screen::footer_mode) {
             return mode;
-        }
-        if let Some(review) = &self.review {
-            return review.mode();
         }
         if self.compare.is_some() { Mode::Compare } else { Mode::Queue }
     }
@@ -226,11 +242,6 @@ impl App {
             let commands = top.update(Some(action), &screen_ctx!(self));
             return self.apply(commands);
         }
-        if let Some(review) = &mut self.review {
-            let commands = review.update(action);
-            self.message = std::mem::take(&mut review.message);
-            return self.apply(commands);
-        }
         let moves = matches!(action, Action::Up | Action::Down | Action::PageUp | Action::PageDown);
         let commands = match action {
             Action::Guidelines => {
@@ -299,42 +310,39 @@ impl App {
                     self.message = "refreshing…".into();
                 }
                 Command::Message(text) => self.message = text,
-                Command::Train(config) => match &mut self.review {
-                    Some(review) if review.job.is_some() => {
+                Command::Train(config) => {
+                    if self.training.is_some() {
                         self.message = "a run is already training in this window: stop it first (s)".into()
-                    }
-                    Some(review) => {
-                        review.start(*config, None);
-                        self.message = std::mem::take(&mut review.message);
+                    } else {
                         // Back to the runs list, where the new run shows.
                         self.close_top()?;
+                        self.start_training(*config, None);
                     }
-                    None => {}
-                },
+                }
                 Command::Thumb(thumb) => self.rate(thumb)?,
                 Command::UndoThumb => self.undo_thumb()?,
+                Command::StopRun(run) => self.stop_run(&run)?,
+                Command::ResumeRun(run) => self.resume_run(&run)?,
+                Command::Mark(marked) => self.marked = marked,
             }
         }
         Ok(effect)
     }
 
-    /// Takes the top screen away: one of the stack, else the runs, else the prompt open over
-    /// the queue.
+    /// Takes the top screen away: one of the stack, else the prompt open over the queue.
     fn close_top(&mut self) -> anyhow::Result<()> {
-        if let Some(screen) = self.screens.pop() {
-            screen.closed();
-            // Votes made on the screen change the runs list's win rates.
-            if let Some(review) = &mut self.review {
-                review.refresh(&self.store)?;
-            }
-        } else if let Some(review) = self.review.take() {
-            // The thread of a run started here keeps going; the runs list shows it.
-            if review.job.is_some() {
-                self.message = "a run started here is still training: it stops when verdict quits; T shows it".into();
-                self.parked = Some(review);
-            }
-        } else {
+        let Some(screen) = self.screens.pop() else {
             self.compare = None;
+            return Ok(());
+        };
+        screen.closed();
+        // Votes made on the screen change the runs list's win rates; a run's curves closed
+        // leave the list, which reads its runs again.
+        self.read_runs_now()?;
+        let runs_left = self.screens.iter().any(|s| matches!(s, Screen::Runs(_) | Screen::Curves(_)));
+        if matches!(screen, Screen::Runs(_)) && !runs_left && self.training.is_some() {
+            // The thread of a run started here keeps going; the runs list shows it.
+            self.message = "a run started here is still training: it stops when verdict quits; T shows it".into();
         }
         Ok(())
     }
@@ -346,19 +354,21 @@ impl App {
             Opening::Compare => self.open_selected()?,
             Opening::Thumbs => self.open_thumbs()?,
             // Computed on a thread; the screen shows "computing…" till then.
-            Opening::Qa => self.screens.push(Screen::Qa(Qa::open(&self.store))),
+            Opening::Qa => self.screens.push(Screen::Qa(Qa::open(&screen_ctx!(self)))),
             Opening::Runs => {
-                self.review = match self.parked.take() {
-                    Some(review) => Some(review),
-                    None => Some(super::review::Review::open(&self.store, self.model.clone())?),
-                };
+                self.screens.push(Screen::Runs(Box::new(RunsScreen::new(Vec::new(), Default::default()))));
+                self.read_runs_now()?;
+            }
+            Opening::Curves(run_id) => {
+                let curves = CurvesScreen { run_id, run: None, curves: Default::default() };
+                self.screens.push(Screen::Curves(Box::new(curves)));
+                self.read_runs_now()?;
             }
             Opening::Form => {
-                let model = self.review.as_ref().and_then(|r| r.model.clone());
-                self.screens.push(Screen::Form(Box::new(TrainForm::new(&self.store, model)?)));
+                self.screens.push(Screen::Form(Box::new(TrainForm::new(&self.store, self.model.clone())?)));
             }
             Opening::Samples(run_id) => {
-                let view = SamplesView::load(&self.store, run_id)?;
+                let view = evaluation::open_samples(&self.store, run_id)?;
                 if view.prompts.is_empty() {
                     self.message =
                         "this run has no sample answers yet: they come with each evaluation (eval every > 0)".into();
@@ -368,29 +378,34 @@ impl App {
             }
             Opening::Diff { run_id, models } => {
                 let view = match models {
-                    Some((old, new)) => DiffView::between(&self.store, old, new)?,
-                    None => DiffView::open(&self.store, run_id)?,
+                    Some((old, new)) => evaluation::open_between(&self.store, old, new)?,
+                    None => evaluation::open_diff(&self.store, run_id)?,
                 };
                 self.screens.push(Screen::Diff(Box::new(view)));
             }
             Opening::Blind(run_id) => {
-                let view = BlindView::for_run(&self.store, run_id, &self.annotator, self.annotator_id)?;
+                let view = evaluation::open_blind(&self.store, run_id, &self.annotator, self.annotator_id)?;
                 self.screens.push(Screen::Blind(Box::new(view)));
             }
             Opening::Arena => {
-                let view = BlindView::arena(&self.store, &self.annotator, self.annotator_id)?;
+                let view = evaluation::open_arena(&self.store, &self.annotator, self.annotator_id)?;
                 self.screens.push(Screen::Blind(Box::new(view)));
             }
         }
         Ok(())
     }
 
+    /// Reads again what the top screen shows, after a command changed the store or asked
+    /// for it (a vote, a skip, F5 on the runs).
     fn refresh_top(&mut self) -> anyhow::Result<()> {
-        let ctx = screen_ctx!(self);
-        match (self.screens.last_mut(), &mut self.review) {
-            (Some(top), _) => top.refresh(&self.store, &ctx),
-            (None, Some(review)) => review.refresh(&self.store),
-            (None, None) => Ok(()),
+        match self.screens.last_mut() {
+            Some(Screen::Runs(_) | Screen::Curves(_)) => self.read_runs_now(),
+            Some(Screen::Blind(blind)) => evaluation::refresh_blind(&self.store, blind, &self.annotator),
+            Some(Screen::Thumbs(view)) => {
+                view.mine = thumbs::mine(&self.store, self.annotator_id, view.prompt_id)?;
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 

@@ -1,8 +1,11 @@
 //! What `App` does for the single-answer review (`screens::thumbs`): opening it on the
-//! selected prompt, storing a rating and taking the last one back.
+//! selected prompt (reading its answers and my ratings), storing a rating and taking the last
+//! one back.
+
+use std::collections::HashMap;
 
 use super::App;
-use crate::store::NewThumb;
+use crate::store::{ActiveThumb, NewThumb, Store};
 use crate::tui::queue;
 use crate::tui::screens::Screen;
 use crate::tui::screens::thumbs::ThumbsView;
@@ -20,7 +23,7 @@ impl App {
         let Some(&index) = self.queue.visible.get(self.queue.selected) else { return Ok(()) };
         self.ensure_loaded(index)?;
         let prompt_id = self.queue.items[index].row.prompt_id;
-        let view = ThumbsView::open(&self.store, prompt_id, self.annotator_id)?;
+        let view = read_view(&self.store, prompt_id, self.annotator_id)?;
         self.screens.push(Screen::Thumbs(Box::new(view)));
         self.store.set_cursor(self.annotator_id, prompt_id)?;
         Ok(())
@@ -33,7 +36,7 @@ impl App {
         self.message = format!("answer {} rated {}", thumb.response_id, thumb.rating.as_str());
         self.reload_queue_item()?;
         if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
-            view.stored(&self.store, self.annotator_id, Some(thumb.response_id), None)?;
+            view.stored(mine(&self.store, self.annotator_id, view.prompt_id)?, Some(thumb.response_id), None);
         }
         Ok(())
     }
@@ -51,7 +54,7 @@ impl App {
             None => "undone: rate this answer again".into(),
         };
         if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
-            view.stored(&self.store, self.annotator_id, None, Some(&undo.withdrawn))?;
+            view.stored(mine(&self.store, self.annotator_id, view.prompt_id)?, None, Some(&undo.withdrawn));
         }
         Ok(())
     }
@@ -66,4 +69,23 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// A prompt's answers and my ratings of them, for the single-answer review.
+fn read_view(store: &Store, prompt_id: i64, annotator_id: i64) -> anyhow::Result<ThumbsView> {
+    let row = store.queue_row(prompt_id)?;
+    let domain = row.as_ref().and_then(|r| r.domain.clone());
+    Ok(ThumbsView::new(
+        prompt_id,
+        row.and_then(|r| r.external_id).unwrap_or_else(|| prompt_id.to_string()),
+        store.prompt_messages(prompt_id)?,
+        store.responses_of(prompt_id)?,
+        mine(store, annotator_id, prompt_id)?,
+        store.guideline_text(domain.as_deref())?.map(|(id, _)| id),
+    ))
+}
+
+/// My active ratings of a prompt's answers, by response id.
+pub(super) fn mine(store: &Store, annotator_id: i64, prompt_id: i64) -> anyhow::Result<HashMap<i64, ActiveThumb>> {
+    Ok(store.my_thumbs(annotator_id, prompt_id)?.into_iter().map(|t| (t.response_id, t)).collect())
 }

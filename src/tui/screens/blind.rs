@@ -1,9 +1,8 @@
 //! Blind judging: a run's tuned model against its base (win rate with a Wilson interval),
 //! or every model with answers against every other (the arena, ranked by Bradley-Terry).
 //! Each pair shows in a random order the annotator never learns; votes go to the store
-//! through `App`.
+//! through `App`, which also reads the pairs left and the results for it (`app::evaluation`).
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use ratatui::Frame;
@@ -12,12 +11,11 @@ use ratatui::style::{Color, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Wrap};
 
-use super::Command;
+use super::{Command, Polled};
 use crate::domain::{Outcome, sha256_hex};
-use crate::jobs::answers::{self, DEFAULT_SEED};
 use crate::qa::winrate::WinRateReport;
-use crate::store::{NewEvalVote, Store};
-use crate::tui::judge::{AnswerPair, REVIEW_PROMPTS, Worker, answer_pairs, drain, worker_line};
+use crate::store::NewEvalVote;
+use crate::tui::judge::{AnswerPair, Worker, drain, worker_line};
 use crate::tui::keymap::Action;
 use crate::tui::widgets::{answer_panes, block};
 
@@ -36,7 +34,8 @@ pub struct BlindView {
     pub ranking: Option<String>,
     pub worker: Option<Worker>,
     pub scroll: u16,
-    prompts: Vec<i64>,
+    /// The prompts judged, in order.
+    pub prompts: Vec<i64>,
 }
 
 /// The pair on screen, and which model is on the left (recorded with the vote).
@@ -57,115 +56,48 @@ impl BlindPair {
 }
 
 /// Which side model A is shown on: random per (annotator, prompt, models), stable.
-fn a_on_left(annotator: &str, prompt_id: i64, a: i64, b: i64) -> bool {
+pub fn a_on_left(annotator: &str, prompt_id: i64, a: i64, b: i64) -> bool {
     let key = sha256_hex(&["blind", annotator, &prompt_id.to_string(), &a.min(b).to_string(), &a.max(b).to_string()]);
-    key.as_bytes()[0] % 2 == 0
+    key.as_bytes()[0].is_multiple_of(2)
 }
 
 impl BlindView {
-    /// Blind evaluation of a run: its tuned model (A) against its base (B).
-    pub fn for_run(store: &Store, run_id: i64, annotator: &str, annotator_id: i64) -> anyhow::Result<BlindView> {
-        let (base, tuned) = answers::run_models(store, run_id)?;
-        let prompts = answers::evaluation_prompts(store, Some(REVIEW_PROMPTS))?;
-        let names: HashMap<i64, String> = store.models()?.into_iter().map(|m| (m.id, m.name)).collect();
-        let mut view = BlindView {
-            run_id: Some(run_id),
-            models: [tuned, base].iter().map(|id| (*id, names.get(id).cloned().unwrap_or_default())).collect(),
+    /// Blind judging of `models` over `prompts` (a run's tuned model first, then its base;
+    /// the arena's models in id order), while `worker` makes missing answers. `App` fills in
+    /// what is left to judge and the results (`app::evaluation`).
+    pub fn new(
+        run_id: Option<i64>,
+        models: Vec<(i64, String)>,
+        prompts: Vec<i64>,
+        worker: Option<Worker>,
+    ) -> BlindView {
+        BlindView {
+            run_id,
+            models,
             todo: Vec::new(),
             current: None,
             judged: 0,
             identical: 0,
             report: None,
             ranking: None,
-            worker: Some(Worker::start(store.path().to_path_buf(), vec![base, tuned], prompts.clone(), None)),
+            worker,
             scroll: 0,
             prompts,
-        };
-        view.reload(store, annotator, annotator_id)?;
-        Ok(view)
+        }
     }
 
-    /// The arena: every model with answers for the review seed, pairwise.
-    pub fn arena(store: &Store, annotator: &str, annotator_id: i64) -> anyhow::Result<BlindView> {
-        let mut with_answers: BTreeMap<i64, usize> = BTreeMap::new();
-        for model in store.models()? {
-            let n = store.model_answers(model.id, DEFAULT_SEED)?.len();
-            if n > 0 {
-                with_answers.insert(model.id, n);
+    /// Takes in the worker's progress: `reread` when it stored answers, a message when it ends.
+    pub fn poll(&mut self) -> Polled {
+        let Some(worker) = &mut self.worker else { return Polled::default() };
+        let (changed, finished, _) = drain(worker);
+        let message = finished.map(|result| {
+            self.worker = None;
+            match result {
+                Ok(()) => "all answers are ready".to_string(),
+                Err(e) => format!("error: {e}"),
             }
-        }
-        if with_answers.len() < 2 {
-            anyhow::bail!(
-                "the arena needs answers from at least two models: open a finished run's diff (d) or blind \
-                 evaluation (e), or run `verdict eval answers --models A,B,C`"
-            );
-        }
-        let names: HashMap<i64, String> = store.models()?.into_iter().map(|m| (m.id, m.name)).collect();
-        let prompts = answers::evaluation_prompts(store, Some(REVIEW_PROMPTS))?;
-        let mut view = BlindView {
-            run_id: None,
-            models: with_answers.keys().map(|id| (*id, names.get(id).cloned().unwrap_or_default())).collect(),
-            todo: Vec::new(),
-            current: None,
-            judged: 0,
-            identical: 0,
-            report: None,
-            ranking: None,
-            worker: None,
-            scroll: 0,
-            prompts,
-        };
-        view.reload(store, annotator, annotator_id)?;
-        Ok(view)
-    }
-
-    /// Rebuilds what is left to judge and the results so far.
-    pub fn reload(&mut self, store: &Store, annotator: &str, annotator_id: i64) -> anyhow::Result<()> {
-        let ids: Vec<i64> = self.models.iter().map(|m| m.0).collect();
-        let mut todo = Vec::new();
-        let mut identical = 0;
-        for (i, &a) in ids.iter().enumerate() {
-            for &b in &ids[i + 1..] {
-                let voted = store.voted_prompts(annotator_id, a, b)?;
-                for &prompt_id in &self.prompts {
-                    let (ra, rb) = (
-                        store.model_answer(a, prompt_id, DEFAULT_SEED)?,
-                        store.model_answer(b, prompt_id, DEFAULT_SEED)?,
-                    );
-                    match (ra, rb) {
-                        (Some(x), Some(y)) if x == y => identical += 1,
-                        (Some(_), Some(_)) if !voted.contains(&prompt_id) => todo.push((prompt_id, a, b)),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        // Interleave the model pairs so an arena session covers every pair early.
-        todo.sort_by_key(|(p, a, b)| {
-            sha256_hex(&["arena-order", annotator, &p.to_string(), &a.to_string(), &b.to_string()])
         });
-        self.todo = todo;
-        self.identical = identical;
-        self.results(store)?;
-        if self.current.is_none() {
-            self.next(store, annotator)?;
-        }
-        Ok(())
-    }
-
-    fn next(&mut self, store: &Store, annotator: &str) -> anyhow::Result<()> {
-        self.current = None;
-        self.scroll = 0;
-        if let Some(&(prompt_id, a, b)) = self.todo.first() {
-            if let Some(pair) = answer_pairs(store, a, b, &[prompt_id])?.pop() {
-                self.current = Some(BlindPair {
-                    pair,
-                    a_on_left: a_on_left(annotator, prompt_id, a, b),
-                    shown_at: Instant::now(),
-                });
-            }
-        }
-        Ok(())
+        Polled { changed: changed || message.is_some(), message, reread: changed }
     }
 
     /// Skips the pair on screen for now (it comes back at the end).
@@ -204,12 +136,6 @@ impl BlindView {
         vec![Command::EvalVote(vote)]
     }
 
-    /// After a vote or a skip: the results so far and the next pair.
-    pub fn refresh(&mut self, store: &Store, annotator: &str) -> anyhow::Result<()> {
-        self.results(store)?;
-        self.next(store, annotator)
-    }
-
     pub fn update(&mut self, action: Action, annotator_id: i64) -> Vec<Command> {
         match action {
             Action::LeftBetter => return self.vote(annotator_id, Outcome::A),
@@ -223,57 +149,6 @@ impl BlindView {
             _ => {}
         }
         Vec::new()
-    }
-
-    /// The win rate of the tuned model over the base (stored in `evals` after each vote), or
-    /// the arena's ranking: both from `report::review`, as `verdict eval report|arena` print.
-    fn results(&mut self, store: &Store) -> anyhow::Result<()> {
-        use crate::report::review;
-        if let Some(run_id) = self.run_id {
-            let report = review::run_report(store, run_id)?;
-            review::save_run_report(store, &report)?;
-            self.report = Some(report.win_rate);
-        } else {
-            self.ranking = Some(match review::arena(store) {
-                Ok(None) => "no judgments yet".into(),
-                Ok(Some(arena)) => arena
-                    .models
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        format!(
-                            "{}. {}: {}  {:.0} [{:.0}, {:.0}]  {} games, {} won",
-                            i + 1,
-                            m.model_id,
-                            m.name,
-                            m.fit.rating,
-                            m.fit.ci_low,
-                            m.fit.ci_high,
-                            m.fit.games,
-                            m.fit.wins
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                Err(e) => format!("{e:#}"),
-            });
-        }
-        Ok(())
-    }
-
-    pub fn poll(&mut self, store: &Store, annotator: &str, annotator_id: i64) -> anyhow::Result<Option<String>> {
-        let Some(worker) = &mut self.worker else { return Ok(None) };
-        let (changed, finished, _) = drain(worker);
-        if changed {
-            self.reload(store, annotator, annotator_id)?;
-        }
-        Ok(finished.map(|result| {
-            self.worker = None;
-            match result {
-                Ok(()) => "all answers are ready".to_string(),
-                Err(e) => format!("error: {e}"),
-            }
-        }))
     }
 
     pub fn stop_worker(&self) {

@@ -16,7 +16,7 @@ fn app_with_answers() -> App {
     let run = store.create_run("run-1", "dpo", "{}", Some(base)).unwrap();
     store.set_run_output(run, tuned).unwrap();
     store.set_run_status(run, crate::domain::RunStatus::Finished, None).unwrap();
-    let prompts = crate::jobs::answers::evaluation_prompts(store, Some(crate::tui::judge::REVIEW_PROMPTS)).unwrap();
+    let prompts = store.evaluation_prompts(Some(crate::tui::judge::REVIEW_PROMPTS)).unwrap();
     for (i, &prompt_id) in prompts.iter().take(4).enumerate() {
         let seed = crate::jobs::answers::DEFAULT_SEED;
         let old = format!("Please contact support. We will maybe look at it {i}.");

@@ -1,18 +1,22 @@
 //! The screens: each owns its state, turns an `Action` into changes of that state and
 //! `Command`s for `App` to carry out (store writes, jobs, opening and closing screens), and
 //! draws only its own state and the read-only `Ctx`. The queue is always there, the compare
-//! screen over it while a prompt is open; the others go on a stack above them.
+//! screen over it while a prompt is open; the others (the runs list and a run's curves
+//! included) go on a stack above them.
 
 pub mod blind;
 pub mod compare;
+pub mod curves;
 pub mod diff;
 pub mod help;
 pub mod qa;
 pub mod queue;
+pub mod runs;
 pub mod samples;
 pub mod thumbs;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use crossterm::event::KeyEvent;
 use ratatui::Frame;
@@ -27,7 +31,7 @@ use super::keymap::{Action, KeyMap, Mode};
 use super::text::truncate;
 use crate::guidelines::Reason;
 use crate::jobs::train::TrainConfig;
-use crate::store::{NewEvalVote, NewThumb, Store, Verdict};
+use crate::store::{NewEvalVote, NewThumb, RunRow, Verdict};
 
 /// What every screen may read while it updates or draws.
 pub struct Ctx<'a> {
@@ -37,6 +41,24 @@ pub struct Ctx<'a> {
     pub annotator_id: i64,
     /// The text being typed, where a screen shows it in place (a note).
     pub input: &'a Input,
+    /// A model marked (`m` on the runs) to diff against another run's: (run, model).
+    pub marked: Option<(i64, i64)>,
+    /// The database file, for a screen's worker to open its own connection to.
+    pub db: &'a Path,
+    /// The store's data version as `App` last asked it (at most twice a second): it moves
+    /// when another connection commits.
+    pub data_version: Option<i64>,
+}
+
+/// What a screen's `poll` found.
+#[derive(Debug, Default)]
+pub struct Polled {
+    /// Something on screen changed: draw again.
+    pub changed: bool,
+    /// For the status line (a worker ended).
+    pub message: Option<String>,
+    /// The screen's worker stored something: `App` reads what the screen shows again.
+    pub reread: bool,
 }
 
 /// The reason chips (chosen ones highlighted) and the note under them, in a pane titled
@@ -102,6 +124,12 @@ pub enum Command {
     Thumb(NewThumb),
     /// Take back the annotator's last single-answer rating.
     UndoThumb,
+    /// Stop a running run (this window's thread, or another process's through its folder).
+    StopRun(Box<RunRow>),
+    /// Continue a stopped, failed or crashed run on this window's thread and show its curves.
+    ResumeRun(Box<RunRow>),
+    /// Mark a run's model to diff another run's against (None: clear the mark).
+    Mark(Option<(i64, i64)>),
 }
 
 /// A screen a command opens.
@@ -111,6 +139,8 @@ pub enum Opening {
     Compare,
     Qa,
     Runs,
+    /// A run's live curves, over the runs list.
+    Curves(i64),
     /// The new-run form, over the runs list.
     Form,
     /// A run's answers at each evaluation.
@@ -137,6 +167,8 @@ pub enum Screen {
     Blind(Box<blind::BlindView>),
     Form(Box<TrainForm>),
     Thumbs(Box<thumbs::ThumbsView>),
+    Runs(Box<runs::RunsScreen>),
+    Curves(Box<curves::CurvesScreen>),
 }
 
 impl Screen {
@@ -151,6 +183,8 @@ impl Screen {
             Screen::Blind(_) => Mode::Blind,
             Screen::Form(_) => Mode::Form,
             Screen::Thumbs(_) => Mode::Thumbs,
+            Screen::Runs(_) => Mode::Runs,
+            Screen::Curves(_) => Mode::Run,
         }
     }
 
@@ -189,6 +223,8 @@ impl Screen {
             Screen::Blind(blind) => blind.update(action, ctx.annotator_id),
             Screen::Form(form) => form.update(action),
             Screen::Thumbs(thumbs) => thumbs.update(action, ctx.annotator_id),
+            Screen::Runs(runs) => runs.update(action, ctx),
+            Screen::Curves(curves) => curves.update(action, ctx),
         }
     }
 
@@ -199,24 +235,14 @@ impl Screen {
         }
     }
 
-    /// Takes in what the screen's worker reported (and re-reads what it stored): whether
-    /// anything changed, and a message for the status line when the worker ends.
-    pub fn poll(&mut self, store: &Store, ctx: &Ctx) -> anyhow::Result<(bool, Option<String>)> {
-        let message = match self {
-            Screen::Diff(diff) => diff.poll(store)?,
-            Screen::Blind(blind) => blind.poll(store, ctx.annotator, ctx.annotator_id)?,
-            Screen::Qa(qa) => return Ok((qa.poll(store), None)),
-            _ => None,
-        };
-        Ok((message.is_some(), message))
-    }
-
-    /// Re-reads what the screen shows after `App` carried out its command.
-    pub fn refresh(&mut self, store: &Store, ctx: &Ctx) -> anyhow::Result<()> {
+    /// Takes in what the screen's worker reported. The screen reads nothing from the store:
+    /// `Polled::reread` asks `App` to.
+    pub fn poll(&mut self, ctx: &Ctx) -> Polled {
         match self {
-            Screen::Blind(blind) => blind.refresh(store, ctx.annotator),
-            Screen::Thumbs(thumbs) => thumbs.refresh(store, ctx.annotator_id),
-            _ => Ok(()),
+            Screen::Diff(diff) => diff.poll(),
+            Screen::Blind(blind) => blind.poll(),
+            Screen::Qa(qa) => Polled { changed: qa.poll(ctx), ..Polled::default() },
+            _ => Polled::default(),
         }
     }
 
@@ -238,6 +264,8 @@ impl Screen {
             Screen::Blind(blind) => blind.draw(frame, area),
             Screen::Form(form) => form.draw(frame, area),
             Screen::Thumbs(thumbs) => thumbs.draw(frame, area, ctx),
+            Screen::Runs(runs) => runs.draw(frame, area),
+            Screen::Curves(curves) => curves.draw(frame, area),
         }
     }
 }

@@ -1,14 +1,15 @@
 //! The QA screen: agreement statistics and the per-annotator report, as `verdict qa` prints
 //! them. They are computed on their own thread (with its own connection, through
 //! `jobs::spawn`) when the screen opens, and again when another connection commits to the
-//! store; the screen shows "computing…" meanwhile. Nothing is computed on the UI thread.
+//! store (`Ctx::data_version` moves); the screen shows "computing…" meanwhile. Nothing is
+//! computed on the UI thread.
 
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 
-use super::Command;
+use super::{Command, Ctx};
 use crate::jobs::{Job, Update, spawn};
 use crate::store::{OpenMode, Store};
 use crate::tui::keymap::Action;
@@ -22,8 +23,6 @@ pub struct Qa {
     work: Option<Job<(), String>>,
     /// The store's data version the text is (being) computed at.
     seen_version: Option<i64>,
-    /// When the store was last asked whether anything changed.
-    last_check: Instant,
 }
 
 /// The text of `verdict qa`: agreement, then the annotators, then single-answer ratings (if any).
@@ -38,17 +37,16 @@ pub fn statistics(store: &Store) -> anyhow::Result<String> {
 }
 
 impl Qa {
-    /// Opens the screen and starts computing on a thread.
-    pub fn open(store: &Store) -> Qa {
-        let mut qa = Qa { text: None, scroll: 0, work: None, seen_version: None, last_check: Instant::now() };
-        qa.start(store);
+    /// Opens the screen and starts computing on a thread, on its own connection to `db`.
+    pub fn open(ctx: &Ctx) -> Qa {
+        let mut qa = Qa { text: None, scroll: 0, work: None, seen_version: None };
+        qa.start(ctx.db, ctx.data_version);
         qa
     }
 
-    fn start(&mut self, store: &Store) {
-        self.seen_version = store.data_version().ok();
-        self.last_check = Instant::now();
-        let path = store.path().to_path_buf();
+    fn start(&mut self, db: &Path, version: Option<i64>) {
+        self.seen_version = version;
+        let path: PathBuf = db.to_path_buf();
         self.work = Some(spawn("qa", move |_, _| statistics(&Store::open(&path, OpenMode::MustExist)?)));
     }
 
@@ -58,20 +56,17 @@ impl Qa {
     }
 
     /// Takes the text in when its thread sends it; starts again when another connection
-    /// committed since (asked at most twice a second, a single pragma). True when the text
-    /// changed.
-    pub fn poll(&mut self, store: &Store) -> bool {
+    /// committed since (`App` asks the store's data version at most twice a second). True
+    /// when the text changed.
+    pub fn poll(&mut self, ctx: &Ctx) -> bool {
         if let Some(work) = &mut self.work {
             let Some(Update::Finished(result)) = work.try_next() else { return false };
             self.work = None;
             self.text = Some(result.unwrap_or_else(|e| format!("error: the statistics could not be computed: {e:#}")));
             return true;
         }
-        if self.last_check.elapsed() > Duration::from_millis(500) {
-            self.last_check = Instant::now();
-            if store.data_version().ok() != self.seen_version {
-                self.start(store);
-            }
+        if ctx.data_version != self.seen_version {
+            self.start(ctx.db, ctx.data_version);
         }
         false
     }

@@ -3,9 +3,7 @@
 //! generating, typing and the other screens are `Command`s that `App` carries out. The rows
 //! may still be arriving from a thread (`loading`), placeholders meanwhile.
 
-use std::collections::{BTreeSet, VecDeque};
-
-use crossterm::event::KeyEvent;
+use std::collections::BTreeSet;
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -14,11 +12,10 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::{Command, Opening};
-use crate::store::Store;
 use crate::tui::input::Input;
 use crate::tui::keymap::Action;
 use crate::tui::loading::QueueLoad;
-use crate::tui::queue::{self, Filter, Item, Status};
+use crate::tui::queue::{Filter, Item, Status};
 use crate::tui::text::{pad, truncate, width};
 use crate::tui::widgets::ACCENT;
 
@@ -141,44 +138,6 @@ impl QueueScreen {
         if let Some(load) = &mut self.loading {
             load.touched.insert(self.items[index].row.prompt_id);
         }
-    }
-
-    /// Takes the whole queue in once its thread has sent it, re-reading the prompts this
-    /// process changed meanwhile; returns the keys that waited for it, to be played now.
-    pub fn arrive(&mut self, store: &Store, annotator_id: i64, message: &mut String) -> Option<VecDeque<KeyEvent>> {
-        let arrived = self.loading.as_mut().and_then(QueueLoad::arrived)?;
-        let load = self.loading.take().expect("checked above");
-        let selected = self.selected_item().map(|i| i.row.prompt_id);
-        match arrived {
-            Ok(items) => self.items = items,
-            Err(error) => {
-                tracing::warn!("reading the queue in the background failed ({error}); reading it here");
-                match queue::load(store, annotator_id) {
-                    Ok(items) => self.items = items,
-                    Err(e) => {
-                        // The placeholders stay; keys that waited are dropped rather than run on them.
-                        *message = format!("error: could not read the queue ({e}); R tries again");
-                        return Some(VecDeque::new());
-                    }
-                }
-            }
-        }
-        for prompt_id in &load.touched {
-            if let Some(item) = self.items.iter_mut().find(|i| i.row.prompt_id == *prompt_id)
-                && let Err(e) = queue::reload_item(store, annotator_id, item)
-            {
-                tracing::error!("{e:#}");
-            }
-        }
-        self.visible.clear();
-        self.apply_filter();
-        if let Some(prompt_id) = selected {
-            self.select(prompt_id);
-        }
-        if load.refresh {
-            *message = format!("refreshed: {} prompts", self.items.len());
-        }
-        Some(load.waiting)
     }
 
     pub fn draw(&self, frame: &mut Frame, area: Rect) {

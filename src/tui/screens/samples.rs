@@ -1,7 +1,5 @@
 //! The answers a run generated at each evaluation, prompt by prompt and step by step, each
-//! with its changes since the evaluation before.
-
-use std::collections::BTreeMap;
+//! with its changes since the evaluation before. `App` reads them (`app::evaluation`).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -10,17 +8,19 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
 use super::Command;
-use crate::store::{RunSample, Store};
 use crate::tui::keymap::Action;
 use crate::tui::widgets::{ACCENT, block};
 use crate::tui::worddiff::word_diff;
+
+/// One prompt's answers during a run: (prompt id, prompt text, [(step, answer)]).
+pub type PromptAnswers = (i64, String, Vec<(i64, String)>);
 
 /// A run's answers to its fixed prompts, by prompt and evaluation step.
 #[derive(Debug, Clone)]
 pub struct SamplesView {
     pub run_id: i64,
     /// (prompt id, prompt text, [(step, answer)]) in prompt order.
-    pub prompts: Vec<(i64, String, Vec<(i64, String)>)>,
+    pub prompts: Vec<PromptAnswers>,
     pub prompt: usize,
     pub step: usize,
     /// The title and lines of the answer shown, its changes since the evaluation before
@@ -29,25 +29,13 @@ pub struct SamplesView {
 }
 
 impl SamplesView {
-    pub fn load(store: &Store, run_id: i64) -> anyhow::Result<SamplesView> {
-        let mut by_prompt: BTreeMap<i64, Vec<(i64, String)>> = BTreeMap::new();
-        for RunSample { step, prompt_id, content } in store.run_samples(run_id)? {
-            by_prompt.entry(prompt_id).or_default().push((step, content));
-        }
-        let mut prompts = Vec::new();
-        for (prompt_id, steps) in by_prompt {
-            let text = store
-                .prompt_messages(prompt_id)?
-                .iter()
-                .map(|m| format!("{}: {}", m.role, m.content))
-                .collect::<Vec<_>>()
-                .join("\n");
-            prompts.push((prompt_id, text, steps));
-        }
+    /// `prompts`: (prompt id, prompt text, [(step, answer)]) in prompt order; the latest
+    /// step of the first prompt shows.
+    pub fn new(run_id: i64, prompts: Vec<PromptAnswers>) -> SamplesView {
         let step = prompts.first().map(|p| p.2.len().saturating_sub(1)).unwrap_or(0);
         let mut view = SamplesView { run_id, prompts, prompt: 0, step, shown: Default::default() };
         view.show();
-        Ok(view)
+        view
     }
 
     /// The answer shown and the one before it (the previous evaluation) for the diff.

@@ -13,7 +13,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 
 use super::{Command, Ctx};
 use crate::domain::Message;
-use crate::store::{ActiveThumb, NewThumb, ResponseRow, Store, Thumb};
+use crate::store::{ActiveThumb, NewThumb, ResponseRow, Thumb};
 use crate::tui::input::Input;
 use crate::tui::keymap::Action;
 use crate::tui::widgets::draw_text_pane;
@@ -37,45 +37,39 @@ pub struct ThumbsView {
 }
 
 impl ThumbsView {
-    pub fn open(store: &Store, prompt_id: i64, annotator_id: i64) -> anyhow::Result<ThumbsView> {
-        let row = store.queue_row(prompt_id)?;
-        let domain = row.as_ref().and_then(|r| r.domain.clone());
+    /// The prompt's answers with my ratings of them (`mine`), starting at the first answer I
+    /// have not rated. `App` reads what it shows (`app::thumbs`).
+    pub fn new(
+        prompt_id: i64,
+        name: String,
+        messages: Vec<Message>,
+        answers: Vec<ResponseRow>,
+        mine: HashMap<i64, ActiveThumb>,
+        guideline_id: Option<i64>,
+    ) -> ThumbsView {
         let mut view = ThumbsView {
             prompt_id,
-            name: row.and_then(|r| r.external_id).unwrap_or_else(|| prompt_id.to_string()),
-            messages: store.prompt_messages(prompt_id)?,
-            answers: store.responses_of(prompt_id)?,
+            name,
+            messages,
+            answers,
             index: 0,
-            mine: HashMap::new(),
+            mine,
             reasons: BTreeSet::new(),
             note: String::new(),
             scroll: 0,
             shown_at: Instant::now(),
-            guideline_id: store.guideline_text(domain.as_deref())?.map(|(id, _)| id),
+            guideline_id,
         };
-        view.refresh(store, annotator_id)?;
-        // Start at the first answer I have not rated.
         view.index = view.answers.iter().position(|a| !view.mine.contains_key(&a.id)).unwrap_or(0);
         view.show_answer();
-        Ok(view)
+        view
     }
 
-    /// Re-reads my ratings of the prompt's answers.
-    pub fn refresh(&mut self, store: &Store, annotator_id: i64) -> anyhow::Result<()> {
-        self.mine = store.my_thumbs(annotator_id, self.prompt_id)?.into_iter().map(|t| (t.response_id, t)).collect();
-        Ok(())
-    }
-
-    /// After a rating or an undo was stored: show `response_id` (the next unrated answer
-    /// after a rating, the answer taken back after an undo) with its tags and note.
-    pub fn stored(
-        &mut self,
-        store: &Store,
-        annotator_id: i64,
-        rated: Option<i64>,
-        undone: Option<&ActiveThumb>,
-    ) -> anyhow::Result<()> {
-        self.refresh(store, annotator_id)?;
+    /// After a rating or an undo was stored, with my ratings as read again: show the next
+    /// unrated answer after a rating (`rated`), the answer taken back after an undo, with its
+    /// tags and note.
+    pub fn stored(&mut self, mine: HashMap<i64, ActiveThumb>, rated: Option<i64>, undone: Option<&ActiveThumb>) {
+        self.mine = mine;
         if let Some(undone) = undone {
             if let Some(i) = self.answers.iter().position(|a| a.id == undone.response_id) {
                 self.index = i;
@@ -90,7 +84,6 @@ impl ThumbsView {
             }
             self.show_answer();
         }
-        Ok(())
     }
 
     /// The answer on screen.
@@ -244,7 +237,7 @@ mod tests {
             app.store.my_thumbs(app.annotator_id, prompt).unwrap().iter().map(|t| (t.response_id, t.rating)).collect();
         assert_eq!(ratings, [(answers[0], Thumb::Good), (answers[1], Thumb::Bad)]);
         assert_eq!(app.seconds_today.len(), 2, "ratings count in today's work");
-        assert!(screen(&app, 100, 30).contains("today 2 · median 0s/"), "{}", screen(&app, 100, 30));
+        assert!(screen(&app, 100, 30).contains("today 2 labeled · median 0s each"), "{}", screen(&app, 100, 30));
         let item = app.queue.items.iter().find(|i| i.row.prompt_id == prompt).unwrap();
         assert_eq!((item.my_ratings, item.all_ratings), (2, 2), "the queue's counts are read again");
 

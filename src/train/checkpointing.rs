@@ -1,0 +1,154 @@
+//! Activation checkpointing per decoder layer (`--gradient-checkpointing`): the forward keeps
+//! only each layer's input; the backward runs the layer again from it and back-propagates
+//! through that copy, so a step holds one layer's activations at a time instead of every layer's.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, MetalStorage, Result, Shape, Tensor, TensorId, Var};
+
+use super::layer::{AttentionInputs, Pass};
+use super::model::Layer;
+
+/// Whether a run recomputes its layers in the backward (`auto`: when the memory plan says the
+/// run does not fit without it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpointing {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl FromStr for Checkpointing {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "on" | "true" | "yes" => Ok(Self::On),
+            "off" | "false" | "no" => Ok(Self::Off),
+            other => Err(format!("unknown gradient checkpointing `{other}`: use auto, on or off")),
+        }
+    }
+}
+
+impl std::fmt::Display for Checkpointing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        })
+    }
+}
+
+/// Gradients of trainable variables found while layers ran again in the backward: candle's
+/// backward asks an op only for its inputs' gradients, so the layer's own weights' (LoRA's A and
+/// B, or every weight in full fine-tuning) wait here until the step moves them into its
+/// `GradStore` (`WeightGradSink::drain_into`).
+#[derive(Default)]
+pub struct Recomputed {
+    grads: Mutex<HashMap<TensorId, Tensor>>,
+}
+
+impl Recomputed {
+    fn add(&self, id: TensorId, grad: Tensor) -> Result<()> {
+        let mut grads = self.grads.lock().expect("recomputed grads lock");
+        let sum = match grads.remove(&id) {
+            Some(g) => (g + grad)?,
+            None => grad,
+        };
+        grads.insert(id, sum);
+        Ok(())
+    }
+
+    /// Moves every pending gradient into `store` (adding to one already there).
+    pub fn drain_into(&self, store: &mut GradStore) -> Result<()> {
+        let pending: Vec<_> = self.grads.lock().expect("recomputed grads lock").drain().collect();
+        for (id, grad) in pending {
+            if let Some(other) = store.insert_id(id, grad.clone()) {
+                store.insert_id(id, (other + grad)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops pending gradients (a backward that failed half-way).
+    pub fn clear(&self) {
+        self.grads.lock().expect("recomputed grads lock").clear();
+    }
+}
+
+/// The layer `l` on `x`, keeping no activation for the backward: it runs on a detached copy of
+/// `x` and its graph is dropped; the output is that result plus the zeros of a `Recompute` node
+/// on `x`, whose backward runs the layer again and back-propagates through it.
+pub fn layer(pass: &Arc<Pass>, l: &Layer, ctx: &AttentionInputs, x: &Tensor, into: &Arc<Recomputed>) -> Result<Tensor> {
+    let y = pass.layer(l, ctx, &x.detach())?;
+    let x_tracks = x.track_op();
+    if !y.track_op() && !x_tracks {
+        // Nothing to differentiate (a reference or evaluation pass).
+        return Ok(y);
+    }
+    // The node must be recorded even when nothing before it trains (LoRA's first layer): a
+    // variable copy of `x` is its input then.
+    let input = if x_tracks { x.clone() } else { Var::from_tensor(x)?.as_tensor().clone() };
+    let op = Recompute { pass: pass.clone(), layer: l.clone(), ctx: ctx.clone(), x_tracks, into: into.clone() };
+    y.detach() + input.apply_op1(op)?
+}
+
+/// Zeros shaped like its input in the forward; in the backward the layer again, from the input.
+struct Recompute {
+    pass: Arc<Pass>,
+    layer: Layer,
+    ctx: AttentionInputs,
+    x_tracks: bool,
+    into: Arc<Recomputed>,
+}
+
+/// Zeros of a storage's dtype and a layout's shape, on the storage's device.
+macro_rules! zeros {
+    ($s:expr, $l:expr) => {
+        Ok(($s.device().zeros_impl($l.shape(), $s.dtype())?, $l.shape().clone()))
+    };
+}
+
+impl CustomOp1 for Recompute {
+    fn name(&self) -> &'static str {
+        "verdict-recompute-layer"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        zeros!(s, l)
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        zeros!(s, l)
+    }
+
+    fn metal_fwd(&self, s: &MetalStorage, l: &Layout) -> Result<(MetalStorage, Shape)> {
+        zeros!(s, l)
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let xv = Var::from_tensor(&x.detach())?;
+        let y = self.pass.layer(&self.layer, &self.ctx, xv.as_tensor())?;
+        let mut grads = (y * g.detach())?.sum_all()?.backward()?;
+        let gx = grads.remove(xv.as_tensor());
+        let ids: Vec<TensorId> = grads.get_ids().copied().collect();
+        for id in ids {
+            if let Some(grad) = grads.get_id(id) {
+                self.into.add(id, grad.clone())?;
+            }
+        }
+        Ok(if self.x_tracks { gx } else { None })
+    }
+}
+
+#[cfg(test)]
+#[path = "checkpointing_tests.rs"]
+mod tests;

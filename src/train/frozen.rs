@@ -1,0 +1,315 @@
+//! Frozen base weights kept lean for a LoRA run: a projection's weight stored once in bf16, or
+//! quantized as the GGUF stored it (Q8_0, Q4_0, Q4_1, Q4_K, ...: a QLoRA-style run), with no
+//! gradient or optimizer state. On the CPU it is multiplied a tile of rows at a time: each tile
+//! (about 4 MB of f32) is dequantized into one scratch buffer and multiplied into the output
+//! columns it covers, in the forward and again in the backward (`dx = g W`), so an f32 copy of
+//! the whole weight never exists; the graph keeps only the stored bytes. Activations, norms,
+//! embeddings and the adapters stay f32. On a GPU a bf16 base is a plain bf16 tensor (the compute
+//! dtype there); a quantized base trains on the CPU only.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::quantized::k_quants::{self as kq, GgmlType};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::linear::linear;
+use super::real::{Mat, matmul_threaded};
+
+/// How a LoRA run keeps its frozen base's projections (`--base-dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseDtype {
+    /// f32 when the plan fits in memory, else bf16 (quantized never by choice of `auto`).
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    /// As the GGUF stores them (a GGUF base only).
+    Quantized,
+}
+
+impl FromStr for BaseDtype {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "f32" | "fp32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "quantized" | "q" => Ok(Self::Quantized),
+            other => Err(format!("unknown base dtype `{other}`: use auto, f32, bf16 or quantized")),
+        }
+    }
+}
+
+impl std::fmt::Display for BaseDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::Quantized => "quantized",
+        })
+    }
+}
+
+/// Rows of a weight `[out, in]` as GGUF blocks: HF row `r` is stored row `rows[r]` (llama.cpp
+/// permutes llama's q/k rows; the map undoes it without touching the bytes).
+pub struct QuantRows {
+    pub dtype: GgmlDType,
+    /// The stored bytes, in 8-byte words so the blocks inside are aligned.
+    words: Vec<u64>,
+    len: usize,
+    row_bytes: usize,
+    rows: Vec<u32>,
+    cols: usize,
+}
+
+impl std::fmt::Debug for QuantRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuantRows({:?}, {}x{})", self.dtype, self.rows.len(), self.cols)
+    }
+}
+
+impl QuantRows {
+    /// `bytes` as the GGUF stores a `[out, in]` weight of `dtype`, rows in stored order.
+    pub fn new(dtype: GgmlDType, bytes: &[u8], out: usize, cols: usize) -> Result<Self> {
+        if !cols.is_multiple_of(dtype.block_size()) {
+            candle_core::bail!("a row of {cols} is not whole {dtype:?} blocks");
+        }
+        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        if bytes.len() != row_bytes * out {
+            candle_core::bail!("{dtype:?} weight of {out}x{cols}: {} bytes, expected {}", bytes.len(), row_bytes * out);
+        }
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: `words` holds at least `bytes.len()` bytes; u8 has no alignment.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+        Ok(Self { dtype, words, len: bytes.len(), row_bytes, rows: (0..out as u32).collect(), cols })
+    }
+
+    /// The same bytes with HF row `r` read from stored row `order[r]`.
+    pub fn reorder(mut self, order: &[usize]) -> Self {
+        self.rows = order.iter().map(|&r| self.rows[r]).collect();
+        self
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the words hold at least `len` bytes; reading them as u8 is sound.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    /// Dequantizes HF row `r` into `out` (`cols` values).
+    fn row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        let at = self.rows[r] as usize * self.row_bytes;
+        let bytes = &self.bytes()[at..at + self.row_bytes];
+        fn run<B: GgmlType>(bytes: &[u8], out: &mut [f32]) {
+            let n = bytes.len() / std::mem::size_of::<B>();
+            // SAFETY: the row starts at a multiple of the block size inside 8-byte aligned words
+            // (blocks are at most 8-byte aligned and their size divides `row_bytes`), and holds
+            // `n` whole blocks of plain old data.
+            let blocks = unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), n) };
+            B::to_float(blocks, out);
+        }
+        match self.dtype {
+            GgmlDType::F32 => run::<f32>(bytes, out),
+            GgmlDType::F16 => run::<f16>(bytes, out),
+            GgmlDType::BF16 => run::<bf16>(bytes, out),
+            GgmlDType::Q4_0 => run::<kq::BlockQ4_0>(bytes, out),
+            GgmlDType::Q4_1 => run::<kq::BlockQ4_1>(bytes, out),
+            GgmlDType::Q5_0 => run::<kq::BlockQ5_0>(bytes, out),
+            GgmlDType::Q5_1 => run::<kq::BlockQ5_1>(bytes, out),
+            GgmlDType::Q8_0 => run::<kq::BlockQ8_0>(bytes, out),
+            GgmlDType::Q2K => run::<kq::BlockQ2K>(bytes, out),
+            GgmlDType::Q3K => run::<kq::BlockQ3K>(bytes, out),
+            GgmlDType::Q4K => run::<kq::BlockQ4K>(bytes, out),
+            GgmlDType::Q5K => run::<kq::BlockQ5K>(bytes, out),
+            GgmlDType::Q6K => run::<kq::BlockQ6K>(bytes, out),
+            other => candle_core::bail!("a frozen base in {other:?} is not supported: use --base-dtype bf16"),
+        }
+        Ok(())
+    }
+}
+
+/// A projection's weight `[out, in]`.
+#[derive(Debug, Clone)]
+pub enum ProjWeight {
+    /// A tensor candle multiplies: trainable, or frozen in the compute dtype.
+    Dense(Tensor),
+    /// Frozen bf16 on the CPU beside f32 activations, multiplied tile by tile.
+    Half(Arc<HalfRows>),
+    /// Frozen as a GGUF stored it, multiplied tile by tile on the CPU.
+    Quant(Arc<QuantRows>),
+}
+
+/// A bf16 weight's values, row-major `[out, cols]`.
+#[derive(Debug)]
+pub struct HalfRows {
+    data: Vec<bf16>,
+    cols: usize,
+}
+
+impl ProjWeight {
+    /// `t` kept frozen in bf16: tiles on the CPU, a bf16 tensor elsewhere.
+    pub fn half(t: &Tensor) -> Result<Self> {
+        if !t.device().is_cpu() {
+            return Ok(Self::Dense(t.to_dtype(DType::BF16)?.detach()));
+        }
+        let (_, cols) = t.dims2()?;
+        let data = t.to_dtype(DType::BF16)?.flatten_all()?.to_vec1::<bf16>()?;
+        Ok(Self::Half(Arc::new(HalfRows { data, cols })))
+    }
+
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        match self {
+            Self::Dense(t) => t.dims2(),
+            Self::Half(h) => Ok((h.data.len() / h.cols.max(1), h.cols)),
+            Self::Quant(q) => Ok((q.rows.len(), q.cols)),
+        }
+    }
+
+    /// The dtype it is stored in (quantized reads as the f32 it is multiplied in).
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::Dense(t) => t.dtype(),
+            Self::Half(_) => DType::BF16,
+            Self::Quant(_) => DType::F32,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Self::Half(h) => h.data.len() * 2,
+            Self::Quant(q) => q.words.len() * 8,
+        }
+    }
+
+    /// The whole weight as a detached tensor on `device` (f32 for a lean one): for merging an
+    /// adapter into it and for export, never in a training step.
+    pub fn tensor(&self, device: &Device) -> Result<Tensor> {
+        let (n, k) = self.dims2()?;
+        match self {
+            Self::Dense(t) => Ok(t.detach()),
+            _ => {
+                let mut out = vec![0f32; n * k];
+                self.tile(0, n, &mut out)?;
+                Tensor::from_vec(out, (n, k), device)
+            }
+        }
+    }
+
+    /// Dequantizes rows `r0..r1` into `out` (`(r1 - r0) * cols` values), rows in parallel.
+    fn tile(&self, r0: usize, r1: usize, out: &mut [f32]) -> Result<()> {
+        match self {
+            Self::Dense(_) => candle_core::bail!("a dense weight has no tiles"),
+            Self::Half(h) => {
+                let src = &h.data[r0 * h.cols..r1 * h.cols];
+                out.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 14)).for_each(|(o, s)| {
+                    for (o, s) in o.iter_mut().zip(s) {
+                        *o = f32::from_bits(u32::from(s.to_bits()) << 16);
+                    }
+                });
+                Ok(())
+            }
+            Self::Quant(q) => out.par_chunks_mut(q.cols).enumerate().try_for_each(|(i, o)| q.row(r0 + i, o)),
+        }
+    }
+
+    /// `x [.., in] @ W^T`. A lean weight goes tile by tile on the CPU in f32; a dense one (and a
+    /// bf16 one off the CPU) through `linear`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Dense(w) => linear(x, &w.to_dtype(x.dtype())?),
+            lean => {
+                if !x.device().is_cpu() || x.dtype() != DType::F32 {
+                    candle_core::bail!(
+                        "a bf16 or quantized frozen base computes in f32 on the CPU (got {:?} on {:?}): \
+                         use --base-dtype f32",
+                        x.dtype(),
+                        x.device().location()
+                    );
+                }
+                let dims = x.dims().to_vec();
+                let k = *dims.last().expect("linear input has a feature dimension");
+                let y = x.reshape(((), k))?.contiguous()?.apply_op1(Tiled { w: lean.clone(), transposed: false })?;
+                let mut out = dims;
+                *out.last_mut().expect("non-empty") = self.dims2()?.0;
+                y.reshape(out)
+            }
+        }
+    }
+}
+
+/// Rows per tile: about 1M values (4 MB of f32) whatever the width.
+fn tile_rows(cols: usize) -> usize {
+    ((1 << 20) / cols.max(1)).max(8)
+}
+
+/// `x W^T` (or, `transposed`, `g W`) with `W` dequantized a tile of rows at a time.
+struct Tiled {
+    w: ProjWeight,
+    transposed: bool,
+}
+
+impl CustomOp1 for Tiled {
+    fn name(&self) -> &'static str {
+        "verdict-frozen-tiled"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = s else { candle_core::bail!("tiled linear: f32 input only") };
+        let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("tiled linear: contiguous input only") };
+        let x = &data[a..b];
+        let (m, width) = l.shape().dims2()?;
+        let (n, k) = self.w.dims2()?;
+        let (inner, out_cols) = if self.transposed { (n, k) } else { (k, n) };
+        if width != inner {
+            candle_core::bail!("tiled linear: input has {width} features, weight expects {inner}");
+        }
+        let mut y = vec![0f32; m * out_cols];
+        let step = tile_rows(k);
+        let mut tile = vec![0f32; step.min(n) * k];
+        let mut r0 = 0;
+        while r0 < n {
+            let r1 = (r0 + step).min(n);
+            let nb = r1 - r0;
+            let t = &mut tile[..nb * k];
+            self.w.tile(r0, r1, t)?;
+            // SAFETY: x is m x width, y m x out_cols, the tile nb x k, all live and disjoint.
+            unsafe {
+                if self.transposed {
+                    // gx [m, k] += g[:, r0..r1] [m, nb] @ tile [nb, k]
+                    let g = Mat { ptr: x.as_ptr().add(r0), rs: n as isize, cs: 1 };
+                    matmul_threaded((m, k, nb), y.as_mut_ptr(), k, r0 > 0, g, Mat::rows(t.as_ptr(), k), 1.0);
+                } else {
+                    // y[:, r0..r1] = x [m, k] @ tile^T [k, nb]
+                    let xm = Mat::rows(x.as_ptr(), k);
+                    let wt = Mat::rows(t.as_ptr(), k).t();
+                    matmul_threaded((m, nb, k), y.as_mut_ptr().add(r0), n, false, xm, wt, 1.0);
+                }
+            }
+            r0 = r1;
+        }
+        Ok((CpuStorage::F32(y), Shape::from((m, out_cols))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        if self.transposed {
+            candle_core::bail!("tiled linear: no second derivative");
+        }
+        if !x.track_op() {
+            return Ok(None);
+        }
+        let gx = g.contiguous()?.apply_op1_no_bwd(&Tiled { w: self.w.clone(), transposed: true })?;
+        Ok(Some(gx))
+    }
+}
+
+#[cfg(test)]
+#[path = "frozen_tests.rs"]
+mod tests;
