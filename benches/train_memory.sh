@@ -9,7 +9,7 @@
 # the TRL venv's python: VERDICT_PY, default /work/venvs/trl/bin/python) into
 # ~/.cache/verdict/sized-models. LoRA is r 16 on q,k,v,o. Environment: VERDICT_BIN (default
 # target/debug/verdict), VERDICT_THREADS (default 2), extra `verdict train` flags in
-# VERDICT_TRAIN_FLAGS, VERDICT_BENCH_PAIRS (train pairs used, default 4). Peak RSS is the whole process (ru_maxrss from wait4): loading,
+# VERDICT_TRAIN_FLAGS (and VERDICT_LABEL, a suffix for the rows they make), VERDICT_BENCH_PAIRS (train pairs used, default 4). Peak RSS is the whole process (ru_maxrss from wait4): loading,
 # tokenization, reference pass, steps, export. Prints one line per run and a JSON line each to
 # $OUT/measure.jsonl.
 set -euo pipefail
@@ -51,7 +51,7 @@ for size in ${SIZES//,/ }; do
         [ "$mode" = lora ] && flags+=(--lora-rank 16 --lora-targets q,k,v,o)
         # shellcheck disable=SC2206
         extra=(${VERDICT_TRAIN_FLAGS:-})
-        label="$size-$mode"
+        label="$size-$mode${VERDICT_LABEL:+-$VERDICT_LABEL}"
         python3 - "$label" "$OUT" "$VERDICT" --db "$OUT/v.db" train "${flags[@]}" \
             ${extra[@]+"${extra[@]}"} --out "$OUT/run-$label" <<'PYEOF'
 import json, os, subprocess, sys, threading, time

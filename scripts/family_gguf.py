@@ -144,6 +144,9 @@ def write_gguf(folder: pathlib.Path, family: str, out: pathlib.Path):
             w.add_sliding_window_pattern([t == "sliding_attention" for t in cfg["layer_types"]])
 
     tokens, types, scores, merges = tiny_vocab(tok_kind, cfg["vocab_size"], cfg["bos_token_id"], cfg["eos_token_id"], cfg["pad_token_id"])
+    if family == "phi3":
+        # llama.cpp sets attributes on Phi-3's `<|endoftext|>` by text and fails to load without it.
+        tokens[-1], types[-1] = "<|endoftext|>", gguf.TokenType.CONTROL
     w.add_tokenizer_model(tok_kind)
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)

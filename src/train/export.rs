@@ -24,29 +24,54 @@ fn io(e: std::io::Error, what: &Path) -> candle_core::Error {
 pub fn hf_tensors(model: &Model, merge: bool) -> Result<Vec<(String, Tensor)>> {
     let dtype = model.master_dtype();
     let mut out = Vec::new();
-    for (name, t) in hf_tensors_as_stored(model, merge)? {
-        out.push((name, t.to_dtype(dtype)?));
+    for (name, source) in hf_sources(model)? {
+        out.push((name, source.make(model, merge)?.to_dtype(dtype)?));
+    }
+    if model.cfg.family().fused_projections() {
+        return super::weights::fuse_split(out);
     }
     Ok(out)
 }
 
-fn hf_tensors_as_stored(model: &Model, merge: bool) -> Result<Vec<(String, Tensor)>> {
-    let mut out = vec![("model.embed_tokens.weight".to_string(), model.embed.detach())];
-    let push_proj = |out: &mut Vec<(String, Tensor)>, name: String, p: &Proj| -> Result<()> {
-        let w = match (&p.adapter, merge) {
-            (Some(a), true) => a.merged(&p.weight.tensor(model.device())?)?,
-            _ => p.weight.tensor(model.device())?,
-        };
-        out.push((format!("{name}.weight"), w));
+/// Where a tensor of the export comes from: held as it is, or a projection's weight (dequantized
+/// from a lean base, its adapter merged in) made when it is written.
+enum Source<'a> {
+    Ready(Tensor),
+    Proj(&'a Proj),
+}
+
+impl Source<'_> {
+    fn make(&self, model: &Model, merge: bool) -> Result<Tensor> {
+        match self {
+            Source::Ready(t) => Ok(t.clone()),
+            Source::Proj(p) => match (&p.adapter, merge) {
+                (Some(a), true) => a.merged(&p.weight.tensor(model.device())?),
+                _ => p.weight.tensor(model.device()),
+            },
+        }
+    }
+
+    fn shape(&self) -> Result<Vec<usize>> {
+        match self {
+            Source::Ready(t) => Ok(t.dims().to_vec()),
+            Source::Proj(p) => Ok(<[usize; 2]>::from(p.weight.dims2()?).to_vec()),
+        }
+    }
+}
+
+fn hf_sources(model: &Model) -> Result<Vec<(String, Source<'_>)>> {
+    let mut out = vec![("model.embed_tokens.weight".to_string(), Source::Ready(model.embed.detach()))];
+    fn push_proj<'a>(out: &mut Vec<(String, Source<'a>)>, name: String, p: &'a Proj) -> Result<()> {
+        out.push((format!("{name}.weight"), Source::Proj(p)));
         if let Some(b) = &p.bias {
-            out.push((format!("{name}.bias"), b.detach()));
+            out.push((format!("{name}.bias"), Source::Ready(b.detach())));
         }
         Ok(())
-    };
+    }
     for (i, l) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        out.push((format!("{p}.input_layernorm.weight"), l.input_norm.detach()));
-        out.push((format!("{p}.post_attention_layernorm.weight"), l.post_norm.detach()));
+        out.push((format!("{p}.input_layernorm.weight"), Source::Ready(l.input_norm.detach())));
+        out.push((format!("{p}.post_attention_layernorm.weight"), Source::Ready(l.post_norm.detach())));
         for (n, w) in [
             ("self_attn.q_norm", &l.q_norm),
             ("self_attn.k_norm", &l.k_norm),
@@ -54,7 +79,7 @@ fn hf_tensors_as_stored(model: &Model, merge: bool) -> Result<Vec<(String, Tenso
             ("post_feedforward_layernorm", &l.post_ffn_norm),
         ] {
             if let Some(w) = w {
-                out.push((format!("{p}.{n}.weight"), w.detach()));
+                out.push((format!("{p}.{n}.weight"), Source::Ready(w.detach())));
             }
         }
         for (n, pr) in [("q_proj", &l.q), ("k_proj", &l.k), ("v_proj", &l.v), ("o_proj", &l.o)] {
@@ -64,12 +89,9 @@ fn hf_tensors_as_stored(model: &Model, merge: bool) -> Result<Vec<(String, Tenso
             push_proj(&mut out, format!("{p}.mlp.{n}"), pr)?;
         }
     }
-    out.push(("model.norm.weight".to_string(), model.norm.detach()));
+    out.push(("model.norm.weight".to_string(), Source::Ready(model.norm.detach())));
     if let Some(h) = &model.lm_head {
-        out.push(("lm_head.weight".to_string(), h.detach()));
-    }
-    if model.cfg.family().fused_projections() {
-        return super::weights::fuse_split(out);
+        out.push(("lm_head.weight".to_string(), Source::Ready(h.detach())));
     }
     Ok(out)
 }
@@ -85,10 +107,29 @@ fn save_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
 }
 
 /// `config.json` + `model.safetensors` loadable by `transformers` (adapters merged in).
+/// Tensors are made and written one at a time (`safetensors_out`): the export holds one f32
+/// tensor beside the model (Phi-3's fused projections, rebuilt from their parts, all at once).
 pub fn export_hf(model: &Model, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
-    let tensors: HashMap<String, Tensor> = hf_tensors(model, true)?.into_iter().collect();
-    save_atomic(&tensors, &dir.join("model.safetensors"))?;
+    let path = dir.join("model.safetensors");
+    if model.cfg.family().fused_projections() {
+        let tensors: HashMap<String, Tensor> = hf_tensors(model, true)?.into_iter().collect();
+        save_atomic(&tensors, &path)?;
+    } else {
+        let dtype = model.master_dtype();
+        let mut entries = Vec::new();
+        for (name, source) in hf_sources(model)? {
+            let shape = source.shape()?;
+            let make = Box::new(move || source.make(model, true)?.to_dtype(dtype));
+            entries.push(super::safetensors_out::Entry { name, shape, dtype, make });
+        }
+        let tmp = path.with_extension("safetensors.tmp");
+        if let Err(e) = super::safetensors_out::write(&tmp, &entries) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| io(e, &path))?;
+    }
     let cfg = serde_json::to_string_pretty(&model.cfg.to_hf_json()).map_err(candle_core::Error::wrap)?;
     std::fs::write(dir.join("config.json"), cfg).map_err(|e| io(e, dir))
 }

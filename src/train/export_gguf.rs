@@ -294,3 +294,7 @@ pub fn export_gguf_files(tensors: &[(String, Tensor)], source_gguf: &Path, dir: 
 #[cfg(test)]
 #[path = "export_gguf_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "export_gguf_tests_families.rs"]
+mod tests_families;

@@ -130,3 +130,28 @@ fn lora_over_a_quantized_or_bf16_base_trains_as_over_the_f32_one() -> Result<()>
     }
     Ok(())
 }
+
+#[test]
+fn a_lean_base_exports_merged_and_reloads_with_the_same_logits() -> Result<()> {
+    let dev = Device::Cpu;
+    let cfg = tiny_config("llama", false);
+    let tmp = tempfile::tempdir()?;
+    let gguf = tmp.path().join("tiny.gguf");
+    write_f32_gguf(&gguf, &cfg, &random(&cfg, 4, &dev)?)?;
+    for base in [BaseDtype::Quantized, BaseDtype::Bf16] {
+        let mut model = load_frozen(&gguf, &dev, base, Precision::uniform(DType::F32))?;
+        let lora = LoraConfig { rank: 2, alpha: 4.0, targets: vec!["q".into(), "v".into(), "down".into()] };
+        attach(&mut model, &lora, 1)?;
+        for (_, v) in model.trainable_vars() {
+            v.set(&(v.as_tensor() + 0.05)?)?;
+        }
+        let dir = tmp.path().join(base.to_string());
+        crate::train::export::export_hf(&model, &dir)?;
+        let (cfg2, w) = crate::train::weights::load_hf_dir(&dir, DType::F32, &dev)?;
+        let reloaded = Model::new(cfg2, w, false)?;
+        let input = crate::train::input::Input::right_padded(&[vec![1, 5, 9, 13, 2]], 0, &dev)?;
+        let d = max_diff(&model.forward(&input)?, &reloaded.forward(&input)?)?;
+        assert!(d < 1e-4, "{base}: the exported model's logits differ by {d}");
+    }
+    Ok(())
+}

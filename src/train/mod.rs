@@ -34,6 +34,7 @@ pub mod optim;
 pub mod orpo;
 pub mod precision;
 pub mod real;
+pub mod safetensors_out;
 pub mod score;
 #[cfg(test)]
 mod simd_tests;

@@ -169,6 +169,14 @@ fn a_crashed_run_is_resumed_from_the_runs_screen() {
     press(&mut app, "r");
     assert!(app.training().is_some(), "the resume key starts it again: {}", app.message);
     assert_eq!(app.mode(), crate::tui::keymap::Mode::Run, "its curves show");
+    // Closing the curves and the list leaves the run training on its thread; T shows it again.
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Esc);
+    assert!(app.screens.is_empty());
+    assert!(app.training().is_some(), "the run outlives its screens");
+    assert!(app.message.contains("still training") && app.message.contains("T shows it"), "{}", app.message);
+    press(&mut app, "T");
+    assert_eq!(app.mode(), crate::tui::keymap::Mode::Runs);
     let started = std::time::Instant::now();
     while app.training().is_some() {
         assert!(started.elapsed() < std::time::Duration::from_secs(120), "the run did not finish");
@@ -178,4 +186,14 @@ fn a_crashed_run_is_resumed_from_the_runs_screen() {
     let runs = app.store.runs().unwrap();
     assert_eq!(runs.len(), 1, "a resume is the same run");
     assert_eq!((runs[0].status, runs[0].last_step), (crate::domain::RunStatus::Finished, Some(2)), "{}", app.message);
+    // The list on screen follows: read again on a thread once the thread's commits arrive.
+    loop {
+        app.poll_job();
+        let Some(crate::tui::screens::Screen::Runs(list)) = app.screens.last() else { panic!("the runs list") };
+        if list.runs.first().is_some_and(|r| r.status == crate::domain::RunStatus::Finished) {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "the list never showed the run finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

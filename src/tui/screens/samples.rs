@@ -12,8 +12,11 @@ use crate::tui::keymap::Action;
 use crate::tui::widgets::{ACCENT, block};
 use crate::tui::worddiff::word_diff;
 
-/// One prompt's answers during a run: (prompt id, prompt text, [(step, answer)]).
-pub type PromptAnswers = (i64, String, Vec<(i64, String)>);
+/// An answer at one evaluation step: (step, text).
+pub type StepAnswer = (i64, String);
+
+/// One prompt's answers during a run: (prompt id, prompt text, its answers by step).
+pub type PromptAnswers = (i64, String, Vec<StepAnswer>);
 
 /// A run's answers to its fixed prompts, by prompt and evaluation step.
 #[derive(Debug, Clone)]
@@ -39,7 +42,7 @@ impl SamplesView {
     }
 
     /// The answer shown and the one before it (the previous evaluation) for the diff.
-    pub fn current(&self) -> Option<(&str, &[(i64, String)], usize)> {
+    pub fn current(&self) -> Option<(&str, &[StepAnswer], usize)> {
         let (_, text, steps) = self.prompts.get(self.prompt)?;
         Some((text.as_str(), steps.as_slice(), self.step.min(steps.len().saturating_sub(1))))
     }
