@@ -42,14 +42,7 @@ const PRINT_EXCEPTIONS: &[(&str, &str)] = &[
 
 /// Files over the size limit, and why.
 const LINE_LIMIT: usize = 600;
-const SIZE_EXCEPTIONS: &[(&str, &str)] = &[
-    ("model/q8_cpu.rs", "the Q8_0 kernels and their AVX2/AVX-512 variants with their tests (gen, #14)"),
-    (
-        "model/llama.rs",
-        "one decoder layer in its two executions (CPU rows, candle ops) side by side so a family feature lands in \
-         both (#14, #15); the per-family pieces are to move into their own module",
-    ),
-];
+const SIZE_EXCEPTIONS: &[(&str, &str)] = &[];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

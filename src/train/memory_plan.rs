@@ -163,10 +163,16 @@ pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
         parts.push(Part { name: "inference model (samples)", bytes: opts.inference_bytes });
     }
     let loading = weights + opts.source_bytes + WORKSPACE_BYTES;
-    // Writing: the f32 tensors of the tuned model (a lean base's projections dequantized) beside
-    // their serialized bytes.
-    let dequantized = if lean.is_some() { projections * F32 } else { 0 };
-    let writing = weights + dequantized + params * F32 + WORKSPACE_BYTES + opts.inference_bytes;
+    // Writing: the HF folder goes out one tensor at a time (`safetensors_out`), holding at most
+    // one merged or dequantized projection beside the model; a GGUF base's GGUF export (and
+    // Phi-3's fused projections) make the f32 tensors of the whole model (a lean base's
+    // projections dequantized) beside their serialized bytes.
+    let whole = opts.quantized_bytes.is_some() || cfg.family().fused_projections();
+    let writing = match whole {
+        true => weights + if lean.is_some() { projections * F32 } else { 0 } + params * F32,
+        false => weights + h * i * F32,
+    } + WORKSPACE_BYTES
+        + opts.inference_bytes;
     MemoryPlan { parts, params, trainable, loading, writing }
 }
 
