@@ -156,6 +156,18 @@ pub enum ImportRecord {
     Pair { prompt: NewPrompt, chosen: String, rejected: String, reasons: Vec<String>, note: Option<String> },
 }
 
+/// One line of TRL's unpaired preference layout (`prompt`, `completion`, `label`; what
+/// `verdict export --format unpaired` and `unpaired-conversational` write): an answer rated on
+/// its own, desirable (`label: true`) or not, with the prompt's metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatedRecord {
+    pub prompt: NewPrompt,
+    pub completion: String,
+    pub desirable: bool,
+    pub reasons: Vec<String>,
+    pub note: Option<String>,
+}
+
 pub fn sha256_hex(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {

@@ -282,3 +282,29 @@ fn conversational_and_prompt_list_files_are_detected() {
     let standard = sb.run("v.db", &["export", "-", "--format", "standard"]);
     assert!(stderr(&standard).contains("left out 1 pairs"), "{}", stderr(&standard));
 }
+
+/// TRL's unpaired layout (what `--format unpaired` writes) imports as single-answer ratings by
+/// the import pseudo-annotator, so export -> import -> export is byte-identical in both unpaired
+/// layouts and a second import adds nothing; a bad line is named by its number and nothing is
+/// written.
+#[test]
+fn unpaired_export_import_export_is_byte_identical_and_bad_lines_are_named() {
+    let sb = Sandbox::new();
+    sb.ok("v.db", &["init", "--samples"]);
+    round_trip("unpaired", "v.db", &sb);
+    round_trip("unpaired-conversational", "v.db", &sb);
+    let first = sb.path("first-unpaired.jsonl");
+    let lines = std::fs::read_to_string(&first).unwrap().lines().count();
+    let stats = sb.stats("fresh-unpaired.db");
+    assert_eq!(stats["thumbs"]["ratings"], lines, "one rating per line: {}", stats["thumbs"]);
+    let again = sb.ok("fresh-unpaired.db", &["import", first.to_str().unwrap()]);
+    assert!(again.contains("added 0 prompts, 0 responses, 0 judgments, 0 ratings"), "{again}");
+    let bad = sb.write(
+        "bad-unpaired.jsonl",
+        concat!(
+            "{\"prompt\":\"Block my card?\",\"completion\":\"Yes, in the app.\",\"label\":true}\n",
+            "{\"prompt\":\"Block my card?\",\"completion\":\"No idea.\",\"label\":\"no\"}\n",
+        ),
+    );
+    assert_refused(&sb, &bad, "bad-unpaired.jsonl:2: field `label`: expected true or false, found a string");
+}

@@ -25,10 +25,20 @@ pub fn import(cli: &Cli, files: &[PathBuf], format: Option<Format>, skip_invalid
     let mut records: Vec<ImportRecord> = Vec::new();
     let mut bad_lines = Vec::new();
     let mut per_file = Vec::new();
+    let mut rated = Vec::new();
     let (bundles, files): (Vec<&PathBuf>, Vec<&PathBuf>) = files.iter().partition(|p| is_bundle(p));
     for path in files {
+        // TRL's unpaired layout (`prompt`, `completion`, `label`) becomes single-answer ratings.
+        if format.is_none() && crate::data::import::is_unpaired_file(path) {
+            let (records, errors) = crate::data::import::parse_unpaired_file(path)?;
+            per_file.push((path.clone(), "unpaired".to_string(), records.len(), errors.len()));
+            rated.extend(records);
+            bad_lines.extend(errors);
+            continue;
+        }
         let parsed = parse_file(path, format)?;
-        per_file.push((path.clone(), parsed.format, parsed.records.len(), parsed.errors.len()));
+        let shown = parsed.format.map(|f| format!("{f:?}").to_lowercase()).unwrap_or_else(|| "empty".into());
+        per_file.push((path.clone(), shown, parsed.records.len(), parsed.errors.len()));
         records.extend(parsed.records);
         bad_lines.extend(parsed.errors);
     }
@@ -51,6 +61,9 @@ pub fn import(cli: &Cli, files: &[PathBuf], format: Option<Format>, skip_invalid
     let (mut store, _) = super::init::open_for_writing(cli)?;
     let (merged, summary) =
         store.import_all(&staged, &records).map_err(|e| anyhow::anyhow!("{e}; nothing was imported"))?;
+    let ratings = store.import_rated(&rated).map_err(|e| {
+        anyhow::anyhow!("{e}; the unpaired files were not imported (the other files were), run the import again")
+    })?;
     for (bundle, s) in bundles.iter().zip(&merged) {
         println!(
             "{} (bundle): {} prompts, {} responses, {} judgments, {} adjudications, {} gold, {} assignments, \
@@ -70,13 +83,16 @@ pub fn import(cli: &Cli, files: &[PathBuf], format: Option<Format>, skip_invalid
         return Ok(ExitCode::SUCCESS);
     }
     for (path, format, count, errors) in per_file {
-        let format = format.map(|f| format!("{f:?}").to_lowercase()).unwrap_or_else(|| "empty".into());
         let skipped = if errors > 0 { format!(", {errors} skipped") } else { String::new() };
         println!("{}: {count} records ({format}{skipped})", path.display());
     }
+    let rated_part = if rated.is_empty() { String::new() } else { format!(", {} ratings", ratings.judgments) };
     println!(
-        "added {} prompts, {} responses, {} judgments; {} records were already present",
-        summary.prompts, summary.responses, summary.judgments, summary.duplicates
+        "added {} prompts, {} responses, {} judgments{rated_part}; {} records were already present",
+        summary.prompts + ratings.prompts,
+        summary.responses + ratings.responses,
+        summary.judgments,
+        summary.duplicates + ratings.duplicates
     );
     Ok(if bad_lines.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,4 +1,5 @@
-//! Reading a whole import file into records, checking every line before anything is written.
+//! Reading a whole import file into records, checking every line before anything is written:
+//! the preference and prompt formats (`parse_file`) and TRL's unpaired layout (`parse_unpaired_file`).
 
 use std::path::Path;
 
@@ -101,6 +102,29 @@ pub fn parse_embedded(name: &str, text: &str) -> Result<Vec<ImportRecord>, LineE
     Ok(records)
 }
 
+/// Whether `path` holds TRL's unpaired layout, judged by its first non-blank line (which
+/// `parse_unpaired_file` then requires of every line).
+pub fn is_unpaired_file(path: &Path) -> bool {
+    let mut first: Option<bool> = None;
+    let _ = lines::for_each_line(path, |_, text| {
+        if first.is_none() {
+            first = Some(text.is_ok_and(|t| parse::is_unpaired_object(&t)));
+        }
+    });
+    first.unwrap_or(false)
+}
+
+/// The rated answers of an unpaired file and the lines that could not be read, each named by
+/// its file and line number like the other importers' errors.
+pub fn parse_unpaired_file(path: &Path) -> Result<(Vec<crate::domain::RatedRecord>, Vec<LineError>), FileError> {
+    let (mut records, mut errors) = (Vec::new(), Vec::new());
+    lines::for_each_line(path, |line, text| match text.and_then(|t| parse::parse_unpaired_line(&t)) {
+        Ok(record) => records.push(record),
+        Err(message) => errors.push(LineError { path: path.to_path_buf(), line, message }),
+    })?;
+    Ok((records, errors))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +193,40 @@ mod tests {
         assert_eq!(parsed.records.len(), 1);
         assert_eq!(parsed.errors.len(), 1);
         assert!(parsed.errors[0].message.contains("separate files"), "{}", parsed.errors[0]);
+    }
+}
+
+#[cfg(test)]
+mod unpaired_tests {
+    use super::*;
+
+    #[test]
+    fn unpaired_lines_parse_with_their_labels_and_bad_lines_are_named_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kto.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                "{\"prompt\":\"Block my card?\",\"completion\":\"Yes, in the app.\",\"label\":true,\"split\":\"test\"}\n",
+                "{\"prompt\":\"Block my card?\",\"completion\":\"No idea.\",\"label\":\"no\"}\n",
+                "\n",
+                "{\"prompt\":[{\"role\":\"user\",\"content\":\"PIN?\"}],",
+                "\"completion\":[{\"role\":\"assistant\",\"content\":\"Never share it.\"}],\"label\":false}\n",
+                "{\"prompt\":\"q\",\"completion\":\"a\"}\n",
+            ),
+        )
+        .unwrap();
+        assert!(is_unpaired_file(&path));
+        let (records, errors) = parse_unpaired_file(&path).unwrap();
+        let got: Vec<(&str, bool)> = records.iter().map(|r| (r.completion.as_str(), r.desirable)).collect();
+        assert_eq!(got, [("Yes, in the app.", true), ("Never share it.", false)]);
+        assert_eq!(records[0].prompt.split, Some(crate::domain::Split::Test));
+        let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 5]);
+        assert!(errors[0].to_string().ends_with("kto.jsonl:2: field `label`: expected true or false, found a string"));
+        assert!(errors[1].message.starts_with("missing field `label`"), "{}", errors[1]);
+        let pairs = dir.path().join("pairs.jsonl");
+        std::fs::write(&pairs, "{\"prompt\":\"q\",\"chosen\":\"a\",\"rejected\":\"b\"}\n").unwrap();
+        assert!(!is_unpaired_file(&pairs));
     }
 }

@@ -1,10 +1,11 @@
 //! Turning one JSON object into an import record, in one of the formats users bring:
-//! TRL's standard and conversational preference formats, and prompt lists.
+//! TRL's standard and conversational preference formats, prompt lists, and (`parse_unpaired_line`)
+//! TRL's unpaired layout of single rated answers.
 
 use serde_json::{Map, Value};
 
 use super::language;
-use crate::domain::{ImportRecord, Message, NewPrompt, Split};
+use crate::domain::{ImportRecord, Message, NewPrompt, RatedRecord, Split};
 
 /// The shape of a file's records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -249,6 +250,45 @@ fn kind(value: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
     }
+}
+
+/// Whether a line's object is in the unpaired layout: it has `completion` and no `chosen`.
+pub fn is_unpaired_object(text: &str) -> bool {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => object.contains_key("completion") && !object.contains_key("chosen"),
+        _ => false,
+    }
+}
+
+/// Parses one line of the unpaired layout. `completion` is a string (then `prompt` is one
+/// user turn as a string, or a message list) or one assistant message in a list.
+pub fn parse_unpaired_line(text: &str) -> Result<RatedRecord, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err(format!("expected a JSON object, found {}", kind(&value)));
+    };
+    let desirable = match object.get("label") {
+        Some(Value::Bool(label)) => *label,
+        Some(other) => return Err(format!("field `label`: expected true or false, found {}", kind(other))),
+        None => return Err("missing field `label` (true for a desirable answer, false for an undesirable one)".into()),
+    };
+    let messages = messages_field(&object, "prompt")?;
+    let completion = match object.get("completion") {
+        Some(Value::Array(_)) => completion(&message_list(&object, "completion")?, "completion")?,
+        _ => text_field(&object, "completion")?,
+    };
+    let mut reasons = optional_strings(&object, "reasons")?;
+    if let Some(reason) = optional_text(&object, "reason")?
+        && !reasons.contains(&reason)
+    {
+        reasons.push(reason);
+    }
+    let note = optional_text(&object, "note")?;
+    let mut prompt = prompt_meta(&object, messages)?;
+    if prompt.language == language::UNDETERMINED {
+        prompt.language = language::detect(&format!("{} {completion}", last_user_text(&prompt.messages)));
+    }
+    Ok(RatedRecord { prompt, completion, desirable, reasons, note })
 }
 
 #[cfg(test)]

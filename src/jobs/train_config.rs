@@ -128,12 +128,11 @@ pub const OPTIONS: &[Opt] = &[
     choice(
         "method",
         "Method",
-        "dpo: pairs against a reference; kto: answers labeled good or bad one by one; orpo, simpo: pairs \
-         without a reference (less memory); sft: imitate the good answers",
+        "dpo: pairs + reference; kto: good/bad answers; orpo, simpo: no reference; sft",
         &["dpo", "kto", "orpo", "simpo", "sft"],
     ),
     choice("loss", "Loss", "DPO's loss; sigmoid is the DPO paper's", &["sigmoid", "ipo", "hinge", "robust", "simpo"]),
-    opt("beta", "Beta", "strength of the pull toward the reference, ORPO's odds-ratio weight (0.01-0.5)", true),
+    opt("beta", "Beta", "pull toward the reference (0.01-0.5); ORPO: its odds-ratio weight", true),
     opt("label_smoothing", "Label smoothing", "share of labels assumed flipped", true),
     opt("learning_rate", "Learning rate", "1e-7 to 1e-5 for full, ~1e-4 for LoRA", true),
     opt("epochs", "Epochs", "passes over the train split", true),

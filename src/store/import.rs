@@ -1,11 +1,12 @@
-//! Writing imported prompts, responses and the import pseudo-annotator's judgments.
+//! Writing imported prompts, responses and the import pseudo-annotator's judgments (and, from
+//! TRL's unpaired layout, its single-answer ratings).
 //! One call is one transaction: a file is loaded whole or not at all.
 
-use rusqlite::{Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::uids::{self, Keyed};
 use super::{ForeignKeysOff, Result, Store};
-use crate::domain::{ImportRecord, NewPrompt, Split, messages_json, prompt_uid_of_json, response_uid};
+use crate::domain::{ImportRecord, NewPrompt, RatedRecord, Split, messages_json, prompt_uid_of_json, response_uid};
 
 /// The pseudo-annotator that imported pairs are attributed to.
 pub const IMPORT_ANNOTATOR: &str = "import";
@@ -86,6 +87,54 @@ impl Store {
         Ok(added)
     }
 
+    /// Adds rated answers (TRL's unpaired layout) in one transaction: each prompt and answer
+    /// once (content hashes), and the import pseudo-annotator's rating of the answer, appended
+    /// like any rating (a different label for the same answer supersedes the earlier one, the
+    /// same label again is a duplicate). Returns what was added; `judgments` counts ratings.
+    pub fn import_rated(&mut self, records: &[RatedRecord]) -> Result<ImportSummary> {
+        let importer = self.annotator_id(IMPORT_ANNOTATOR, "system")?;
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        let mut summary = ImportSummary::default();
+        for record in records {
+            let (prompt_id, uid, new_prompt) = insert_prompt(&tx, &record.prompt)?;
+            summary.prompts += usize::from(new_prompt);
+            let (response_id, new_response) = insert_import_response_once(&tx, prompt_id, &uid, &record.completion)?;
+            summary.responses += usize::from(new_response);
+            let rating = if record.desirable { "good" } else { "bad" };
+            let previous: Option<(i64, String)> = tx
+                .query_row(
+                    "SELECT id, rating FROM thumbs WHERE annotator_id = ?1 AND response_id = ?2 ORDER BY id DESC LIMIT 1",
+                    params![importer, response_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if previous.as_ref().is_some_and(|(_, r)| r == rating) {
+                summary.duplicates += 1;
+                continue;
+            }
+            // The same file gives the same rows in any database (a merge recognises them).
+            let after = previous.as_ref().map(|(id, _)| id.to_string()).unwrap_or_default();
+            let thumb_uid = crate::domain::sha256_hex(&["thumb-import", &uid, &record.completion, rating, &after]);
+            tx.execute(
+                "INSERT INTO thumbs (uid, prompt_id, response_id, annotator_id, rating, reasons, note, supersedes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    thumb_uid,
+                    prompt_id,
+                    response_id,
+                    importer,
+                    rating,
+                    serde_json::to_string(&record.reasons).expect("reasons serialize"),
+                    record.note,
+                    previous.map(|(id, _)| id),
+                ],
+            )?;
+            summary.judgments += 1;
+        }
+        tx.commit()?;
+        Ok(summary)
+    }
+
     /// Adds one prompt (the TUI's "add prompt"); returns its id and whether it was new.
     pub fn add_prompt(&mut self, prompt: &NewPrompt) -> Result<(i64, bool)> {
         let tx = self.conn.transaction()?;
@@ -122,15 +171,24 @@ fn insert_prompt(tx: &Transaction<'_>, prompt: &NewPrompt) -> Result<(i64, Strin
 }
 
 fn insert_import_response(tx: &Transaction<'_>, prompt_id: i64, prompt_uid: &str, content: &str) -> Result<i64> {
+    Ok(insert_import_response_once(tx, prompt_id, prompt_uid, content)?.0)
+}
+
+/// Returns (id, newly inserted).
+fn insert_import_response_once(
+    tx: &Transaction<'_>,
+    prompt_id: i64,
+    prompt_uid: &str,
+    content: &str,
+) -> Result<(i64, bool)> {
     let uid = response_uid(prompt_uid, content);
-    let (id, _) = uids::insert_once(tx, Keyed::Responses, &uid, || {
+    uids::insert_once(tx, Keyed::Responses, &uid, || {
         tx.execute(
             "INSERT INTO responses (uid, prompt_id, content, origin) VALUES (?1, ?2, ?3, 'import')",
             params![uid, prompt_id, content],
         )?;
         Ok(tx.last_insert_rowid())
-    })?;
-    Ok(id)
+    })
 }
 
 #[cfg(test)]
