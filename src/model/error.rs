@@ -11,6 +11,12 @@ pub enum ModelError {
     NotFound(PathBuf),
 
     #[error(
+        "--model {name} is neither an existing file or folder nor one model's name: {candidates} (searched {searched}). \
+         Pass a GGUF file or Hugging Face folder, or a name `verdict model list` shows"
+    )]
+    UnknownModel { name: String, candidates: String, searched: String },
+
+    #[error(
         "{path} is not a usable GGUF file ({reason}): the file may be truncated or of another format; download it again or pass a different --model"
     )]
     BadGguf { path: PathBuf, reason: String },

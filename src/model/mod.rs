@@ -6,6 +6,7 @@ pub mod arch;
 mod chat_template;
 mod cpu_ops;
 pub mod denormals;
+pub mod discover;
 mod error;
 pub mod fetch;
 pub mod generate;
@@ -59,7 +60,8 @@ use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
 /// The model to use: `explicit` (`--model`), else `VERDICT_MODEL`, else the default model,
-/// fetched on first use. `progress` gets the download's steps in words (one line each): the
+/// fetched on first use. A value that is no existing path is looked up by name among the models
+/// found on disk (`discover`: `qwen3:8b` from Ollama, `org/name` from the Hugging Face cache). `progress` gets the download's steps in words (one line each): the
 /// CLI prints them, a job turns them into its events; nothing here prints.
 pub fn resolve_model_path(explicit: Option<&Path>, progress: &dyn Fn(&str)) -> Result<PathBuf> {
     resolve_with(explicit, std::env::var_os("VERDICT_MODEL").map(PathBuf::from), progress)
@@ -67,10 +69,31 @@ pub fn resolve_model_path(explicit: Option<&Path>, progress: &dyn Fn(&str)) -> R
 
 /// `resolve_model_path` with the environment and progress output passed in (for tests).
 pub fn resolve_with(explicit: Option<&Path>, env: Option<PathBuf>, progress: &dyn Fn(&str)) -> Result<PathBuf> {
-    if let Some(p) = explicit.map(Path::to_path_buf).or(env.filter(|p| !p.as_os_str().is_empty())) {
+    resolve_in(explicit, env, &discover::Roots::from_env(), progress)
+}
+
+/// `resolve_with` searching `roots` for names. A value written as a path (absolute, or starting
+/// with `.` or `~`) is only a path.
+pub fn resolve_in(
+    explicit: Option<&Path>,
+    env: Option<PathBuf>,
+    roots: &discover::Roots,
+    progress: &dyn Fn(&str),
+) -> Result<PathBuf> {
+    let Some(p) = explicit.map(Path::to_path_buf).or(env.filter(|p| !p.as_os_str().is_empty())) else {
+        return fetch::fetch_default(progress);
+    };
+    let text = p.to_string_lossy();
+    if p.exists() || p.is_absolute() || text.starts_with('.') || text.starts_with('~') {
         return if p.exists() { Ok(p) } else { Err(ModelError::NotFound(p)) };
     }
-    fetch::fetch_default(progress)
+    let found = discover::discover(roots);
+    match discover::find(&text, &found) {
+        Ok(f) => Ok(f.path.clone()),
+        Err(candidates) => {
+            Err(ModelError::UnknownModel { name: text.into_owned(), candidates, searched: roots.describe() })
+        }
+    }
 }
 
 /// A loaded model, ready to tokenize, render chats and generate.
