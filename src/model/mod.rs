@@ -43,6 +43,8 @@ mod tests_families;
 #[cfg(test)]
 mod tests_families_gguf;
 #[cfg(test)]
+mod tests_families_logps;
+#[cfg(test)]
 mod tests_reference;
 #[cfg(test)]
 mod tests_tiny;
