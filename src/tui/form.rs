@@ -1,7 +1,11 @@
 //! The new-run form, a screen over the runs list: the options of `verdict train` that
 //! `train_config::OPTIONS` marks for the form, with the same labels, help and defaults, each
 //! value checked as it is typed (the reason shown beside the field), and the resolved pairs that
-//! would go in, by language. Starting the run is a `Command` (`Train`) that `App` carries out.
+//! would go in, by language. Beside them, the plan for the options as they stand: the training
+//! set compiled for the chosen method (counts per label kind and language) and the memory plan
+//! (peak, whether it fits, what would make it fit), computed on a thread by `App`
+//! (`tui::app::form_plan`) whenever an option changes, "planning…" until it arrives. Starting
+//! the run is a `Command` (`Train`) that `App` carries out; a plan that does not fit refuses it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +15,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Paragraph, Wrap};
 
 use super::keymap::{self, Action};
 use super::screens::Command;
@@ -53,6 +57,88 @@ pub struct TrainForm {
     pub editing: Option<String>,
     /// Resolved pairs that would go in: language → (train, test).
     pub pairs: BTreeMap<String, (usize, usize)>,
+    /// The plan that arrived last and the config key (`plan_request`) it was made for; shown
+    /// only while that key is still the form's.
+    pub planned: Option<(String, Plan)>,
+}
+
+/// What the form's background job computed for one set of options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The compiled training set as panel lines (total first), or why it could not be compiled.
+    pub counts: Result<Vec<String>, String>,
+    /// `train::memory::plan_text`, or why there is none; `None`: not planned (a store with no
+    /// file, as in tests: no second connection reaches it).
+    pub memory: Option<Result<String, String>>,
+}
+
+impl Plan {
+    /// The plan's "available now" line when the run does not fit in the memory available.
+    pub fn does_not_fit(&self) -> Option<String> {
+        let text = self.memory.as_ref()?.as_ref().ok()?;
+        text.lines().find(|l| l.contains(": does not fit")).map(squeeze)
+    }
+
+    /// The panel's lines: the counts, then the memory plan's verdict (peak, fits), then its parts.
+    fn lines(&self) -> Vec<Line<'static>> {
+        let mut out = Vec::new();
+        match &self.counts {
+            Ok(counts) => out.extend(counts.iter().map(|l| Line::raw(l.clone()))),
+            Err(why) => out.push(Line::styled(format!(" counts: {why}"), Style::default().fg(Color::Red))),
+        }
+        match &self.memory {
+            None => out.push(Line::styled(" memory plan: needs a store file", Style::default().fg(Color::DarkGray))),
+            Some(Err(why)) => out.push(Line::styled(format!(" memory plan: {why}"), Style::default().fg(Color::Red))),
+            Some(Ok(text)) => {
+                let bold = Style::default().add_modifier(Modifier::BOLD);
+                let lines: Vec<&str> = text.lines().skip(1).collect();
+                // What decides first (they survive a short terminal), the parts after.
+                for line in lines.iter().filter(|l| l.contains("predicted peak")) {
+                    out.push(Line::styled(format!(" {}", squeeze(line).replace("predicted ", "")), bold));
+                }
+                for line in lines.iter().filter(|l| l.contains("available now")) {
+                    let style = if line.contains("does not fit") {
+                        Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+                    } else {
+                        Style::default().fg(Color::Green)
+                    };
+                    out.push(Line::styled(
+                        format!(" {}", squeeze(line).replace("available now ", "available ")),
+                        style,
+                    ));
+                }
+                for line in lines.iter().filter(|l| l.starts_with("memory:")) {
+                    out.push(Line::raw(format!(" {}", squeeze(line))));
+                }
+                for line in lines.iter().filter(|l| {
+                    !(l.contains("predicted peak") || l.contains("available now") || l.starts_with("memory:"))
+                }) {
+                    out.push(Line::styled(format!(" {}", squeeze(line)), Style::default().fg(Color::DarkGray)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A plan line with its runs of spaces (the CLI's columns) made one.
+fn squeeze(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The compiled set's counts as the panel shows them: the total, then one line per label kind
+/// and language (labels → examples).
+pub fn count_lines(compiled: &crate::qa::compile::Compiled) -> Vec<String> {
+    let method = format!("{:?}", compiled.method).to_lowercase();
+    let mut out = vec![format!(" {method}: {} examples", compiled.examples())];
+    for ((kind, language), c) in &compiled.counts {
+        let skipped = if c.skipped > 0 { format!(" ({} skipped)", c.skipped) } else { String::new() };
+        out.push(format!(" {:<8}{:<4}{:>4} → {}{skipped}", kind.as_str(), language, c.labels, c.examples));
+    }
+    if compiled.conflicting > 0 {
+        out.push(format!(" {} answers both good and bad", compiled.conflicting));
+    }
+    out
 }
 
 fn choice(key: &'static str, label: &'static str, options: Vec<&'static str>, hint: &'static str) -> Field {
@@ -109,7 +195,7 @@ impl TrainForm {
                 }
             }
         }
-        Ok(TrainForm { fields, selected: 0, editing: None, pairs })
+        Ok(TrainForm { fields, selected: 0, editing: None, pairs, planned: None })
     }
 
     pub fn move_by(&mut self, delta: i64) {
@@ -166,10 +252,18 @@ impl TrainForm {
             Action::Previous => self.cycle(-1),
             Action::Edit => self.edit(),
             Action::StartRun => {
-                return match self.config() {
-                    Ok(config) => vec![Command::Train(Box::new(config))],
-                    Err(why) => vec![Command::Message(format!("error: {why}"))],
+                let config = match self.config() {
+                    Ok(config) => config,
+                    Err(why) => return vec![Command::Message(format!("error: {why}"))],
                 };
+                // Refused as `verdict train` refuses it on the CPU (a GPU's memory is not asked).
+                let gpu = config.device.starts_with("cuda") || config.device == "metal";
+                if !gpu && let Some(line) = self.current_plan().and_then(Plan::does_not_fit) {
+                    return vec![Command::Message(format!(
+                        "error: this run would not fit in memory ({line}): change the options the plan names"
+                    ))];
+                }
+                return vec![Command::Train(Box::new(config))];
             }
             Action::Back => return vec![Command::Close],
             _ => {}
@@ -206,12 +300,31 @@ impl TrainForm {
 
     /// The run config, or the first field that is wrong.
     pub fn config(&self) -> anyhow::Result<TrainConfig> {
-        if let Some(field) = self.fields.iter().find(|f| self.error(f.key).is_some()) {
-            anyhow::bail!("{}: {}", field.label, self.error(field.key).unwrap_or_default());
-        }
         let total: usize = self.pairs.values().map(|p| p.0).sum();
+        let config = self.options()?;
         if total == 0 {
             anyhow::bail!("no resolved pairs in the train split: label some pairs first");
+        }
+        Ok(config)
+    }
+
+    /// What the plan is made for: the options as a config and its key (two configs plan alike
+    /// when their keys are equal); `None` while a field is wrong.
+    pub fn plan_request(&self) -> Option<(String, TrainConfig)> {
+        let config = self.options().ok()?;
+        Some((format!("{config:?}"), config))
+    }
+
+    /// The plan made for the options as they stand, once it arrived.
+    pub fn current_plan(&self) -> Option<&Plan> {
+        let (key, _) = self.plan_request()?;
+        self.planned.as_ref().filter(|(k, _)| *k == key).map(|(_, plan)| plan)
+    }
+
+    /// The options as a run config, or the first field that is wrong.
+    fn options(&self) -> anyhow::Result<TrainConfig> {
+        if let Some(field) = self.fields.iter().find(|f| self.error(f.key).is_some()) {
+            anyhow::bail!("{}: {}", field.label, self.error(field.key).unwrap_or_default());
         }
         let mut config = TrainConfig::default();
         for field in &self.fields {
@@ -275,6 +388,17 @@ impl TrainForm {
         if train == 0 {
             pairs.push(Line::styled(" no pairs to train on yet", Style::default().fg(Color::Red)));
         }
-        frame.render_widget(Paragraph::new(pairs).block(block(" Resolved pairs going in ")), right);
+        let [pairs_area, plan_area] =
+            Layout::vertical([Constraint::Length(pairs.len() as u16 + 2), Constraint::Min(3)]).areas(right);
+        frame.render_widget(Paragraph::new(pairs).block(block(" Resolved pairs going in ")), pairs_area);
+        let plan = match (self.plan_request(), self.current_plan()) {
+            (None, _) => vec![Line::styled(" fix the marked field to plan", Style::default().fg(Color::Red))],
+            (Some(_), None) => vec![Line::styled(" planning…", Style::default().fg(Color::DarkGray))],
+            (Some(_), Some(plan)) => plan.lines(),
+        };
+        frame.render_widget(
+            Paragraph::new(plan).wrap(Wrap { trim: false }).block(block(" Training set · memory ")),
+            plan_area,
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The background work as `App` takes it in every tick: the queue arriving from its thread
 //! (and the keys that waited for it), the generation, the training run, the runs screens'
-//! re-read and the screens' workers; and the store's data version, asked twice a second.
+//! re-read, the new-run form's plan and the screens' workers; and the store's data version,
+//! asked twice a second.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -26,6 +27,7 @@ impl App {
         let trained = self.poll_training();
         changed |= trained;
         changed |= self.poll_runs(trained);
+        changed |= self.poll_form_plan();
         let ctx = screen_ctx!(self);
         for screen in &mut self.screens {
             let polled = screen.poll(&ctx);

@@ -25,6 +25,7 @@ macro_rules! screen_ctx {
 
 mod background;
 mod evaluation;
+mod form_plan;
 mod labeling;
 mod runs;
 mod thumbs;
@@ -90,6 +91,7 @@ pub struct App {
     version_asked: std::time::Instant,
     /// The runs screens' re-read on a thread.
     runs_reload: runs::RunsReload,
+    form_plan: form_plan::FormPlanJob,
     /// Where generation and training run (`--device auto`'s pick), for the status line.
     pub device: String,
     /// Work for the runner asked for by a key that waited for the queue.
@@ -134,6 +136,7 @@ impl App {
             data_version,
             version_asked: std::time::Instant::now(),
             runs_reload: Default::default(),
+            form_plan: Default::default(),
             device: crate::jobs::generate::auto_device_label(),
             pending_effect: None,
         };
@@ -366,6 +369,7 @@ impl App {
             }
             Opening::Form => {
                 self.screens.push(Screen::Form(Box::new(TrainForm::new(&self.store, self.model.clone())?)));
+                self.poll_form_plan();
             }
             Opening::Samples(run_id) => {
                 let view = evaluation::open_samples(&self.store, run_id)?;
