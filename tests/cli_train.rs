@@ -55,6 +55,20 @@ fn run_row(db: &Path, run: i64) -> (String, Option<String>, serde_json::Value) {
 
 /// What a run prints before it trains: the device, the training set's label counts and the
 /// memory plan (a heading each, then indented rows).
+/// Runs `config` from the start and stops it (the cancel flag) once step `step` is done, as the
+/// TUI's `s` and a Ctrl-C do.
+fn run_stopped_at(db: &Path, config: &TrainConfig, step: usize) -> train::TrainSummary {
+    let cancel = AtomicBool::new(false);
+    train::run(db, config, None, false, &cancel, &mut |e| {
+        if let train::TrainEvent::Step { step: s, .. } = e
+            && s == step
+        {
+            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+    .unwrap()
+}
+
 fn is_preamble(line: &str) -> bool {
     ["device:", "memory plan:", "training set (", "  "].iter().any(|start| line.starts_with(start))
 }
@@ -180,13 +194,7 @@ fn a_resumed_run_keeps_its_stored_pairs_and_a_held_run_is_refused() {
         ..TrainConfig::default()
     };
     let whole = train::run(&db, &config("whole"), None, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
-    let cancel = AtomicBool::new(false);
-    let stopped = train::run(&db, &config("parts"), None, false, &cancel, &mut |e| {
-        if let train::TrainEvent::Step { step: 3, .. } = e {
-            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    })
-    .unwrap();
+    let stopped = run_stopped_at(&db, &config("parts"), 3);
     assert_eq!((stopped.status, stopped.steps), (RunStatus::Stopped, 3));
     // After the stop, an adjudicator turns a train pair around.
     let store = verdict::store::Store::open(&db, verdict::store::OpenMode::MustExist).unwrap();
@@ -435,13 +443,7 @@ fn a_full_disk_fails_the_run_and_keeps_the_last_good_checkpoint() {
         max_length: 128,
         ..TrainConfig::default()
     };
-    let cancel = AtomicBool::new(false);
-    let stopped = train::run(&db, &config, None, false, &cancel, &mut |e| {
-        if let train::TrainEvent::Step { step: 2, .. } = e {
-            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    })
-    .unwrap();
+    let stopped = run_stopped_at(&db, &config, 2);
     assert_eq!((stopped.status, stopped.steps), (RunStatus::Stopped, 2));
     let checkpoints = out.join("checkpoints");
     let good = std::fs::read(checkpoints.join("checkpoint-2/optimizer.safetensors")).unwrap();
@@ -785,13 +787,7 @@ fn a_resumed_kto_run_continues_as_the_uninterrupted_one() {
         ..TrainConfig::default()
     };
     let whole = train::run(&db, &config("whole"), None, false, &AtomicBool::new(false), &mut |_| {}).unwrap();
-    let cancel = AtomicBool::new(false);
-    let stopped = train::run(&db, &config("parts"), None, false, &cancel, &mut |e| {
-        if let train::TrainEvent::Step { step: 3, .. } = e {
-            cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    })
-    .unwrap();
+    let stopped = run_stopped_at(&db, &config("parts"), 3);
     assert_eq!((stopped.status, stopped.steps), (RunStatus::Stopped, 3));
     let resumed =
         train::run(&db, &config("parts"), Some(stopped.run_id), false, &AtomicBool::new(false), &mut |_| {}).unwrap();
