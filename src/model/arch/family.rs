@@ -90,20 +90,15 @@ impl Family {
         }
     }
 
+    /// Every family verdict runs.
+    pub const ALL: [Family; 7] =
+        [Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3, Family::Gemma2, Family::Gemma3, Family::Phi3];
+
     /// From config.json's `architectures[0]`, else its `model_type`.
     pub fn from_hf(hint: &str) -> Option<Family> {
-        const ALL: [Family; 7] = [
-            Family::Llama,
-            Family::Mistral,
-            Family::Qwen2,
-            Family::Qwen3,
-            Family::Gemma2,
-            Family::Gemma3,
-            Family::Phi3,
-        ];
         match hint {
             "gemma3_text" | "Gemma3ForConditionalGeneration" => Some(Family::Gemma3),
-            _ => ALL.into_iter().find(|f| f.name() == hint || f.hf_class() == hint),
+            _ => Self::ALL.into_iter().find(|f| f.name() == hint || f.hf_class() == hint),
         }
     }
 
