@@ -94,3 +94,25 @@ mod tests {
         assert!(skip_real_model_test("child_reports_a_skip"));
     }
 }
+
+/// The Python of a peer venv — `$env_var`, else `default_venv` under the crate — when `check`
+/// (Python source) runs there; otherwise why not, naming `what` it needs and the `setup` script
+/// that makes such a venv, for `report_skipped`.
+pub fn peer_python(
+    env_var: &str,
+    default_venv: &str,
+    check: &str,
+    what: &str,
+    setup: &str,
+) -> std::result::Result<PathBuf, String> {
+    let venv = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(default_venv));
+    let python = venv.join("bin/python");
+    let ok = std::process::Command::new(&python).args(["-c", check]).output().is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(python)
+    } else {
+        Err(format!("no Python with {what} at {} (set {env_var} to such a venv; {setup} makes one)", python.display()))
+    }
+}

@@ -108,21 +108,13 @@ fn exported_family_ggufs_reload_in_verdict_with_the_trainers_logits() {
 
 /// The Python of a venv with llama-cpp-python, or why there is none.
 fn llama_cpp_python() -> std::result::Result<PathBuf, String> {
-    let venv = std::env::var_os("VERDICT_LLAMACPP_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-bench"));
-    let python = venv.join("bin/python");
-    let ok =
-        std::process::Command::new(&python).args(["-c", "import llama_cpp"]).output().is_ok_and(|o| o.status.success());
-    if ok {
-        Ok(python)
-    } else {
-        Err(format!(
-            "no Python with llama-cpp-python at {} (set VERDICT_LLAMACPP_VENV to such a venv; \
-             benches/peers/setup_llamacpp.sh makes one)",
-            python.display()
-        ))
-    }
+    crate::model::testing_skip::peer_python(
+        "VERDICT_LLAMACPP_VENV",
+        ".venv-bench",
+        "import llama_cpp",
+        "llama-cpp-python",
+        "benches/peers/setup_llamacpp.sh",
+    )
 }
 
 /// llama.cpp loads every family's exported GGUF with verdict's logits: within 1e-4 where it runs

@@ -117,23 +117,13 @@ fn a_phi3_adapter_on_the_fused_projections_adds_what_the_trainer_adds() {
 
 /// The Python of a venv with transformers 5 and PEFT, or why there is none.
 fn transformers_python() -> std::result::Result<PathBuf, String> {
-    let venv = std::env::var_os("VERDICT_TRL_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/.venv-trl"));
-    let python = venv.join("bin/python");
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import transformers, peft; assert int(transformers.__version__.split('.')[0]) >= 5"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        Ok(python)
-    } else {
-        Err(format!(
-            "no Python with transformers 5 and peft at {} (set VERDICT_TRL_VENV to such a venv; \
-             benches/peers/setup_trl.sh makes one)",
-            python.display()
-        ))
-    }
+    crate::model::testing_skip::peer_python(
+        "VERDICT_TRL_VENV",
+        "benches/peers/.venv-trl",
+        "import transformers, peft; assert int(transformers.__version__.split('.')[0]) >= 5",
+        "transformers 5 and peft",
+        "benches/peers/setup_trl.sh",
+    )
 }
 
 /// transformers 5 loads every family's exported folder (full and LoRA merged) and PEFT loads
