@@ -8,7 +8,11 @@
 #
 # Environment: VERDICT_BIN (default target/release/verdict, built when missing), VERDICT_BENCH_PAIRS
 # (use only the first K train pairs of the sample data; default all 34), VERDICT_MODEL
-# (another GGUF; default: the default model, fetched when missing), VERDICT_TRL_VENV (default
+# (another GGUF, or an HF model folder such as scripts/make_sized_models.py makes: both tools
+# train it as stored there, TRL loading it in f32; default: the default model, fetched when
+# missing), VERDICT_BENCH_MODES (default full,lora), VERDICT_BENCH_LORA_BASES (extra verdict
+# LoRA rows with `--base-dtype` each of these, e.g. bf16 or bf16,quantized; TRL keeps its f32
+# base), VERDICT_TRAIN_FLAGS (more `verdict train` flags for every verdict row), VERDICT_TRL_VENV (default
 # benches/peers/.venv-trl, set up by benches/peers/setup_trl.sh when missing: a large download),
 # VERDICT_BENCH_TRL_ALSO_NO_PRECOMPUTE=0 to skip the two TRL runs with its default per-step
 # reference forward, VERDICT_BENCH_NO_FLUSH_DENORMALS=1 to run verdict with --no-flush-denormals
@@ -59,10 +63,16 @@ PYEOF
 "$VERDICT" --db "$DB" --no-samples import "$OUT/subset.jsonl" >/dev/null
 "$VERDICT" --db "$DB" export "$OUT/pairs.jsonl" --format conversational >/dev/null
 # transformers will not train a model loaded with gguf_file: convert the GGUF once to a float32
-# folder (kept in the venv, not timed).
-HF_DIR="${VERDICT_TRL_HF_DIR:-$VENV/models/$(basename "$MODEL" .gguf)-f32}"
-[ -f "$HF_DIR/config.json" ] || "$PY" benches/peers/trl_dpo.py --model "$MODEL" --hf-dir "$HF_DIR" --convert-only \
-    2>"$OUT/convert.err"
+# folder (kept in the venv, not timed). An HF folder is read as it is by both tools.
+if [ -d "$MODEL" ]; then
+    HF_DIR="$MODEL"
+else
+    HF_DIR="${VERDICT_TRL_HF_DIR:-$VENV/models/$(basename "$MODEL" .gguf)-f32}"
+    [ -f "$HF_DIR/config.json" ] || "$PY" benches/peers/trl_dpo.py --model "$MODEL" --hf-dir "$HF_DIR" --convert-only \
+        2>"$OUT/convert.err"
+fi
+MODES="${VERDICT_BENCH_MODES:-full,lora}"
+has_mode() { [[ ",$MODES," == *",$1,"* ]]; }
 
 # Runs a command, keeps its output, appends {"label", "wall_seconds", "peak_rss_mb", "exit"} to
 # $OUT/measure.jsonl. Peak RSS from wait4, the same way for both tools.
@@ -103,38 +113,63 @@ echo "   vector extensions: ${VECTOR_EXT:-none listed}"
 # torch keeps subnormals unless told otherwise (torch.set_flush_denormal; trl_dpo.py does not).
 echo "   denormals: verdict $([ ${#NO_FLUSH[@]} -gt 0 ] && echo 'kept (--no-flush-denormals)' || echo 'flushed (FTZ|DAZ, its default)');" \
     "torch kept (its default); torch's CPU kernels: $("$PY" -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')"
-echo "   VERDICT_SIMD=${VERDICT_SIMD:-unset}"
+echo "   VERDICT_SIMD=${VERDICT_SIMD:-unset}; TRL: reference log-probs precomputed before step 1 (as verdict), f32 weights"
+[ -d "$MODEL" ] && echo "   model config: $(python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print(", ".join(f"{k} {c[k]}" for k in ["model_type","hidden_size","intermediate_size","num_hidden_layers","num_attention_heads","num_key_value_heads","vocab_size"] if k in c))' "$MODEL/config.json")"
 
 common=(--max-steps "$STEPS" --batch-size "$BATCH" --max-length "$MAX_LENGTH" --threads "$THREADS"
     --beta "$BETA" --learning-rate "$LR")
-echo "== verdict full"
-measure verdict-full "$VERDICT" ${NO_FLUSH[@]+"${NO_FLUSH[@]}"} --db "$DB" train --model "$MODEL" --out "$OUT/run-full" "${common[@]}"
-echo "   verdict says: $(grep -m1 '^device:' "$OUT/verdict-full.err" || echo '(no device line)')"
-echo "== verdict lora"
-measure verdict-lora "$VERDICT" ${NO_FLUSH[@]+"${NO_FLUSH[@]}"} --db "$DB" train --model "$MODEL" --out "$OUT/run-lora" "${common[@]}" \
-    --lora-rank 16 --lora-targets q,k,v,o
+# shellcheck disable=SC2206
+extra=(${VERDICT_TRAIN_FLAGS:-})
+# The verdict rows in the order they run: their run ids in $DB are 1, 2, ...
+VERDICT_ROWS=()
+verdict_row() {
+    local label="$1"; shift
+    echo "== $label"
+    measure "$label" "$VERDICT" ${NO_FLUSH[@]+"${NO_FLUSH[@]}"} --db "$DB" train --model "$MODEL" --out "$OUT/run-$label" \
+        "${common[@]}" ${extra[@]+"${extra[@]}"} "$@"
+    echo "   verdict says: $(grep -m1 '^device:' "$OUT/$label.err" || echo '(no device line)')"
+    grep -E '^(memory:|  predicted peak)' "$OUT/$label.err" | sed 's/^ */   plan: /' || true
+    VERDICT_ROWS+=("$label")
+    rm -rf "$OUT/run-$label" # the tuned model (f32) is gigabytes at these sizes
+}
+has_mode full && verdict_row verdict-full
+if has_mode lora; then
+    verdict_row verdict-lora --lora-rank 16 --lora-targets q,k,v,o
+    for base in ${VERDICT_BENCH_LORA_BASES//,/ }; do
+        verdict_row "verdict-lora-$base" --lora-rank 16 --lora-targets q,k,v,o --base-dtype "$base"
+    done
+fi
 
 trl_common=(benches/peers/trl_dpo.py --model "$MODEL" --hf-dir "$HF_DIR" --pairs "$OUT/pairs.jsonl" --steps "$STEPS"
     --batch-size "$BATCH" --max-length "$MAX_LENGTH" --threads "$THREADS" --beta "$BETA" --learning-rate "$LR")
 if [ "${VERDICT_BENCH_SKIP_TRL:-0}" = 0 ]; then
-    echo "== TRL full (precomputed reference)"
-    measure trl-full "$PY" "${trl_common[@]}" --mode full
-    echo "== TRL lora (precomputed reference)"
-    measure trl-lora "$PY" "${trl_common[@]}" --mode lora --lora-rank 16 --lora-alpha 16
+    if has_mode full; then
+        echo "== TRL full (precomputed reference)"
+        measure trl-full "$PY" "${trl_common[@]}" --mode full
+    fi
+    if has_mode lora; then
+        echo "== TRL lora (precomputed reference)"
+        measure trl-lora "$PY" "${trl_common[@]}" --mode lora --lora-rank 16 --lora-alpha 16
+    fi
 fi
 if [ "${VERDICT_BENCH_SKIP_TRL:-0}" = 0 ] && [ "${VERDICT_BENCH_TRL_ALSO_NO_PRECOMPUTE:-1}" != 0 ]; then
-    echo "== TRL full (reference model, TRL's default)"
-    measure trl-full-refmodel "$PY" "${trl_common[@]}" --mode full --no-precompute-ref
-    echo "== TRL lora (reference forward each step, TRL's default)"
-    measure trl-lora-refmodel "$PY" "${trl_common[@]}" --mode lora --lora-rank 16 --lora-alpha 16 --no-precompute-ref
+    if has_mode full; then
+        echo "== TRL full (reference model, TRL's default)"
+        measure trl-full-refmodel "$PY" "${trl_common[@]}" --mode full --no-precompute-ref
+    fi
+    if has_mode lora; then
+        echo "== TRL lora (reference forward each step, TRL's default)"
+        measure trl-lora-refmodel "$PY" "${trl_common[@]}" --mode lora --lora-rank 16 --lora-alpha 16 --no-precompute-ref
+    fi
 fi
 echo "== after: $(uptime)"
 echo "   busiest processes:"
 ps -eo pid,pcpu,etime,comm --sort=-pcpu | sed -n '2,6p' | sed 's/^/     /'
 
-python3 - "$OUT" "$DB" "$THREADS" "$(nproc)" <<'PYEOF'
+python3 - "$OUT" "$DB" "$THREADS" "$(nproc)" "${VERDICT_ROWS[@]}" <<'PYEOF'
 import json, sqlite3, statistics, sys
 out, db, threads, cores = sys.argv[1:5]
+verdict_rows = sys.argv[5:]
 measured = {m["label"]: m for m in map(json.loads, open(f"{out}/measure.jsonl"))}
 conn = sqlite3.connect(db)
 
@@ -161,10 +196,10 @@ def trl_run(label):
     return json.loads(lines[-1])
 
 results = {}
-for run_id, mode in [(1, "full"), (2, "lora")]:
+for run_id, label in enumerate(verdict_rows, start=1):
     v = verdict_run(run_id)
-    v.update(measured[f"verdict-{mode}"])
-    results[f"verdict-{mode}"] = v
+    v.update(measured[label])
+    results[label] = v
 for label in ["trl-full", "trl-lora", "trl-full-refmodel", "trl-lora-refmodel"]:
     if label in measured:
         t = trl_run(label)
@@ -181,13 +216,15 @@ for label, r in results.items():
           f"{r['peak_rss_mb']:11.0f} {r['wall_seconds']:7.1f}")
 print()
 print(f"{'ratio verdict / TRL':34} {'s/step':>8} {'s/1k tok':>8} {'peak RSS':>8}")
-for mode in ["full", "lora"]:
-    for suffix, what in [("", "TRL precomputed reference"), ("-refmodel", "TRL default reference")]:
+for label in verdict_rows:
+    mode = label.split("-")[1]
+    for suffix, what in [("", "TRL precomputed ref."), ("-refmodel", "TRL default ref.")]:
         t = results.get(f"trl-{mode}{suffix}")
         if t is None:
             continue
-        v = results[f"verdict-{mode}"]
-        print(f"{mode + ' vs ' + what:34} {v['seconds_per_step'] / t['seconds_per_step']:8.2f} "
+        v = results[label]
+        name = label.removeprefix("verdict-") + " vs " + what
+        print(f"{name:34} {v['seconds_per_step'] / t['seconds_per_step']:8.2f} "
               f"{v['seconds_per_1k_tokens'] / t['seconds_per_1k_tokens']:8.2f} {v['peak_rss_mb'] / t['peak_rss_mb']:8.2f}")
 print(json.dumps(results))
 PYEOF

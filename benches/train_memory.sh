@@ -9,7 +9,9 @@
 # the TRL venv's python: VERDICT_PY, default /work/venvs/trl/bin/python) into
 # ~/.cache/verdict/sized-models. LoRA is r 16 on q,k,v,o. Environment: VERDICT_BIN (default
 # target/debug/verdict), VERDICT_THREADS (default 2), extra `verdict train` flags in
-# VERDICT_TRAIN_FLAGS (and VERDICT_LABEL, a suffix for the rows they make), VERDICT_BENCH_PAIRS (train pairs used, default 4). Peak RSS is the whole process (ru_maxrss from wait4): loading,
+# VERDICT_TRAIN_FLAGS (and VERDICT_LABEL, a suffix for the rows they make), VERDICT_BENCH_PAIRS (train pairs used, default 4),
+# VERDICT_BENCH_PAIRS_FILE (a JSONL of pairs to import instead of the sample data's: long pairs
+# fill --max-length 1024). Peak RSS is the whole process (ru_maxrss from wait4): loading,
 # tokenization, reference pass, steps, export. Prints one line per run and a JSON line each to
 # $OUT/measure.jsonl.
 set -euo pipefail
@@ -33,7 +35,7 @@ import json, sys
 rows = [l for l in open(sys.argv[1], encoding="utf-8") if json.loads(l)["split"] == "train"]
 open(sys.argv[2], "w", encoding="utf-8").writelines(rows[:int(sys.argv[3])])
 PYEOF
-"$VERDICT" --db "$OUT/v.db" --no-samples import "$OUT/subset.jsonl" >/dev/null
+"$VERDICT" --db "$OUT/v.db" --no-samples import "${VERDICT_BENCH_PAIRS_FILE:-$OUT/subset.jsonl}" >/dev/null
 
 model_for() {
     case "$1" in

@@ -15,6 +15,14 @@ use std::path::Path;
 
 /// Loads the HF directory `dir` (it exists and is a directory).
 pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
+    load_with(dir, device, true)
+}
+
+/// `load`, or with `weights` false everything but the weights: the network has the config's
+/// shapes and rotation tables but no layers, and its embedding is a `[vocab, 1]` placeholder
+/// (no tensor data is read). A training run needs no more (`Model::load_frame`): the f32 copy
+/// of every weight beside the mapped file was 3x the file's size at the run's start.
+pub fn load_with(dir: &Path, device: &Device, weights: bool) -> Result<Loaded> {
     let bad = |reason: String| ModelError::BadHfDir { path: dir.to_path_buf(), reason };
     let cfg_path = dir.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| bad(format!("cannot read config.json ({e})")))?;
@@ -76,7 +84,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     let (qd, kvd) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
     let ff = cfg.intermediate_size;
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-    for i in 0..cfg.num_hidden_layers {
+    for i in (0..cfg.num_hidden_layers).filter(|_| weights) {
         let p = format!("model.layers.{i}");
         let [q, k, v, gate, up] = if cfg.family.fused_projections() {
             let qkv = format!("{p}.self_attn.qkv_proj.weight");
@@ -118,8 +126,15 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
             post_ffn_norm: opt_norm(format!("{p}.post_feedforward_layernorm.weight"))?,
         });
     }
-    let embed = get("model.embed_tokens.weight")?;
-    let lm_head = if has("lm_head.weight") && !cfg.tie_word_embeddings {
+    let embed_name = "model.embed_tokens.weight";
+    let embed = match weights {
+        true => get(embed_name)?,
+        false => {
+            let rows = st.get(embed_name).map_err(|e| bad(format!("tensor {embed_name}: {e}")))?.shape()[0];
+            Tensor::zeros((rows, 1), DType::F32, device)?
+        }
+    };
+    let lm_head = if weights && has("lm_head.weight") && !cfg.tie_word_embeddings {
         Linear::new(QMatMul::Tensor(get("lm_head.weight")?), None)
     } else {
         Linear::new(QMatMul::Tensor(embed.clone()), None)
@@ -162,4 +177,34 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
         sha256: weights_sha256(&files)?,
     };
     Ok(Loaded { net, tokenizer, info, arch: cfg })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LoadOptions, Model};
+
+    #[test]
+    fn a_frame_reads_no_weight_and_runs_the_weights_it_is_given_as_the_full_load_does() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/llama");
+        let full = load(&dir, &Device::Cpu).unwrap();
+        let frame = load_with(&dir, &Device::Cpu, false).unwrap();
+        // No layer and a one-column embedding: a training run's start held the f32 copy of every
+        // weight beside the mapped file (3x the file at 1.5B) for nothing.
+        assert!(frame.net.layers.is_empty());
+        assert_eq!(frame.net.embed.dims(), &[full.net.embed.dim(0).unwrap(), 1]);
+        assert_eq!(frame.info.sha256, full.info.sha256);
+        assert_eq!(frame.info.parameters, full.info.parameters);
+        assert_eq!(frame.net.cfg.n_layers, full.net.cfg.n_layers);
+        // The samples of a run: the frame with the run's weights computes what the model does.
+        let tensors: std::collections::HashMap<String, Tensor> =
+            candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap().into_iter().collect();
+        let opts = LoadOptions { device: crate::model::DeviceChoice::Cpu, ..Default::default() };
+        let from_frame = Model::load_frame(&dir, &opts).unwrap().with_hf_weights(&tensors).unwrap();
+        let tokens = [1u32, 5, 9, 2];
+        let want = Model::load(&dir, &opts).unwrap().logits(&tokens).unwrap();
+        let got = from_frame.logits(&tokens).unwrap();
+        let diff = (want - got).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "logits differ by {diff}");
+    }
 }

@@ -125,6 +125,11 @@ impl Model {
             configure_threads(opts.threads);
         }
         let loaded = if path.is_dir() { load_hf::load(path, &device)? } else { load_gguf::load(path, opts, &device)? };
+        Model::assemble(path, loaded, device)
+    }
+
+    /// The model from what a loader read: the chat template checked against its tokens.
+    fn assemble(path: &Path, loaded: loaded::Loaded, device: Device) -> Result<Model> {
         let source = &loaded.info.chat_template_source;
         // "/m/tokenizer_config.json" for a folder's file, "/m/x.gguf (GGUF tokenizer.chat_template)".
         let origin = match path.is_dir() && !source.contains(' ') {
@@ -140,6 +145,21 @@ impl Model {
             arch: loaded.arch,
             device,
         })
+    }
+
+    /// What a training run needs of the model: tokenizer, chat template, info and architecture.
+    /// An HF folder's weights are left unread (`load_hf::load_with`; the run's samples bring
+    /// their own, `with_hf_weights`); a GGUF's load as stored (quantized, as `load` with
+    /// `dequantize: false`).
+    pub fn load_frame(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        if !path.is_dir() {
+            return Model::load(path, opts);
+        }
+        let device = opts.device.device()?;
+        if device.is_cpu() {
+            configure_threads(opts.threads);
+        }
+        Model::assemble(path, load_hf::load_with(path, &device, false)?, device)
     }
 
     /// This model (tokenizer, template, architecture) with other weights under HF names and

@@ -56,7 +56,7 @@ pub fn load_frozen(path: &Path, device: &Device, base: BaseDtype, precision: Pre
 
 type Parts = (super::config::Config, HashMap<String, Tensor>, HashMap<String, ProjWeight>);
 
-/// An HF folder, file by file: projections to bf16, the rest to the compute dtype.
+/// An HF folder, tensor by tensor: projections to bf16, the rest to the compute dtype.
 fn hf_dir(dir: &Path, precision: Precision, device: &Device) -> Result<Parts> {
     let cfg = super::memory_plan::read_config(dir)?;
     let mut files: Vec<_> = std::fs::read_dir(dir)?
@@ -66,13 +66,14 @@ fn hf_dir(dir: &Path, precision: Precision, device: &Device) -> Result<Parts> {
     files.sort();
     let (mut dense, mut lean) = (HashMap::new(), HashMap::new());
     for f in files {
-        for (name, t) in candle_core::safetensors::load(&f, device)? {
+        super::weights::each_safetensor(&f, device, |name, t| {
             if is_projection(&name) {
                 lean.insert(name, ProjWeight::half(&t)?);
             } else {
                 dense.insert(name, t.to_dtype(precision.compute)?);
             }
-        }
+            Ok(())
+        })?;
     }
     Ok((cfg, dense, lean))
 }

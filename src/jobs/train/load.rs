@@ -1,6 +1,7 @@
 //! Phase 2, load: the base model twice — once by the inference loader (its tokenizer and chat
-//! template tokenize the examples; its quantized weights generate the samples) and once as
-//! trainable tensors, with LoRA attached when the run asks for it.
+//! template tokenize the examples; the samples run its architecture with the run's weights; an
+//! HF folder's own weights are not read) and once as trainable tensors, with LoRA attached when
+//! the run asks for it.
 
 use std::path::Path;
 
@@ -15,15 +16,16 @@ use crate::train::precision::Precision;
 
 use super::TrainConfig;
 
-/// The base model as `verdict generate` loads it, registered in `models` as the run's base.
-/// Its weights stay as stored (quantized: a fifth of f32).
+/// The base model as `verdict generate` loads it, registered in `models` as the run's base:
+/// a GGUF's weights as stored (quantized: a fifth of f32), an HF folder's not at all
+/// (`Model::load_frame`).
 pub(super) fn inference(
     store: &Store,
     run_id: i64,
     config: &TrainConfig,
     model_path: &Path,
 ) -> anyhow::Result<model::Model> {
-    let inference = model::Model::load(
+    let inference = model::Model::load_frame(
         model_path,
         &LoadOptions {
             threads: config.threads,

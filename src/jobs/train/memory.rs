@@ -34,14 +34,15 @@ pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
 }
 
 /// The `auto` options settled against `available` bytes (none known: as `options` set them):
-/// a LoRA run's base in bf16, then checkpointing, each only while the plan does not fit.
+/// a LoRA run's base in bf16, then its checkpointing, each only while the plan does not fit.
 pub fn settle(config: &TrainConfig, cfg: &Config, opts: &mut PlanOptions, work: &Workload, available: Option<u64>) {
     let Some(available) = available else { return };
     let fits = |o: &PlanOptions| memory_plan::plan(cfg, o, work).peak() <= available;
     if !fits(opts) && opts.lora.is_some() && config.base_dtype == BaseDtype::Auto {
         opts.base = BaseDtype::Bf16;
     }
-    if !fits(opts) && config.gradient_checkpointing == Checkpointing::Auto {
+    // With every weight training the plan counts no saving from it (`memory_plan::plan`).
+    if !fits(opts) && config.gradient_checkpointing == Checkpointing::Auto && opts.lora.is_some() {
         opts.checkpointing = true;
     }
 }
@@ -171,4 +172,49 @@ pub(super) fn check(
         );
     }
     Ok(Checked { base: opts.base, checkpointing: opts.checkpointing })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Qwen2.5-1.5B's published config.
+    fn qwen15() -> Config {
+        let text = r#"{"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 1536,
+            "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
+            "num_key_value_heads": 2, "vocab_size": 151936, "max_position_embeddings": 131072,
+            "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": true,
+            "hidden_act": "silu"}"#;
+        Config::from_hf_json(Path::new("config.json"), text).expect("config")
+    }
+
+    #[test]
+    fn a_1_5b_lora_run_at_length_1024_settles_on_a_bf16_base_and_checkpointing_to_fit_8_gib() {
+        let cfg = qwen15();
+        let config = TrainConfig {
+            lora_rank: Some(16),
+            lora_targets: ["q", "k", "v", "o"].map(String::from).to_vec(),
+            max_length: 1024,
+            eval_every: 0,
+            ..TrainConfig::default()
+        };
+        let mut opts = PlanOptions {
+            lora: config.lora_rank.map(|r| (r, config.lora_targets.clone())),
+            base: BaseDtype::F32,
+            source_bytes: 3_087_467_144,
+            ..Default::default()
+        };
+        let work = Workload::worst(1, 1024, true);
+        let eight = 8u64 << 30;
+        assert!(memory_plan::plan(&cfg, &opts, &work).peak() > eight);
+        settle(&config, &cfg, &mut opts, &work, Some(eight));
+        assert_eq!((opts.base, opts.checkpointing), (BaseDtype::Bf16, true));
+        assert!(memory_plan::plan(&cfg, &opts, &work).peak() <= eight);
+        assert!(settled_note(&config, &opts).contains("the frozen base in bf16 and gradient checkpointing"));
+        // Asked for explicitly, an option is not changed.
+        let fixed = TrainConfig { gradient_checkpointing: Checkpointing::Off, ..config.clone() };
+        let mut o = PlanOptions { base: BaseDtype::F32, checkpointing: false, ..opts.clone() };
+        settle(&fixed, &cfg, &mut o, &work, Some(eight));
+        assert_eq!((o.base, o.checkpointing), (BaseDtype::Bf16, false));
+    }
 }
