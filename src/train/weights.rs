@@ -78,7 +78,9 @@ pub fn each_safetensor(path: &Path, device: &Device, mut f: impl FnMut(String, T
         };
         let nums = |k: &str| -> Result<Vec<usize>> {
             let v = field(k)?.as_array().ok_or_else(|| bad(format!("tensor {name}: {k} is not a list")))?;
-            v.iter().map(|x| x.as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("tensor {name}: bad {k}")))).collect()
+            v.iter()
+                .map(|x| x.as_u64().map(|x| x as usize).ok_or_else(|| bad(format!("tensor {name}: bad {k}"))))
+                .collect()
         };
         let (shape, offsets) = (nums("shape")?, nums("data_offsets")?);
         let [start, end] = offsets[..] else { return Err(bad(format!("tensor {name}: data_offsets needs 2 numbers"))) };
