@@ -741,6 +741,19 @@ fn each_method_separates_held_out_sample_examples_and_stores_trl_metric_names() 
         let heading = stderr.lines().find(|l| l.starts_with("training set (")).unwrap_or_default();
         assert!(heading.starts_with(&format!("training set ({method}): ")), "{method}: {stderr}");
         assert!(stderr.lines().any(|l| l.trim_start().starts_with("win ")), "{method}: counts per kind: {stderr}");
+        // With stderr not a terminal the progress comes as plain lines (indicatif hid them all).
+        assert!(stderr.lines().any(|l| l.starts_with(&format!("run {run}: "))), "{method}: run line: {stderr}");
+        let last =
+            stderr.lines().find(|l| l.starts_with("step 34/34: loss ")).unwrap_or_else(|| panic!("{method}: {stderr}"));
+        assert!(last.ends_with(" tok/s"), "{method}: {last}");
+        assert_eq!(last.contains(" kl "), *method == "kto", "{method}: {last}");
+        assert_eq!(last.contains(" nll "), *method == "orpo", "{method}: {last}");
+        let eval_line = stderr
+            .lines()
+            .find(|l| l.starts_with("step 30: eval loss "))
+            .unwrap_or_else(|| panic!("{method}: {stderr}"));
+        assert_eq!(eval_line.contains("eval margin"), *method != "sft", "{method}: {eval_line}");
+        assert!(!stderr.contains("NaN"), "{method}: {stderr}");
         let common: &[&str] = if *method == "sft" {
             &["loss"]
         } else {

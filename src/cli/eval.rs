@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use anyhow::bail;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Cli, EvalAnswersArgs, EvalCommand};
 use crate::jobs::answers::{self, AnswersEvent, AnswersJob};
@@ -56,12 +55,7 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
             eprintln!("\nstopping after this token; the finished answers are kept (Ctrl-C again to quit now)");
         });
     }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos}/{len} answers [{bar:30}] {msg} · ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
+    let bar = super::progress::Progress::new("answer", "{spinner} {pos}/{len} answers [{bar:30}] {msg} · ETA {eta}");
     let summary = job.wait(|event| match event {
         AnswersEvent::Planned { missing, already } => {
             bar.set_length(missing as u64);
@@ -81,7 +75,7 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
             bar.println(format!("model {model_id}, prompt {prompt_id}: {error}"));
         }
     })?;
-    bar.finish_and_clear();
+    bar.finish();
     println!(
         "{} answers generated ({} tokens, {:.1} s), {} already stored, {} failed; seed {}{}",
         summary.generated,

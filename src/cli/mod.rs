@@ -6,6 +6,7 @@ mod eval;
 mod export_model;
 mod init;
 mod model;
+mod progress;
 mod stats;
 mod train;
 mod train_args;

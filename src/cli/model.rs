@@ -4,8 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 use super::{Cli, GenerateArgs, ModelCommand};
 use crate::jobs::generate::{self, GenerateEvent, GenerateJob};
 use crate::model::{self, DeviceChoice, GenerateParams, LoadOptions, Model};
@@ -165,12 +163,7 @@ pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCo
             eprintln!("\nstopping after the current token; finished candidates are kept (Ctrl-C again to quit now)");
         });
     }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos}/{len} prompts [{bar:30}] {msg} · ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
+    let bar = super::progress::Progress::new("prompt", "{spinner} {pos}/{len} prompts [{bar:30}] {msg} · ETA {eta}");
     let summary = job.wait(|event| match event {
         GenerateEvent::Started { model, run_quantization, prompts } => {
             bar.println(format!("{model} (runs as {run_quantization}): {prompts} prompts need candidates"));
@@ -182,7 +175,7 @@ pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCo
         GenerateEvent::PromptDone { .. } => bar.inc(1),
         GenerateEvent::PromptFailed { prompt_id, error } => bar.println(format!("prompt {prompt_id}: {error}")),
     })?;
-    bar.finish_and_clear();
+    bar.finish();
     println!(
         "{} new candidates for {} prompts ({} duplicates and {} empty not stored, {} prompts failed) · {} tokens in {:.1} s ({:.1} tok/s){}",
         summary.stored,

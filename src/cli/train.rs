@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Cli, TrainArgs};
 use crate::domain::RunStatus;
@@ -132,12 +131,7 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             eprintln!("\nstopping at the end of this step and writing a checkpoint (Ctrl-C again to quit now)");
         });
     }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} · ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
+    let bar = super::progress::Progress::new("step", "{spinner} step {pos}/{len} [{bar:30}] {msg} · ETA {eta}");
     let summary = job.wait(|event| match event {
         TrainEvent::Preparing(line) => bar.suspend(|| super::fetch_progress(&line)),
         TrainEvent::Started { run_id, train_pairs, test_pairs, steps, truncated, weights } => {
@@ -158,31 +152,17 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
             bar.println(format!("reference log-probs: {computed} computed, {cached} from the cache"))
         }
         TrainEvent::Step { step, metrics } => {
-            let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(f64::NAN);
-            bar.set_position(step as u64);
-            bar.set_message(format!(
-                "loss {:.4} · margin {:.3} · acc {:.2} · {:.0} tok/s",
-                get("loss"),
-                get("rewards/margins"),
-                get("rewards/accuracies"),
-                get("tokens_per_second")
-            ));
+            bar.set(step as u64, step_summary(&metrics));
         }
         TrainEvent::Eval { step, metrics } => {
-            let get = |k: &str| metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap_or(f64::NAN);
-            bar.println(format!(
-                "step {step}: eval loss {:.4} · eval accuracy {:.2} · eval margin {:.3}",
-                get("eval_loss"),
-                get("eval_rewards/accuracies"),
-                get("eval_rewards/margins")
-            ));
+            bar.println(format!("step {step}: {}", eval_summary(&metrics)));
         }
         TrainEvent::Checkpoint { step, path } => bar.println(format!("step {step}: checkpoint {}", path.display())),
         TrainEvent::Samples { step, count } => {
             bar.println(format!("step {step}: {count} sample answers stored (the TUI's runs screen shows them)"))
         }
     })?;
-    bar.finish_and_clear();
+    bar.finish();
     match &summary.output {
         Some(dir) => {
             println!("run {} finished after {} steps; model in {}", summary.run_id, summary.steps, dir.display())
@@ -193,6 +173,43 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(if summary.status == RunStatus::Finished { ExitCode::SUCCESS } else { ExitCode::from(130) })
+}
+
+/// What a step line shows, in this order: label, metric name, decimals. A method logs only some
+/// (SFT no margin or accuracy, KTO its `kl`, ORPO its `nll_loss`); only those present are shown.
+const STEP_METRICS: [(&str, &str, usize); 6] = [
+    ("loss", "loss", 4),
+    ("margin", "rewards/margins", 3),
+    ("acc", "rewards/accuracies", 2),
+    ("kl", "kl", 4),
+    ("nll", "nll_loss", 4),
+    ("tok/s", "tokens_per_second", 0),
+];
+
+/// `loss 0.6931 · margin 0.012 · acc 0.50 · 412 tok/s`, with the metrics this step logged.
+fn step_summary(metrics: &[(String, f64)]) -> String {
+    summary(metrics, "")
+}
+
+/// `eval loss 0.6931 · eval margin 0.012 · eval acc 0.50`, with the metrics this evaluation logged.
+fn eval_summary(metrics: &[(String, f64)]) -> String {
+    summary(metrics, "eval_")
+}
+
+fn summary(metrics: &[(String, f64)], prefix: &str) -> String {
+    let label = if prefix.is_empty() { "" } else { "eval " };
+    STEP_METRICS
+        .iter()
+        .filter_map(|(name, key, decimals)| {
+            let key = format!("{prefix}{key}");
+            let value = metrics.iter().find(|(n, _)| *n == key).map(|(_, v)| *v)?;
+            value.is_finite().then(|| match *name {
+                "tok/s" => format!("{value:.decimals$} tok/s"),
+                _ => format!("{label}{name} {value:.decimals$}"),
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
@@ -275,6 +292,33 @@ mod tests {
     use std::collections::BTreeMap;
 
     use clap::CommandFactory;
+
+    use super::{eval_summary, step_summary};
+
+    fn metrics(pairs: &[(&str, f64)]) -> Vec<(String, f64)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_steps_progress_line_shows_what_its_method_logs() {
+        let dpo = metrics(&[
+            ("loss", 0.69314),
+            ("rewards/margins", 0.0123),
+            ("rewards/accuracies", 0.5),
+            ("tokens_per_second", 411.6),
+            ("rewards/chosen", 0.1),
+        ]);
+        assert_eq!(step_summary(&dpo), "loss 0.6931 · margin 0.012 · acc 0.50 · 412 tok/s");
+        let kto = metrics(&[("loss", 0.5), ("kl", 0.01234), ("rewards/margins", 0.2), ("tokens_per_second", 90.0)]);
+        assert_eq!(step_summary(&kto), "loss 0.5000 · margin 0.200 · kl 0.0123 · 90 tok/s");
+        let orpo = metrics(&[("loss", 3.85), ("nll_loss", 3.7), ("tokens_per_second", 90.0)]);
+        assert_eq!(step_summary(&orpo), "loss 3.8500 · nll 3.7000 · 90 tok/s");
+        // SFT's evaluation has no pairs to compare: no accuracy, and never a NaN.
+        let sft_eval = metrics(&[("eval_loss", 2.5), ("eval_rewards/accuracies", f64::NAN)]);
+        assert_eq!(eval_summary(&sft_eval), "eval loss 2.5000");
+        let dpo_eval = metrics(&[("eval_loss", 0.6), ("eval_rewards/margins", 0.1), ("eval_rewards/accuracies", 0.75)]);
+        assert_eq!(eval_summary(&dpo_eval), "eval loss 0.6000 · eval margin 0.100 · eval acc 0.75");
+    }
 
     use crate::jobs::train::TrainConfig;
     use crate::jobs::train_config::{FORM_LORA_RANK, OPTIONS, default_text, flag_help};
