@@ -18,6 +18,7 @@ The Rust test (src/model/tests_families_logps.rs) runs `verdict logps`'s engine 
 and on model.gguf of each family and must match within 1e-3 relative.
 """
 
+import datetime
 import json
 import pathlib
 import sys
@@ -25,6 +26,7 @@ import sys
 import jinja2
 import torch
 import transformers
+import transformers.utils.chat_template_utils
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -34,6 +36,21 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FAMILIES = ROOT / "tests" / "fixtures" / "families"
 PAIRS = ROOT / "tests" / "fixtures" / "logps" / "pairs.jsonl"
 MAX_LENGTH = 256
+# The day the templates print: Llama 3's puts today's date (strftime_now) into the system turn,
+# which would change the prompt tokens, and so the log-probs, from one day to the next. The Rust
+# test renders with the same clock (FIXTURE_NOW: 2026-01-01 00:00 UTC).
+FIXTURE_NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+
+class _FixedDatetime(datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return FIXTURE_NOW
+
+
+# transformers' strftime_now calls `datetime.now()` as imported into this module.
+transformers.utils.chat_template_utils.datetime = _FixedDatetime
 
 
 def tokenize_pair(tok, messages, answer):

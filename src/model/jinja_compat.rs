@@ -124,8 +124,34 @@ fn title_case(s: &str) -> String {
     out
 }
 
+/// The time `strftime_now` prints: `SOURCE_DATE_EPOCH` (seconds, the reproducible-builds
+/// convention) when it is set, else the clock. Llama 3's template prints today's date into every
+/// system turn, so the same pair tokenizes differently from one day to the next; a fixed epoch
+/// makes renders, token ids and log-probs repeatable (tests pin it per thread).
 fn now_unix() -> i64 {
+    #[cfg(test)]
+    if let Some(fixed) = FIXED_NOW.with(|f| f.get()) {
+        return fixed;
+    }
+    if let Some(epoch) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok()) {
+        return epoch;
+    }
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+thread_local! {
+    static FIXED_NOW: std::cell::Cell<Option<i64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with `strftime_now` printing `unix` on this thread (tests run in parallel threads,
+/// where setting `SOURCE_DATE_EPOCH` would race).
+#[cfg(test)]
+pub fn with_fixed_now<R>(unix: i64, f: impl FnOnce() -> R) -> R {
+    let before = FIXED_NOW.with(|c| c.replace(Some(unix)));
+    let out = f();
+    FIXED_NOW.with(|c| c.set(before));
+    out
 }
 
 /// `datetime.now().strftime(fmt)` for the codes chat templates use, in UTC (verdict has no
@@ -197,4 +223,20 @@ pub fn strftime_utc(fmt: &str, unix: i64) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Llama 3's template line, rendered on a pinned day: what makes fixture log-probs repeat.
+    #[test]
+    fn strftime_now_prints_the_pinned_day_and_the_clock_otherwise() {
+        let mut env = Environment::new();
+        install(&mut env);
+        let render = || env.render_str(r#"Today Date: {{ strftime_now("%d %b %Y") }}"#, ()).unwrap();
+        assert_eq!(with_fixed_now(1_767_225_600, render), "Today Date: 01 Jan 2026");
+        let today = strftime_utc("%d %b %Y", now_unix());
+        assert_eq!(render(), format!("Today Date: {today}"));
+    }
 }
