@@ -69,8 +69,16 @@ fn run_stopped_at(db: &Path, config: &TrainConfig, step: usize) -> train::TrainS
     .unwrap()
 }
 
-fn is_preamble(line: &str) -> bool {
-    ["device:", "memory plan:", "training set (", "  "].iter().any(|start| line.starts_with(start))
+/// The error a failed run printed: one line, the last one. What comes before it is the run's
+/// own progress (device, plan, step lines), which a failure must not hide.
+fn the_error_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let errors = lines.iter().filter(|l| l.starts_with("error")).count();
+    assert_eq!(errors, 1, "one line of error, not: {stderr}");
+    let last = lines.last().copied().unwrap_or_default();
+    assert!(last.starts_with("error"), "the error is the last line, not: {stderr}");
+    eprintln!("{last}");
+    last.to_string()
 }
 
 /// Runs `verdict` expecting a failure; returns its message, which must be one line.
@@ -78,10 +86,7 @@ fn fails(db: &Path, args: &[&str]) -> String {
     let out = verdict(db, args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "verdict {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-    let message: Vec<&str> = stderr.lines().filter(|l| !is_preamble(l)).collect();
-    assert_eq!(message.len(), 1, "one line of error, not: {stderr}");
-    eprintln!("{}", message[0]);
-    message[0].to_string()
+    the_error_line(&stderr)
 }
 
 #[test]
@@ -122,10 +127,18 @@ fn a_dpo_run_records_trl_metrics_and_exports_a_model() {
         "grad_norm",
         "learning_rate",
         "tokens_per_second",
+        "model_flops",
+        "model_tflops_per_second",
+        "mfu",
     ] {
         assert_eq!(metric(&db, 1, name).len(), 12, "{name}");
     }
     assert_eq!(metric(&db, 1, "eval_loss").len(), 3);
+    // Every step's FLOPs are the same model's over batches of the same pairs: positive, and
+    // the utilisation a fraction of the CPU's peak.
+    assert!(metric(&db, 1, "model_flops").iter().all(|(_, v)| *v > 1e6), "{:?}", metric(&db, 1, "model_flops"));
+    let mfu = metric(&db, 1, "mfu");
+    assert!(mfu.iter().all(|(_, v)| *v > 0.0 && *v < 2.0), "{mfu:?}");
     let loss = metric(&db, 1, "loss");
     assert!((loss[0].1 - std::f64::consts::LN_2).abs() < 1e-3, "step 1 starts at ln 2: {}", loss[0].1);
     let margins = metric(&db, 1, "rewards/margins");
@@ -376,10 +389,7 @@ impl SmallDisk {
                     .unwrap();
                 assert!(!out.status.success());
                 let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-                let lines: Vec<&str> = stderr.lines().filter(|l| !is_preamble(l)).collect();
-                assert_eq!(lines.len(), 1, "one line of error, not: {stderr}");
-                eprintln!("{}", lines[0]);
-                lines[0].to_string()
+                the_error_line(&stderr)
             }
         };
         eprintln!("(the disk was full: {})", if matches!(self, SmallDisk::Tmpfs(_)) { "a tmpfs" } else { "ulimit -f" });
@@ -745,7 +755,7 @@ fn each_method_separates_held_out_sample_examples_and_stores_trl_metric_names() 
         assert!(stderr.lines().any(|l| l.starts_with(&format!("run {run}: "))), "{method}: run line: {stderr}");
         let last =
             stderr.lines().find(|l| l.starts_with("step 34/34: loss ")).unwrap_or_else(|| panic!("{method}: {stderr}"));
-        assert!(last.ends_with(" tok/s"), "{method}: {last}");
+        assert!(last.contains(" tok/s · MFU ") && last.ends_with('%'), "{method}: {last}");
         assert_eq!(last.contains(" kl "), *method == "kto", "{method}: {last}");
         assert_eq!(last.contains(" nll "), *method == "orpo", "{method}: {last}");
         let eval_line = stderr

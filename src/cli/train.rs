@@ -106,17 +106,22 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
         // What the speed depends on, for bug reports and benchmarks (benches/compare_train.sh).
         let threads = config.threads.filter(|n| *n > 0).unwrap_or_else(crate::model::default_threads);
         eprintln!(
-            "device: cpu ({} kernels, denormals {}, {threads} thread{})",
+            "device: cpu ({} kernels, denormals {}, {threads} thread{}{})",
             crate::train::real::simd_best().label(),
             match crate::model::denormals::state_label() {
                 "on" => "flushed to zero",
                 "off" => "kept (--no-flush-denormals)",
                 _ => "kept (no flush mode on this CPU)",
             },
-            if threads == 1 { "" } else { "s" }
+            if threads == 1 { "" } else { "s" },
+            peak_text(crate::train::flops::peak(&device, threads))
         );
     } else {
-        eprintln!("device: {}", crate::model::device_label(&device));
+        eprintln!(
+            "device: {}{}",
+            crate::model::device_label(&device),
+            peak_text(crate::train::flops::peak(&device, 1))
+        );
     }
     let job = {
         let (db, config, resume, overwrite) = (cli.db.clone(), config.clone(), args.resume, args.overwrite);
@@ -175,18 +180,28 @@ pub fn train_command(cli: &Cli, args: &TrainArgs) -> anyhow::Result<ExitCode> {
     Ok(if summary.status == RunStatus::Finished { ExitCode::SUCCESS } else { ExitCode::from(130) })
 }
 
+/// `, peak 157 GFLOP/s`: what the steps' MFU is measured against, when it is known.
+fn peak_text(peak: Option<crate::train::flops::Peak>) -> String {
+    match peak {
+        Some(p) if p.flops_per_second >= 1e12 => format!(", peak {:.0} TFLOP/s", p.flops_per_second / 1e12),
+        Some(p) => format!(", peak {:.0} GFLOP/s", p.flops_per_second / 1e9),
+        None => String::new(),
+    }
+}
+
 /// What a step line shows, in this order: label, metric name, decimals. A method logs only some
 /// (SFT no margin or accuracy, KTO its `kl`, ORPO its `nll_loss`); only those present are shown.
-const STEP_METRICS: [(&str, &str, usize); 6] = [
+const STEP_METRICS: [(&str, &str, usize); 7] = [
     ("loss", "loss", 4),
     ("margin", "rewards/margins", 3),
     ("acc", "rewards/accuracies", 2),
     ("kl", "kl", 4),
     ("nll", "nll_loss", 4),
     ("tok/s", "tokens_per_second", 0),
+    ("MFU", "mfu", 1),
 ];
 
-/// `loss 0.6931 · margin 0.012 · acc 0.50 · 412 tok/s`, with the metrics this step logged.
+/// `loss 0.6931 · margin 0.012 · acc 0.50 · 412 tok/s · MFU 3.1%`, with the metrics this step logged.
 fn step_summary(metrics: &[(String, f64)]) -> String {
     summary(metrics, "")
 }
@@ -205,6 +220,7 @@ fn summary(metrics: &[(String, f64)], prefix: &str) -> String {
             let value = metrics.iter().find(|(n, _)| *n == key).map(|(_, v)| *v)?;
             value.is_finite().then(|| match *name {
                 "tok/s" => format!("{value:.decimals$} tok/s"),
+                "MFU" => format!("MFU {:.decimals$}%", 100.0 * value),
                 _ => format!("{label}{name} {value:.decimals$}"),
             })
         })
@@ -281,7 +297,9 @@ pub fn logps_command(
         })
         .collect::<anyhow::Result<Vec<Pair>>>()?;
     let policy_path = crate::model::resolve_model_path(model_path, &super::fetch_progress)?;
-    for line in logps_lines(&policy_path, reference, &pairs, beta, max_length)? {
+    // The reference is named like --model: a path, or a model found on disk (`verdict model list`).
+    let reference = reference.map(|r| crate::model::resolve_model_path(Some(r), &super::fetch_progress)).transpose()?;
+    for line in logps_lines(&policy_path, reference.as_deref(), &pairs, beta, max_length)? {
         println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
@@ -307,8 +325,9 @@ mod tests {
             ("rewards/accuracies", 0.5),
             ("tokens_per_second", 411.6),
             ("rewards/chosen", 0.1),
+            ("mfu", 0.03149),
         ]);
-        assert_eq!(step_summary(&dpo), "loss 0.6931 · margin 0.012 · acc 0.50 · 412 tok/s");
+        assert_eq!(step_summary(&dpo), "loss 0.6931 · margin 0.012 · acc 0.50 · 412 tok/s · MFU 3.1%");
         let kto = metrics(&[("loss", 0.5), ("kl", 0.01234), ("rewards/margins", 0.2), ("tokens_per_second", 90.0)]);
         assert_eq!(step_summary(&kto), "loss 0.5000 · margin 0.200 · kl 0.0123 · 90 tok/s");
         let orpo = metrics(&[("loss", 3.85), ("nll_loss", 3.7), ("tokens_per_second", 90.0)]);

@@ -32,6 +32,8 @@ pub struct SeqBatch {
     pub model_tokens: usize,
     /// Sequences shortened by truncation.
     pub truncated: usize,
+    /// What a forward pass over the batch computes, for its FLOPs (`flops.rs`).
+    pub work: super::flops::Work,
 }
 
 /// A row under construction: tokens, positions, and where a packed rejected part starts.
@@ -141,6 +143,16 @@ impl SeqBatch {
         }
         let ids: Vec<Vec<u32>> = rows.iter().map(|r| r.ids.clone()).collect();
         let pos: Vec<Vec<u32>> = rows.iter().map(|r| r.pos.clone()).collect();
+        // A row's first `split` tokens attend causally; each packed rejected token sees the
+        // shared prompt and the rejected tokens up to itself.
+        let attended = rows
+            .iter()
+            .map(|r| {
+                let rest = r.ids.len() - r.split;
+                r.split * (r.split + 1) / 2 + rest * r.shared + rest * (rest + 1) / 2
+            })
+            .sum();
+        let model_tokens = rows.iter().map(|r| r.ids.len()).sum();
         let visible = |r: usize, i: usize, j: usize| {
             let row = &rows[r];
             i < row.split || j < row.shared || j >= row.split
@@ -152,8 +164,9 @@ impl SeqBatch {
             segments: Tensor::from_vec(seg, (seqs.len(), n), device)?,
             counts,
             tokens,
-            model_tokens: rows.iter().map(|r| r.ids.len()).sum(),
+            model_tokens,
             truncated,
+            work: super::flops::Work { tokens: model_tokens, attended, head_rows: n },
         })
     }
 
@@ -164,5 +177,42 @@ impl SeqBatch {
 
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::flops::Work;
+
+    /// The (query, key) pairs a batch's attention bias lets through, real queries only.
+    fn visible_pairs(batch: &SeqBatch, lengths: &[usize]) -> usize {
+        let bias = batch.input.bias.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let t = batch.input.ids.dim(1).unwrap();
+        let mut n = 0;
+        for (r, &len) in lengths.iter().enumerate() {
+            for i in 0..len {
+                n += (0..t).filter(|&j| bias[(r * t + i) * t + j] == 0.0).count();
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn the_work_counts_what_the_attention_mask_lets_through() {
+        let dev = Device::Cpu;
+        let t = Truncation { max_length: 64, keep_end: false };
+        // A pair packed: prompt 3, chosen 2, rejected 4 -> one row of 9 tokens. The chosen part
+        // is causal (5 x 6 / 2 = 15); each rejected token sees the 3 prompt tokens and the
+        // rejected ones up to itself (4 x 3 + 4 x 5 / 2 = 22).
+        let pairs: [(&[u32], &[u32], &[u32]); 2] = [(&[1, 2, 3], &[4, 5], &[6, 7, 8, 9]), (&[1], &[2], &[3])];
+        let batch = SeqBatch::pairs(&pairs, &t, 0, &dev).unwrap();
+        assert_eq!(batch.work.attended, visible_pairs(&batch, &[9, 3]));
+        assert_eq!(batch.work, Work { tokens: 12, attended: 15 + 22 + (3 + 2), head_rows: 2 + 4 + 1 + 1 });
+        // Plain rows of 5 and 7 tokens, padded to 7: causal triangles only, padding left out.
+        let seqs: [(&[u32], &[u32]); 2] = [(&[1, 2], &[3, 4, 5]), (&[1, 2, 3], &[4, 5, 6, 7])];
+        let plain = SeqBatch::new(&seqs, &t, 0, &dev).unwrap();
+        assert_eq!(plain.work.attended, visible_pairs(&plain, &[5, 7]));
+        assert_eq!(plain.work, Work { tokens: 12, attended: 15 + 28, head_rows: 3 + 4 });
     }
 }

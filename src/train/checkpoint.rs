@@ -120,6 +120,7 @@ mod tests {
             }
             let mut m = train_step(&model, &[(&data, &refs)], &cfg, &mut opt)?;
             m.remove("tokens_per_second");
+            m.remove("model_tflops_per_second");
             out.push(m);
         }
         Ok(out)

@@ -14,6 +14,7 @@ mod denormal_census;
 pub mod export;
 pub mod export_gguf;
 pub mod export_ollama;
+pub mod flops;
 pub mod frozen;
 pub mod fused;
 pub mod gguf_layout;

@@ -335,6 +335,13 @@ impl Model {
         self.adapter_on.load(Ordering::SeqCst)
     }
 
+    /// Whether LoRA adapters sit beside the projections (the base weights are then frozen).
+    pub fn has_adapters(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].iter().any(|p| p.adapter.is_some()))
+    }
+
     /// Trainable variables sorted by name: a deterministic order for the optimizer and checkpoints.
     pub fn trainable_vars(&self) -> Vec<(String, Var)> {
         let data = self.trainable.data().lock().expect("varmap lock");

@@ -289,7 +289,7 @@ fn loss_items(pairs: &[PairIds], cfg: &StepConfig) -> usize {
 /// step's loss is `sum(w_i * loss_i) / pairs in the step` whatever the split into micro-batches,
 /// and a pair's weight scales its gradient as if it were seen that many times. Metrics are
 /// averaged the same way (`num_tokens`, `truncated` summed) plus `grad_norm`, `learning_rate`,
-/// `tokens_per_second`. A non-finite loss is an error and leaves the weights untouched.
+/// `tokens_per_second`, `model_flops` and `model_tflops_per_second`. A non-finite loss is an error and leaves the weights untouched.
 pub fn train_step(
     model: &Model,
     micro: &[(&[PairIds], &[RefLogps])],
@@ -306,9 +306,12 @@ pub fn train_step(
     let mut total = Totals::new(&batches, cfg);
     // Weight gradients written in place by the fused CPU ops rather than summed by candle.
     let sink = model.sink_weight_grads();
+    let full = !model.has_adapters();
+    let mut flops = 0.0;
     for ((pairs, refs), &n) in micro.iter().zip(&items) {
         let scale = n as f64 / all_items;
-        let (loss, m, _) = forward_loss(model, pairs, refs, cfg)?;
+        let (loss, m, batch) = forward_loss(model, pairs, refs, cfg)?;
+        flops += super::flops::training(&model.cfg, &batch.work, full);
         if !m["loss"].is_finite() {
             opt.zero_grad();
             candle_core::bail!("loss is {} at step {}: stopping (lower the learning rate?)", m["loss"], opt.step + 1);
@@ -325,6 +328,9 @@ pub fn train_step(
     total.insert("grad_norm".into(), stats.grad_norm);
     total.insert("learning_rate".into(), stats.learning_rate);
     total.insert("tokens_per_second".into(), total["num_tokens"] / secs.max(1e-9));
+    // Model FLOPs (`flops.rs`): the step's, and per second of it.
+    total.insert("model_flops".into(), flops);
+    total.insert("model_tflops_per_second".into(), flops / secs.max(1e-9) / 1e12);
     Ok(total)
 }
 

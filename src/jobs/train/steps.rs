@@ -159,6 +159,12 @@ pub(super) fn train_loop(
     let per_step = micro * config.grad_accum;
     let total_steps = schedule.total_steps;
     let optimizer = &mut schedule.optimizer;
+    // The device's peak, for each step's model FLOPs utilisation (`train::flops`).
+    let threads = config.threads.filter(|n| *n > 0).unwrap_or_else(crate::model::default_threads);
+    let peak = crate::train::flops::peak(net.device(), threads);
+    if let Some(peak) = &peak {
+        tracing::info!(peak = %peak.source, "model FLOPs utilisation against");
+    }
     // The answers before any training: the first point of the samples' history.
     if schedule.start_step == 0 && config.eval_every > 0 && sampler.has_prompts() {
         sampler.sample(net, 0, store, events)?;
@@ -203,6 +209,9 @@ pub(super) fn train_loop(
         // Wall time of the optimizer step: what a live view anywhere needs for an ETA.
         values.push(("step_seconds".into(), step_started.elapsed().as_secs_f64()));
         values.push(("epoch".into(), (step_number * per_step) as f64 / train_len as f64));
+        if let (Some(peak), Some(tflops)) = (&peak, metrics.get("model_tflops_per_second")) {
+            values.push(("mfu".into(), tflops * 1e12 / peak.flops_per_second));
+        }
         store.add_metrics(run_id, step_number as i64, &values)?;
         events(TrainEvent::Step { step: step_number, metrics: values });
         if config.eval_every > 0 && step_number % config.eval_every == 0 {

@@ -28,8 +28,18 @@ pub struct Curves {
     pub eval_accuracy: Vec<(f64, f64)>,
     pub chosen: Vec<(f64, f64)>,
     pub rejected: Vec<(f64, f64)>,
-    /// Latest values: tokens/s, epoch, median seconds per step over the last ten.
+    /// KTO's KL estimate and ORPO's NLL term, train and eval (empty for other methods).
+    pub kl: Vec<(f64, f64)>,
+    pub eval_kl: Vec<(f64, f64)>,
+    pub nll: Vec<(f64, f64)>,
+    pub eval_nll: Vec<(f64, f64)>,
+    /// Tokens per second of each step: what SFT's lower panel shows, having no margins.
+    pub speed: Vec<(f64, f64)>,
+    /// Latest values: tokens/s, model TFLOP/s and FLOPs utilisation (`train::flops`), epoch,
+    /// median seconds per step over the last ten.
     pub tokens_per_second: Option<f64>,
+    pub tflops: Option<f64>,
+    pub mfu: Option<f64>,
     pub epoch: Option<f64>,
     pub seconds_per_step: Option<f64>,
 }
@@ -84,8 +94,6 @@ fn duration(seconds: f64) -> String {
 }
 
 fn draw_run(frame: &mut Frame, run: &RunRow, curves: &Curves, area: Rect) {
-    let [header, top, bottom] =
-        Layout::vertical([Constraint::Length(4), Constraint::Percentage(55), Constraint::Min(5)]).areas(area);
     let step = curves.step();
     let total = run.total_steps.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
     let eta = match (run.status, CurvesScreen::eta(run, curves)) {
@@ -98,14 +106,15 @@ fn draw_run(frame: &mut Frame, run: &RunRow, curves: &Curves, area: Rect) {
         Line::from(vec![
             Span::styled(format!(" {} ", run.status), Style::default().fg(Color::Black).bg(status_color)),
             Span::raw(format!(
-                "  step {step}/{total} · epoch {} · {} tok/s · {} s/step · ETA {eta}",
-                number(curves.epoch, 2),
-                number(curves.tokens_per_second, 0),
+                "  step {step}/{total} · ETA {eta} · {} s/step · {} tok/s · MFU {}",
                 number(curves.seconds_per_step, 2),
+                number(curves.tokens_per_second, 0),
+                curves.mfu.map(|m| format!("{:.1}%", 100.0 * m)).unwrap_or_else(|| "–".into()),
             )),
         ]),
         Line::raw(format!(
-            " pairs {} train / {} test · {} truncated · base {} · loss {} · eval loss {} · eval acc {}",
+            " epoch {} · pairs {} train / {} test · {} truncated · base {} · loss {} · eval loss {} · eval acc {} · {} model TFLOP/s",
+            number(curves.epoch, 2),
             run.train_pairs.unwrap_or(0),
             run.test_pairs.unwrap_or(0),
             run.truncated.unwrap_or(0),
@@ -113,11 +122,15 @@ fn draw_run(frame: &mut Frame, run: &RunRow, curves: &Curves, area: Rect) {
             number(curves.loss.last().map(|p| p.1), 4),
             number(curves.eval_loss.last().map(|p| p.1), 4),
             number(curves.eval_accuracy.last().map(|p| p.1), 2),
+            number(curves.tflops, 3),
         )),
     ];
     if let Some(error) = &run.error {
         lines.push(Line::styled(format!(" {error}"), Style::default().fg(Color::Red)));
     }
+    let [header, top, bottom] =
+        Layout::vertical([Constraint::Length(lines.len() as u16 + 2), Constraint::Percentage(55), Constraint::Min(5)])
+            .areas(area);
     let title = format!(" Run {} · {} ", run.id, run.name);
     frame.render_widget(Paragraph::new(lines).block(block(&title)), header);
     draw_chart(
@@ -127,21 +140,49 @@ fn draw_run(frame: &mut Frame, run: &RunRow, curves: &Curves, area: Rect) {
         &[("train", &curves.loss, Color::Cyan), ("eval", &curves.eval_loss, Color::Magenta)],
         None,
     );
-    let [left, right] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(bottom);
-    draw_chart(
-        frame,
-        left,
-        " Reward margin (chosen − rejected) ",
-        &[("train", &curves.margins, Color::Cyan), ("eval", &curves.eval_margins, Color::Magenta)],
-        None,
-    );
-    draw_chart(
-        frame,
-        right,
-        " Accuracy (margin > 0) ",
-        &[("train", &curves.accuracy, Color::Cyan), ("eval", &curves.eval_accuracy, Color::Magenta)],
-        Some((0.0, 1.0)),
-    );
+    let panels = lower_panels(curves);
+    let areas = Layout::horizontal(vec![Constraint::Ratio(1, panels.len() as u32); panels.len()]).split(bottom);
+    for (panel, area) in panels.iter().zip(areas.iter()) {
+        draw_chart(frame, *area, panel.title, &panel.series, panel.fixed_y);
+    }
+}
+
+/// A chart under the loss.
+struct Panel<'a> {
+    title: &'static str,
+    series: Vec<Series<'a>>,
+    fixed_y: Option<(f64, f64)>,
+}
+
+/// The charts under the loss: what the run's method logs — DPO's margin and accuracy, KTO's
+/// KL estimate, ORPO's NLL term beside them — and, for a method with none of those (SFT), the
+/// speed in tokens per second.
+fn lower_panels(curves: &Curves) -> Vec<Panel<'_>> {
+    let pair = |train, eval| vec![("train", train, Color::Cyan), ("eval", eval, Color::Magenta)];
+    let candidates = [
+        Panel {
+            title: " Reward margin (chosen − rejected) ",
+            series: pair(&curves.margins, &curves.eval_margins),
+            fixed_y: None,
+        },
+        Panel {
+            title: " Accuracy (margin > 0) ",
+            series: pair(&curves.accuracy, &curves.eval_accuracy),
+            fixed_y: Some((0.0, 1.0)),
+        },
+        Panel { title: " KL (policy ‖ reference) ", series: pair(&curves.kl, &curves.eval_kl), fixed_y: None },
+        Panel { title: " NLL of the chosen ", series: pair(&curves.nll, &curves.eval_nll), fixed_y: None },
+    ];
+    let mut panels: Vec<Panel> =
+        candidates.into_iter().filter(|p| p.series.iter().any(|(_, points, _)| !points.is_empty())).collect();
+    if panels.is_empty() {
+        panels.push(Panel {
+            title: " Speed (tokens/s) ",
+            series: vec![("train", &curves.speed, Color::Cyan)],
+            fixed_y: None,
+        });
+    }
+    panels
 }
 
 /// Bounds that hold every point, padded so a flat line is not drawn on the frame.
@@ -187,4 +228,33 @@ fn draw_chart(frame: &mut Frame, area: Rect, title: &str, series: &[Series], fix
         .x_axis(Axis::default().title("step").bounds([x0, x1]).labels(axis_labels(x0, x1, true)))
         .y_axis(Axis::default().bounds([y0, y1]).labels(axis_labels(y0, y1, false)));
     frame.render_widget(chart, area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn titles(curves: &Curves) -> Vec<&'static str> {
+        lower_panels(curves).iter().map(|p| p.title.trim()).collect()
+    }
+
+    #[test]
+    fn the_lower_charts_follow_what_the_method_logs() {
+        let points = vec![(1.0, 0.5), (2.0, 0.4)];
+        let dpo = Curves { margins: points.clone(), accuracy: points.clone(), ..Default::default() };
+        assert_eq!(titles(&dpo), ["Reward margin (chosen − rejected)", "Accuracy (margin > 0)"]);
+        let kto = Curves { margins: points.clone(), kl: points.clone(), ..Default::default() };
+        assert_eq!(titles(&kto), ["Reward margin (chosen − rejected)", "KL (policy ‖ reference)"]);
+        // ORPO: its NLL term beside the odds ratio's margin and accuracy; eval alone counts too.
+        let orpo = Curves {
+            margins: points.clone(),
+            accuracy: points.clone(),
+            eval_nll: points.clone(),
+            ..Default::default()
+        };
+        assert_eq!(titles(&orpo).len(), 3);
+        assert_eq!(titles(&orpo)[2], "NLL of the chosen");
+        let sft = Curves { loss: points.clone(), speed: points, ..Default::default() };
+        assert_eq!(titles(&sft), ["Speed (tokens/s)"]);
+    }
 }

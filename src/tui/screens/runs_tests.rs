@@ -33,6 +33,8 @@ fn app_with_recorded_run() -> App {
             ("rewards/rejected".to_string(), -0.05 * t),
             ("rewards/accuracies".to_string(), (t / 16.0).min(1.0)),
             ("tokens_per_second".to_string(), 412.0),
+            ("model_tflops_per_second".to_string(), 0.0123),
+            ("mfu".to_string(), 0.0785),
             ("epoch".to_string(), t / 36.0),
             ("step_seconds".to_string(), 2.5),
         ];
