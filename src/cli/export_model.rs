@@ -43,8 +43,11 @@ pub fn ollama(
     quant: Option<GgmlDType>,
 ) -> anyhow::Result<ExitCode> {
     let done = match model {
-        Some(file) => {
-            if file.is_dir() || file.extension().is_none_or(|e| !e.eq_ignore_ascii_case("gguf")) {
+        Some(named) => {
+            // A path, or a model found on disk by name: an Ollama blob has no .gguf extension,
+            // so the file's magic says whether it is a GGUF.
+            let file = &crate::model::resolve_model_path(Some(named), &super::fetch_progress)?;
+            if file.is_dir() || !crate::model::is_gguf_file(file) {
                 bail!(
                     "--model {} is not a GGUF file: Ollama imports GGUF; convert an HF folder with llama.cpp's \
                      convert_hf_to_gguf.py, or export a run with --run",

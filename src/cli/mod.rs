@@ -107,7 +107,8 @@ pub enum Command {
         /// finished one).
         #[arg(long, conflicts_with_all = ["model", "bundle"])]
         run: Option<i64>,
-        /// With --ollama: a GGUF file to export instead of a run.
+        /// With --ollama: a GGUF to export instead of a run — a file, or a name from `verdict
+        /// model list` (an Ollama, LM Studio or Hugging Face cache model).
         #[arg(long, requires = "ollama")]
         model: Option<PathBuf>,
         /// With --ollama and a run: the GGUF type (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k,
@@ -155,8 +156,11 @@ pub enum Command {
     )]
     Logps {
         file: PathBuf,
+        /// The model scored: a GGUF file, an HF folder, or a name from `verdict model list`
+        /// (default: the default model).
         #[arg(long, env = "VERDICT_MODEL")]
         model: Option<PathBuf>,
+        /// A reference model, named like --model: adds its log-probs, the DPO rewards and loss.
         #[arg(long = "ref")]
         reference: Option<PathBuf>,
         #[arg(long, default_value_t = 0.1)]

@@ -61,6 +61,14 @@ use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
+/// Whether `path` is a file starting with GGUF's magic (`GGUF`), whatever its name: Ollama's
+/// blobs are `sha256-<hex>`.
+pub fn is_gguf_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
+}
+
 /// The model to use: `explicit` (`--model`), else `VERDICT_MODEL`, else the default model,
 /// fetched on first use. A value that is no existing path is looked up by name among the models
 /// found on disk (`discover`: `qwen3:8b` from Ollama, `org/name` from the Hugging Face cache). `progress` gets the download's steps in words (one line each): the

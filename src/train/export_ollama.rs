@@ -71,7 +71,9 @@ pub fn export_ollama(source: OllamaSource, quant: Option<GgmlDType>, dir: &Path)
                 );
             }
             let name = path.file_name().ok_or_else(|| Error::Msg(format!("{} is not a file", path.display())))?;
-            let out = dir.join(name);
+            // Ollama's own blobs are `sha256-<hex>`: the copy gets a name that says what it is.
+            let is_gguf_name = Path::new(name).extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+            let out = if is_gguf_name { dir.join(name) } else { dir.join("model.gguf") };
             copy_atomic(path, &out)?;
             (out, false)
         }

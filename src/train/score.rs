@@ -2,6 +2,7 @@
 //! truncated exactly as the trainer does, and against a reference model DPO's implicit rewards
 //! and sigmoid loss, one JSON object per pair with TRL's metric names.
 
+use anyhow::Context;
 use std::path::Path;
 
 use candle_core::DType;
@@ -55,10 +56,14 @@ pub fn score(path: &Path, pairs: &[Pair], max_length: usize) -> anyhow::Result<V
     )?;
     let device = inference.device().clone();
     let net = load(path, &device, Weights::Frozen, Precision::uniform(DType::F32))?;
+    // A pair the model's template cannot render is named; the template's error names the model.
     let ids = pairs
         .iter()
-        .map(|p| pair_ids(&inference, &p.messages, &p.chosen, &p.rejected, 1.0))
-        .collect::<crate::model::Result<Vec<_>>>()?;
+        .enumerate()
+        .map(|(i, p)| {
+            pair_ids(&inference, &p.messages, &p.chosen, &p.rejected, 1.0).with_context(|| format!("pair {}", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let pad = inference.info().special_tokens.stop_ids.first().copied().unwrap_or(0);
     let trunc = Truncation { max_length, keep_end: false };
     let logps = reference_logps(&net, &ids, &trunc, pad, 1)?;

@@ -22,8 +22,9 @@ pub fn response_text(
     let full = m.render_chat(&full_msgs, false)?;
     let Some(resp) = full.strip_prefix(&prompt) else {
         return Err(crate::model::ModelError::ChatTemplate(format!(
-            "the chat template does not render the generation prompt as a prefix of the answered chat, \
-             so the response tokens cannot be separated (prompt: {prompt:?})"
+            "{}: the chat template does not render the generation prompt as a prefix of the answered \
+             chat, so the response tokens cannot be separated (prompt: {prompt:?})",
+            m.info().path.display()
         )));
     };
     Ok((prompt.clone(), resp.to_string()))
