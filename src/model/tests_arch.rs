@@ -102,6 +102,23 @@ fn rope_kinds_follow_transformers() {
     .unwrap();
     assert_eq!(cfg.family, Family::Qwen2);
     assert!((cfg.rope.attention_factor() - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12);
+    // LongRoPE divides by the short factors up to its original context, by the long ones for a
+    // pass over more positions (the whole pass, as transformers' longrope_frequency_update).
+    let longrope = Rope {
+        kind: RopeKind::LongRope {
+            short_factor: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+            long_factor: vec![10.0; 8],
+            factor: 4.0,
+            attention_factor: None,
+            original_max: 64,
+        },
+        ..Rope::plain(10_000.0)
+    };
+    let short = longrope.inv_freq_for(16, 64);
+    assert_eq!(short, longrope.inv_freq(16));
+    assert!((plain[3] / short[3] - 4.0).abs() < 1e-12);
+    let long = longrope.inv_freq_for(16, 65);
+    assert!(plain.iter().zip(&long).all(|(p, l)| (p / l - 10.0).abs() < 1e-12));
 }
 
 /// Sliding windows apply to the layers each family's rules say (Mistral: 4096 when config.json

@@ -358,10 +358,10 @@ impl Model {
         b: usize,
         t: usize,
     ) -> Result<(Tensor, Tensor)> {
-        let inv = rope.inv_freq(self.cfg.head_dim());
+        let n = input.max_position + 1;
+        let inv = rope.inv_freq_for(self.cfg.head_dim(), n);
         let scale = rope.attention_factor();
         let half = inv.len();
-        let n = input.max_position + 1;
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
         for p in 0..n {

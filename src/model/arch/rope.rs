@@ -32,7 +32,8 @@ pub enum RopeKind {
         high_freq_factor: f64,
         original_max: usize,
     },
-    /// Phi-3's: `short_factor` up to `original_max` positions (verdict's context stops there).
+    /// Phi-3's: `short_factor` up to `original_max` positions, `long_factor` for a pass over more
+    /// (`inv_freq_for`; generation's context stops at `original_max`).
     LongRope {
         short_factor: Vec<f64>,
         long_factor: Vec<f64>,
@@ -119,6 +120,19 @@ impl Rope {
                     })
                     .collect()
             }
+        }
+    }
+
+    /// `inv_freq` for a forward pass over positions `0..len`: LongRoPE takes its long factors
+    /// for the whole pass once `len` exceeds `original_max` (transformers'
+    /// `longrope_frequency_update`, which looks at the largest position of the batch).
+    pub fn inv_freq_for(&self, head_dim: usize, len: usize) -> Vec<f64> {
+        match &self.kind {
+            RopeKind::LongRope { long_factor, original_max, .. } if len > *original_max => {
+                let base = Rope { kind: RopeKind::Default, ..self.clone() }.inv_freq(head_dim);
+                base.iter().zip(long_factor).map(|(f, l)| f / l).collect()
+            }
+            _ => self.inv_freq(head_dim),
         }
     }
 
