@@ -28,6 +28,7 @@ mod pyjson;
 pub mod q8_cpu;
 pub mod sampling;
 pub mod simd;
+pub mod team;
 pub mod testing;
 mod testing_gguf;
 pub mod testing_skip;

@@ -198,7 +198,20 @@ impl Layer {
             attend(q, &kv.k[at..], &kv.v[at..], kw, pos + 1 - lo, scale, cap, scores, out)
         };
         let work: usize = rows.iter().map(|r| r.1 + 1).sum::<usize>() * c.n_heads * hd;
-        if candle_core::utils::get_num_threads() > 1 && work >= 1 << 16 {
+        let team = super::super::team::width();
+        if m <= 4 && team > 1 && work >= 1 << 14 {
+            // Decoding: the heads split over the decode team, awake between the token's products.
+            let heads = m * c.n_heads;
+            let per = heads.div_ceil(team);
+            let outs: Vec<std::sync::Mutex<&mut [f32]>> = y.chunks_mut(per * hd).map(std::sync::Mutex::new).collect();
+            super::super::team::run(outs.len(), &|part| {
+                let mut out = outs[part].lock().expect("a stretch of heads");
+                let mut scores = Vec::new();
+                for (i, head) in out.chunks_mut(hd).enumerate() {
+                    one((part * per + i, head), &mut scores);
+                }
+            });
+        } else if candle_core::utils::get_num_threads() > 1 && work >= 1 << 16 {
             use rayon::prelude::*;
             y.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, job| one(job, scores));
         } else {
