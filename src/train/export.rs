@@ -33,6 +33,38 @@ pub fn hf_tensors(model: &Model, merge: bool) -> Result<Vec<(String, Tensor)>> {
     Ok(out)
 }
 
+/// The model's tensors for an export, each made when it is asked for (`export_gguf::Trained`):
+/// adapters merged in, in the master dtype, as `hf_tensors` gives them all at once. None for
+/// a family whose HF tensors fuse several of the trainer's (Phi-3): use `hf_tensors`.
+pub struct LazyTensors<'a> {
+    model: &'a Model,
+    sources: Vec<(String, Source<'a>)>,
+}
+
+impl<'a> LazyTensors<'a> {
+    pub fn of(model: &'a Model) -> Result<Option<LazyTensors<'a>>> {
+        if model.cfg.family().fused_projections() {
+            return Ok(None);
+        }
+        Ok(Some(LazyTensors { model, sources: hf_sources(model)? }))
+    }
+}
+
+impl super::export_gguf::Trained for LazyTensors<'_> {
+    fn names(&self) -> Vec<String> {
+        self.sources.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    fn tensor(&self, hf_name: &str) -> Result<Tensor> {
+        let (_, source) = self
+            .sources
+            .iter()
+            .find(|(n, _)| n == hf_name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("no trained tensor {hf_name}")))?;
+        source.make(self.model, true)?.to_dtype(self.model.master_dtype())
+    }
+}
+
 /// Where a tensor of the export comes from: held as it is, or a projection's weight (dequantized
 /// from a lean base, its adapter merged in) made when it is written.
 enum Source<'a> {

@@ -152,20 +152,34 @@ fn meta_usize(content: &Content, key: &str) -> Option<usize> {
     v.to_u32().map(|x| x as usize).or_else(|_| v.to_u64().map(|x| x as usize)).ok()
 }
 
-/// The trained tensors under GGUF names, in GGUF layout (`gguf_layout`), as dense F32 on the CPU.
-fn gguf_tensors(tensors: &[(String, Tensor)], content: &Content, arch: &str) -> Result<HashMap<String, Tensor>> {
-    let family = Family::from_gguf(arch)
-        .ok_or_else(|| msg(format!("the source GGUF's architecture `{arch}` is not one verdict exports")))?;
-    let n_head = meta_usize(content, &format!("{arch}.attention.head_count"))
-        .ok_or_else(|| msg(format!("the source GGUF lacks {arch}.attention.head_count")))?;
-    let n_kv_head = meta_usize(content, &format!("{arch}.attention.head_count_kv")).unwrap_or(n_head);
-    let mut out = HashMap::new();
-    for (hf, t) in tensors {
-        let name = gguf_name(family, hf).ok_or_else(|| msg(format!("tensor {hf} has no GGUF name")))?;
-        let t = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-        out.insert(name.clone(), to_gguf(family, arch, (n_head, n_kv_head), &name, t)?);
+/// The trained tensors an export reads, by HF name and in HF layout (`export::hf_tensors`), one
+/// at a time: a run's export makes each (a LoRA projection merged, a lean base's dequantized)
+/// only when it is written, so the model never exists a second time in f32.
+pub trait Trained {
+    fn names(&self) -> Vec<String>;
+    fn tensor(&self, hf_name: &str) -> Result<Tensor>;
+}
+
+impl Trained for Vec<(String, Tensor)> {
+    fn names(&self) -> Vec<String> {
+        self.iter().map(|(n, _)| n.clone()).collect()
     }
-    Ok(out)
+
+    fn tensor(&self, hf_name: &str) -> Result<Tensor> {
+        self.iter()
+            .find(|(n, _)| n == hf_name)
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| msg(format!("no trained tensor {hf_name}")))
+    }
+}
+
+/// GGUF name -> HF name of every trained tensor.
+fn gguf_names(trained: &dyn Trained, family: Family) -> Result<HashMap<String, String>> {
+    trained
+        .names()
+        .into_iter()
+        .map(|hf| Ok((gguf_name(family, &hf).ok_or_else(|| msg(format!("tensor {hf} has no GGUF name")))?, hf)))
+        .collect()
 }
 
 /// The source's metadata with the keys that describe this file set for it.
@@ -195,7 +209,7 @@ fn metadata(content: &Content, file_type: u32, quantized: bool) -> Vec<(String, 
 /// tensor the source lacks, or a source matrix the trained set lacks, is an error (the weights
 /// do not come from this source).
 pub fn export_gguf(
-    tensors: &[(String, Tensor)],
+    tensors: &dyn Trained,
     source_gguf: &Path,
     quant: GgufQuant,
     out: &Path,
@@ -203,7 +217,12 @@ pub fn export_gguf(
     let (content, mut reader) = read_source(source_gguf)?;
     let arch = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned();
     let arch = arch.ok_or_else(|| msg(format!("{} lacks general.architecture", source_gguf.display())))?;
-    let mut trained = gguf_tensors(tensors, &content, &arch)?;
+    let family = Family::from_gguf(&arch)
+        .ok_or_else(|| msg(format!("the source GGUF's architecture `{arch}` is not one verdict exports")))?;
+    let n_head = meta_usize(&content, &format!("{arch}.attention.head_count"))
+        .ok_or_else(|| msg(format!("the source GGUF lacks {arch}.attention.head_count")))?;
+    let n_kv_head = meta_usize(&content, &format!("{arch}.attention.head_count_kv")).unwrap_or(n_head);
+    let mut trained = gguf_names(tensors, family)?;
     let (main_type, ftype) = match quant {
         GgufQuant::Uniform(t) => (t, file_type(t)?),
         GgufQuant::LikeSource => {
@@ -218,7 +237,7 @@ pub fn export_gguf(
     let mut written: Vec<(String, QTensor)> = Vec::with_capacity(names.len());
     for (name, _) in names {
         let info = &content.tensor_infos[name];
-        let Some(t) = trained.remove(name) else {
+        let Some(hf) = trained.remove(name) else {
             if Family::from_gguf(&arch).is_some_and(|f| hf_name(f, name).is_some()) {
                 return Err(msg(format!(
                     "the trained weights lack {name}, which {} has: export from the model that was trained",
@@ -228,6 +247,9 @@ pub fn export_gguf(
             written.push((name.clone(), content.tensor(&mut reader, name, &Device::Cpu)?));
             continue;
         };
+        // One tensor at a time: made (merged) now, in GGUF layout, quantized, then dropped.
+        let t = tensors.tensor(&hf)?.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
+        let t = to_gguf(family, &arch, (n_head, n_kv_head), name, t)?;
         if t.dims() != info.shape.dims() {
             return Err(msg(format!(
                 "trained {name} is {:?} but {} stores it as {:?}: export from the model that was trained",
@@ -277,7 +299,7 @@ fn write_atomic(out: &Path, md: &[(String, Value)], tensors: &[(String, QTensor)
 /// The GGUF files a finished run leaves in `dir`: `model.Q8_0.gguf`, and when the source is
 /// stored in another type, `model.<type>.gguf` in the source's own mix (`model.Q4_1.gguf` for the
 /// default model). Returns the paths written.
-pub fn export_gguf_files(tensors: &[(String, Tensor)], source_gguf: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn export_gguf_files(tensors: &dyn Trained, source_gguf: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let source_type = source_quantization(source_gguf)?;
     std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
     let q8 = dir.join("model.Q8_0.gguf");

@@ -208,6 +208,15 @@ fn the_exported_gguf_carries_the_training() -> TestResult {
     let (d_trained, d_source) = (max_diff(&exported, &trained)?, max_diff(&exported, &source)?);
     assert!(d_trained < 1e-4, "exported logits differ from the trained model's by {d_trained}");
     assert!(d_source > 1e-2, "training left the exported logits within {d_source} of the source's");
+    // What a run writes: each projection merged as it is written (`LazyTensors`), the same
+    // file byte for byte as from the whole merged model, in F32 and in Q8_0.
+    let lazy = crate::train::export::LazyTensors::of(&model)?.expect("llama exports tensor by tensor");
+    for quant in [GgmlDType::F32, GgmlDType::Q8_0] {
+        let (eager, streamed) = (tmp.path().join("eager.gguf"), tmp.path().join("streamed.gguf"));
+        export_gguf(&hf_tensors(&model, true)?, &src, GgufQuant::Uniform(quant), &eager)?;
+        export_gguf(&lazy, &src, GgufQuant::Uniform(quant), &streamed)?;
+        assert!(std::fs::read(&eager)? == std::fs::read(&streamed)?, "{quant:?}: the files differ");
+    }
     Ok(())
 }
 

@@ -87,11 +87,11 @@ pub fn export_ollama(source: OllamaSource, quant: Option<GgmlDType>, dir: &Path)
                 (out, false)
             } else {
                 let weights = model_dir.join("model.safetensors");
-                let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
+                // Mapped, and read one tensor at a time as the GGUF is written.
+                // SAFETY: the run's own output file, which nothing writes while it is exported.
+                let mapped = unsafe { candle_core::safetensors::MmapedSafetensors::new(&weights) }
                     .map_err(|e| Error::Msg(format!("{}: {}", weights.display(), super::error_text(&e))))?;
-                let mut tensors: Vec<_> = tensors.into_iter().collect();
-                tensors.sort_by(|a, b| a.0.cmp(&b.0));
-                export_gguf(&tensors, base, GgufQuant::Uniform(t), &out)?;
+                export_gguf(&MappedTensors(mapped), base, GgufQuant::Uniform(t), &out)?;
                 (out, true)
             }
         }
@@ -137,5 +137,20 @@ mod tests {
         let err = export_ollama(OllamaSource::Gguf(&gguf), Some(GgmlDType::Q8_0), &tmp.path().join("x")).unwrap_err();
         assert!(err.to_string().contains("llama-quantize"), "{err}");
         Ok(())
+    }
+}
+
+/// A run's `model.safetensors`, mapped: `export_gguf` reads one tensor at a time from it.
+struct MappedTensors(candle_core::safetensors::MmapedSafetensors);
+
+impl super::export_gguf::Trained for MappedTensors {
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.0.tensors().into_iter().map(|(n, _)| n).collect();
+        names.sort();
+        names
+    }
+
+    fn tensor(&self, hf_name: &str) -> Result<candle_core::Tensor> {
+        self.0.load(hf_name, &Device::Cpu)
     }
 }

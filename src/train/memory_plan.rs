@@ -177,13 +177,16 @@ pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
     let in_flight = (v * h) as f64 * if stored < 4.0 { 2.0 * stored } else { stored };
     let loading = weights + in_flight as u64 + WORKSPACE_BYTES;
     // Writing: the HF folder goes out one tensor at a time (`safetensors_out`), holding at most
-    // one merged or dequantized projection beside the model; a GGUF base's GGUF export (and
-    // Phi-3's fused projections) make the f32 tensors of the whole model (a lean base's
-    // projections dequantized) beside their serialized bytes.
-    let whole = opts.quantized_bytes.is_some() || cfg.family().fused_projections();
-    let writing = match whole {
-        true => weights + if lean.is_some() { projections * F32 } else { 0 } + params * F32,
-        false => weights + h * i * F32,
+    // one merged or dequantized projection beside the model; a GGUF base's GGUF export too
+    // (`export::LazyTensors`: one projection merged and its GGUF-layout copy in flight), but its
+    // quantized tensors (Q8_0, the larger of its two files) pile up until the file is written.
+    // Phi-3's fused projections still make the f32 tensors of the whole model beside them.
+    let writing = if cfg.family().fused_projections() {
+        weights + if lean.is_some() { projections * F32 } else { 0 } + params * F32
+    } else if opts.quantized_bytes.is_some() {
+        weights + 2 * h * i * F32 + params * 34 / 32
+    } else {
+        weights + h * i * F32
     } + WORKSPACE_BYTES
         + opts.inference_bytes;
     MemoryPlan { parts, params, trainable, loading, writing }
