@@ -118,7 +118,11 @@ fn llama_cpp_python() -> std::result::Result<PathBuf, String> {
 }
 
 /// llama.cpp loads every family's exported GGUF with verdict's logits: within 1e-4 where it runs
-/// SiLU models, 2e-3 for Gemma (ggml's CPU GELU reads an f16 table); the fixtures it runs
+/// SiLU models, 5e-3 for Gemma: ggml's CPU GELU rounds its input to f16 and reads the result from
+/// an f16 table (`GGML_GELU_FP16`), a relative error up to ~5e-4 per activation, which these
+/// random-weight layers carry to 1.8e-3 (full) and 3.1e-3 (LoRA) in the logits (measured
+/// 2026-12-04, llama-cpp-python 0.3.36; transformers and verdict compute GELU in f32 and agree
+/// within 4e-6). The fixtures it runs
 /// differently (`LLAMA_CPP_DIFFERS`) are reported with the measured difference.
 #[test]
 fn exported_family_ggufs_give_llama_cpps_logits() {
@@ -151,7 +155,7 @@ fn exported_family_ggufs_give_llama_cpps_logits() {
             }
             None => Err(result[case]["error"].to_string()),
         };
-        let limit = if family.starts_with("gemma") { 2e-3 } else { 1e-4 };
+        let limit = if family.starts_with("gemma") { 5e-3 } else { 1e-4 };
         match (got, known) {
             (Ok(got), None) => {
                 let d = max_diff(&got, want);
