@@ -289,7 +289,8 @@ fn loss_items(pairs: &[PairIds], cfg: &StepConfig) -> usize {
 /// step's loss is `sum(w_i * loss_i) / pairs in the step` whatever the split into micro-batches,
 /// and a pair's weight scales its gradient as if it were seen that many times. Metrics are
 /// averaged the same way (`num_tokens`, `truncated` summed) plus `grad_norm`, `learning_rate`,
-/// `tokens_per_second`, `model_flops` and `model_tflops_per_second`. A non-finite loss is an error and leaves the weights untouched.
+/// `tokens_per_second`, `model_flops` and `model_tflops_per_second`. A non-finite loss is an
+/// error and leaves the weights untouched.
 pub fn train_step(
     model: &Model,
     micro: &[(&[PairIds], &[RefLogps])],

@@ -160,8 +160,8 @@ pub(super) fn train_loop(
     let total_steps = schedule.total_steps;
     let optimizer = &mut schedule.optimizer;
     // The device's peak, for each step's model FLOPs utilisation (`train::flops`).
-    let threads = config.threads.filter(|n| *n > 0).unwrap_or_else(crate::model::default_threads);
-    let peak = crate::train::flops::peak(net.device(), threads);
+    // The thread count in force (the loader configured it), not re-derived from the options.
+    let peak = crate::train::flops::peak(net.device(), candle_core::utils::get_num_threads());
     if let Some(peak) = &peak {
         tracing::info!(peak = %peak.source, "model FLOPs utilisation against");
     }
