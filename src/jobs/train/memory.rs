@@ -34,15 +34,15 @@ pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
 }
 
 /// The `auto` options settled against `available` bytes (none known: as `options` set them):
-/// a LoRA run's base in bf16, then its checkpointing, each only while the plan does not fit.
+/// a LoRA run's base in bf16, then checkpointing (LoRA or full), each only while the plan does
+/// not fit.
 pub fn settle(config: &TrainConfig, cfg: &Config, opts: &mut PlanOptions, work: &Workload, available: Option<u64>) {
     let Some(available) = available else { return };
     let fits = |o: &PlanOptions| memory_plan::plan(cfg, o, work).peak() <= available;
     if !fits(opts) && opts.lora.is_some() && config.base_dtype == BaseDtype::Auto {
         opts.base = BaseDtype::Bf16;
     }
-    // With every weight training the plan counts no saving from it (`memory_plan::plan`).
-    if !fits(opts) && config.gradient_checkpointing == Checkpointing::Auto && opts.lora.is_some() {
+    if !fits(opts) && config.gradient_checkpointing == Checkpointing::Auto {
         opts.checkpointing = true;
     }
 }
