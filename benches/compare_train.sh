@@ -135,7 +135,7 @@ verdict_row() {
 has_mode full && verdict_row verdict-full
 if has_mode lora; then
     verdict_row verdict-lora --lora-rank 16 --lora-targets q,k,v,o
-    for base in ${VERDICT_BENCH_LORA_BASES//,/ }; do
+    for base in ${VERDICT_BENCH_LORA_BASES:+${VERDICT_BENCH_LORA_BASES//,/ }}; do
         verdict_row "verdict-lora-$base" --lora-rank 16 --lora-targets q,k,v,o --base-dtype "$base"
     done
 fi
