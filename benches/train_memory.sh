@@ -11,7 +11,7 @@
 # target/debug/verdict), VERDICT_THREADS (default 2), extra `verdict train` flags in
 # VERDICT_TRAIN_FLAGS (and VERDICT_LABEL, a suffix for the rows they make), VERDICT_BENCH_PAIRS (train pairs used, default 4),
 # VERDICT_BENCH_PAIRS_FILE (a JSONL of pairs to import instead of the sample data's: long pairs
-# fill --max-length 1024). Peak RSS is the whole process (ru_maxrss from wait4): loading,
+# fill --max-length 1024: benches/long_pairs.py writes some). Peak RSS is the whole process (ru_maxrss from wait4): loading,
 # tokenization, reference pass, steps, export. Prints one line per run and a JSON line each to
 # $OUT/measure.jsonl.
 set -euo pipefail

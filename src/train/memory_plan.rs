@@ -456,9 +456,7 @@ mod tests {
         assert_eq!(advice.len(), 1);
         let a = &advice[0];
         let at = |s: &str| a.find(s).unwrap_or_else(|| panic!("{s} missing from {a}"));
-        assert!(
-            at("--gradient-checkpointing on") < at("--lora-rank") && at("--lora-rank") < at("--base-dtype bf16")
-        );
+        assert!(at("--gradient-checkpointing on") < at("--lora-rank") && at("--lora-rank") < at("--base-dtype bf16"));
         assert!(!a.contains("quantized") && !a.contains("--batch-size"), "{a}");
     }
 
