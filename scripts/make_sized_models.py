@@ -82,35 +82,6 @@ CONFIGS = {
         "eos_token_id": 128001,
         "torch_dtype": "bfloat16",
     },
-    "Llama-3.2-3B": {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 3072,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 24,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "vocab_size": 128256,
-        "max_position_embeddings": 131072,
-        "rms_norm_eps": 1e-05,
-        "rope_theta": 500000.0,
-        "rope_scaling": {
-            "factor": 32.0,
-            "high_freq_factor": 4.0,
-            "low_freq_factor": 1.0,
-            "original_max_position_embeddings": 8192,
-            "rope_type": "llama3",
-        },
-        "tie_word_embeddings": True,
-        "hidden_act": "silu",
-        "attention_bias": False,
-        "mlp_bias": False,
-        "attention_dropout": 0.0,
-        "bos_token_id": 128000,
-        "eos_token_id": 128001,
-        "torch_dtype": "bfloat16",
-    },
     "Qwen2.5-1.5B": {
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
@@ -133,6 +104,14 @@ CONFIGS = {
         "eos_token_id": 151643,
         "torch_dtype": "bfloat16",
     },
+}
+# Llama-3.2-3B: the 1B's layout, wider and deeper.
+CONFIGS["Llama-3.2-3B"] = {
+    **CONFIGS["Llama-3.2-1B"],
+    "hidden_size": 3072,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 24,
+    "head_dim": 128,
 }
 
 
