@@ -303,10 +303,9 @@ type Change = dyn Fn(&mut PlanOptions, &mut Workload) -> Option<String>;
 
 /// What would bring a plan under `available` bytes: the changes the options offer, taken one
 /// after another (sample answers off, gradient checkpointing, which changes only the time, LoRA,
-/// a bf16 frozen base, a
-/// quantized base where the GGUF has one, one pair per micro-batch, rows half and a quarter as
-/// long) until the plan fits, as one piece of advice with the peak it gives; empty when even
-/// all of them do not fit.
+/// a bf16 frozen base, a quantized base where the GGUF has one, one pair per micro-batch, rows
+/// half and a quarter as long) until the plan fits, as one piece of advice with the peak it
+/// gives; empty when even all of them do not fit.
 pub fn advice(cfg: &Config, opts: &PlanOptions, work: &Workload, available: u64) -> Vec<String> {
     let (mut o, mut w) = (opts.clone(), *work);
     let mut steps: Vec<String> = Vec::new();
