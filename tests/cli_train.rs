@@ -224,7 +224,7 @@ fn a_resumed_run_keeps_its_stored_pairs_and_a_held_run_is_refused() {
     assert!(after.iter().any(|p| p.chosen == pair.rejected && p.rejected == pair.chosen), "the label changed");
     drop(store);
     // Another process trains it: refused, and the run is left as it was.
-    let held = verdict::jobs::run_lock::RunLock::acquire(&dir.path().join("parts"), stopped.run_id).unwrap();
+    let held = verdict::jobs::run_lock::RunLock::acquire(&dir.path().join("parts"), Some(stopped.run_id)).unwrap();
     let run = stopped.run_id.to_string();
     let message = fails(&db, &["train", "--resume", &run]);
     assert!(message.contains(&format!("run {run} is being trained by process")), "{message}");
@@ -239,6 +239,61 @@ fn a_resumed_run_keeps_its_stored_pairs_and_a_held_run_is_refused() {
     for ((step, x), (_, y)) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-5, "step {step}: resumed loss {y}, the run it continues {x}");
     }
+}
+
+#[test]
+fn a_killed_run_is_listed_as_failed_and_resumes_from_its_checkpoint() {
+    let (dir, db, gguf) = setup();
+    let out = dir.path().join("killed");
+    let run_args = |steps: &str| {
+        let (gguf, out) = (gguf.to_str().unwrap().to_string(), out.to_str().unwrap().to_string());
+        ["train", "--model", &gguf, "--out", &out, "--max-steps", steps, "--save-every", "2", "--max-length", "128"]
+            .map(String::from)
+    };
+    // SIGKILL once step 2's checkpoint is written: no handler runs, nothing is said.
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_verdict")).arg("--db").arg(&db).args(run_args("40")).spawn().unwrap();
+    let checkpoint = out.join("checkpoints");
+    let started = std::time::Instant::now();
+    while !std::fs::read_dir(&checkpoint).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was killed");
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no checkpoint after two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(run_row(&db, 1).0, "running", "the row is as the process left it");
+    // The next look at the runs says what happened, and how to go on.
+    let listed = ok(&db, &["runs"]);
+    let (status, error, _) = run_row(&db, 1);
+    assert_eq!(status, "failed", "{listed}");
+    let error = error.unwrap();
+    assert!(error.contains("ended without a word after step") && error.contains("--resume 1"), "{error}");
+    assert!(listed.contains("failed") && listed.contains("ended without a word"), "{listed}");
+    // It resumes from its checkpoint, not from the start.
+    let first_loss_steps = metric(&db, 1, "loss").len();
+    let resumed = ok(&db, &["train", "--resume", "1"]);
+    assert!(resumed.contains("finished after 40 steps"), "{resumed}");
+    assert_eq!(run_row(&db, 1).0, "finished");
+    let steps: Vec<i64> = metric(&db, 1, "loss").iter().map(|m| m.0).collect();
+    assert!(first_loss_steps >= 2 && steps.len() == 40, "{first_loss_steps} steps before the kill, {}", steps.len());
+}
+
+#[test]
+fn a_new_run_into_a_folder_another_run_holds_is_refused_and_the_folder_kept() {
+    let (dir, db, gguf) = setup();
+    let out = dir.path().join("busy");
+    let held = verdict::jobs::run_lock::RunLock::acquire(&out, Some(7)).unwrap();
+    std::fs::write(out.join("kept.txt"), "the other run's").unwrap();
+    let (model, folder) = (gguf.to_str().unwrap(), out.to_str().unwrap());
+    let message = fails(&db, &["train", "--model", model, "--out", folder, "--overwrite", "--max-steps", "1"]);
+    assert!(message.contains("trains a run into") && message.contains("another --out"), "{message}");
+    assert!(out.join("kept.txt").exists(), "--overwrite cleared a folder another run holds");
+    let (status, _, config) = run_row(&db, 1);
+    assert_eq!((status.as_str(), &config["out"]), ("failed", &serde_json::Value::Null), "recorded without the folder");
+    drop(held);
+    ok(&db, &["train", "--model", model, "--out", folder, "--overwrite", "--max-steps", "1", "--max-length", "128"]);
+    assert!(!out.join("kept.txt").exists(), "--overwrite clears it once it is free");
 }
 
 #[test]

@@ -230,6 +230,7 @@ fn summary(metrics: &[(String, f64)], prefix: &str) -> String {
 
 pub fn runs_command(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open(&cli.db, OpenMode::MustExist)?;
+    crate::jobs::train::settle_crashed(&store)?;
     let runs = store.runs()?;
     if json {
         println!("{}", serde_json::to_string_pretty(&runs)?);

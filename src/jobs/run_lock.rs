@@ -17,9 +17,9 @@ pub struct RunLock {
 }
 
 impl RunLock {
-    /// Takes the lock of the run folder `dir` (created if missing) for run `run_id`, or says
-    /// which process holds it.
-    pub fn acquire(dir: &Path, run_id: i64) -> anyhow::Result<RunLock> {
+    /// Takes the lock of the run folder `dir` (created if missing) for run `run_id` (`None`: a
+    /// new run, taken before its row exists), or says which process holds it.
+    pub fn acquire(dir: &Path, run_id: Option<i64>) -> anyhow::Result<RunLock> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create the run folder {}: {e}; pass another --out", dir.display()))?;
         let path = dir.join(LOCK_FILE);
@@ -37,10 +37,14 @@ impl RunLock {
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
                 let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
+                let what = match run_id {
+                    Some(id) => format!("run {id} is being trained by {who}"),
+                    None => format!("{who} trains a run into {}", dir.display()),
+                };
                 anyhow::bail!(
-                    "run {run_id} is being trained by {who} ({} is locked): stop it first (`s` on the TUI's runs \
-                     screen), or wait for it to end",
-                    path.display()
+                    "{what} ({} is locked): stop it first (`s` on the TUI's runs screen), or wait for it to end{}",
+                    path.display(),
+                    if run_id.is_none() { ", or pass another --out" } else { "" }
                 );
             }
             Err(TryLockError::Error(e)) => anyhow::bail!("cannot lock {}: {e}", path.display()),
@@ -75,12 +79,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("run");
         assert!(!is_held(&run));
-        let first = RunLock::acquire(&run, 7).unwrap();
+        let first = RunLock::acquire(&run, Some(7)).unwrap();
         assert!(is_held(&run));
-        let error = RunLock::acquire(&run, 7).unwrap_err().to_string();
+        let error = RunLock::acquire(&run, Some(7)).unwrap_err().to_string();
         assert!(error.contains("run 7 is being trained by process") && error.contains("LOCK"), "{error}");
         drop(first);
         assert!(!is_held(&run), "released with its holder");
-        RunLock::acquire(&run, 7).unwrap();
+        RunLock::acquire(&run, Some(7)).unwrap();
     }
 }

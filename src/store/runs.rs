@@ -55,6 +55,18 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a run `failed` with `error` only if it still says `running` (a trainer that just
+    /// finished keeps its own word); whether it did.
+    pub fn fail_if_running(&self, run_id: i64, error: &str) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE runs SET status = 'failed', error = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+                 finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?1 AND status = 'running'",
+            params![run_id, error],
+        )?;
+        Ok(changed == 1)
+    }
+
     /// The model a run trains from, once it is loaded and registered (a run is recorded
     /// before, so that a start that fails on the way is in the list too).
     pub fn set_run_base_model(&self, run_id: i64, model_id: i64) -> Result<()> {

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::domain::RunStatus;
@@ -177,32 +177,42 @@ fn run_keeping_memory(
     if let Ok(path) = &model_path {
         recorded.model = Some(path.clone());
     }
-    // One process trains a run: a resume while another holds the run folder's lock is refused
-    // (and leaves the run as it is); the lock is held until this function returns.
-    let _resume_lock = match resumed {
-        Some(id) => Some(super::run_lock::RunLock::acquire(&out, id)?),
-        None => None,
-    };
-    let run_id = match resumed {
+    // One process trains a run, and holds its folder's lock from before its row says `running`
+    // until after its row says how it ended: a `running` row whose lock nobody holds was left by
+    // a process that died (`settle_crashed`). A resume while another process holds the lock is
+    // refused and leaves the run as it is.
+    let (run_id, _lock) = match resumed {
         Some(id) => {
+            let lock = super::run_lock::RunLock::acquire(&out, Some(id))?;
             store.set_run_status(id, RunStatus::Running, None)?;
-            id
+            (id, lock)
         }
         None => {
             let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "run".into());
-            if !overwrite && is_non_empty_dir(&out) {
-                // Recorded without the folder: it belongs to someone else, and resuming this
-                // record must never train into it.
-                recorded.out = None;
-                let id = store.create_run(&name, &config.method, &serde_json::to_string(&recorded)?, None)?;
-                let error = format!("{} exists and is not empty: pass --overwrite, or another --out", out.display());
-                store.set_run_status(id, RunStatus::Failed, Some(&error))?;
-                bail!(error);
+            // Locked before it is cleared: --overwrite never clears a folder another run trains into.
+            let lock = if !overwrite && is_non_empty_dir(&out) {
+                Err(anyhow::anyhow!("{} exists and is not empty: pass --overwrite, or another --out", out.display()))
+            } else {
+                super::run_lock::RunLock::acquire(&out, None)
+            };
+            let lock = match lock {
+                Ok(lock) => lock,
+                Err(error) => {
+                    // Recorded without the folder: it belongs to someone else, and resuming this
+                    // record must never train into it.
+                    recorded.out = None;
+                    let id = store.create_run(&name, &config.method, &serde_json::to_string(&recorded)?, None)?;
+                    store.set_run_status(id, RunStatus::Failed, Some(&format!("{error:#}")))?;
+                    return Err(error);
+                }
+            };
+            if overwrite {
+                clear_except_lock(&out)?;
             }
-            store.create_run(&name, &config.method, &serde_json::to_string(&recorded)?, None)?
+            (store.create_run(&name, &config.method, &serde_json::to_string(&recorded)?, None)?, lock)
         }
     };
-    let plan = Plan { run_id, config: &config, out: &out, resumed: resumed.is_some(), overwrite };
+    let plan = Plan { run_id, config: &config, out: &out, resumed: resumed.is_some() };
     let result =
         model_path.map_err(anyhow::Error::from).and_then(|path| train(&mut store, &plan, &path, cancel, events));
     if let Err(error) = &result {
@@ -222,11 +232,51 @@ struct Plan<'a> {
     /// Absolute.
     out: &'a Path,
     resumed: bool,
-    overwrite: bool,
 }
 
 fn is_non_empty_dir(path: &Path) -> bool {
     std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+/// Empties a run folder for `--overwrite`, all but the lock this process holds in it.
+fn clear_except_lock(dir: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot clear {}", dir.display()))? {
+        let path = entry?.path();
+        if path.file_name().is_some_and(|n| n == super::run_lock::LOCK_FILE) {
+            continue;
+        }
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.with_context(|| format!("cannot clear {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Marks `failed` each run whose row says `running` while nobody holds its folder's lock: the
+/// process training it died (killed, out of memory, the machine went down) without a word.
+/// The OS drops a lock with its process, and a trainer holds it from before its row says
+/// `running` to after its row says how it ended, so this cannot catch a live run. Returns the
+/// runs it marked. `verdict runs` and the TUI's runs list call it before they show the runs.
+pub fn settle_crashed(store: &Store) -> anyhow::Result<Vec<i64>> {
+    let mut settled = Vec::new();
+    for run in store.runs()?.iter().filter(|r| r.status == RunStatus::Running) {
+        let Some(out) = serde_json::from_str::<TrainConfig>(&run.config).ok().and_then(|c| c.out) else { continue };
+        if super::run_lock::is_held(&out) {
+            continue;
+        }
+        let reached = match run.last_step {
+            Some(step) => format!("after step {step}"),
+            None => "before its first step".into(),
+        };
+        let error = format!(
+            "the process training it ended without a word {reached} (killed, out of memory, or the machine went \
+             down): `verdict train --resume {}` continues from its last checkpoint (from the start if it wrote none)",
+            run.id
+        );
+        if store.fail_if_running(run.id, &error)? {
+            settled.push(run.id);
+        }
+    }
+    Ok(settled)
 }
 
 /// How to recover from a failed write: the OS error says what went wrong, this says what next.
@@ -249,13 +299,6 @@ fn train(
     events: &mut dyn FnMut(TrainEvent),
 ) -> anyhow::Result<TrainSummary> {
     let Plan { run_id, config, out, .. } = *plan;
-    if !plan.resumed && plan.overwrite && out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
-    }
-    std::fs::create_dir_all(out)
-        .map_err(|e| anyhow::anyhow!("cannot create the run folder {}: {e}; pass another --out", out.display()))?;
-    // A new run's lock (a resumed one took it before its status changed).
-    let _lock = if plan.resumed { None } else { Some(super::run_lock::RunLock::acquire(out, run_id)?) };
     // A stop asked for earlier is not a stop for this start.
     let _ = std::fs::remove_file(out.join(STOP_FILE));
 

@@ -39,6 +39,8 @@ pub fn read(store: &Store, curves_of: &[i64]) -> anyhow::Result<RunsData> {
         }
     }
     let curves = curves_of.iter().map(|&id| Ok((id, read_curves(store, id)?))).collect::<anyhow::Result<_>>()?;
+    // A run left `running` by a process that died says so before it is shown.
+    crate::jobs::train::settle_crashed(store)?;
     Ok(RunsData { runs: store.runs()?, win_rates, curves })
 }
 

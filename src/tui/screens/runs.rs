@@ -103,29 +103,6 @@ pub fn run_action(run: &RunRow, action: Action, ctx: &Ctx) -> Vec<Command> {
     }
 }
 
-/// A run that says `running` but has not written anything for ten minutes was probably
-/// killed: the list says so rather than pretending.
-pub fn looks_abandoned(run: &RunRow, now_iso: &str) -> bool {
-    run.status == RunStatus::Running && minutes_between(&run.updated_at, now_iso).is_some_and(|m| m > 10.0)
-}
-
-/// Minutes from one `YYYY-MM-DDTHH:MM:SS.fffZ` time to a later one (same or next day only,
-/// which is all the staleness check needs).
-fn minutes_between(earlier: &str, later: &str) -> Option<f64> {
-    let parse = |s: &str| -> Option<(String, f64)> {
-        let (date, time) = s.split_once('T')?;
-        let time = time.trim_end_matches('Z');
-        let mut parts = time.split(':');
-        let h: f64 = parts.next()?.parse().ok()?;
-        let m: f64 = parts.next()?.parse().ok()?;
-        let s: f64 = parts.next()?.parse().ok()?;
-        Some((date.to_string(), h * 60.0 + m + s / 60.0))
-    };
-    let (d1, m1) = parse(earlier)?;
-    let (d2, m2) = parse(later)?;
-    Some(if d1 == d2 { m2 - m1 } else { m2 + 24.0 * 60.0 - m1 })
-}
-
 /// A number with `digits` decimals, or a dash.
 pub fn number(v: Option<f64>, digits: usize) -> String {
     v.map(|v| format!("{v:.digits$}")).unwrap_or_else(|| "–".into())

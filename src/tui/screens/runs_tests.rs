@@ -1,17 +1,19 @@
 //! The runs, a run's curves and the new-run form: snapshots, the form's checks, and
 //! re-reading when the store changes.
 
+use std::path::Path;
+
 use crossterm::event::KeyCode;
 
-use super::*;
 use crate::store::Store;
 use crate::tui::app::App;
 use crate::tui::keymap::KeyMap;
 use crate::tui::testing::*;
 
 /// A run with recorded metrics: a loss falling from ln 2, margins and accuracy rising,
-/// evaluation every 10 steps, and sample answers at steps 0 and 20.
-fn app_with_recorded_run() -> App {
+/// evaluation every 10 steps, and sample answers at steps 0 and 20. It is live while the
+/// returned lock of its folder is held (`jobs::train::settle_crashed`).
+fn app_with_recorded_run() -> (App, crate::jobs::run_lock::RunLock) {
     let mut app = app();
     let config = serde_json::to_string(&crate::jobs::train::TrainConfig {
         out: Some("/tmp/verdict-test-run".into()),
@@ -48,12 +50,13 @@ fn app_with_recorded_run() -> App {
     let prompt_id = app.queue.items[app.queue.visible[0]].row.prompt_id;
     app.store.add_run_sample(run, 0, prompt_id, "Please call us. We can maybe help.", "{}").unwrap();
     app.store.add_run_sample(run, 20, prompt_id, "Please block the card in the app first. 🔒", "{}").unwrap();
-    app
+    let live = crate::jobs::run_lock::RunLock::acquire(Path::new("/tmp/verdict-test-run"), Some(run)).unwrap();
+    (app, live)
 }
 
 #[test]
 fn snapshot_runs_list_and_live_chart() {
-    let mut app = app_with_recorded_run();
+    let (mut app, _live) = app_with_recorded_run();
     press(&mut app, "T");
     assert_eq!(app.mode(), crate::tui::keymap::Mode::Runs);
     insta::assert_snapshot!("runs_80x24", screen(&app, 80, 24));
@@ -138,13 +141,6 @@ fn the_runs_screen_rereads_on_a_thread_when_the_store_changes_not_on_a_timer() {
 }
 
 #[test]
-fn minutes_between_times_on_the_same_and_the_next_day() {
-    assert_eq!(minutes_between("2026-11-27T10:00:00.000Z", "2026-11-27T10:30:30.000Z"), Some(30.5));
-    assert_eq!(minutes_between("2026-11-27T23:55:00.000Z", "2026-11-28T00:05:00.000Z"), Some(10.0));
-    assert_eq!(minutes_between("garbage", "2026-11-28T00:05:00.000Z"), None);
-}
-
-#[test]
 fn a_crashed_run_is_resumed_from_the_runs_screen() {
     let dir = tempfile::tempdir().unwrap();
     let (gguf, _) = crate::model::testing::write_tiny_models(dir.path()).unwrap();
@@ -160,14 +156,23 @@ fn a_crashed_run_is_resumed_from_the_runs_screen() {
     // The process training it died: the run says `running`, and nobody holds its folder's lock.
     let run = app.store.create_run("run-crashed", "dpo", &serde_json::to_string(&config).unwrap(), None).unwrap();
     app.store.set_run_status(run, crate::domain::RunStatus::Running, None).unwrap();
-    press(&mut app, "T");
     {
-        // While a process holds the lock the run is not crashed, and nothing starts.
-        let _lock = crate::jobs::run_lock::RunLock::acquire(&out, run).unwrap();
+        // While a process holds the lock the run is not crashed: the list says `running`, and
+        // nothing starts.
+        let _lock = crate::jobs::run_lock::RunLock::acquire(&out, Some(run)).unwrap();
+        press(&mut app, "T");
         press(&mut app, "r");
         assert!(app.training().is_none());
         assert!(app.message.contains("being trained by a process"), "{}", app.message);
+        let Some(crate::tui::screens::Screen::Runs(list)) = app.screens.last() else { panic!("the runs list") };
+        assert_eq!(list.runs[0].status, crate::domain::RunStatus::Running);
     }
+    // Read again with the lock gone, the list says what happened and how to go on.
+    key(&mut app, KeyCode::F(5));
+    let Some(crate::tui::screens::Screen::Runs(list)) = app.screens.last() else { panic!("the runs list") };
+    assert_eq!(list.runs[0].status, crate::domain::RunStatus::Failed);
+    let error = list.runs[0].error.clone().unwrap_or_default();
+    assert!(error.contains("ended without a word before its first step") && error.contains("--resume"), "{error}");
     press(&mut app, "r");
     assert!(app.training().is_some(), "the resume key starts it again: {}", app.message);
     assert_eq!(app.mode(), crate::tui::keymap::Mode::Run, "its curves show");
