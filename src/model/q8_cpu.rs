@@ -7,8 +7,11 @@
 //! every activation row of a prefill; its Q4_1 kernel has no AVX2 version at all, which is why
 //! verdict used to re-quantize Q4_1 files to Q8_0 at load (twice the bytes to read per token).
 //! This one keeps the weight scales as f32 (converted once, at load), takes four weight rows
-//! at a time with four independent accumulators, runs each chunk of weight rows over all
-//! activation rows while it is in cache, and reads Q4_1 as stored (half the bytes of Q8_0).
+//! at a time, stored interleaved (the four rows' quants of a block side by side, then their
+//! four scales: one sequential stream, where four rows stored apart are four streams and their
+//! scales two more), sums each block's four integer dot products into one 128-bit vector and
+//! scales it with one multiply-add, runs each chunk of weight rows over all activation rows
+//! while it is in cache, and reads Q4_1's values as stored (half the bytes of Q8_0).
 //!
 //! The integer part is exactly candle's: activations are quantized the way candle quantizes
 //! them (per 32 values, `d = max|x| / 127`, `q = round(x / d)`, `d` kept as f16), and each
@@ -35,6 +38,10 @@ pub struct Q8Matrix {
     weights: Weights,
 }
 
+///
+/// Rows go four at a time (a group; the last is filled up with rows of zeros), block by block:
+/// for group `g` and block `b`, the four rows' quants of block `b` one after another, and the
+/// four rows' scales (and minimums) at `(g * blocks + b) * 4`.
 #[derive(Debug)]
 enum Weights {
     /// Per block of 32: a scale, 32 signed bytes; `w = d * q`.
@@ -43,6 +50,9 @@ enum Weights {
     /// nibbles, 16-31 in the high ones, as GGUF stores them); `w = d * q + m`.
     Q4_1 { scales: Vec<f32>, mins: Vec<f32>, nibbles: Vec<u8> },
 }
+
+/// Rows in a group.
+const GROUP: usize = 4;
 
 /// Whether this CPU runs the kernel (AVX2 and FMA, checked at run time: the crate targets
 /// baseline x86-64), unless `VERDICT_CANDLE_Q8=1` asks for candle's kernel (to compare them).
@@ -82,18 +92,29 @@ impl Q8Matrix {
             return Ok(None);
         }
         let f16_at = |b: &[u8], at: usize| half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
+        let per_row = cols / BLOCK;
+        let groups = rows.div_ceil(GROUP);
+        let zero_block = vec![0u8; block_bytes];
+        // The blocks in stored order: group by group, block by block, the group's four rows.
+        let interleaved =
+            (0..groups).flat_map(|g| (0..per_row).flat_map(move |b| (0..GROUP).map(move |k| (g * GROUP + k, b))));
+        let block_at = |(row, b): (usize, usize)| match row < rows {
+            true => &data[(row * per_row + b) * block_bytes..(row * per_row + b + 1) * block_bytes],
+            false => &zero_block[..],
+        };
+        let stored = groups * GROUP * per_row;
         let weights = if t.dtype() == GgmlDType::Q8_0 {
-            let mut scales = Vec::with_capacity(blocks);
-            let mut quants = Vec::with_capacity(rows * cols);
-            for block in data.chunks_exact(block_bytes) {
+            let mut scales = Vec::with_capacity(stored);
+            let mut quants = Vec::with_capacity(stored * BLOCK);
+            for block in interleaved.map(block_at) {
                 scales.push(f16_at(block, 0));
                 quants.extend(block[2..].iter().map(|&b| b as i8));
             }
             Weights::Q8_0 { scales, quants }
         } else {
-            let (mut scales, mut mins) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
-            let mut nibbles = Vec::with_capacity(rows * cols / 2);
-            for block in data.chunks_exact(block_bytes) {
+            let (mut scales, mut mins) = (Vec::with_capacity(stored), Vec::with_capacity(stored));
+            let mut nibbles = Vec::with_capacity(stored * BLOCK / 2);
+            for block in interleaved.map(block_at) {
                 scales.push(f16_at(block, 0));
                 mins.push(f16_at(block, 2));
                 nibbles.extend_from_slice(&block[4..]);
@@ -185,19 +206,20 @@ impl Q8Matrix {
         y
     }
 
-    /// Weight rows `first..first + n` times every activation row; `out[i * n + r]`. Four weight
-    /// rows at a time go over up to four activation rows at a time, so a batch of decoding
-    /// candidates reads (and unpacks) each weight block once for all of them. A row's sums run
-    /// in the same order however many rows go with it: batched results equal single ones.
+    /// Weight rows `first..first + n` times every activation row; `out[i * n + r]`. `first` is
+    /// a multiple of four: each group of four weight rows goes over up to four activation rows
+    /// at a time, so a batch of decoding candidates reads (and unpacks) each weight block once
+    /// for all of them. A row's sums run in the same order however many rows go with it:
+    /// batched results equal single ones.
     #[allow(clippy::too_many_arguments)]
     fn rows_times_x(&self, first: usize, n: usize, xq: &[i8], xd: &[f32], xsum: &[f32], m: usize, out: &mut [f32]) {
+        debug_assert_eq!(first % GROUP, 0);
         let (cols, blocks) = (self.cols, self.cols / BLOCK);
         let level = level();
         let mut r = 0;
         while r < n {
-            // The last group of four repeats its final row.
-            let group = [r, (r + 1).min(n - 1), (r + 2).min(n - 1), (r + 3).min(n - 1)].map(|k| first + k);
-            let take = (n - r).min(4);
+            let g = (first + r) / GROUP;
+            let take = (n - r).min(GROUP);
             let mut i = 0;
             while i < m {
                 let rows = (m - i).min(4);
@@ -209,10 +231,13 @@ impl Q8Matrix {
                     let a = i + j.min(rows - 1);
                     if xsum.is_empty() { xsum } else { &xsum[a * blocks..(a + 1) * blocks] }
                 };
+                let (at, span) = (g * blocks * GROUP, blocks * GROUP);
                 let results: [[f32; 4]; 4] = match &self.weights {
                     Weights::Q8_0 { scales, quants } => {
-                        let w =
-                            group.map(|k| (&quants[k * cols..(k + 1) * cols], &scales[k * blocks..(k + 1) * blocks]));
+                        let w = Q8Group {
+                            quants: &quants[at * BLOCK..(at + span) * BLOCK],
+                            scales: &scales[at..at + span],
+                        };
                         match rows {
                             1 => pad(dot_q8::<1>(level, w, [x(0)])),
                             2 => pad(dot_q8::<2>(level, w, [x(0), x(1)])),
@@ -221,11 +246,11 @@ impl Q8Matrix {
                         }
                     }
                     Weights::Q4_1 { scales, mins, nibbles } => {
-                        let w = group.map(|k| Q4Row {
-                            nibbles: &nibbles[k * cols / 2..(k + 1) * cols / 2],
-                            scales: &scales[k * blocks..(k + 1) * blocks],
-                            mins: &mins[k * blocks..(k + 1) * blocks],
-                        });
+                        let w = Q4Group {
+                            nibbles: &nibbles[at * BLOCK / 2..(at + span) * BLOCK / 2],
+                            scales: &scales[at..at + span],
+                            mins: &mins[at..at + span],
+                        };
                         match rows {
                             1 => pad(dot_q4_1::<1>(level, w, [x(0)], [sums(0)])),
                             2 => pad(dot_q4_1::<2>(level, w, [x(0), x(1)], [sums(0), sums(1)])),
@@ -326,21 +351,31 @@ pub fn quantize_rows(xs: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
 
 type Row<'a> = (&'a [i8], &'a [f32]);
 
-/// One Q4_1 weight row.
+/// One group of four Q8_0 weight rows, interleaved (`Weights`): per block, 4 x 32 quants and
+/// 4 scales.
 #[derive(Clone, Copy)]
-struct Q4Row<'a> {
+struct Q8Group<'a> {
+    quants: &'a [i8],
+    scales: &'a [f32],
+}
+
+/// One group of four Q4_1 weight rows, interleaved (`Weights`): per block, 4 x 16 bytes of
+/// nibbles, 4 scales and 4 minimums.
+#[derive(Clone, Copy)]
+struct Q4Group<'a> {
     nibbles: &'a [u8],
     scales: &'a [f32],
     mins: &'a [f32],
 }
 
-/// Four Q8_0 weight rows dotted with each of `R` activation rows: `[x row][weight row]`.
-fn dot_q8<const R: usize>(level: Level, w: [Row; 4], x: [Row; R]) -> [[f32; 4]; R] {
+/// A group of four Q8_0 weight rows dotted with each of `R` activation rows: `[x row][weight row]`.
+fn dot_q8<const R: usize>(level: Level, w: Q8Group, x: [Row; R]) -> [[f32; 4]; R] {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: a `Q8Matrix` exists only where `supported()` found AVX2 and FMA, and `level()`
-        // is `Vnni` only where the CPU has AVX-512 VNNI and VL; every row has `x[0].0.len()`
-        // quants and `x[0].1.len()` scales (the caller slices them so).
+        // is `Vnni` only where the CPU has AVX-512 VNNI and VL; the group holds 4 * `x[0].0.len()`
+        // quants and 4 * `x[0].1.len()` scales, every activation row `x[0]`'s lengths (the
+        // caller slices them so).
         unsafe {
             match level {
                 Level::Vnni => avx2::q8_vnni(w, x),
@@ -351,17 +386,17 @@ fn dot_q8<const R: usize>(level: Level, w: [Row; 4], x: [Row; R]) -> [[f32; 4]; 
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = level;
-        x.map(|x| w.map(|row| scalar_dot_q8(row, x)))
+        x.map(|x| [0, 1, 2, 3].map(|k| scalar_dot_q8(w, k, x)))
     }
 }
 
-/// Four Q4_1 weight rows dotted with each of `R` activation rows; `xsum[i][b]` = block b of
+/// A group of four Q4_1 weight rows dotted with each of `R` activation rows; `xsum[i][b]` = block b of
 /// activation row i summed.
-fn dot_q4_1<const R: usize>(level: Level, w: [Q4Row; 4], x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
+fn dot_q4_1<const R: usize>(level: Level, w: Q4Group, x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: as for `dot_q8`; every row has `x[0].0.len() / 2` nibble bytes and
-        // `x[0].1.len()` scales and minimums.
+        // SAFETY: as for `dot_q8`; the group holds 4 * `x[0].0.len() / 2` nibble bytes and
+        // 4 * `x[0].1.len()` scales and minimums.
         unsafe {
             match level {
                 Level::Vnni => avx2::q4_1_vnni(w, x, xsum),
@@ -374,57 +409,50 @@ fn dot_q4_1<const R: usize>(level: Level, w: [Q4Row; 4], x: [Row; R], xsum: [&[f
         let _ = level;
         let mut out = [[0f32; 4]; R];
         for i in 0..R {
-            out[i] = w.map(|row| scalar_dot_q4_1(row, x[i], xsum[i]));
+            out[i] = [0, 1, 2, 3].map(|k| scalar_dot_q4_1(w, k, x[i], xsum[i]));
         }
         out
     }
 }
 
-/// The plain version of one Q8_0 row's product, for checking the kernel.
+/// The plain version of the product of row `k` of a Q8_0 group, for checking the kernel.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn scalar_dot_q8(w: Row, x: Row) -> f32 {
+fn scalar_dot_q8(w: Q8Group, k: usize, x: Row) -> f32 {
     let mut sum = 0f32;
-    for b in 0..w.1.len() {
-        let ints: i32 = w.0[b * BLOCK..(b + 1) * BLOCK]
+    for b in 0..x.1.len() {
+        let at = (b * GROUP + k) * BLOCK;
+        let ints: i32 = w.quants[at..at + BLOCK]
             .iter()
             .zip(&x.0[b * BLOCK..(b + 1) * BLOCK])
             .map(|(&a, &c)| a as i32 * c as i32)
             .sum();
-        sum += w.1[b] * x.1[b] * ints as f32;
+        sum += w.scales[b * GROUP + k] * x.1[b] * ints as f32;
     }
     sum
 }
 
-/// The plain version of one Q4_1 row's product, for checking the kernel.
+/// The plain version of the product of row `k` of a Q4_1 group, for checking the kernel.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn scalar_dot_q4_1(w: Q4Row, x: Row, xsum: &[f32]) -> f32 {
+fn scalar_dot_q4_1(w: Q4Group, k: usize, x: Row, xsum: &[f32]) -> f32 {
     let mut sum = 0f32;
-    for b in 0..w.scales.len() {
-        let bytes = &w.nibbles[b * BLOCK / 2..(b + 1) * BLOCK / 2];
+    for b in 0..x.1.len() {
+        let at = (b * GROUP + k) * BLOCK / 2;
+        let bytes = &w.nibbles[at..at + BLOCK / 2];
         let xs = &x.0[b * BLOCK..(b + 1) * BLOCK];
         let ints: i32 = bytes
             .iter()
             .enumerate()
             .map(|(j, &v)| (v & 0x0F) as i32 * xs[j] as i32 + (v >> 4) as i32 * xs[j + BLOCK / 2] as i32)
             .sum();
-        sum += w.scales[b] * x.1[b] * ints as f32 + w.mins[b] * xsum[b];
+        sum += w.scales[b * GROUP + k] * x.1[b] * ints as f32 + w.mins[b * GROUP + k] * xsum[b];
     }
     sum
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{BLOCK, Q4Row, Row};
+    use super::{BLOCK, GROUP, Q4Group, Q8Group, Row};
     use std::arch::x86_64::*;
-
-    #[inline(always)]
-    unsafe fn sum8(v: __m256) -> f32 {
-        unsafe {
-            let four = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
-            _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)))
-        }
-    }
 
     /// Unsigned bytes `u` times signed bytes `s`, each four neighbours summed: 8 i32 lanes.
     #[inline(always)]
@@ -440,81 +468,129 @@ mod avx2 {
         }
     }
 
+    /// Four rows' eight partial sums each -> the four rows' totals, in that order. Unpacks and
+    /// adds only (`phaddd` is several micro-ops on every x86 core).
     #[inline(always)]
-    unsafe fn q4_1<const R: usize, const VNNI: bool>(w: [Q4Row; 4], x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
-        let blocks = x[0].1.len();
-        let mut mins = [[0f32; 4]; R];
+    unsafe fn totals(p: [__m256i; 4]) -> __m128i {
         unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 4]; R];
+            // [a0+a2, b0+b2, a1+a3, b1+b3 | the same of lanes 4-7]
+            let ab = _mm256_add_epi32(_mm256_unpacklo_epi32(p[0], p[1]), _mm256_unpackhi_epi32(p[0], p[1]));
+            let cd = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2], p[3]), _mm256_unpackhi_epi32(p[2], p[3]));
+            // [a0-3, b0-3, c0-3, d0-3 | a4-7, b4-7, c4-7, d4-7]
+            let abcd = _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
+            _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1))
+        }
+    }
+
+    /// Each accumulator's four lanes. (No closures in this module's loops: a closure does not
+    /// inherit its function's target features, so the intrinsics in it become calls, 2-3x
+    /// slower measured.)
+    #[inline(always)]
+    unsafe fn lanes<const R: usize>(acc: [__m128; R]) -> [[f32; 4]; R] {
+        let mut out = [[0f32; 4]; R];
+        for i in 0..R {
+            unsafe { _mm_storeu_ps(out[i].as_mut_ptr(), acc[i]) };
+        }
+        out
+    }
+
+    /// 16 bytes of nibbles at `at` -> 32 values: the low nibbles are values 0-15, the high ones 16-31.
+    #[inline(always)]
+    unsafe fn unpack(at: *const u8, low: __m256i) -> __m256i {
+        unsafe {
+            let packed = _mm_loadu_si128(at as *const __m128i);
+            _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low)
+        }
+    }
+
+    /// The 32 signed weights at `at` against the 32 activations `x`: `|w|` times `x` with `w`'s
+    /// sign moved onto it (the products need one unsigned operand).
+    #[inline(always)]
+    unsafe fn signed_dot<const VNNI: bool>(w: __m256i, x: __m256i) -> __m256i {
+        unsafe { dot_u8_i8::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)) }
+    }
+
+    #[inline(always)]
+    unsafe fn q4_1<const R: usize, const VNNI: bool>(w: Q4Group, x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
+        let blocks = x[0].1.len();
+        unsafe {
+            let mut acc = [_mm_setzero_ps(); R];
             let low = _mm256_set1_epi8(0x0F);
             for b in 0..blocks {
-                // 16 bytes -> 32 values: low nibbles are values 0-15, high nibbles 16-31.
-                let q = w.map(|row| {
-                    let packed = _mm_loadu_si128(row.nibbles.as_ptr().add(b * BLOCK / 2) as *const __m128i);
-                    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low)
-                });
+                let at = w.nibbles.as_ptr().add(b * GROUP * BLOCK / 2);
+                let half = BLOCK / 2;
+                let q = [
+                    unpack(at, low),
+                    unpack(at.add(half), low),
+                    unpack(at.add(2 * half), low),
+                    unpack(at.add(3 * half), low),
+                ];
+                let scales = _mm_loadu_ps(w.scales.as_ptr().add(b * GROUP));
+                let mins = _mm_loadu_ps(w.mins.as_ptr().add(b * GROUP));
                 for i in 0..R {
                     let xb = _mm256_loadu_si256(x[i].0.as_ptr().add(b * BLOCK) as *const __m256i);
-                    let xd = *x[i].1.get_unchecked(b);
-                    let xs = *xsum[i].get_unchecked(b);
-                    for k in 0..4 {
-                        let ints = dot_u8_i8::<VNNI>(q[k], xb);
-                        let scale = _mm256_set1_ps(w[k].scales.get_unchecked(b) * xd);
-                        acc[i][k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ints), acc[i][k]);
-                        mins[i][k] += w[k].mins.get_unchecked(b) * xs;
-                    }
+                    let ints = totals([
+                        dot_u8_i8::<VNNI>(q[0], xb),
+                        dot_u8_i8::<VNNI>(q[1], xb),
+                        dot_u8_i8::<VNNI>(q[2], xb),
+                        dot_u8_i8::<VNNI>(q[3], xb),
+                    ]);
+                    let d = _mm_mul_ps(scales, _mm_set1_ps(*x[i].1.get_unchecked(b)));
+                    acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(ints), d, acc[i]);
+                    acc[i] = _mm_fmadd_ps(mins, _mm_set1_ps(*xsum[i].get_unchecked(b)), acc[i]);
                 }
             }
-            let mut out = [[0f32; 4]; R];
-            for i in 0..R {
-                for k in 0..4 {
-                    out[i][k] = sum8(acc[i][k]) + mins[i][k];
-                }
-            }
-            out
+            lanes(acc)
         }
     }
 
     #[inline(always)]
-    unsafe fn q8<const R: usize, const VNNI: bool>(w: [Row; 4], x: [Row; R]) -> [[f32; 4]; R] {
+    unsafe fn q8<const R: usize, const VNNI: bool>(w: Q8Group, x: [Row; R]) -> [[f32; 4]; R] {
         let blocks = x[0].1.len();
         unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 4]; R];
+            let mut acc = [_mm_setzero_ps(); R];
             for b in 0..blocks {
-                let wb = w.map(|(q, _)| _mm256_loadu_si256(q.as_ptr().add(b * BLOCK) as *const __m256i));
-                // The products need an unsigned operand: |w|, with w's sign moved onto x.
-                let abs_w = wb.map(|v| _mm256_sign_epi8(v, v));
+                let at = w.quants.as_ptr().add(b * GROUP * BLOCK) as *const __m256i;
+                let wb = [
+                    _mm256_loadu_si256(at),
+                    _mm256_loadu_si256(at.add(1)),
+                    _mm256_loadu_si256(at.add(2)),
+                    _mm256_loadu_si256(at.add(3)),
+                ];
+                let scales = _mm_loadu_ps(w.scales.as_ptr().add(b * GROUP));
                 for i in 0..R {
                     let xb = _mm256_loadu_si256(x[i].0.as_ptr().add(b * BLOCK) as *const __m256i);
-                    let xd = *x[i].1.get_unchecked(b);
-                    for k in 0..4 {
-                        let ints = dot_u8_i8::<VNNI>(abs_w[k], _mm256_sign_epi8(xb, wb[k]));
-                        let scale = _mm256_set1_ps(w[k].1.get_unchecked(b) * xd);
-                        acc[i][k] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(ints), acc[i][k]);
-                    }
+                    let ints = totals([
+                        signed_dot::<VNNI>(wb[0], xb),
+                        signed_dot::<VNNI>(wb[1], xb),
+                        signed_dot::<VNNI>(wb[2], xb),
+                        signed_dot::<VNNI>(wb[3], xb),
+                    ]);
+                    let d = _mm_mul_ps(scales, _mm_set1_ps(*x[i].1.get_unchecked(b)));
+                    acc[i] = _mm_fmadd_ps(_mm_cvtepi32_ps(ints), d, acc[i]);
                 }
             }
-            acc.map(|a| a.map(|v| sum8(v)))
+            lanes(acc)
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q4_1_avx2<const R: usize>(w: [Q4Row; 4], x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
+    pub unsafe fn q4_1_avx2<const R: usize>(w: Q4Group, x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
         unsafe { q4_1::<R, false>(w, x, xsum) }
     }
 
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
-    pub unsafe fn q4_1_vnni<const R: usize>(w: [Q4Row; 4], x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
+    pub unsafe fn q4_1_vnni<const R: usize>(w: Q4Group, x: [Row; R], xsum: [&[f32]; R]) -> [[f32; 4]; R] {
         unsafe { q4_1::<R, true>(w, x, xsum) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn q8_avx2<const R: usize>(w: [Row; 4], x: [Row; R]) -> [[f32; 4]; R] {
+    pub unsafe fn q8_avx2<const R: usize>(w: Q8Group, x: [Row; R]) -> [[f32; 4]; R] {
         unsafe { q8::<R, false>(w, x) }
     }
 
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
-    pub unsafe fn q8_vnni<const R: usize>(w: [Row; 4], x: [Row; R]) -> [[f32; 4]; R] {
+    pub unsafe fn q8_vnni<const R: usize>(w: Q8Group, x: [Row; R]) -> [[f32; 4]; R] {
         unsafe { q8::<R, true>(w, x) }
     }
 }

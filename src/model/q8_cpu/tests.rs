@@ -21,7 +21,7 @@ fn matches_candles_q8_0_product_for_decode_and_prefill_shapes() {
         eprintln!("no AVX2 here: the kernel is not used, nothing to check");
         return;
     }
-    // 130 rows: two full tasks and one of two rows (a group of four repeating its last).
+    // 130 rows: two full tasks and one of two rows (its group of four filled up with zero rows).
     for (rows, cols, m, dtype) in [
         (72, 96, 1, GgmlDType::Q8_0),
         (130, 64, 7, GgmlDType::Q8_0),
@@ -66,26 +66,38 @@ fn every_level_and_batch_size_equals_the_plain_sum() {
     let (wq, wd) = quantize_rows(&random(4 * cols, 3), cols);
     let (xq, xd) = quantize_rows(&random(4 * cols, 4), cols);
     let x = |i: usize| (&xq[i * cols..(i + 1) * cols], &xd[i * 4..(i + 1) * 4]);
-    let row = |r: usize| (&wq[r * cols..(r + 1) * cols], &wd[r * 4..(r + 1) * 4]);
-    let w = [row(0), row(1), row(2), row(3)];
+    // The four weight rows as a group stores them: block by block, the rows side by side.
+    let blocks = cols / BLOCK;
+    let mut quants = Vec::new();
+    let mut q8_scales = Vec::new();
+    for b in 0..blocks {
+        for k in 0..GROUP {
+            quants.extend_from_slice(&wq[k * cols + b * BLOCK..k * cols + (b + 1) * BLOCK]);
+            q8_scales.push(wd[k * blocks + b]);
+        }
+    }
+    let w = Q8Group { quants: &quants, scales: &q8_scales };
     // Q4_1: nibbles 0-15 of every kind, scales and minimums of both signs.
     let nibbles: Vec<u8> = (0..4 * cols / 2).map(|i| (i * 37 % 256) as u8).collect();
     let (scales, mins) = (random(16, 6), random(16, 7));
     let xsum: Vec<f32> =
         xq.chunks(BLOCK).zip(&xd).map(|(q, d)| d * q.iter().map(|&v| v as i32).sum::<i32>() as f32).collect();
     let sums = |i: usize| &xsum[i * 4..(i + 1) * 4];
-    let q4 = |r: usize| Q4Row {
-        nibbles: &nibbles[r * cols / 2..(r + 1) * cols / 2],
-        scales: &scales[r * 4..(r + 1) * 4],
-        mins: &mins[r * 4..(r + 1) * 4],
-    };
-    let w4 = [q4(0), q4(1), q4(2), q4(3)];
+    let w4 = Q4Group { nibbles: &nibbles, scales: &scales, mins: &mins };
     let one_q8 = dot_q8::<1>(Level::Avx2, w, [x(0)])[0];
     let one_q4 = dot_q4_1::<1>(Level::Avx2, w4, [x(0)], [sums(0)])[0];
     for r in 0..4 {
-        let want = scalar_dot_q8(row(r), x(0));
+        let want = scalar_dot_q8(w, r, x(0));
+        let plain: f32 = (0..blocks)
+            .map(|b| {
+                let ints: i32 =
+                    (0..BLOCK).map(|j| wq[r * cols + b * BLOCK + j] as i32 * xq[b * BLOCK + j] as i32).sum();
+                wd[r * blocks + b] * xd[b] * ints as f32
+            })
+            .sum();
+        assert!((want - plain).abs() <= 1e-5 * (1.0 + plain.abs()), "the group holds row {r} as stored");
         assert!((one_q8[r] - want).abs() <= 1e-5 * (1.0 + want.abs()), "q8_0 row {r}: {} vs {want}", one_q8[r]);
-        let want = scalar_dot_q4_1(q4(r), x(0), sums(0));
+        let want = scalar_dot_q4_1(w4, r, x(0), sums(0));
         assert!((one_q4[r] - want).abs() <= 1e-5 * (1.0 + want.abs()), "q4_1 row {r}: {} vs {want}", one_q4[r]);
     }
     // Every level, one activation row or four: the same floats, bit for bit.
