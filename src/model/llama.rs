@@ -93,6 +93,16 @@ pub struct Linear {
     pub bias: Option<Tensor>,
 }
 
+/// What `Transformer::with_hf_weights` makes of the weights it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightForm {
+    /// As given (in f32): the exact model.
+    AsGiven,
+    /// Matrices quantized to Q8_0 (norms, biases and the embedding stay f32): the form a
+    /// training run samples with, a quarter of the f32 bytes and decoded by verdict's kernel.
+    Q8_0,
+}
+
 /// Who multiplies by the weights.
 #[derive(Debug, Clone)]
 pub enum Weight {
@@ -193,6 +203,100 @@ impl KvCache {
     }
 }
 
+/// A network's configuration and rotation tables without its weights (`Transformer::skeleton`):
+/// what a training run keeps to generate its samples with its own weights, instead of a second
+/// copy of the base's.
+#[derive(Debug, Clone)]
+pub struct Skeleton {
+    cfg: Config,
+    tables: Vec<(Tensor, Tensor)>,
+    /// Whether the network runs `forward_host` (on the CPU, unless `use_candle_ops`).
+    host: bool,
+    device: Device,
+}
+
+impl Skeleton {
+    /// The network with dense weights under Hugging Face names, one projection
+    /// per matrix (`q_proj`, `k_proj`, ...: Phi-3's too): a training run's current weights, so
+    /// it can generate with what it has learned. `get` makes each tensor when it is needed
+    /// (`None`: the model has none of that name), so `form` decides what the model holds:
+    /// the tensors as given, or its matrices as Q8_0 (a quarter of their f32 bytes, made one
+    /// at a time, and read by verdict's CPU kernel).
+    pub fn with_hf_weights(
+        &self,
+        get: &dyn Fn(&str) -> candle_core::Result<Option<Tensor>>,
+        form: WeightForm,
+    ) -> candle_core::Result<Transformer> {
+        let has = |name: &str| -> candle_core::Result<Option<Tensor>> {
+            match get(name)? {
+                Some(t) => Ok(Some(t.to_dtype(DType::F32)?.to_device(&self.device)?)),
+                None => Ok(None),
+            }
+        };
+        let get = |name: &str| -> candle_core::Result<Tensor> {
+            has(name)?.ok_or_else(|| candle_core::Error::Msg(format!("weights lack {name}")))
+        };
+        let matrix = |w: Tensor| -> candle_core::Result<Weight> {
+            if form == WeightForm::Q8_0 && w.dim(1)? % 32 == 0 {
+                let q = candle_core::quantized::QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q8_0)?;
+                if let Some(m) = super::q8_cpu::Q8Matrix::from_qtensor(&q)? {
+                    return Ok(Weight::Cpu(std::sync::Arc::new(m)));
+                }
+                return Ok(Weight::Candle(QMatMul::from_arc(std::sync::Arc::new(q))?));
+            }
+            Ok(Weight::Candle(QMatMul::Tensor(w)))
+        };
+        let linear = |prefix: &str| -> candle_core::Result<Linear> {
+            let weight = matrix(get(&format!("{prefix}.weight"))?)?;
+            Ok(Linear { weight, bias: has(&format!("{prefix}.bias"))? })
+        };
+        let gemma = self.cfg.embed_scale.is_some();
+        let norm_w = |name: &str| -> candle_core::Result<Tensor> {
+            let w = get(name)?;
+            if gemma { w.affine(1.0, 1.0) } else { Ok(w) }
+        };
+        let opt_norm = |name: String| -> candle_core::Result<Option<Tensor>> {
+            match has(&name)? {
+                Some(w) if gemma => w.affine(1.0, 1.0).map(Some),
+                w => Ok(w),
+            }
+        };
+        let mut layers = Vec::with_capacity(self.cfg.n_layers);
+        for i in 0..self.cfg.n_layers {
+            let p = format!("model.layers.{i}");
+            let (post_attn_norm, ffn_norm) = match opt_norm(format!("{p}.pre_feedforward_layernorm.weight"))? {
+                Some(pre) => (Some(norm_w(&format!("{p}.post_attention_layernorm.weight"))?), pre),
+                None => (None, norm_w(&format!("{p}.post_attention_layernorm.weight"))?),
+            };
+            layers.push(Layer {
+                attn_norm: norm_w(&format!("{p}.input_layernorm.weight"))?,
+                q: linear(&format!("{p}.self_attn.q_proj"))?,
+                k: linear(&format!("{p}.self_attn.k_proj"))?,
+                v: linear(&format!("{p}.self_attn.v_proj"))?,
+                o: linear(&format!("{p}.self_attn.o_proj"))?,
+                ffn_norm,
+                gate: linear(&format!("{p}.mlp.gate_proj"))?,
+                up: linear(&format!("{p}.mlp.up_proj"))?,
+                down: linear(&format!("{p}.mlp.down_proj"))?,
+                q_norm: opt_norm(format!("{p}.self_attn.q_norm.weight"))?,
+                k_norm: opt_norm(format!("{p}.self_attn.k_norm.weight"))?,
+                post_attn_norm,
+                post_ffn_norm: opt_norm(format!("{p}.post_feedforward_layernorm.weight"))?,
+            });
+        }
+        let embed = get("model.embed_tokens.weight")?;
+        let lm_head = Linear { weight: matrix(has("lm_head.weight")?.unwrap_or_else(|| embed.clone()))?, bias: None };
+        // HF layout pairs rotary dims (i, i + d/2); the rotation tables do not depend on it.
+        let cfg = Config { rope_interleaved: false, ..self.cfg.clone() };
+        let norm = norm_w("model.norm.weight")?;
+        let host = match self.host {
+            true => Some(Host::new(&layers, &norm, &self.tables)?),
+            false => None,
+        };
+        Ok(Transformer { cfg, embed, layers, norm, lm_head, tables: self.tables.clone(), host })
+    }
+}
+
 /// One sequence of a batched forward pass: its new tokens and its cache.
 pub struct Seq<'a> {
     pub tokens: &'a [u32],
@@ -239,64 +343,14 @@ impl Transformer {
         Ok(Transformer { tables, cfg, embed, layers, norm, lm_head, host })
     }
 
-    /// The same architecture with other dense weights under Hugging Face names and layout
-    /// (a training run's current weights), so a run can generate with what it has learned.
-    pub fn with_hf_weights(&self, tensors: &std::collections::HashMap<String, Tensor>) -> candle_core::Result<Self> {
-        let get = |name: &str| -> candle_core::Result<Tensor> {
-            let t = tensors.get(name).ok_or_else(|| candle_core::Error::Msg(format!("weights lack {name}")))?;
-            t.to_dtype(DType::F32)?.to_device(self.embed.device())
-        };
-        let linear = |prefix: &str| -> candle_core::Result<Linear> {
-            let bias = match tensors.contains_key(&format!("{prefix}.bias")) {
-                true => Some(get(&format!("{prefix}.bias"))?),
-                false => None,
-            };
-            Ok(Linear::new(QMatMul::Tensor(get(&format!("{prefix}.weight"))?), bias))
-        };
-        let gemma = self.cfg.embed_scale.is_some();
-        let norm_w = |name: &str| -> candle_core::Result<Tensor> {
-            let w = get(name)?;
-            if gemma { w.affine(1.0, 1.0) } else { Ok(w) }
-        };
-        let opt_norm = |name: String| -> candle_core::Result<Option<Tensor>> {
-            if tensors.contains_key(&name) { norm_w(&name).map(Some) } else { Ok(None) }
-        };
-        let mut layers = Vec::with_capacity(self.cfg.n_layers);
-        for i in 0..self.cfg.n_layers {
-            let p = format!("model.layers.{i}");
-            let (post_attn_norm, ffn_norm) = match opt_norm(format!("{p}.pre_feedforward_layernorm.weight"))? {
-                Some(pre) => (Some(norm_w(&format!("{p}.post_attention_layernorm.weight"))?), pre),
-                None => (None, norm_w(&format!("{p}.post_attention_layernorm.weight"))?),
-            };
-            layers.push(Layer {
-                attn_norm: norm_w(&format!("{p}.input_layernorm.weight"))?,
-                q: linear(&format!("{p}.self_attn.q_proj"))?,
-                k: linear(&format!("{p}.self_attn.k_proj"))?,
-                v: linear(&format!("{p}.self_attn.v_proj"))?,
-                o: linear(&format!("{p}.self_attn.o_proj"))?,
-                ffn_norm,
-                gate: linear(&format!("{p}.mlp.gate_proj"))?,
-                up: linear(&format!("{p}.mlp.up_proj"))?,
-                down: linear(&format!("{p}.mlp.down_proj"))?,
-                q_norm: opt_norm(format!("{p}.self_attn.q_norm.weight"))?,
-                k_norm: opt_norm(format!("{p}.self_attn.k_norm.weight"))?,
-                post_attn_norm,
-                post_ffn_norm: opt_norm(format!("{p}.post_feedforward_layernorm.weight"))?,
-            });
+    /// What this network is besides its weights, to assemble another around other weights.
+    pub fn skeleton(&self) -> Skeleton {
+        Skeleton {
+            cfg: self.cfg.clone(),
+            tables: self.tables.clone(),
+            host: self.host.is_some(),
+            device: self.embed.device().clone(),
         }
-        let embed = get("model.embed_tokens.weight")?;
-        let lm_head = match tensors.contains_key("lm_head.weight") {
-            true => Linear::new(QMatMul::Tensor(get("lm_head.weight")?), None),
-            false => Linear::new(QMatMul::Tensor(embed.clone()), None),
-        };
-        // HF layout pairs rotary dims (i, i + d/2); the rotation tables do not depend on it.
-        let cfg = Config { rope_interleaved: false, ..self.cfg.clone() };
-        let norm = norm_w("model.norm.weight")?;
-        let host = match &self.host {
-            Some(_) => Some(Host::new(&layers, &norm, &self.tables)?),
-            None => None,
-        };
-        Ok(Transformer { cfg, embed, layers, norm, lm_head, tables: self.tables.clone(), host })
     }
 
     pub fn new_cache(&self) -> KvCache {

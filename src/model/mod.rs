@@ -117,6 +117,43 @@ pub struct Model {
     device: Device,
 }
 
+/// A model's tokenizer, chat template and architecture without its weights (`Model::frame`):
+/// what a training run keeps to generate its samples with its own weights, so the base's
+/// weights are not held a second time for the whole run.
+#[derive(Clone)]
+pub struct Frame {
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    skeleton: llama::Skeleton,
+    arch: arch::ArchConfig,
+    device: Device,
+}
+
+impl Frame {
+    /// The model with weights under HF names, one tensor per projection, each made by `get`
+    /// when it is needed (`llama::Skeleton::with_hf_weights`): how a training run generates
+    /// samples from its current weights.
+    pub fn with_hf_weights(
+        &self,
+        get: &dyn Fn(&str) -> candle_core::Result<Option<Tensor>>,
+        form: llama::WeightForm,
+    ) -> Result<Model> {
+        Ok(Model {
+            info: self.info.clone(),
+            tokenizer: self.tokenizer.clone(),
+            template: self.template.clone(),
+            net: self.skeleton.with_hf_weights(get, form)?,
+            arch: self.arch.clone(),
+            device: self.device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model").field("info", &self.info).finish_non_exhaustive()
@@ -171,17 +208,17 @@ impl Model {
         Model::assemble(path, load_hf::load_with(path, &device, false)?, device)
     }
 
-    /// This model (tokenizer, template, architecture) with other weights under HF names and
-    /// layout: how a training run generates samples from its current weights.
-    pub fn with_hf_weights(&self, tensors: &std::collections::HashMap<String, Tensor>) -> Result<Model> {
-        Ok(Model {
+    /// This model without its weights: what it takes to assemble it again around other
+    /// weights (`Frame::with_hf_weights`).
+    pub fn frame(&self) -> Frame {
+        Frame {
             info: self.info.clone(),
             tokenizer: self.tokenizer.clone(),
             template: self.template.clone(),
-            net: self.net.with_hf_weights(tensors)?,
+            skeleton: self.net.skeleton(),
             arch: self.arch.clone(),
             device: self.device.clone(),
-        })
+        }
     }
 
     /// The rotary settings the model runs with.

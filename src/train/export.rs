@@ -23,30 +23,41 @@ fn io(e: std::io::Error, what: &Path) -> candle_core::Error {
 /// bf16 for a GPU run come out f32, as `config.json`'s `torch_dtype` says).
 pub fn hf_tensors(model: &Model, merge: bool) -> Result<Vec<(String, Tensor)>> {
     let dtype = model.master_dtype();
-    let mut out = Vec::new();
-    for (name, source) in hf_sources(model)? {
-        out.push((name, source.make(model, merge)?.to_dtype(dtype)?));
-    }
-    if model.cfg.family().fused_projections() {
-        return super::weights::fuse_split(out);
-    }
-    Ok(out)
+    hf_sources(model, Layout::Hf)?
+        .into_iter()
+        .map(|(name, source)| Ok((name, source.make(model, merge)?.to_dtype(dtype)?)))
+        .collect()
 }
 
-/// The model's tensors for an export, each made when it is asked for (`export_gguf::Trained`):
-/// adapters merged in, in the master dtype, as `hf_tensors` gives them all at once. None for
-/// a family whose HF tensors fuse several of the trainer's (Phi-3): use `hf_tensors`.
+/// Which names and shapes the tensors come under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The family's Hugging Face checkpoint: Phi-3's `qkv_proj` and `gate_up_proj` fused.
+    Hf,
+    /// One tensor per projection the trainer holds (`q_proj`, `k_proj`, ...), whatever the
+    /// family: what verdict's inference model is assembled from (`model::Model::with_hf_weights`).
+    Split,
+}
+
+/// The model's tensors, each made when it is asked for: adapters merged in, in the master
+/// dtype, as `hf_tensors` gives them all at once. An export (`export_gguf::Trained`) or a
+/// run's samples read them one at a time, so the model never exists a second time in f32.
 pub struct LazyTensors<'a> {
     model: &'a Model,
     sources: Vec<(String, Source<'a>)>,
 }
 
 impl<'a> LazyTensors<'a> {
-    pub fn of(model: &'a Model) -> Result<Option<LazyTensors<'a>>> {
-        if model.cfg.family().fused_projections() {
-            return Ok(None);
+    pub fn of(model: &'a Model, layout: Layout) -> Result<LazyTensors<'a>> {
+        Ok(LazyTensors { model, sources: hf_sources(model, layout)? })
+    }
+
+    /// The tensor named `name`, made now; `None` when the model has none of that name.
+    pub fn get(&self, name: &str) -> Result<Option<Tensor>> {
+        match self.sources.iter().find(|(n, _)| n == name) {
+            Some((_, source)) => Ok(Some(source.make(self.model, true)?.to_dtype(self.model.master_dtype())?)),
+            None => Ok(None),
         }
-        Ok(Some(LazyTensors { model, sources: hf_sources(model)? }))
     }
 }
 
@@ -56,20 +67,17 @@ impl super::export_gguf::Trained for LazyTensors<'_> {
     }
 
     fn tensor(&self, hf_name: &str) -> Result<Tensor> {
-        let (_, source) = self
-            .sources
-            .iter()
-            .find(|(n, _)| n == hf_name)
-            .ok_or_else(|| candle_core::Error::Msg(format!("no trained tensor {hf_name}")))?;
-        source.make(self.model, true)?.to_dtype(self.model.master_dtype())
+        self.get(hf_name)?.ok_or_else(|| candle_core::Error::Msg(format!("no trained tensor {hf_name}")))
     }
 }
 
-/// Where a tensor of the export comes from: held as it is, or a projection's weight (dequantized
-/// from a lean base, its adapter merged in) made when it is written.
+/// Where a tensor of the export comes from: held as it is, a projection's weight (dequantized
+/// from a lean base, its adapter merged in) made when it is written, or several projections'
+/// weights (or biases) stacked by rows into one fused tensor (Phi-3's `qkv_proj`).
 enum Source<'a> {
     Ready(Tensor),
     Proj(&'a Proj),
+    Fused(Vec<Source<'a>>),
 }
 
 impl Source<'_> {
@@ -80,6 +88,10 @@ impl Source<'_> {
                 (Some(a), true) => a.merged(&p.weight.tensor(model.device())?),
                 _ => p.weight.tensor(model.device()),
             },
+            Source::Fused(parts) => {
+                let made = parts.iter().map(|s| s.make(model, merge)).collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&made, 0)
+            }
         }
     }
 
@@ -87,19 +99,34 @@ impl Source<'_> {
         match self {
             Source::Ready(t) => Ok(t.dims().to_vec()),
             Source::Proj(p) => Ok(<[usize; 2]>::from(p.weight.dims2()?).to_vec()),
+            Source::Fused(parts) => {
+                let mut shape = parts.first().map(|s| s.shape()).transpose()?.unwrap_or_default();
+                if let Some(rows) = shape.first_mut() {
+                    *rows = parts.iter().map(|s| Ok(s.shape()?[0])).sum::<Result<usize>>()?;
+                }
+                Ok(shape)
+            }
         }
     }
 }
 
-fn hf_sources(model: &Model) -> Result<Vec<(String, Source<'_>)>> {
+fn hf_sources(model: &Model, layout: Layout) -> Result<Vec<(String, Source<'_>)>> {
     let mut out = vec![("model.embed_tokens.weight".to_string(), Source::Ready(model.embed.detach()))];
-    fn push_proj<'a>(out: &mut Vec<(String, Source<'a>)>, name: String, p: &'a Proj) -> Result<()> {
-        out.push((format!("{name}.weight"), Source::Proj(p)));
-        if let Some(b) = &p.bias {
-            out.push((format!("{name}.bias"), Source::Ready(b.detach())));
+    // A module of one projection or (fused) of several: its weight, and its bias when every
+    // part has one.
+    fn push_module<'a>(out: &mut Vec<(String, Source<'a>)>, name: String, parts: &[&'a Proj]) {
+        let fuse = |each: Vec<Source<'a>>| match each.len() {
+            1 => each.into_iter().next().expect("one part"),
+            _ => Source::Fused(each),
+        };
+        out.push((format!("{name}.weight"), fuse(parts.iter().map(|p| Source::Proj(p)).collect())));
+        let biases: Option<Vec<Source<'a>>> =
+            parts.iter().map(|p| p.bias.as_ref().map(|b| Source::Ready(b.detach()))).collect();
+        if let Some(biases) = biases {
+            out.push((format!("{name}.bias"), fuse(biases)));
         }
-        Ok(())
     }
+    let fused = layout == Layout::Hf && model.cfg.family().fused_projections();
     for (i, l) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
         out.push((format!("{p}.input_layernorm.weight"), Source::Ready(l.input_norm.detach())));
@@ -114,11 +141,25 @@ fn hf_sources(model: &Model) -> Result<Vec<(String, Source<'_>)>> {
                 out.push((format!("{p}.{n}.weight"), Source::Ready(w.detach())));
             }
         }
-        for (n, pr) in [("q_proj", &l.q), ("k_proj", &l.k), ("v_proj", &l.v), ("o_proj", &l.o)] {
-            push_proj(&mut out, format!("{p}.self_attn.{n}"), pr)?;
-        }
-        for (n, pr) in [("gate_proj", &l.gate), ("up_proj", &l.up), ("down_proj", &l.down)] {
-            push_proj(&mut out, format!("{p}.mlp.{n}"), pr)?;
+        let modules: Vec<(&str, Vec<&Proj>)> = match fused {
+            true => vec![
+                ("self_attn.qkv_proj", vec![&l.q, &l.k, &l.v]),
+                ("self_attn.o_proj", vec![&l.o]),
+                ("mlp.gate_up_proj", vec![&l.gate, &l.up]),
+                ("mlp.down_proj", vec![&l.down]),
+            ],
+            false => vec![
+                ("self_attn.q_proj", vec![&l.q]),
+                ("self_attn.k_proj", vec![&l.k]),
+                ("self_attn.v_proj", vec![&l.v]),
+                ("self_attn.o_proj", vec![&l.o]),
+                ("mlp.gate_proj", vec![&l.gate]),
+                ("mlp.up_proj", vec![&l.up]),
+                ("mlp.down_proj", vec![&l.down]),
+            ],
+        };
+        for (n, parts) in modules {
+            push_module(&mut out, format!("{p}.{n}"), &parts);
         }
     }
     out.push(("model.norm.weight".to_string(), Source::Ready(model.norm.detach())));
@@ -140,28 +181,23 @@ fn save_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
 
 /// `config.json` + `model.safetensors` loadable by `transformers` (adapters merged in).
 /// Tensors are made and written one at a time (`safetensors_out`): the export holds one f32
-/// tensor beside the model (Phi-3's fused projections, rebuilt from their parts, all at once).
+/// tensor beside the model (a fused Phi-3 module: its parts and their stack).
 pub fn export_hf(model: &Model, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io(e, dir))?;
     let path = dir.join("model.safetensors");
-    if model.cfg.family().fused_projections() {
-        let tensors: HashMap<String, Tensor> = hf_tensors(model, true)?.into_iter().collect();
-        save_atomic(&tensors, &path)?;
-    } else {
-        let dtype = model.master_dtype();
-        let mut entries = Vec::new();
-        for (name, source) in hf_sources(model)? {
-            let shape = source.shape()?;
-            let make = Box::new(move || source.make(model, true)?.to_dtype(dtype));
-            entries.push(super::safetensors_out::Entry { name, shape, dtype, make });
-        }
-        let tmp = path.with_extension("safetensors.tmp");
-        if let Err(e) = super::safetensors_out::write(&tmp, &entries) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| io(e, &path))?;
+    let dtype = model.master_dtype();
+    let mut entries = Vec::new();
+    for (name, source) in hf_sources(model, Layout::Hf)? {
+        let shape = source.shape()?;
+        let make = Box::new(move || source.make(model, true)?.to_dtype(dtype));
+        entries.push(super::safetensors_out::Entry { name, shape, dtype, make });
     }
+    let tmp = path.with_extension("safetensors.tmp");
+    if let Err(e) = super::safetensors_out::write(&tmp, &entries) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| io(e, &path))?;
     let cfg = serde_json::to_string_pretty(&model.cfg.to_hf_json()).map_err(candle_core::Error::wrap)?;
     std::fs::write(dir.join("config.json"), cfg).map_err(|e| io(e, dir))
 }

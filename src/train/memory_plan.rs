@@ -52,8 +52,8 @@ pub struct PlanOptions {
     pub quantized_bytes: Option<u64>,
     /// Each layer recomputed in the backward (`checkpointing.rs`).
     pub checkpointing: bool,
-    /// Bytes of the inference model kept for sample answers (0 when the run makes none).
-    pub inference_bytes: u64,
+    /// Whether the run generates sample answers at its evaluations.
+    pub samples: bool,
     /// Bytes of the model's weight files as stored (their bytes per parameter size the tensor
     /// in flight while the weights load).
     pub source_bytes: u64,
@@ -78,6 +78,8 @@ pub struct MemoryPlan {
     /// bytes).
     pub loading: u64,
     pub writing: u64,
+    /// Generating the sample answers between steps (0 when the run makes none).
+    pub sampling: u64,
 }
 
 /// Parameters of the model, of its seven projections per layer (weights only), and each
@@ -155,7 +157,7 @@ pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
     // The chunk's logits, its softmax gradient and the chunk's scaled gradient.
     let chunk = chunk_rows(cfg.vocab_size).min(work.response_tokens.max(1)) as u64;
     let logits = 3 * chunk * v * F32;
-    let mut parts = vec![
+    let parts = vec![
         Part { name: weights_name, bytes: weights },
         Part { name: "gradients", bytes: trainable * F32 },
         Part { name: "AdamW moments", bytes: 2 * trainable * F32 },
@@ -163,9 +165,6 @@ pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
         Part { name: "logits (chunked)", bytes: logits },
         Part { name: "workspace", bytes: WORKSPACE_BYTES },
     ];
-    if opts.inference_bytes > 0 {
-        parts.push(Part { name: "inference model (samples)", bytes: opts.inference_bytes });
-    }
     // Loading goes tensor by tensor (`weights::each_safetensor`; a GGUF's one at a time): the
     // weights as they will train, plus the largest tensor in flight, the embedding: its bytes as
     // stored, and the tensor made of them when it is not what stays (a bf16 folder's, a GGUF's).
@@ -176,19 +175,28 @@ pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
     let in_flight = (v * h) as f64 * if stored < 4.0 { 2.0 * stored } else { stored };
     let loading = weights + in_flight as u64 + WORKSPACE_BYTES;
     // Writing: the HF folder goes out one tensor at a time (`safetensors_out`), holding at most
-    // one merged or dequantized projection beside the model; a GGUF base's GGUF export too
-    // (`export::LazyTensors`: one projection merged and its GGUF-layout copy in flight), but its
-    // quantized tensors (Q8_0, the larger of its two files) pile up until the file is written.
-    // Phi-3's fused projections still make the f32 tensors of the whole model beside them.
-    let writing = if cfg.family().fused_projections() {
-        weights + if lean.is_some() { projections * F32 } else { 0 } + params * F32
-    } else if opts.quantized_bytes.is_some() {
-        weights + 2 * h * i * F32 + params * 34 / 32
-    } else {
-        weights + h * i * F32
-    } + WORKSPACE_BYTES
-        + opts.inference_bytes;
-    MemoryPlan { parts, params, trainable, loading, writing }
+    // one merged or dequantized module beside the model (Phi-3's fused gate_up: its two
+    // projections and their stack); a GGUF base's GGUF export too (`export::LazyTensors`: the
+    // module and its GGUF-layout copy in flight), but its quantized tensors (Q8_0, the larger
+    // of its two files) pile up until the file is written.
+    let module = if cfg.family().fused_projections() { 2 * h * i * F32 } else { h * i * F32 };
+    let making = if cfg.family().fused_projections() { 2 * module } else { module };
+    let writing = weights
+        + making
+        + WORKSPACE_BYTES
+        + match opts.quantized_bytes {
+            Some(_) => module + params * 34 / 32,
+            None => 0,
+        };
+    // Sample answers, between steps (`jobs/train/evaluate.rs`): beside the weights and the
+    // optimizer's moments, the model assembled from them with its matrices as Q8_0 (34 bytes
+    // per 32 weights; the f32 embedding is shared), one merged f32 projection and its Q8_0
+    // copy in flight.
+    let sampling = match opts.samples {
+        true => weights + 2 * trainable * F32 + params * 34 / 32 + 2 * h * i * F32 + WORKSPACE_BYTES,
+        false => 0,
+    };
+    MemoryPlan { parts, params, trainable, loading, writing, sampling }
 }
 
 impl MemoryPlan {
@@ -197,9 +205,9 @@ impl MemoryPlan {
         self.parts.iter().map(|p| p.bytes).sum()
     }
 
-    /// The predicted peak in bytes: the largest of the step, loading and writing.
+    /// The predicted peak in bytes: the largest of the step, loading, writing and sampling.
     pub fn peak(&self) -> u64 {
-        self.step_peak().max(self.loading).max(self.writing)
+        self.step_peak().max(self.loading).max(self.writing).max(self.sampling)
     }
 
     /// The plan as lines for a terminal: one per part, then the peak.
@@ -215,6 +223,9 @@ impl MemoryPlan {
         out.push_str(&format!("  {:<28} {:>10}\n", "a training step", mib(self.step_peak())));
         out.push_str(&format!("  {:<28} {:>10}\n", "loading the weights", mib(self.loading)));
         out.push_str(&format!("  {:<28} {:>10}\n", "writing the tuned model", mib(self.writing)));
+        if self.sampling > 0 {
+            out.push_str(&format!("  {:<28} {:>10}\n", "sample answers (Q8_0)", mib(self.sampling)));
+        }
         out.push_str(&format!("  {:<28} {:>10}\n", "predicted peak", mib(self.peak())));
         out
     }
@@ -311,8 +322,8 @@ pub fn advice(cfg: &Config, opts: &PlanOptions, work: &Workload, available: u64)
     let mut steps: Vec<String> = Vec::new();
     let mut changes: Vec<Box<Change>> = vec![
         Box::new(|o, _| {
-            (o.inference_bytes > 0).then(|| {
-                o.inference_bytes = 0;
+            o.samples.then(|| {
+                o.samples = false;
                 "no sample answers (`--eval-every 0`)".to_string()
             })
         }),
@@ -386,14 +397,14 @@ mod tests {
         // Qwen2.5-0.5B: 494,032,768 parameters (transformers' num_parameters, tied embeddings).
         let p = plan(
             &qwen05(),
-            &PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0, ..Default::default() },
+            &PlanOptions { lora: None, samples: false, source_bytes: 0, ..Default::default() },
             &Workload::worst(1, 512, true),
         );
         assert_eq!(p.params, 494_032_768);
         // LoRA r16 on q,k,v,o: 24 layers x 16 x ((896+896) + 2 (896+128) + (896+896)).
         let lora = PlanOptions {
             lora: Some((16, vec!["q".into(), "k".into(), "v".into(), "o".into()])),
-            inference_bytes: 0,
+            samples: false,
             source_bytes: 0,
             ..Default::default()
         };
@@ -405,7 +416,7 @@ mod tests {
     fn full_fine_tuning_costs_sixteen_bytes_a_parameter_and_lora_far_less() {
         let w = Workload { rows: 1, row_tokens: 370, response_tokens: 300 };
         let full =
-            plan(&qwen05(), &PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0, ..Default::default() }, &w);
+            plan(&qwen05(), &PlanOptions { lora: None, samples: false, source_bytes: 0, ..Default::default() }, &w);
         let state: u64 = full
             .parts
             .iter()
@@ -415,7 +426,7 @@ mod tests {
         assert_eq!(state, 16 * full.params);
         let lora = PlanOptions {
             lora: Some((16, vec!["q".into(), "v".into()])),
-            inference_bytes: 0,
+            samples: false,
             source_bytes: 0,
             ..Default::default()
         };
@@ -462,7 +473,7 @@ mod tests {
     #[test]
     fn a_plan_that_does_not_fit_gets_advice_that_does() {
         let cfg = qwen05();
-        let opts = PlanOptions { lora: None, inference_bytes: 0, source_bytes: 0, ..Default::default() };
+        let opts = PlanOptions { lora: None, samples: false, source_bytes: 0, ..Default::default() };
         let w = Workload { rows: 4, row_tokens: 1024, response_tokens: 3000 };
         let available = 5u64 << 30;
         assert!(plan(&cfg, &opts, &w).peak() > available);

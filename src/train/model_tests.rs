@@ -173,8 +173,9 @@ fn inference_model_with_training_weights_gives_the_same_logits() -> anyhow::Resu
         let inference = InferenceModel::load(&gguf, &opts)?;
         let (cfg, w) = weights::load_gguf(&gguf, DType::F32, &Device::Cpu)?;
         let trained = Model::new(cfg, w, true)?;
-        let tensors: HashMap<String, Tensor> = crate::train::export::hf_tensors(&trained, true)?.into_iter().collect();
-        let rebuilt = inference.with_hf_weights(&tensors)?;
+        let lazy = crate::train::export::LazyTensors::of(&trained, crate::train::export::Layout::Split)?;
+        let rebuilt =
+            inference.frame().with_hf_weights(&|name| lazy.get(name), crate::model::llama::WeightForm::AsGiven)?;
         let tokens = [1u32, 5, 9, 3, 7, 2];
         let d = max_diff(&inference.logits(&tokens)?, &rebuilt.logits(&tokens)?)?;
         assert!(d < 1e-4, "{arch:?}: logits differ by {d}");

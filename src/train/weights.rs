@@ -129,41 +129,6 @@ pub fn split_fused(cfg: &Config, w: &mut Weights) -> Result<()> {
     Ok(())
 }
 
-/// The inverse of `split_fused` on named tensors (for writing a Phi-3 folder back).
-pub fn fuse_split(tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
-    let mut by_name: HashMap<String, Tensor> = tensors.iter().cloned().collect();
-    let mut out = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let fused = [
-            ("self_attn.q_proj.", "self_attn.qkv_proj.", &["q_proj", "k_proj", "v_proj"][..]),
-            ("mlp.gate_proj.", "mlp.gate_up_proj.", &["gate_proj", "up_proj"][..]),
-        ];
-        let mut done = false;
-        for (first, to, parts) in fused {
-            if let Some(at) = name.find(first) {
-                let kind = &name[at + first.len()..];
-                let prefix = &name[..at];
-                let module = first.split('.').next().unwrap_or("");
-                let pieces: Vec<Tensor> = parts
-                    .iter()
-                    .map(|p| {
-                        by_name
-                            .remove(&format!("{prefix}{module}.{p}.{kind}"))
-                            .ok_or_else(|| msg(format!("{prefix}{module}.{p}.{kind} is missing")))
-                    })
-                    .collect::<Result<_>>()?;
-                out.push((format!("{prefix}{to}{kind}"), Tensor::cat(&pieces, 0)?));
-                done = true;
-            }
-        }
-        let separate = ["self_attn.k_proj.", "self_attn.v_proj.", "mlp.up_proj."].iter().any(|p| name.contains(p));
-        if !done && !separate {
-            out.push((name, t));
-        }
-    }
-    Ok(out)
-}
-
 /// The HF config a GGUF's metadata describes, read by `model::arch` as inference reads it
 /// (Llama 3.1+'s `rope_freqs` becomes `rope_scaling` llama3). `reader` reads `rope_freqs`.
 pub fn gguf_config<R: std::io::Read + std::io::Seek>(

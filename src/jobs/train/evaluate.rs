@@ -2,7 +2,6 @@
 //! on the test split with gradients detached, and one answer per fixed sample prompt generated
 //! with the run's current weights, both stored with the step.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 
 use crate::model::{self, ChatMessage};
@@ -42,9 +41,9 @@ pub(super) fn test_split(
 
 /// The run's answers to its fixed sample prompts.
 pub(super) struct Sampler {
-    /// The base model as loaded for inference; its weights are replaced by the run's own at
-    /// each sampling. `None` when the run generates no samples (and then it is not kept).
-    inference: Option<model::Model>,
+    /// The base model's tokenizer, template and architecture, without its weights: each
+    /// sampling assembles the model from the run's own. `None` when the run generates no samples.
+    frame: Option<model::Frame>,
     prompts: Vec<(i64, Vec<ChatMessage>)>,
     seed: u64,
     max_new_tokens: usize,
@@ -58,8 +57,9 @@ impl Sampler {
         config: &TrainConfig,
         run_id: i64,
     ) -> Sampler {
-        let inference = (config.eval_every > 0 && config.sample_prompts > 0).then_some(inference);
-        Sampler { inference, prompts, seed: config.seed, max_new_tokens: config.sample_max_tokens, run_id }
+        // The base's weights are dropped here, before the trainable weights load.
+        let frame = (config.eval_every > 0 && config.sample_prompts > 0).then(|| inference.frame());
+        Sampler { frame, prompts, seed: config.seed, max_new_tokens: config.sample_max_tokens, run_id }
     }
 
     /// Whether there is any prompt to answer.
@@ -75,19 +75,26 @@ impl Sampler {
         store: &Store,
         events: &mut dyn FnMut(TrainEvent),
     ) -> anyhow::Result<()> {
-        let count = match &self.inference {
-            Some(inference) => self.write_samples(net, inference, step, store)?,
+        let count = match &self.frame {
+            Some(frame) => self.write_samples(net, frame, step, store)?,
             None => 0,
         };
         events(TrainEvent::Samples { step, count });
         Ok(())
     }
 
-    /// Generates one answer per sample prompt with the run's current weights (LoRA merged), the
-    /// same seed every time, and stores them with the step.
-    fn write_samples(&self, net: &Net, inference: &model::Model, step: usize, store: &Store) -> anyhow::Result<usize> {
-        let tensors: HashMap<String, candle_core::Tensor> = export::hf_tensors(net, true)?.into_iter().collect();
-        let mut current = inference.with_hf_weights(&tensors)?;
+    /// Generates one answer per sample prompt with the run's current weights (LoRA merged, as
+    /// Q8_0 on the CPU), the same seed every time, and stores them with the step.
+    fn write_samples(&self, net: &Net, frame: &model::Frame, step: usize, store: &Store) -> anyhow::Result<usize> {
+        // One merged f32 matrix at a time, each kept as Q8_0 on the CPU: the sampling model
+        // takes about a quarter of the f32 model's bytes beside the run (the memory plan's
+        // `sampling` phase), and decodes on verdict's quantized kernel.
+        let lazy = export::LazyTensors::of(net, export::Layout::Split)?;
+        let form = match frame.device().is_cpu() {
+            true => model::llama::WeightForm::Q8_0,
+            false => model::llama::WeightForm::AsGiven,
+        };
+        let mut current = frame.with_hf_weights(&|name| lazy.get(name), form)?;
         let params = model::GenerateParams {
             candidates: 1,
             max_new_tokens: self.max_new_tokens,

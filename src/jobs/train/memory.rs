@@ -16,10 +16,9 @@ use crate::train::frozen::BaseDtype;
 use crate::train::logps::{Truncation, build_row};
 use crate::train::memory_plan::{self, PlanOptions, Workload};
 
-/// The options' part of a plan: what trains, how, and the inference model kept for samples;
+/// The options' part of a plan: what trains, how, and whether it generates samples;
 /// `auto` options as their cheaper-in-time choice (f32 base, no checkpointing).
 pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
-    let samples = config.eval_every > 0 && config.sample_prompts > 0;
     PlanOptions {
         lora: config.lora_rank.map(|r| (r, config.lora_targets.clone())),
         base: match config.base_dtype {
@@ -28,7 +27,7 @@ pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
         },
         quantized_bytes: memory_plan::quantized_bytes(model_path),
         checkpointing: config.gradient_checkpointing == Checkpointing::On,
-        inference_bytes: if samples { memory_plan::file_bytes(model_path) } else { 0 },
+        samples: config.eval_every > 0 && config.sample_prompts > 0,
         source_bytes: memory_plan::file_bytes(model_path),
     }
 }

@@ -303,8 +303,8 @@ fn train(
     let _ = std::fs::remove_file(out.join(STOP_FILE));
 
     // Tokenizer and template come from the inference loader; the weights are loaded again
-    // as trainable f32 tensors. Its own weights are only kept while the run generates
-    // samples, which replace them by the run's own.
+    // as trainable tensors. Its own weights are dropped before they load (`Sampler::new`
+    // keeps the model's frame: samples are generated with the run's own weights).
     let inference = load::inference(store, run_id, config, model_path)?;
     let info = inference.info().clone();
     let device = inference.device().clone();

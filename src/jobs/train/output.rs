@@ -61,12 +61,9 @@ fn write_outputs(
     // GGUF (Q8_0, plus the source's own quantization) for `verdict generate` and llama.cpp.
     // A GGUF needs the source's tokenizer metadata: from an HF base the run says how to convert.
     if source.is_file() {
-        // Tensor by tensor where the family allows (`export::LazyTensors`): no f32 copy of the
-        // whole model beside it.
-        match export::LazyTensors::of(net)? {
-            Some(lazy) => crate::train::export_gguf::export_gguf_files(&lazy, source, dir)?,
-            None => crate::train::export_gguf::export_gguf_files(&export::hf_tensors(net, true)?, source, dir)?,
-        };
+        // Tensor by tensor (`export::LazyTensors`): no f32 copy of the whole model beside it.
+        let lazy = export::LazyTensors::of(net, export::Layout::Hf)?;
+        crate::train::export_gguf::export_gguf_files(&lazy, source, dir)?;
     } else {
         tracing::info!(
             "no GGUF export: the base model is an HF folder (convert with llama.cpp's convert_hf_to_gguf.py)"
