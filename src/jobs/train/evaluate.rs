@@ -90,9 +90,9 @@ impl Sampler {
         // takes about a quarter of the f32 model's bytes beside the run (the memory plan's
         // `sampling` phase), and decodes on verdict's quantized kernel.
         let lazy = export::LazyTensors::of(net, export::Layout::Split)?;
-        let form = match frame.device().is_cpu() {
-            true => model::llama::WeightForm::Q8_0,
-            false => model::llama::WeightForm::AsGiven,
+        let (form, run_as) = match frame.device().is_cpu() {
+            true => (model::llama::WeightForm::Q8_0, "Q8_0"),
+            false => (model::llama::WeightForm::AsGiven, "F32"),
         };
         let mut current = frame.with_hf_weights(&|name| lazy.get(name), form)?;
         let params = model::GenerateParams {
@@ -101,7 +101,7 @@ impl Sampler {
             seed: self.seed,
             ..model::GenerateParams::default()
         };
-        let stored = serde_json::to_string(&crate::jobs::generate::StoredParams::of(&params, self.seed, "F32"))?;
+        let stored = serde_json::to_string(&crate::jobs::generate::StoredParams::of(&params, self.seed, run_as))?;
         let never = AtomicBool::new(false);
         for (prompt_id, messages) in &self.prompts {
             let answers = current.generate(messages, &params, &never, &mut |_| {})?;
