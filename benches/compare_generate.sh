@@ -59,6 +59,8 @@ rows = [
     ("candidates/min (4/prompt, llama.cpp re-prefills)", v["cands_per_min"], l["cands_per_min"]),
     ("candidates/min (4/prompt, llama.cpp prefix cache)", v["cands_per_min"], l["cands_per_min_prefix_cache"]),
 ]
+if "job_cands_per_min" in v:
+    rows.append((f"candidates/min as a job ({v['batch_rows']} rows, vs prefix cache)", v["job_cands_per_min"], l["cands_per_min_prefix_cache"]))
 print()
 print(f"verdict ({v['run_as']}, stored {v['stored_as']}) vs llama.cpp {l['version']} ({l['model'].split('/')[-1]}), "
       f"{threads} thread(s) on {cores} cores, medians of {v['runs']} / {l['runs']} runs, {v['prompt_tokens']} prompt tokens over 8 prompts")

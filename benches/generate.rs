@@ -7,7 +7,10 @@
 //! - decode tok/s, one stream: (tokens − 1) / time from the first to the last sampled token
 //!   (one forward pass and one sample per token);
 //! - candidates/min with 4 candidates per prompt (one shared prefill, then 4 decodes): 32
-//!   candidates / wall time of the 8 `generate` calls.
+//!   candidates / wall time of the 8 `generate` calls;
+//! - candidates/min as `verdict generate` runs them: the same 8 × 4 candidates (same seeds, so
+//!   the same tokens) in one `generate_many` call, prompts decoding together up to the model's
+//!   batch rows (`VERDICT_BENCH_ROWS` overrides), a prompt joining as rows free up.
 //!
 //! max_new_tokens 64, temperature 0.8, top-p 0.9, repeat penalty 1.1 over the last 64 tokens,
 //! fixed seeds (so every run generates the same tokens). Stopping at end-of-turn stays on, so
@@ -16,14 +19,16 @@
 //! Environment: `VERDICT_BENCH_THREADS` (default 1), `VERDICT_BENCH_RUNS` (default 3),
 //! `VERDICT_BENCH_REQUANTIZE` (default 1, verdict's default: Q5_0/Q5_1 run as Q8_0, and Q4_1 too on a CPU
 //! without AVX2; Q4_1 runs as stored where `model::q8_cpu` has a kernel for it; 0 keeps every type as stored),
-//! `VERDICT_MODEL` (another model), `VERDICT_BENCH_EXPORT` (a path: writes the rendered prompts
+//! `VERDICT_MODEL` (another model), `VERDICT_BENCH_ROWS` (rows of the batched job), `VERDICT_BENCH_EXPORT` (a path: writes the rendered prompts
 //! and their token ids as JSON, for `benches/peers/llamacpp_generate.py --check`).
 //! The last line of output is one JSON object, `{"engine":"verdict",...}`.
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use verdict::model::{self, ChatMessage, DeviceChoice, GenerateParams, GenerationProgress, LoadOptions, Model};
+use verdict::model::{
+    self, ChatMessage, DeviceChoice, GenerateParams, GenerationProgress, LoadOptions, Model, Request, RequestEvent,
+};
 
 /// (language, user message). Kept identical to `benches/peers/llamacpp_generate.py`.
 const PROMPTS: [(&str, &str); 8] = [
@@ -91,6 +96,8 @@ struct Run {
     multi_candidates: usize,
     multi_completion_tokens: usize,
     multi: Duration,
+    job_candidates: usize,
+    job: Duration,
 }
 
 impl Run {
@@ -106,12 +113,15 @@ impl Run {
     fn cands_per_min(&self) -> f64 {
         self.multi_candidates as f64 * 60.0 / self.multi.as_secs_f64()
     }
+    fn job_cands_per_min(&self) -> f64 {
+        self.job_candidates as f64 * 60.0 / self.job.as_secs_f64()
+    }
     fn multi_tokens_per_sec(&self) -> f64 {
         self.multi_completion_tokens as f64 / self.multi.as_secs_f64()
     }
 }
 
-fn run_once(model: &mut Model) -> Run {
+fn run_once(model: &mut Model, rows: usize) -> Run {
     let cancel = AtomicBool::new(false);
     let mut run = Run::default();
     for (i, (_, text)) in PROMPTS.iter().enumerate() {
@@ -150,6 +160,25 @@ fn run_once(model: &mut Model) -> Run {
         run.multi_candidates += out.len();
         run.multi_completion_tokens += out.iter().map(|c| c.completion_tokens).sum::<usize>();
     }
+    // The same 32 candidates as one job, prompts decoding side by side.
+    let requests: Vec<Request> = PROMPTS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, text))| Request { messages: messages(text), params: params(CANDIDATES, MULTI_SEED + i as u64) })
+        .collect();
+    let t0 = Instant::now();
+    let mut tokens = 0;
+    model
+        .generate_many(&requests, rows, &cancel, &mut |_, event| {
+            if let RequestEvent::Done(result) = event {
+                let out = result.expect("generate_many");
+                run.job_candidates += out.len();
+                tokens += out.iter().map(|c| c.completion_tokens).sum::<usize>();
+            }
+        })
+        .expect("generate_many");
+    run.job = t0.elapsed();
+    assert_eq!(tokens, run.multi_completion_tokens, "the job generates the same candidates as the calls");
     run
 }
 
@@ -198,11 +227,12 @@ fn main() {
     warm.max_new_tokens = 8;
     model.generate(&messages(PROMPTS[0].1), &warm, &cancel, &mut |_| {}).expect("warm-up");
 
+    let rows = env_usize("VERDICT_BENCH_ROWS", model.batch_rows()).max(1);
     let mut all = Vec::with_capacity(runs);
     for r in 0..runs {
-        let run = run_once(&mut model);
+        let run = run_once(&mut model, rows);
         println!(
-            "run {}: prefill {:7.1} tok/s (forward only {:7.1}) | decode {:6.1} tok/s | {} x {} candidates in {:6.2} s = {:6.1} cand/min ({:.1} tok/cand, {:.1} tok/s)",
+            "run {}: prefill {:7.1} tok/s (forward only {:7.1}) | decode {:6.1} tok/s | {} x {} candidates in {:6.2} s = {:6.1} cand/min ({:.1} tok/cand, {:.1} tok/s) | as one job, {} rows: {:6.2} s = {:6.1} cand/min",
             r + 1,
             run.prefill_tps(),
             run.prefill_forward_tps(),
@@ -213,6 +243,9 @@ fn main() {
             run.cands_per_min(),
             run.multi_completion_tokens as f64 / run.multi_candidates as f64,
             run.multi_tokens_per_sec(),
+            rows,
+            run.job.as_secs_f64(),
+            run.job_cands_per_min(),
         );
         all.push(run);
     }
@@ -222,12 +255,13 @@ fn main() {
     let prefill_fwd = m(Run::prefill_forward_tps);
     let decode = m(Run::decode_tps);
     let cpm = m(Run::cands_per_min);
+    let job_cpm = m(Run::job_cands_per_min);
     let multi_tps = m(Run::multi_tokens_per_sec);
     let first = &all[0];
     let tok_per_cand = first.multi_completion_tokens as f64 / first.multi_candidates as f64;
     let single_tok = first.single_completion_tokens as f64 / PROMPTS.len() as f64;
     println!(
-        "median of {runs}: prefill {prefill:.1} tok/s ({} prompt tokens over 8 prompts), decode {decode:.1} tok/s (1 stream, {single_tok:.1} tok/answer), {cpm:.1} candidates/min ({CANDIDATES} per prompt, {tok_per_cand:.1} tok/cand)",
+        "median of {runs}: prefill {prefill:.1} tok/s ({} prompt tokens over 8 prompts), decode {decode:.1} tok/s (1 stream, {single_tok:.1} tok/answer), {cpm:.1} candidates/min ({CANDIDATES} per prompt, {tok_per_cand:.1} tok/cand), {job_cpm:.1} as one job ({rows} rows)",
         first.prompt_tokens
     );
     let json = serde_json::json!({
@@ -247,6 +281,8 @@ fn main() {
         "prefill_forward_tok_s": round1(prefill_fwd),
         "decode_tok_s": round1(decode),
         "cands_per_min": round1(cpm),
+        "job_cands_per_min": round1(job_cpm),
+        "batch_rows": rows,
         "multi_tok_s": round1(multi_tps),
         "tokens_per_candidate": round1(tok_per_cand),
         "tokens_per_single": round1(single_tok),
@@ -254,6 +290,7 @@ fn main() {
             "prefill_tok_s": round1(r.prefill_tps()),
             "decode_tok_s": round1(r.decode_tps()),
             "cands_per_min": round1(r.cands_per_min()),
+            "job_cands_per_min": round1(r.job_cands_per_min()),
         })).collect::<Vec<_>>(),
     });
     println!("{json}");

@@ -305,6 +305,11 @@ pub struct GenerateArgs {
     /// CPU threads (default: cores - 1; candle's spinning pool collapses when the machine is busy).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Candidates decoded together, across prompts: when some finish, the next prompt's join
+    /// (default: 8 on the CPU, where each candidate is the same whatever decodes beside it;
+    /// one prompt at a time elsewhere). More rows use more memory, a KV cache each.
+    #[arg(long, value_parser = parse_rows)]
+    pub batch_rows: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -512,4 +517,12 @@ fn one_line(error: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+/// `--batch-rows`: a positive count.
+fn parse_rows(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a row count: give 1 or more")),
+    }
 }

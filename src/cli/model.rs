@@ -169,8 +169,8 @@ pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCo
             bar.println(format!("{model} (runs as {run_quantization}): {prompts} prompts need candidates"));
             bar.set_length(prompts as u64);
         }
-        GenerateEvent::Progress { decode_tokens_per_sec, tokens, .. } => {
-            bar.set_message(format!("{tokens} tokens · {decode_tokens_per_sec:.1} tok/s"));
+        GenerateEvent::Progress { tokens_per_sec, tokens, .. } => {
+            bar.set_message(format!("{tokens} tokens · {tokens_per_sec:.1} tok/s"));
         }
         GenerateEvent::PromptDone { .. } => bar.inc(1),
         GenerateEvent::PromptFailed { prompt_id, error } => bar.println(format!("prompt {prompt_id}: {error}")),
@@ -214,6 +214,7 @@ pub fn job_from_args(db: &Path, model: PathBuf, args: &GenerateArgs) -> Generate
             below: args.candidates,
             limit: args.limit,
         },
+        batch_rows: args.batch_rows,
     }
 }
 

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::domain::sha256_hex;
-use crate::model::{ChatMessage, FinishReason, GenerateParams, LoadOptions, Model};
-use crate::store::{OpenMode, Store, TargetFilter};
+use crate::model::{
+    Candidate, ChatMessage, FinishReason, GenerateParams, LoadOptions, Model, ModelInfo, Request, RequestEvent,
+};
+use crate::store::{GenerationTarget, OpenMode, Store, TargetFilter};
 
 /// What to generate, and with what.
 #[derive(Debug, Clone)]
@@ -19,6 +21,9 @@ pub struct GenerateJob {
     /// `candidates` is the number each prompt should end up with; `seed` the base seed.
     pub params: GenerateParams,
     pub filter: TargetFilter,
+    /// Candidates decoded together, across prompts (`--batch-rows`); `None`: the model's
+    /// default (`Model::batch_rows`).
+    pub batch_rows: Option<usize>,
 }
 
 /// Progress, in the order it happens.
@@ -26,8 +31,10 @@ pub struct GenerateJob {
 pub enum GenerateEvent {
     /// The model is loaded; `prompts` need candidates.
     Started { model: String, run_quantization: String, prompts: usize },
-    /// Tokens are coming for prompt `index` (0-based).
-    Progress { index: usize, prompt_id: i64, tokens: usize, decode_tokens_per_sec: f64 },
+    /// Tokens are coming for prompt `index` (0-based; several prompts decode at once).
+    /// `tokens` and `tokens_per_sec` count the whole job so far (every prompt's candidates,
+    /// the time since the model was loaded).
+    Progress { index: usize, prompt_id: i64, tokens: usize, tokens_per_sec: f64 },
     /// A prompt is done: how many new candidates were stored and how many were duplicates.
     PromptDone { index: usize, prompt_id: i64, stored: usize, duplicates: usize },
     /// A prompt could not be answered (e.g. longer than the context window).
@@ -115,6 +122,7 @@ impl GenerateJob {
             load: LoadOptions::default(),
             params: GenerateParams { candidates, ..Default::default() },
             filter: TargetFilter { prompt_ids, below: candidates, ..Default::default() },
+            batch_rows: None,
         })
     }
 }
@@ -159,57 +167,88 @@ pub fn run(
     });
     let started = std::time::Instant::now();
     let mut summary = GenerateSummary { prompts: targets.len(), ..Default::default() };
-    for (index, target) in targets.iter().enumerate() {
-        if cancel.load(Ordering::Relaxed) {
-            summary.cancelled = true;
-            break;
-        }
-        let messages: Vec<ChatMessage> =
-            target.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect();
-        let mut params = job.params.clone();
-        params.candidates = job.params.candidates - target.candidates;
-        params.seed = prompt_seed(job.params.seed, &target.uid, target.candidates);
-        let prompt_id = target.prompt_id;
-        let mut on_progress = |p: crate::model::GenerationProgress| {
-            events(GenerateEvent::Progress {
-                index,
-                prompt_id,
-                tokens: p.tokens_generated,
-                decode_tokens_per_sec: p.decode_tokens_per_sec,
-            })
-        };
-        let candidates = match model.generate(&messages, &params, cancel, &mut on_progress) {
-            Ok(c) => c,
-            Err(error) => {
+    let requests: Vec<Request> = targets
+        .iter()
+        .map(|target| {
+            let mut params = job.params.clone();
+            params.candidates = job.params.candidates - target.candidates;
+            params.seed = prompt_seed(job.params.seed, &target.uid, target.candidates);
+            let messages = target.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
+            Request { messages, params }
+        })
+        .collect();
+    let rows = job.batch_rows.unwrap_or_else(|| model.batch_rows()).max(1);
+    let mut tokens = 0usize;
+    // Each prompt's candidates are stored as soon as that prompt is done, whatever still decodes.
+    let mut failure: Option<anyhow::Error> = None;
+    let mut on_event = |index: usize, event: RequestEvent| {
+        let prompt_id = targets[index].prompt_id;
+        match event {
+            RequestEvent::Progress(p) => {
+                tokens += usize::from(p.tokens_generated > 0);
+                let tokens_per_sec = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                events(GenerateEvent::Progress { index, prompt_id, tokens, tokens_per_sec });
+            }
+            RequestEvent::Done(Ok(candidates)) if failure.is_none() => {
+                let params = &requests[index].params;
+                match store_candidates(&store, &targets[index], params, &candidates, model_id, &info, &mut summary) {
+                    Ok((stored, duplicates)) => {
+                        events(GenerateEvent::PromptDone { index, prompt_id, stored, duplicates })
+                    }
+                    Err(e) => {
+                        // The store failed (disk full?): stop decoding, and say so once it has.
+                        failure = Some(e);
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            RequestEvent::Done(Ok(_)) => {}
+            RequestEvent::Done(Err(error)) => {
                 summary.failed += 1;
                 events(GenerateEvent::PromptFailed { prompt_id, error: error.to_string() });
-                continue;
-            }
-        };
-        let (mut stored, mut duplicates) = (0, 0);
-        for candidate in &candidates {
-            summary.tokens += candidate.completion_tokens;
-            if candidate.finish_reason == FinishReason::Cancelled {
-                summary.cancelled = true;
-                continue;
-            }
-            let stored_params = StoredParams::of(&params, candidate.seed, &info.run_quantization);
-            let text = candidate.text.trim();
-            if text.is_empty() {
-                // An answer that is only an end-of-turn token is nothing to judge.
-                summary.empty += 1;
-                continue;
-            }
-            let json = serde_json::to_string(&stored_params)?;
-            match store.add_generated(prompt_id, &target.uid, text, model_id, &json)? {
-                Some(_) => stored += 1,
-                None => duplicates += 1,
             }
         }
-        summary.stored += stored;
-        summary.duplicates += duplicates;
-        events(GenerateEvent::PromptDone { index, prompt_id, stored, duplicates });
+    };
+    model.generate_many(&requests, rows, cancel, &mut on_event)?;
+    if let Some(e) = failure {
+        return Err(e);
     }
+    summary.cancelled |= cancel.load(Ordering::Relaxed);
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Stores one prompt's finished candidates (not the cancelled or empty ones); returns how many
+/// were stored and how many were already there.
+fn store_candidates(
+    store: &Store,
+    target: &GenerationTarget,
+    params: &GenerateParams,
+    candidates: &[Candidate],
+    model_id: i64,
+    info: &ModelInfo,
+    summary: &mut GenerateSummary,
+) -> anyhow::Result<(usize, usize)> {
+    let (mut stored, mut duplicates) = (0, 0);
+    for candidate in candidates {
+        summary.tokens += candidate.completion_tokens;
+        if candidate.finish_reason == FinishReason::Cancelled {
+            summary.cancelled = true;
+            continue;
+        }
+        let text = candidate.text.trim();
+        if text.is_empty() {
+            // An answer that is only an end-of-turn token is nothing to judge.
+            summary.empty += 1;
+            continue;
+        }
+        let json = serde_json::to_string(&StoredParams::of(params, candidate.seed, &info.run_quantization))?;
+        match store.add_generated(target.prompt_id, &target.uid, text, model_id, &json)? {
+            Some(_) => stored += 1,
+            None => duplicates += 1,
+        }
+    }
+    summary.stored += stored;
+    summary.duplicates += duplicates;
+    Ok((stored, duplicates))
 }

@@ -3,11 +3,17 @@
 //! with its own seeded sampler until an end-of-turn/EOS token or the token limit; a candidate
 //! that stops leaves the batch.
 //!
+//! `generate_many` answers several prompts the same way with one batch for all of them
+//! (continuous batching): whenever candidates finish and free rows, the next prompt is
+//! prefilled and its candidates join the batch, so the batch stays full instead of draining to
+//! the one longest answer of each prompt. Each candidate keeps its own cache and position.
+//!
 //! On the CPU with verdict's quantized kernels a step is one forward pass of all live
 //! candidates (`Transformer::forward_last_batch`): every weight matrix is read once for all of
 //! them, and each row's sums run in the same order whatever the batch, so a candidate is
-//! bit-identical to a regeneration from its own seed. Where a product's rounding would depend
-//! on the batch (candle's dense and GPU products), each candidate's step is its own pass.
+//! bit-identical to a regeneration from its own seed, whichever prompts decode beside it.
+//! Where a product's rounding would depend on the batch (candle's dense and GPU products), each
+//! candidate's step is its own pass and one prompt is answered at a time.
 
 use super::error::{ModelError, Result};
 use super::llama::{KvCache, Seq};
@@ -82,8 +88,33 @@ pub struct GenerationProgress {
     pub decode_tokens_per_sec: f64,
 }
 
+/// One prompt to answer in `Model::generate_many`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub messages: Vec<ChatMessage>,
+    pub params: GenerateParams,
+}
+
+/// What `Model::generate_many` reports about one request (with its index).
+#[derive(Debug)]
+pub enum RequestEvent {
+    /// After the prefill and after every token the request's candidates generate.
+    Progress(GenerationProgress),
+    /// The request is finished: its candidates in candidate order (those cut short by the
+    /// cancel flag marked `Cancelled`), or why it could not be answered.
+    Done(Result<Vec<Candidate>>),
+}
+
+/// Rows decoded together by default where a batch is exact (verdict's CPU kernels): enough for
+/// two prompts of four candidates. Measured on a 2-core Zen 1 (docs/performance.md): more rows
+/// read each weight for more of them, and the gain flattens past this while every row keeps
+/// its own cache.
+pub const DEFAULT_BATCH_ROWS: usize = 8;
+
 /// One candidate while it decodes.
 struct Decoding {
+    /// Which request (its index in `generate_many`'s list) and which of its candidates.
+    request: usize,
     index: usize,
     seed: u64,
     sampler: Sampler,
@@ -138,53 +169,90 @@ impl Model {
         on_progress: &mut dyn FnMut(GenerationProgress),
     ) -> Result<Vec<Candidate>> {
         params.validate()?;
-        let prompt_text = self.render_chat(messages, true)?;
-        let prompt = self.encode(&prompt_text)?;
-        if prompt.is_empty() {
-            return Err(ModelError::InvalidParams("the prompt renders to no tokens".into()));
+        let request = [Request { messages: messages.to_vec(), params: params.clone() }];
+        let mut result = None;
+        // One request starts even when `cancel` is already raised: its candidates then come
+        // back `Cancelled` after the prefill, as they always have.
+        self.run_requests(&request, params.candidates, true, cancel, &mut |_, event| match event {
+            RequestEvent::Progress(p) => on_progress(p),
+            RequestEvent::Done(r) => result = Some(r),
+        })?;
+        result.expect("a single request is always started")
+    }
+
+    /// How many rows `generate_many` decodes together by default on this model: several
+    /// prompts' candidates where the batch is exact, otherwise one prompt at a time.
+    pub fn batch_rows(&self) -> usize {
+        match self.net.batch_is_exact() {
+            true => DEFAULT_BATCH_ROWS,
+            false => 1,
         }
-        self.check_fits(prompt.len(), params.max_new_tokens)?;
+    }
+
+    /// Answers every request, decoding the candidates of several at once: up to `max_rows`
+    /// rows (a request with more candidates than that runs alone). Reports each request by its
+    /// index as it progresses and when it is done, in the order they finish; a request that
+    /// cannot be answered (too long for the context, invalid parameters) is `Done` with its
+    /// error and the others go on. When `cancel` is raised, the candidates decoding end as
+    /// `Cancelled` (their requests are reported `Done`) and the requests not yet started are
+    /// not started, nor reported. An error of the engine itself ends the whole call.
+    pub fn generate_many(
+        &mut self,
+        requests: &[Request],
+        max_rows: usize,
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(usize, RequestEvent),
+    ) -> Result<()> {
+        self.run_requests(requests, max_rows, false, cancel, on_event)
+    }
+
+    fn run_requests(
+        &mut self,
+        requests: &[Request],
+        max_rows: usize,
+        start_first_even_if_cancelled: bool,
+        cancel: &AtomicBool,
+        on_event: &mut dyn FnMut(usize, RequestEvent),
+    ) -> Result<()> {
         let context = self.info.context_length;
         let stop = self.info.special_tokens.stop_ids.clone();
-
-        let t0 = Instant::now();
-        let mut prefill_cache = self.net.new_cache_for(prompt.len() + params.max_new_tokens);
-        let prefill_logits: Vec<f32> = self.net.forward_last(&prompt, &mut prefill_cache)?.to_vec1()?;
-        let prefill_tps = prompt.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-
-        let mut progress = GenerationProgress {
-            candidate: 0,
-            candidates: params.candidates,
-            prompt_tokens: prompt.len(),
-            candidate_tokens: 0,
-            tokens_generated: 0,
-            prefill_tokens_per_sec: prefill_tps,
-            decode_tokens_per_sec: 0.0,
-        };
-        on_progress(progress.clone());
-        let decode_start = Instant::now();
-        let mut live: Vec<Decoding> = (0..params.candidates)
-            .map(|index| {
-                let seed = candidate_seed(params.seed, index);
-                Decoding {
-                    index,
-                    seed,
-                    sampler: Sampler::new(params.sampling(), seed),
-                    cache: prefill_cache.clone(),
-                    logits: prefill_logits.clone(),
-                    history: prompt.clone(),
-                    generated: Vec::new(),
-                }
-            })
-            .collect();
-        drop(prefill_cache);
         let batched = self.net.batch_is_exact();
-        let mut finished: Vec<(Decoding, FinishReason)> = Vec::with_capacity(params.candidates);
-        while !live.is_empty() {
+        let mut started: Vec<Option<Started>> = (0..requests.len()).map(|_| None).collect();
+        let mut live: Vec<Decoding> = Vec::new();
+        let mut next = 0;
+        loop {
+            // Admit the next prompts while their candidates fit beside the live ones.
+            while next < requests.len() {
+                let may_start = !cancel.load(Ordering::Relaxed) || (start_first_even_if_cancelled && next == 0);
+                let fits = live.is_empty() || live.len() + requests[next].params.candidates <= max_rows;
+                if !may_start || !fits {
+                    break;
+                }
+                let r = next;
+                next += 1;
+                match self.start_request(r, &requests[r]) {
+                    Ok((state, decodings)) => {
+                        on_event(r, RequestEvent::Progress(state.progress.clone()));
+                        live.extend(decodings);
+                        started[r] = Some(state);
+                    }
+                    Err(e @ ModelError::Candle(_)) => return Err(e),
+                    Err(e) => on_event(r, RequestEvent::Done(Err(e))),
+                }
+            }
+            if live.is_empty() {
+                if next >= requests.len() || cancel.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                continue;
+            }
             // Each live candidate samples its next token; those that end leave the batch.
+            let cancelled = cancel.load(Ordering::Relaxed);
             let mut still = Vec::with_capacity(live.len());
             for mut d in live {
-                let finish = if cancel.load(Ordering::Relaxed) {
+                let state = started[d.request].as_mut().expect("a live candidate's request has started");
+                let params = &requests[d.request].params;
+                let finish = if cancelled {
                     Some(FinishReason::Cancelled)
                 } else {
                     let token = d.sampler.sample(&mut d.logits, &d.history);
@@ -193,24 +261,32 @@ impl Model {
                     } else {
                         d.generated.push(token);
                         d.history.push(token);
-                        progress.candidate = d.index;
-                        progress.candidate_tokens = d.generated.len();
-                        progress.tokens_generated += 1;
-                        progress.decode_tokens_per_sec =
-                            progress.tokens_generated as f64 / decode_start.elapsed().as_secs_f64().max(1e-9);
-                        on_progress(progress.clone());
+                        let p = &mut state.progress;
+                        p.candidate = d.index;
+                        p.candidate_tokens = d.generated.len();
+                        p.tokens_generated += 1;
+                        p.decode_tokens_per_sec =
+                            p.tokens_generated as f64 / state.decode_start.elapsed().as_secs_f64().max(1e-9);
+                        on_event(d.request, RequestEvent::Progress(p.clone()));
                         let full = d.generated.len() >= params.max_new_tokens || d.history.len() >= context;
                         full.then_some(FinishReason::Length)
                     }
                 };
                 match finish {
-                    Some(reason) => finished.push((d, reason)),
+                    Some(reason) => {
+                        let request = d.request;
+                        state.finished.push((d, reason));
+                        if state.finished.len() == params.candidates {
+                            let done = started[request].take().expect("started");
+                            on_event(request, RequestEvent::Done(self.candidates_of(done)));
+                        }
+                    }
                     None => still.push(d),
                 }
             }
             live = still;
             if live.is_empty() {
-                break;
+                continue;
             }
             let last: Vec<u32> = live.iter().map(|d| *d.generated.last().expect("a token was just sampled")).collect();
             let mut seqs: Vec<Seq> = live
@@ -233,17 +309,76 @@ impl Model {
                 d.logits = l;
             }
         }
-        finished.sort_by_key(|(d, _)| d.index);
-        let mut out = Vec::with_capacity(finished.len());
-        for (d, finish_reason) in finished {
+    }
+
+    /// Prefills request `r`'s prompt once and gives each of its candidates a copy of the cache.
+    fn start_request(&mut self, r: usize, request: &Request) -> Result<(Started, Vec<Decoding>)> {
+        let params = &request.params;
+        params.validate()?;
+        let prompt_text = self.render_chat(&request.messages, true)?;
+        let prompt = self.encode(&prompt_text)?;
+        if prompt.is_empty() {
+            return Err(ModelError::InvalidParams("the prompt renders to no tokens".into()));
+        }
+        self.check_fits(prompt.len(), params.max_new_tokens)?;
+        let t0 = Instant::now();
+        let mut prefill_cache = self.net.new_cache_for(prompt.len() + params.max_new_tokens);
+        let prefill_logits: Vec<f32> = self.net.forward_last(&prompt, &mut prefill_cache)?.to_vec1()?;
+        let prefill_tps = prompt.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        let progress = GenerationProgress {
+            candidate: 0,
+            candidates: params.candidates,
+            prompt_tokens: prompt.len(),
+            candidate_tokens: 0,
+            tokens_generated: 0,
+            prefill_tokens_per_sec: prefill_tps,
+            decode_tokens_per_sec: 0.0,
+        };
+        let decodings = (0..params.candidates)
+            .map(|index| {
+                let seed = candidate_seed(params.seed, index);
+                Decoding {
+                    request: r,
+                    index,
+                    seed,
+                    sampler: Sampler::new(params.sampling(), seed),
+                    cache: prefill_cache.clone(),
+                    logits: prefill_logits.clone(),
+                    history: prompt.clone(),
+                    generated: Vec::new(),
+                }
+            })
+            .collect();
+        let state = Started {
+            prompt_tokens: prompt.len(),
+            progress,
+            decode_start: Instant::now(),
+            finished: Vec::with_capacity(params.candidates),
+        };
+        Ok((state, decodings))
+    }
+
+    /// A finished request's candidates, in candidate order, with their text.
+    fn candidates_of(&self, mut done: Started) -> Result<Vec<Candidate>> {
+        done.finished.sort_by_key(|(d, _)| d.index);
+        let mut out = Vec::with_capacity(done.finished.len());
+        for (d, finish_reason) in done.finished {
             out.push(Candidate {
                 text: self.decode(&d.generated)?,
                 seed: d.seed,
-                prompt_tokens: prompt.len(),
+                prompt_tokens: done.prompt_tokens,
                 completion_tokens: d.generated.len(),
                 finish_reason,
             });
         }
         Ok(out)
     }
+}
+
+/// A request whose prompt is prefilled and whose candidates are decoding.
+struct Started {
+    prompt_tokens: usize,
+    progress: GenerationProgress,
+    decode_start: Instant,
+    finished: Vec<(Decoding, FinishReason)>,
 }

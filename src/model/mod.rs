@@ -46,6 +46,8 @@ mod tests_families_gguf;
 #[cfg(test)]
 mod tests_families_logps;
 #[cfg(test)]
+mod tests_generate_many;
+#[cfg(test)]
 mod tests_reference;
 #[cfg(test)]
 mod tests_tiny;
@@ -54,7 +56,9 @@ mod tests_tokenizers;
 
 pub use chat_template::{ChatMessage, ChatTemplate, json_value};
 pub use error::{ModelError, Result};
-pub use generate::{Candidate, FinishReason, GenerateParams, GenerationProgress};
+pub use generate::{
+    Candidate, DEFAULT_BATCH_ROWS, FinishReason, GenerateParams, GenerationProgress, Request, RequestEvent,
+};
 pub use info::{ModelFormat, ModelInfo, SpecialTokens};
 pub use options::{DeviceChoice, LoadOptions, configure_threads, default_threads, device_label};
 

@@ -27,8 +27,10 @@ const BLOCK: usize = 32;
 /// which stay in L2 while every activation row of a prefill passes over them.
 const ROWS_PER_TASK: usize = 64;
 /// Activation rows up to which a product runs on the decode team (`team.rs`) rather than
-/// rayon: a decoding step's, one stream or a prompt's candidates together.
-const DECODE_ROWS: usize = 4;
+/// rayon: a decoding step's, one stream or the candidates of a few prompts together
+/// (`model::DEFAULT_BATCH_ROWS` and more). Rayon's workers sleep between products and each
+/// wake-up costs more than a decode step's product takes.
+pub(crate) const DECODE_ROWS: usize = 16;
 
 /// A quantized weight matrix `[rows, cols]` laid out for `matmul`.
 #[derive(Debug)]
@@ -155,7 +157,7 @@ impl Q8Matrix {
         let parallel = candle_core::utils::get_num_threads() > 1 && self.rows > ROWS_PER_TASK && m * self.rows >= 1024;
         let mut y = vec![0f32; m * self.rows];
         if m <= DECODE_ROWS {
-            // Decoding (one stream, or a prompt's candidates as one batch): one stretch of the
+            // Decoding (one stream, or candidates as one batch): one stretch of the
             // weight rows per thread of the decode team, which stays awake between the
             // products of a token (`team.rs`). Stretches are whole groups of four rows, so
             // every output is the same sum however the rows are split.

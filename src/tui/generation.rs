@@ -44,9 +44,7 @@ impl GenerationJob {
             progress.any = true;
             match update {
                 Update::Event(GenerateEvent::Started { prompts, .. }) => self.prompts = prompts,
-                Update::Event(GenerateEvent::Progress { decode_tokens_per_sec, .. }) => {
-                    self.tokens_per_sec = decode_tokens_per_sec
-                }
+                Update::Event(GenerateEvent::Progress { tokens_per_sec, .. }) => self.tokens_per_sec = tokens_per_sec,
                 Update::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
                     self.done += 1;
                     self.stored += stored;

@@ -103,11 +103,28 @@ impl Sampler {
         };
         let stored = serde_json::to_string(&crate::jobs::generate::StoredParams::of(&params, self.seed, run_as))?;
         let never = AtomicBool::new(false);
-        for (prompt_id, messages) in &self.prompts {
-            let answers = current.generate(messages, &params, &never, &mut |_| {})?;
-            let text = answers.first().map(|c| c.text.as_str()).unwrap_or("");
-            store.add_run_sample(self.run_id, step as i64, *prompt_id, text, &stored)?;
-        }
+        // All prompts decode as one batch (on the CPU each answer is the same as alone); each
+        // is stored as it finishes.
+        let requests: Vec<model::Request> = self
+            .prompts
+            .iter()
+            .map(|(_, messages)| model::Request { messages: messages.clone(), params: params.clone() })
+            .collect();
+        let mut outcome: anyhow::Result<()> = Ok(());
+        let rows = current.batch_rows();
+        current.generate_many(&requests, rows, &never, &mut |index, event| {
+            let model::RequestEvent::Done(answers) = event else { return };
+            if outcome.is_err() {
+                return;
+            }
+            let prompt_id = self.prompts[index].0;
+            outcome = answers.map_err(anyhow::Error::from).and_then(|answers| {
+                let text = answers.first().map(|c| c.text.as_str()).unwrap_or("");
+                store.add_run_sample(self.run_id, step as i64, prompt_id, text, &stored)?;
+                Ok(())
+            });
+        })?;
+        outcome?;
         Ok(self.prompts.len())
     }
 }

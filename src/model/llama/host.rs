@@ -199,7 +199,7 @@ impl Layer {
         };
         let work: usize = rows.iter().map(|r| r.1 + 1).sum::<usize>() * c.n_heads * hd;
         let team = super::super::team::width();
-        if m <= 4 && team > 1 && work >= 1 << 14 {
+        if m <= super::super::q8_cpu::DECODE_ROWS && team > 1 && work >= 1 << 14 {
             // Decoding: the heads split over the decode team, awake between the token's products.
             let heads = m * c.n_heads;
             let per = heads.div_ceil(team);
