@@ -105,10 +105,9 @@ pub enum RequestEvent {
     Done(Result<Vec<Candidate>>),
 }
 
-/// Rows decoded together by default where a batch is exact (verdict's CPU kernels): enough for
-/// two prompts of four candidates. Measured on a 2-core Zen 1 (docs/performance.md): more rows
-/// read each weight for more of them, and the gain flattens past this while every row keeps
-/// its own cache.
+/// Rows decoded together by default where a batch is exact (verdict's CPU kernels): two prompts
+/// of four candidates. More rows read each weight for more of them, while every row keeps its
+/// own cache; the best count per CPU is not measured yet (docs/performance.md, Zen 1 2026-12-05).
 pub const DEFAULT_BATCH_ROWS: usize = 8;
 
 /// One candidate while it decodes.
