@@ -245,13 +245,13 @@ impl Model {
                 }
                 continue;
             }
-            // Each live candidate samples its next token; those that end leave the batch.
-            let cancelled = cancel.load(Ordering::Relaxed);
+            // Each live candidate samples its next token; those that end leave the batch. The
+            // flag is read before each candidate's token, so a stop takes effect at once.
             let mut still = Vec::with_capacity(live.len());
             for mut d in live {
                 let state = started[d.request].as_mut().expect("a live candidate's request has started");
                 let params = &requests[d.request].params;
-                let finish = if cancelled {
+                let finish = if cancel.load(Ordering::Relaxed) {
                     Some(FinishReason::Cancelled)
                 } else {
                     let token = d.sampler.sample(&mut d.logits, &d.history);
