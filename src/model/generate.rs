@@ -167,7 +167,6 @@ impl Model {
         cancel: &AtomicBool,
         on_progress: &mut dyn FnMut(GenerationProgress),
     ) -> Result<Vec<Candidate>> {
-        params.validate()?;
         let request = [Request { messages: messages.to_vec(), params: params.clone() }];
         let mut result = None;
         // One request starts even when `cancel` is already raised: its candidates then come
@@ -273,8 +272,10 @@ impl Model {
                 };
                 match finish {
                     Some(reason) => {
+                        // Only what the answer needs is kept: the cache is freed now, not
+                        // when the request's last candidate ends.
                         let request = d.request;
-                        state.finished.push((d, reason));
+                        state.finished.push(Finished { index: d.index, seed: d.seed, generated: d.generated, reason });
                         if state.finished.len() == params.candidates {
                             let done = started[request].take().expect("started");
                             on_event(request, RequestEvent::Done(self.candidates_of(done)));
@@ -348,26 +349,21 @@ impl Model {
                 }
             })
             .collect();
-        let state = Started {
-            prompt_tokens: prompt.len(),
-            progress,
-            decode_start: Instant::now(),
-            finished: Vec::with_capacity(params.candidates),
-        };
+        let state = Started { progress, decode_start: Instant::now(), finished: Vec::with_capacity(params.candidates) };
         Ok((state, decodings))
     }
 
     /// A finished request's candidates, in candidate order, with their text.
     fn candidates_of(&self, mut done: Started) -> Result<Vec<Candidate>> {
-        done.finished.sort_by_key(|(d, _)| d.index);
+        done.finished.sort_by_key(|f| f.index);
         let mut out = Vec::with_capacity(done.finished.len());
-        for (d, finish_reason) in done.finished {
+        for f in done.finished {
             out.push(Candidate {
-                text: self.decode(&d.generated)?,
-                seed: d.seed,
-                prompt_tokens: done.prompt_tokens,
-                completion_tokens: d.generated.len(),
-                finish_reason,
+                text: self.decode(&f.generated)?,
+                seed: f.seed,
+                prompt_tokens: done.progress.prompt_tokens,
+                completion_tokens: f.generated.len(),
+                finish_reason: f.reason,
             });
         }
         Ok(out)
@@ -376,8 +372,15 @@ impl Model {
 
 /// A request whose prompt is prefilled and whose candidates are decoding.
 struct Started {
-    prompt_tokens: usize,
     progress: GenerationProgress,
     decode_start: Instant,
-    finished: Vec<(Decoding, FinishReason)>,
+    finished: Vec<Finished>,
+}
+
+/// A candidate that has ended, without its cache.
+struct Finished {
+    index: usize,
+    seed: u64,
+    generated: Vec<u32>,
+    reason: FinishReason,
 }
