@@ -19,6 +19,8 @@
 //! Environment: `VERDICT_BENCH_THREADS` (default 1), `VERDICT_BENCH_RUNS` (default 3),
 //! `VERDICT_BENCH_REQUANTIZE` (default 1, verdict's default: Q5_0/Q5_1 run as Q8_0, and Q4_1 too on a CPU
 //! without AVX2; Q4_1 runs as stored where `model::q8_cpu` has a kernel for it; 0 keeps every type as stored),
+//! `VERDICT_BENCH_DEQUANTIZE` (1: every matrix dequantized to f32, as `verdict eval answers` runs a GGUF base;
+//! dense f32 decode steps run on `model::dense_cpu`),
 //! `VERDICT_MODEL` (another model), `VERDICT_BENCH_ROWS` (rows of the batched job), `VERDICT_BENCH_EXPORT` (a path: writes the rendered prompts
 //! and their token ids as JSON, for `benches/peers/llamacpp_generate.py --check`).
 //! The last line of output is one JSON object, `{"engine":"verdict",...}`.
@@ -200,11 +202,12 @@ fn main() {
     let threads = env_usize("VERDICT_BENCH_THREADS", 1).max(1);
     let runs = env_usize("VERDICT_BENCH_RUNS", 3).max(1);
     let requantize = env_usize("VERDICT_BENCH_REQUANTIZE", 1) != 0;
+    let dequantize = env_usize("VERDICT_BENCH_DEQUANTIZE", 0) != 0;
 
     let path = model::resolve_model_path(None, &|m| eprintln!("{m}"))
         .expect("model (run `verdict model fetch` or set VERDICT_MODEL)");
     let t = Instant::now();
-    let opts = LoadOptions { device: DeviceChoice::Cpu, threads: Some(threads), requantize, dequantize: false };
+    let opts = LoadOptions { device: DeviceChoice::Cpu, threads: Some(threads), requantize, dequantize };
     let mut model = Model::load(&path, &opts).expect("load model");
     let load_s = t.elapsed().as_secs_f64();
     let info = model.info().clone();

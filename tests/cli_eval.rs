@@ -88,9 +88,28 @@ fn logp_by_inference(model: &Model, messages: &[ChatMessage], answer: &str) -> f
 
 #[test]
 fn answers_for_a_run_are_stored_once_per_model_and_prompt_and_their_rewards_are_real() {
-    let (_dir, db) = trained();
+    let (dir, db) = trained();
+    let one_at_a_time = dir.path().join("one-at-a-time.db");
+    std::fs::copy(&db, &one_at_a_time).unwrap();
     let out = ok(&db, &["eval", "answers", "--run", "1", "--limit", "3", "--max-new-tokens", "8", "--device", "cpu"]);
     assert!(out.contains("6 answers generated"), "{out}");
+    // The three prompts decoded together (the default on the CPU) give each the answer it gets
+    // alone.
+    let args = ["eval", "answers", "--run", "1", "--limit", "3", "--max-new-tokens", "8", "--device", "cpu"];
+    ok(&one_at_a_time, &[&args[..], &["--batch-rows", "1"]].concat());
+    let answers = |db: &std::path::Path| -> Vec<(i64, i64, String)> {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let mut q = conn
+            .prepare(
+                "SELECT a.model_id, a.prompt_id, r.content FROM model_answers a \
+                 JOIN responses r ON r.id = a.response_id ORDER BY a.model_id, a.prompt_id",
+            )
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let together = answers(&db);
+    assert_eq!(together.len(), 6);
+    assert_eq!(together, answers(&one_at_a_time));
     assert_eq!(count(&db, "SELECT count(*) FROM model_answers WHERE seed = 42"), 6);
     assert_eq!(count(&db, "SELECT count(DISTINCT model_id) FROM model_answers"), 2);
     assert_eq!(count(&db, "SELECT count(DISTINCT prompt_id) FROM model_answers"), 3);

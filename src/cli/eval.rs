@@ -44,6 +44,7 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
         prompts,
         params: answers::answer_params(args.seed, args.max_new_tokens),
         load: answers::answer_load_options(args.device, args.threads),
+        batch_rows: args.batch_rows,
     };
     let job = crate::jobs::spawn("eval-answers", move |cancel, events| answers::run(&job, cancel, events));
     {
@@ -66,8 +67,8 @@ fn answers_command(cli: &Cli, args: &EvalAnswersArgs) -> anyhow::Result<ExitCode
         AnswersEvent::ModelStarted { model_id, name, missing } => {
             bar.println(format!("model {model_id} ({name}): {missing} answers to generate"))
         }
-        AnswersEvent::Progress { tokens, decode_tokens_per_sec, .. } => {
-            bar.set_message(format!("{tokens} tokens · {decode_tokens_per_sec:.1} tok/s"))
+        AnswersEvent::Progress { tokens, tokens_per_sec, .. } => {
+            bar.set_message(format!("{tokens} tokens · {tokens_per_sec:.1} tok/s"))
         }
         AnswersEvent::Answered { .. } => bar.inc(1),
         AnswersEvent::Failed { model_id, prompt_id, error } => {

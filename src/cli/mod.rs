@@ -367,6 +367,10 @@ pub struct EvalAnswersArgs {
     /// auto, cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "auto", value_parser = model::parse_device)]
     pub device: crate::model::DeviceChoice,
+    /// Answers decoded together, across prompts (default: 8 on the CPU, where each answer is
+    /// the same whatever decodes beside it; one prompt at a time elsewhere).
+    #[arg(long, value_parser = parse_rows)]
+    pub batch_rows: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::jobs::generate::StoredParams;
-use crate::model::{ChatMessage, FinishReason, GenerateParams, LoadOptions, Model};
+use crate::model::{ChatMessage, FinishReason, GenerateParams, LoadOptions, Model, Request, RequestEvent};
 use crate::store::{OpenMode, Store};
 
 /// The seed the CLI and the TUI use unless told otherwise.
@@ -45,6 +45,8 @@ pub struct AnswersJob {
     /// `candidates` must be 1; `seed` is both the sampling seed and the key answers are stored under.
     pub params: GenerateParams,
     pub load: LoadOptions,
+    /// Most answers decoded together (`None`: the model's default, `Model::batch_rows`).
+    pub batch_rows: Option<usize>,
 }
 
 /// Progress, in the order it happens.
@@ -54,8 +56,9 @@ pub enum AnswersEvent {
     Planned { missing: usize, already: usize },
     /// A model is loaded and starts on its `missing` answers.
     ModelStarted { model_id: i64, name: String, missing: usize },
-    /// Tokens are coming for one answer.
-    Progress { model_id: i64, prompt_id: i64, tokens: usize, decode_tokens_per_sec: f64 },
+    /// A token of `prompt_id`'s answer; `tokens` and `tokens_per_sec` count this model's
+    /// answers so far (several prompts decode together).
+    Progress { model_id: i64, prompt_id: i64, tokens: usize, tokens_per_sec: f64 },
     /// An answer is stored.
     Answered { model_id: i64, prompt_id: i64, response_id: i64 },
     /// A prompt could not be answered by this model (e.g. longer than its context window).
@@ -113,7 +116,7 @@ pub fn run(
     }
     events(AnswersEvent::Planned { missing: plan.iter().map(|p| p.2.len()).sum(), already: summary.already });
     let started = std::time::Instant::now();
-    'models: for (model_id, path, missing) in plan {
+    for (model_id, path, missing) in plan {
         if missing.is_empty() {
             continue;
         }
@@ -128,45 +131,67 @@ pub fn run(
             name: store.model_name_or(model_id, &path.display().to_string())?,
             missing: missing.len(),
         });
-        for prompt in missing {
-            if cancel.load(Ordering::Relaxed) {
-                summary.cancelled = true;
-                break 'models;
-            }
-            let messages: Vec<ChatMessage> =
-                prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect();
-            let prompt_id = prompt.id;
-            let mut on_progress = |p: crate::model::GenerationProgress| {
-                events(AnswersEvent::Progress {
-                    model_id,
-                    prompt_id,
-                    tokens: p.tokens_generated,
-                    decode_tokens_per_sec: p.decode_tokens_per_sec,
-                })
-            };
-            let answer = match model.generate(&messages, &job.params, cancel, &mut on_progress) {
-                Ok(mut candidates) if !candidates.is_empty() => candidates.remove(0),
-                Ok(_) => {
-                    summary.cancelled = true;
-                    break 'models;
+        // Several prompts decode as one batch where the model's kernels make that exact (each
+        // answer is what it would be alone, so a resumed job gives the answers a whole one
+        // would); each answer is stored the moment its prompt is done.
+        let requests: Vec<Request> = missing
+            .iter()
+            .map(|prompt| Request {
+                messages: prompt.messages.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect(),
+                params: job.params.clone(),
+            })
+            .collect();
+        let rows = job.batch_rows.unwrap_or_else(|| model.batch_rows()).max(1);
+        let model_started = std::time::Instant::now();
+        let mut tokens = 0usize;
+        let mut failure: Option<anyhow::Error> = None;
+        let mut on_event = |index: usize, event: RequestEvent| {
+            let prompt_id = missing[index].id;
+            match event {
+                RequestEvent::Progress(p) => {
+                    tokens += usize::from(p.tokens_generated > 0);
+                    let tokens_per_sec = tokens as f64 / model_started.elapsed().as_secs_f64().max(1e-9);
+                    events(AnswersEvent::Progress { model_id, prompt_id, tokens, tokens_per_sec });
                 }
-                Err(error) => {
+                RequestEvent::Done(Ok(mut candidates)) if failure.is_none() && !candidates.is_empty() => {
+                    let answer = candidates.remove(0);
+                    summary.tokens += answer.completion_tokens;
+                    if answer.finish_reason == FinishReason::Cancelled {
+                        summary.cancelled = true;
+                        return;
+                    }
+                    // Stored as generated, even when empty or only whitespace: that is this
+                    // model's answer, and a judge should see it lose.
+                    let stored = serde_json::to_string(&StoredParams::of(&job.params, answer.seed, &run_quantization))
+                        .map_err(anyhow::Error::from)
+                        .and_then(|json| Ok(store.add_model_answer(model_id, prompt_id, seed, &answer.text, &json)?));
+                    match stored {
+                        Ok(response_id) => {
+                            summary.generated += 1;
+                            events(AnswersEvent::Answered { model_id, prompt_id, response_id });
+                        }
+                        Err(e) => {
+                            // The store failed (disk full?): stop decoding, and say so once it has.
+                            failure = Some(e);
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+                // Cancelled before it started, or after a store failure.
+                RequestEvent::Done(Ok(_)) => summary.cancelled |= failure.is_none(),
+                RequestEvent::Done(Err(error)) => {
                     summary.failed += 1;
                     events(AnswersEvent::Failed { model_id, prompt_id, error: error.to_string() });
-                    continue;
                 }
-            };
-            summary.tokens += answer.completion_tokens;
-            if answer.finish_reason == FinishReason::Cancelled {
-                summary.cancelled = true;
-                break 'models;
             }
-            // Stored as generated, even when empty or only whitespace: that is this model's
-            // answer, and a judge should see it lose.
-            let stored = serde_json::to_string(&StoredParams::of(&job.params, answer.seed, &run_quantization))?;
-            let response_id = store.add_model_answer(model_id, prompt_id, seed, &answer.text, &stored)?;
-            summary.generated += 1;
-            events(AnswersEvent::Answered { model_id, prompt_id, response_id });
+        };
+        model.generate_many(&requests, rows, cancel, &mut on_event)?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            summary.cancelled = true;
+            break;
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();

@@ -9,7 +9,8 @@
 //! and safetensors weights, so the two formats of a model give the same logits.
 //!
 //! Two executions of the same layers: on the CPU, `forward_host` runs plain f32 rows through
-//! verdict's quantized kernels (`q8_cpu`) and fused loops (`cpu_ops`), with the KV cache in
+//! verdict's kernels (`q8_cpu` for quantized weights, `dense_cpu` for f32 ones in decode steps)
+//! and fused loops (`cpu_ops`), with the KV cache in
 //! buffers reserved up front and any number of sequences at once (the candidates of a prompt
 //! decode as one batch, so every weight is read once per step for all of them); on GPUs,
 //! `forward_tensors` runs candle's ops. A family feature goes into both (`Layer::forward_host`
@@ -372,9 +373,14 @@ impl Transformer {
 
     /// Whether `forward_last_batch` gives each sequence exactly the logits it gets alone: on
     /// the CPU path with every matrix on verdict's kernels (each row's sums in the same order
-    /// whatever the rows beside it), not with candle's products (blocked by row count).
+    /// whatever the rows beside it: `q8_cpu` for Q8_0 and Q4_1, `dense_cpu` for f32 in decode
+    /// steps), not with candle's quantized products (blocked by row count).
     pub fn batch_is_exact(&self) -> bool {
-        let cpu = |l: &Linear| matches!(l.weight, Weight::Cpu(_));
+        let cpu = |l: &Linear| match &l.weight {
+            Weight::Cpu(_) => true,
+            Weight::Candle(QMatMul::Tensor(w)) => super::dense_cpu::applies(w),
+            Weight::Candle(_) => false,
+        };
         self.host.is_some()
             && cpu(&self.lm_head)
             && self.layers.iter().all(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down].into_iter().all(cpu))

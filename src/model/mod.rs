@@ -6,6 +6,7 @@ pub mod arch;
 mod chat_template;
 mod cpu_ops;
 pub mod denormals;
+mod dense_cpu;
 pub mod discover;
 mod error;
 pub mod fetch;

@@ -20,7 +20,6 @@
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
-use std::sync::Mutex;
 
 const BLOCK: usize = 32;
 /// Weight rows one task takes: 64 rows of the widest SmolLM2 matrix (1,536 columns) are 96 kB,
@@ -155,39 +154,16 @@ impl Q8Matrix {
     fn products(&self, xq: &[i8], xd: &[f32], xsum: &[f32], m: usize) -> Vec<f32> {
         use rayon::prelude::*;
         let parallel = candle_core::utils::get_num_threads() > 1 && self.rows > ROWS_PER_TASK && m * self.rows >= 1024;
-        let mut y = vec![0f32; m * self.rows];
         if m <= DECODE_ROWS {
-            // Decoding (one stream, or candidates as one batch): one stretch of the
-            // weight rows per thread of the decode team, which stays awake between the
-            // products of a token (`team.rs`). Stretches are whole groups of four rows, so
-            // every output is the same sum however the rows are split.
-            let parts = super::team::width().min(self.rows / (4 * 16)).max(1);
-            let stretch = self.rows.div_ceil(parts).next_multiple_of(4);
-            if m == 1 {
-                let outs: Vec<Mutex<&mut [f32]>> = y.chunks_mut(stretch).map(Mutex::new).collect();
-                super::team::run(outs.len(), &|t| {
-                    let mut out = outs[t].lock().expect("an output stretch");
-                    self.rows_times_x(t * stretch, out.len(), xq, xd, xsum, 1, &mut out);
-                });
-                return y;
-            }
-            let parts = self.rows.div_ceil(stretch);
-            let outs: Vec<Mutex<Vec<f32>>> = (0..parts).map(|_| Mutex::new(Vec::new())).collect();
-            super::team::run(parts, &|t| {
-                let n = stretch.min(self.rows - t * stretch);
-                let mut out = vec![0f32; m * n];
-                self.rows_times_x(t * stretch, n, xq, xd, xsum, m, &mut out);
-                *outs[t].lock().expect("an output stretch") = out;
+            // Decoding (one stream, or candidates as one batch): one stretch of the weight rows
+            // per thread of the decode team, which stays awake between the products of a token
+            // (`team.rs`). Stretches are whole groups of four rows, so every output is the same
+            // sum however the rows are split.
+            return super::team::split_rows(self.rows, m, &|first, n, out| {
+                self.rows_times_x(first, n, xq, xd, xsum, m, out)
             });
-            for (t, part) in outs.into_iter().enumerate() {
-                let part = part.into_inner().expect("an output stretch");
-                let (first, n) = (t * stretch, part.len() / m);
-                for i in 0..m {
-                    y[i * self.rows + first..i * self.rows + first + n].copy_from_slice(&part[i * n..(i + 1) * n]);
-                }
-            }
-            return y;
         }
+        let mut y = vec![0f32; m * self.rows];
         let task = |t: usize| -> Vec<f32> {
             let first = t * ROWS_PER_TASK;
             let n = ROWS_PER_TASK.min(self.rows - first);

@@ -178,6 +178,41 @@ pub fn run(parts: usize, f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// A product `[m, rows]` (activation rows `m`, weight rows `rows`) split over the team by weight
+/// rows: each part takes a stretch of whole groups of four rows, and `stretch(first, n, out)`
+/// fills `out[i * n + r]` with output `(i, first + r)` for `r < n`, `i < m`. The stretch a row
+/// lands in does not change its sum, so the split is free to follow the team's width.
+pub fn split_rows(rows: usize, m: usize, stretch: &(dyn Fn(usize, usize, &mut [f32]) + Sync)) -> Vec<f32> {
+    let mut y = vec![0f32; m * rows];
+    let parts = width().min(rows / (4 * 16)).max(1);
+    let size = rows.div_ceil(parts).next_multiple_of(4);
+    if m == 1 {
+        // One row: each part writes its stretch of `y` in place.
+        let outs: Vec<Mutex<&mut [f32]>> = y.chunks_mut(size).map(Mutex::new).collect();
+        run(outs.len(), &|t| {
+            let mut out = outs[t].lock().expect("an output stretch");
+            stretch(t * size, out.len(), &mut out);
+        });
+        return y;
+    }
+    let parts = rows.div_ceil(size);
+    let outs: Vec<Mutex<Vec<f32>>> = (0..parts).map(|_| Mutex::new(Vec::new())).collect();
+    run(parts, &|t| {
+        let n = size.min(rows - t * size);
+        let mut out = vec![0f32; m * n];
+        stretch(t * size, n, &mut out);
+        *outs[t].lock().expect("an output stretch") = out;
+    });
+    for (t, part) in outs.into_iter().enumerate() {
+        let part = part.into_inner().expect("an output stretch");
+        let (first, n) = (t * size, part.len() / m);
+        for i in 0..m {
+            y[i * rows + first..i * rows + first + n].copy_from_slice(&part[i * n..(i + 1) * n]);
+        }
+    }
+    y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,8 +54,8 @@ fn alone(model: &mut Model, request: &Request) -> Vec<Candidate> {
 #[test]
 fn prompts_decoded_together_give_each_candidate_it_gets_alone() {
     // Different prompt lengths, candidate counts and answer lengths, so prompts join the batch
-    // while others are mid-answer. Q8_0 on verdict's kernel (batch exact) and dense weights
-    // (one row per pass) alike.
+    // while others are mid-answer. Q8_0 and dense f32 weights on verdict's kernels (batch
+    // exact), and candle's ops (one row per pass) alike.
     let requests = vec![
         request("Say hello", 3, 11, 12),
         request("Écris une phrase sur la mer, s'il te plaît.", 1, 12, 5),
@@ -63,7 +63,10 @@ fn prompts_decoded_together_give_each_candidate_it_gets_alone() {
         request("اكتب جملة عن البحر 🌊", 2, 14, 9),
         request("Hi", 4, 15, 7),
     ];
-    for mut model in [tiny_q8_0(), tiny_gguf()] {
+    let mut candle_ops = tiny_gguf();
+    candle_ops.net.use_candle_ops();
+    for (mut model, exact) in [(tiny_q8_0(), super::q8_cpu::supported()), (tiny_gguf(), true), (candle_ops, false)] {
+        assert_eq!(model.net.batch_is_exact(), exact);
         let out = many(&mut model, &requests, 5, &AtomicBool::new(false));
         assert_eq!(out.done.len(), requests.len());
         assert!(out.most_in_flight >= 2, "several prompts decode together");

@@ -230,9 +230,11 @@ fn greedy_generation_is_deterministic() {
 
 #[test]
 fn a_candidate_regenerated_alone_from_its_seed_is_identical() {
-    // Dense weights (each candidate's step its own pass) and Q8_0 on verdict's kernel (all
-    // candidates in one pass).
-    for (mut g, batched) in [(tiny_gguf(), false), (tiny_q8_0(), super::q8_cpu::supported())] {
+    // Dense f32 weights and Q8_0 on verdict's kernels (all candidates in one pass), and candle's
+    // ops (each candidate's step its own pass).
+    let mut candle_ops = tiny_gguf();
+    candle_ops.net.use_candle_ops();
+    for (mut g, batched) in [(tiny_gguf(), true), (tiny_q8_0(), super::q8_cpu::supported()), (candle_ops, false)] {
         assert_eq!(g.net.batch_is_exact(), batched);
         let batch = run(&mut g, &sampled(3, 1234));
         assert_eq!(batch.len(), 3);

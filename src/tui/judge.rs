@@ -37,6 +37,7 @@ impl Worker {
                 prompts: prompts.clone(),
                 params: answers::answer_params(DEFAULT_SEED, DEFAULT_MAX_NEW_TOKENS),
                 load: answers::answer_load_options(Default::default(), None),
+                batch_rows: None,
             };
             answers::run(&job, cancel, &mut |e| events(WorkerMessage::Answers(e)))?;
             if let Some(run_id) = rewards_of_run {

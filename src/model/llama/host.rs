@@ -1,8 +1,10 @@
 //! The CPU execution of `llama::Transformer`: plain f32 rows of every sequence at once through
-//! verdict's quantized kernels (`q8_cpu`) and fused loops (`cpu_ops`), with each sequence's keys
+//! verdict's kernels (`q8_cpu`; `dense_cpu` for f32 weights in decode steps) and fused loops
+//! (`cpu_ops`), with each sequence's keys
 //! and values written in place into its `KvCache` buffers. `candle_ops.rs` is the same network
 //! in candle's ops; a family feature goes into both.
 
+use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::{Config, HostKv, Layer, Linear, Seq, Transformer, Weight, softcap};
@@ -40,7 +42,7 @@ impl Transformer {
             wanted.iter().flat_map(|&r| x[r * c.hidden..(r + 1) * c.hidden].iter().copied()).collect();
         let mut normed = vec![0f32; picked.len()];
         super::super::cpu_ops::rms_norm_rows(&picked, &host.norm, c.rms_eps as f32, &mut normed);
-        let mut logits = self.lm_head.forward_host(&HostRows::new(&normed, wanted.len()))?;
+        let mut logits = self.lm_head.forward_host(&HostRows::new(&normed, wanted.len(), rows.len() == seqs.len()))?;
         softcap(&mut logits, c.final_softcap);
         Ok(logits.chunks_exact(c.vocab).map(|r| r.to_vec()).collect())
     }
@@ -51,6 +53,11 @@ impl Linear {
     fn forward_host(&self, x: &HostRows) -> candle_core::Result<Vec<f32>> {
         let mut y = match &self.weight {
             Weight::Cpu(q) => q.matmul_rows(x.quantized()),
+            // A decode step's rows: each one's sums in an order that does not depend on the
+            // others (candle's product blocks them by row count).
+            Weight::Candle(QMatMul::Tensor(w)) if x.decode && super::super::dense_cpu::applies(w) => {
+                super::super::dense_cpu::matmul_rows(w, x.x, x.m)?
+            }
             Weight::Candle(w) => {
                 let t = Tensor::from_slice(x.x, (x.m, x.x.len() / x.m.max(1)), &Device::Cpu)?;
                 w.forward(&t)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?
@@ -70,12 +77,15 @@ impl Linear {
 struct HostRows<'a> {
     x: &'a [f32],
     m: usize,
+    /// One row per sequence (a decode step): dense weights multiply them with
+    /// `dense_cpu`, whose results do not depend on how many sequences decode together.
+    decode: bool,
     quantized: std::cell::OnceCell<super::super::q8_cpu::QuantizedRows>,
 }
 
 impl<'a> HostRows<'a> {
-    fn new(x: &'a [f32], m: usize) -> Self {
-        HostRows { x, m, quantized: std::cell::OnceCell::new() }
+    fn new(x: &'a [f32], m: usize, decode: bool) -> Self {
+        HostRows { x, m, decode, quantized: std::cell::OnceCell::new() }
     }
 
     fn quantized(&self) -> &super::super::q8_cpu::QuantizedRows {
@@ -139,11 +149,13 @@ impl Layer {
     ) -> candle_core::Result<()> {
         use super::super::cpu_ops::{add_in_place, attend, gelu_tanh_glu, rms_norm_rows, rope_row, swiglu};
         let (m, hd) = (rows.len(), c.head_dim);
+        // Every sequence has at least one new row, so as many rows as sequences is one each.
+        let decode = m == seqs.len();
         let norms = &host.norms[index];
         let eps = c.rms_eps as f32;
         let mut h = vec![0f32; x.len()];
         rms_norm_rows(x, &norms.attn, eps, &mut h);
-        let input = HostRows::new(&h, m);
+        let input = HostRows::new(&h, m, decode);
         let mut q = self.q.forward_host(&input)?;
         let mut k = self.k.forward_host(&input)?;
         let v = self.v.forward_host(&input)?;
@@ -225,15 +237,15 @@ impl Layer {
             }
             t
         };
-        add_in_place(x, &post(self.o.forward_host(&HostRows::new(&y, m))?, &norms.post_attn));
+        add_in_place(x, &post(self.o.forward_host(&HostRows::new(&y, m, decode))?, &norms.post_attn));
         rms_norm_rows(x, &norms.ffn, eps, &mut h);
-        let input = HostRows::new(&h, m);
+        let input = HostRows::new(&h, m, decode);
         let mut gate = self.gate.forward_host(&input)?;
         match c.activation {
             super::super::arch::Activation::Silu => swiglu(&mut gate, &self.up.forward_host(&input)?),
             super::super::arch::Activation::GeluTanh => gelu_tanh_glu(&mut gate, &self.up.forward_host(&input)?),
         }
-        add_in_place(x, &post(self.down.forward_host(&HostRows::new(&gate, m))?, &norms.post_ffn));
+        add_in_place(x, &post(self.down.forward_host(&HostRows::new(&gate, m, decode))?, &norms.post_ffn));
         Ok(())
     }
 }
