@@ -20,6 +20,8 @@ pub struct GenerationJob {
 pub struct Progress {
     /// Anything at all arrived.
     pub any: bool,
+    /// The model is loaded and the prompts are chosen ("loading the model…" is over).
+    pub started: bool,
     /// Prompts whose candidates were stored, to re-read.
     pub prompts: Vec<i64>,
     /// The job ended: the status line's message.
@@ -43,7 +45,10 @@ impl GenerationJob {
         while let Some(update) = self.work.try_next() {
             progress.any = true;
             match update {
-                Update::Event(GenerateEvent::Started { prompts, .. }) => self.prompts = prompts,
+                Update::Event(GenerateEvent::Started { prompts, .. }) => {
+                    self.prompts = prompts;
+                    progress.started = true;
+                }
                 Update::Event(GenerateEvent::Progress { tokens_per_sec, .. }) => self.tokens_per_sec = tokens_per_sec,
                 Update::Event(GenerateEvent::PromptDone { prompt_id, stored, .. }) => {
                     self.done += 1;
@@ -56,12 +61,11 @@ impl GenerationJob {
                 }
                 Update::Finished(result) => {
                     progress.finished = Some(match result {
-                        Ok(s) => format!(
-                            "generated {} new candidates for {} prompts{}",
-                            s.stored,
-                            s.prompts,
-                            if s.cancelled { " (stopped)" } else { "" }
-                        ),
+                        // Prompts cut off mid-answer keep their finished candidates.
+                        Ok(s) if s.cancelled => {
+                            format!("stopped: {} new candidates kept; generate again to go on", s.stored)
+                        }
+                        Ok(s) => format!("generated {} new candidates for {} prompts", s.stored, s.prompts),
                         Err(e) => format!("error: {e:#}"),
                     })
                 }

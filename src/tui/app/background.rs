@@ -14,6 +14,9 @@ use crate::tui::loading::QueueLoad;
 use crate::tui::queue;
 use crate::tui::screens::Ctx;
 
+/// The status line while a generation loads its model; cleared when the first prompt starts.
+pub(super) const LOADING_MODEL: &str = "loading the model…";
+
 impl App {
     /// Takes in what the threads reported; called every tick. Returns whether anything
     /// changed (so the screen is redrawn).
@@ -66,6 +69,9 @@ impl App {
     pub(super) fn poll_generation(&mut self) -> bool {
         let Some(job) = &mut self.job else { return false };
         let progress = job.drain();
+        if progress.started && self.message == LOADING_MODEL {
+            self.message.clear();
+        }
         for prompt_id in progress.prompts {
             if let Some(index) = self.queue.items.iter().position(|i| i.row.prompt_id == prompt_id) {
                 if let Err(e) = queue::reload_item(&self.store, self.annotator_id, &mut self.queue.items[index]) {

@@ -228,6 +228,6 @@ impl App {
             (vec![item.row.prompt_id], item.candidates.len() + 2)
         };
         self.job = Some(GenerationJob::start(self.store.path().to_path_buf(), self.model.clone(), ids, target));
-        self.message = "loading the model…".into();
+        self.message = super::background::LOADING_MODEL.into();
     }
 }
