@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::jobs::generate::StoredParams;
+use crate::jobs::generate::{StoredParams, TokenRate};
 use crate::model::{ChatMessage, FinishReason, GenerateParams, LoadOptions, Model, Request, RequestEvent};
 use crate::store::{OpenMode, Store};
 
@@ -142,15 +142,13 @@ pub fn run(
             })
             .collect();
         let rows = job.batch_rows.unwrap_or_else(|| model.batch_rows()).max(1);
-        let model_started = std::time::Instant::now();
-        let mut tokens = 0usize;
+        let mut rate = TokenRate::new();
         let mut failure: Option<anyhow::Error> = None;
         let mut on_event = |index: usize, event: RequestEvent| {
             let prompt_id = missing[index].id;
             match event {
                 RequestEvent::Progress(p) => {
-                    tokens += usize::from(p.tokens_generated > 0);
-                    let tokens_per_sec = tokens as f64 / model_started.elapsed().as_secs_f64().max(1e-9);
+                    let (tokens, tokens_per_sec) = rate.count(&p);
                     events(AnswersEvent::Progress { model_id, prompt_id, tokens, tokens_per_sec });
                 }
                 RequestEvent::Done(Ok(mut candidates)) if failure.is_none() && !candidates.is_empty() => {
@@ -162,10 +160,8 @@ pub fn run(
                     }
                     // Stored as generated, even when empty or only whitespace: that is this
                     // model's answer, and a judge should see it lose.
-                    let stored = serde_json::to_string(&StoredParams::of(&job.params, answer.seed, &run_quantization))
-                        .map_err(anyhow::Error::from)
-                        .and_then(|json| Ok(store.add_model_answer(model_id, prompt_id, seed, &answer.text, &json)?));
-                    match stored {
+                    let params = StoredParams::of(&job.params, answer.seed, &run_quantization);
+                    match store_answer(&mut store, model_id, prompt_id, seed, &answer.text, &params) {
                         Ok(response_id) => {
                             summary.generated += 1;
                             events(AnswersEvent::Answered { model_id, prompt_id, response_id });
@@ -196,4 +192,17 @@ pub fn run(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Stores one model's answer to one prompt with the parameters it was sampled with.
+fn store_answer(
+    store: &mut Store,
+    model_id: i64,
+    prompt_id: i64,
+    seed: u64,
+    text: &str,
+    params: &StoredParams,
+) -> anyhow::Result<i64> {
+    let json = serde_json::to_string(params)?;
+    Ok(store.add_model_answer(model_id, prompt_id, seed, text, &json)?)
 }

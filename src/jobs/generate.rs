@@ -178,15 +178,14 @@ pub fn run(
         })
         .collect();
     let rows = job.batch_rows.unwrap_or_else(|| model.batch_rows()).max(1);
-    let mut tokens = 0usize;
+    let mut rate = TokenRate::new();
     // Each prompt's candidates are stored as soon as that prompt is done, whatever still decodes.
     let mut failure: Option<anyhow::Error> = None;
     let mut on_event = |index: usize, event: RequestEvent| {
         let prompt_id = targets[index].prompt_id;
         match event {
             RequestEvent::Progress(p) => {
-                tokens += usize::from(p.tokens_generated > 0);
-                let tokens_per_sec = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                let (tokens, tokens_per_sec) = rate.count(&p);
                 events(GenerateEvent::Progress { index, prompt_id, tokens, tokens_per_sec });
             }
             RequestEvent::Done(Ok(candidates)) if failure.is_none() => {
@@ -216,6 +215,25 @@ pub fn run(
     summary.cancelled |= cancel.load(Ordering::Relaxed);
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Tokens generated across every request of a `generate_many` call, and their rate since it
+/// began: each progress report after the prefill is one token.
+pub(crate) struct TokenRate {
+    started: std::time::Instant,
+    tokens: usize,
+}
+
+impl TokenRate {
+    pub(crate) fn new() -> Self {
+        TokenRate { started: std::time::Instant::now(), tokens: 0 }
+    }
+
+    /// Counts `p` and returns the tokens so far and tokens per second.
+    pub(crate) fn count(&mut self, p: &crate::model::GenerationProgress) -> (usize, f64) {
+        self.tokens += usize::from(p.tokens_generated > 0);
+        (self.tokens, self.tokens as f64 / self.started.elapsed().as_secs_f64().max(1e-9))
+    }
 }
 
 /// Stores one prompt's finished candidates (not the cancelled or empty ones); returns how many

@@ -36,19 +36,10 @@ pub fn matmul_rows(w: &Tensor, x: &[f32], m: usize) -> Result<Vec<f32>> {
     Ok(super::team::split_rows(rows, m, &|first, n, out| rows_times_x(fused, w, cols, first, n, x, m, out)))
 }
 
-/// Whether the AVX2 + FMA kernel runs (checked once); the scalar loop otherwise.
+/// Whether the AVX2 + FMA kernel runs: where the CPU has them, unless `VERDICT_SIMD=baseline`
+/// caps verdict's kernels (the process-wide choice, so every product of a run sums alike).
 fn fma_available() -> bool {
-    static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FMA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
+    super::simd::simd_best() >= super::simd::Simd::Avx2
 }
 
 /// Weight rows `first..first + n` times every activation row: `out[i * n + r]`.

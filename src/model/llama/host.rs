@@ -1,7 +1,6 @@
 //! The CPU execution of `llama::Transformer`: plain f32 rows of every sequence at once through
 //! verdict's kernels (`q8_cpu`; `dense_cpu` for f32 weights in decode steps) and fused loops
-//! (`cpu_ops`), with each sequence's keys
-//! and values written in place into its `KvCache` buffers. `candle_ops.rs` is the same network
+//! (`cpu_ops`), with each sequence's keys and values written in place into its `KvCache` buffers. `candle_ops.rs` is the same network
 //! in candle's ops; a family feature goes into both.
 
 use candle_core::quantized::QMatMul;
