@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::real::{Real, simd_fn, with_slice};
+use super::real::{ELEMENTWISE_PART, Real, par_parts, simd_fn, with_slice};
 
 struct SwiGlu;
 
@@ -16,26 +16,49 @@ fn sigmoid<T: Real>(x: T) -> T {
 }
 
 simd_fn! {
-    fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
-        let mut out = vec![T::ZERO; gate.len()];
+    fn forward_part<T: Real>(gate: &[T], up: &[T], out: &mut [T]) {
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
             *o = g * sigmoid(g) * u;
         }
-        out
     }
 }
 
 simd_fn! {
     /// d/dgate = dy * up * s * (1 + gate * (1 - s)), d/dup = dy * gate * s, with s = sigmoid(gate).
-    fn backward<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
-        let (mut dg, mut du) = (vec![T::ZERO; gate.len()], vec![T::ZERO; gate.len()]);
+    fn backward_part<T: Real>(gate: &[T], up: &[T], dy: &[T], dg: &mut [T], du: &mut [T]) {
         for (((dg, du), (&g, &u)), &d) in dg.iter_mut().zip(du.iter_mut()).zip(gate.iter().zip(up)).zip(dy) {
             let s = sigmoid(g);
             *du = d * g * s;
             *dg = d * u * s * (T::ONE + g * (T::ONE - s));
         }
-        (dg, du)
     }
+}
+
+/// `silu(gate) * up`, element by element, over the thread pool.
+fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
+    let mut out = vec![T::ZERO; gate.len()];
+    par_parts(&mut out, ELEMENTWISE_PART, |at, o| forward_part(&gate[at..at + o.len()], &up[at..at + o.len()], o));
+    out
+}
+
+/// Both gradients, element by element, over the thread pool (as `par_parts`, two outputs).
+fn backward<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    use rayon::prelude::*;
+    let n = gate.len();
+    let (mut dg, mut du) = (vec![T::ZERO; n], vec![T::ZERO; n]);
+    let part = |at: usize, dg: &mut [T], du: &mut [T]| {
+        let r = at..at + dg.len();
+        backward_part(&gate[r.clone()], &up[r.clone()], &dy[r], dg, du)
+    };
+    if candle_core::utils::get_num_threads() <= 1 || n <= ELEMENTWISE_PART {
+        part(0, &mut dg, &mut du);
+    } else {
+        dg.par_chunks_mut(ELEMENTWISE_PART)
+            .zip(du.par_chunks_mut(ELEMENTWISE_PART))
+            .enumerate()
+            .for_each(|(i, (dg, du))| part(i * ELEMENTWISE_PART, dg, du));
+    }
+    (dg, du)
 }
 
 fn slice_of<'a, T: Real>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
@@ -96,6 +119,20 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Option<Result<Tensor>> {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn spread_over_threads_every_element_is_what_one_pass_computes() {
+        // Three parts and a short fourth: the same bits as one pass over the whole.
+        let n = 3 * ELEMENTWISE_PART + 77;
+        let wave = |k: usize, f: f32| (0..n).map(|i| ((i * k) as f32 * f).sin() * 6.0).collect::<Vec<f32>>();
+        let (g, u, d) = (wave(7, 0.001), wave(3, 0.002), wave(5, 0.003));
+        let mut one = vec![0f32; n];
+        forward_part(&g, &u, &mut one);
+        assert_eq!(forward(&g, &u), one);
+        let (mut dg, mut du) = (vec![0f32; n], vec![0f32; n]);
+        backward_part(&g, &u, &d, &mut dg, &mut du);
+        assert_eq!(backward(&g, &u, &d), (dg, du));
+    }
 
     #[test]
     fn fused_swiglu_matches_silu_times_up_with_gradients() -> Result<()> {

@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 
 use super::model::log_softmax_last;
-use super::real::{Real, max, simd_fn};
+use super::real::{Real, max, par_parts, simd_fn};
 
 struct TargetLogp;
 struct TargetLogpGrad;
@@ -46,19 +46,16 @@ fn lse<T: Real>(row: &[T]) -> f64 {
 }
 
 simd_fn! {
-    fn logps<T: Real>(x: &[T], v: usize, t: &[u32]) -> Vec<T> {
-        let mut out = Vec::with_capacity(t.len());
-        for (row, &ti) in x.chunks(v).zip(t) {
-            out.push(T::from_f64(row[ti as usize].to_f64() - lse(row)));
+    fn logps_part<T: Real>(x: &[T], v: usize, t: &[u32], out: &mut [T]) {
+        for ((row, &ti), o) in x.chunks(v).zip(t).zip(out) {
+            *o = T::from_f64(row[ti as usize].to_f64() - lse(row));
         }
-        out
     }
 }
 
 simd_fn! {
     /// `g * (onehot(t) - softmax(row))` per row.
-    fn logp_grad<T: Real>(x: &[T], v: usize, t: &[u32], g: &[T]) -> Vec<T> {
-        let mut out = vec![T::ZERO; x.len()];
+    fn logp_grad_part<T: Real>(x: &[T], v: usize, t: &[u32], g: &[T], out: &mut [T]) {
         for (((row, o), &ti), &gi) in x.chunks(v).zip(out.chunks_mut(v)).zip(t).zip(g) {
             let l = T::from_f64(lse(row));
             // d logp_t / d x_j = [j == t] - softmax_j
@@ -67,8 +64,27 @@ simd_fn! {
             }
             o[ti as usize] += gi;
         }
-        out
     }
+}
+
+/// Rows of logits per part on the thread pool (a row is a whole vocabulary: 49k-262k values).
+const ROWS_PER_PART: usize = 2;
+
+/// The log-probability of each row's target, rows spread over the thread pool.
+fn logps<T: Real>(x: &[T], v: usize, t: &[u32]) -> Vec<T> {
+    let mut out = vec![T::ZERO; t.len()];
+    par_parts(&mut out, ROWS_PER_PART, |r, o| logps_part(&x[r * v..(r + o.len()) * v], v, &t[r..r + o.len()], o));
+    out
+}
+
+/// The gradient of `logps` with respect to the logits, rows spread over the thread pool.
+fn logp_grad<T: Real>(x: &[T], v: usize, t: &[u32], g: &[T]) -> Vec<T> {
+    let mut out = vec![T::ZERO; x.len()];
+    par_parts(&mut out, ROWS_PER_PART * v, |at, o| {
+        let (r, n) = (at / v, o.len() / v);
+        logp_grad_part(&x[at..at + o.len()], v, &t[r..r + n], &g[r..r + n], o)
+    });
+    out
 }
 
 impl CustomOp2 for TargetLogp {
@@ -161,6 +177,21 @@ pub fn composed_target_logps(logits: &Tensor, targets: &Tensor) -> Result<Tensor
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn spread_over_threads_every_row_is_what_one_pass_computes() {
+        // Seven rows: three parts of two and a last of one.
+        let (n, v) = (7, 1000);
+        let x: Vec<f32> = (0..n * v).map(|i| ((i * 13) as f32 * 0.01).sin() * 9.0).collect();
+        let t: Vec<u32> = (0..n as u32).map(|r| r * 97 % v as u32).collect();
+        let g: Vec<f32> = (0..n).map(|r| r as f32 - 2.5).collect();
+        let mut one = vec![0f32; n];
+        logps_part(&x, v, &t, &mut one);
+        assert_eq!(logps(&x, v, &t), one);
+        let mut one = vec![0f32; n * v];
+        logp_grad_part(&x, v, &t, &g, &mut one);
+        assert_eq!(logp_grad(&x, v, &t, &g), one);
+    }
 
     #[test]
     fn fused_matches_composed_forward_and_backward() -> Result<()> {
