@@ -28,6 +28,7 @@ pub mod linear;
 pub mod load;
 pub mod logps;
 pub mod lora;
+pub mod lora_proj;
 pub mod loss;
 pub mod memory_plan;
 pub mod model;

@@ -28,6 +28,7 @@ pub use super::input::Input;
 use super::layer::{AttentionInputs, Pass};
 use super::linear::{linear, linear_into};
 use super::lora::Adapter;
+use super::lora_proj;
 use super::precision::{Precision, is_half};
 use super::weight_grads::{WeightGrads, embedding};
 use crate::model::arch::LayerAttention;
@@ -45,9 +46,17 @@ impl Proj {
     /// `grads`: where a trainable weight's gradient goes instead of candle's `GradStore`
     /// (`weight_grads.rs`), when the model sinks them.
     pub(super) fn forward(&self, x: &Tensor, adapter_on: bool, grads: Option<&Arc<WeightGrads>>) -> Result<Tensor> {
-        let mut y = match (&self.weight, grads) {
-            (ProjWeight::Dense(w), Some(g)) if w.is_variable() => linear_into(x, w, g)?,
-            (w, _) => w.forward(x)?,
+        let mut y = match (&self.weight, grads, &self.adapter) {
+            (ProjWeight::Dense(w), Some(g), _) if w.is_variable() => linear_into(x, w, g)?,
+            // The base and its adapter as one node (CPU, f32): the adapter is then done here.
+            (ProjWeight::Dense(w), _, Some(a)) if adapter_on && lora_proj::applies(x, w, &a.a, &a.b) => {
+                let y = lora_proj::lora_proj(x, w, &a.a, &a.b, a.scale)?;
+                return match &self.bias {
+                    Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?),
+                    None => Ok(y),
+                };
+            }
+            (w, _, _) => w.forward(x)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(x.dtype())?)?;
