@@ -3,7 +3,8 @@
 # llama-cpp-python from PyPI, which compiles llama.cpp from source with cmake (several minutes on
 # 2 cores). Idempotent: does nothing when the venv already imports llama_cpp.
 #
-#   benches/peers/setup_llamacpp.sh            # default build (GGML_NATIVE=ON: -march=native)
+#   benches/peers/setup_llamacpp.sh            # default build (GGML_NATIVE=ON: -march=native;
+#                                              # without AMX on a CPU that has it, see below)
 #   LLAMA_CPP_VERSION=0.3.16 benches/peers/setup_llamacpp.sh
 #   CMAKE_ARGS="-DGGML_NATIVE=OFF" benches/peers/setup_llamacpp.sh
 set -euo pipefail
@@ -25,7 +26,27 @@ if ! command -v cmake >/dev/null 2>&1; then
     "$VENV/bin/python" -m pip install --quiet cmake
 fi
 export PATH="$VENV/bin:$PATH"
-export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}"
+# On a CPU with AMX (Intel Sapphire Rapids and later) -march=native compiles ggml's AMX kernels,
+# and llama-cpp-python 0.3.36 built that way dies with a segmentation fault in its first decode
+# (2026-12-06, Xeon family 6 model 167 under a hypervisor). There the default is every vector
+# extension the CPU has except AMX, named one by one (GGML_NATIVE=OFF); CMAKE_ARGS overrides.
+default_cmake_args() {
+    local flags
+    flags="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)"
+    if ! grep -qw amx_int8 <<<"$flags"; then
+        echo "-DGGML_NATIVE=ON"
+        return
+    fi
+    local args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    local f opt
+    for f in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI avx512f:AVX512 \
+        avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+        opt="${f#*:}"
+        if grep -qw "${f%%:*}" <<<"$flags"; then args="$args -DGGML_$opt=ON"; else args="$args -DGGML_$opt=OFF"; fi
+    done
+    echo "$args"
+}
+export CMAKE_ARGS="${CMAKE_ARGS:-$(default_cmake_args)}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 echo "building $SPEC (CMAKE_ARGS=$CMAKE_ARGS, $CMAKE_BUILD_PARALLEL_LEVEL jobs); this compiles llama.cpp"
 "$VENV/bin/python" -m pip install --no-cache-dir --verbose "$SPEC" >"$VENV/build.log" 2>&1 || {
