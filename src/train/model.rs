@@ -46,23 +46,22 @@ impl Proj {
     /// `grads`: where a trainable weight's gradient goes instead of candle's `GradStore`
     /// (`weight_grads.rs`), when the model sinks them.
     pub(super) fn forward(&self, x: &Tensor, adapter_on: bool, grads: Option<&Arc<WeightGrads>>) -> Result<Tensor> {
-        let mut y = match (&self.weight, grads, &self.adapter) {
-            (ProjWeight::Dense(w), Some(g), _) if w.is_variable() => linear_into(x, w, g)?,
-            // The base and its adapter as one node (CPU, f32): the adapter is then done here.
-            (ProjWeight::Dense(w), _, Some(a)) if adapter_on && lora_proj::applies(x, w, &a.a, &a.b) => {
-                let y = lora_proj::lora_proj(x, w, &a.a, &a.b, a.scale)?;
-                return match &self.bias {
-                    Some(b) => y.broadcast_add(&b.to_dtype(x.dtype())?),
-                    None => Ok(y),
-                };
-            }
-            (w, _, _) => w.forward(x)?,
+        let adapter = self.adapter.as_ref().filter(|_| adapter_on);
+        // The base and its adapter as one node where it applies (CPU, f32, dense frozen base).
+        let fused = match (&self.weight, adapter) {
+            (ProjWeight::Dense(w), Some(a)) if lora_proj::applies(x, w, &a.a, &a.b) => Some((w, a)),
+            _ => None,
+        };
+        let mut y = match (&self.weight, grads, fused) {
+            (_, _, Some((w, a))) => lora_proj::lora_proj(x, w, &a.a, &a.b, a.scale)?,
+            (ProjWeight::Dense(w), Some(g), None) if w.is_variable() => linear_into(x, w, g)?,
+            (w, _, None) => w.forward(x)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.to_dtype(x.dtype())?)?;
         }
-        match (&self.adapter, adapter_on) {
-            (Some(a), true) => y + a.forward(x)?,
+        match adapter {
+            Some(a) if fused.is_none() => y + a.forward(x)?,
             _ => Ok(y),
         }
     }
