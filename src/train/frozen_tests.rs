@@ -155,3 +155,33 @@ fn a_lean_base_exports_merged_and_reloads_with_the_same_logits() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_bf16_checkpoint_is_recognised_and_its_bf16_base_trains_as_its_f32_copy() -> Result<()> {
+    let dev = Device::Cpu;
+    let cfg = tiny_config("llama", true);
+    let w = random(&cfg, 6, &dev)?;
+    let tmp = tempfile::tempdir()?;
+    let f32_dir = tmp.path().join("f32");
+    crate::train::model::tests::write_hf_dir(&f32_dir, &cfg, &w)?;
+    let as_bf16: HashMap<_, _> =
+        w.iter().map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::BF16)?))).collect::<Result<_>>()?;
+    let bf16_dir = tmp.path().join("bf16");
+    crate::train::model::tests::write_hf_dir(&bf16_dir, &cfg, &as_bf16)?;
+    let gguf = tmp.path().join("tiny.gguf");
+    write_f32_gguf(&gguf, &cfg, &w)?;
+    assert!(crate::train::lean_load::stores_bf16_projections(&bf16_dir));
+    assert!(!crate::train::lean_load::stores_bf16_projections(&f32_dir));
+    assert!(!crate::train::lean_load::stores_bf16_projections(&gguf));
+    assert!(!crate::train::lean_load::stores_bf16_projections(&tmp.path().join("missing")));
+    // The bf16 base holds the stored values: the losses are the f32 copy's but for the order
+    // in which the tiles sum the input gradient.
+    let f32p = Precision::uniform(DType::F32);
+    let widened = lora_losses(load(&bf16_dir, &dev, Trains::Frozen, f32p)?)?;
+    let kept = lora_losses(load_frozen(&bf16_dir, &dev, BaseDtype::Bf16, f32p)?)?;
+    assert!(widened[3] < widened[1], "the run does not train: {widened:?}");
+    for (a, b) in widened.iter().zip(&kept) {
+        assert!((a - b).abs() < 1e-5, "f32 copy {widened:?} vs bf16 base {kept:?}");
+    }
+    Ok(())
+}

@@ -24,6 +24,40 @@ pub fn is_projection(name: &str) -> bool {
     name.starts_with("model.layers.") && PROJECTIONS.contains(&module)
 }
 
+/// Whether the model at `path` stores every projection weight in bf16 (an HF folder's
+/// safetensors, or a GGUF): a frozen base kept in bf16 then holds exactly the stored values, in
+/// half the memory of f32. `false` when a file cannot be read (loading it will say why).
+pub fn stores_bf16_projections(path: &Path) -> bool {
+    let dtypes: Vec<bool> = if path.is_dir() {
+        let Ok(dir) = std::fs::read_dir(path) else { return false };
+        let files =
+            dir.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "safetensors"));
+        let mut seen = Vec::new();
+        for f in files {
+            let Ok((_, header, _)) = weights::safetensors_header(&f) else { return false };
+            seen.extend(
+                header
+                    .iter()
+                    .filter(|(name, _)| is_projection(name))
+                    .map(|(_, info)| info.get("dtype").and_then(|d| d.as_str()) == Some("BF16")),
+            );
+        }
+        seen
+    } else {
+        let Ok(mut f) = std::fs::File::open(path) else { return false };
+        let Ok(content) = gguf_file::Content::read(&mut f) else { return false };
+        let Ok(cfg) = weights::gguf_config(path, &content, &mut f) else { return false };
+        let family = cfg.family();
+        content
+            .tensor_infos
+            .iter()
+            .filter(|(name, _)| gguf_layout::hf_name(family, name).is_some_and(|hf| is_projection(&hf)))
+            .map(|(_, info)| info.ggml_dtype == candle_core::quantized::GgmlDType::BF16)
+            .collect()
+    };
+    !dtypes.is_empty() && dtypes.iter().all(|&b| b)
+}
+
 /// The frozen network of the model at `path` with its projections kept as `base` says
 /// (`F32`/`Auto`: as `train::load` does; `Bf16`; `Quantized`: a GGUF's blocks as stored).
 pub fn load_frozen(path: &Path, device: &Device, base: BaseDtype, precision: Precision) -> Result<Model> {

@@ -47,13 +47,11 @@ impl Proj {
     /// (`weight_grads.rs`), when the model sinks them.
     pub(super) fn forward(&self, x: &Tensor, adapter_on: bool, grads: Option<&Arc<WeightGrads>>) -> Result<Tensor> {
         let adapter = self.adapter.as_ref().filter(|_| adapter_on);
-        // The base and its adapter as one node where it applies (CPU, f32, dense frozen base).
-        let fused = match (&self.weight, adapter) {
-            (ProjWeight::Dense(w), Some(a)) if lora_proj::applies(x, w, &a.a, &a.b) => Some((w, a)),
-            _ => None,
-        };
+        // The base and its adapter as one node where it applies (CPU, f32 activations, a frozen
+        // base dense in f32 or lean).
+        let fused = adapter.filter(|a| lora_proj::applies(x, &self.weight, &a.a, &a.b));
         let mut y = match (&self.weight, grads, fused) {
-            (_, _, Some((w, a))) => lora_proj::lora_proj(x, w, &a.a, &a.b, a.scale)?,
+            (w, _, Some(a)) => lora_proj::lora_proj(x, w, &a.a, &a.b, a.scale)?,
             (ProjWeight::Dense(w), Some(g), None) if w.is_variable() => linear_into(x, w, g)?,
             (w, _, None) => w.forward(x)?,
         };

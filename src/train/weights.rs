@@ -45,12 +45,10 @@ pub fn load_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<(Config,
     Ok((cfg, w))
 }
 
-/// Every tensor of a `.safetensors` file, read one at a time in file order and handed to `f`
-/// as stored (its dtype and shape). Only one tensor's bytes are in memory beside what `f`
-/// keeps: `candle_core::safetensors::load` read the whole file and then copied every tensor out
-/// of it, twice the file beside the converted weights (+6 GB while a 1.5B bf16 folder loaded).
-pub fn each_safetensor(path: &Path, device: &Device, mut f: impl FnMut(String, Tensor) -> Result<()>) -> Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
+/// A safetensors file opened, its JSON header (tensor name to dtype, shape and offsets) and
+/// the header's length in bytes.
+pub fn safetensors_header(path: &Path) -> Result<(std::fs::File, serde_json::Map<String, serde_json::Value>, u64)> {
+    use std::io::Read;
     let bad = |why: String| msg(format!("{}: {why}", path.display()));
     let mut file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
     let mut len = [0u8; 8];
@@ -61,8 +59,18 @@ pub fn each_safetensor(path: &Path, device: &Device, mut f: impl FnMut(String, T
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header).map_err(|e| bad(format!("truncated safetensors header: {e}")))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("bad safetensors header: {e}")))?;
+    let header = serde_json::from_slice(&header).map_err(|e| bad(format!("bad safetensors header: {e}")))?;
+    Ok((file, header, header_len))
+}
+
+/// Every tensor of a `.safetensors` file, read one at a time in file order and handed to `f`
+/// as stored (its dtype and shape). Only one tensor's bytes are in memory beside what `f`
+/// keeps: `candle_core::safetensors::load` read the whole file and then copied every tensor out
+/// of it, twice the file beside the converted weights (+6 GB while a 1.5B bf16 folder loaded).
+pub fn each_safetensor(path: &Path, device: &Device, mut f: impl FnMut(String, Tensor) -> Result<()>) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let bad = |why: String| msg(format!("{}: {why}", path.display()));
+    let (mut file, header, header_len) = safetensors_header(path)?;
     let mut entries = Vec::new();
     for (name, info) in header.into_iter().filter(|(n, _)| n != "__metadata__") {
         let field = |k: &str| info.get(k).ok_or_else(|| bad(format!("tensor {name} has no {k}")));

@@ -13,15 +13,20 @@ use super::{TrainConfig, TrainEvent};
 use crate::train::checkpointing::Checkpointing;
 use crate::train::config::Config;
 use crate::train::frozen::BaseDtype;
+use crate::train::lean_load;
 use crate::train::logps::{Truncation, build_row};
 use crate::train::memory_plan::{self, PlanOptions, Workload};
 
-/// The options' part of a plan: what trains, how, and whether it generates samples;
-/// `auto` options as their cheaper-in-time choice (f32 base, no checkpointing).
+/// The options' part of a plan: what trains, how, and whether it generates samples; `auto`
+/// options as their first choice: a LoRA run's frozen base in bf16 when the model stores its
+/// projections in bf16 (the same values in half the memory of f32), else f32; no checkpointing.
 pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
     PlanOptions {
         lora: config.lora_rank.map(|r| (r, config.lora_targets.clone())),
         base: match config.base_dtype {
+            BaseDtype::Auto if config.lora_rank.is_some() && lean_load::stores_bf16_projections(model_path) => {
+                BaseDtype::Bf16
+            }
             BaseDtype::Auto => BaseDtype::F32,
             b => b,
         },
@@ -46,19 +51,28 @@ pub fn settle(config: &TrainConfig, cfg: &Config, opts: &mut PlanOptions, work: 
     }
 }
 
-/// What `settle` chose, as a line for the user (empty when it kept the defaults).
-fn settled_note(config: &TrainConfig, opts: &PlanOptions) -> String {
-    let mut chose = Vec::new();
+/// What the `auto` options became and why, as lines for the user (empty when they kept their
+/// first choices).
+fn settled_note(config: &TrainConfig, opts: &PlanOptions, model_path: &Path) -> String {
+    let mut lines = Vec::new();
+    let mut to_fit = Vec::new();
     if config.base_dtype == BaseDtype::Auto && opts.base == BaseDtype::Bf16 {
-        chose.push("the frozen base in bf16");
+        match lean_load::stores_bf16_projections(model_path) {
+            true => lines.push(
+                "memory: the frozen base in bf16, as the model stores it (auto: the same values in half the \
+                 memory of f32)"
+                    .to_string(),
+            ),
+            false => to_fit.push("the frozen base in bf16"),
+        }
     }
     if config.gradient_checkpointing == Checkpointing::Auto && opts.checkpointing {
-        chose.push("gradient checkpointing");
+        to_fit.push("gradient checkpointing");
     }
-    match chose.is_empty() {
-        true => String::new(),
-        false => format!("memory: {} (auto: it does not fit without)", chose.join(" and ")),
+    if !to_fit.is_empty() {
+        lines.push(format!("memory: {} (auto: it does not fit without)", to_fit.join(" and ")));
     }
+    lines.join("\n")
 }
 
 /// The plan for `config` before any data is tokenized, for `verdict train --plan` and the TUI's
@@ -72,7 +86,7 @@ pub fn plan_text(config: &TrainConfig, progress: &dyn Fn(&str)) -> anyhow::Resul
     let work = Workload::worst(config.batch_size, config.max_length, config.method != "sft");
     settle(config, &cfg, &mut opts, &work, memory_plan::available_bytes());
     let plan = memory_plan::plan(&cfg, &opts, &work);
-    let note = settled_note(config, &opts);
+    let note = settled_note(config, &opts, &model_path);
     let mut out = format!(
         "{} ({} rows of {} tokens per micro-batch: every pair cut at --max-length {})\n",
         model_path.display(),
@@ -149,9 +163,8 @@ pub(super) fn check(
     let available = if device.is_cpu() { memory_plan::available_bytes() } else { None };
     settle(config, &cfg, &mut opts, &work, available);
     let plan = memory_plan::plan(&cfg, &opts, &work);
-    let note = settled_note(config, &opts);
-    if !note.is_empty() {
-        events(TrainEvent::Preparing(note));
+    for line in settled_note(config, &opts, model_path).lines() {
+        events(TrainEvent::Preparing(line.to_string()));
     }
     for line in plan.render().lines() {
         events(TrainEvent::Preparing(line.to_string()));
@@ -209,7 +222,10 @@ mod tests {
         settle(&config, &cfg, &mut opts, &work, Some(eight));
         assert_eq!((opts.base, opts.checkpointing), (BaseDtype::Bf16, true));
         assert!(memory_plan::plan(&cfg, &opts, &work).peak() <= eight);
-        assert!(settled_note(&config, &opts).contains("the frozen base in bf16 and gradient checkpointing"));
+        assert!(
+            settled_note(&config, &opts, Path::new("no-such-model"))
+                .contains("the frozen base in bf16 and gradient checkpointing")
+        );
         // Asked for explicitly, an option is not changed.
         let fixed = TrainConfig { gradient_checkpointing: Checkpointing::Off, ..config.clone() };
         let mut o = PlanOptions { base: BaseDtype::F32, checkpointing: false, ..opts.clone() };
