@@ -176,7 +176,7 @@ pub const OPTIONS: &[Opt] = &[
     Opt {
         key: "base_dtype",
         label: "Frozen base",
-        help: "how LoRA keeps the frozen base: f32, bf16, or quantized as a GGUF stores it (auto: bf16 when the model stores bf16, which keeps its values; else f32, or bf16 when f32 does not fit)",
+        help: "how LoRA keeps the frozen base: f32, bf16, or quantized as a GGUF stores it (auto: f32, bf16 when f32 does not fit)",
         choices: &["auto", "f32", "bf16", "quantized"],
         in_form: false,
     },
