@@ -100,11 +100,11 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// concatenated in name order.
 pub fn weights_sha256(files: &[PathBuf]) -> Result<String> {
     if let [one] = files {
-        return super::fetch::sha256_file(one);
+        return super::file_hash::sha256_remembered(one);
     }
     let mut hasher = Sha256::new();
     for f in files {
-        hasher.update(super::fetch::sha256_file(f)?.as_bytes());
+        hasher.update(super::file_hash::sha256_remembered(f)?.as_bytes());
     }
     Ok(hex::encode(hasher.finalize()))
 }

@@ -32,7 +32,7 @@ pub fn identify(path: &Path) -> Result<Option<HubId>> {
     }
     let size = std::fs::metadata(path).map_err(|e| ModelError::io(path, e))?.len();
     if KNOWN_FILES.iter().any(|(_, s, _)| *s == size) {
-        let sha = super::fetch::sha256_file(path)?;
+        let sha = super::file_hash::sha256_remembered(path)?;
         if let Some(id) = known_by_sha(&sha) {
             return Ok(Some(HubId { id: id.to_string(), evidence: format!("sha256 {sha} is {id}'s GGUF") }));
         }

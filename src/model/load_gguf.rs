@@ -138,7 +138,7 @@ pub fn load(path: &Path, opts: &LoadOptions, device: &Device) -> Result<Loaded> 
         special_tokens: special,
         chat_template,
         chat_template_source: source,
-        sha256: super::fetch::sha256_file(path)?,
+        sha256: super::file_hash::sha256_remembered(path)?,
     };
     Ok(Loaded { net, tokenizer, info, arch: arch_cfg })
 }

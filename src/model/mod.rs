@@ -10,6 +10,7 @@ mod dense_cpu;
 pub mod discover;
 mod error;
 pub mod fetch;
+pub mod file_hash;
 pub mod generate;
 pub mod gguf_meta;
 mod gguf_tokenizer;

@@ -35,7 +35,7 @@ pub(super) fn export_run(
         let _ = std::fs::remove_dir_all(&final_dir);
         bail!("cannot write the trained model to {}: {e:#}; {}", final_dir.display(), write_hint(run_id, last));
     }
-    let sha = model::fetch::sha256_file(&final_dir.join("model.safetensors"))?;
+    let sha = model::file_hash::sha256_remembered(&final_dir.join("model.safetensors"))?;
     let model_id = store.register_model(
         &sha,
         &format!("{} (run {run_id})", info.name.clone().unwrap_or_else(|| "tuned".into())),
