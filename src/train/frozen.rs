@@ -17,7 +17,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::linear::linear;
-use super::real::{Mat, matmul_threaded};
+use super::real::{Mat, matmul_threaded, with_slice};
 
 /// How a LoRA run keeps its frozen base's projections (`--base-dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -274,8 +274,9 @@ struct Tiled {
 }
 
 impl ProjWeight {
-    /// `y [m, n] = x [m, k] Wᵀ` for a lean weight, a tile of `W`'s rows at a time.
-    pub(super) fn lean_xwt(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+    /// `y [m, n] = x [m, k] Wᵀ`: a lean weight a tile of its rows at a time, a dense f32 one on
+    /// the CPU in one product.
+    pub(super) fn mul_xwt(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
         let (n, k) = self.dims2()?;
         if x.len() != m * k || y.len() != m * n {
             candle_core::bail!(
@@ -295,8 +296,8 @@ impl ProjWeight {
         })
     }
 
-    /// `gx [m, k] = g [m, n] W` for a lean weight (overwriting `gx`), a tile at a time.
-    pub(super) fn lean_gw(&self, g: &[f32], m: usize, gx: &mut [f32]) -> Result<()> {
+    /// `gx [m, k] = g [m, n] W` (overwriting `gx`), tile by tile as `mul_xwt`.
+    pub(super) fn mul_gw(&self, g: &[f32], m: usize, gx: &mut [f32]) -> Result<()> {
         let (n, k) = self.dims2()?;
         if g.len() != m * n || gx.len() != m * k {
             candle_core::bail!(
@@ -315,9 +316,13 @@ impl ProjWeight {
         })
     }
 
-    /// Calls `f(first_row, rows, values)` for each tile of rows, dequantized into one buffer.
+    /// Calls `f(first_row, rows, values)` for each tile of rows, dequantized into one buffer
+    /// (a dense f32 weight is one tile, read in place).
     fn each_tile(&self, k: usize, mut f: impl FnMut(usize, usize, &[f32])) -> Result<()> {
         let (n, _) = self.dims2()?;
+        if let Self::Dense(w) = self {
+            return with_slice::<f32, _>(w, "frozen weight", |w| f(0, n, w));
+        }
         let step = tile_rows(n, k);
         let mut tile = TILE.take();
         if tile.len() < step.min(n) * k {
@@ -356,8 +361,8 @@ impl CustomOp1 for Tiled {
         }
         let mut y = vec![0f32; m * out_cols];
         match self.transposed {
-            true => self.w.lean_gw(x, m, &mut y)?,
-            false => self.w.lean_xwt(x, m, &mut y)?,
+            true => self.w.mul_gw(x, m, &mut y)?,
+            false => self.w.mul_xwt(x, m, &mut y)?,
         }
         Ok((CpuStorage::F32(y), Shape::from((m, out_cols))))
     }

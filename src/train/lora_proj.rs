@@ -13,7 +13,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 
 use super::frozen::ProjWeight;
-use super::real::{Mat, matmul_threaded, with_slice};
+use super::real::{Mat, matmul_threaded};
 
 struct LoraProj {
     /// The frozen base `[n, k]`: contiguous f32 on the CPU, or lean.
@@ -61,40 +61,6 @@ fn read<'a>(storage: &'a Storage, layout: &Layout, what: &str) -> Result<&'a [f3
     }
 }
 
-impl LoraProj {
-    /// `y [m, n] = x [m, k] Wᵀ`.
-    fn base_xwt(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
-        let (n, k) = self.w.dims2()?;
-        match &self.w {
-            ProjWeight::Dense(w) => with_slice::<f32, _>(w, "base", |w| {
-                assert!(x.len() == m * k && y.len() == m * n && w.len() == n * k);
-                // SAFETY: the lengths are checked; y is exclusively borrowed.
-                unsafe {
-                    let wt = Mat::rows(w.as_ptr(), k).t();
-                    matmul_threaded((m, n, k), y.as_mut_ptr(), n, false, Mat::rows(x.as_ptr(), k), wt, 1.0);
-                }
-            }),
-            lean => lean.lean_xwt(x, m, y),
-        }
-    }
-
-    /// `gx [m, k] = g [m, n] W`.
-    fn base_gw(&self, g: &[f32], m: usize, gx: &mut [f32]) -> Result<()> {
-        let (n, k) = self.w.dims2()?;
-        match &self.w {
-            ProjWeight::Dense(w) => with_slice::<f32, _>(w, "base", |w| {
-                assert!(g.len() == m * n && gx.len() == m * k && w.len() == n * k);
-                // SAFETY: the lengths are checked; gx is exclusively borrowed.
-                unsafe {
-                    let (gm, wm) = (Mat::rows(g.as_ptr(), n), Mat::rows(w.as_ptr(), k));
-                    matmul_threaded((m, k, n), gx.as_mut_ptr(), k, false, gm, wm, 1.0);
-                }
-            }),
-            lean => lean.lean_gw(g, m, gx),
-        }
-    }
-}
-
 impl CustomOp3 for LoraProj {
     fn name(&self) -> &'static str {
         "verdict-lora-proj"
@@ -119,7 +85,7 @@ impl CustomOp3 for LoraProj {
         }
         let mut y = vec![0f32; m * n];
         let mut h = vec![0f32; m * r];
-        self.base_xwt(x, m, &mut y)?;
+        self.w.mul_xwt(x, m, &mut y)?;
         // SAFETY: every matrix is contiguous with the shapes checked above; y and h are fresh
         // buffers no other thread sees.
         unsafe {
@@ -158,7 +124,7 @@ impl CustomOp3 for LoraProj {
         }
         if want_gx {
             // dx = g W, then + s u A below
-            self.base_gw(gs, m, &mut gx)?;
+            self.w.mul_gw(gs, m, &mut gx)?;
         }
         // SAFETY: contiguous operands of the checked lengths; every destination is a fresh
         // buffer.
