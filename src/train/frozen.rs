@@ -278,13 +278,7 @@ impl ProjWeight {
     /// the CPU in one product.
     pub(super) fn mul_xwt(&self, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
         let (n, k) = self.dims2()?;
-        if x.len() != m * k || y.len() != m * n {
-            candle_core::bail!(
-                "tiled linear: input of {} values, output of {}, for {m} rows of a {n}x{k} weight",
-                x.len(),
-                y.len()
-            );
-        }
+        check_lengths((x.len(), m * k), (y.len(), m * n), m, (n, k))?;
         self.each_tile(k, |r0, nb, t| {
             // y[:, r0..r0+nb] = x [m, k] @ tile^T [k, nb]
             // SAFETY: the lengths were checked above; the tile is nb x k and y's columns
@@ -299,13 +293,7 @@ impl ProjWeight {
     /// `gx [m, k] = g [m, n] W` (overwriting `gx`), tile by tile as `mul_xwt`.
     pub(super) fn mul_gw(&self, g: &[f32], m: usize, gx: &mut [f32]) -> Result<()> {
         let (n, k) = self.dims2()?;
-        if g.len() != m * n || gx.len() != m * k {
-            candle_core::bail!(
-                "tiled linear: gradient of {} values, output of {}, for {m} rows of a {n}x{k} weight",
-                g.len(),
-                gx.len()
-            );
-        }
+        check_lengths((g.len(), m * n), (gx.len(), m * k), m, (n, k))?;
         self.each_tile(k, |r0, nb, t| {
             // gx [m, k] (+)= g[:, r0..r0+nb] [m, nb] @ tile [nb, k]
             // SAFETY: the lengths were checked above; g's columns r0..r0+nb lie inside its rows.
@@ -328,20 +316,34 @@ impl ProjWeight {
         if tile.len() < step.min(n) * k {
             tile = vec![0f32; step.min(n) * k];
         }
-        let mut r0 = 0;
-        let mut done = Ok(());
-        while r0 < n && done.is_ok() {
-            let r1 = (r0 + step).min(n);
-            let t = &mut tile[..(r1 - r0) * k];
-            done = self.tile(r0, r1, t);
-            if done.is_ok() {
+        let mut each = |tile: &mut [f32]| -> Result<()> {
+            for r0 in (0..n).step_by(step) {
+                let r1 = (r0 + step).min(n);
+                let t = &mut tile[..(r1 - r0) * k];
+                self.tile(r0, r1, t)?;
                 f(r0, r1 - r0, t);
             }
-            r0 = r1;
-        }
+            Ok(())
+        };
+        let done = each(&mut tile);
         TILE.set(tile);
         done
     }
+}
+
+/// The operands of a product with an `[n, k]` weight over `m` rows have the lengths it needs:
+/// `(input, expected)` and `(output, expected)`.
+fn check_lengths(input: (usize, usize), output: (usize, usize), m: usize, (n, k): (usize, usize)) -> Result<()> {
+    if input.0 != input.1 || output.0 != output.1 {
+        candle_core::bail!(
+            "tiled linear: input of {} values and output of {} for {m} rows of a {n}x{k} weight (need {} and {})",
+            input.0,
+            output.0,
+            input.1,
+            output.1
+        );
+    }
+    Ok(())
 }
 
 impl CustomOp1 for Tiled {

@@ -10,10 +10,10 @@
 //! backward four, with `x Aᵀ` recomputed (`m x k x r`, a few percent of the base product)
 //! instead of kept.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::frozen::ProjWeight;
-use super::real::{Mat, matmul_threaded};
+use super::real::{Mat, cpu_slice, matmul_threaded};
 
 struct LoraProj {
     /// The frozen base `[n, k]`: contiguous f32 on the CPU, or lean.
@@ -50,14 +50,6 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     match s {
         CpuStorage::F32(v) => Ok(&v[a..b]),
         _ => candle_core::bail!("LoRA projection: {what} is not f32"),
-    }
-}
-
-/// A tensor's data as f32 (contiguous, on the CPU), from its storage held for reading.
-fn read<'a>(storage: &'a Storage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
-    match storage {
-        Storage::Cpu(s) => f32s(s, layout, what),
-        _ => candle_core::bail!("LoRA projection: {what} is not on the CPU"),
     }
 }
 
@@ -115,8 +107,9 @@ impl CustomOp3 for LoraProj {
         let (mut h, mut u) = (vec![0f32; m * r], vec![0f32; m * r]);
         let (hx, ha, hb, hg) =
             (x.storage_and_layout(), a.storage_and_layout(), b.storage_and_layout(), g.storage_and_layout());
-        let xs = read(&hx.0, hx.1, "input")?;
-        let (as_, bs, gs) = (read(&ha.0, ha.1, "A")?, read(&hb.0, hb.1, "B")?, read(&hg.0, hg.1, "gradient")?);
+        let xs = cpu_slice::<f32>(&hx.0, hx.1, "input")?;
+        let as_ = cpu_slice::<f32>(&ha.0, ha.1, "A")?;
+        let (bs, gs) = (cpu_slice::<f32>(&hb.0, hb.1, "B")?, cpu_slice::<f32>(&hg.0, hg.1, "gradient")?);
         if xs.len() != m * k || as_.len() != r * k || bs.len() != n * r || gs.len() != m * n {
             candle_core::bail!(
                 "LoRA projection backward: operands do not match input [{m}, {k}], rank {r}, output {n}"

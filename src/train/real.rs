@@ -6,7 +6,7 @@
 //! detection, `simd_fn!` and `exp_f32` live in `model::simd`, below the inference kernels too;
 //! they are re-exported here for the training kernels.
 
-use candle_core::{CpuStorage, Result, Storage, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 #[cfg(test)]
 pub(crate) use crate::model::simd::SIMD_CAP;
@@ -165,12 +165,18 @@ pub fn max<T: Real>(a: &[T]) -> T {
 /// The contiguous CPU data of `t` as a slice of `T`.
 pub fn with_slice<T: Real, R>(t: &Tensor, what: &str, f: impl FnOnce(&[T]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
+    Ok(f(cpu_slice(&storage, layout, what)?))
+}
+
+/// The contiguous CPU data behind a storage guard (`Tensor::storage_and_layout`) as a slice of
+/// `T`: for reading several tensors at once without nesting `with_slice`.
+pub fn cpu_slice<'a, T: Real>(storage: &'a Storage, layout: &Layout, what: &str) -> Result<&'a [T]> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{what}: expected a contiguous tensor")))?;
-    match &*storage {
+    match storage {
         Storage::Cpu(s) => match T::slice(s) {
-            Some(v) => Ok(f(&v[start..end])),
+            Some(v) => Ok(&v[start..end]),
             None => candle_core::bail!("{what}: expected {}", std::any::type_name::<T>()),
         },
         _ => candle_core::bail!("{what}: expected a CPU tensor"),
