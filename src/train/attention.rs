@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::real::{Mat, Real, Shared, dot, for_each_unit, matmul, max, simd_fn, sum, with_slice};
+use super::real::{Mat, Real, Shared, dot, for_each_unit, matmul, max, par_parts, simd_fn, sum, with_slice};
 
 /// How the rows of q, k and v split into sequences and heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +50,12 @@ struct Attention {
 const BLOCK: usize = 64;
 
 simd_fn! {
-    /// `x` with HF (non-interleaved) rotary embedding applied to every head of every row; `sign`
-    /// -1 rotates back (the transpose, i.e. the gradient).
-    fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], head_dim: usize, sign: T) -> Vec<T> {
+    /// `out` = whole rows of `x` with HF (non-interleaved) rotary embedding applied to every
+    /// head, `cos`/`sin` holding those rows' halves; `sign` -1 rotates back (the transpose, i.e.
+    /// the gradient).
+    fn rope_rows<T: Real>(x: &[T], cos: &[T], sin: &[T], head_dim: usize, sign: T, out: &mut [T]) {
         let half = head_dim / 2;
         let width = x.len() / (cos.len() / half);
-        let mut out = vec![T::ZERO; x.len()];
         for ((row, o), (c, s)) in x.chunks(width).zip(out.chunks_mut(width)).zip(cos.chunks(half).zip(sin.chunks(half)))
         {
             for (xh, oh) in row.chunks(head_dim).zip(o.chunks_mut(head_dim)) {
@@ -68,7 +68,50 @@ simd_fn! {
                 }
             }
         }
-        out
+    }
+}
+
+/// Rows per part when rotary or the kv-head sum runs over the pool.
+const ROWS_PER_PART: usize = 32;
+
+/// `x` with rotary applied to every row (`rope_rows`), the rows shared over the thread pool.
+fn rope<T: Real>(x: &[T], cos: &[T], sin: &[T], head_dim: usize, sign: T) -> Vec<T> {
+    let half = head_dim / 2;
+    let width = x.len() / (cos.len() / half);
+    let mut out = vec![T::ZERO; x.len()];
+    par_parts(&mut out, ROWS_PER_PART * width, |at, o| {
+        let (r0, r1) = (at / width, (at + o.len()) / width);
+        rope_rows(&x[at..at + o.len()], &cos[r0 * half..r1 * half], &sin[r0 * half..r1 * half], head_dim, sign, o)
+    });
+    out
+}
+
+/// Sums the per-query-head gradients `[B, q_heads, T, head_dim]` of each kv head into the
+/// `[B * T, kv_heads * head_dim]` layout, rows over the thread pool (each element summed over
+/// its heads in order, so the result does not depend on the thread count).
+fn sum_kv_heads<T: Real>(per_head: &[T], heads: Heads) -> Vec<T> {
+    let kw = heads.kv_heads * heads.head_dim;
+    let mut out = vec![T::ZERO; per_head.len() / heads.rep()];
+    par_parts(&mut out, ROWS_PER_PART * kw, |at, o| sum_kv_rows(per_head, at / kw, o, heads));
+    out
+}
+
+simd_fn! {
+    /// `sum_kv_heads` for the output rows from `first_row` on that `out` holds.
+    fn sum_kv_rows<T: Real>(per_head: &[T], first_row: usize, out: &mut [T], heads: Heads) {
+        let Heads { seq, q_heads, kv_heads, head_dim: hd, .. } = heads;
+        let rep = q_heads / kv_heads;
+        for (i, row) in out.chunks_mut(kv_heads * hd).enumerate() {
+            let (b, t) = ((first_row + i) / seq, (first_row + i) % seq);
+            for (g, dst) in row.chunks_mut(hd).enumerate() {
+                for h in g * rep..(g + 1) * rep {
+                    let src = &per_head[((b * q_heads + h) * seq + t) * hd..][..hd];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d = *d + s;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -200,21 +243,7 @@ impl Attention {
             }
         });
         drop(probs);
-        // Sum the query heads of each kv head into the `[B * T, kv_heads * head_dim]` layout.
-        let (mut dkr, mut dv) = (vec![T::ZERO; k.len()], vec![T::ZERO; v.len()]);
-        for b in 0..batch {
-            for h in 0..q_heads {
-                let g = h / rep;
-                let src = (b * q_heads + h) * seq * hd;
-                for t in 0..seq {
-                    let dst = (b * seq + t) * kw + g * hd;
-                    for i in 0..hd {
-                        dkr[dst + i] += dk_heads[src + t * hd + i];
-                        dv[dst + i] += dv_heads[src + t * hd + i];
-                    }
-                }
-            }
-        }
+        let (dkr, dv) = (sum_kv_heads(&dk_heads, self.heads), sum_kv_heads(&dv_heads, self.heads));
         let (dq, dk) = self.roped(&dqr, &dkr, -T::ONE)?;
         Ok((dq, dk, dv))
     }
