@@ -28,25 +28,19 @@ pub struct Update {
 }
 
 impl Update {
-    /// The update on plain slices: `p`, `m`, `v` in place, `g` read.
+    /// The update on plain slices: `p`, `m`, `v` in place, `g` read; parts of the slices over
+    /// rayon's pool (the one the other kernels share, its workers flushing denormals like the
+    /// caller), so no threads are started per parameter.
     pub fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
-        let threads = candle_core::utils::get_num_threads().max(1);
-        let n = p.len();
-        if threads == 1 || n < 1 << 16 {
+        use rayon::prelude::*;
+        if candle_core::utils::get_num_threads() <= 1 || p.len() <= PART {
             return self.apply_serial(p, g, m, v);
         }
-        let chunk = n.div_ceil(threads);
-        // The workers compute in the caller's denormal mode (`model::denormals`).
-        let flush = crate::model::denormals::this_thread_flushes();
-        std::thread::scope(|s| {
-            let parts = p.chunks_mut(chunk).zip(g.chunks(chunk)).zip(m.chunks_mut(chunk)).zip(v.chunks_mut(chunk));
-            for (((p, g), m), v) in parts {
-                s.spawn(move || {
-                    crate::model::denormals::set_this_thread(flush);
-                    self.apply_serial(p, g, m, v)
-                });
-            }
-        });
+        p.par_chunks_mut(PART)
+            .zip(g.par_chunks(PART))
+            .zip(m.par_chunks_mut(PART))
+            .zip(v.par_chunks_mut(PART))
+            .for_each(|(((p, g), m), v)| self.apply_serial(p, g, m, v));
     }
 
     fn apply_serial(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
@@ -115,12 +109,22 @@ impl InplaceOp2 for InPlace<'_> {
     }
 }
 
+/// Elements per part of the update and of the sum of squares.
+const PART: usize = 1 << 16;
+
 /// Sum of squares of a CPU f32 tensor, read in place (no copy); `None` for other storages.
+/// Parts are summed over the pool, then in order, so the total does not depend on the thread
+/// count (single-threaded it was a visible share of a 2-thread full fine-tuning step).
 pub fn sum_sq_cpu(t: &candle_core::Tensor) -> Option<f64> {
+    use rayon::prelude::*;
     let (s, l) = t.storage_and_layout();
     let (start, end) = l.contiguous_offsets()?;
-    match &*s {
-        candle_core::Storage::Cpu(CpuStorage::F32(v)) => Some(sum_squares(&v[start..end])),
-        _ => None,
-    }
+    let candle_core::Storage::Cpu(CpuStorage::F32(v)) = &*s else { return None };
+    let v = &v[start..end];
+    let parts: Vec<f64> = if candle_core::utils::get_num_threads() <= 1 || v.len() <= PART {
+        v.chunks(PART).map(sum_squares).collect()
+    } else {
+        v.par_chunks(PART).map(sum_squares).collect()
+    };
+    Some(parts.iter().sum())
 }

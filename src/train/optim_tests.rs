@@ -82,6 +82,29 @@ fn accumulation_sums_gradients() -> Result<()> {
 }
 
 #[test]
+fn the_norm_of_a_large_gradient_summed_in_parts_matches_f64() -> Result<()> {
+    // Several parts of the parallel sum of squares, the last one short; and AdamW's update over
+    // as many parts must move every element (a part skipped would stay put).
+    let n = 3 * (1 << 16) + 1234;
+    let c: Vec<f32> = (0..n).map(|i| ((i % 977) as f32 - 488.0) * 1e-3).collect();
+    let var = Var::from_slice(&vec![1.0f32; n], n, &Device::Cpu)?;
+    let cfg = OptimConfig { learning_rate: 0.1, max_grad_norm: 0.0, ..Default::default() };
+    let mut opt = AdamW::new(vec![("w".into(), var.clone())], cfg)?;
+    opt.accumulate(&grads_of(&var, &c)?)?;
+    let want = c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+    let got = opt.grad_norm()?;
+    assert!((got / want - 1.0).abs() < 1e-6, "{got} vs {want}");
+    opt.step()?;
+    let w = var.as_tensor().to_vec1::<f32>()?;
+    for (i, (&w, &g)) in w.iter().zip(&c).enumerate() {
+        // The first AdamW step moves each weight by about lr against its gradient's sign.
+        let moved = 1.0 - w;
+        assert!(g == 0.0 || (moved * g.signum() - 0.1).abs() < 1e-3, "element {i}: {w} for gradient {g}");
+    }
+    Ok(())
+}
+
+#[test]
 fn schedules_follow_transformers() {
     let c = OptimConfig {
         learning_rate: 1.0,
