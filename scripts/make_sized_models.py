@@ -113,6 +113,21 @@ CONFIGS["Llama-3.2-3B"] = {
     "num_attention_heads": 24,
     "head_dim": 128,
 }
+# Llama-3.1-8B: the published config (hidden 4096, 32 layers, 8 kv heads, untied 128k head).
+CONFIGS["Llama-3.1-8B"] = {
+    **CONFIGS["Llama-3.2-1B"],
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "head_dim": 128,
+    "rope_scaling": {**CONFIGS["Llama-3.2-1B"]["rope_scaling"], "factor": 8.0},
+    "tie_word_embeddings": False,
+}
+
+# Weights above this many bytes are written as shards of about this size with an index, as the
+# hub stores them, so making an 8B model holds one shard in memory, not 16 GB.
+SHARD_BYTES = 4 << 30
 
 
 def make(size: str, cache: Path) -> Path:
@@ -121,7 +136,8 @@ def make(size: str, cache: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     out = cache / f"{size}-random"
-    if (out / "model.safetensors").exists() and (out / "config.json").exists():
+    made = (out / "model.safetensors").exists() or (out / "model.safetensors.index.json").exists()
+    if made and (out / "config.json").exists():
         return out
     tmp = cache / f".{size}-random.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -131,7 +147,7 @@ def make(size: str, cache: Path) -> Path:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     gen = torch.Generator().manual_seed(20261203)
-    tensors = {}
+    params = []
     seen = set()
     for name, p in model.state_dict(keep_vars=True).items():
         if config.tie_word_embeddings and name == "lm_head.weight":
@@ -139,14 +155,31 @@ def make(size: str, cache: Path) -> Path:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        if name.endswith("norm.weight"):
-            t = torch.ones(p.shape, dtype=torch.bfloat16)
-        elif name.endswith(".bias"):
-            t = torch.zeros(p.shape, dtype=torch.bfloat16)
-        else:
-            t = (torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.02).to(torch.bfloat16)
-        tensors[name] = t.contiguous()
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        params.append((name, p.shape))
+    total = sum(2 * torch.Size(shape).numel() for _, shape in params)
+    shards = [[]]
+    for name, shape in params:
+        if total > SHARD_BYTES and sum(2 * torch.Size(s).numel() for _, s in shards[-1]) >= SHARD_BYTES:
+            shards.append([])
+        shards[-1].append((name, shape))
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        tensors = {}
+        for name, shape in shard:
+            if name.endswith("norm.weight"):
+                t = torch.ones(shape, dtype=torch.bfloat16)
+            elif name.endswith(".bias"):
+                t = torch.zeros(shape, dtype=torch.bfloat16)
+            else:
+                t = (torch.randn(shape, generator=gen, dtype=torch.float32) * 0.02).to(torch.bfloat16)
+            tensors[name] = t.contiguous()
+        file = "model.safetensors" if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(tensors, str(tmp / file), metadata={"format": "pt"})
+        weight_map.update({name: file for name in tensors})
+        del tensors
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     (tmp / "config.json").write_text(json.dumps(cfg_dict, indent=2))
     for f in ("tokenizer.json", "chat_template.jinja"):
         shutil.copy(TOKENIZER / f, tmp / f)
