@@ -7,9 +7,10 @@
 //! The model of a step (CPU, f32; measured against `benches/train_memory.sh`, docs/training.md
 //! "Memory"): every weight is one f32 tensor (frozen ones too); each trainable one adds its
 //! gradient and two AdamW moments (16 bytes a parameter in all); a decoder layer keeps, per token
-//! that goes through the model, its two residual inputs and norms, q, k, v, the attention output
-//! and its softmax (one value per head per key), gate, up and their product, and with LoRA the
-//! adapters' outputs; the logits live a chunk of positions at a time (`head_logp.rs`).
+//! that goes through the model, its two residual inputs and norms, q, k, v, the attention output,
+//! gate, up and their product, and with LoRA the adapters' outputs (the CPU's attention keeps no
+//! softmax: its backward recomputes it, `attention.rs`; the composed attention a GPU runs keeps
+//! one value per head per key); the logits live a chunk of positions at a time (`head_logp.rs`).
 
 use super::config::Config;
 use super::frozen::BaseDtype;
@@ -52,6 +53,9 @@ pub struct PlanOptions {
     pub quantized_bytes: Option<u64>,
     /// Each layer recomputed in the backward (`checkpointing.rs`).
     pub checkpointing: bool,
+    /// The attention keeps its softmax for the backward (the composed ops a GPU runs); the
+    /// CPU's fused attention recomputes it instead.
+    pub softmax_kept: bool,
     /// Whether the run generates sample answers at its evaluations.
     pub samples: bool,
     /// Bytes of the model's weight files as stored (their bytes per parameter size the tensor
@@ -130,10 +134,13 @@ pub fn plan(cfg: &Config, opts: &PlanOptions, work: &Workload) -> MemoryPlan {
     };
     let tokens = (work.rows * work.row_tokens) as u64;
     // Kept per token per layer: residual in and after attention, 2 norms, q, k, v, attention
-    // output, o's output and the MLP's down output, gate, up and their product; the softmax over
-    // the row's keys per head; LoRA's outputs.
-    let per_token =
-        6 * h + 2 * qd + 2 * kvd + 3 * i + cfg.num_attention_heads as u64 * work.row_tokens as u64 + adapter_outputs;
+    // output, o's output and the MLP's down output, gate, up and their product; LoRA's outputs;
+    // where it is kept, the softmax over the row's keys per head.
+    let softmax = match opts.softmax_kept {
+        true => cfg.num_attention_heads as u64 * work.row_tokens as u64,
+        false => 0,
+    };
+    let per_token = 6 * h + 2 * qd + 2 * kvd + 3 * i + softmax + adapter_outputs;
     // Checkpointed, a layer keeps only its input; the layer run again in the backward holds its
     // activations and their gradients, one layer at a time. Measured at 0.5B full (512 tokens,
     // 7,761 MiB against 8,583 without) and 1.5B LoRA (1,700-token rows, 4,771 MiB against a plan

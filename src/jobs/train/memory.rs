@@ -32,6 +32,8 @@ pub fn options(config: &TrainConfig, model_path: &Path) -> PlanOptions {
         checkpointing: config.gradient_checkpointing == Checkpointing::On,
         samples: config.eval_every > 0 && config.sample_prompts > 0,
         source_bytes: memory_plan::file_bytes(model_path),
+        // The CPU's (what `--plan` describes); `check` says otherwise for a GPU.
+        softmax_kept: false,
     }
 }
 
@@ -151,6 +153,7 @@ pub(super) fn check(
 ) -> anyhow::Result<Checked> {
     let cfg = memory_plan::read_config(model_path)?;
     let mut opts = options(config, model_path);
+    opts.softmax_kept = !device.is_cpu();
     let work = workload(prepared, config);
     let available = if device.is_cpu() { memory_plan::available_bytes() } else { None };
     settle(config, &cfg, &mut opts, &work, available);
