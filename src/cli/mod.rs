@@ -442,6 +442,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any thread or pool starts: they take this thread's mode (model::denormals).
     crate::model::denormals::set_flush(!cli.no_flush_denormals);
+    // Likewise: one malloc arena for all threads, so a training step's peak is the same run to run.
+    crate::train::heap::one_arena();
     match run(&cli) {
         Ok(code) => code,
         // A reader that stops early (`verdict export - | head`) is not an error.
