@@ -525,4 +525,16 @@ mod tests {
         let lora = || Some((16, vec!["q".to_string(), "v".to_string()]));
         assert!(acts(lora(), true) * 5 < acts(lora(), false));
     }
+
+    #[test]
+    fn only_a_kept_softmax_counts_one_value_per_head_per_key() {
+        // Qwen2.5-0.5B, one packed row of 1,024 tokens: 14 heads x 1,024 keys x 1,024 tokens x
+        // 24 layers x 4 bytes more where the attention keeps its softmax (a GPU's composed ops).
+        let w = Workload { rows: 1, row_tokens: 1024, response_tokens: 900 };
+        let acts = |softmax_kept| {
+            let p = plan(&qwen05(), &PlanOptions { softmax_kept, ..Default::default() }, &w);
+            p.parts.iter().find(|p| p.name == "activations").unwrap().bytes
+        };
+        assert_eq!(acts(true) - acts(false), 14 * 1024 * 1024 * 24 * 4);
+    }
 }
