@@ -12,7 +12,7 @@
 //! in one heap: with glibc's default of an arena per thread (up to 8 per core), the buffers the
 //! pools' threads free stay in their own untrimmed arenas, and which thread allocates what
 //! varies, so the peak did too (135M full fine-tuning, 2 threads, Zen 4: 2,620-2,799 MiB over
-//! four runs; with one arena 2,606-2,608, the same wall time).
+//! four runs; with one arena 2,606-2,617 over nine, the same wall time).
 //! Elsewhere (other C libraries, other systems) all three are no-ops.
 
 /// One malloc arena for every thread (see the module documentation). Call it before the first
