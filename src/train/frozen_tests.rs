@@ -30,24 +30,32 @@ fn quantized(t: &Tensor, dtype: GgmlDType) -> Result<(ProjWeight, Tensor)> {
 #[test]
 fn tiles_multiply_and_backpropagate_as_the_dense_weight() -> Result<()> {
     let dev = Device::Cpu;
-    // 3000 rows of 512: three tiles, the last one short.
-    let w = Tensor::randn(0f32, 0.1, (3000, 512), &dev)?;
-    let x = Var::randn(0f32, 1., (2, 5, 512), &dev)?;
-    let bf = w.to_dtype(DType::BF16)?.to_dtype(DType::F32)?;
-    let (q8, q8_dense) = quantized(&w, GgmlDType::Q8_0)?;
-    let (q4, q4_dense) = quantized(&w, GgmlDType::Q4_1)?;
-    for (lean, dense) in [(ProjWeight::half(&w)?, bf), (q8, q8_dense), (q4, q4_dense)] {
-        let y = lean.forward(x.as_tensor())?;
-        let y_ref = linear(x.as_tensor(), &dense)?;
-        assert!(max_diff(&y, &y_ref)? < 1e-4, "{lean:?}: forward differs by {}", max_diff(&y, &y_ref)?);
-        let c = Tensor::randn(0f32, 1., y.shape(), &dev)?;
-        let g = (&y * &c)?.sum_all()?.backward()?;
-        let g_ref = (&y_ref * &c)?.sum_all()?.backward()?;
-        let (a, b) = (g.get(x.as_tensor()).expect("dx"), g_ref.get(x.as_tensor()).expect("dx"));
-        assert!(max_diff(a, b)? < 1e-4, "{lean:?}: dx differs by {}", max_diff(a, b)?);
-        assert_eq!(lean.tensor(&dev)?.dims2()?, (3000, 512));
-        assert!(max_diff(&lean.tensor(&dev)?, &dense)? == 0.0);
+    // 3000 rows of 512: three tiles of rows, the last one short. 300 rows of 8192 (wider than
+    // tall, as a down projection): three tiles of columns, the last one short.
+    for (n, k) in [(3000, 512), (300, 8192)] {
+        let w = Tensor::randn(0f32, 0.1, (n, k), &dev)?;
+        let x = Var::randn(0f32, 1., (2, 5, k), &dev)?;
+        let bf = w.to_dtype(DType::BF16)?.to_dtype(DType::F32)?;
+        let (q8, q8_dense) = quantized(&w, GgmlDType::Q8_0)?;
+        let (q4, q4_dense) = quantized(&w, GgmlDType::Q4_1)?;
+        for (lean, dense) in [(ProjWeight::half(&w)?, bf), (q8, q8_dense), (q4, q4_dense)] {
+            match cut(n, k, lean.col_unit()) {
+                Cut::Rows(rows) => assert!(k < n && rows < n, "{n}x{k}: {rows} rows a tile"),
+                Cut::Cols(cols) => assert!(k > n && cols < k && (k - cols) % cols > 0, "{n}x{k}: {cols} columns"),
+            }
+            let y = lean.forward(x.as_tensor())?;
+            let y_ref = linear(x.as_tensor(), &dense)?;
+            assert!(max_diff(&y, &y_ref)? < 1e-4, "{lean:?}: forward differs by {}", max_diff(&y, &y_ref)?);
+            let c = Tensor::randn(0f32, 1., y.shape(), &dev)?;
+            let g = (&y * &c)?.sum_all()?.backward()?;
+            let g_ref = (&y_ref * &c)?.sum_all()?.backward()?;
+            let (a, b) = (g.get(x.as_tensor()).expect("dx"), g_ref.get(x.as_tensor()).expect("dx"));
+            assert!(max_diff(a, b)? < 1e-4, "{lean:?}: dx differs by {}", max_diff(a, b)?);
+            assert_eq!(lean.tensor(&dev)?.dims2()?, (n, k));
+            assert!(max_diff(&lean.tensor(&dev)?, &dense)? == 0.0);
+        }
     }
+    let w = Tensor::randn(0f32, 0.1, (3000, 512), &dev)?;
     // Held bytes: bf16 half of f32, Q8_0 34/128, Q4_1 20/128.
     assert_eq!(ProjWeight::half(&w)?.bytes(), 3000 * 512 * 2);
     assert!(quantized(&w, GgmlDType::Q4_1)?.0.bytes() <= 3000 * 512 * 20 / 32 + 8);
