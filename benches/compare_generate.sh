@@ -2,7 +2,9 @@
 # verdict vs llama.cpp on the same GGUF, prompts, sampling settings and thread count, one after
 # the other on this machine. Usage: benches/compare_generate.sh [THREADS=1]
 # Environment: VERDICT_BENCH_RUNS (default 3), VERDICT_MODEL (another GGUF), VERDICT_BENCH_REQUANTIZE,
-# BENCH_MANIFEST (a Cargo.toml that declares the `generate` bench; default this crate's),
+# VERDICT_BENCH_MAX_TOKENS (new tokens at most per answer for both engines, default 64; at 256
+# most answers end on their own, at different lengths), BENCH_MANIFEST (a Cargo.toml that
+# declares the `generate` bench; default this crate's),
 # VENV (the llama.cpp venv; default .venv-bench), VERDICT_SIMD=avx2|baseline (caps verdict's own
 # kernels). Sets up the llama.cpp venv first if it is missing (benches/peers/setup_llamacpp.sh,
 # minutes). The header says what the numbers depend on: CPU model, vector extensions, thread
@@ -33,6 +35,7 @@ VECTOR_EXT="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' \
 echo "   CPU: ${CPU_MODEL:-unknown}, $(nproc) cores visible, $THREADS thread(s) per engine"
 echo "   vector extensions: ${VECTOR_EXT:-none listed}"
 echo "   VERDICT_SIMD=${VERDICT_SIMD:-unset}"
+echo "   new tokens at most per answer: ${VERDICT_BENCH_MAX_TOKENS:-64} (VERDICT_BENCH_MAX_TOKENS)"
 
 echo "== verdict ($THREADS thread(s), $VERDICT_BENCH_RUNS runs)"
 VERDICT_BENCH_THREADS="$THREADS" VERDICT_BENCH_EXPORT="$OUT/prompts.json" \

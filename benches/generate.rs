@@ -12,7 +12,9 @@
 //!   the same tokens) in one `generate_many` call, prompts decoding together up to the model's
 //!   batch rows (`VERDICT_BENCH_ROWS` overrides), a prompt joining as rows free up.
 //!
-//! max_new_tokens 64, temperature 0.8, top-p 0.9, repeat penalty 1.1 over the last 64 tokens,
+//! max_new_tokens 64 (`VERDICT_BENCH_MAX_TOKENS` sets another: at 256 most answers end on their own,
+//! at different lengths, so rows of a batch finish apart), temperature 0.8, top-p 0.9, repeat
+//! penalty 1.1 over the last 64 tokens,
 //! fixed seeds (so every run generates the same tokens). Stopping at end-of-turn stays on, so
 //! the mean completion length is printed next to candidates/min.
 //!
@@ -44,7 +46,6 @@ const PROMPTS: [(&str, &str); 8] = [
     ("code", "Write a Python function that checks whether a string is a palindrome, and explain how it works."),
 ];
 const CANDIDATES: usize = 4;
-const MAX_NEW_TOKENS: usize = 64;
 const TEMPERATURE: f64 = 0.8;
 const TOP_P: f64 = 0.9;
 const REPEAT_PENALTY: f32 = 1.1;
@@ -56,6 +57,12 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
+/// New tokens at most per answer: 64, or `VERDICT_BENCH_MAX_TOKENS` (the same variable sets the
+/// llama.cpp side's, `benches/peers/llamacpp_generate.py`).
+fn max_new_tokens() -> usize {
+    env_usize("VERDICT_BENCH_MAX_TOKENS", 64).max(1)
+}
+
 fn params(candidates: usize, seed: u64) -> GenerateParams {
     GenerateParams {
         candidates,
@@ -64,7 +71,7 @@ fn params(candidates: usize, seed: u64) -> GenerateParams {
         top_k: None,
         repeat_penalty: REPEAT_PENALTY,
         repeat_last_n: REPEAT_LAST_N,
-        max_new_tokens: MAX_NEW_TOKENS,
+        max_new_tokens: max_new_tokens(),
         seed,
     }
 }
@@ -129,7 +136,7 @@ fn run_once(model: &mut Model, rows: usize) -> Run {
     for (i, (_, text)) in PROMPTS.iter().enumerate() {
         let msgs = messages(text);
         // One stream: prefill and decode speed from the times of the per-token callbacks.
-        let mut token_times: Vec<Instant> = Vec::with_capacity(MAX_NEW_TOKENS + 1);
+        let mut token_times: Vec<Instant> = Vec::with_capacity(max_new_tokens() + 1);
         let mut forward_tps = 0.0;
         let t0 = Instant::now();
         let out = model
@@ -277,7 +284,7 @@ fn main() {
         "runs": runs,
         "prompts": PROMPTS.len(),
         "prompt_tokens": first.prompt_tokens,
-        "max_new_tokens": MAX_NEW_TOKENS,
+        "max_new_tokens": max_new_tokens(),
         "temperature": TEMPERATURE,
         "candidates_per_prompt": CANDIDATES,
         "prefill_tok_s": round1(prefill),

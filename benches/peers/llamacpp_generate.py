@@ -45,7 +45,8 @@ PROMPTS = [
     ("code", "Write a Python function that checks whether a string is a palindrome, and explain how it works."),
 ]
 CANDIDATES = 4
-MAX_NEW_TOKENS = 64
+# 64 unless VERDICT_BENCH_MAX_TOKENS says otherwise (the verdict bench reads the same variable).
+MAX_NEW_TOKENS = max(1, int(os.environ.get("VERDICT_BENCH_MAX_TOKENS", "64")))
 TEMPERATURE = 0.8
 TOP_P = 0.9
 REPEAT_PENALTY = 1.1
