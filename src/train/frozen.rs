@@ -402,18 +402,17 @@ impl ProjWeight {
         }
         let mut each = |tile: &mut [f32]| -> Result<()> {
             for first in (0..end).step_by(step) {
-                let last = (first + step).min(end);
-                let t = &mut tile[..(last - first) * across];
-                match how {
-                    Cut::Rows(_) => {
-                        self.row_tile(first, last, t)?;
-                        f(Tile::Rows(first, last - first), t);
-                    }
-                    Cut::Cols(_) => {
-                        self.col_tile(first, last, t)?;
-                        f(Tile::Cols(first, last - first), t);
-                    }
+                let count = (first + step).min(end) - first;
+                let t = &mut tile[..count * across];
+                let part = match how {
+                    Cut::Rows(_) => Tile::Rows(first, count),
+                    Cut::Cols(_) => Tile::Cols(first, count),
+                };
+                match part {
+                    Tile::Rows(r0, n) => self.row_tile(r0, r0 + n, t)?,
+                    Tile::Cols(c0, n) => self.col_tile(c0, c0 + n, t)?,
                 }
+                f(part, t);
             }
             Ok(())
         };
