@@ -90,6 +90,18 @@ fn detect_simd() -> Simd {
 #[cfg(test)]
 pub(crate) static SIMD_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
 
+/// Runs `f` with the kernels capped at `cap` (0 baseline, 1 AVX2, `u8::MAX` none), one capped
+/// run at a time in the process (the cap is process-wide).
+#[cfg(test)]
+pub(crate) fn with_simd_cap<R>(cap: u8, f: impl FnOnce() -> R) -> R {
+    static CAPPED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = CAPPED.lock().unwrap_or_else(|e| e.into_inner());
+    SIMD_CAP.store(cap, std::sync::atomic::Ordering::Relaxed);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    SIMD_CAP.store(u8::MAX, std::sync::atomic::Ordering::Relaxed);
+    r.unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
 /// The set `simd_fn!` kernels run with now.
 #[inline(always)]
 pub fn simd_level() -> Simd {

@@ -8,8 +8,6 @@
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
-#[cfg(test)]
-pub(crate) use crate::model::simd::SIMD_CAP;
 pub(crate) use crate::model::simd::simd_fn;
 pub use crate::model::simd::{Simd, exp_f32, simd_best, simd_level};
 

@@ -3,29 +3,20 @@
 //! backward, run at every level this CPU has. (Rust never fuses a multiply and an add on its
 //! own, and the reductions keep the same partial sums at every width, so equality is exact.)
 
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
-
 use candle_core::{DType, Device, Result, Tensor, Var};
 
 use super::adamw_kernel::Update;
 use super::attention::{Heads, attention};
-use super::real::{SIMD_CAP, Simd, simd_best};
-
-/// One capped comparison at a time (the cap is process-wide).
-static CAPPED: Mutex<()> = Mutex::new(());
+use super::real::{Simd, simd_best};
 
 /// `f()` at each level this CPU runs, best first, as f32 bits.
 fn at_each_level(f: impl Fn() -> Result<Vec<Vec<f32>>>) -> Vec<(Simd, Vec<Vec<u32>>)> {
-    let _one = CAPPED.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::new();
     for (cap, level) in [(u8::MAX, simd_best()), (1, simd_best().min(Simd::Avx2)), (0, Simd::Baseline)] {
         if out.iter().any(|(l, _)| *l == level) {
             continue;
         }
-        SIMD_CAP.store(cap, Ordering::Relaxed);
-        let r = f();
-        SIMD_CAP.store(u8::MAX, Ordering::Relaxed);
+        let r = crate::model::simd::with_simd_cap(cap, &f);
         let bits = r.unwrap().iter().map(|v| v.iter().map(|x| x.to_bits()).collect()).collect();
         out.push((level, bits));
     }

@@ -139,3 +139,28 @@ fn other_types_keep_candles_path() {
         assert!(Q8Matrix::from_qtensor(&q).unwrap().is_none(), "{dtype:?}");
     }
 }
+
+#[test]
+fn activations_quantize_as_candle_rounds_them() {
+    // The plain form: round half away from zero, a saturating cast.
+    let plain = |xs: &[f32]| -> Vec<i8> {
+        let mut q = Vec::new();
+        for b in xs.chunks_exact(BLOCK) {
+            let scale = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+            let inverse = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+            q.extend(b.iter().map(|&v| (v * inverse).round() as i8));
+        }
+        q
+    };
+    // Random blocks, a block of zeros, and values that land on halves (k + 0.5 times the scale:
+    // amax 127 makes the scale exactly 1).
+    let mut xs = random(64 * BLOCK, 9);
+    xs.extend([0f32; BLOCK]);
+    xs.extend((0..BLOCK).map(|i| if i == 0 { 127.0 } else { (i as f32 - 16.0) * 3.5 }));
+    xs.extend((0..BLOCK).map(|i| if i == 0 { -127.0 } else { -(i as f32) - 0.5 }));
+    for cap in [0, 1, u8::MAX] {
+        let (q, d) = crate::model::simd::with_simd_cap(cap, || quantize_rows(&xs, 4 * BLOCK));
+        assert_eq!(q, plain(&xs), "SIMD cap {cap}");
+        assert_eq!(d[64..], [0.0, 1.0, 1.0], "scales of the zero and the halves blocks");
+    }
+}
