@@ -159,7 +159,7 @@ fn activations_quantize_as_candle_rounds_them() {
     xs.extend((0..BLOCK).map(|i| if i == 0 { 127.0 } else { (i as f32 - 16.0) * 3.5 }));
     xs.extend((0..BLOCK).map(|i| if i == 0 { -127.0 } else { -(i as f32) - 0.5 }));
     for cap in [0, 1, u8::MAX] {
-        let (q, d) = crate::model::simd::with_simd_cap(cap, || quantize_rows(&xs, 4 * BLOCK));
+        let (q, d) = crate::model::simd::with_simd_cap(cap, || quantize_rows(&xs, BLOCK));
         assert_eq!(q, plain(&xs), "SIMD cap {cap}");
         assert_eq!(d[64..], [0.0, 1.0, 1.0], "scales of the zero and the halves blocks");
     }
