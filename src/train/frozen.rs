@@ -214,11 +214,7 @@ impl ProjWeight {
             Self::Dense(_) => candle_core::bail!("a dense weight has no tiles"),
             Self::Half(h) => {
                 let src = &h.data[r0 * h.cols..r1 * h.cols];
-                out.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 14)).for_each(|(o, s)| {
-                    for (o, s) in o.iter_mut().zip(s) {
-                        *o = f32::from_bits(u32::from(s.to_bits()) << 16);
-                    }
-                });
+                out.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 14)).for_each(|(o, s)| widen_bf16(s, o));
                 Ok(())
             }
             Self::Quant(q) => out.par_chunks_mut(q.cols).enumerate().try_for_each(|(i, o)| q.row_part(r0 + i, 0, o)),
@@ -237,10 +233,7 @@ impl ProjWeight {
                 out.par_chunks_mut(width * group).enumerate().for_each(|(g, o)| {
                     for (i, o) in o.chunks_mut(width).enumerate() {
                         let r = g * group + i;
-                        let src = &h.data[r * h.cols + c0..r * h.cols + c1];
-                        for (o, s) in o.iter_mut().zip(src) {
-                            *o = f32::from_bits(u32::from(s.to_bits()) << 16);
-                        }
+                        widen_bf16(&h.data[r * h.cols + c0..r * h.cols + c1], o);
                     }
                 });
                 Ok(())
@@ -298,6 +291,13 @@ fn tile_rows(rows: usize, cols: usize) -> usize {
     let most = (TILE_VALUES / cols.max(1)).max(8);
     let tiles = rows.div_ceil(most).max(1);
     rows.div_ceil(tiles).next_multiple_of(8)
+}
+
+/// `out[i] = src[i]` widened from bf16 to f32 (exact: the bf16 bits are the f32's high half).
+fn widen_bf16(src: &[bf16], out: &mut [f32]) {
+    for (o, s) in out.iter_mut().zip(src) {
+        *o = f32::from_bits(u32::from(s.to_bits()) << 16);
+    }
 }
 
 /// Which way a lean weight `[n, k]` is cut into tiles, and the rows or columns of each.
@@ -405,13 +405,15 @@ impl ProjWeight {
                 let count = (first + step).min(end) - first;
                 let t = &mut tile[..count * across];
                 let part = match how {
-                    Cut::Rows(_) => Tile::Rows(first, count),
-                    Cut::Cols(_) => Tile::Cols(first, count),
+                    Cut::Rows(_) => {
+                        self.row_tile(first, first + count, t)?;
+                        Tile::Rows(first, count)
+                    }
+                    Cut::Cols(_) => {
+                        self.col_tile(first, first + count, t)?;
+                        Tile::Cols(first, count)
+                    }
                 };
-                match part {
-                    Tile::Rows(r0, n) => self.row_tile(r0, r0 + n, t)?,
-                    Tile::Cols(c0, n) => self.col_tile(c0, c0 + n, t)?,
-                }
                 f(part, t);
             }
             Ok(())
