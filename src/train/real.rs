@@ -317,31 +317,17 @@ pub fn par_parts<T: Send>(out: &mut [T], part_len: usize, f: impl Fn(usize, &mut
 /// far more than handing it to a worker, small enough to balance two to sixteen threads.
 pub const ELEMENTWISE_PART: usize = 1 << 15;
 
-/// Runs `f(unit)` for `0..units` on candle's CPU thread count (scoped threads taking units in
-/// turn; inline with one thread).
+/// Runs `f(unit)` for `0..units` on rayon's pool (candle's thread count, its workers flushing
+/// denormals like the caller: `model::options`), one unit a task so idle workers take the next;
+/// inline with one thread. Not scoped threads of its own: those ran beside the pool's workers,
+/// still spinning after the product before, so more threads than cores computed at times.
 pub fn for_each_unit(units: usize, f: impl Fn(usize) + Sync) {
-    let threads = candle_core::utils::get_num_threads().clamp(1, units.max(1));
-    if threads == 1 {
+    use rayon::prelude::*;
+    if candle_core::utils::get_num_threads() <= 1 || units <= 1 {
         (0..units).for_each(f);
         return;
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    // The workers compute in the caller's denormal mode (`model::denormals`).
-    let flush = crate::model::denormals::this_thread_flushes();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                crate::model::denormals::set_this_thread(flush);
-                loop {
-                    let u = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if u >= units {
-                        break;
-                    }
-                    f(u);
-                }
-            });
-        }
-    });
+    (0..units).into_par_iter().with_max_len(1).for_each(&f);
 }
 
 #[cfg(test)]
