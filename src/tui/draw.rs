@@ -4,15 +4,17 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use unicode_segmentation::UnicodeSegmentation;
 
 use super::app::App;
+use super::field::TextField;
 use super::input::Input;
 use super::keymap;
 use super::text::{truncate, width};
-use super::widgets::{centered, draw_text_pane};
+use super::widgets::{ACCENT, centered, draw_text_pane};
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let [main, footer, status] =
@@ -33,8 +35,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     draw_footer(frame, app, footer);
     draw_status(frame, app, status);
-    if let Input::Rewrite { text, .. } = &app.input {
-        draw_editor(frame, text);
+    if let Input::Rewrite { text, side, .. } = &app.input {
+        draw_editor(frame, side, text);
     }
     for overlay in app.screens.iter().filter(|s| s.overlay()) {
         overlay.draw(frame, frame.area(), &ctx);
@@ -51,10 +53,14 @@ fn draw_guidelines(frame: &mut Frame, app: &App, area: Rect) {
 
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     let text = match &app.input {
-        Input::Search(s) => format!(" search: {s}▏  Enter keep · Esc clear"),
-        Input::AddPrompt(s) => format!(" new prompt: {s}▏  Enter add · Esc cancel"),
+        Input::Search(s) => {
+            format!(" search: {}  Enter keep · Esc clear", s.with_marker_within("▏", typing_room(area, 37)))
+        }
+        Input::AddPrompt(s) => {
+            format!(" new prompt: {}  Enter add · Esc cancel", s.with_marker_within("▏", typing_room(area, 40)))
+        }
         Input::Note(_) => " typing a note · Enter keep · Esc cancel".to_string(),
-        Input::Rewrite { .. } => " rewriting · Ctrl-S save · Esc cancel".to_string(),
+        Input::Rewrite { .. } => " rewriting · ←→↑↓ Home End move · Ctrl-S save · Esc cancel".to_string(),
         Input::None => app
             .keymap
             .bindings(app.mode())
@@ -70,6 +76,11 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
         )),
         area,
     );
+}
+
+/// The columns left for typed text on a line of `area` that also holds `taken` columns of labels.
+fn typing_room(area: Rect, taken: usize) -> usize {
+    (area.width as usize).saturating_sub(taken).max(10)
 }
 
 fn short(action: keymap::Action) -> &'static str {
@@ -149,10 +160,46 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(Paragraph::new(line), area);
 }
 
-fn draw_editor(frame: &mut Frame, text: &str) {
+/// The built-in rewrite editor over everything: the text wrapped as it will be read, the
+/// character under the cursor reversed, the terminal's own cursor there too (an input method
+/// opens its window at it), and the view following the cursor.
+fn draw_editor(frame: &mut Frame, side: &str, field: &TextField) {
     let area = centered(frame.area(), 90, 80);
     frame.render_widget(Clear, area);
-    draw_text_pane(frame, area, " Rewrite · Ctrl-S save · Esc cancel ", &format!("{text}▏"), 0, true);
+    let title = format!(" Rewrite of the {side} answer · Ctrl-S save · Esc cancel ");
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(Style::default().fg(ACCENT))
+        .title(truncate(&title, area.width.saturating_sub(2) as usize));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if inner.width < 2 || inner.height == 0 {
+        return;
+    }
+    // One column stays free on the right for the cursor after a full line.
+    let top = field.view(inner.width as usize - 1, inner.height as usize);
+    let (text, lines, row) = (field.text(), field.lines(), field.row());
+    let cursor = field.cursor().clamp(lines[row].start, lines[row].end);
+    let shown = |s: &str| s.replace('\t', "    ");
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate().skip(top).take(inner.height as usize) {
+        if i != row {
+            out.push(Line::raw(shown(&text[line.clone()])));
+            continue;
+        }
+        let (under, after) = match text[cursor..line.end].graphemes(true).next() {
+            Some(g) => (g, &text[cursor + g.len()..line.end]),
+            None => (" ", ""),
+        };
+        out.push(Line::from(vec![
+            Span::raw(shown(&text[line.start..cursor])),
+            Span::styled(shown(under), Style::default().add_modifier(Modifier::REVERSED)),
+            Span::raw(shown(after)),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(out), inner);
+    let column = width(&text[lines[row].start..cursor]) as u16;
+    frame.set_cursor_position((inner.x + column.min(inner.width - 1), inner.y + (row - top) as u16));
 }
 
 /// Median seconds per label (a pairwise judgment or a single-answer rating) today.

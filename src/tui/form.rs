@@ -17,6 +17,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
+use super::field::TextField;
+use super::input::edit_of;
 use super::keymap::{self, Action};
 use super::screens::Command;
 use super::text::{pad, truncate};
@@ -54,7 +56,7 @@ pub struct TrainForm {
     pub fields: Vec<Field>,
     pub selected: usize,
     /// The text being typed into the selected field.
-    pub editing: Option<String>,
+    pub editing: Option<TextField>,
     /// Resolved pairs that would go in: language → (train, test).
     pub pairs: BTreeMap<String, (usize, usize)>,
     /// The plan that arrived last and the config key (`plan_request`) it was made for; shown
@@ -213,7 +215,7 @@ impl TrainForm {
     pub fn edit(&mut self) {
         match &self.fields[self.selected].value {
             Value::Choice { .. } => self.cycle(1),
-            Value::Text(t) => self.editing = Some(t.clone()),
+            Value::Text(t) => self.editing = Some(TextField::new(t.clone())),
         }
     }
 
@@ -229,16 +231,17 @@ impl TrainForm {
         match action {
             Some(Action::Confirm) => {
                 let typed = self.editing.take().unwrap_or_default();
-                self.fields[self.selected].value = Value::Text(typed.trim().to_string());
+                self.fields[self.selected].value = Value::Text(typed.text().trim().to_string());
             }
             Some(Action::Back) => self.editing = None,
-            Some(Action::DeleteBack) => {
-                buffer.pop();
+            Some(action) => {
+                if let Some(edit) = edit_of(action) {
+                    buffer.apply(edit);
+                }
             }
-            Some(_) => {}
             None => {
                 if let Some(c) = keymap::typed_char(&key) {
-                    buffer.push(c);
+                    buffer.insert(c);
                 }
             }
         }
@@ -278,7 +281,11 @@ impl TrainForm {
     /// Why a field's value cannot be used, if it cannot: the run options' own table
     /// (`jobs::train_config::RULES`) checks every field that is a run option.
     pub fn error(&self, key: &str) -> Option<String> {
-        let value = self.get(key);
+        self.error_with(key, self.get(key))
+    }
+
+    /// Why `value` could not be used for the field `key` (the text being typed, as it is typed).
+    fn error_with(&self, key: &str, value: String) -> Option<String> {
         match key {
             "lora" | "method" | "loss" => None,
             "lora_rank" if self.get("lora") != "on" => None,
@@ -345,7 +352,7 @@ impl TrainForm {
         for (i, field) in form.fields.iter().enumerate() {
             let selected = i == form.selected;
             let value = match (&field.value, selected, &form.editing) {
-                (_, true, Some(typed)) => format!("{typed}▏"),
+                (_, true, Some(typed)) => typed.with_marker_within("▏", 26),
                 (Value::Choice { options, index }, _, _) => format!("‹ {} ›", options[*index]),
                 (Value::Text(t), _, _) if t.is_empty() => "(default)".into(),
                 (Value::Text(t), _, _) => t.clone(),
@@ -355,7 +362,10 @@ impl TrainForm {
             } else {
                 Style::default()
             };
-            let error = form.error(field.key);
+            let error = match (selected, &form.editing) {
+                (true, Some(typed)) => form.error_with(field.key, typed.text().trim().to_string()),
+                _ => form.error(field.key),
+            };
             let hint = if error.is_none() { field.hint } else { "" };
             lines.push(Line::from(vec![
                 Span::styled(format!(" {} ", pad(field.label, 22)), label_style),

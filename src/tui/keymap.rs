@@ -106,8 +106,28 @@ pub enum Action {
     Next,
     /// Keep what was typed (a search, a note, a new prompt, a field, a rewrite).
     Confirm,
-    /// Delete the last typed character.
+    /// Delete the character before the cursor.
     DeleteBack,
+    /// Delete the character under the cursor.
+    DeleteForward,
+    /// Delete the word before the cursor.
+    DeleteWordBack,
+    /// Move the cursor one character left.
+    CursorLeft,
+    /// Move the cursor one character right.
+    CursorRight,
+    /// Move the cursor a line up (in the editor).
+    CursorUp,
+    /// Move the cursor a line down (in the editor).
+    CursorDown,
+    /// Move the cursor to the start of the word before it.
+    WordLeft,
+    /// Move the cursor to the end of the word after it.
+    WordRight,
+    /// Move the cursor to the start of its line.
+    LineStart,
+    /// Move the cursor to the end of its line.
+    LineEnd,
     /// Start a new line in the rewrite editor.
     NewLine,
     /// Review the selected prompt's answers one at a time (good / bad).
@@ -320,9 +340,31 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Line, "enter", Confirm, true),
     (Mode::Line, "esc", Back, true),
     (Mode::Line, "backspace", DeleteBack, false),
+    (Mode::Line, "left", CursorLeft, false),
+    (Mode::Line, "right", CursorRight, false),
+    (Mode::Line, "ctrl-left", WordLeft, false),
+    (Mode::Line, "ctrl-right", WordRight, false),
+    (Mode::Line, "home", LineStart, false),
+    (Mode::Line, "end", LineEnd, false),
+    (Mode::Line, "ctrl-a", LineStart, false),
+    (Mode::Line, "ctrl-e", LineEnd, false),
+    (Mode::Line, "delete", DeleteForward, false),
+    (Mode::Line, "ctrl-w", DeleteWordBack, false),
     (Mode::Editor, "ctrl-s", Confirm, true),
     (Mode::Editor, "enter", NewLine, false),
     (Mode::Editor, "backspace", DeleteBack, false),
+    (Mode::Editor, "left", CursorLeft, false),
+    (Mode::Editor, "right", CursorRight, false),
+    (Mode::Editor, "up", CursorUp, false),
+    (Mode::Editor, "down", CursorDown, false),
+    (Mode::Editor, "ctrl-left", WordLeft, false),
+    (Mode::Editor, "ctrl-right", WordRight, false),
+    (Mode::Editor, "home", LineStart, false),
+    (Mode::Editor, "end", LineEnd, false),
+    (Mode::Editor, "ctrl-a", LineStart, false),
+    (Mode::Editor, "ctrl-e", LineEnd, false),
+    (Mode::Editor, "delete", DeleteForward, false),
+    (Mode::Editor, "ctrl-w", DeleteWordBack, false),
     (Mode::Editor, "esc", Back, true),
 ];
 
@@ -402,6 +444,7 @@ pub fn key_name(key: &KeyEvent) -> Option<String> {
         KeyCode::Home => "home".into(),
         KeyCode::End => "end".into(),
         KeyCode::Backspace => "backspace".into(),
+        KeyCode::Delete => "delete".into(),
         KeyCode::F(n) => format!("f{n}"),
         _ => return None,
     };
@@ -437,6 +480,7 @@ pub fn parse_key(name: &str) -> Option<KeyEvent> {
         "home" => KeyCode::Home,
         "end" => KeyCode::End,
         "backspace" => KeyCode::Backspace,
+        "delete" => KeyCode::Delete,
         f if f.len() > 1 && f.starts_with('f') => KeyCode::F(f[1..].parse().ok()?),
         c if c.chars().count() == 1 => KeyCode::Char(c.chars().next()?),
         _ => return None,
@@ -491,7 +535,17 @@ pub fn describe(action: Action) -> &'static str {
         Previous => "previous (step, choice, prompt)",
         Next => "next (step, choice, prompt)",
         Confirm => "keep what was typed",
-        DeleteBack => "delete the last character",
+        DeleteBack => "delete the character before the cursor",
+        DeleteForward => "delete the character under the cursor",
+        DeleteWordBack => "delete the word before the cursor",
+        CursorLeft => "cursor left",
+        CursorRight => "cursor right",
+        CursorUp => "cursor up a line",
+        CursorDown => "cursor down a line",
+        WordLeft => "cursor to the previous word",
+        WordRight => "cursor to the next word",
+        LineStart => "cursor to the start of the line",
+        LineEnd => "cursor to the end of the line",
         NewLine => "a new line",
         SingleReview => "review the answers one at a time: good or bad",
         Good => "this answer is good",

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod draw;
+pub mod field;
 pub mod form;
 pub mod generation;
 pub mod input;

@@ -2,6 +2,8 @@
 //! Japanese (two columns a character), combining marks, emoji ZWJ sequences and Arabic
 //! all wrap without breaking a character or overflowing the pane.
 
+use std::ops::Range;
+
 use unicode_segmentation::UnicodeSegmentation;
 use unicode_width::UnicodeWidthStr;
 
@@ -21,46 +23,80 @@ fn grapheme_width(g: &str) -> usize {
 
 /// Wraps `text` into lines at most `max` columns wide. Breaks at word boundaries when it
 /// can, between any two graphemes when a word is wider than the line (as in CJK text),
-/// and keeps the text's own line breaks.
+/// and keeps the text's own line breaks. A tab is drawn as four spaces.
 pub fn wrap(text: &str, max: usize) -> Vec<String> {
+    wrap_ranges(text, max).into_iter().map(|line| text[line].replace('\t', "    ")).collect()
+}
+
+/// The lines `wrap` makes, as byte ranges of `text`: without the line breaks and without the
+/// spaces dropped where a line was broken (which belong to no line). An editor maps its cursor
+/// to a row and a column with them.
+pub fn wrap_ranges(text: &str, max: usize) -> Vec<Range<usize>> {
     let max = max.max(1);
+    let trimmed = |start: usize, end: usize| start..start + text[start..end].trim_end().len();
     let mut lines = Vec::new();
+    let mut paragraph_start = 0;
     for paragraph in text.split('\n') {
+        let base = paragraph_start;
+        paragraph_start += paragraph.len() + 1;
         let paragraph = paragraph.trim_end_matches('\r');
-        let mut line = String::new();
-        let mut used = 0;
-        for word in paragraph.split_word_bounds() {
+        // The line being filled is text[start..end], `used` columns wide.
+        let (mut start, mut end, mut used) = (base, base, 0);
+        for (offset, word) in unbreakable_runs(paragraph) {
+            let (word_start, word_end) = (base + offset, base + offset + word.len());
             let w = width(word);
             if used + w <= max {
-                line.push_str(word);
-                used += w;
+                (end, used) = (word_end, used + w);
                 continue;
             }
             if word.trim().is_empty() {
                 // A space at the end of a line is dropped rather than carried over.
-                lines.push(std::mem::take(&mut line).trim_end().to_string());
-                used = 0;
+                lines.push(trimmed(start, end));
+                (start, end, used) = (word_end, word_end, 0);
                 continue;
             }
             if w <= max && used > 0 {
-                lines.push(std::mem::take(&mut line).trim_end().to_string());
-                line.push_str(word);
-                used = w;
+                lines.push(trimmed(start, end));
+                (start, end, used) = (word_start, word_end, w);
                 continue;
             }
-            for g in word.graphemes(true) {
+            for (g_offset, g) in word.grapheme_indices(true) {
                 let gw = grapheme_width(g);
                 if used + gw > max && used > 0 {
-                    lines.push(std::mem::take(&mut line));
-                    used = 0;
+                    lines.push(start..end);
+                    (start, used) = (word_start + g_offset, 0);
                 }
-                line.push_str(if g == "\t" { "    " } else { g });
-                used += gw;
+                (end, used) = (word_start + g_offset + g.len(), used + gw);
             }
         }
-        lines.push(line.trim_end().to_string());
+        lines.push(trimmed(start, end));
     }
     lines
+}
+
+/// Punctuation that opens what comes after it, so a line must not end with it: kept with the
+/// next word.
+const OPENING: &str = "([{«“‘¿¡（「『【〈《〔｛";
+
+/// `text`'s word-boundary segments (UAX #29) joined where a line must not break, as (byte
+/// offset, run): punctuation or a symbol right after a word stays with it (the full stop of
+/// "card.", the comma of "你好，", the Arabic comma, a closing quote), opening punctuation and a
+/// mark after a space stay with what follows them ("«Tarjetas»", "`unsafe`").
+fn unbreakable_runs(text: &str) -> Vec<(usize, &str)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut glue_next = false;
+    for (offset, segment) in text.split_word_bound_indices() {
+        let blank = segment.trim().is_empty();
+        let mark = !blank && !segment.chars().any(char::is_alphanumeric);
+        let opens = segment.chars().next().is_some_and(|c| OPENING.contains(c));
+        let after_word = runs.last().is_some_and(|&(start, end)| !text[start..end].trim().is_empty());
+        match runs.last_mut() {
+            Some(last) if !blank && after_word && (glue_next || (mark && !opens)) => last.1 = offset + segment.len(),
+            _ => runs.push((offset, offset + segment.len())),
+        }
+        glue_next = !blank && (opens || (mark && !after_word));
+    }
+    runs.into_iter().map(|(start, end)| (start, &text[start..end])).collect()
 }
 
 /// Cuts `text` to at most `max` columns, ending with `…` when it was cut.
@@ -103,6 +139,19 @@ mod tests {
     fn wraps_english_at_word_boundaries() {
         let lines = wrap("Please call us using the number on your card.", 16);
         assert_eq!(lines, ["Please call us", "using the number", "on your card."]);
+    }
+
+    #[test]
+    fn punctuation_stays_with_its_word() {
+        assert_eq!(wrap("Please block the card. Then call.", 20), ["Please block the", "card. Then call."]);
+        assert_eq!(wrap("vaya a «Tarjetas» ahora", 12), ["vaya a", "«Tarjetas»", "ahora"]);
+        assert_eq!(wrap("it is also `unsafe`.", 16), ["it is also", "`unsafe`."]);
+        assert_eq!(wrap("هل يمكنني، من فضلك", 9), ["هل", "يمكنني،", "من فضلك"]);
+        // No line of Chinese starts with a comma or a full stop.
+        let lines = wrap("请立即冻结您的银行卡，并致电客服。谢谢！", 10);
+        assert_eq!(lines.concat(), "请立即冻结您的银行卡，并致电客服。谢谢！");
+        assert!(lines.iter().all(|l| !l.starts_with(['，', '。', '！'])), "{lines:?}");
+        assert_fits(&lines, 10);
     }
 
     #[test]

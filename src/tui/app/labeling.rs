@@ -161,21 +161,26 @@ impl App {
     pub(super) fn type_key(&mut self, action: Option<Action>, key: KeyEvent) -> anyhow::Result<()> {
         match self.input.type_key(action, key) {
             Typed::Editing => {}
+            Typed::ConfirmDiscard => {
+                self.message = "the rewrite has changes: Esc again throws them away, Ctrl-S saves them".into()
+            }
+            Typed::Dropped(Input::Rewrite { .. }) => self.message = "rewrite cancelled: nothing saved".into(),
             Typed::Dropped(Input::Search(_)) => self.queue.set_search(""),
             Typed::Dropped(_) | Typed::Kept(Input::None | Input::Search(_)) => {}
             Typed::Kept(Input::Note(text)) => {
+                let text = text.into_text();
                 if let Some(Screen::Thumbs(view)) = self.screens.last_mut() {
                     view.note = text;
                 } else if let Some(c) = &mut self.compare {
                     c.note = text;
                 }
             }
-            Typed::Kept(Input::AddPrompt(text)) => self.add_prompt(&text)?,
-            Typed::Kept(Input::Rewrite { response_id, text }) => self.finish_rewrite(response_id, &text)?,
+            Typed::Kept(Input::AddPrompt(text)) => self.add_prompt(text.text())?,
+            Typed::Kept(Input::Rewrite { response_id, text, .. }) => self.finish_rewrite(response_id, text.text())?,
         }
         if let Input::Search(text) = &self.input {
             // Incremental: the queue narrows with every key.
-            let text = text.clone();
+            let text = text.text().to_string();
             self.queue.set_search(&text);
         }
         Ok(())

@@ -33,6 +33,7 @@ mod training;
 
 pub use training::TrainJob;
 
+use super::field::TextField;
 use super::form::TrainForm;
 use super::generation::GenerationJob;
 use super::input::Input;
@@ -287,11 +288,13 @@ impl App {
                 Command::Type(input) => self.input = input,
                 Command::Judge(verdict) => self.judge(verdict)?,
                 Command::Undo => self.undo()?,
-                Command::Rewrite { response_id, text } => {
+                Command::Rewrite { response_id, side, text } => {
                     if self.use_external_editor {
                         effect = Some(Effect::EditExternally { response_id, text });
                     } else {
-                        self.input = Input::Rewrite { response_id, text };
+                        let field = TextField::new(text.clone());
+                        self.input =
+                            Input::Rewrite { response_id, side, text: field, original: text, discard_armed: false };
                     }
                 }
                 Command::Advance { direction, only_open } => self.advance(direction, only_open)?,

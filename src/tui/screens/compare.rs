@@ -13,6 +13,7 @@ use super::{Command, Ctx};
 use crate::domain::Message;
 use crate::guidelines::Reason;
 use crate::store::{QueueRow, ResponseRow, Verdict};
+use crate::tui::field::TextField;
 use crate::tui::input::Input;
 use crate::tui::keymap::Action;
 use crate::tui::text::width;
@@ -68,7 +69,7 @@ impl Compare {
                 return Vec::new();
             }
             Action::Back => return vec![Command::Close],
-            Action::Note => return vec![Command::Type(Input::Note(self.note.clone()))],
+            Action::Note => return vec![Command::Type(Input::Note(TextField::new(self.note.clone())))],
             Action::Rewrite => return self.rewrite(),
             Action::Undo => return vec![Command::Undo],
             Action::Skip => return vec![Command::Advance { direction: 1, only_open: true }],
@@ -101,9 +102,9 @@ impl Compare {
     /// The focused answer of the pair (the left one while the prompt has the focus).
     fn rewrite(&self) -> Vec<Command> {
         let Some((left, right)) = self.pair else { return Vec::new() };
-        let id = if self.focus == Pane::Right { right } else { left };
+        let (id, side) = if self.focus == Pane::Right { (right, "right") } else { (left, "left") };
         let text = self.response(id).map(|r| r.content.clone()).unwrap_or_default();
-        vec![Command::Rewrite { response_id: id, text }]
+        vec![Command::Rewrite { response_id: id, side, text }]
     }
 
     pub fn draw(&self, frame: &mut Frame, area: Rect, ctx: &Ctx) {

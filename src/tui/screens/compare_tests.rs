@@ -90,6 +90,31 @@ fn inline_rewrite_becomes_a_preferred_human_response() {
 }
 
 #[test]
+fn the_rewrite_editor_edits_at_the_cursor_and_asks_before_dropping_changes() {
+    let mut app = app();
+    open(&mut app, "pair-ins-de-01");
+    press(&mut app, "e");
+    let Input::Rewrite { original, .. } = app.input.clone() else { panic!("editor not open") };
+    // Home of the first line: Ctrl-Home is not bound, so Up until the top, then Home.
+    for _ in 0..original.lines().count() + 40 {
+        key(&mut app, KeyCode::Up);
+    }
+    key(&mut app, KeyCode::Home);
+    press(&mut app, "Hallo 👩‍⚕️! ");
+    key(&mut app, KeyCode::Left);
+    key(&mut app, KeyCode::Left);
+    key(&mut app, KeyCode::Backspace); // the whole emoji, not one of its four code points
+    key(&mut app, KeyCode::Esc);
+    assert!(matches!(app.input, Input::Rewrite { .. }), "one Esc with changes keeps the editor");
+    assert!(app.message.contains("Esc again"), "{}", app.message);
+    let Some(field) = app.input.field() else { panic!("editor closed") };
+    assert_eq!(field.text(), format!("Hallo ! {original}"));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.input, Input::None, "the second Esc drops it");
+    assert!(app.compare.as_ref().unwrap().responses.iter().all(|r| r.origin != "human"), "nothing saved");
+}
+
+#[test]
 fn external_editor_is_requested_as_an_effect() {
     let mut app = app();
     app.use_external_editor = true;

@@ -75,7 +75,7 @@ pub fn draw_reasons(frame: &mut Frame, area: Rect, title: &str, ctx: &Ctx, chose
         chips.push(Span::raw(" "));
     }
     let note = match ctx.input {
-        Input::Note(text) => format!(" note: {text}▏"),
+        Input::Note(text) => format!(" note: {}", text.with_marker("▏")),
         _ if note.is_empty() => " note: (n to write one)".to_string(),
         _ => format!(" note: {note}"),
     };
@@ -107,7 +107,7 @@ pub enum Command {
     /// Withdraw the annotator's last verdict and go back to it.
     Undo,
     /// Edit an answer (in $VISUAL/$EDITOR, else the built-in editor) into a human rewrite.
-    Rewrite { response_id: i64, text: String },
+    Rewrite { response_id: i64, side: &'static str, text: String },
     /// Move to another prompt; `only_open` skips those with nothing left for me.
     Advance { direction: i64, only_open: bool },
     /// Generate two more candidates for the selected prompt, or two for every shown one.

@@ -12,6 +12,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use super::{Command, Opening};
+use crate::tui::field::TextField;
 use crate::tui::input::Input;
 use crate::tui::keymap::Action;
 use crate::tui::loading::QueueLoad;
@@ -45,7 +46,7 @@ impl QueueScreen {
             Action::PageDown => self.move_by(10),
             Action::Open => return vec![Command::Open(Opening::Compare)],
             Action::SingleReview => return vec![Command::Open(Opening::Thumbs)],
-            Action::Search => return vec![Command::Type(Input::Search(self.filter.search.clone()))],
+            Action::Search => return vec![Command::Type(Input::Search(TextField::new(self.filter.search.clone())))],
             Action::FilterLanguage => {
                 let all: BTreeSet<String> = self.items.iter().map(|i| i.row.language.clone()).collect();
                 self.filter.language = cycle(&all, self.filter.language.take());
@@ -60,7 +61,7 @@ impl QueueScreen {
                 self.filter.status = self.filter.status.next();
                 self.apply_filter();
             }
-            Action::AddPrompt => return vec![Command::Type(Input::AddPrompt(String::new()))],
+            Action::AddPrompt => return vec![Command::Type(Input::AddPrompt(TextField::default()))],
             Action::Generate => return vec![Command::Generate { all: false }],
             Action::GenerateAll => return vec![Command::Generate { all: true }],
             Action::Cancel => return vec![Command::Cancel],

@@ -14,6 +14,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use super::{Command, Ctx};
 use crate::domain::Message;
 use crate::store::{ActiveThumb, NewThumb, ResponseRow, Thumb};
+use crate::tui::field::TextField;
 use crate::tui::input::Input;
 use crate::tui::keymap::Action;
 use crate::tui::widgets::draw_text_pane;
@@ -119,7 +120,7 @@ impl ThumbsView {
             Action::Bad => return self.rate(Thumb::Bad, annotator_id),
             Action::Undo => return vec![Command::UndoThumb],
             // Typed in `App`'s line; a kept note comes back into `note`.
-            Action::Note => return vec![Command::Type(Input::Note(self.note.clone()))],
+            Action::Note => return vec![Command::Type(Input::Note(TextField::new(self.note.clone())))],
             Action::Next if self.index + 1 < self.answers.len() => {
                 self.index += 1;
                 self.show_answer();
