@@ -160,7 +160,8 @@ pub fn run(
                     }
                     // Stored as generated, even when empty or only whitespace: that is this
                     // model's answer, and a judge should see it lose.
-                    let params = StoredParams::of(&job.params, answer.seed, &run_quantization);
+                    let params =
+                        StoredParams::of(&job.params, answer.seed, &run_quantization).ended(answer.finish_reason);
                     match store_answer(&mut store, model_id, prompt_id, seed, &answer.text, &params) {
                         Ok(response_id) => {
                             summary.generated += 1;

@@ -67,6 +67,9 @@ pub struct StoredParams {
     pub seed: u64,
     /// The weights' quantization as it ran (e.g. Q8_0 after re-quantizing Q4_1).
     pub run_quantization: String,
+    /// The answer stopped at `max_new_tokens` rather than at its end (shown beside it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut_off: bool,
 }
 
 impl StoredParams {
@@ -81,7 +84,13 @@ impl StoredParams {
             max_new_tokens: params.max_new_tokens,
             seed,
             run_quantization: run_quantization.to_string(),
+            cut_off: false,
         }
+    }
+
+    /// The same, for a candidate that ended for `reason`.
+    pub fn ended(self, reason: FinishReason) -> StoredParams {
+        StoredParams { cut_off: reason == FinishReason::Length, ..self }
     }
 
     /// The parameters that regenerate exactly this one candidate.
@@ -260,7 +269,8 @@ fn store_candidates(
             summary.empty += 1;
             continue;
         }
-        let json = serde_json::to_string(&StoredParams::of(params, candidate.seed, &info.run_quantization))?;
+        let kept = StoredParams::of(params, candidate.seed, &info.run_quantization).ended(candidate.finish_reason);
+        let json = serde_json::to_string(&kept)?;
         match store.add_generated(target.prompt_id, &target.uid, text, model_id, &json)? {
             Some(_) => stored += 1,
             None => duplicates += 1,

@@ -353,13 +353,31 @@ impl Model {
         Ok((state, decodings))
     }
 
+    /// The text of `ids`. An answer `cut` short (the token limit, a cancel) can end inside a
+    /// character whose other bytes were never generated (byte-level tokens: a Chinese, Japanese
+    /// or Arabic character or an emoji is two to four of them); those bytes are left out rather
+    /// than stored as U+FFFD. Dropping at most three tokens can only remove such a tail.
+    pub(crate) fn decode_whole_characters(&self, ids: &[u32], cut: bool) -> Result<String> {
+        let text = self.decode(ids)?;
+        if !cut || !text.ends_with('\u{FFFD}') {
+            return Ok(text);
+        }
+        for keep in (ids.len().saturating_sub(3)..ids.len()).rev() {
+            let shorter = self.decode(&ids[..keep])?;
+            if !shorter.ends_with('\u{FFFD}') {
+                return Ok(shorter);
+            }
+        }
+        Ok(text)
+    }
+
     /// A finished request's candidates, in candidate order, with their text.
     fn candidates_of(&self, mut done: Started) -> Result<Vec<Candidate>> {
         done.finished.sort_by_key(|f| f.index);
         let mut out = Vec::with_capacity(done.finished.len());
         for f in done.finished {
             out.push(Candidate {
-                text: self.decode(&f.generated)?,
+                text: self.decode_whole_characters(&f.generated, f.reason != FinishReason::Stop)?,
                 seed: f.seed,
                 prompt_tokens: done.progress.prompt_tokens,
                 completion_tokens: f.generated.len(),

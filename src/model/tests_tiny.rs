@@ -333,3 +333,16 @@ fn flushing_denormals_keeps_the_logits() {
     let diff = llama::max_abs_diff(&ieee, &flushed.unwrap()).unwrap();
     assert!(diff < 1e-5, "max |logit difference| {diff}");
 }
+
+#[test]
+fn an_answer_cut_inside_a_character_keeps_only_whole_characters() {
+    let g = tiny_gguf();
+    let ids = g.encode("OK 日本").unwrap();
+    // One token short: 本 (three bytes) loses its last byte.
+    let cut = &ids[..ids.len() - 1];
+    assert!(g.decode(cut).unwrap().ends_with('\u{FFFD}'), "the plain decode shows a broken tail");
+    assert_eq!(g.decode_whole_characters(cut, true).unwrap(), "OK 日");
+    assert_eq!(g.decode_whole_characters(&ids, true).unwrap(), "OK 日本");
+    // An answer that ended by itself is kept as the model wrote it.
+    assert!(g.decode_whole_characters(cut, false).unwrap().ends_with('\u{FFFD}'));
+}

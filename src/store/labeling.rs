@@ -29,6 +29,8 @@ pub struct ResponseRow {
     pub origin: String,
     pub parent_id: Option<i64>,
     pub author: Option<String>,
+    /// A generated answer that stopped at the token limit, not at its end.
+    pub cut_off: bool,
 }
 
 /// A verdict about to be committed.
@@ -125,7 +127,9 @@ impl Store {
     /// A prompt's candidates, oldest first.
     pub fn responses_of(&self, prompt_id: i64) -> Result<Vec<ResponseRow>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT id, prompt_id, content, origin, parent_id, author FROM responses WHERE prompt_id = ?1 ORDER BY id",
+            "SELECT id, prompt_id, content, origin, parent_id, author,
+                    COALESCE(json_extract(params, '$.cut_off'), 0)
+             FROM responses WHERE prompt_id = ?1 ORDER BY id",
         )?;
         let rows = statement.query_map([prompt_id], |r| {
             Ok(ResponseRow {
@@ -135,6 +139,7 @@ impl Store {
                 origin: r.get(3)?,
                 parent_id: r.get(4)?,
                 author: r.get(5)?,
+                cut_off: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -138,18 +138,22 @@ impl Compare {
                     [(Pane::Left, left, l, "Left · 1", c.scroll[1]), (Pane::Right, right, r, "Right · 2", c.scroll[2])]
                 {
                     let response = c.response(id);
-                    let origin = response.map(|r| if r.origin == "human" { " · rewrite" } else { "" }).unwrap_or("");
+                    let origin = match response {
+                        Some(r) if r.origin == "human" => " · rewrite",
+                        Some(r) if r.cut_off => " · cut off at the token limit",
+                        _ => "",
+                    };
                     let text = response.map(|r| r.content.as_str()).unwrap_or("(missing)");
                     draw_text_pane(frame, rect, &format!(" {label}{origin} "), text, scroll, c.focus == pane);
                 }
             }
             None => {
-                let message = if c.responses.len() < 2 {
-                    format!("This prompt has {} candidate(s): it needs two to compare.", c.responses.len())
-                } else {
-                    "You have judged every pair of this prompt. ] next prompt · u undo · Esc queue".to_string()
+                let (title, message) = match c.responses.len() {
+                    0 => (" No answers yet ", "This prompt has no answers yet: g generates two with the local model.".to_string()),
+                    1 => (" One answer ", "This prompt has one answer: g generates two more to compare it with (in the queue, o reviews it alone: good or bad).".to_string()),
+                    _ => (" Done ", "You have judged every pair of this prompt. ] next prompt · u undo · Esc queue".to_string()),
                 };
-                draw_text_pane(frame, answers, " Done ", &message, 0, false);
+                draw_text_pane(frame, answers, title, &message, 0, false);
             }
         }
         self.draw_tags(frame, tags, ctx);
