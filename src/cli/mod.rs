@@ -81,6 +81,8 @@ pub enum Command {
         after_help = "Examples:\n  verdict import pairs.jsonl prompts.jsonl\n  verdict import --skip-invalid messy.jsonl\n  verdict import --format conversational chats.jsonl"
     )]
     Import {
+        /// JSONL files: TRL preference pairs (standard or conversational), unpaired ratings,
+        /// prompt lists, or a `verdict export --bundle`.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The records' format (default: detected from each file's first record).
@@ -146,6 +148,7 @@ pub enum Command {
     Train(TrainArgs),
     /// Training runs with their status, last loss and eval accuracy.
     Runs {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -195,6 +198,7 @@ pub enum Command {
     Gold(GoldCommand),
     /// Pairs whose annotators disagree, with every vote, reason and note.
     Disputes {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
         /// Only the disputes I voted in, with the final verdict where there is one
@@ -220,12 +224,14 @@ pub enum Command {
     /// Inter-annotator agreement: Krippendorff's alpha, Fleiss' and Cohen's kappa, Gwet's AC1,
     /// overall and by language, domain and reason tag.
     Agreement {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Per-annotator report: speed, position bias, tie and both-bad rates, gold accuracy,
     /// agreement with the resolved labels.
     Report {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -277,10 +283,13 @@ pub struct GenerateArgs {
     /// Only these prompt ids (repeatable).
     #[arg(long)]
     pub prompt: Vec<i64>,
+    /// Only prompts in this language (a BCP-47 code such as de, zh or pt-BR).
     #[arg(long)]
     pub language: Option<String>,
+    /// Only prompts of this domain (e.g. banking, health).
     #[arg(long)]
     pub domain: Option<String>,
+    /// Only prompts of this split: train or test.
     #[arg(long)]
     pub split: Option<String>,
     /// At most this many prompts.
@@ -330,6 +339,7 @@ pub enum EvalCommand {
     Report {
         /// The run (`verdict runs` lists them).
         run: i64,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
         /// Also draw the loss, reward and accuracy curves into this PNG or SVG file.
@@ -340,6 +350,7 @@ pub enum EvalCommand {
     /// intervals, games and wins.
     #[command(after_help = "Examples:\n  verdict eval arena\n  verdict eval arena --json")]
     Arena {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },

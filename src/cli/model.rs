@@ -177,9 +177,11 @@ pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCo
     })?;
     bar.finish();
     println!(
-        "{} new candidates for {} prompts ({} duplicates and {} empty not stored, {} prompts failed) · {} tokens in {:.1} s ({:.1} tok/s){}",
+        "{} new candidate{} for {} prompt{} ({} duplicates and {} empty not stored, {} prompts failed) · {} tokens in {:.1} s ({:.1} tok/s){}",
         summary.stored,
+        if summary.stored == 1 { "" } else { "s" },
         summary.prompts,
+        if summary.prompts == 1 { "" } else { "s" },
         summary.duplicates,
         summary.empty,
         summary.failed,

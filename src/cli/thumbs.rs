@@ -15,6 +15,7 @@ pub enum ThumbsCommand {
     /// Counts by language and reason tag, agreement (good/bad), gold accuracy and disputed answers.
     #[command(after_help = "Examples:\n  verdict thumbs report\n  verdict thumbs report --json | jq .agreement")]
     Report {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },

@@ -145,7 +145,7 @@ pub const OPTIONS: &[Opt] = &[
     opt("model", "Base model", "empty: the default model", true),
     opt("eval_every", "Evaluate every", "steps; also stores sample answers", true),
     opt("save_every", "Checkpoint every", "steps; 0: only at stop and end", true),
-    opt("threads", "CPU threads", "empty: all cores", true),
+    opt("threads", "CPU threads", "empty: cores - 1", true),
     opt("simpo_gamma", "SimPO gamma", "the target reward margin of the simpo loss", false),
     opt(
         "sft_weight",
@@ -304,7 +304,7 @@ pub const RULES: &[Rule] = &[
     rule("lora_targets", "one or more of q,k,v,o,gate,up,down", "", |c| {
         !c.lora_targets.is_empty() && c.lora_targets.iter().all(|t| TARGETS.contains(&t.as_str()))
     }),
-    rule("threads", "a whole number >= 1, or unset (all cores)", "", |c| c.threads != Some(0)),
+    rule("threads", "a whole number >= 1, or unset (cores - 1)", "", |c| c.threads != Some(0)),
     rule("device", "auto, cpu, cuda, cuda:N or metal", "", |c| c.device.parse::<model::DeviceChoice>().is_ok()),
     rule("sample_max_tokens", "a whole number >= 1", "", |c| c.sample_max_tokens >= 1),
 ];

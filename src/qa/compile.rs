@@ -135,9 +135,13 @@ impl Compiled {
         let method = format!("{:?}", self.method).to_lowercase();
         let mut lines = vec![format!("training set ({method}): {} examples", self.examples())];
         for ((kind, language), c) in &self.counts {
-            let skipped = if c.skipped > 0 { format!(", {} skipped", c.skipped) } else { String::new() };
+            let why = match kind {
+                LabelKind::ThumbUp | LabelKind::ThumbDown => " (one answer, no pair: kto uses them)",
+                _ => "",
+            };
+            let skipped = if c.skipped > 0 { format!(", {} skipped{why}", c.skipped) } else { String::new() };
             lines.push(format!(
-                "  {:<8} {:<6} {} labels -> {} examples{skipped}",
+                "  {:<10} {:<6} {} labels -> {} examples{skipped}",
                 kind.as_str(),
                 language,
                 c.labels,

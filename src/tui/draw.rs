@@ -65,7 +65,7 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
             .keymap
             .bindings(app.mode())
             .filter(|(_, _, footer)| *footer)
-            .map(|(key, action, _)| format!("{key} {}", short(action)))
+            .map(|(key, action, _)| format!("{key} {}", short(action, app.mode())))
             .collect::<Vec<_>>()
             .join(" · "),
     };
@@ -83,9 +83,13 @@ fn typing_room(area: Rect, taken: usize) -> usize {
     (area.width as usize).saturating_sub(taken).max(10)
 }
 
-fn short(action: keymap::Action) -> &'static str {
+fn short(action: keymap::Action, mode: keymap::Mode) -> &'static str {
     use keymap::Action::*;
+    use keymap::Mode;
     match action {
+        Back if matches!(mode, Mode::Run | Mode::Form | Mode::Samples | Mode::Diff | Mode::Blind | Mode::Arena) => {
+            "runs"
+        }
         LeftBetter => "left",
         RightBetter => "right",
         BothBad => "both bad",

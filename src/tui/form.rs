@@ -132,10 +132,10 @@ fn squeeze(line: &str) -> String {
 /// and language (labels → examples).
 pub fn count_lines(compiled: &crate::qa::compile::Compiled) -> Vec<String> {
     let method = format!("{:?}", compiled.method).to_lowercase();
-    let mut out = vec![format!(" {method}: {} examples", compiled.examples())];
+    let mut out = vec![format!(" {method}: {} (train + test)", compiled.examples())];
     for ((kind, language), c) in &compiled.counts {
         let skipped = if c.skipped > 0 { format!(" ({} skipped)", c.skipped) } else { String::new() };
-        out.push(format!(" {:<8}{:<4}{:>4} → {}{skipped}", kind.as_str(), language, c.labels, c.examples));
+        out.push(format!(" {:<10} {:<5}{:>3} → {}{skipped}", kind.as_str(), language, c.labels, c.examples));
     }
     if compiled.conflicting > 0 {
         out.push(format!(" {} answers both good and bad", compiled.conflicting));

@@ -65,7 +65,13 @@ impl GenerationJob {
                         Ok(s) if s.cancelled => {
                             format!("stopped: {} new candidates kept; generate again to go on", s.stored)
                         }
-                        Ok(s) => format!("generated {} new candidates for {} prompts", s.stored, s.prompts),
+                        Ok(s) => format!(
+                            "generated {} new candidate{} for {} prompt{}",
+                            s.stored,
+                            if s.stored == 1 { "" } else { "s" },
+                            s.prompts,
+                            if s.prompts == 1 { "" } else { "s" }
+                        ),
                         Err(e) => format!("error: {e:#}"),
                     })
                 }

@@ -208,6 +208,7 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Queue, "R", Refresh, true),
     (Mode::Queue, "f5", Refresh, false),
     (Mode::Queue, "T", Review, true),
+    (Mode::Queue, "r", Guidelines, false),
     (Mode::Queue, "?", Help, true),
     (Mode::Queue, "q", Quit, true),
     (Mode::Compare, "1", LeftBetter, true),
@@ -250,6 +251,7 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Thumbs, "pagedown", PageDown, false),
     (Mode::Thumbs, "pageup", PageUp, false),
     (Mode::Thumbs, "esc", Back, true),
+    (Mode::Thumbs, "r", Guidelines, false),
     (Mode::Thumbs, "?", Help, true),
     (Mode::Thumbs, "q", Quit, false),
     (Mode::Runs, "enter", Open, true),
@@ -486,6 +488,18 @@ pub fn parse_key(name: &str) -> Option<KeyEvent> {
         _ => return None,
     };
     Some(KeyEvent::new(code, modifiers))
+}
+
+/// What `action` does on the screen `mode`, where that differs from `describe`.
+pub fn describe_in(mode: Mode, action: Action) -> &'static str {
+    match (mode, action) {
+        (Mode::Runs, Open) => "open the run: curves, answers, evaluation",
+        (Mode::Queue, Open) => "open the prompt",
+        (_, Open) => "open",
+        (Mode::Compare | Mode::Thumbs | Mode::Runs | Mode::Qa, Back) => "back to the queue",
+        (Mode::Run | Mode::Form | Mode::Samples | Mode::Diff | Mode::Blind | Mode::Arena, Back) => "back to the runs",
+        _ => describe(action),
+    }
 }
 
 /// The first line of an action's doc comment, for help.

@@ -127,7 +127,7 @@ mod tests {
         assert!(screen(&app, 80, 24).contains("planning…"), "{}", screen(&app, 80, 24));
         wait_for_plan(&mut app);
         let dpo = screen(&app, 120, 40);
-        assert!(dpo.contains("dpo: 42 examples"), "{dpo}");
+        assert!(dpo.contains("dpo: 42 (train + test)"), "{dpo}");
         assert!(dpo.contains("peak"), "the memory plan's peak: {dpo}");
         let plan = form(&mut app).current_plan().unwrap().clone();
         assert!(
@@ -141,7 +141,7 @@ mod tests {
         wait_for_plan(&mut app);
         let kto = screen(&app, 120, 40);
         assert!(kto.contains("kto: "), "{kto}");
-        assert!(!kto.contains("dpo: 42 examples"), "{kto}");
+        assert!(!kto.contains("dpo: 42"), "{kto}");
         assert_ne!(form(&mut app).current_plan().unwrap().counts, plan.counts);
         // It still fits at 80x24.
         let small = screen(&app, 80, 24);

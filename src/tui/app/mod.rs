@@ -240,6 +240,12 @@ impl App {
                 self.screens.push(Screen::Help(Help::default()));
                 return Ok(None);
             }
+            // The panel stays open from screen to screen, so every screen it shows on closes it.
+            Action::Guidelines => {
+                self.show_guidelines = !self.show_guidelines;
+                self.guidelines_scroll = 0;
+                return Ok(None);
+            }
             _ => {}
         }
         if let Some(top) = self.screens.last_mut() {
@@ -248,11 +254,6 @@ impl App {
         }
         let moves = matches!(action, Action::Up | Action::Down | Action::PageUp | Action::PageDown);
         let commands = match action {
-            Action::Guidelines => {
-                self.show_guidelines = !self.show_guidelines;
-                self.guidelines_scroll = 0;
-                Vec::new()
-            }
             _ if moves && self.show_guidelines => {
                 let delta = match action {
                     Action::Up => -1,

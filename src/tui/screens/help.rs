@@ -41,7 +41,7 @@ impl Help {
                 }
             }
             for (action, keys) in by_action {
-                lines.push(format!("  {}  {}", pad(&keys.join(" "), 16), keymap::describe(action)));
+                lines.push(format!("  {}  {}", pad(&keys.join(" "), 16), keymap::describe_in(mode, action)));
             }
             lines.push(String::new());
         }
