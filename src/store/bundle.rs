@@ -29,6 +29,7 @@ const TABLES: &[(&str, &str)] = &[
     ("thumb_adjudications", "rowid"),
     ("assignments", "rowid"),
     ("model_answers", "model_id, prompt_id, seed"),
+    ("evaluation_only", "response_id"),
     ("eval_votes", "rowid"),
     ("runs", "rowid"),
     ("run_metrics", "run_id, name, step"),
@@ -201,6 +202,7 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
     // references are checked once every row is in.
     let _keys_off = super::ForeignKeysOff::new(&staging.conn)?;
     let tx = staging.conn.unchecked_transaction()?;
+    let mut version = 0;
     for (index, line) in reader.lines().enumerate() {
         let number = index + 1;
         let line = line.map_err(|e| bad(number, format!("cannot read: {e}")))?;
@@ -209,7 +211,9 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
         }
         let value: Value = serde_json::from_str(&line).map_err(|e| bad(number, format!("not valid JSON: {e}")))?;
         if number == 1 {
-            let version = value.get("schema_version").and_then(Value::as_i64);
+            let header_version = value.get("schema_version").and_then(Value::as_i64);
+            version = header_version.unwrap_or(0);
+            let version = header_version;
             if !is_bundle_header(&line) {
                 return Err(bad(1, "not a verdict bundle (no header line)".into()));
             }
@@ -253,6 +257,10 @@ fn fill_from_bundle(staging: &mut Store, path: &Path) -> std::result::Result<(),
             })
             .collect();
         tx.execute(&sql, rusqlite::params_from_iter(values)).map_err(|e| bad(number, format!("{table}: {e}")))?;
+    }
+    if version < migrations::EVALUATION_ONLY_SINCE {
+        // Written before evaluation answers were told apart from candidates.
+        tx.execute_batch(migrations::EVALUATION_ONLY_FROM_ANSWERS)?;
     }
     let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
     if broken > 0 {

@@ -122,13 +122,17 @@ impl Store {
         let tx = self.conn.transaction()?;
         let prompt_uid: String = tx.query_row("SELECT uid FROM prompts WHERE id = ?1", [prompt_id], |r| r.get(0))?;
         let uid = response_uid(&prompt_uid, text);
-        let (response_id, _) = uids::insert_once(&tx, Keyed::Responses, &uid, || {
+        let (response_id, new) = uids::insert_once(&tx, Keyed::Responses, &uid, || {
             tx.execute(
                 "INSERT INTO responses (uid, prompt_id, content, origin, model_id, params) VALUES (?1, ?2, ?3, 'model', ?4, ?5)",
                 params![uid, prompt_id, text, model_id, params_json],
             )?;
             Ok(tx.last_insert_rowid())
         })?;
+        if new {
+            // Not a candidate to label: the same text as an existing candidate stays one.
+            tx.execute("INSERT INTO evaluation_only (response_id) VALUES (?1)", [response_id])?;
+        }
         tx.execute(
             "INSERT OR REPLACE INTO model_answers (model_id, prompt_id, seed, response_id) VALUES (?1, ?2, ?3, ?4)",
             params![model_id, prompt_id, seed as i64, response_id],
@@ -291,6 +295,28 @@ mod tests {
         assert_eq!(store.model_answer(tuned, prompt_id, 8).unwrap(), None);
         assert_eq!(store.model_answers(tuned, 7).unwrap(), vec![(prompt_id, a)]);
         assert!(store.model_answers(tuned, 8).unwrap().is_empty());
+    }
+
+    #[test]
+    fn evaluation_answers_are_not_labeling_candidates_until_generated_as_one() {
+        let (mut store, prompt_id, base, tuned) = store_with_prompt();
+        let candidate = store.add_generated(prompt_id, "p", "Erste Antwort.", base, "{}").unwrap().unwrap();
+        let prompt_uid: String =
+            store.conn.query_row("SELECT uid FROM prompts WHERE id = ?1", [prompt_id], |r| r.get(0)).unwrap();
+        let shared = store.add_generated(prompt_id, &prompt_uid, "Über die App. 👍", base, "{}").unwrap().unwrap();
+        // The base model's evaluation answer is the existing candidate's text: it stays one.
+        assert_eq!(store.add_model_answer(base, prompt_id, 7, "Über die App. 👍", "{}").unwrap(), shared);
+        let tuned_answer = store.add_model_answer(tuned, prompt_id, 7, "Über die Filiale.", "{}").unwrap();
+        assert_eq!(store.response_ids_of(prompt_id).unwrap(), vec![candidate, shared]);
+        assert_eq!(store.responses_of(prompt_id).unwrap().len(), 2);
+        assert!(!store.response_ids().unwrap().iter().any(|&(_, r)| r == tuned_answer));
+        assert_eq!(store.prompt_languages().unwrap(), vec![(prompt_id, "de".to_string(), 2)]);
+        // Generated as a candidate later, the same text is one from then on.
+        assert_eq!(
+            store.add_generated(prompt_id, &prompt_uid, "Über die Filiale.", tuned, "{}").unwrap(),
+            Some(tuned_answer)
+        );
+        assert_eq!(store.response_ids_of(prompt_id).unwrap(), vec![candidate, shared, tuned_answer]);
     }
 
     #[test]

@@ -182,13 +182,18 @@ fn insert_import_response_once(
     content: &str,
 ) -> Result<(i64, bool)> {
     let uid = response_uid(prompt_uid, content);
-    uids::insert_once(tx, Keyed::Responses, &uid, || {
+    let (id, new) = uids::insert_once(tx, Keyed::Responses, &uid, || {
         tx.execute(
             "INSERT INTO responses (uid, prompt_id, content, origin) VALUES (?1, ?2, ?3, 'import')",
             params![uid, prompt_id, content],
         )?;
         Ok(tx.last_insert_rowid())
-    })
+    })?;
+    if !new {
+        // An evaluation answer imported as a candidate is one from now on.
+        tx.execute("DELETE FROM evaluation_only WHERE response_id = ?1", [id])?;
+    }
+    Ok((id, new))
 }
 
 #[cfg(test)]

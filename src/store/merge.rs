@@ -55,6 +55,7 @@ const STEPS: &[(&str, &str)] = &[
         SELECT uid, external_id, messages, language, domain, tags, split, split_explicit, source, created_at
         FROM other.prompts op WHERE NOT EXISTS (SELECT 1 FROM main.prompt_uids k WHERE k.uid = op.uid)
         ORDER BY id"),
+    ("", "CREATE TEMP TABLE merge_responses_before AS SELECT coalesce(max(id), 0) AS id FROM main.responses"),
     ("responses", "INSERT INTO responses (uid, prompt_id, content, origin, model_id, params, author, created_at)
         SELECT r.uid, p.id, r.content, r.origin, m.id, r.params, r.author, r.created_at
         FROM other.responses r
@@ -151,6 +152,13 @@ const STEPS: &[(&str, &str)] = &[
         JOIN other.responses ore ON ore.id = a.response_id JOIN main.response_uids r ON r.uid = ore.uid
         WHERE true
         ON CONFLICT(model_id, prompt_id, seed) DO NOTHING"),
+    // An evaluation answer there is one here unless this database has it as a candidate.
+    ("", "INSERT INTO main.evaluation_only (response_id)
+        SELECT r.id FROM other.evaluation_only e
+        JOIN other.responses ore ON ore.id = e.response_id JOIN main.response_uids r ON r.uid = ore.uid
+        WHERE r.id > (SELECT id FROM temp.merge_responses_before)
+        ON CONFLICT(response_id) DO NOTHING"),
+    ("", "DROP TABLE temp.merge_responses_before"),
     // A vote is the same vote when the same person cast it on the same prompt and models at
     // the same moment (stored to the millisecond).
     ("", "CREATE TEMP TABLE merge_votes AS
@@ -459,6 +467,7 @@ mod tests {
         [
             "assignments",
             "model_answers",
+            "evaluation_only",
             "eval_votes",
             "runs",
             "run_metrics",

@@ -4,8 +4,17 @@
 //! verdict is recognised before anything touches it.
 
 /// Each entry moves the schema from version `index` to `index + 1`.
-pub const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
+pub const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+    MIGRATION_6,
+    MIGRATION_7,
+    MIGRATION_8,
+    MIGRATION_9,
+];
 
 /// The version this build writes and understands.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -440,3 +449,33 @@ CREATE TABLE run_sets (
 const MIGRATION_8: &str = r#"
 CREATE INDEX thumbs_prompt ON thumbs(prompt_id, annotator_id);
 "#;
+
+/// A model's answer generated to evaluate it (base against tuned: the diff, the blind
+/// evaluation, the arena) is not a labeling candidate of its prompt. It stays here until the
+/// same text is generated or imported as a candidate. Answers stored before this migration
+/// that nobody has judged or rated move here too.
+const MIGRATION_9: &str = concat!(
+    "CREATE TABLE evaluation_only (
+    response_id  INTEGER PRIMARY KEY REFERENCES responses(id)
+);
+",
+    evaluation_only_from_answers!()
+);
+
+/// Marks the model answers nobody has judged, rated or rewritten as evaluation-only: for
+/// migration 9, and for a bundle written before it.
+macro_rules! evaluation_only_from_answers {
+    () => {
+        "INSERT OR IGNORE INTO evaluation_only (response_id)
+    SELECT DISTINCT a.response_id FROM model_answers a
+    WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.response_a = a.response_id OR j.response_b = a.response_id)
+      AND NOT EXISTS (SELECT 1 FROM thumbs t WHERE t.response_id = a.response_id)
+      AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.parent_id = a.response_id);
+"
+    };
+}
+use evaluation_only_from_answers;
+
+/// The version that added `evaluation_only`.
+pub const EVALUATION_ONLY_SINCE: i64 = 9;
+pub const EVALUATION_ONLY_FROM_ANSWERS: &str = evaluation_only_from_answers!();

@@ -84,7 +84,8 @@ impl Store {
     /// The prompts matching `filter` that have fewer than `filter.below` candidates.
     pub fn generation_targets(&self, filter: &TargetFilter) -> Result<Vec<GenerationTarget>> {
         let mut statement = self.conn.prepare(
-            "SELECT p.id, p.uid, p.messages, (SELECT count(*) FROM responses r WHERE r.prompt_id = p.id) AS n,
+            "SELECT p.id, p.uid, p.messages, (SELECT count(*) FROM responses r WHERE r.prompt_id = p.id
+                        AND r.id NOT IN (SELECT response_id FROM evaluation_only)) AS n,
                     p.language, p.domain, p.split
              FROM prompts p ORDER BY p.id",
         )?;
@@ -141,8 +142,10 @@ impl Store {
             )?;
             Ok(tx.last_insert_rowid())
         })?;
+        // The same text as an evaluation answer becomes a candidate now.
+        let shown = !new && tx.execute("DELETE FROM evaluation_only WHERE response_id = ?1", [id])? > 0;
         tx.commit()?;
-        Ok(new.then_some(id))
+        Ok((new || shown).then_some(id))
     }
 
     /// The sampling parameters a response was generated with (JSON), if any.
