@@ -76,7 +76,9 @@ pub enum Command {
     ///
     /// Every line is checked before anything is written: one bad line and nothing from
     /// any file is loaded, unless --skip-invalid is given. Importing the same data twice
-    /// adds nothing.
+    /// adds nothing. Every format also reads `id`, `language` (BCP-47; detected when
+    /// absent), `domain`, `tags`, `split` (train or test) and `source`, and pairs `reason`,
+    /// `reasons` and `note`; other fields are left aside.
     #[command(
         after_help = "Examples:\n  verdict import pairs.jsonl prompts.jsonl\n  verdict import --skip-invalid messy.jsonl\n  verdict import --format conversational chats.jsonl"
     )]
@@ -88,7 +90,8 @@ pub enum Command {
         /// The records' format (default: detected from each file's first record).
         #[arg(long, value_enum)]
         format: Option<Format>,
-        /// Load the valid lines and report each skipped one.
+        /// Load the valid lines and report each skipped one (the exit status is then 1, so a
+        /// script sees that lines were left out).
         #[arg(long)]
         skip_invalid: bool,
     },
@@ -442,10 +445,33 @@ impl Cli {
         self.annotator
             .clone()
             .or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
             .or_else(|| std::env::var("USERNAME").ok())
             .filter(|n| !n.trim().is_empty())
+            .or_else(account_name)
             .unwrap_or_else(|| "annotator".to_string())
     }
+}
+
+/// The name of the account running verdict, from the system's user database (a container or
+/// a service often has no USER set).
+#[cfg(unix)]
+fn account_name() -> Option<String> {
+    // SAFETY: getpwuid returns null or a pointer to a static record that stays valid until the
+    // next call; the name is copied out at once, before anything else can call it.
+    unsafe {
+        let record = libc::getpwuid(libc::getuid());
+        if record.is_null() || (*record).pw_name.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr((*record).pw_name).to_string_lossy().into_owned();
+        (!name.trim().is_empty()).then_some(name)
+    }
+}
+
+#[cfg(not(unix))]
+fn account_name() -> Option<String> {
+    None
 }
 
 /// Parses the command line, runs it, and turns errors into one line on stderr.

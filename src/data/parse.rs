@@ -14,7 +14,7 @@ pub enum Format {
     Standard,
     /// `chosen`/`rejected` as message lists, with an explicit or implicit `prompt`.
     Conversational,
-    /// `{"prompt": str | messages, "language"?, "tags"?, "split"?}`, no answers.
+    /// `{"prompt": str | messages, "id"?, "language"?, "domain"?, "tags"?, "split"?, "source"?}`, no answers.
     Prompts,
 }
 
@@ -35,9 +35,17 @@ impl Format {
     }
 }
 
+/// The message for a line that is not JSON: serde_json says "at line 1 column 38" of the one
+/// line it was given, while the caller names the file's line; the column is what helps.
+fn not_json(e: serde_json::Error) -> String {
+    let message = e.to_string();
+    let message = message.strip_suffix(&format!(" at line {} column {}", e.line(), e.column())).unwrap_or(&message);
+    format!("not valid JSON at column {}: {message}", e.column())
+}
+
 /// Parses one line's text. Errors are messages naming the field, without the location.
 pub fn parse_line(text: &str, format: Option<Format>) -> Result<(Format, ImportRecord), String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_str(text).map_err(not_json)?;
     let Value::Object(object) = value else {
         return Err(format!("expected a JSON object, found {}", kind(&value)));
     };
@@ -263,7 +271,7 @@ pub fn is_unpaired_object(text: &str) -> bool {
 /// Parses one line of the unpaired layout. `completion` is a string (then `prompt` is one
 /// user turn as a string, or a message list) or one assistant message in a list.
 pub fn parse_unpaired_line(text: &str) -> Result<RatedRecord, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_str(text).map_err(not_json)?;
     let Value::Object(object) = value else {
         return Err(format!("expected a JSON object, found {}", kind(&value)));
     };

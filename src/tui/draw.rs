@@ -61,13 +61,15 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
         }
         Input::Note(_) => " typing a note · Enter keep · Esc cancel".to_string(),
         Input::Rewrite { .. } => " rewriting · ←→↑↓ Home End move · Ctrl-S save · Esc cancel".to_string(),
-        Input::None => app
-            .keymap
-            .bindings(app.mode())
-            .filter(|(_, _, footer)| *footer)
-            .map(|(key, action, _)| format!("{key} {}", short(action, app.mode())))
-            .collect::<Vec<_>>()
-            .join(" · "),
+        Input::None => {
+            let items: Vec<(keymap::Action, String)> = app
+                .keymap
+                .bindings(app.mode())
+                .filter(|(_, _, footer)| *footer)
+                .map(|(key, action, _)| (action, format!("{key} {}", short(action, app.mode()))))
+                .collect();
+            fit_footer(items, area.width as usize)
+        }
     };
     frame.render_widget(
         Paragraph::new(Line::styled(
@@ -76,6 +78,21 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
         )),
         area,
     );
+}
+
+/// The footer's keys joined, in the key map's order; on a terminal too narrow for all of them
+/// the ones before help and quit give way (from the end) so that `? help`, where every key is
+/// listed, always shows.
+fn fit_footer(mut items: Vec<(keymap::Action, String)>, columns: usize) -> String {
+    let joined = |items: &[(keymap::Action, String)]| {
+        items.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join(" · ")
+    };
+    let kept = |action: keymap::Action| matches!(action, keymap::Action::Help | keymap::Action::Quit);
+    while width(&joined(&items)) + 1 > columns {
+        let Some(drop) = items.iter().rposition(|(action, _)| !kept(*action)) else { break };
+        items.remove(drop);
+    }
+    joined(&items)
 }
 
 /// The columns left for typed text on a line of `area` that also holds `taken` columns of labels.

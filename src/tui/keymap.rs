@@ -128,6 +128,10 @@ pub enum Action {
     LineStart,
     /// Move the cursor to the end of its line.
     LineEnd,
+    /// The first prompt of the list.
+    First,
+    /// The last prompt of the list.
+    Last,
     /// Start a new line in the rewrite editor.
     NewLine,
     /// Review the selected prompt's answers one at a time (good / bad).
@@ -195,6 +199,8 @@ pub const DEFAULTS: &[(Mode, &str, Action, bool)] = &[
     (Mode::Queue, "k", Up, false),
     (Mode::Queue, "pagedown", PageDown, false),
     (Mode::Queue, "pageup", PageUp, false),
+    (Mode::Queue, "home", First, false),
+    (Mode::Queue, "end", Last, false),
     (Mode::Queue, "/", Search, true),
     (Mode::Queue, "L", FilterLanguage, true),
     (Mode::Queue, "D", FilterDomain, true),
@@ -560,6 +566,8 @@ pub fn describe(action: Action) -> &'static str {
         WordRight => "cursor to the next word",
         LineStart => "cursor to the start of the line",
         LineEnd => "cursor to the end of the line",
+        First => "first prompt",
+        Last => "last prompt",
         NewLine => "a new line",
         SingleReview => "review the answers one at a time: good or bad",
         Good => "this answer is good",

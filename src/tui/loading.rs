@@ -92,6 +92,7 @@ pub fn needs_whole_queue(action: Action) -> bool {
     matches!(
         action,
         Action::FilterLanguage
+            | Action::Last
             | Action::FilterDomain
             | Action::FilterStatus
             | Action::Search

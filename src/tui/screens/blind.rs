@@ -169,7 +169,7 @@ impl BlindView {
                 let o = &report.overall;
                 lines.push(Line::raw(match (o.rate, o.interval) {
                     (Some(rate), Some(ci)) => format!(
-                        " tuned vs base: win rate {:.1}% (95% CI {:.1}-{:.1}%) · {} wins, {} losses, {} ties, {} both bad",
+                        " tuned vs base: win rate {:.1}% (95% CI {:.1}-{:.1}%) · {} wins, {} losses, {} ties, {} both bad (a tie or both bad counts ½)",
                         rate * 100.0,
                         ci.low * 100.0,
                         ci.high * 100.0,

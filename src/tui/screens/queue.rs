@@ -44,6 +44,8 @@ impl QueueScreen {
             Action::Down => self.move_by(1),
             Action::PageUp => self.move_by(-10),
             Action::PageDown => self.move_by(10),
+            Action::First => self.move_by(i32::MIN),
+            Action::Last => self.move_by(i32::MAX),
             Action::Open => return vec![Command::Open(Opening::Compare)],
             Action::SingleReview => return vec![Command::Open(Opening::Thumbs)],
             Action::Search => return vec![Command::Type(Input::Search(TextField::new(self.filter.search.clone())))],
