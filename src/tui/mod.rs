@@ -11,6 +11,7 @@ pub mod form;
 pub mod generation;
 pub mod input;
 pub mod judge;
+pub mod key_help;
 pub mod keymap;
 pub mod loading;
 pub mod queue;

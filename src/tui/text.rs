@@ -99,6 +99,47 @@ fn unbreakable_runs(text: &str) -> Vec<(usize, &str)> {
     runs.into_iter().map(|(start, end)| (start, &text[start..end])).collect()
 }
 
+/// Markdown as a reader wants it in a wrapped pane: the lines of a paragraph or of a list item
+/// that the file broke by hand joined (the pane wraps them to its own width), emphasis and code
+/// markers (`**`, `__`, backticks) left out, headings, list items, quotes, tables and code
+/// blocks kept on their own lines.
+pub fn markdown_for_reading(markdown: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let (mut in_code, mut joinable) = (false, false);
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_code = !in_code;
+            joinable = false;
+            continue;
+        }
+        if in_code {
+            out.push(line.to_string());
+            continue;
+        }
+        let starts_block = trimmed.is_empty()
+            || trimmed.starts_with(['#', '>', '|'])
+            || trimmed.starts_with("- ")
+            || trimmed.starts_with("* ")
+            || trimmed.starts_with("+ ")
+            || trimmed.split_once(". ").is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        let text = trimmed.replace("**", "").replace("__", "").replace('`', "");
+        match out.last_mut() {
+            Some(last) if joinable && !starts_block => {
+                last.push(' ');
+                last.push_str(text.trim_end());
+            }
+            _ => out.push(if trimmed.is_empty() {
+                String::new()
+            } else {
+                format!("{}{}", &line[..line.len() - trimmed.len()], text.trim_end())
+            }),
+        }
+        joinable = !trimmed.is_empty() && !trimmed.starts_with(['#', '|']);
+    }
+    out.join("\n")
+}
+
 /// Cuts `text` to at most `max` columns, ending with `…` when it was cut.
 pub fn truncate(text: &str, max: usize) -> String {
     if width(text) <= max {
@@ -152,6 +193,16 @@ mod tests {
         assert_eq!(lines.concat(), "请立即冻结您的银行卡，并致电客服。谢谢！");
         assert!(lines.iter().all(|l| !l.starts_with(['，', '。', '！'])), "{lines:?}");
         assert_fits(&lines, 10);
+    }
+
+    #[test]
+    fn guidelines_read_as_paragraphs_without_markup() {
+        let markdown = "# Insurance\n\nThese rules add to the default guidelines for insurance\nconversations and documents.\n\n- An agent **never asks for**\n  a password.\n- Quote `policy` numbers.\n\n```\nkeep  as is\n```\n| a | b |\n| - | - |";
+        assert_eq!(
+            markdown_for_reading(markdown),
+            "# Insurance\n\nThese rules add to the default guidelines for insurance conversations and documents.\n\n\
+             - An agent never asks for a password.\n- Quote policy numbers.\n\nkeep  as is\n| a | b |\n| - | - |"
+        );
     }
 
     #[test]

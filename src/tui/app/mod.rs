@@ -433,7 +433,8 @@ impl App {
             .ok()
             .flatten()
             .map(|(_, content)| {
-                crate::guidelines::parse("g.md", &content).map(|g| g.body().to_string()).unwrap_or(content)
+                let body = crate::guidelines::parse("g.md", &content).map(|g| g.body().to_string()).unwrap_or(content);
+                super::text::markdown_for_reading(&body)
             })
             .unwrap_or_else(|| "No guidelines loaded: run `verdict init`.".into());
         self.guidelines = Some((domain, text));
