@@ -355,20 +355,22 @@ impl Model {
 
     /// The text of `ids`. An answer `cut` short (the token limit, a cancel) can end inside a
     /// character whose other bytes were never generated (byte-level tokens: a Chinese, Japanese
-    /// or Arabic character or an emoji is two to four of them); those bytes are left out rather
-    /// than stored as U+FFFD. Dropping at most three tokens can only remove such a tail.
+    /// or Arabic character or an emoji is two to four bytes); the decoder shows that tail as
+    /// U+FFFD, which is left out rather than stored. Only what the last three tokens wrote can
+    /// be such a tail, so U+FFFD the model wrote before them stays (a random-weight model
+    /// writes many). Characters are cut, not tokens: one token can hold a whole character and
+    /// the next one's first byte.
     pub(crate) fn decode_whole_characters(&self, ids: &[u32], cut: bool) -> Result<String> {
+        const BROKEN: char = '\u{FFFD}';
         let text = self.decode(ids)?;
-        if !cut || !text.ends_with('\u{FFFD}') {
+        if !cut || !text.ends_with(BROKEN) {
             return Ok(text);
         }
-        for keep in (ids.len().saturating_sub(3)..ids.len()).rev() {
-            let shorter = self.decode(&ids[..keep])?;
-            if !shorter.ends_with('\u{FFFD}') {
-                return Ok(shorter);
-            }
-        }
-        Ok(text)
+        let before_tail = self.decode(&ids[..ids.len().saturating_sub(3)])?;
+        // An unfinished character there shows as one U+FFFD that the tokens after it may finish.
+        let floor = before_tail.strip_suffix(BROKEN).unwrap_or(&before_tail).len().min(text.len());
+        let end = text.trim_end_matches(BROKEN).len().max(floor);
+        Ok(if text.is_char_boundary(end) { text[..end].to_string() } else { text.trim_end_matches(BROKEN).to_string() })
     }
 
     /// A finished request's candidates, in candidate order, with their text.

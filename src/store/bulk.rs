@@ -134,6 +134,14 @@ pub(super) fn import(tx: &Transaction<'_>, importer: i64, records: &[ImportRecor
     prompts.resolve(tx, Keyed::Prompts)?;
     responses.resolve(tx, Keyed::Responses)?;
     judgments.resolve(tx, Keyed::Judgments)?;
+    // An evaluation answer imported as a candidate is one from now on.
+    let any_evaluation_only: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM evaluation_only)", [], |r| r.get(0))?;
+    if any_evaluation_only {
+        let mut unmark = tx.prepare_cached("DELETE FROM evaluation_only WHERE response_id = ?1")?;
+        for id in responses.existing_ids() {
+            unmark.execute([id])?;
+        }
+    }
 
     // A record added nothing when its prompt (bare prompts) or its verdict (pairs) was
     // already there, or came earlier in the file.

@@ -265,7 +265,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Message, NewPrompt, Split};
+    use crate::domain::{ImportRecord, Message, NewPrompt, Split};
 
     fn store_with_prompt() -> (Store, i64, i64, i64) {
         let mut store = Store::open_in_memory().unwrap();
@@ -317,6 +317,33 @@ mod tests {
             Some(tuned_answer)
         );
         assert_eq!(store.response_ids_of(prompt_id).unwrap(), vec![candidate, shared, tuned_answer]);
+    }
+
+    #[test]
+    fn an_evaluation_answer_imported_in_a_pair_becomes_a_candidate() {
+        let (mut store, prompt_id, base, _) = store_with_prompt();
+        let answer = store.add_model_answer(base, prompt_id, 3, "Im Online-Banking unter Konto.", "{}").unwrap();
+        assert!(store.response_ids_of(prompt_id).unwrap().is_empty());
+        let prompt = NewPrompt {
+            external_id: None,
+            messages: vec![Message::new("user", "Wie kündige ich mein Konto?")],
+            language: "de".into(),
+            domain: Some("banking".into()),
+            tags: Vec::new(),
+            split: Some(Split::Test),
+            source: None,
+        };
+        let pair = ImportRecord::Pair {
+            prompt,
+            chosen: "Im Online-Banking unter Konto.".into(),
+            rejected: "Gar nicht.".into(),
+            reasons: Vec::new(),
+            note: None,
+        };
+        store.import_records(&[pair]).unwrap();
+        let candidates = store.response_ids_of(prompt_id).unwrap();
+        assert_eq!(candidates.len(), 2, "{candidates:?}");
+        assert!(candidates.contains(&answer), "the judged answer is a candidate again");
     }
 
     #[test]

@@ -152,6 +152,10 @@ const STEPS: &[(&str, &str)] = &[
         JOIN other.responses ore ON ore.id = a.response_id JOIN main.response_uids r ON r.uid = ore.uid
         WHERE true
         ON CONFLICT(model_id, prompt_id, seed) DO NOTHING"),
+    // A candidate there is one here (its judgments come with it).
+    ("", "DELETE FROM main.evaluation_only WHERE response_id IN (
+        SELECT r.id FROM other.responses ore JOIN main.response_uids r ON r.uid = ore.uid
+        WHERE ore.id NOT IN (SELECT response_id FROM other.evaluation_only))"),
     // An evaluation answer there is one here unless this database has it as a candidate.
     ("", "INSERT INTO main.evaluation_only (response_id)
         SELECT r.id FROM other.evaluation_only e

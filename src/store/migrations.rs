@@ -467,10 +467,12 @@ const MIGRATION_9: &str = concat!(
 macro_rules! evaluation_only_from_answers {
     () => {
         "INSERT OR IGNORE INTO evaluation_only (response_id)
-    SELECT DISTINCT a.response_id FROM model_answers a
-    WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.response_a = a.response_id OR j.response_b = a.response_id)
-      AND NOT EXISTS (SELECT 1 FROM thumbs t WHERE t.response_id = a.response_id)
-      AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.parent_id = a.response_id);
+    SELECT DISTINCT a.response_id FROM model_answers a JOIN responses r ON r.id = a.response_id
+    WHERE r.origin = 'model'
+      AND a.response_id NOT IN (SELECT response_a FROM judgments UNION ALL SELECT response_b FROM judgments)
+      AND a.response_id NOT IN (SELECT response_a FROM gold UNION ALL SELECT response_b FROM gold)
+      AND a.response_id NOT IN (SELECT response_id FROM thumbs UNION ALL SELECT response_id FROM thumb_gold)
+      AND a.response_id NOT IN (SELECT parent_id FROM responses WHERE parent_id IS NOT NULL);
 "
     };
 }

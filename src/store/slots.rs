@@ -103,6 +103,11 @@ impl<'a> Slots<'a> {
         Ok(())
     }
 
+    /// Ids of the rows that were there before.
+    pub(super) fn existing_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.ids.iter().zip(&self.new).filter(|(_, new)| !**new).map(|(id, _)| *id)
+    }
+
     pub(super) fn new_count(&self) -> usize {
         self.new.iter().filter(|&&n| n).count()
     }

@@ -253,6 +253,23 @@ mod tests {
     }
 
     #[test]
+    fn spaces_typed_at_the_end_of_a_line_are_part_of_it() {
+        let mut f = TextField::new("hello ");
+        f.apply(Edit::Left);
+        f.apply(Edit::LineEnd);
+        assert_eq!(f.cursor(), 6, "End goes past the typed space");
+        f.insert('w');
+        assert_eq!(f.text(), "hello w");
+        let f = TextField::new("one \ntwo");
+        f.view(20, 5);
+        let mut f = f;
+        f.apply(Edit::Up);
+        assert_eq!((f.row(), f.column()), (0, 3));
+        f.apply(Edit::LineEnd);
+        assert_eq!((f.row(), f.column()), (0, 4));
+    }
+
+    #[test]
     fn typing_in_the_middle_inserts_at_the_cursor() {
         let mut f = TextField::new("我们明天见");
         f.apply(Edit::Left);

@@ -69,7 +69,8 @@ pub fn wrap_ranges(text: &str, max: usize) -> Vec<Range<usize>> {
                 (end, used) = (word_start + g_offset + g.len(), used + gw);
             }
         }
-        lines.push(trimmed(start, end));
+        // The last line keeps its spaces: the cursor of a field being typed sits after them.
+        lines.push(start..end);
     }
     lines
 }
@@ -100,9 +101,9 @@ fn unbreakable_runs(text: &str) -> Vec<(usize, &str)> {
 }
 
 /// Markdown as a reader wants it in a wrapped pane: the lines of a paragraph or of a list item
-/// that the file broke by hand joined (the pane wraps them to its own width), emphasis and code
-/// markers (`**`, `__`, backticks) left out, headings, list items, quotes, tables and code
-/// blocks kept on their own lines.
+/// that the file broke by hand joined (the pane wraps them to its own width), bold and code
+/// markers (`**`, backticks) left out, headings, rules, list items, quotes, tables and code
+/// blocks (fenced or indented, kept verbatim) on their own lines.
 pub fn markdown_for_reading(markdown: &str) -> String {
     let mut out: Vec<String> = Vec::new();
     let (mut in_code, mut joinable) = (false, false);
@@ -117,13 +118,17 @@ pub fn markdown_for_reading(markdown: &str) -> String {
             out.push(line.to_string());
             continue;
         }
+        let rule = trimmed.len() >= 3 && trimmed.chars().all(|c| matches!(c, '-' | '*' | '_' | '=' | ' '));
+        let indented_code = line.starts_with("    ") || line.starts_with('\t');
         let starts_block = trimmed.is_empty()
+            || rule
+            || indented_code
             || trimmed.starts_with(['#', '>', '|'])
             || trimmed.starts_with("- ")
             || trimmed.starts_with("* ")
             || trimmed.starts_with("+ ")
             || trimmed.split_once(". ").is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-        let text = trimmed.replace("**", "").replace("__", "").replace('`', "");
+        let text = if indented_code { trimmed.to_string() } else { trimmed.replace("**", "").replace('`', "") };
         match out.last_mut() {
             Some(last) if joinable && !starts_block => {
                 last.push(' ');
@@ -135,7 +140,7 @@ pub fn markdown_for_reading(markdown: &str) -> String {
                 format!("{}{}", &line[..line.len() - trimmed.len()], text.trim_end())
             }),
         }
-        joinable = !trimmed.is_empty() && !trimmed.starts_with(['#', '|']);
+        joinable = !trimmed.is_empty() && !rule && !indented_code && !trimmed.starts_with(['#', '|']);
     }
     out.join("\n")
 }
@@ -203,6 +208,12 @@ mod tests {
             "# Insurance\n\nThese rules add to the default guidelines for insurance conversations and documents.\n\n\
              - An agent never asks for a password.\n- Quote policy numbers.\n\nkeep  as is\n| a | b |\n| - | - |"
         );
+    }
+
+    #[test]
+    fn rules_and_indented_code_stay_apart_from_paragraphs() {
+        assert_eq!(markdown_for_reading("Intro\n---\nNext line\nand more"), "Intro\n---\nNext line and more");
+        assert_eq!(markdown_for_reading("Run:\n\n    a = `b`\n    __init__()"), "Run:\n\n    a = `b`\n    __init__()");
     }
 
     #[test]
