@@ -267,9 +267,8 @@ mod tests {
     use super::*;
     use crate::domain::{ImportRecord, Message, NewPrompt, Split};
 
-    fn store_with_prompt() -> (Store, i64, i64, i64) {
-        let mut store = Store::open_in_memory().unwrap();
-        let prompt = NewPrompt {
+    fn the_prompt() -> NewPrompt {
+        NewPrompt {
             external_id: None,
             messages: vec![Message::new("user", "Wie kündige ich mein Konto?")],
             language: "de".into(),
@@ -277,8 +276,12 @@ mod tests {
             tags: Vec::new(),
             split: Some(Split::Test),
             source: None,
-        };
-        let (prompt_id, _) = store.add_prompt(&prompt).unwrap();
+        }
+    }
+
+    fn store_with_prompt() -> (Store, i64, i64, i64) {
+        let mut store = Store::open_in_memory().unwrap();
+        let (prompt_id, _) = store.add_prompt(&the_prompt()).unwrap();
         let base = store.register_model("sha-base", "base", "/m/base.gguf", "gguf", "llama", "Q4_1").unwrap();
         let tuned = store.register_model("sha-tuned", "tuned", "/m/tuned", "hf", "llama", "F32").unwrap();
         (store, prompt_id, base, tuned)
@@ -324,17 +327,8 @@ mod tests {
         let (mut store, prompt_id, base, _) = store_with_prompt();
         let answer = store.add_model_answer(base, prompt_id, 3, "Im Online-Banking unter Konto.", "{}").unwrap();
         assert!(store.response_ids_of(prompt_id).unwrap().is_empty());
-        let prompt = NewPrompt {
-            external_id: None,
-            messages: vec![Message::new("user", "Wie kündige ich mein Konto?")],
-            language: "de".into(),
-            domain: Some("banking".into()),
-            tags: Vec::new(),
-            split: Some(Split::Test),
-            source: None,
-        };
         let pair = ImportRecord::Pair {
-            prompt,
+            prompt: the_prompt(),
             chosen: "Im Online-Banking unter Konto.".into(),
             rejected: "Gar nicht.".into(),
             reasons: Vec::new(),
