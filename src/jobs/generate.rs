@@ -151,9 +151,7 @@ pub fn run(
     let store = Store::open(&job.db, OpenMode::MustExist)?;
     let mut model = Model::load(&job.model, &job.load)?;
     let info = model.info().clone();
-    let name = info.name.clone().unwrap_or_else(|| {
-        job.model.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "model".into())
-    });
+    let name = info.display_name();
     let format = match info.format {
         crate::model::ModelFormat::Gguf => "gguf",
         crate::model::ModelFormat::Hf => "hf",

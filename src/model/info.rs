@@ -60,6 +60,36 @@ pub struct ModelInfo {
     pub sha256: String,
 }
 
+impl ModelInfo {
+    /// The name a person knows the model by, for the runs list and the status line.
+    pub fn display_name(&self) -> String {
+        display_name(&self.path, self.format, self.name.as_deref())
+    }
+}
+
+/// A GGUF file's own name ("SmolLM2-135M-Instruct.Q4_1"): it is what the user downloaded and
+/// chose, while `general.name` is often a converter's leftover ("Smollm2 135M 8k Lc100K Mix1
+/// Ep2"); `general.name` only for a file named by its hash (Ollama's `sha256-…` blobs). An HF
+/// folder: config.json's hub name ("HuggingFaceTB/SmolLM2-135M-Instruct"), else the folder's.
+fn display_name(path: &std::path::Path, format: ModelFormat, name: Option<&str>) -> String {
+    let own = match format {
+        ModelFormat::Gguf => path.file_stem(),
+        ModelFormat::Hf => path.file_name(),
+    }
+    .map(|n| n.to_string_lossy().to_string())
+    .filter(|n| !n.is_empty());
+    let hashed = |n: &str| n.starts_with("sha256") || (n.len() >= 32 && n.chars().all(|c| c.is_ascii_hexdigit()));
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    match (format, own, name) {
+        (ModelFormat::Gguf, Some(own), _) if !hashed(&own) => own,
+        (ModelFormat::Hf, _, Some(name)) if !name.starts_with(['/', '.', '~']) => name.to_string(),
+        (_, Some(own), Some(name)) if hashed(&own) => name.to_string(),
+        (_, Some(own), _) => own,
+        (_, None, Some(name)) => name.to_string(),
+        (_, None, None) => "model".into(),
+    }
+}
+
 /// Names the most common weight type among matrices, weighted by element count.
 pub(crate) fn dominant_type(counts: &[(String, u64)]) -> String {
     let mut totals: Vec<(String, u64)> = Vec::new();
@@ -71,4 +101,25 @@ pub(crate) fn dominant_type(counts: &[(String, u64)]) -> String {
     }
     totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     totals.first().map(|(t, _)| t.clone()).unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn a_model_is_called_by_its_file_or_hub_name() {
+        let gguf = |path: &str, name| display_name(Path::new(path), ModelFormat::Gguf, name);
+        assert_eq!(
+            gguf("/c/SmolLM2-135M-Instruct.Q4_1.gguf", Some("Smollm2 135M 8k Lc100K Mix1 Ep2")),
+            "SmolLM2-135M-Instruct.Q4_1"
+        );
+        let blob = "/o/blobs/sha256-6a0746a1ec1aef3e7ec53868f220ff6e389f6f8ef87a01d77c96807de94ca2aa";
+        assert_eq!(gguf(blob, Some("Qwen3 8B")), "Qwen3 8B");
+        let hf = |path: &str, name| display_name(Path::new(path), ModelFormat::Hf, name);
+        assert_eq!(hf("/m/smol", Some("HuggingFaceTB/SmolLM2-135M-Instruct")), "HuggingFaceTB/SmolLM2-135M-Instruct");
+        assert_eq!(hf("/runs/3/model", Some("/tmp/xyz")), "model");
+        assert_eq!(hf("/m/qwen-0.5b", None), "qwen-0.5b");
+    }
 }

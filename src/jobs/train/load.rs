@@ -37,7 +37,7 @@ pub(super) fn inference(
     let info = inference.info();
     let base_id = store.register_model(
         &info.sha256,
-        &info.name.clone().unwrap_or_else(|| "base".into()),
+        &info.display_name(),
         &model_path.display().to_string(),
         if model_path.is_dir() { "hf" } else { "gguf" },
         &info.architecture,

@@ -38,7 +38,7 @@ pub(super) fn export_run(
     let sha = model::file_hash::sha256_remembered(&final_dir.join("model.safetensors"))?;
     let model_id = store.register_model(
         &sha,
-        &format!("{} (run {run_id})", info.name.clone().unwrap_or_else(|| "tuned".into())),
+        &format!("{} (run {run_id})", info.display_name()),
         &final_dir.display().to_string(),
         "hf",
         &info.architecture,
