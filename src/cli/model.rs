@@ -177,11 +177,8 @@ pub fn generate_command(cli: &Cli, args: &GenerateArgs) -> anyhow::Result<ExitCo
     })?;
     bar.finish();
     println!(
-        "{} new candidate{} for {} prompt{} ({} duplicates and {} empty not stored, {} prompts failed) · {} tokens in {:.1} s ({:.1} tok/s){}",
-        summary.stored,
-        if summary.stored == 1 { "" } else { "s" },
-        summary.prompts,
-        if summary.prompts == 1 { "" } else { "s" },
+        "{} ({} duplicates and {} empty not stored, {} prompts failed) · {} tokens in {:.1} s ({:.1} tok/s){}",
+        summary.headline(),
         summary.duplicates,
         summary.empty,
         summary.failed,

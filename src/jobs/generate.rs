@@ -55,6 +55,14 @@ pub struct GenerateSummary {
     pub cancelled: bool,
 }
 
+impl GenerateSummary {
+    /// "3 new candidates for 1 prompt": what the CLI and the TUI report first.
+    pub fn headline(&self) -> String {
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        format!("{} new candidate{} for {} prompt{}", self.stored, s(self.stored), self.prompts, s(self.prompts))
+    }
+}
+
 /// The sampling parameters stored with each candidate (its own seed included).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct StoredParams {

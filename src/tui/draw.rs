@@ -199,7 +199,8 @@ fn draw_editor(frame: &mut Frame, side: &str, field: &TextField) {
     }
     // One column stays free on the right for the cursor after a full line.
     let top = field.view(inner.width as usize - 1, inner.height as usize);
-    let (text, lines, row) = (field.text(), field.lines(), field.row());
+    let (text, lines) = (field.text(), field.lines());
+    let row = field.row_in(&lines);
     let cursor = field.cursor().clamp(lines[row].start, lines[row].end);
     let shown = |s: &str| s.replace('\t', "    ");
     let mut out = Vec::new();

@@ -135,7 +135,8 @@ impl TextField {
         self.row_in(&self.lines())
     }
 
-    fn row_in(&self, lines: &[Range<usize>]) -> usize {
+    /// `row` with the lines already made.
+    pub fn row_in(&self, lines: &[Range<usize>]) -> usize {
         lines.iter().rposition(|l| l.start <= self.cursor).unwrap_or(0)
     }
 

@@ -18,8 +18,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
 use super::field::TextField;
-use super::input::edit_of;
-use super::keymap::{self, Action};
+use super::input::edit_field;
+use super::keymap::Action;
 use super::screens::Command;
 use super::text::{pad, truncate};
 use super::widgets::{ACCENT, block};
@@ -234,16 +234,7 @@ impl TrainForm {
                 self.fields[self.selected].value = Value::Text(typed.text().trim().to_string());
             }
             Some(Action::Back) => self.editing = None,
-            Some(action) => {
-                if let Some(edit) = edit_of(action) {
-                    buffer.apply(edit);
-                }
-            }
-            None => {
-                if let Some(c) = keymap::typed_char(&key) {
-                    buffer.insert(c);
-                }
-            }
+            _ => edit_field(buffer, action, &key),
         }
     }
 

@@ -65,13 +65,7 @@ impl GenerationJob {
                         Ok(s) if s.cancelled => {
                             format!("stopped: {} new candidates kept; generate again to go on", s.stored)
                         }
-                        Ok(s) => format!(
-                            "generated {} new candidate{} for {} prompt{}",
-                            s.stored,
-                            if s.stored == 1 { "" } else { "s" },
-                            s.prompts,
-                            if s.prompts == 1 { "" } else { "s" }
-                        ),
+                        Ok(s) => format!("generated {}", s.headline()),
                         Err(e) => format!("error: {e:#}"),
                     })
                 }

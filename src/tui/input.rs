@@ -41,8 +41,26 @@ pub enum Typed {
     Kept(Input),
 }
 
+/// One key on a field being typed (Enter and Esc are the caller's): a new line, a cursor
+/// movement or deletion the key map binds, or the character the key types.
+pub fn edit_field(field: &mut TextField, action: Option<Action>, key: &KeyEvent) {
+    match action {
+        Some(Action::NewLine) => field.insert('\n'),
+        Some(action) => {
+            if let Some(edit) = edit_of(action) {
+                field.apply(edit);
+            }
+        }
+        None => {
+            if let Some(c) = keymap::typed_char(key) {
+                field.insert(c);
+            }
+        }
+    }
+}
+
 /// The cursor movement or deletion a key map action stands for while typing.
-pub fn edit_of(action: Action) -> Option<Edit> {
+fn edit_of(action: Action) -> Option<Edit> {
     Some(match action {
         Action::DeleteBack => Edit::DeleteBack,
         Action::DeleteForward => Edit::DeleteForward,
@@ -68,6 +86,13 @@ impl Input {
         }
     }
 
+    fn field_mut(&mut self) -> Option<&mut TextField> {
+        match self {
+            Input::None => None,
+            Input::Search(t) | Input::Note(t) | Input::AddPrompt(t) | Input::Rewrite { text: t, .. } => Some(t),
+        }
+    }
+
     /// One key while typing; `action` is what the key map's Line or Editor section binds it to.
     pub fn type_key(&mut self, action: Option<Action>, key: KeyEvent) -> Typed {
         let back = action == Some(Action::Back);
@@ -79,25 +104,15 @@ impl Input {
             }
             *discard_armed = false;
         }
-        let text = match self {
-            Input::None => return Typed::Editing,
-            Input::Search(t) | Input::Note(t) | Input::AddPrompt(t) | Input::Rewrite { text: t, .. } => t,
-        };
         match action {
-            Some(Action::Back) => return Typed::Dropped(std::mem::replace(self, Input::None)),
-            Some(Action::Confirm) => return Typed::Kept(std::mem::replace(self, Input::None)),
-            Some(Action::NewLine) => text.insert('\n'),
-            Some(action) => {
-                if let Some(edit) = edit_of(action) {
-                    text.apply(edit);
+            Some(Action::Back) if *self != Input::None => Typed::Dropped(std::mem::replace(self, Input::None)),
+            Some(Action::Confirm) if *self != Input::None => Typed::Kept(std::mem::replace(self, Input::None)),
+            _ => {
+                if let Some(field) = self.field_mut() {
+                    edit_field(field, action, &key);
                 }
-            }
-            None => {
-                if let Some(c) = keymap::typed_char(&key) {
-                    text.insert(c);
-                }
+                Typed::Editing
             }
         }
-        Typed::Editing
     }
 }
