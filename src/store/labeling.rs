@@ -105,20 +105,14 @@ impl Store {
 
     /// The ids of a prompt's candidates, oldest first (read from the index alone).
     pub fn response_ids_of(&self, prompt_id: i64) -> Result<Vec<i64>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT id FROM responses WHERE prompt_id = ?1 AND id NOT IN (SELECT response_id FROM evaluation_only)
-             ORDER BY id",
-        )?;
+        let mut statement = self.conn.prepare_cached("SELECT id FROM candidates WHERE prompt_id = ?1 ORDER BY id")?;
         let rows = statement.query_map([prompt_id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// (prompt id, response id) of every candidate, ordered by prompt then response.
     pub fn response_ids(&self) -> Result<Vec<(i64, i64)>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT prompt_id, id FROM responses WHERE id NOT IN (SELECT response_id FROM evaluation_only)
-             ORDER BY prompt_id, id",
-        )?;
+        let mut statement = self.conn.prepare_cached("SELECT prompt_id, id FROM candidates ORDER BY prompt_id, id")?;
         let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -135,8 +129,7 @@ impl Store {
         let mut statement = self.conn.prepare_cached(
             "SELECT id, prompt_id, content, origin, parent_id, author,
                     COALESCE(json_extract(params, '$.cut_off'), 0)
-             FROM responses WHERE prompt_id = ?1 AND id NOT IN (SELECT response_id FROM evaluation_only)
-             ORDER BY id",
+             FROM candidates WHERE prompt_id = ?1 ORDER BY id",
         )?;
         let rows = statement.query_map([prompt_id], |r| {
             Ok(ResponseRow {

@@ -458,6 +458,10 @@ const MIGRATION_9: &str = concat!(
     "CREATE TABLE evaluation_only (
     response_id  INTEGER PRIMARY KEY REFERENCES responses(id)
 );
+-- What the labeling side reads: a prompt's candidates (SQLite flattens the view, so a read by
+-- prompt still uses responses' index).
+CREATE VIEW candidates AS
+    SELECT * FROM responses WHERE id NOT IN (SELECT response_id FROM evaluation_only);
 ",
     evaluation_only_from_answers!()
 );

@@ -84,8 +84,7 @@ impl Store {
     /// The prompts matching `filter` that have fewer than `filter.below` candidates.
     pub fn generation_targets(&self, filter: &TargetFilter) -> Result<Vec<GenerationTarget>> {
         let mut statement = self.conn.prepare(
-            "SELECT p.id, p.uid, p.messages, (SELECT count(*) FROM responses r WHERE r.prompt_id = p.id
-                        AND r.id NOT IN (SELECT response_id FROM evaluation_only)) AS n,
+            "SELECT p.id, p.uid, p.messages, (SELECT count(*) FROM candidates r WHERE r.prompt_id = p.id) AS n,
                     p.language, p.domain, p.split
              FROM prompts p ORDER BY p.id",
         )?;

@@ -74,9 +74,7 @@ impl Store {
         };
         {
             // Read from the index on prompt_id (a GROUP BY in SQL is slower than counting here).
-            let mut statement = self
-                .conn
-                .prepare("SELECT prompt_id FROM responses WHERE id NOT IN (SELECT response_id FROM evaluation_only)")?;
+            let mut statement = self.conn.prepare("SELECT prompt_id FROM candidates")?;
             let mut rows = statement.query([])?;
             while let Some(r) = rows.next()? {
                 tables.add(keys_of(r.get(0)?), |row| row.responses += 1);

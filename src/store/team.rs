@@ -119,8 +119,7 @@ impl Store {
     /// (prompt id, language, number of candidates) of every prompt.
     pub fn prompt_languages(&self) -> Result<Vec<(i64, String, usize)>> {
         let mut statement = self.conn.prepare(
-            "SELECT p.id, p.language, (SELECT count(*) FROM responses r WHERE r.prompt_id = p.id
-                 AND r.id NOT IN (SELECT response_id FROM evaluation_only)) FROM prompts p ORDER BY p.id",
+            "SELECT p.id, p.language, (SELECT count(*) FROM candidates r WHERE r.prompt_id = p.id) FROM prompts p ORDER BY p.id",
         )?;
         let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
